@@ -1,0 +1,47 @@
+# Moltbot Cloud — developer entry points. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= .moltbot
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format bench docs clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the product with its dev tools
+
+run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA))
+	$(BIN)/moltbot --data $(DATA) up
+
+test: $(STAMP) ## run every test suite (unit, integration with real servers, slow)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP) ## unit and integration tests without the slow suites
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## measure append, fold and rebuild rates against raw nats-py and COPY (bench/report.md)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+docs: $(STAMP) ## regenerate docs/events.md from the domain examples
+	$(BIN)/python -m moltbot.docs > docs/events.md
+
+clean: ## remove the virtualenv and caches (not the data folder)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

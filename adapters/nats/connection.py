@@ -1,0 +1,50 @@
+"""Opening a NATS connection with the options every role shares."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+log = structlog.get_logger()
+
+
+async def connect(url: str, *, name: str = "moltbot") -> Client:
+    """Connect with unbounded reconnects: a nats-server restart is a pause, not an error."""
+
+    client: list[Client] = []
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc))
+
+    async def on_disconnected() -> None:
+        if client and not (client[0].is_closed or client[0].is_draining):
+            log.warning("nats_disconnected", name=name)
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected")
+
+    nc = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+    client.append(nc)
+    return nc
+
+
+@asynccontextmanager
+async def connection(url: str, *, name: str = "moltbot") -> AsyncIterator[Client]:
+    nc = await connect(url, name=name)
+    try:
+        yield nc
+    finally:
+        await nc.drain() if nc.is_connected else await nc.close()

@@ -1,0 +1,312 @@
+"""The event store: canonical events appended to and read from the EVENTS stream.
+
+- ``append`` publishes with ``Nats-Msg-Id`` = the event's dedupe key, so a retry inside
+  the duplicate window is stored once, and optionally with an expected last sequence on
+  the aggregate's subjects (optimistic concurrency).
+- ``append_many`` publishes concurrently (a window of requests in flight on one
+  connection, acks awaited together), which keeps the log in the order given.
+- ``update`` is the decide loop: load an aggregate, decide, append with the expected
+  sequence, and on conflict reload and decide again.
+- ``read`` replays from a sequence with a subject filter through an ephemeral pull
+  consumer (no acks), prefetching the next batch while the caller works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, BadRequestError, NotFoundError
+
+from adapters.nats.errors import ConcurrencyConflict, EventStoreError
+from domain import subjects
+from domain.codec import EventCodec, dedupe_key
+from domain.events import Event
+
+log = structlog.get_logger()
+
+EVENTS_STREAM = "EVENTS"
+_WRONG_LAST_SEQUENCE = 10071
+_WRONG_LAST_SEQUENCE_CLUSTERED = 10164
+
+
+class Appended(msgspec.Struct, frozen=True):
+    event_id: str
+    seq: int
+    duplicate: bool = False
+
+
+class StoredRecord(msgspec.Struct, frozen=True):
+    """One message of the log as stored: its sequence, subject, bytes and headers."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None = None
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    event: Event
+
+
+Decide = Callable[[Sequence[Event]], Sequence[Event]]
+
+
+class EventStore:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        codec: EventCodec | None = None,
+        stream: str = EVENTS_STREAM,
+        window: int = 512,
+        timeout: float = 10.0,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.codec = codec or EventCodec()
+        self.stream = stream
+        self._window = window
+        self._timeout = timeout
+
+    # --- writing -------------------------------------------------------------------
+
+    async def append(self, event: Event, *, expected_seq: int | None = None) -> Appended:
+        """Append one event. ``expected_seq`` is the aggregate's last sequence (0 = new)."""
+        key = dedupe_key(event)
+        headers = {"Nats-Msg-Id": key}
+        aggregate = subjects.aggregate_filter(event.tenant_id, event.AGGREGATE, event.aggregate_id)
+        if expected_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = aggregate
+        try:
+            ack = await self._js.publish(
+                event.subject, self.codec.encode(event), timeout=self._timeout, headers=headers
+            )
+        except BadRequestError as exc:
+            if expected_seq is None or exc.err_code not in (
+                _WRONG_LAST_SEQUENCE,
+                _WRONG_LAST_SEQUENCE_CLUSTERED,
+            ):
+                raise
+            return await self._resolve_conflict(event, key, aggregate, expected_seq)
+        return Appended(event.id, ack.seq, bool(ack.duplicate))
+
+    async def _resolve_conflict(self, event: Event, key: str, aggregate: str, expected_seq: int) -> Appended:
+        # The expected-sequence check runs before dedupe: a retry of an append whose ack
+        # was lost lands here. It succeeded if the aggregate's last message is ours.
+        last = await self.last_on(aggregate)
+        if last is not None and (last.headers or {}).get("Nats-Msg-Id") == key:
+            return Appended(event.id, last.seq, duplicate=True)
+        raise ConcurrencyConflict(aggregate, expected_seq, last.seq if last else None)
+
+    async def append_many(self, events: Sequence[Event]) -> list[Appended]:
+        """Append events in order, a window of publishes in flight at a time."""
+        results: list[Appended] = []
+        for start in range(0, len(events), self._window):
+            chunk = events[start : start + self._window]
+            # Tasks start in creation order and each writes its request before its first
+            # suspension, so the server receives (and sequences) them in this order.
+            results.extend(await asyncio.gather(*(self.append(event) for event in chunk)))
+        return results
+
+    async def last_on(self, subject: str) -> StoredRecord | None:
+        """The last message stored on ``subject`` (wildcards allowed), or None."""
+        try:
+            raw = await self._js.get_last_msg(self.stream, subject, direct=True)
+        except NotFoundError:
+            return None
+        headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-Stream")}
+        return StoredRecord(raw.seq or 0, raw.subject or subject, raw.data or b"", headers)
+
+    async def load(self, tenant_id: str, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
+        """An aggregate's events and its last sequence (0 when it has none)."""
+        subject = subjects.aggregate_filter(tenant_id, aggregate, aggregate_id)
+        last = await self.last_on(subject)
+        if last is None:
+            return [], 0
+        history = [
+            StoredEvent(record.seq, self.codec.decode(record.data))
+            async for record in self.read(subject=subject, until_seq=last.seq)
+        ]
+        return history, last.seq
+
+    async def update(
+        self,
+        tenant_id: str,
+        aggregate: str,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        attempts: int = 5,
+    ) -> list[Appended]:
+        """Load, decide, append with the expected sequence; retry on conflict.
+
+        ``decide`` gets the aggregate's events and returns the new ones (maybe none).
+        Each new event is appended expecting the sequence of the one before it, so a
+        concurrent writer makes the whole decision run again on fresh history.
+        """
+        for attempt in range(1, attempts + 1):
+            history, last_seq = await self.load(tenant_id, aggregate, aggregate_id)
+            new_events = decide([stored.event for stored in history])
+            appended: list[Appended] = []
+            try:
+                for event in new_events:
+                    result = await self.append(event, expected_seq=last_seq)
+                    appended.append(result)
+                    last_seq = result.seq
+            except ConcurrencyConflict:
+                if appended or attempt == attempts:
+                    raise
+                log.info("append_conflict_retried", aggregate_id=aggregate_id, attempt=attempt)
+                continue
+            return appended
+        raise EventStoreError("unreachable")  # pragma: no cover
+
+    # --- reading -------------------------------------------------------------------
+
+    async def last_seq(self) -> int:
+        info = await self._js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def read(
+        self,
+        *,
+        since: int = 1,
+        subject: str = subjects.ALL_EVENTS,
+        until_seq: int | None = None,
+        follow: bool = False,
+        batch: int = 1000,
+        idle_timeout: float = 1.0,
+    ) -> AsyncIterator[StoredRecord]:
+        """Stored messages from sequence ``since`` matching ``subject``, in order.
+
+        Stops at ``until_seq`` or, without ``follow``, at the end of what is stored when
+        reading began; with ``follow`` waits for new messages until cancelled.
+        """
+        if until_seq is None and not follow:
+            until_seq = await self.last_seq()
+        if until_seq is not None and since > until_seq:
+            return
+        reader = _PullReader(self._js, self.stream, subject, since, batch, idle_timeout, follow)
+        await reader.start()
+        try:
+            async for record in reader.records():
+                if until_seq is not None and record.seq > until_seq:
+                    return
+                yield record
+                if until_seq is not None and record.seq >= until_seq:
+                    return
+        finally:
+            await reader.close()
+
+    async def read_events(self, **kwargs: Any) -> AsyncIterator[StoredEvent]:
+        async for record in self.read(**kwargs):
+            yield StoredEvent(record.seq, self.codec.decode(record.data))
+
+
+class _PullReader:
+    """An ephemeral AckNone pull consumer, fetching one batch ahead of its reader."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        since: int,
+        batch: int,
+        idle_timeout: float,
+        follow: bool,
+    ) -> None:
+        self._js = js
+        self._stream = stream
+        self._subject = subject
+        self._since = max(since, 1)
+        self._batch = batch
+        self._idle_timeout = idle_timeout
+        self._follow = follow
+        self._queue: asyncio.Queue[list[Msg] | BaseException] = asyncio.Queue(maxsize=2)
+        self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._consumer: str | None = None
+        self._pending_at_start = 0
+
+    async def start(self) -> None:
+        config = {
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": self._since,
+            "ack_policy": "none",
+            "filter_subject": self._subject,
+            "inactive_threshold": 60_000_000_000,
+            "mem_storage": True,
+            "num_replicas": 1,
+        }
+        reply = await self._js._nc.request(
+            f"$JS.API.CONSUMER.CREATE.{self._stream}",
+            json.dumps({"stream_name": self._stream, "config": config}).encode(),
+            timeout=10,
+        )
+        created = json.loads(reply.data)
+        if "error" in created:
+            raise APIError.from_error(created["error"])
+        self._consumer = created["name"]
+        self._pending_at_start = int(created.get("num_pending", 0))
+        self._sub = await self._js.pull_subscribe_bind(
+            consumer=self._consumer, stream=self._stream, pending_msgs_limit=self._batch * 4
+        )
+        self._task = asyncio.create_task(self._fetch_ahead())
+
+    async def _fetch_ahead(self) -> None:
+        assert self._sub is not None
+        try:
+            while True:
+                try:
+                    msgs = await self._sub.fetch(self._batch, timeout=self._idle_timeout)
+                except TimeoutError:  # nats-py raises both its own and asyncio's
+                    msgs = []
+                await self._queue.put(msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._queue.put(exc)
+
+    async def records(self) -> AsyncIterator[StoredRecord]:
+        if not self._follow and self._pending_at_start == 0:
+            return
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise EventStoreError(f"reading {self._stream} failed: {item!r}") from item
+            if not item:
+                if self._follow:
+                    continue
+                return
+            for msg in item:
+                meta = msg.metadata
+                headers = dict(msg.headers) if msg.headers else None
+                yield StoredRecord(meta.sequence.stream, msg.subject, msg.data, headers)
+                if not self._follow and meta.num_pending == 0:
+                    return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._consumer is not None:
+            # unsubscribe does not delete the consumer; the inactive threshold would.
+            with contextlib.suppress(Exception):
+                await self._js.delete_consumer(self._stream, self._consumer)

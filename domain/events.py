@@ -1,0 +1,490 @@
+"""The canonical events (DESIGN §5): one envelope, one frozen Struct per event type.
+
+Every event is a msgspec Struct tagged by its ``type`` (``<noun>.<verb>``), so one
+decoder reads the whole union in a single pass. The envelope fields are a contract:
+``id, type, v, tenant_id, aggregate_id, occurred_at, causation_id, correlation_id,
+actor, data``. ``data`` is the typed payload of the event type.
+
+Each event class names the aggregate it belongs to (``AGGREGATE``), which with the
+tenant and aggregate id gives its subject (see :mod:`domain.subjects`), and the
+current schema version of its payload (``VERSION``); older versions are upcast on
+read by :mod:`domain.codec`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import ClassVar, Literal, TypeVar, Union, get_args
+
+import msgspec
+
+from domain import ids, subjects
+
+# Aggregates: the middle token of an event subject.
+TENANT = "tenant"
+USER = "user"
+CONNECTION = "connection"
+CONVERSATION = "conversation"
+DEVICE = "device"
+
+Role = Literal["owner", "admin", "member"]
+Plan = Literal["free", "pro", "byok"]
+ConnectionState = Literal["connecting", "connected", "degraded", "action_required", "disconnected"]
+ConversationKind = Literal["direct", "group", "thread"]
+UsageMetric = Literal["messages_in", "messages_out", "agent_runs", "tokens_in", "tokens_out", "cost_micros"]
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every event payload: unknown fields are an error, not silently dropped."""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope shared by every event; subclasses add ``data`` and a tag."""
+
+    AGGREGATE: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+    id: str
+    v: int
+    tenant_id: str
+    aggregate_id: str
+    occurred_at: datetime
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    actor: str
+
+    @property
+    def type(self) -> str:
+        return type_name(type(self))
+
+    @property
+    def subject(self) -> str:
+        return subjects.event_subject(self.tenant_id, self.AGGREGATE, self.aggregate_id, self.type)
+
+
+# --- tenants, users, members ------------------------------------------------------------
+
+
+class TenantCreatedData(Payload, frozen=True):
+    name: str
+    plan: Plan = "free"
+
+
+class TenantCreated(Event, frozen=True, kw_only=True, tag="tenant.created"):
+    AGGREGATE = TENANT
+    data: TenantCreatedData
+
+
+class TenantRenamedData(Payload, frozen=True):
+    name: str
+
+
+class TenantRenamed(Event, frozen=True, kw_only=True, tag="tenant.renamed"):
+    AGGREGATE = TENANT
+    data: TenantRenamedData
+
+
+class UserRegisteredData(Payload, frozen=True):
+    email: str
+    display_name: str
+
+
+class UserRegistered(Event, frozen=True, kw_only=True, tag="user.registered"):
+    """A person's account; ``aggregate_id`` is the user id, ``tenant_id`` their home tenant."""
+
+    AGGREGATE = USER
+    data: UserRegisteredData
+
+
+class MemberAddedData(Payload, frozen=True):
+    user_id: str
+    role: Role
+
+
+class MemberAdded(Event, frozen=True, kw_only=True, tag="member.added"):
+    AGGREGATE = TENANT
+    data: MemberAddedData
+
+
+class MemberRoleChangedData(Payload, frozen=True):
+    user_id: str
+    role: Role
+
+
+class MemberRoleChanged(Event, frozen=True, kw_only=True, tag="member.role_changed"):
+    AGGREGATE = TENANT
+    data: MemberRoleChangedData
+
+
+class MemberRemovedData(Payload, frozen=True):
+    user_id: str
+
+
+class MemberRemoved(Event, frozen=True, kw_only=True, tag="member.removed"):
+    AGGREGATE = TENANT
+    data: MemberRemovedData
+
+
+class PlanChangedData(Payload, frozen=True):
+    plan: Plan
+    previous_plan: Plan
+
+
+class PlanChanged(Event, frozen=True, kw_only=True, tag="plan.changed"):
+    AGGREGATE = TENANT
+    data: PlanChangedData
+
+
+class UsageRecordedData(Payload, frozen=True):
+    metric: UsageMetric
+    quantity: int
+    source_id: str | None = None  # what was metered: a message id, an agent run id
+
+
+class UsageRecorded(Event, frozen=True, kw_only=True, tag="usage.recorded"):
+    AGGREGATE = TENANT
+    data: UsageRecordedData
+
+
+# --- connections (a tenant's account on one channel) ---------------------------------
+
+
+class ConnectionCreatedData(Payload, frozen=True):
+    channel: str
+    display_name: str
+
+
+class ConnectionCreated(Event, frozen=True, kw_only=True, tag="connection.created"):
+    AGGREGATE = CONNECTION
+    data: ConnectionCreatedData
+
+
+class ConnectionStateChangedData(Payload, frozen=True):
+    state: ConnectionState
+    code: str  # machine code, e.g. "token_revoked"
+    message: str  # what a person reads, e.g. "Telegram no longer accepts this bot token"
+    action: str | None = None  # suggested action: "reconnect", "log_in_again", "open_app"
+
+
+class ConnectionStateChanged(Event, frozen=True, kw_only=True, tag="connection.state_changed"):
+    AGGREGATE = CONNECTION
+    data: ConnectionStateChangedData
+
+
+class ConnectionQrIssuedData(Payload, frozen=True):
+    qr: str
+    expires_at: datetime
+
+
+class ConnectionQrIssued(Event, frozen=True, kw_only=True, tag="connection.qr_issued"):
+    AGGREGATE = CONNECTION
+    data: ConnectionQrIssuedData
+
+
+class ConnectionCredentialsRotatedData(Payload, frozen=True):
+    key_id: str  # the vault key now encrypting the credentials, never the credentials
+
+
+class ConnectionCredentialsRotated(Event, frozen=True, kw_only=True, tag="connection.credentials_rotated"):
+    AGGREGATE = CONNECTION
+    data: ConnectionCredentialsRotatedData
+
+
+class ConnectionDeletedData(Payload, frozen=True):
+    reason: str | None = None
+
+
+class ConnectionDeleted(Event, frozen=True, kw_only=True, tag="connection.deleted"):
+    AGGREGATE = CONNECTION
+    data: ConnectionDeletedData
+
+
+# --- conversations and messages --------------------------------------------------------
+
+
+class ConversationCreatedData(Payload, frozen=True):
+    channel: str
+    connection_id: str
+    kind: ConversationKind
+    title: str
+    external_id: str  # the provider's chat / channel / thread id
+    agent_enabled: bool = True
+
+
+class ConversationCreated(Event, frozen=True, kw_only=True, tag="conversation.created"):
+    AGGREGATE = CONVERSATION
+    data: ConversationCreatedData
+
+
+class ConversationUpdatedData(Payload, frozen=True):
+    """Only the fields that are set change; ``marked_read`` clears the unread count."""
+
+    title: str | None = None
+    agent_enabled: bool | None = None
+    pinned: bool | None = None
+    marked_read: bool = False
+
+
+class ConversationUpdated(Event, frozen=True, kw_only=True, tag="conversation.updated"):
+    AGGREGATE = CONVERSATION
+    data: ConversationUpdatedData
+
+
+class Sender(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    name: str
+    is_bot: bool = False
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["image", "video", "audio", "document", "sticker", "other"]
+    provider_file_id: str
+    mime: str | None = None
+    size: int | None = None
+    name: str | None = None
+
+
+class MessageReceivedData(Payload, frozen=True):
+    message_id: str
+    connection_id: str
+    channel: str
+    provider_message_id: str
+    sender: Sender
+    text: str
+    sent_at: datetime
+    attachments: tuple[Attachment, ...] = ()
+    reply_to_message_id: str | None = None
+    mentions_agent: bool = False
+
+
+class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
+    AGGREGATE = CONVERSATION
+    data: MessageReceivedData
+
+
+class MessageSentData(Payload, frozen=True):
+    message_id: str
+    connection_id: str
+    channel: str
+    provider_message_id: str
+    text: str
+    sent_at: datetime
+    sender: Sender
+    agent_run_id: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
+    AGGREGATE = CONVERSATION
+    data: MessageSentData
+
+
+class MessageSendFailedData(Payload, frozen=True):
+    message_id: str
+    connection_id: str
+    code: str
+    reason: str
+
+
+class MessageSendFailed(Event, frozen=True, kw_only=True, tag="message.send_failed"):
+    AGGREGATE = CONVERSATION
+    data: MessageSendFailedData
+
+
+class MessageEditedData(Payload, frozen=True):
+    message_id: str
+    text: str
+    edited_at: datetime
+
+
+class MessageEdited(Event, frozen=True, kw_only=True, tag="message.edited"):
+    AGGREGATE = CONVERSATION
+    data: MessageEditedData
+
+
+class MessageDeletedData(Payload, frozen=True):
+    message_id: str
+    deleted_at: datetime
+
+
+class MessageDeleted(Event, frozen=True, kw_only=True, tag="message.deleted"):
+    AGGREGATE = CONVERSATION
+    data: MessageDeletedData
+
+
+class ReactionData(Payload, frozen=True):
+    message_id: str
+    emoji: str
+    sender_id: str
+
+
+class ReactionAdded(Event, frozen=True, kw_only=True, tag="reaction.added"):
+    AGGREGATE = CONVERSATION
+    data: ReactionData
+
+
+class ReactionRemoved(Event, frozen=True, kw_only=True, tag="reaction.removed"):
+    AGGREGATE = CONVERSATION
+    data: ReactionData
+
+
+class MediaAvailableData(Payload, frozen=True):
+    message_id: str
+    media_id: str
+    sha256: str
+    mime: str
+    size: int
+    storage_key: str
+
+
+class MediaAvailable(Event, frozen=True, kw_only=True, tag="media.available"):
+    AGGREGATE = CONVERSATION
+    data: MediaAvailableData
+
+
+# --- agent runs (serialized per conversation) -----------------------------------------
+
+
+class AgentRunRequestedData(Payload, frozen=True):
+    run_id: str
+    agent_id: str
+    trigger_message_id: str
+
+
+class AgentRunRequested(Event, frozen=True, kw_only=True, tag="agent.run_requested"):
+    AGGREGATE = CONVERSATION
+    data: AgentRunRequestedData
+
+
+class AgentRunStartedData(Payload, frozen=True):
+    run_id: str
+    model: str
+
+
+class AgentRunStarted(Event, frozen=True, kw_only=True, tag="agent.run_started"):
+    AGGREGATE = CONVERSATION
+    data: AgentRunStartedData
+
+
+class AgentRunCompletedData(Payload, frozen=True):
+    run_id: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_micros: int
+    reply_message_id: str | None = None
+
+
+class AgentRunCompleted(Event, frozen=True, kw_only=True, tag="agent.run_completed"):
+    AGGREGATE = CONVERSATION
+    data: AgentRunCompletedData
+
+
+class AgentRunFailedData(Payload, frozen=True):
+    run_id: str
+    code: str
+    reason: str
+
+
+class AgentRunFailed(Event, frozen=True, kw_only=True, tag="agent.run_failed"):
+    AGGREGATE = CONVERSATION
+    data: AgentRunFailedData
+
+
+# --- devices ----------------------------------------------------------------------------
+
+
+class DevicePairedData(Payload, frozen=True):
+    name: str
+    platform: str
+    user_id: str
+
+
+class DevicePaired(Event, frozen=True, kw_only=True, tag="device.paired"):
+    AGGREGATE = DEVICE
+    data: DevicePairedData
+
+
+class DeviceRevokedData(Payload, frozen=True):
+    reason: str | None = None
+
+
+class DeviceRevoked(Event, frozen=True, kw_only=True, tag="device.revoked"):
+    AGGREGATE = DEVICE
+    data: DeviceRevokedData
+
+
+AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
+    TenantCreated,
+    TenantRenamed,
+    UserRegistered,
+    MemberAdded,
+    MemberRoleChanged,
+    MemberRemoved,
+    PlanChanged,
+    UsageRecorded,
+    ConnectionCreated,
+    ConnectionStateChanged,
+    ConnectionQrIssued,
+    ConnectionCredentialsRotated,
+    ConnectionDeleted,
+    ConversationCreated,
+    ConversationUpdated,
+    MessageReceived,
+    MessageSent,
+    MessageSendFailed,
+    MessageEdited,
+    MessageDeleted,
+    ReactionAdded,
+    ReactionRemoved,
+    MediaAvailable,
+    AgentRunRequested,
+    AgentRunStarted,
+    AgentRunCompleted,
+    AgentRunFailed,
+    DevicePaired,
+    DeviceRevoked,
+]
+
+EVENT_TYPES: tuple[type[Event], ...] = get_args(AnyEvent)
+
+
+def type_name(event_cls: type[Event]) -> str:
+    tag = event_cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+BY_TYPE: dict[str, type[Event]] = {type_name(cls): cls for cls in EVENT_TYPES}
+
+E = TypeVar("E", bound=Event)
+
+
+def new_event(
+    event_cls: type[E],
+    *,
+    tenant_id: str,
+    aggregate_id: str,
+    actor: str,
+    data: msgspec.Struct,
+    causation_id: str | None = None,
+    correlation_id: str | None = None,
+    occurred_at: datetime | None = None,
+    event_id: str | None = None,
+) -> E:
+    """Build an event of the current schema version with a fresh sortable id."""
+    subjects.token("tenant_id", tenant_id)
+    subjects.token("aggregate_id", aggregate_id)
+    return event_cls(
+        id=event_id or ids.ulid(),
+        v=event_cls.VERSION,
+        tenant_id=tenant_id,
+        aggregate_id=aggregate_id,
+        occurred_at=occurred_at or datetime.now(UTC),
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+        actor=actor,
+        data=data,  # type: ignore[call-arg]
+    )

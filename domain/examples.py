@@ -1,0 +1,235 @@
+"""One example of every event type: the documented contract (docs/events.md is generated
+from these) and a fixture for round-trip tests. Ids and times are fixed so the examples
+are stable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from domain import events as ev
+
+TENANT_ID = "t_01JD3V5W3Q8Z6Y1T0N4X2M7K9B"
+USER_ID = "u_01JD3V5W3R2C8D5E6F7G8H9J0K"
+CONNECTION_ID = "cn_01JD3V5W3S4N5P6Q7R8S9T0V1W"
+CONVERSATION_ID = "c_01JD3V5W3T6X7Y8Z9A0B1C2D3E"
+MESSAGE_ID = "m_3V5W3T6X7Y8Z9A0B1C2D3E4F5G"
+REPLY_ID = "m_01JD3V5W4A1B2C3D4E5F6G7H8J"
+RUN_ID = "r_01JD3V5W4B9K8M7N6P5Q4R3S2T"
+DEVICE_ID = "d_01JD3V5W4C2V3W4X5Y6Z7A8B9C"
+AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
+
+_TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
+_AGENT = ev.Sender(id="agent:default", name="Moltbot", is_bot=True)
+
+
+def _make(cls: type[ev.E], aggregate_id: str, actor: str, data: object, n: int) -> ev.E:
+    return ev.new_event(
+        cls,
+        tenant_id=TENANT_ID,
+        aggregate_id=aggregate_id,
+        actor=actor,
+        data=data,  # type: ignore[arg-type]
+        occurred_at=AT,
+        event_id=f"01JD3V5W5{n:017d}",
+        correlation_id="01JD3V5W500000000000000000" if n else None,
+    )
+
+
+def examples() -> list[ev.Event]:
+    """Every event type once, in an order that makes a plausible history."""
+    user = f"user:{USER_ID}"
+    connector = f"connector:telegram:{CONNECTION_ID}"
+    agent = "agent:default"
+    specs: list[tuple[type[ev.Event], str, str, object]] = [
+        (ev.TenantCreated, TENANT_ID, user, ev.TenantCreatedData(name="Personal")),
+        (
+            ev.UserRegistered,
+            USER_ID,
+            user,
+            ev.UserRegisteredData(email="ada@example.com", display_name="Ada"),
+        ),
+        (ev.MemberAdded, TENANT_ID, user, ev.MemberAddedData(user_id=USER_ID, role="owner")),
+        (ev.TenantRenamed, TENANT_ID, user, ev.TenantRenamedData(name="Ada's inbox")),
+        (ev.MemberRoleChanged, TENANT_ID, user, ev.MemberRoleChangedData(user_id=USER_ID, role="admin")),
+        (ev.PlanChanged, TENANT_ID, "billing:stripe", ev.PlanChangedData(plan="pro", previous_plan="free")),
+        (
+            ev.ConnectionCreated,
+            CONNECTION_ID,
+            user,
+            ev.ConnectionCreatedData(channel="telegram", display_name="@ada_bot"),
+        ),
+        (
+            ev.ConnectionStateChanged,
+            CONNECTION_ID,
+            connector,
+            ev.ConnectionStateChangedData(
+                state="connected", code="ok", message="Connected to Telegram as @ada_bot"
+            ),
+        ),
+        (
+            ev.ConnectionQrIssued,
+            CONNECTION_ID,
+            "connector:whatsapp:cn_01JD3V5W3S4N5P6Q7R8S9T0V1W",
+            ev.ConnectionQrIssuedData(qr="2@AbCdEf...", expires_at=AT),
+        ),
+        (
+            ev.ConnectionCredentialsRotated,
+            CONNECTION_ID,
+            "operator:vault",
+            ev.ConnectionCredentialsRotatedData(key_id="k2026-11"),
+        ),
+        (
+            ev.ConversationCreated,
+            CONVERSATION_ID,
+            connector,
+            ev.ConversationCreatedData(
+                channel="telegram",
+                connection_id=CONNECTION_ID,
+                kind="direct",
+                title="Ada Lovelace",
+                external_id="5551234",
+            ),
+        ),
+        (
+            ev.MessageReceived,
+            CONVERSATION_ID,
+            connector,
+            ev.MessageReceivedData(
+                message_id=MESSAGE_ID,
+                connection_id=CONNECTION_ID,
+                channel="telegram",
+                provider_message_id="5551234:1042",
+                sender=_TELEGRAM_SENDER,
+                text="Can you move my dentist appointment to Friday?",
+                sent_at=AT,
+                attachments=(ev.Attachment(kind="image", provider_file_id="AgACAgQAAxk", mime="image/jpeg"),),
+            ),
+        ),
+        (
+            ev.MediaAvailable,
+            CONVERSATION_ID,
+            connector,
+            ev.MediaAvailableData(
+                message_id=MESSAGE_ID,
+                media_id="md_01JD3V5W4D5E6F7G8H9J0K1M2N",
+                sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                mime="image/jpeg",
+                size=48213,
+                storage_key="t_01JD3V5W3Q8Z6Y1T0N4X2M7K9B/md_01JD3V5W4D5E6F7G8H9J0K1M2N",
+            ),
+        ),
+        (
+            ev.ReactionAdded,
+            CONVERSATION_ID,
+            connector,
+            ev.ReactionData(message_id=MESSAGE_ID, emoji="👍", sender_id="tg:5551234"),
+        ),
+        (
+            ev.ReactionRemoved,
+            CONVERSATION_ID,
+            connector,
+            ev.ReactionData(message_id=MESSAGE_ID, emoji="👍", sender_id="tg:5551234"),
+        ),
+        (
+            ev.AgentRunRequested,
+            CONVERSATION_ID,
+            agent,
+            ev.AgentRunRequestedData(run_id=RUN_ID, agent_id="default", trigger_message_id=MESSAGE_ID),
+        ),
+        (
+            ev.AgentRunStarted,
+            CONVERSATION_ID,
+            agent,
+            ev.AgentRunStartedData(run_id=RUN_ID, model="offline-1"),
+        ),
+        (
+            ev.MessageSent,
+            CONVERSATION_ID,
+            connector,
+            ev.MessageSentData(
+                message_id=REPLY_ID,
+                connection_id=CONNECTION_ID,
+                channel="telegram",
+                provider_message_id="5551234:1043",
+                text="Done: I asked the clinic to move it to Friday 10:00.",
+                sent_at=AT,
+                sender=_AGENT,
+                agent_run_id=RUN_ID,
+                model="offline-1",
+                tokens_in=412,
+                tokens_out=37,
+            ),
+        ),
+        (
+            ev.AgentRunCompleted,
+            CONVERSATION_ID,
+            agent,
+            ev.AgentRunCompletedData(
+                run_id=RUN_ID,
+                model="offline-1",
+                tokens_in=412,
+                tokens_out=37,
+                cost_micros=0,
+                reply_message_id=REPLY_ID,
+            ),
+        ),
+        (
+            ev.AgentRunFailed,
+            CONVERSATION_ID,
+            agent,
+            ev.AgentRunFailedData(
+                run_id=RUN_ID, code="model_timeout", reason="No answer from the model in 60 s"
+            ),
+        ),
+        (
+            ev.UsageRecorded,
+            TENANT_ID,
+            agent,
+            ev.UsageRecordedData(metric="tokens_in", quantity=412, source_id=RUN_ID),
+        ),
+        (
+            ev.MessageEdited,
+            CONVERSATION_ID,
+            connector,
+            ev.MessageEditedData(
+                message_id=MESSAGE_ID,
+                text="Can you move my dentist appointment to Friday morning?",
+                edited_at=AT,
+            ),
+        ),
+        (
+            ev.MessageSendFailed,
+            CONVERSATION_ID,
+            connector,
+            ev.MessageSendFailedData(
+                message_id=REPLY_ID,
+                connection_id=CONNECTION_ID,
+                code="rate_limited",
+                reason="Telegram asked us to wait; gave up after 5 attempts",
+            ),
+        ),
+        (
+            ev.MessageDeleted,
+            CONVERSATION_ID,
+            connector,
+            ev.MessageDeletedData(message_id=MESSAGE_ID, deleted_at=AT),
+        ),
+        (
+            ev.ConversationUpdated,
+            CONVERSATION_ID,
+            user,
+            ev.ConversationUpdatedData(agent_enabled=False, pinned=True, marked_read=True),
+        ),
+        (
+            ev.DevicePaired,
+            DEVICE_ID,
+            user,
+            ev.DevicePairedData(name="Ada's Mac", platform="imessage-bridge", user_id=USER_ID),
+        ),
+        (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),
+        (ev.MemberRemoved, TENANT_ID, user, ev.MemberRemovedData(user_id=USER_ID)),
+        (ev.ConnectionDeleted, CONNECTION_ID, user, ev.ConnectionDeletedData(reason="disconnected by user")),
+    ]
+    return [
+        _make(cls, aggregate_id, actor, data, n) for n, (cls, aggregate_id, actor, data) in enumerate(specs)
+    ]

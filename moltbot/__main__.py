@@ -1,0 +1,5 @@
+import sys
+
+from moltbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,367 @@
+"""The ``moltbot`` command line.
+
+Every command finds the servers through ``--data DIR`` (the folder ``moltbot up`` runs
+in, default ``./.moltbot``) or ``MOLTBOT_NATS_URL`` / ``MOLTBOT_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from tqdm import tqdm
+
+from adapters.nats.connection import connection
+from adapters.nats.event_store import EventStore
+from adapters.nats.streams import apply_streams, load_streams_file, stream_states
+from adapters.postgres.database import connection as pg_connection
+from domain import subjects
+from domain.errors import DomainError
+from moltbot import event_files, logs
+from moltbot.settings import NoStackError, Settings
+from moltbot.stack import StackAlreadyRunning, up
+from projections import rebuild as rebuild_ops
+from projections.registry import all_projections, by_name
+
+log = structlog.get_logger()
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[EventStore]:
+    nats_url, _ = settings.servers()
+    async with connection(nats_url, name="moltbot-cli") as nc:
+        yield EventStore(nc)
+
+
+def _event_subject(args: argparse.Namespace) -> str:
+    return subjects.tenant_filter(args.tenant) if args.tenant else subjects.ALL_EVENTS
+
+
+# --- up ---------------------------------------------------------------------------------
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    await up(settings)
+    return 0
+
+
+# --- streams ----------------------------------------------------------------------------
+
+
+async def cmd_streams_apply(settings: Settings, args: argparse.Namespace) -> int:
+    spec = load_streams_file(settings.streams_file)
+    nats_url, _ = settings.servers()
+    async with connection(nats_url, name="moltbot-cli") as nc:
+        reports = await apply_streams(nc, spec, replicas=args.replicas)
+    for report in reports:
+        print(report.line())
+    return 1 if any(r.action == "drift" for r in reports) else 0
+
+
+async def cmd_streams_ls(settings: Settings, args: argparse.Namespace) -> int:
+    spec = load_streams_file(settings.streams_file)
+    nats_url, _ = settings.servers()
+    async with connection(nats_url, name="moltbot-cli") as nc:
+        infos = await stream_states(nc, [s["name"] for s in spec.streams])
+    print(
+        f"{'STREAM':<10} {'MESSAGES':>10} {'BYTES':>12} {'FIRST':>8} {'LAST':>10} {'CONSUMERS':>9}  SUBJECTS"
+    )
+    for stream, info in zip(spec.streams, infos, strict=True):
+        if "error" in info:
+            print(f"{stream['name']:<10} missing — run `moltbot streams apply`")
+            continue
+        state = info["state"]
+        print(
+            f"{stream['name']:<10} {state['messages']:>10} {state['bytes']:>12} {state['first_seq']:>8}"
+            f" {state['last_seq']:>10} {state['consumer_count']:>9}  {' '.join(info['config']['subjects'])}"
+        )
+    return 0
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise CommandError(f"{path}: no such file")
+    lines = path.read_bytes().splitlines()
+    async with _store(settings) as store:
+        with tqdm(total=len(lines), unit="ev", desc="import", file=sys.stderr, disable=args.quiet) as bar:
+            report = await event_files.import_events(
+                store, lines, skip_invalid=args.skip_invalid, progress=bar.update
+            )
+    for error in report.invalid[:50]:
+        print(f"{path}:{error}", file=sys.stderr)
+    if len(report.invalid) > 50:
+        print(f"... and {len(report.invalid) - 50} more invalid lines", file=sys.stderr)
+    if report.invalid and not args.skip_invalid:
+        print(
+            f"Imported nothing: {len(report.invalid)} of {report.lines} lines are invalid."
+            " Fix them, or pass --skip-invalid to import the valid ones.",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"Imported {report.imported} events ({report.duplicates} already present,"
+        f" {len(report.invalid)} invalid lines skipped)."
+    )
+    return 0
+
+
+async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
+            count = 0
+            async for _ in event_files.export_events(
+                store, out, subject=_event_subject(args), since=args.since
+            ):
+                count += 1
+            out.flush()
+    print(f"Exported {count} events.", file=sys.stderr)
+    return 0
+
+
+async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        since = args.since
+        if since is None:
+            since = max(await store.last_seq() - args.last + 1, 1)
+        async for record in store.read(since=since, subject=_event_subject(args), follow=args.follow):
+            if args.json:
+                sys.stdout.buffer.write(event_files.export_line(record))
+            else:
+                print(_describe(store, record))
+            sys.stdout.flush()
+    return 0
+
+
+def _describe(store: EventStore, record: Any) -> str:
+    try:
+        event = store.codec.decode(record.data)
+    except DomainError as exc:
+        return f"{record.seq:>8}  {'?':<27} {'(invalid)':<28} {record.subject}  {exc}"
+    return (
+        f"{record.seq:>8}  {event.occurred_at.isoformat(timespec='milliseconds'):<27}"
+        f" {event.type:<28} {event.tenant_id} {event.aggregate_id}  {event.actor}"
+    )
+
+
+async def cmd_events_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.loadgen import generate
+
+    events = list(generate(args.count, tenants=args.tenants, seed=args.seed))
+    async with _store(settings) as store:
+        with tqdm(total=len(events), unit="ev", desc="append", file=sys.stderr) as bar:
+            for start in range(0, len(events), 2000):
+                results = await store.append_many(events[start : start + 2000])
+                bar.update(len(results))
+    print(f"Appended {len(events)} events.")
+    return 0
+
+
+# --- projections ------------------------------------------------------------------------
+
+
+async def cmd_projections_status(settings: Settings, args: argparse.Namespace) -> int:
+    _, database_url = settings.servers()
+    async with _store(settings) as store, pg_connection(database_url) as conn:
+        rows = [await rebuild_ops.status(conn, p, store) for p in all_projections()]
+    print(f"{'READ MODEL':<12} {'VERSION':>7} {'CHECKPOINT':>11} {'STREAM LAST':>11} {'LAG':>8}  CONSUMER")
+    for row in rows:
+        version = row["version"] if row["version"] is not None else "-"
+        note = "" if row["version"] in (None, row["code_version"]) else f"  (code is v{row['code_version']})"
+        print(
+            f"{row['projection']:<12} {version!s:>7} {row['checkpoint']:>11} {row['stream_last_seq']:>11}"
+            f" {row['lag']:>8}  {row['consumer']}{note}"
+        )
+    return 0
+
+
+def _progress_bar(desc: str) -> tuple[tqdm[Any], Callable[[int, int], None]]:
+    bar: tqdm[Any] = tqdm(total=0, unit="ev", desc=desc, file=sys.stderr, unit_scale=True)
+
+    def update(seq: int, target: int) -> None:
+        bar.total = max(target, seq)
+        bar.n = seq
+        bar.refresh()
+
+    return bar, update
+
+
+async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    projection = _projection(args.name)
+    _, database_url = settings.servers()
+    bar, progress = _progress_bar(f"rebuild {projection.name}")
+    with bar:
+        async with _store(settings) as store, pg_connection(database_url) as conn:
+            report = await rebuild_ops.rebuild(conn, projection, store, progress=progress)
+    rate = report.events / report.seconds if report.seconds else 0.0
+    print(
+        f"Rebuilt {report.projection} v{report.version} from {report.events} events up to seq"
+        f" {report.last_seq} in {report.seconds:.1f}s ({rate:,.0f} events/s) and swapped it in."
+    )
+    return 0
+
+
+async def cmd_projections_verify(settings: Settings, args: argparse.Namespace) -> int:
+    projection = _projection(args.name)
+    _, database_url = settings.servers()
+    bar, progress = _progress_bar(f"verify {projection.name}")
+    with bar:
+        async with _store(settings) as store, pg_connection(database_url) as conn:
+            report = await rebuild_ops.verify(conn, projection, store, progress=progress)
+    if report.identical:
+        print(f"{projection.name}: identical to a rebuild from the log (up to seq {report.last_seq}).")
+        return 0
+    print(f"{projection.name}: DIFFERS from a rebuild from the log (up to seq {report.last_seq}):")
+    for diff in report.differences:
+        print(
+            f"  {diff.table}: {diff.only_in_live} rows only in live, {diff.only_in_rebuilt} only in rebuild"
+        )
+        for line in diff.sample:
+            print(f"    {line}")
+    print(f"Repair with `moltbot projections rebuild {projection.name}`.")
+    return 2
+
+
+async def cmd_projections_run(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_projections
+
+    nats_url, database_url = settings.servers()
+    projections = [_projection(name) for name in args.names] if args.names else list(all_projections())
+    spec = load_streams_file(settings.streams_file)
+    await run_projections(nats_url, database_url, spec, projections, batch_size=args.batch_size)
+    await asyncio.Event().wait()
+    return 0
+
+
+def _projection(name: str) -> Any:
+    try:
+        return by_name(name)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moltbot",
+        description="Moltbot Cloud: one AI assistant across all your messaging apps.",
+        epilog="Servers are found through --data DIR (where `moltbot up` runs) or the"
+        " MOLTBOT_NATS_URL and MOLTBOT_DATABASE_URL environment variables.",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data folder of the embedded stack (default: $MOLTBOT_DATA_DIR or ./.moltbot)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(group: Any, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(
+        commands,
+        "up",
+        cmd_up,
+        "Start the whole product in the foreground: nats-server, PostgreSQL (both under the data"
+        " folder unless MOLTBOT_NATS_URL / MOLTBOT_DATABASE_URL are set) and every role. Ctrl-C stops it.",
+    )
+
+    streams = commands.add_parser("streams", help="JetStream streams from streams.yaml").add_subparsers(
+        dest="streams_command", metavar="ACTION", required=True
+    )
+    apply_cmd = add(streams, "apply", cmd_streams_apply, "Create or update streams to match streams.yaml.")
+    apply_cmd.add_argument("--replicas", type=int, help="override num_replicas (3 on a 3-node cluster)")
+    add(streams, "ls", cmd_streams_ls, "List streams with message counts and sequences.")
+
+    events = commands.add_parser("events", help="read, export and import the event log").add_subparsers(
+        dest="events_command", metavar="ACTION", required=True
+    )
+    imp = add(events, "import", cmd_events_import, "Append the events of a JSON-lines file, in order.")
+    imp.add_argument("file", help="JSON lines, one event envelope per line (as `events export` writes)")
+    imp.add_argument(
+        "--skip-invalid", action="store_true", help="import the valid lines even if some are not"
+    )
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp = add(events, "export", cmd_events_export, "Write events as JSON lines, each with its stream seq.")
+    exp.add_argument("--tenant", help="only this tenant's events")
+    exp.add_argument("--since", type=int, default=1, metavar="SEQ", help="first sequence (default 1)")
+    exp.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    tail = add(events, "tail", cmd_events_tail, "Show the latest events; --follow waits for new ones.")
+    tail.add_argument("--tenant", help="only this tenant's events")
+    tail.add_argument("--since", type=int, metavar="SEQ", help="start at this sequence")
+    tail.add_argument("--last", type=int, default=20, metavar="N", help="without --since: the last N (20)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    tail.add_argument("--json", action="store_true", help="print JSON lines (the export format)")
+    gen = add(events, "generate", cmd_events_generate, "Append synthetic inbox traffic (demo and load).")
+    gen.add_argument("count", type=int, help="number of events")
+    gen.add_argument("--tenants", type=int, default=5)
+    gen.add_argument("--seed", type=int, default=7)
+
+    projections = commands.add_parser("projections", help="read models built from the log").add_subparsers(
+        dest="projections_command", metavar="ACTION", required=True
+    )
+    names = ", ".join(p.name for p in all_projections())
+    add(
+        projections,
+        "status",
+        cmd_projections_status,
+        "Checkpoint, stream position and lag of each read model.",
+    )
+    rb = add(
+        projections,
+        "rebuild",
+        cmd_projections_rebuild,
+        "Replay the log into a new copy of a read model beside the live one, then swap it in.",
+    )
+    rb.add_argument("name", help=f"read model: {names}")
+    vf = add(
+        projections,
+        "verify",
+        cmd_projections_verify,
+        "Rebuild a read model into scratch and compare it row for row with the live one.",
+    )
+    vf.add_argument("name", help=f"read model: {names}")
+    run = add(projections, "run", cmd_projections_run, "Run projection workers only (no embedded servers).")
+    run.add_argument("names", nargs="*", help=f"read models to run (default: all of {names})")
+    run.add_argument("--batch-size", type=int, default=1000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load(os.environ, data_dir=args.data)
+    except ValueError as exc:
+        print(f"moltbot: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        exit_code: int = asyncio.run(args.handler(settings, args))
+        return exit_code
+    except KeyboardInterrupt:
+        return 130
+    except (CommandError, NoStackError, StackAlreadyRunning) as exc:
+        print(f"moltbot: {exc}", file=sys.stderr)
+        return 1

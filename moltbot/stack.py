@@ -1,0 +1,154 @@
+"""``moltbot up``: the whole product on one machine.
+
+Starts a real nats-server (JetStream, fsync on every write) and a real PostgreSQL under
+the data folder — or uses external ones given by ``MOLTBOT_NATS_URL`` /
+``MOLTBOT_DATABASE_URL`` — applies streams.yaml and the read-model schemas, runs the
+process roles, writes ``stack.json`` so other commands find the servers, and stops
+everything in order on Ctrl-C. A lock file keeps a second ``up`` off the same folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+import structlog
+
+from adapters.embedded.nats_server import NatsServer
+from adapters.embedded.postgres_server import PostgresServer
+from adapters.embedded.processes import free_port
+from adapters.nats.connection import connection
+from adapters.nats.streams import apply_streams, load_streams_file
+from moltbot.roles import run_projections
+from moltbot.settings import Settings
+from projections.registry import all_projections
+
+log = structlog.get_logger()
+
+DATABASE = "moltbot"
+
+
+class StackAlreadyRunning(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def exclusive_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = data_dir / "moltbot.lock"
+    handle: IO[str] = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StackAlreadyRunning(
+            f"A Moltbot stack is already running on {data_dir} (pid {holder}). Stop it with"
+            " Ctrl-C in its terminal, or start another one with --data OTHER_FOLDER."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _remembered_ports(data_dir: Path) -> dict[str, int]:
+    path = data_dir / "ports.json"
+    if path.exists():
+        ports: dict[str, int] = json.loads(path.read_text())
+        return ports
+    return {}
+
+
+def _port(remembered: dict[str, int], name: str) -> int:
+    """Reuse last run's port so URLs stay stable, unless something else took it."""
+    port = remembered.get(name)
+    if port is not None:
+        try:
+            import socket
+
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            pass
+    return free_port()
+
+
+async def ensure_database(server_url: str, name: str) -> None:
+    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if await cur.fetchone() is None:
+            await conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+
+
+@asynccontextmanager
+async def servers(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """Start (or point at) nats-server and PostgreSQL; yields the stack description."""
+    data_dir = settings.data_dir
+    remembered = _remembered_ports(data_dir)
+    async with AsyncExitStack() as stack:
+        if settings.nats_url:
+            nats_url = settings.nats_url
+        else:
+            nats = NatsServer(data_dir / "nats", port=_port(remembered, "nats"))
+            await stack.enter_async_context(nats)
+            nats_url = nats.url
+            remembered["nats"] = nats.port
+        if settings.database_url:
+            database_url = settings.database_url
+        else:
+            postgres = PostgresServer(data_dir / "postgres", port=_port(remembered, "postgres"))
+            await stack.enter_async_context(postgres)
+            await ensure_database(postgres.url, DATABASE)
+            database_url = postgres.url_for(DATABASE)
+            remembered["postgres"] = postgres.port
+        (data_dir / "ports.json").write_text(json.dumps(remembered))
+        yield {
+            "nats_url": nats_url,
+            "database_url": database_url,
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "data_dir": str(data_dir),
+        }
+
+
+async def up(settings: Settings) -> None:
+    """Run the whole stack in the foreground until cancelled (Ctrl-C)."""
+    with exclusive_lock(settings.data_dir):
+        async with servers(settings) as description:
+            spec = load_streams_file(settings.streams_file)
+            async with connection(description["nats_url"], name="moltbot-up") as nc:
+                for report in await apply_streams(nc, spec):
+                    log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
+            settings.stack_file.write_text(json.dumps(description, indent=2) + "\n")
+            log.info(
+                "stack_ready",
+                nats_url=description["nats_url"],
+                database_url=description["database_url"],
+                stack_file=str(settings.stack_file),
+            )
+            try:
+                await run_projections(
+                    description["nats_url"], description["database_url"], spec, all_projections()
+                )
+                await asyncio.Event().wait()  # roles run until Ctrl-C
+            finally:
+                settings.stack_file.unlink(missing_ok=True)
+                log.info("stack_stopping")

@@ -1,0 +1,204 @@
+"""Applying one batch of stored events to a read model, checkpoint in the same transaction.
+
+Every path that writes a read model (live worker, rebuild, verify) goes through
+:func:`apply_batch`:
+
+1. ``SET LOCAL search_path`` to the schema being written (live, rebuild or scratch);
+2. lock the projection's checkpoint row (``FOR UPDATE``) — this is also what pauses a
+   live worker while a rebuild swaps schemas under it;
+3. skip sequences at or below the checkpoint, decode, let the projection fold the rest;
+   undecodable or rejected events become dead letters;
+4. write with the projection's bulk writer; if the database refuses the batch, apply the
+   events one at a time in savepoints to find and dead-letter the one at fault;
+5. hand the dead letters to the sink (published before commit), move the checkpoint.
+
+The caller commits, then acks: a crash anywhere repeats at most an applied batch, which
+step 3 turns into a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+import psycopg
+import structlog
+from psycopg import sql
+
+from adapters.nats.dead_letters import DeadLetter
+from adapters.nats.event_store import EVENTS_STREAM, StoredRecord
+from adapters.postgres.database import Connection
+from domain.codec import EventCodec
+from domain.errors import InvalidEvent
+from domain.events import Event
+from projections.base import Projection, Rejected
+
+log = structlog.get_logger()
+
+CORE_SQL = """
+CREATE SCHEMA IF NOT EXISTS moltbot;
+CREATE TABLE IF NOT EXISTS moltbot.projection_checkpoints (
+    projection  text        NOT NULL,
+    slot        text        NOT NULL,  -- 'live', 'rebuild' or 'verify'
+    version     integer     NOT NULL,
+    schema_name text        NOT NULL,
+    last_seq    bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, slot)
+);
+"""
+
+DeadLetterSink = Callable[[list[DeadLetter]], Awaitable[None]]
+
+
+async def discard_dead_letters(letters: list[DeadLetter]) -> None:
+    """For rebuilds: the live worker already dead-lettered these once."""
+
+
+class NotInitialized(Exception):
+    """The projection has no checkpoint row for this slot."""
+
+
+class BatchOutcome(msgspec.Struct, frozen=True):
+    applied: int
+    skipped: int
+    dead_letters: int
+    last_seq: int
+
+
+async def ensure_core(conn: Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.core'))")
+        await conn.execute(CORE_SQL)
+
+
+async def set_schema(conn: Connection, schema: str) -> None:
+    await conn.execute(sql.SQL("SET LOCAL search_path TO {}, moltbot").format(sql.Identifier(schema)))
+
+
+async def create_tables(conn: Connection, projection: Projection, schema: str, *, with_indexes: bool) -> None:
+    """Create ``schema`` afresh with the projection's tables (inside the caller's transaction)."""
+    await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    await set_schema(conn, schema)
+    await conn.execute(projection.schema_sql())
+    if with_indexes and projection.index_sql().strip():
+        await conn.execute(projection.index_sql())
+
+
+async def read_checkpoint(conn: Connection, projection: Projection, slot: str) -> dict[str, object] | None:
+    cur = await conn.execute(
+        "SELECT version, schema_name, last_seq, updated_at FROM moltbot.projection_checkpoints"
+        " WHERE projection = %s AND slot = %s",
+        (projection.name, slot),
+    )
+    return await cur.fetchone()
+
+
+async def apply_batch(
+    conn: Connection,
+    projection: Projection,
+    codec: EventCodec,
+    records: Sequence[StoredRecord],
+    *,
+    slot: str,
+    schema: str,
+    consumer: str,
+    on_dead_letters: DeadLetterSink,
+) -> BatchOutcome:
+    async with conn.transaction():
+        await set_schema(conn, schema)
+        await conn.execute("SET LOCAL synchronous_commit TO off")  # derived data: replayable
+        cur = await conn.execute(
+            "SELECT last_seq FROM moltbot.projection_checkpoints"
+            " WHERE projection = %s AND slot = %s FOR UPDATE",
+            (projection.name, slot),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise NotInitialized(f"{projection.name}/{slot}")
+        checkpoint = int(row["last_seq"])  # type: ignore[call-overload]
+
+        dead: list[DeadLetter] = []
+        accepted: list[tuple[StoredRecord, Event]] = []
+        batch = projection.new_batch()
+        skipped = 0
+        for record in records:
+            if record.seq <= checkpoint or not record.data:
+                skipped += 1
+                continue
+            try:
+                event = codec.decode(record.data)
+            except InvalidEvent as exc:
+                dead.append(_letter(record, consumer, exc.reason, exc.detail))
+                continue
+            if event.type not in projection.handles:
+                skipped += 1
+                continue
+            try:
+                batch.add(record.seq, event)
+            except Rejected as exc:
+                dead.append(_letter(record, consumer, "rejected", exc.detail))
+                continue
+            accepted.append((record, event))
+
+        if accepted:
+            try:
+                async with conn.transaction():
+                    await batch.write(conn)
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise
+                log.warning("batch_refused_isolating", projection=projection.name, error=str(exc))
+                dead.extend(await _apply_one_by_one(conn, projection, consumer, accepted))
+
+        if dead:
+            await on_dead_letters(dead)
+            for letter in dead:
+                log.warning(
+                    "event_dead_lettered",
+                    consumer=consumer,
+                    seq=letter.origin_seq,
+                    reason=letter.reason,
+                    error=letter.error,
+                )
+        last_seq = max((r.seq for r in records), default=checkpoint)
+        if last_seq > checkpoint:
+            await conn.execute(
+                "UPDATE moltbot.projection_checkpoints SET last_seq = %s, updated_at = now()"
+                " WHERE projection = %s AND slot = %s",
+                (last_seq, projection.name, slot),
+            )
+    return BatchOutcome(len(accepted) - len(dead), skipped, len(dead), max(last_seq, checkpoint))
+
+
+async def _apply_one_by_one(
+    conn: Connection,
+    projection: Projection,
+    consumer: str,
+    accepted: list[tuple[StoredRecord, Event]],
+) -> list[DeadLetter]:
+    dead = []
+    for record, event in accepted:
+        single = projection.new_batch()
+        single.add(record.seq, event)
+        try:
+            async with conn.transaction():
+                await single.write(conn)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise
+            dead.append(_letter(record, consumer, "rejected", f"database refused it: {exc}"))
+    return dead
+
+
+def _letter(record: StoredRecord, consumer: str, reason: str, error: str) -> DeadLetter:
+    return DeadLetter(
+        origin_stream=EVENTS_STREAM,
+        origin_seq=record.seq,
+        origin_subject=record.subject,
+        consumer=consumer,
+        reason=reason,
+        error=error,
+        data=record.data,
+    )

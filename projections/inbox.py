@@ -1,0 +1,419 @@
+"""Read model: the unified inbox — conversations (unread, last message, agent on/off)
+and their messages, with a full-text index over message text.
+
+Inbox traffic is the bulk of the log, so a batch is folded in memory first and written
+with as few statements as possible: COPY for new conversations and messages, one
+executemany for changed conversations and one for changed older messages. A message
+already stored (a provider retry outside the duplicate window) is skipped, so unread
+counts never double.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters.postgres.database import Connection
+from domain import events as ev
+from domain.events import Event
+from projections.base import Batch, Rejected
+
+PREVIEW_CHARS = 140
+
+SCHEMA = """
+CREATE TABLE conversations (
+    conversation_id      text PRIMARY KEY,
+    tenant_id            text NOT NULL,
+    channel              text NOT NULL,
+    connection_id        text NOT NULL,
+    kind                 text NOT NULL,
+    title                text NOT NULL,
+    external_id          text NOT NULL,
+    agent_enabled        boolean NOT NULL,
+    pinned               boolean NOT NULL DEFAULT false,
+    created_at           timestamptz NOT NULL,
+    last_message_id      text,
+    last_message_at      timestamptz,
+    last_message_preview text,
+    message_count        integer NOT NULL DEFAULT 0,
+    unread_count         integer NOT NULL DEFAULT 0,
+    last_seq             bigint NOT NULL
+);
+CREATE TABLE messages (
+    message_id          text PRIMARY KEY,
+    tenant_id           text NOT NULL,
+    conversation_id     text NOT NULL,
+    seq                 bigint NOT NULL,
+    direction           text NOT NULL,
+    channel             text NOT NULL,
+    connection_id       text NOT NULL,
+    provider_message_id text NOT NULL,
+    sender_id           text NOT NULL,
+    sender_name         text NOT NULL,
+    text                text NOT NULL,
+    sent_at             timestamptz NOT NULL,
+    edited_at           timestamptz,
+    deleted_at          timestamptz,
+    status              text NOT NULL,
+    agent_run_id        text,
+    reply_to_message_id text,
+    attachments         integer NOT NULL DEFAULT 0,
+    search              tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED
+);
+CREATE TABLE reactions (
+    message_id text NOT NULL,
+    tenant_id  text NOT NULL,
+    emoji      text NOT NULL,
+    sender_id  text NOT NULL,
+    added_at   timestamptz NOT NULL,
+    PRIMARY KEY (message_id, emoji, sender_id)
+);
+"""
+
+INDEXES = """
+CREATE INDEX conversations_tenant_recent ON conversations (tenant_id, last_message_at DESC NULLS LAST);
+CREATE UNIQUE INDEX messages_provider_id ON messages (connection_id, direction, provider_message_id);
+CREATE INDEX messages_conversation_seq ON messages (conversation_id, seq);
+CREATE INDEX messages_tenant ON messages (tenant_id, seq);
+CREATE INDEX messages_search ON messages USING gin (search);
+"""
+
+CONVERSATION_COLUMNS = (
+    "conversation_id",
+    "tenant_id",
+    "channel",
+    "connection_id",
+    "kind",
+    "title",
+    "external_id",
+    "agent_enabled",
+    "pinned",
+    "created_at",
+    "last_message_id",
+    "last_message_at",
+    "last_message_preview",
+    "message_count",
+    "unread_count",
+    "last_seq",
+)
+MESSAGE_COLUMNS = (
+    "message_id",
+    "tenant_id",
+    "conversation_id",
+    "seq",
+    "direction",
+    "channel",
+    "connection_id",
+    "provider_message_id",
+    "sender_id",
+    "sender_name",
+    "text",
+    "sent_at",
+    "edited_at",
+    "deleted_at",
+    "status",
+    "agent_run_id",
+    "reply_to_message_id",
+    "attachments",
+)
+
+UPDATE_CONVERSATION = """
+UPDATE conversations SET
+    title = COALESCE(%(title)s, title),
+    agent_enabled = COALESCE(%(agent_enabled)s, agent_enabled),
+    pinned = COALESCE(%(pinned)s, pinned),
+    unread_count = CASE WHEN %(reset_unread)s THEN 0 ELSE unread_count END + %(unread_add)s,
+    message_count = message_count + %(count_add)s,
+    last_message_id = COALESCE(%(last_message_id)s, last_message_id),
+    last_message_at = COALESCE(%(last_message_at)s, last_message_at),
+    last_message_preview = COALESCE(%(last_message_preview)s, last_message_preview),
+    last_seq = %(last_seq)s
+WHERE conversation_id = %(conversation_id)s
+"""
+
+UPDATE_MESSAGE = """
+UPDATE messages SET
+    text = COALESCE(%(text)s, text),
+    edited_at = COALESCE(%(edited_at)s, edited_at),
+    deleted_at = COALESCE(%(deleted_at)s, deleted_at),
+    status = COALESCE(%(status)s, status)
+WHERE message_id = %(message_id)s
+"""
+
+ADD_REACTION = "INSERT INTO reactions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+REMOVE_REACTION = "DELETE FROM reactions WHERE message_id = %s AND emoji = %s AND sender_id = %s"
+
+
+@dataclass
+class _ConversationChange:
+    """What a batch does to a conversation that already exists in the table."""
+
+    conversation_id: str
+    last_seq: int = 0
+    title: str | None = None
+    agent_enabled: bool | None = None
+    pinned: bool | None = None
+    reset_unread: bool = False
+    unread_add: int = 0
+    count_add: int = 0
+    last_message_id: str | None = None
+    last_message_at: datetime | None = None
+    last_message_preview: str | None = None
+
+
+@dataclass
+class _MessageChange:
+    message_id: str
+    text: str | None = None
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+    status: str | None = None
+
+
+@dataclass
+class _Fold:
+    """The batch folded in memory: new rows to COPY, changes to existing rows."""
+
+    new_conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conversation_changes: dict[str, _ConversationChange] = field(default_factory=dict)
+    message_changes: dict[str, _MessageChange] = field(default_factory=dict)
+    reaction_statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+class InboxBatch:
+    def __init__(self) -> None:
+        self._events: list[tuple[int, Event]] = []
+
+    def add(self, seq: int, event: Event) -> None:
+        data = getattr(event, "data", None)
+        message_id = getattr(data, "message_id", None)
+        if message_id is not None and not message_id:
+            raise Rejected(f"{event.type} has an empty message_id")
+        self._events.append((seq, event))
+
+    async def write(self, conn: Connection) -> None:
+        stored = await self._already_stored(conn)
+        fold = _Fold()
+        for seq, event in self._events:
+            _fold_event(fold, seq, event, stored)
+        await _write_fold(conn, fold)
+
+    async def _already_stored(self, conn: Connection) -> set[str]:
+        """Ids (message ids and provider keys) of this batch's messages already in the table."""
+        ids: list[str] = []
+        connections: list[str] = []
+        directions: list[str] = []
+        provider_ids: list[str] = []
+        for _, event in self._events:
+            if isinstance(event, ev.MessageReceived | ev.MessageSent):
+                ids.append(event.data.message_id)
+                connections.append(event.data.connection_id)
+                directions.append(_direction(event))
+                provider_ids.append(event.data.provider_message_id)
+        if not ids:
+            return set()
+        cur = await conn.execute(
+            "SELECT message_id, connection_id, direction, provider_message_id FROM messages"
+            " WHERE message_id = ANY(%s) OR (connection_id, direction, provider_message_id) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+            (ids, connections, directions, provider_ids),
+        )
+        found: set[str] = set()
+        for row in await cur.fetchall():
+            found.add(row["message_id"])
+            found.add(_provider_key(row["connection_id"], row["direction"], row["provider_message_id"]))
+        return found
+
+
+def _direction(event: ev.MessageReceived | ev.MessageSent) -> str:
+    return "in" if isinstance(event, ev.MessageReceived) else "out"
+
+
+def _provider_key(connection_id: str, direction: str, provider_message_id: str) -> str:
+    return f"{connection_id}\x1f{direction}\x1f{provider_message_id}"
+
+
+def _conversation(fold: _Fold, conversation_id: str, seq: int) -> dict[str, Any] | _ConversationChange:
+    """The row being built (new this batch) or the change to an existing one."""
+    row = fold.new_conversations.get(conversation_id)
+    if row is not None:
+        row["last_seq"] = seq
+        return row
+    change = fold.conversation_changes.setdefault(conversation_id, _ConversationChange(conversation_id))
+    change.last_seq = seq
+    return change
+
+
+def _set(target: dict[str, Any] | Any, name: str, value: Any) -> None:
+    if isinstance(target, dict):
+        target[name] = value
+    else:
+        setattr(target, name, value)
+
+
+def _fold_event(fold: _Fold, seq: int, event: Event, stored: set[str]) -> None:
+    if isinstance(event, ev.ConversationCreated):
+        if event.aggregate_id in fold.new_conversations:
+            return
+        d = event.data
+        fold.new_conversations[event.aggregate_id] = {
+            "conversation_id": event.aggregate_id,
+            "tenant_id": event.tenant_id,
+            "channel": d.channel,
+            "connection_id": d.connection_id,
+            "kind": d.kind,
+            "title": d.title,
+            "external_id": d.external_id,
+            "agent_enabled": d.agent_enabled,
+            "pinned": False,
+            "created_at": event.occurred_at,
+            "last_message_id": None,
+            "last_message_at": None,
+            "last_message_preview": None,
+            "message_count": 0,
+            "unread_count": 0,
+            "last_seq": seq,
+        }
+    elif isinstance(event, ev.ConversationUpdated):
+        target = _conversation(fold, event.aggregate_id, seq)
+        for name in ("title", "agent_enabled", "pinned"):
+            value = getattr(event.data, name)
+            if value is not None:
+                _set(target, name, value)
+        if event.data.marked_read:
+            if isinstance(target, dict):
+                target["unread_count"] = 0
+            else:
+                target.reset_unread, target.unread_add = True, 0
+    elif isinstance(event, ev.MessageReceived | ev.MessageSent):
+        _fold_message(fold, seq, event, stored)
+    elif isinstance(event, ev.MessageEdited):
+        _change_message(fold, event.data.message_id, text=event.data.text, edited_at=event.data.edited_at)
+    elif isinstance(event, ev.MessageDeleted):
+        _change_message(fold, event.data.message_id, deleted_at=event.data.deleted_at)
+    elif isinstance(event, ev.MessageSendFailed):
+        _change_message(fold, event.data.message_id, status="failed")
+    elif isinstance(event, ev.ReactionAdded):
+        added = event.data
+        fold.reaction_statements.append(
+            (
+                ADD_REACTION,
+                (added.message_id, event.tenant_id, added.emoji, added.sender_id, event.occurred_at),
+            )
+        )
+    elif isinstance(event, ev.ReactionRemoved):
+        removed = event.data
+        fold.reaction_statements.append(
+            (REMOVE_REACTION, (removed.message_id, removed.emoji, removed.sender_id))
+        )
+
+
+def _fold_message(
+    fold: _Fold, seq: int, event: ev.MessageReceived | ev.MessageSent, stored: set[str]
+) -> None:
+    d = event.data
+    direction = _direction(event)
+    provider_key = _provider_key(d.connection_id, direction, d.provider_message_id)
+    if d.message_id in stored or provider_key in stored:
+        return  # a repeat outside the duplicate window: already counted
+    stored.update((d.message_id, provider_key))
+    fold.new_messages[d.message_id] = {
+        "message_id": d.message_id,
+        "tenant_id": event.tenant_id,
+        "conversation_id": event.aggregate_id,
+        "seq": seq,
+        "direction": direction,
+        "channel": d.channel,
+        "connection_id": d.connection_id,
+        "provider_message_id": d.provider_message_id,
+        "sender_id": d.sender.id,
+        "sender_name": d.sender.name,
+        "text": d.text,
+        "sent_at": d.sent_at,
+        "edited_at": None,
+        "deleted_at": None,
+        "status": "received" if direction == "in" else "sent",
+        "agent_run_id": getattr(d, "agent_run_id", None),
+        "reply_to_message_id": getattr(d, "reply_to_message_id", None),
+        "attachments": len(getattr(d, "attachments", ())),
+    }
+    target = _conversation(fold, event.aggregate_id, seq)
+    unread = 1 if direction == "in" else 0
+    if isinstance(target, dict):
+        target["message_count"] += 1
+        target["unread_count"] += unread
+    else:
+        target.count_add += 1
+        target.unread_add += unread
+    _set(target, "last_message_id", d.message_id)
+    _set(target, "last_message_at", d.sent_at)
+    _set(target, "last_message_preview", _preview(d.text))
+
+
+def _change_message(fold: _Fold, message_id: str, **values: Any) -> None:
+    row = fold.new_messages.get(message_id)
+    if row is not None:
+        row.update(values)
+        return
+    change = fold.message_changes.setdefault(message_id, _MessageChange(message_id))
+    for name, value in values.items():
+        setattr(change, name, value)
+
+
+async def _copy(
+    conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[dict[str, Any]]
+) -> None:
+    async with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(tuple(row[c] for c in columns))
+
+
+async def _write_fold(conn: Connection, fold: _Fold) -> None:
+    if fold.new_conversations:
+        await _copy(conn, "conversations", CONVERSATION_COLUMNS, fold.new_conversations.values())
+    if fold.new_messages:
+        await _copy(conn, "messages", MESSAGE_COLUMNS, fold.new_messages.values())
+    async with conn.cursor() as cur:
+        if fold.conversation_changes:
+            await cur.executemany(UPDATE_CONVERSATION, [vars(c) for c in fold.conversation_changes.values()])
+        if fold.message_changes:
+            await cur.executemany(UPDATE_MESSAGE, [vars(c) for c in fold.message_changes.values()])
+    if fold.reaction_statements:
+        async with conn.pipeline(), conn.cursor() as cur:
+            for query, params in fold.reaction_statements:  # in log order: add, remove, add...
+                await cur.execute(query, params)
+
+
+class InboxProjection:
+    name: str = "inbox"
+    version: int = 1
+    tables: tuple[str, ...] = ("conversations", "messages", "reactions")
+    handles: frozenset[str] = frozenset(
+        {
+            "conversation.created",
+            "conversation.updated",
+            "message.received",
+            "message.sent",
+            "message.send_failed",
+            "message.edited",
+            "message.deleted",
+            "reaction.added",
+            "reaction.removed",
+        }
+    )
+
+    def schema_sql(self) -> str:
+        return SCHEMA
+
+    def index_sql(self) -> str:
+        return INDEXES
+
+    def new_batch(self) -> Batch:
+        return InboxBatch()

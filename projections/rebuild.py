@@ -1,0 +1,294 @@
+"""Rebuilding a read model beside the live one, verifying it, and reporting status.
+
+rebuild: replay the log from sequence 1 into ``rm_<name>__next`` at bulk speed
+(secondary indexes built afterwards), then in one transaction lock the live checkpoint
+(which pauses the live worker), apply what arrived meanwhile, swap the schemas by
+renaming and drop the old one. Readers see the old model or the new one, never a mix.
+
+verify: the same replay into a scratch schema, caught up to exactly the live
+checkpoint under the same lock, then compared table by table, row for row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from psycopg import sql
+
+from adapters.nats.event_store import EventStore, StoredRecord
+from adapters.postgres.database import Connection
+from projections.base import Projection, consumer_name, live_schema
+from projections.engine import (
+    apply_batch,
+    create_tables,
+    discard_dead_letters,
+    ensure_core,
+    read_checkpoint,
+    set_schema,
+)
+
+log = structlog.get_logger()
+
+Progress = Callable[[int, int], None]  # (last applied seq, target seq)
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    projection: str
+    version: int
+    events: int
+    last_seq: int
+    seconds: float
+
+
+class TableDiff(msgspec.Struct, frozen=True):
+    table: str
+    only_in_live: int
+    only_in_rebuilt: int
+    sample: list[str]
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    projection: str
+    last_seq: int
+    identical: bool
+    differences: list[TableDiff]
+
+
+async def _batches(
+    store: EventStore, since: int, until_seq: int, size: int
+) -> AsyncIterator[list[StoredRecord]]:
+    chunk: list[StoredRecord] = []
+    async for record in store.read(since=since, until_seq=until_seq, batch=size):
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _replay(
+    conn: Connection,
+    projection: Projection,
+    store: EventStore,
+    *,
+    slot: str,
+    schema: str,
+    since: int,
+    until_seq: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> int:
+    """Apply [since, until_seq] to ``schema`` under ``slot``; the number of records read."""
+    count = 0
+    async for chunk in _batches(store, since, until_seq, batch_size):
+        await apply_batch(
+            conn,
+            projection,
+            store.codec,
+            chunk,
+            slot=slot,
+            schema=schema,
+            consumer=f"{consumer_name(projection)}-{slot}",
+            on_dead_letters=discard_dead_letters,
+        )
+        count += len(chunk)
+        if progress:
+            progress(chunk[-1].seq, until_seq)
+    return count
+
+
+async def _build_beside(
+    conn: Connection,
+    projection: Projection,
+    store: EventStore,
+    *,
+    slot: str,
+    batch_size: int,
+    progress: Progress | None,
+    until_seq: int | None = None,
+) -> tuple[str, int, int]:
+    """Create ``rm_<name>__<slot>`` and replay into it; (schema, last seq, records read)."""
+    await ensure_core(conn)
+    schema = f"{live_schema(projection)}__{slot}"
+    async with conn.transaction():
+        await create_tables(conn, projection, schema, with_indexes=False)
+        await conn.execute(
+            "INSERT INTO moltbot.projection_checkpoints (projection, slot, version, schema_name)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (projection, slot) DO UPDATE"
+            " SET version = EXCLUDED.version, schema_name = EXCLUDED.schema_name, last_seq = 0",
+            (projection.name, slot, projection.version, schema),
+        )
+    target = await store.last_seq() if until_seq is None else until_seq
+    count = await _replay(
+        conn,
+        projection,
+        store,
+        slot=slot,
+        schema=schema,
+        since=1,
+        until_seq=target,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    if projection.index_sql().strip():
+        async with conn.transaction():
+            await set_schema(conn, schema)
+            await conn.execute(projection.index_sql())
+    return schema, target, count
+
+
+async def rebuild(
+    conn: Connection,
+    projection: Projection,
+    store: EventStore,
+    *,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    started = time.perf_counter()
+    schema, target, count = await _build_beside(
+        conn, projection, store, slot="next", batch_size=batch_size, progress=progress
+    )
+    live = live_schema(projection)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT last_seq FROM moltbot.projection_checkpoints"
+            " WHERE projection = %s AND slot = 'live' FOR UPDATE",
+            (projection.name,),
+        )
+        had_live = await cur.fetchone() is not None
+        # The live worker is paused on the lock above: catch up with what it applied.
+        latest = await store.last_seq()
+        count += await _replay(
+            conn,
+            projection,
+            store,
+            slot="next",
+            schema=schema,
+            since=target + 1,
+            until_seq=latest,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        old = f"{live}__old"
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(old)))
+        if had_live:
+            await conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old))
+            )
+        await conn.execute(
+            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema), sql.Identifier(live))
+        )
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(old)))
+        cur = await conn.execute(
+            "DELETE FROM moltbot.projection_checkpoints WHERE projection = %s AND slot = 'next'"
+            " RETURNING last_seq",
+            (projection.name,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        last_seq = int(row["last_seq"])  # type: ignore[call-overload]
+        await conn.execute(
+            "INSERT INTO moltbot.projection_checkpoints"
+            " (projection, slot, version, schema_name, last_seq) VALUES (%s, 'live', %s, %s, %s)"
+            " ON CONFLICT (projection, slot) DO UPDATE SET version = EXCLUDED.version,"
+            " schema_name = EXCLUDED.schema_name, last_seq = EXCLUDED.last_seq, updated_at = now()",
+            (projection.name, projection.version, live, last_seq),
+        )
+    seconds = time.perf_counter() - started
+    log.info(
+        "projection_rebuilt", projection=projection.name, events=count, last_seq=last_seq, seconds=seconds
+    )
+    return RebuildReport(projection.name, projection.version, count, last_seq, seconds)
+
+
+async def verify(
+    conn: Connection,
+    projection: Projection,
+    store: EventStore,
+    *,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    live_row = await read_checkpoint(conn, projection, "live")
+    if live_row is None:
+        raise LookupError(f"{projection.name} has no live read model to verify")
+    schema, built_to, _ = await _build_beside(
+        conn,
+        projection,
+        store,
+        slot="verify",
+        batch_size=batch_size,
+        progress=progress,
+        until_seq=int(live_row["last_seq"]),  # type: ignore[call-overload]
+    )
+    live = live_schema(projection)
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT last_seq FROM moltbot.projection_checkpoints"
+                " WHERE projection = %s AND slot = 'live' FOR UPDATE",
+                (projection.name,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            live_seq = int(row["last_seq"])
+            await _replay(
+                conn,
+                projection,
+                store,
+                slot="verify",
+                schema=schema,
+                since=built_to + 1,
+                until_seq=live_seq,
+                batch_size=batch_size,
+                progress=None,
+            )
+            differences = [await _compare(conn, live, schema, table) for table in projection.tables]
+    finally:
+        async with conn.transaction():
+            await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            await conn.execute(
+                "DELETE FROM moltbot.projection_checkpoints WHERE projection = %s AND slot = 'verify'",
+                (projection.name,),
+            )
+    found = [d for d in differences if d.only_in_live or d.only_in_rebuilt]
+    return VerifyReport(projection.name, live_seq, not found, found)
+
+
+async def _compare(conn: Connection, live: str, rebuilt: str, table: str) -> TableDiff:
+    a = sql.Identifier(live, table)
+    b = sql.Identifier(rebuilt, table)
+    only_live = await conn.execute(
+        sql.SQL("SELECT to_jsonb(d)::text AS row FROM (TABLE {} EXCEPT ALL TABLE {}) d").format(a, b)
+    )
+    live_rows = [r["row"] for r in await only_live.fetchall()]
+    only_rebuilt = await conn.execute(
+        sql.SQL("SELECT to_jsonb(d)::text AS row FROM (TABLE {} EXCEPT ALL TABLE {}) d").format(b, a)
+    )
+    rebuilt_rows = [r["row"] for r in await only_rebuilt.fetchall()]
+    sample = [f"live: {r}" for r in live_rows[:3]] + [f"rebuilt: {r}" for r in rebuilt_rows[:3]]
+    return TableDiff(table, len(live_rows), len(rebuilt_rows), sample)
+
+
+async def status(conn: Connection, projection: Projection, store: EventStore) -> dict[str, Any]:
+    """Checkpoint, stream last sequence and lag of one projection."""
+    await ensure_core(conn)
+    row = await read_checkpoint(conn, projection, "live")
+    stream_last = await store.last_seq()
+    checkpoint = int(row["last_seq"]) if row else 0  # type: ignore[call-overload]
+    return {
+        "projection": projection.name,
+        "version": row["version"] if row else None,
+        "code_version": projection.version,
+        "consumer": consumer_name(projection),
+        "checkpoint": checkpoint,
+        "stream_last_seq": stream_last,
+        "lag": max(stream_last - checkpoint, 0),
+        "updated_at": str(row["updated_at"]) if row else None,
+    }

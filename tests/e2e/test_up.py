@@ -1,0 +1,143 @@
+"""`moltbot up` on an empty folder: real servers start, commands find them through the
+data folder, a second `up` is refused, Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def _moltbot(data: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "moltbot", "--data", str(data), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "stack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
+        "MOLTBOT_LOG_FORMAT": "json"
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        stack_file = data / "stack.json"
+        deadline = time.monotonic() + 90
+        while not stack_file.exists():
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, "stack.json never appeared"
+            time.sleep(0.1)
+        stack = json.loads(stack_file.read_text())
+        assert stack["nats_url"].startswith("nats://127.0.0.1:")
+        assert stack["database_url"].startswith("postgresql://")
+        servers = _children(up.pid)
+        assert len(servers) == 2  # nats-server and the postmaster
+
+        second = _moltbot(data, "up", timeout=30)
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+
+        generated = _moltbot(data, "events", "generate", "400")
+        assert generated.returncode == 0, generated.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            status = _moltbot(data, "projections", "status")
+            assert status.returncode == 0, status.stderr
+            rows = [line.split() for line in status.stdout.splitlines()[1:]]
+            if rows and all(row[2] == "400" and row[4] == "0" for row in rows):
+                break
+            assert time.monotonic() < deadline, status.stdout
+            time.sleep(0.5)
+        streams = _moltbot(data, "streams", "ls")
+        assert "EVENTS" in streams.stdout and "400" in streams.stdout
+        tail = _moltbot(data, "events", "tail", "--last", "3")
+        assert len(tail.stdout.splitlines()) == 3
+        assert tail.stdout.splitlines()[-1].split()[0] == "400"
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    assert up.returncode in (0, 130)
+    assert not (data / "stack.json").exists()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in servers)
+
+    # Data survives: a restart on the same folder finds the log and read models again.
+    restarted = subprocess.Popen(
+        [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (data / "stack.json").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        status = _moltbot(data, "projections", "status")
+        assert " 400 " in status.stdout
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        restarted.wait(60)
+
+
+def test_commands_without_a_stack_say_what_to_do(tmp_path: Path) -> None:
+    result = _moltbot(tmp_path / "nothing-here", "projections", "status", timeout=30)
+    assert result.returncode == 1
+    assert "No running Moltbot stack" in result.stderr
+    assert "moltbot up" in result.stderr
+
+
+def test_help_lists_every_command() -> None:
+    result = _moltbot(Path("."), "--help", timeout=30)
+    for command in ("up", "streams", "events", "projections"):
+        assert command in result.stdout
+    events_help = _moltbot(Path("."), "events", "--help", timeout=30).stdout
+    for action in ("import", "export", "tail", "generate"):
+        assert action in events_help

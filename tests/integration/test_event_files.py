@@ -65,7 +65,7 @@ async def test_tenant_export_holds_only_that_tenant(stack: Stack) -> None:
 
 
 async def test_a_file_with_invalid_lines_imports_nothing(store: EventStore) -> None:
-    good = [line for line in _lines(generate(5, tenants=1))]
+    good = _lines(generate(5, tenants=1))
     lines = [good[0], good[1], b'{"type":"message.teleported","v":1}', good[2], b"not json", good[3]]
     report = await event_files.import_events(store, lines)
     assert report.imported == 0

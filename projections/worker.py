@@ -25,6 +25,7 @@ from nats.js.errors import APIError
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import EventStoreError
 from adapters.nats.event_store import EVENTS_STREAM, EventStore, StoredRecord
+from adapters.nats.pull import ConsumerGone, PullStream
 from adapters.postgres.database import connection
 from domain.codec import EventCodec
 from projections.base import Projection, consumer_name, live_schema
@@ -37,6 +38,7 @@ _RECOVERABLE = (
     nats.errors.Error,
     APIError,
     EventStoreError,
+    ConsumerGone,
     psycopg.OperationalError,
     psycopg.InterfaceError,
     ConnectionError,
@@ -88,29 +90,16 @@ class ProjectionWorker:
             assert checkpoint is not None
             self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]
             await self._recreate_consumer(start_seq=self.last_applied_seq + 1)
-            sub = await self._js.pull_subscribe_bind(
-                consumer=self.consumer, stream=EVENTS_STREAM, pending_msgs_limit=self._batch_size * 4
-            )
-            batches: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=1)
-            async with asyncio.TaskGroup() as tasks:
-                fetcher = tasks.create_task(self._fetch_into(sub, batches))
-                try:
-                    while True:
-                        msgs = await batches.get()
-                        await self._apply(conn, msgs)
-                finally:
-                    fetcher.cancel()
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-
-    async def _fetch_into(self, sub: Any, batches: asyncio.Queue[list[Msg]]) -> None:
-        while True:
+            pull = PullStream(self._nc, EVENTS_STREAM, self.consumer, batch=self._batch_size)
+            await pull.start()
             try:
-                msgs = await sub.fetch(self._batch_size, timeout=self._idle_timeout)
-            except TimeoutError:  # nats-py raises both its own and asyncio's
-                continue
-            if msgs:
-                await batches.put(msgs)
+                while True:
+                    msgs = await pull.next_batch(self._idle_timeout)
+                    if msgs:
+                        await self._apply(conn, msgs)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pull.close()
 
     async def _apply(self, conn: Any, msgs: list[Msg]) -> None:
         records = [

@@ -16,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from adapters.nats.errors import ConcurrencyConflict, EventStoreError
+from adapters.nats.pull import PullStream
 from domain import subjects
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event
@@ -34,6 +35,7 @@ from domain.events import Event
 log = structlog.get_logger()
 
 EVENTS_STREAM = "EVENTS"
+_STALL_LIMIT = 30.0  # seconds without a message while replaying what is known to be stored
 _WRONG_LAST_SEQUENCE = 10071
 _WRONG_LAST_SEQUENCE_CLUSTERED = 10164
 
@@ -215,7 +217,7 @@ class EventStore:
 
 
 class _PullReader:
-    """An ephemeral AckNone pull consumer, fetching one batch ahead of its reader."""
+    """An ephemeral AckNone pull consumer from a start sequence, read ahead in batches."""
 
     def __init__(
         self,
@@ -227,16 +229,14 @@ class _PullReader:
         idle_timeout: float,
         follow: bool,
     ) -> None:
-        self._js = js
+        self._nc: Client = js._nc
         self._stream = stream
         self._subject = subject
         self._since = max(since, 1)
         self._batch = batch
         self._idle_timeout = idle_timeout
         self._follow = follow
-        self._queue: asyncio.Queue[list[Msg] | BaseException] = asyncio.Queue(maxsize=2)
-        self._task: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._pull: PullStream | None = None
         self._consumer: str | None = None
         self._pending_at_start = 0
 
@@ -250,7 +250,7 @@ class _PullReader:
             "mem_storage": True,
             "num_replicas": 1,
         }
-        reply = await self._js._nc.request(
+        reply = await self._nc.request(
             f"$JS.API.CONSUMER.CREATE.{self._stream}",
             json.dumps({"stream_name": self._stream, "config": config}).encode(),
             timeout=10,
@@ -260,37 +260,22 @@ class _PullReader:
             raise APIError.from_error(created["error"])
         self._consumer = created["name"]
         self._pending_at_start = int(created.get("num_pending", 0))
-        self._sub = await self._js.pull_subscribe_bind(
-            consumer=self._consumer, stream=self._stream, pending_msgs_limit=self._batch * 4
-        )
-        self._task = asyncio.create_task(self._fetch_ahead())
-
-    async def _fetch_ahead(self) -> None:
-        assert self._sub is not None
-        try:
-            while True:
-                try:
-                    msgs = await self._sub.fetch(self._batch, timeout=self._idle_timeout)
-                except TimeoutError:  # nats-py raises both its own and asyncio's
-                    msgs = []
-                await self._queue.put(msgs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._queue.put(exc)
+        self._pull = PullStream(self._nc, self._stream, created["name"], batch=self._batch)
+        await self._pull.start()
 
     async def records(self) -> AsyncIterator[StoredRecord]:
+        assert self._pull is not None
         if not self._follow and self._pending_at_start == 0:
             return
+        stalled_since = time.monotonic()
         while True:
-            item = await self._queue.get()
-            if isinstance(item, BaseException):
-                raise EventStoreError(f"reading {self._stream} failed: {item!r}") from item
-            if not item:
-                if self._follow:
-                    continue
-                return
-            for msg in item:
+            msgs = await self._pull.next_batch(self._idle_timeout)
+            if not msgs:
+                if not self._follow and time.monotonic() - stalled_since > _STALL_LIMIT:
+                    raise EventStoreError(f"{self._stream}: replay stalled for {_STALL_LIMIT:.0f}s")
+                continue
+            stalled_since = time.monotonic()
+            for msg in msgs:
                 meta = msg.metadata
                 headers = dict(msg.headers) if msg.headers else None
                 yield StoredRecord(meta.sequence.stream, msg.subject, msg.data, headers)
@@ -298,14 +283,12 @@ class _PullReader:
                     return
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._sub is not None:
+        if self._pull is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await self._pull.close()
         if self._consumer is not None:
-            # unsubscribe does not delete the consumer; the inactive threshold would.
+            # Unsubscribing does not delete the consumer; the inactive threshold would.
             with contextlib.suppress(Exception):
-                await self._js.delete_consumer(self._stream, self._consumer)
+                await self._nc.request(
+                    f"$JS.API.CONSUMER.DELETE.{self._stream}.{self._consumer}", b"", timeout=5
+                )

@@ -43,6 +43,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     AGGREGATE: ClassVar[str]
     VERSION: ClassVar[int] = 1
+    TYPE: ClassVar[str]  # the tag, e.g. "message.received"; set for every class below
 
     id: str
     v: int
@@ -55,7 +56,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     @property
     def type(self) -> str:
-        return type_name(type(self))
+        return self.TYPE
 
     @property
     def subject(self) -> str:
@@ -226,6 +227,8 @@ class ConversationUpdatedData(Payload, frozen=True):
 
 
 class ConversationUpdated(Event, frozen=True, kw_only=True, tag="conversation.updated"):
+    """Title, agent on/off, pin or mark-as-read changed; unset fields stay as they were."""
+
     AGGREGATE = CONVERSATION
     data: ConversationUpdatedData
 
@@ -258,6 +261,10 @@ class MessageReceivedData(Payload, frozen=True):
 
 
 class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
+    """A message from a person on a channel, normalized by its connector. Connectors derive
+    ``message_id`` from the provider's id (``domain.ids.stable_id("m", dedupe key)``), so a
+    repeat delivery always names the same message."""
+
     AGGREGATE = CONVERSATION
     data: MessageReceivedData
 
@@ -277,6 +284,8 @@ class MessageSentData(Payload, frozen=True):
 
 
 class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
+    """A message the provider confirmed sending (a person's reply or the agent's)."""
+
     AGGREGATE = CONVERSATION
     data: MessageSentData
 
@@ -458,6 +467,8 @@ def type_name(event_cls: type[Event]) -> str:
 
 
 BY_TYPE: dict[str, type[Event]] = {type_name(cls): cls for cls in EVENT_TYPES}
+for _name, _cls in BY_TYPE.items():
+    _cls.TYPE = _name
 
 E = TypeVar("E", bound=Event)
 

@@ -10,7 +10,7 @@ counts never double.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -119,6 +119,8 @@ MESSAGE_COLUMNS = (
     "attachments",
 )
 
+_MESSAGE_INDEX = {name: index for index, name in enumerate(MESSAGE_COLUMNS)}
+
 UPDATE_CONVERSATION = """
 UPDATE conversations SET
     title = COALESCE(%(title)s, title),
@@ -177,7 +179,7 @@ class _Fold:
     """The batch folded in memory: new rows to COPY, changes to existing rows."""
 
     new_conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    new_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_messages: dict[str, list[Any]] = field(default_factory=dict)
     conversation_changes: dict[str, _ConversationChange] = field(default_factory=dict)
     message_changes: dict[str, _MessageChange] = field(default_factory=dict)
     reaction_statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
@@ -324,26 +326,27 @@ def _fold_message(
     if d.message_id in stored or provider_key in stored:
         return  # a repeat outside the duplicate window: already counted
     stored.update((d.message_id, provider_key))
-    fold.new_messages[d.message_id] = {
-        "message_id": d.message_id,
-        "tenant_id": event.tenant_id,
-        "conversation_id": event.aggregate_id,
-        "seq": seq,
-        "direction": direction,
-        "channel": d.channel,
-        "connection_id": d.connection_id,
-        "provider_message_id": d.provider_message_id,
-        "sender_id": d.sender.id,
-        "sender_name": d.sender.name,
-        "text": d.text,
-        "sent_at": d.sent_at,
-        "edited_at": None,
-        "deleted_at": None,
-        "status": "received" if direction == "in" else "sent",
-        "agent_run_id": getattr(d, "agent_run_id", None),
-        "reply_to_message_id": getattr(d, "reply_to_message_id", None),
-        "attachments": len(getattr(d, "attachments", ())),
-    }
+    # A list in MESSAGE_COLUMNS order: COPY takes it as is (this is the hot path).
+    fold.new_messages[d.message_id] = [
+        d.message_id,
+        event.tenant_id,
+        event.aggregate_id,
+        seq,
+        direction,
+        d.channel,
+        d.connection_id,
+        d.provider_message_id,
+        d.sender.id,
+        d.sender.name,
+        d.text,
+        d.sent_at,
+        None,  # edited_at
+        None,  # deleted_at
+        "received" if direction == "in" else "sent",
+        getattr(d, "agent_run_id", None),
+        getattr(d, "reply_to_message_id", None),
+        len(getattr(d, "attachments", ())),
+    ]
     target = _conversation(fold, event.aggregate_id, seq)
     unread = 1 if direction == "in" else 0
     if isinstance(target, dict):
@@ -360,7 +363,8 @@ def _fold_message(
 def _change_message(fold: _Fold, message_id: str, **values: Any) -> None:
     row = fold.new_messages.get(message_id)
     if row is not None:
-        row.update(values)
+        for name, value in values.items():
+            row[_MESSAGE_INDEX[name]] = value
         return
     change = fold.message_changes.setdefault(message_id, _MessageChange(message_id))
     for name, value in values.items():
@@ -368,16 +372,17 @@ def _change_message(fold: _Fold, message_id: str, **values: Any) -> None:
 
 
 async def _copy(
-    conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[dict[str, Any]]
+    conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]
 ) -> None:
     async with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
-            await copy.write_row(tuple(row[c] for c in columns))
+            await copy.write_row(row)
 
 
 async def _write_fold(conn: Connection, fold: _Fold) -> None:
     if fold.new_conversations:
-        await _copy(conn, "conversations", CONVERSATION_COLUMNS, fold.new_conversations.values())
+        rows = ([row[c] for c in CONVERSATION_COLUMNS] for row in fold.new_conversations.values())
+        await _copy(conn, "conversations", CONVERSATION_COLUMNS, rows)
     if fold.new_messages:
         await _copy(conn, "messages", MESSAGE_COLUMNS, fold.new_messages.values())
     async with conn.cursor() as cur:

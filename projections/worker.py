@@ -25,7 +25,7 @@ from nats.js.errors import APIError
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import EventStoreError
 from adapters.nats.event_store import EVENTS_STREAM, EventStore, StoredRecord
-from adapters.nats.pull import ConsumerGone, PullStream
+from adapters.nats.pull import ConsumerGone, PullStream, ack_position
 from adapters.postgres.database import connection
 from domain.codec import EventCodec
 from projections.base import Projection, consumer_name, live_schema
@@ -102,10 +102,7 @@ class ProjectionWorker:
                     await pull.close()
 
     async def _apply(self, conn: Any, msgs: list[Msg]) -> None:
-        records = [
-            StoredRecord(m.metadata.sequence.stream, m.subject, m.data, dict(m.headers or {}) or None)
-            for m in msgs
-        ]
+        records = [StoredRecord(ack_position(m.reply)[0], m.subject, m.data, m.headers) for m in msgs]
         outcome = await apply_batch(
             conn,
             self.projection,

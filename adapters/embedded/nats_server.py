@@ -79,6 +79,7 @@ class NatsServer:
         server_name: str | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         extra_config: str = "",
+        sync_always: bool = True,
         startup_timeout: float = 15.0,
     ) -> None:
         self.store_dir = Path(store_dir).resolve()
@@ -89,6 +90,8 @@ class NatsServer:
         self.server_name = server_name if server_name is not None else f"moltbot-{digest}"
         self.max_payload = max_payload
         self.extra_config = extra_config
+        # Only the bench turns this off, to report what durability costs.
+        self.sync_always = sync_always
         self.startup_timeout = startup_timeout
         self.config_file = self.store_dir / "nats-server.conf"
         self._process: ManagedProcess | None = None
@@ -114,8 +117,8 @@ class NatsServer:
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f"  store_dir: {jetstream_dir}\n"
-            "  sync_interval: always\n"
-            "}\n"
+            + ("  sync_interval: always\n" if self.sync_always else "")
+            + "}\n"
         )
         if self.extra_config:
             config += self.extra_config.rstrip("\n") + "\n"

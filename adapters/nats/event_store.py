@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from adapters.nats.errors import ConcurrencyConflict, EventStoreError
-from adapters.nats.pull import PullStream
+from adapters.nats.pull import PullStream, ack_position
 from domain import subjects
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event
@@ -276,10 +276,9 @@ class _PullReader:
                 continue
             stalled_since = time.monotonic()
             for msg in msgs:
-                meta = msg.metadata
-                headers = dict(msg.headers) if msg.headers else None
-                yield StoredRecord(meta.sequence.stream, msg.subject, msg.data, headers)
-                if not self._follow and meta.num_pending == 0:
+                seq, pending = ack_position(msg.reply)
+                yield StoredRecord(seq, msg.subject, msg.data, msg.headers)
+                if not self._follow and pending == 0:
                     return
 
     async def close(self) -> None:

@@ -27,6 +27,19 @@ _STATUS = "Status"
 _PENDING_MESSAGES = "Nats-Pending-Messages"
 
 
+def ack_position(reply: str) -> tuple[int, int]:
+    """(stream sequence, messages still pending) from a JetStream ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
+    newer form with domain and account hash after ``ACK`` and a random token at the end.
+    Cheaper than nats-py's ``Msg.metadata``, which builds several objects per message.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    return int(tokens[7]), int(tokens[10])
+
+
 class ConsumerGone(Exception):
     """The consumer was deleted (or replaced) while being read."""
 

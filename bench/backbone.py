@@ -137,22 +137,20 @@ def _message_rows(events: list[Event]) -> list[tuple[Any, ...]]:
     return rows
 
 
+_COPY_TYPES = {"seq": "bigint", "sent_at": "timestamptz", "edited_at": "timestamptz",
+               "deleted_at": "timestamptz", "attachments": "integer"}  # fmt: skip
+
+
 async def _raw_copy(database_url: str, rows: list[tuple[Any, ...]]) -> float:
     async with pg_connection(database_url) as conn:
         await conn.execute("DROP TABLE IF EXISTS bench_copy")
-        await conn.execute(
-            "CREATE UNLOGGED TABLE bench_copy (LIKE rm_inbox.messages INCLUDING GENERATED)"
-            if False
-            else "CREATE TABLE bench_copy (message_id text, tenant_id text, conversation_id text, seq bigint,"
-            " direction text, channel text, connection_id text, provider_message_id text, sender_id text,"
-            " sender_name text, text text, sent_at timestamptz, edited_at timestamptz, deleted_at timestamptz,"
-            " status text, agent_run_id text, reply_to_message_id text, attachments integer)"
-        )
+        columns = ", ".join(f"{name} {_COPY_TYPES.get(name, 'text')}" for name in MESSAGE_COLUMNS)
+        await conn.execute(f"CREATE TABLE bench_copy ({columns})")
         started = time.perf_counter()
-        async with conn.transaction(), conn.cursor() as cur:
-            async with cur.copy(f"COPY bench_copy ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    await copy.write_row(row)
+        copy_sql = f"COPY bench_copy ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
+        async with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for row in rows:
+                await copy.write_row(row)
         rate = len(rows) / (time.perf_counter() - started)
         await conn.execute("DROP TABLE bench_copy")
     return rate
@@ -294,7 +292,7 @@ def render(result: dict[str, Any]) -> str:
     for f in result["figures"]:
         baseline = f["baseline"] or ""
         base_rate = f"{f['baseline_rate']:,.0f}" if f["baseline_rate"] else ""
-        ratio = f"{f['ratio']:.2f}×" if f["ratio"] else ""
+        ratio = f"{f['ratio']:.2f}x" if f["ratio"] else ""
         lines.append(f"| {f['name']} | {f['rate']:,.0f} {f['unit']} | {baseline} | {base_rate} | {ratio} |")
     return "\n".join(lines) + "\n"
 

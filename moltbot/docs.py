@@ -96,9 +96,8 @@ def render() -> str:
     out.append("|---|---|---|")
     for cls in ev.EVENT_TYPES:
         example = by_type[ev.type_name(cls)]
-        out.append(
-            f"| [`{example.type}`](#{example.type.replace('.', '')}) | {cls.AGGREGATE} | `{example.subject}` |"
-        )
+        anchor = example.type.replace(".", "")
+        out.append(f"| [`{example.type}`](#{anchor}) | {cls.AGGREGATE} | `{example.subject}` |")
     for noun, classes in groups.items():
         out.append(f"\n## {noun}\n")
         for cls in classes:

@@ -59,6 +59,20 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_gateway
+
+    nats_url, database_url = settings.servers()
+    await run_gateway(
+        nats_url,
+        database_url,
+        key_file=settings.jwt_key_file,
+        host=args.host,
+        port=args.port or settings.gateway_port,
+    )
+    return 0
+
+
 # --- streams ----------------------------------------------------------------------------
 
 
@@ -287,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Start the whole product in the foreground: nats-server, PostgreSQL (both under the data"
         " folder unless MOLTBOT_NATS_URL / MOLTBOT_DATABASE_URL are set) and every role. Ctrl-C stops it.",
     )
+
+    gw = add(commands, "gateway", cmd_gateway, "Serve the HTTP API only (the servers must be running).")
+    gw.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    gw.add_argument("--port", type=int, help="port (default $MOLTBOT_GATEWAY_PORT or 8000)")
 
     streams = commands.add_parser("streams", help="JetStream streams from streams.yaml").add_subparsers(
         dest="streams_command", metavar="ACTION", required=True

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import structlog
+import uvicorn
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from adapters.nats.connection import connection
+from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile
 from domain.codec import EventCodec
+from gateway.app import create_app
+from gateway.auth import Tokens
+from gateway.context import GatewayContext
+from gateway.routes.accounts import CREDENTIALS_SQL
 from projections.base import Projection
 from projections.worker import ProjectionWorker
 
@@ -39,3 +50,58 @@ async def run_projections(
             )
             tasks.create_task(worker.run(), name=worker.consumer)
         log.info("projections_running", read_models=[p.name for p in projections])
+
+
+@contextlib.asynccontextmanager
+async def gateway_context(nats_url: str, database_url: str, key_file: Path) -> AsyncIterator[GatewayContext]:
+    """The gateway's connections: NATS, a PostgreSQL pool, the token signing key."""
+    tokens = Tokens.from_pem_file(key_file)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=10,
+        open=False,
+        kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+    )
+    await pool.open()
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext('moltbot.gateway.schema'))")
+            await conn.execute(CREDENTIALS_SQL)
+            await conn.execute("SELECT pg_advisory_unlock(hashtext('moltbot.gateway.schema'))")
+        async with connection(nats_url, name="moltbot-gateway") as nc:
+            yield GatewayContext(store=EventStore(nc), pool=pool, tokens=tokens)
+    finally:
+        await pool.close()
+
+
+async def run_gateway(
+    nats_url: str,
+    database_url: str,
+    *,
+    key_file: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve the HTTP API until cancelled."""
+    async with gateway_context(nats_url, database_url, key_file) as ctx:
+        config = uvicorn.Config(
+            create_app(ctx), host=host, port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                    raise RuntimeError(f"the gateway could not listen on {host}:{port}")
+                await asyncio.sleep(0.02)
+            log.info("gateway_listening", url=f"http://{host}:{port}")
+            if started is not None:
+                started.set()
+            await asyncio.shield(serving)
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await serving

@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "console"
     log_level: str = "info"
     gateway_port: int = 8000
+    jwt_key_file: Path
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -48,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_format=log_format,  # type: ignore[arg-type]
             log_level=environ.get("MOLTBOT_LOG_LEVEL", "info").lower(),
             gateway_port=int(environ.get("MOLTBOT_GATEWAY_PORT", "8000")),
+            jwt_key_file=Path(
+                environ.get("MOLTBOT_JWT_KEY_FILE") or directory.resolve() / "gateway" / "jwt-ed25519.pem"
+            ),
         )
 
     @property

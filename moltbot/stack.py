@@ -28,7 +28,7 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
-from moltbot.roles import run_projections
+from moltbot.roles import run_gateway, run_projections
 from moltbot.settings import Settings
 from projections.registry import all_projections
 
@@ -137,18 +137,35 @@ async def up(settings: Settings) -> None:
             async with connection(description["nats_url"], name="moltbot-up") as nc:
                 for report in await apply_streams(nc, spec):
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
-            settings.stack_file.write_text(json.dumps(description, indent=2) + "\n")
-            log.info(
-                "stack_ready",
-                nats_url=description["nats_url"],
-                database_url=description["database_url"],
-                stack_file=str(settings.stack_file),
-            )
+            gateway_started = asyncio.Event()
             try:
-                await run_projections(
-                    description["nats_url"], description["database_url"], spec, all_projections()
-                )
-                await asyncio.Event().wait()  # roles run until Ctrl-C
+                async with asyncio.TaskGroup() as roles:
+                    roles.create_task(
+                        run_projections(
+                            description["nats_url"], description["database_url"], spec, all_projections()
+                        ),
+                        name="projections",
+                    )
+                    roles.create_task(
+                        run_gateway(
+                            description["nats_url"],
+                            description["database_url"],
+                            key_file=settings.jwt_key_file,
+                            port=settings.gateway_port,
+                            started=gateway_started,
+                        ),
+                        name="gateway",
+                    )
+                    await gateway_started.wait()
+                    description["gateway_url"] = f"http://127.0.0.1:{settings.gateway_port}"
+                    settings.stack_file.write_text(json.dumps(description, indent=2) + "\n")
+                    log.info(
+                        "stack_ready",
+                        gateway_url=description["gateway_url"],
+                        nats_url=description["nats_url"],
+                        database_url=description["database_url"],
+                        stack_file=str(settings.stack_file),
+                    )
             finally:
                 settings.stack_file.unlink(missing_ok=True)
-                log.info("stack_stopping")
+                log.info("stack_stopped")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _moltbot(data: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -53,8 +61,10 @@ def _children(pid: int) -> list[int]:
 
 def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "stack"
+    gateway_port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
-        "MOLTBOT_LOG_FORMAT": "json"
+        "MOLTBOT_LOG_FORMAT": "json",
+        "MOLTBOT_GATEWAY_PORT": str(gateway_port),
     }
     up = subprocess.Popen(
         [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
@@ -74,6 +84,9 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         stack = json.loads(stack_file.read_text())
         assert stack["nats_url"].startswith("nats://127.0.0.1:")
         assert stack["database_url"].startswith("postgresql://")
+        assert stack["gateway_url"] == f"http://127.0.0.1:{gateway_port}"
+        with urllib.request.urlopen(f"{stack['gateway_url']}/healthz", timeout=10) as health:
+            assert json.loads(health.read()) == {"status": "ok"}
         servers = _children(up.pid)
         assert len(servers) == 2  # nats-server and the postmaster
 

@@ -1,0 +1,36 @@
+"""The Litestar application: routers, error handlers, OpenAPI at /schema."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from gateway.context import GatewayContext, context
+from gateway.errors import HANDLERS
+from gateway.routes.accounts import auth_router, me_router
+from gateway.routes.health import health_router
+from gateway.routes.inbox import inbox_router
+from gateway.routes.realtime import realtime_router
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(ctx: GatewayContext) -> Litestar:
+    app = Litestar(
+        route_handlers=[health_router, auth_router, me_router, inbox_router, realtime_router],
+        dependencies={"ctx": Provide(context, sync_to_thread=False)},
+        exception_handlers=HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="Moltbot Cloud API",
+            version="1.0.0",
+            description="One AI assistant across all your messaging apps. Errors are"
+            ' {"error", "detail", "field"?}. Commands answer 202 with the event id and seq;'
+            " any GET takes ?min_seq=N to read its own writes.",
+            path="/schema",
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+        debug=False,
+    )
+    app.state.ctx = ctx
+    return app

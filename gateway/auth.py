@@ -1,0 +1,141 @@
+"""Passwords and tokens.
+
+Passwords are hashed with scrypt (memory-hard, in the standard library); hashes live in
+the gateway's own ``gateway.credentials`` table, never in the event log, so an export of
+the log carries no secrets. Access and refresh tokens are JWTs signed with Ed25519.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.errors import ApiError
+
+# scrypt cost: 2**15 x 8 x 1 needs 32 MiB per hash; about 0.1 s on one core.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+Role = Literal["owner", "admin", "member"]
+TokenKind = Literal["access", "refresh"]
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM
+    )
+    encoded_salt, encoded_digest = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded_salt}${encoded_digest}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(
+        password.encode(),
+        salt=base64.b64decode(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        maxmem=_SCRYPT_MAXMEM,
+    )
+    return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is calling: every query is scoped to ``tenant_id``."""
+
+    user_id: str
+    tenant_id: str
+    role: Role
+
+
+class TokenPair(msgspec.Struct, frozen=True):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int = 900
+
+
+class Tokens:
+    """Issues and verifies Ed25519-signed JWTs."""
+
+    ISSUER = "moltbot"
+
+    def __init__(
+        self, private_key: Ed25519PrivateKey, *, access_ttl: int = 900, refresh_ttl: int = 30 * 86400
+    ) -> None:
+        self._private = private_key
+        self._public = private_key.public_key()
+        self._access_ttl = access_ttl
+        self._refresh_ttl = refresh_ttl
+
+    @classmethod
+    def from_pem_file(cls, path: Path) -> Tokens:
+        """Load the signing key, creating it (mode 0600) on first use."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(key)
+
+    def issue(self, caller: Caller) -> TokenPair:
+        return TokenPair(
+            access_token=self._encode(caller, "access", self._access_ttl),
+            refresh_token=self._encode(caller, "refresh", self._refresh_ttl),
+            expires_in=self._access_ttl,
+        )
+
+    def _encode(self, caller: Caller, kind: TokenKind, ttl: int) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER,
+            "sub": caller.user_id,
+            "tid": caller.tenant_id,
+            "role": caller.role,
+            "typ": kind,
+            "iat": now,
+            "exp": now + ttl,
+        }
+        return jwt.encode(claims, self._private, algorithm="EdDSA")
+
+    def verify(self, token: str, kind: TokenKind = "access") -> Caller:
+        try:
+            claims = jwt.decode(
+                token,
+                self._public,
+                algorithms=["EdDSA"],
+                issuer=self.ISSUER,
+                options={"require": ["exp", "iat", "sub", "tid", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ApiError(
+                401, "token_expired", "The token has expired: log in again or refresh it."
+            ) from None
+        except jwt.PyJWTError as exc:
+            raise ApiError(401, "invalid_token", f"The token is not valid: {exc}.") from None
+        if claims.get("typ") != kind:
+            raise ApiError(401, "invalid_token", f"Expected an {kind} token.")
+        return Caller(user_id=claims["sub"], tenant_id=claims["tid"], role=claims.get("role", "member"))

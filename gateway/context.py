@@ -1,0 +1,74 @@
+"""What every request handler may use: the event store, the read-model pool, tokens.
+
+Built once by the composition root and kept on ``app.state.ctx``; routes take it (and
+the authenticated caller) through Litestar dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency
+from psycopg_pool import AsyncConnectionPool
+
+from adapters.nats.event_store import EventStore
+from gateway.auth import Caller, Tokens
+from gateway.errors import ApiError
+
+MIN_SEQ_WAIT = 5.0  # seconds a read with ?min_seq= may wait for the read models
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    store: EventStore
+    pool: AsyncConnectionPool[Any]
+    tokens: Tokens
+
+    async def wait_for(self, min_seq: int | None, read_models: tuple[str, ...]) -> None:
+        """Return once every read model in ``read_models`` has applied ``min_seq``."""
+        if not min_seq:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MIN_SEQ_WAIT
+        async with self.pool.connection() as conn:
+            while True:
+                cur = await conn.execute(
+                    "SELECT coalesce(min(last_seq), 0) AS seq FROM moltbot.projection_checkpoints"
+                    " WHERE slot = 'live' AND projection = ANY(%s)",
+                    (list(read_models),),
+                )
+                row = await cur.fetchone()
+                if row is not None and row["seq"] >= min_seq:
+                    return
+                if loop.time() > deadline:
+                    raise ApiError(
+                        503,
+                        "not_caught_up",
+                        f"The read models have not reached seq {min_seq} yet; retry shortly.",
+                        field="min_seq",
+                        headers={"Retry-After": "1"},
+                    )
+                await asyncio.sleep(0.02)
+
+
+def context(request: Request[Any, Any, Any]) -> GatewayContext:
+    ctx: GatewayContext = request.app.state.ctx
+    return ctx
+
+
+def caller(request: Request[Any, Any, Any]) -> Caller:
+    """The authenticated caller, from ``Authorization: Bearer <token>`` or ``?access_token=``."""
+    header = request.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    token = token or request.query_params.get("access_token", "")
+    if not token:
+        raise ApiError(401, "unauthorized", "Send an access token: Authorization: Bearer <token>.")
+    return context(request).tokens.verify(token)
+
+
+# Route parameter types: the request's context and its authenticated caller.
+Ctx = NamedDependency[GatewayContext]
+Who = NamedDependency[Caller]

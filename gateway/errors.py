@@ -1,0 +1,84 @@
+"""Every error the API returns is JSON ``{"error": code, "detail": words, "field": name?}``.
+
+Routes raise :class:`ApiError` (or let domain/adapter errors through); the handlers
+here, registered once on the app, turn them into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from adapters.nats.errors import ConcurrencyConflict
+from domain.errors import InvalidToken
+
+log = structlog.get_logger()
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+
+
+def _body(error: str, detail: str, field: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "detail": detail}
+    if field:
+        body["field"] = field
+    return body
+
+
+def api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return Response(_body(exc.error, exc.detail, exc.field), status_code=exc.status, headers=exc.headers)
+
+
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else {}
+    field = first.get("key") or None
+    detail = first.get("message") or exc.detail
+    return Response(_body("invalid_request", f"{detail}", field), status_code=400)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    error = codes.get(exc.status_code, "http_error")
+    return Response(_body(error, exc.detail), status_code=exc.status_code)
+
+
+def invalid_token(request: Request[Any, Any, Any], exc: InvalidToken) -> Response[Any]:
+    return Response(_body("invalid_id", str(exc), exc.field), status_code=400)
+
+
+def conflict(request: Request[Any, Any, Any], exc: ConcurrencyConflict) -> Response[Any]:
+    return Response(_body("conflict", "Someone else changed this at the same time; retry."), status_code=409)
+
+
+def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("request_failed", path=request.url.path)
+    return Response(_body("internal_error", "Something went wrong on our side."), status_code=500)
+
+
+HANDLERS: dict[type[Exception] | int, Any] = {
+    ApiError: api_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    InvalidToken: invalid_token,
+    ConcurrencyConflict: conflict,
+    Exception: unexpected,
+}

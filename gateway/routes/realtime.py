@@ -1,51 +1,40 @@
-"""``GET /v1/events``: the caller's tenant's events over Server-Sent Events.
+"""Realtime delivery of the caller's tenant's events: Server-Sent Events and WebSocket.
 
-Replay starts at ``?since=`` or ``Last-Event-ID`` (an EVENTS stream sequence; the event
-after the last one the client saw) and continues live from the same consumer, so there
-is no gap and no duplicate at the seam. Each SSE ``id`` is the event's sequence: a client
-that reconnects with ``Last-Event-ID`` resumes exactly where it was. The subject filter
-is built from the token's tenant — no request parameter can widen it.
+Both start at an EVENTS stream sequence — SSE ``?since=`` or ``Last-Event-ID`` (the
+last one seen), WebSocket ``{"op":"subscribe","since":N}`` — and carry each event with
+its sequence, so a client that drops resumes exactly where it was.
+
+WebSocket protocol (JSON text frames):
+- client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…"}`` (the
+  token may instead be ``?access_token=`` on the URL); ``{"op":"ping"}``
+- server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}``,
+  ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error","error":…,"detail":…}``
+A client that does not read for SEND_TIMEOUT seconds is closed with code 4008 and a reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Request, Router, get
+import msgspec
+from litestar import Request, Router, WebSocket, get, websocket
 from litestar.di import Provide
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from adapters.nats.event_store import StoredRecord
-from domain import subjects
-from gateway.context import Ctx, Who, caller
+from gateway.auth import Caller
+from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
+from gateway.feed import event_type, tenant_feed, type_patterns
 
 HEARTBEAT_SECONDS = 15.0
-_TYPE_PATTERN = set("abcdefghijklmnopqrstuvwxyz_.*")
-
-
-def _type_filter(types: str | None) -> list[str] | None:
-    if not types:
-        return None
-    patterns = [t.strip() for t in types.split(",") if t.strip()]
-    for pattern in patterns:
-        if not set(pattern) <= _TYPE_PATTERN:
-            raise ApiError(
-                400,
-                "invalid_request",
-                f"{pattern!r} is not an event type pattern like message.*",
-                field="types",
-            )
-    return patterns
-
-
-def _event_type(record: StoredRecord) -> str:
-    return subjects.event_type_of(record.subject.rsplit(".", 1)[-1])
+SEND_TIMEOUT = 10.0
+AUTH_TIMEOUT = 10.0
 
 
 @get("/events")
@@ -63,39 +52,125 @@ async def events(
         since = int(last_event_id) + 1
     if since is None:
         since = await ctx.store.last_seq() + 1  # only what happens from now on
-    patterns = _type_filter(types)
-    subject = subjects.tenant_filter(who.tenant_id)
+    patterns = type_patterns(types.split(",") if types else None, "types")
+    feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        records = ctx.store.read(since=since, subject=subject, follow=True, idle_timeout=1.0).__aiter__()
-        pending: asyncio.Task[StoredRecord] | None = None
-        try:
-            while True:
-                pending = pending or asyncio.ensure_future(records.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
-                if not done:
-                    yield ServerSentEventMessage(comment="keep-alive")
-                    continue
-                record = pending.result()
-                pending = None
-                event_type = _event_type(record)
-                if patterns and not any(fnmatch.fnmatchcase(event_type, p) for p in patterns):
-                    continue
-                yield ServerSentEventMessage(data=record.data.decode(), event=event_type, id=record.seq)
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            with contextlib.suppress(Exception):
-                await records.aclose()  # type: ignore[attr-defined]
+        async for record in feed:
+            if record is None:
+                yield ServerSentEventMessage(comment="keep-alive")
+            else:
+                yield ServerSentEventMessage(
+                    data=record.data.decode(), event=event_type(record), id=record.seq
+                )
 
     return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+class Subscribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    op: str
+    since: int | None = None
+    topics: list[str] | None = None
+    token: str | None = None
+
+
+class _Closed(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Outbox:
+    """Serializes sends (events and pongs come from two tasks) and bounds each one in time."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self._socket = socket
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: bytes | str) -> None:
+        text = message if isinstance(message, str) else message.decode()
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self._socket.send_text(text), SEND_TIMEOUT)
+            except TimeoutError:
+                raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
+
+
+def _error(error: str, detail: str) -> str:
+    return json.dumps({"op": "error", "error": error, "detail": detail})
+
+
+async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -> tuple[Caller, Subscribe]:
+    try:
+        raw = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT)
+        request = msgspec.json.decode(raw, type=Subscribe)
+    except TimeoutError:
+        raise _Closed(4401, 'send {"op":"subscribe",…} first') from None
+    except msgspec.ValidationError as exc:
+        raise _Closed(4400, f"invalid subscribe message: {exc}") from None
+    except msgspec.DecodeError:
+        raise _Closed(4400, "messages are JSON text") from None
+    if request.op != "subscribe":
+        raise _Closed(4400, 'the first message must be {"op":"subscribe",…}')
+    token = request.token or socket.query_params.get("access_token", "")
+    if not token:
+        raise _Closed(4401, 'send an access token: ?access_token= or "token" in subscribe')
+    try:
+        who = ctx.tokens.verify(token)
+    except ApiError as exc:
+        raise _Closed(4401, exc.detail) from None
+    if request.since is not None and request.since < 1:
+        raise _Closed(4400, "since is an EVENTS sequence, 1 or more")
+    return who, request
+
+
+@websocket("/ws")
+async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
+    await socket.accept()
+    try:
+        who, request = await _subscription(socket, ctx)
+        try:
+            patterns = type_patterns(request.topics, "topics")
+        except ApiError as exc:
+            raise _Closed(4400, exc.detail) from None
+        since = request.since or await ctx.store.last_seq() + 1
+        outbox = _Outbox(socket)
+        await outbox.send(json.dumps({"op": "subscribed", "since": since}))
+        feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_answer_pings(socket, outbox))
+            async for record in feed:
+                if record is None:
+                    await outbox.send('{"op":"heartbeat"}')
+                else:
+                    await outbox.send(b'{"op":"event","seq":%d,"event":%s}' % (record.seq, record.data))
+    except* _Closed as closed:
+        reason = closed.exceptions[0]
+        assert isinstance(reason, _Closed)
+        with contextlib.suppress(Exception):
+            await socket.send_text(_error("closed", reason.reason))
+            await socket.close(code=reason.code, reason=reason.reason[:120])
+    except* (WebSocketDisconnect, ConnectionError):
+        pass
+
+
+async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: _Outbox) -> None:
+    while True:
+        raw = await socket.receive_text()
+        try:
+            op = json.loads(raw).get("op")
+        except (ValueError, AttributeError):
+            op = None
+        if op == "ping":
+            await outbox.send('{"op":"pong"}')
+        else:
+            await outbox.send(_error("unknown_op", 'after subscribing, only {"op":"ping"} is understood'))
+
+
 realtime_router = Router(
     path="/v1",
-    route_handlers=[events],
+    route_handlers=[events, ws],
     tags=["realtime"],
     dependencies={"who": Provide(caller, sync_to_thread=False)},
 )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from adapters.embedded.processes import free_port
 from domain import events as ev
@@ -313,3 +315,82 @@ async def test_health_ready_metrics_schema(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/schema/openapi.json")).json()
     assert "/v1/conversations" in schema["paths"]
     assert "/v1/auth/signup" in schema["paths"]
+
+
+async def _ws_collect(
+    api: httpx.AsyncClient, account: dict[str, str], subscribe: dict[str, object], want: int
+) -> list[dict]:
+    url = str(api.base_url).replace("http://", "ws://") + "/v1/ws"
+    received: list[dict] = []
+    async with ws_connect(url) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "token": account["token"], **subscribe}))
+        assert json.loads(await socket.recv())["op"] == "subscribed"
+        while len(received) < want:
+            message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            if message["op"] == "event":
+                received.append(message)
+    return received
+
+
+async def test_ws_replays_resumes_and_stays_in_its_tenant(api: httpx.AsyncClient, stack: Stack) -> None:
+    alice = await _signup(api, "ws-alice@example.com")
+    bob = await _signup(api, "ws-bob@example.com")
+    await _conversation_with_messages(stack, alice["tenant_id"], 40)
+    await _conversation_with_messages(stack, bob["tenant_id"], 40)
+
+    everything = await _ws_collect(api, alice, {"since": 1}, 44)
+    seqs = [m["seq"] for m in everything]
+    assert seqs == sorted(seqs)
+    assert {m["event"]["tenant_id"] for m in everything} == {alice["tenant_id"]}
+
+    # A client that drops at random points and resumes from its last seq gets each event once.
+    rng = random.Random(11)
+    for cut in sorted(rng.sample(range(len(seqs) - 1), 8)):
+        resumed = await _ws_collect(api, alice, {"since": seqs[cut] + 1}, len(seqs) - cut - 1)
+        assert [m["seq"] for m in resumed] == seqs[cut + 1 :]
+
+    only_messages = await _ws_collect(api, alice, {"since": 1, "topics": ["message.*"]}, 40)
+    assert {m["event"]["type"] for m in only_messages} == {"message.received"}
+
+
+@pytest.mark.parametrize(
+    ("subscribe", "code"),
+    [
+        ({"op": "subscribe", "since": 1, "topics": [">"]}, 4400),
+        ({"op": "subscribe", "since": 1, "topics": ["ev.TENANT.>"]}, 4400),
+        ({"op": "subscribe", "since": 1, "token": "forged.token.value"}, 4401),
+        ({"op": "dance"}, 4400),
+    ],
+)
+async def test_ws_refuses_bad_subscriptions(
+    api: httpx.AsyncClient, subscribe: dict[str, object], code: int
+) -> None:
+    account = await _signup(api, f"ws-{code}-{random.randrange(10**9)}@example.com")
+    url = str(api.base_url).replace("http://", "ws://") + "/v1/ws"
+    message = dict(subscribe)
+    if "topics" in message:
+        message["topics"] = [str(t).replace("TENANT", account["tenant_id"]) for t in message["topics"]]  # type: ignore[attr-defined]
+    message.setdefault("token", account["token"])
+    async with ws_connect(url) as socket:
+        await socket.send(json.dumps(message))
+        error = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert error["op"] == "error"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code
+
+
+async def test_ws_ping_and_live_events(api: httpx.AsyncClient, stack: Stack) -> None:
+    account = await _signup(api, "ws-live@example.com")
+    url = str(api.base_url).replace("http://", "ws://") + f"/v1/ws?access_token={account['token']}"
+    async with ws_connect(url) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "topics": ["message.*"]}))
+        subscribed = json.loads(await socket.recv())
+        assert subscribed["op"] == "subscribed"
+        await socket.send(json.dumps({"op": "ping"}))
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10)) == {"op": "pong"}
+        await _conversation_with_messages(stack, account["tenant_id"], 2)
+        live = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(2)]
+    assert [m["event"]["data"]["text"] for m in live] == ["hello number 0", "hello number 1"]
+    assert live[0]["seq"] >= subscribed["since"]

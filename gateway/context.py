@@ -7,11 +7,14 @@ the authenticated caller) through Litestar dependencies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
 from litestar.di import NamedDependency
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.nats.event_store import EventStore
@@ -26,6 +29,13 @@ class GatewayContext:
     store: EventStore
     pool: AsyncConnectionPool[Any]
     tokens: Tokens
+
+    @contextlib.asynccontextmanager
+    async def tenant(self, tenant_id: str) -> AsyncIterator[AsyncConnection[Any]]:
+        """A transaction that row-level security confines to ``tenant_id``."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+            yield conn
 
     async def wait_for(self, min_seq: int | None, read_models: tuple[str, ...]) -> None:
         """Return once every read model in ``read_models`` has applied ``min_seq``."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import structlog
 import uvicorn
 from psycopg.rows import dict_row
@@ -22,6 +23,7 @@ from gateway.auth import Tokens
 from gateway.context import GatewayContext
 from gateway.routes.accounts import CREDENTIALS_SQL
 from projections.base import Projection
+from projections.engine import ensure_core
 from projections.worker import ProjectionWorker
 
 log = structlog.get_logger()
@@ -56,19 +58,26 @@ async def run_projections(
 async def gateway_context(nats_url: str, database_url: str, key_file: Path) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key."""
     tokens = Tokens.from_pem_file(key_file)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        # The role and schemas the gateway's queries run under (row-level security).
+        await ensure_core(conn)  # type: ignore[arg-type]
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
+            await conn.execute(CREDENTIALS_SQL)
+
+    async def as_gateway_role(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SET ROLE moltbot_gateway")
+
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url,
         min_size=1,
         max_size=10,
         open=False,
+        configure=as_gateway_role,
         kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
     )
     await pool.open()
     try:
-        async with pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtext('moltbot.gateway.schema'))")
-            await conn.execute(CREDENTIALS_SQL)
-            await conn.execute("SELECT pg_advisory_unlock(hashtext('moltbot.gateway.schema'))")
         async with connection(nats_url, name="moltbot-gateway") as nc:
             yield GatewayContext(store=EventStore(nc), pool=pool, tokens=tokens)
     finally:

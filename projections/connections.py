@@ -89,7 +89,7 @@ HANDLERS: dict[str, Handler] = {
 
 class ConnectionsProjection:
     name: str = "connections"
-    version: int = 1
+    version: int = 2  # 2: row-level security on every table
     tables: tuple[str, ...] = ("connections",)
     handles: frozenset[str] = frozenset(HANDLERS)
 

@@ -37,6 +37,11 @@ log = structlog.get_logger()
 
 CORE_SQL = """
 CREATE SCHEMA IF NOT EXISTS moltbot;
+DO $$ BEGIN
+    CREATE ROLE moltbot_gateway NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+GRANT USAGE ON SCHEMA moltbot TO moltbot_gateway;
 CREATE TABLE IF NOT EXISTS moltbot.projection_checkpoints (
     projection  text        NOT NULL,
     slot        text        NOT NULL,  -- 'live', 'rebuild' or 'verify'
@@ -46,6 +51,17 @@ CREATE TABLE IF NOT EXISTS moltbot.projection_checkpoints (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (projection, slot)
 );
+GRANT SELECT ON moltbot.projection_checkpoints TO moltbot_gateway;
+"""
+
+# Every read-model table carries tenant_id. The gateway queries as moltbot_gateway, with
+# the caller's tenant in the transaction setting moltbot.tenant_id: a query that forgets
+# its tenant filter still sees only that tenant's rows.
+TENANT_POLICY = """
+ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON {table} TO moltbot_gateway
+    USING (tenant_id = current_setting('moltbot.tenant_id', true));
+GRANT SELECT ON {table} TO moltbot_gateway;
 """
 
 DeadLetterSink = Callable[[list[DeadLetter]], Awaitable[None]]
@@ -82,6 +98,9 @@ async def create_tables(conn: Connection, projection: Projection, schema: str, *
     await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     await set_schema(conn, schema)
     await conn.execute(projection.schema_sql())
+    await conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO moltbot_gateway").format(sql.Identifier(schema)))
+    for table in projection.tables:
+        await conn.execute(TENANT_POLICY.format(table=sql.Identifier(table).as_string(conn)))
     if with_indexes and projection.index_sql().strip():
         await conn.execute(projection.index_sql())
 

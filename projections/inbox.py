@@ -398,7 +398,7 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 
 class InboxProjection:
     name: str = "inbox"
-    version: int = 1
+    version: int = 2  # 2: row-level security on every table
     tables: tuple[str, ...] = ("conversations", "messages", "reactions")
     handles: frozenset[str] = frozenset(
         {

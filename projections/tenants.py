@@ -16,7 +16,7 @@ CREATE TABLE tenants (
 );
 CREATE TABLE users (
     user_id        text PRIMARY KEY,
-    home_tenant_id text NOT NULL,
+    tenant_id      text NOT NULL,  -- the user's home tenant
     email          text NOT NULL,
     display_name   text NOT NULL,
     registered_at  timestamptz NOT NULL
@@ -121,7 +121,7 @@ HANDLERS: dict[str, Handler] = {
 
 class TenantsProjection:
     name: str = "tenants"
-    version: int = 1
+    version: int = 2  # 2: row-level security on every table
     tables: tuple[str, ...] = ("tenants", "users", "members")
     handles: frozenset[str] = frozenset(HANDLERS)
 

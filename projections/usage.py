@@ -47,7 +47,7 @@ class UsageBatch:
 
 class UsageProjection:
     name: str = "usage"
-    version: int = 1
+    version: int = 2  # 2: row-level security on every table
     tables: tuple[str, ...] = ("usage_daily",)
     handles: frozenset[str] = frozenset({"usage.recorded"})
 

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS gateway.credentials (
     password_hash text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+GRANT USAGE ON SCHEMA gateway TO moltbot_gateway;
+GRANT SELECT, INSERT ON gateway.credentials TO moltbot_gateway;
 """
 
 
@@ -118,14 +120,19 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx) -> Session:
 @post("/login", status_code=200)
 async def login(data: JSONBody[LoginBody], ctx: Ctx) -> Session:
     email = _email(data.email)
-    async with ctx.pool.connection() as conn:
+    async with ctx.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            "SELECT c.user_id, c.tenant_id, c.password_hash, m.role FROM gateway.credentials c"
-            " LEFT JOIN rm_tenants.members m ON m.tenant_id = c.tenant_id AND m.user_id = c.user_id"
-            " WHERE c.email = %s",
-            (email,),
+            "SELECT user_id, tenant_id, password_hash FROM gateway.credentials WHERE email = %s", (email,)
         )
         row = await cur.fetchone()
+        if row is not None:
+            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (row["tenant_id"],))
+            cur = await conn.execute(
+                "SELECT role FROM rm_tenants.members WHERE tenant_id = %s AND user_id = %s",
+                (row["tenant_id"], row["user_id"]),
+            )
+            member = await cur.fetchone()
+            row["role"] = member["role"] if member else None
     valid = row is not None and await asyncio.to_thread(verify_password, data.password, row["password_hash"])
     if not valid or row is None:
         raise ApiError(401, "invalid_credentials", "E-mail or password is wrong.")
@@ -146,7 +153,7 @@ async def me(
     min_seq: Annotated[int | None, Parameter(ge=0, description="wait until read models reach seq")] = None,
 ) -> Me:
     await ctx.wait_for(min_seq, ("tenants",))
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         cur = await conn.execute(
             "SELECT u.email, u.display_name, t.name AS tenant_name, t.plan FROM rm_tenants.tenants t"
             " LEFT JOIN rm_tenants.users u ON u.user_id = %s WHERE t.tenant_id = %s",

@@ -145,7 +145,7 @@ async def list_conversations(
         f" WHERE {' AND '.join(where)}"
         " ORDER BY coalesce(last_message_at, created_at) DESC, conversation_id DESC LIMIT %(limit)s"
     )
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         rows = await (await conn.execute(query, params)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -155,7 +155,7 @@ async def list_conversations(
 
 
 async def _conversation_or_404(ctx: Ctx, who: Who, conversation_id: str) -> dict[str, Any]:
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         cur = await conn.execute(
             "SELECT conversation_id, connection_id, channel FROM rm_inbox.conversations"
             " WHERE conversation_id = %s AND tenant_id = %s",
@@ -184,7 +184,7 @@ async def list_messages(
     if cursor:
         (params["before"],) = _decode_cursor(cursor, 1)
         before = "AND seq < %(before)s"
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
                 "SELECT * FROM rm_inbox.messages WHERE tenant_id = %(tenant)s"
@@ -232,7 +232,7 @@ async def search(
 ) -> list[SearchHit]:
     """Full-text search over your messages, best matches first, with the matching words marked."""
     await ctx.wait_for(min_seq, ("inbox",))
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
                 "SELECT m.message_id, m.conversation_id, c.title AS conversation_title, m.channel,"
@@ -251,7 +251,7 @@ async def search(
 @get("/channels")
 async def list_channels(ctx: Ctx, who: Who, min_seq: MinSeq = None) -> list[Channel]:
     await ctx.wait_for(min_seq, ("connections",))
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
                 "SELECT * FROM rm_connections.connections WHERE tenant_id = %s AND deleted_at IS NULL"
@@ -271,7 +271,7 @@ async def usage(
 ) -> list[UsageDay]:
     """Metered usage per day and metric, most recent first."""
     await ctx.wait_for(min_seq, ("usage",))
-    async with ctx.pool.connection() as conn:
+    async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
                 "SELECT day::text AS day, metric, quantity FROM rm_usage.usage_daily WHERE tenant_id = %s"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -394,3 +395,30 @@ async def test_ws_ping_and_live_events(api: httpx.AsyncClient, stack: Stack) -> 
         live = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(2)]
     assert [m["event"]["data"]["text"] for m in live] == ["hello number 0", "hello number 1"]
     assert live[0]["seq"] >= subscribed["since"]
+
+
+async def test_row_level_security_confines_a_query_without_tenant_filter(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    alice = await _signup(api, "rls-alice@example.com")
+    bob = await _signup(api, "rls-bob@example.com")
+    await _conversation_with_messages(stack, alice["tenant_id"], 7)
+    await _conversation_with_messages(stack, bob["tenant_id"], 3)
+    await stack.wait_caught_up()
+
+    async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as conn:
+        await conn.execute("SET ROLE moltbot_gateway")
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (alice["tenant_id"],))
+            # No WHERE tenant_id = … anywhere: the policy applies it.
+            messages = await (await conn.execute("SELECT tenant_id FROM rm_inbox.messages")).fetchall()
+            tenants = await (await conn.execute("SELECT tenant_id FROM rm_tenants.tenants")).fetchall()
+            users = await (await conn.execute("SELECT tenant_id FROM rm_tenants.users")).fetchall()
+        assert len(messages) == 7
+        assert {r[0] for r in messages + tenants + users} == {alice["tenant_id"]}
+        # Without a tenant, nothing at all.
+        nothing = await (await conn.execute("SELECT count(*) FROM rm_inbox.conversations")).fetchone()
+        assert nothing == (0,)
+        # The gateway role cannot write to read models.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("DELETE FROM rm_inbox.messages")

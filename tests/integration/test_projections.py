@@ -13,6 +13,7 @@ from domain import events as ev
 from domain.codec import EventCodec
 from moltbot.loadgen import generate
 from projections import rebuild as rebuild_ops
+from projections.base import consumer_name
 from projections.registry import all_projections, by_name
 from projections.usage import UsageProjection
 from projections.worker import prepare_live
@@ -130,10 +131,10 @@ async def test_poison_events_are_dead_lettered_and_later_events_applied(stack: S
         expected = {malformed.seq: "malformed", unknown.seq: "unknown_type"}
         if projection.name == "usage":
             expected[negative_usage.seq] = "rejected"
-        assert by_consumer[f"proj-{projection.name}-v1"] == expected
+        assert by_consumer[consumer_name(projection)] == expected
     dead_subjects = {record.subject for record in dlq}
-    assert "dlq.proj-inbox-v1.malformed" in dead_subjects
-    assert "dlq.proj-usage-v1.rejected" in dead_subjects
+    assert f"dlq.{consumer_name(by_name('inbox'))}.malformed" in dead_subjects
+    assert f"dlq.{consumer_name(by_name('usage'))}.rejected" in dead_subjects
     # Events after the poison were applied.
     assert await _unread(stack) == expectations.unread_counts(events)
     assert await _usage(stack) == expectations.usage_sums(events)
@@ -206,8 +207,8 @@ async def test_rebuild_matches_a_live_model_row_for_row(stack: Stack) -> None:
     assert await stack.snapshot() == live
 
 
-class UsageV2(UsageProjection):
-    version = 2
+class UsageNext(UsageProjection):
+    version = UsageProjection.version + 1
 
 
 async def test_new_version_is_rebuilt_beside_and_swapped_in(stack: Stack) -> None:
@@ -217,13 +218,13 @@ async def test_new_version_is_rebuilt_beside_and_swapped_in(stack: Stack) -> Non
         await stack.wait_caught_up(names=["usage"])
     before = await stack.snapshot([UsageProjection()])
     async with pg_connection(stack.database_url) as conn:
-        await prepare_live(conn, UsageV2(), stack.store)
+        await prepare_live(conn, UsageNext(), stack.store)
         cur = await conn.execute(
             "SELECT version, last_seq FROM moltbot.projection_checkpoints WHERE projection = 'usage'"
         )
         row = await cur.fetchone()
-    assert row == {"version": 2, "last_seq": len(events)}
-    assert await stack.snapshot([UsageV2()]) == before
+    assert row == {"version": UsageProjection.version + 1, "last_seq": len(events)}
+    assert await stack.snapshot([UsageNext()]) == before
 
 
 async def test_status_reports_checkpoint_and_lag(stack: Stack) -> None:
@@ -238,7 +239,7 @@ async def test_status_reports_checkpoint_and_lag(stack: Stack) -> None:
         after = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
     assert after["checkpoint"] == 500
     assert after["lag"] == 0
-    assert after["consumer"] == "proj-inbox-v1"
+    assert after["consumer"] == "proj-inbox-v2"
 
 
 @pytest.mark.parametrize("batch_size", [1, 97])

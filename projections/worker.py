@@ -85,7 +85,10 @@ class ProjectionWorker:
 
     async def _run_once(self) -> None:
         async with connection(self._database_url, application_name=f"moltbot-{self.consumer}") as conn:
-            await prepare_live(conn, self.projection, EventStore(self._nc, codec=self._codec))
+            replaced = await prepare_live(conn, self.projection, EventStore(self._nc, codec=self._codec))
+            if replaced is not None:  # the previous version's consumer has no reader any more
+                old = f"proj-{self.projection.name}-v{replaced}"
+                await _consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
             checkpoint = await read_checkpoint(conn, self.projection, "live")
             assert checkpoint is not None
             self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]
@@ -150,11 +153,12 @@ async def _consumer_api(nc: Client, subject: str, body: dict[str, Any] | None) -
     return response
 
 
-async def prepare_live(conn: Any, projection: Projection, store: EventStore) -> None:
+async def prepare_live(conn: Any, projection: Projection, store: EventStore) -> int | None:
     """Make sure the live read model exists at the code's version.
 
     A projection seen for the first time gets empty tables and a zero checkpoint; one
-    whose stored version differs from the code's is rebuilt beside the live one first.
+    whose stored version differs from the code's is rebuilt beside the live one first,
+    and the version it replaced is returned.
     """
     await ensure_core(conn)
     async with conn.transaction():
@@ -169,7 +173,7 @@ async def prepare_live(conn: Any, projection: Projection, store: EventStore) -> 
                 (projection.name, projection.version, schema),
             )
             log.info("projection_created", projection=projection.name, version=projection.version)
-            return
+            return None
     if checkpoint["version"] != projection.version:
         log.info(
             "projection_version_changed",
@@ -178,3 +182,5 @@ async def prepare_live(conn: Any, projection: Projection, store: EventStore) -> 
             code=projection.version,
         )
         await rebuild(conn, projection, store)
+        return int(checkpoint["version"])  # type: ignore[call-overload, no-any-return]
+    return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +27,7 @@ from adapters.nats.streams import apply_streams, load_streams_file, stream_state
 from adapters.postgres.database import connection as pg_connection
 from domain import subjects
 from domain.errors import DomainError
-from moltbot import event_files, logs
+from moltbot import client, event_files, logs
 from moltbot.settings import NoStackError, Settings
 from moltbot.stack import StackAlreadyRunning, up
 from projections import rebuild as rebuild_ops
@@ -272,6 +274,97 @@ def _projection(name: str) -> Any:
         raise CommandError(str(exc)) from None
 
 
+# --- API client commands (through the gateway, like any client) -------------------------
+
+
+def _gateway_url(settings: Settings, args: argparse.Namespace) -> str:
+    if getattr(args, "gateway", None):
+        return str(args.gateway).rstrip("/")
+    if os.environ.get("MOLTBOT_GATEWAY_URL"):
+        return os.environ["MOLTBOT_GATEWAY_URL"].rstrip("/")
+    if settings.stack_file.exists():
+        url = json.loads(settings.stack_file.read_text()).get("gateway_url")
+        if url:
+            return str(url)
+    return f"http://127.0.0.1:{settings.gateway_port}"
+
+
+@asynccontextmanager
+async def _api() -> AsyncIterator[client.Api]:
+    path = client.session_path(os.environ)
+    async with client.Api(client.load_session(path), path) as api:
+        yield api
+
+
+async def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
+    # Prompting happens before any network I/O, so blocking on the terminal is harmless here.
+    email = args.email or await asyncio.to_thread(input, "E-mail: ")
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if args.password_stdin
+        else await asyncio.to_thread(getpass.getpass, "Password: ")
+    )
+    session = await client.login(_gateway_url(settings, args), email.strip(), password, signup=args.signup)
+    client.save_session(client.session_path(os.environ), session)
+    print(f"Logged in to {session.gateway_url} as {email} (tenant {session.tenant_id}).")
+    return 0
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    async with _api() as api:
+        me = await api.get("/v1/me")
+        channels = await api.get("/v1/channels")
+        unread = await api.get("/v1/conversations", unread="true", limit=200)
+    print(f"{me['email']} — {me['tenant_name']} ({me['plan']} plan, {me['role']})")
+    print(f"gateway   {api.session.gateway_url}")
+    print(f"channels  {len(channels)} ({sum(1 for c in channels if c['state'] == 'connected')} connected)")
+    more = "+" if unread["next_cursor"] else ""
+    print(f"unread    {len(unread['items'])}{more} conversations")
+    return 0
+
+
+async def cmd_channels_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _api() as api:
+        channels = await api.get("/v1/channels")
+    if not channels:
+        print("No channels yet.")
+    for channel in channels:
+        message = f"  {channel['state_message']}" if channel["state_message"] else ""
+        print(f"{channel['connection_id']:<30} {channel['channel']:<10} {channel['state']:<16}{message}")
+    return 0
+
+
+async def cmd_conversations_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _api() as api:
+        page = await api.get(
+            "/v1/conversations",
+            limit=args.limit,
+            channel=args.channel,
+            unread="true" if args.unread else None,
+        )
+    for item in page["items"]:
+        unread = f"({item['unread_count']})" if item["unread_count"] else ""
+        preview = (item["last_message_preview"] or "").replace("\n", " ")[:60]
+        title = item["title"][:24]
+        print(f"{item['conversation_id']:<30} {item['channel']:<9} {title:<24} {unread:>6}  {preview}")
+    if page["next_cursor"]:
+        print("... more: use --limit (up to 200)", file=sys.stderr)
+    return 0
+
+
+async def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    async with _api() as api:
+        async for seq, event in api.events(args.since, args.types):
+            if args.json:
+                print(json.dumps({"seq": seq, **event}), flush=True)
+            else:
+                print(
+                    f"{seq:>8}  {event['occurred_at']:<27} {event['type']:<26} {event['aggregate_id']}",
+                    flush=True,
+                )
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
@@ -305,6 +398,36 @@ def build_parser() -> argparse.ArgumentParser:
     gw = add(commands, "gateway", cmd_gateway, "Serve the HTTP API only (the servers must be running).")
     gw.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, help="port (default $MOLTBOT_GATEWAY_PORT or 8000)")
+
+    gateway_help = "gateway URL (default: $MOLTBOT_GATEWAY_URL, the data folder's stack, or :8000)"
+    login_cmd = add(
+        commands, "login", cmd_login, "Log in to a gateway (or --signup) and remember the session."
+    )
+    login_cmd.add_argument("--email")
+    login_cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login_cmd.add_argument("--signup", action="store_true", help="create the account first")
+    login_cmd.add_argument("--gateway", metavar="URL", help=gateway_help)
+    add(commands, "status", cmd_status, "Who you are, your channels and unread conversations.")
+    channels = commands.add_parser("channels", help="your connected channels").add_subparsers(
+        dest="channels_command", metavar="ACTION", required=True
+    )
+    add(channels, "list", cmd_channels_list, "List channels and their state.")
+    conversations = commands.add_parser("conversations", help="your inbox").add_subparsers(
+        dest="conversations_command", metavar="ACTION", required=True
+    )
+    conv_list = add(conversations, "list", cmd_conversations_list, "Most recently active conversations.")
+    conv_list.add_argument("--limit", type=int, default=20)
+    conv_list.add_argument("--channel", help="only this channel (telegram, slack, webchat, ...)")
+    conv_list.add_argument("--unread", action="store_true", help="only conversations with unread messages")
+    tail_cmd = add(
+        commands,
+        "tail",
+        cmd_tail,
+        "Follow your events live; resumes after the last one shown if the line drops.",
+    )
+    tail_cmd.add_argument("--since", type=int, metavar="SEQ", help="start at this sequence (default: now)")
+    tail_cmd.add_argument("--types", help="comma-separated event types, e.g. message.*")
+    tail_cmd.add_argument("--json", action="store_true", help="print JSON lines")
 
     streams = commands.add_parser("streams", help="JetStream streams from streams.yaml").add_subparsers(
         dest="streams_command", metavar="ACTION", required=True
@@ -380,6 +503,6 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code
     except KeyboardInterrupt:
         return 130
-    except (CommandError, NoStackError, StackAlreadyRunning) as exc:
+    except (CommandError, NoStackError, StackAlreadyRunning, client.ClientError) as exc:
         print(f"moltbot: {exc}", file=sys.stderr)
         return 1

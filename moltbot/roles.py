@@ -96,7 +96,14 @@ async def run_gateway(
     """Serve the HTTP API until cancelled."""
     async with gateway_context(nats_url, database_url, key_file) as ctx:
         config = uvicorn.Config(
-            create_app(ctx), host=host, port=port, log_config=None, access_log=False, lifespan="on"
+            create_app(ctx),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            # Event streams never end by themselves: give them this long, then close them.
+            timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())

@@ -1,0 +1,167 @@
+"""The CLI's API client: talks to the gateway like any other client.
+
+The session (gateway URL and tokens) is kept in ``$XDG_CONFIG_HOME/moltbot/session.json``
+(mode 0600); an expired access token is refreshed once, transparently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import structlog
+
+log = structlog.get_logger()
+
+
+class ClientError(Exception):
+    """The gateway said no, or could not be reached; the message says what to do."""
+
+
+class Session(msgspec.Struct):
+    gateway_url: str
+    access_token: str
+    refresh_token: str
+    tenant_id: str
+    user_id: str
+    email: str
+
+
+def session_path(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "moltbot" / "session.json"
+
+
+def load_session(path: Path) -> Session:
+    if not path.exists():
+        raise ClientError("Not logged in: run `moltbot login` first.")
+    return msgspec.json.decode(path.read_bytes(), type=Session)
+
+
+def save_session(path: Path, session: Session) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(msgspec.json.encode(session))
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        message = f"{body.get('detail')} ({body.get('error')})"
+    except ValueError:
+        message = response.text[:200]
+    raise ClientError(
+        f"{response.request.method} {response.request.url.path}: {response.status_code} {message}"
+    )
+
+
+async def login(gateway_url: str, email: str, password: str, *, signup: bool = False) -> Session:
+    path = "/v1/auth/signup" if signup else "/v1/auth/login"
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        try:
+            response = await http.post(path, json={"email": email, "password": password})
+        except httpx.TransportError as exc:
+            raise ClientError(f"Cannot reach the gateway at {gateway_url}: {exc}") from None
+    _raise_for(response)
+    body = response.json()
+    return Session(
+        gateway_url=gateway_url,
+        access_token=body["tokens"]["access_token"],
+        refresh_token=body["tokens"]["refresh_token"],
+        tenant_id=body["tenant_id"],
+        user_id=body["user_id"],
+        email=email,
+    )
+
+
+class Api:
+    """Authenticated calls; refreshes the access token once when it has expired."""
+
+    def __init__(self, session: Session, path: Path) -> None:
+        self.session = session
+        self._path = path
+        self._http = httpx.AsyncClient(base_url=session.gateway_url, timeout=30)
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.session.access_token}"}
+
+    async def _refresh(self) -> None:
+        response = await self._http.post(
+            "/v1/auth/refresh", json={"refresh_token": self.session.refresh_token}
+        )
+        if not response.is_success:
+            raise ClientError("The session has expired: run `moltbot login` again.")
+        tokens = response.json()
+        self.session.access_token = tokens["access_token"]
+        self.session.refresh_token = tokens["refresh_token"]
+        save_session(self._path, self.session)
+
+    async def get(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = await self._http.get(path, params=query, headers=self._headers())
+            if response.status_code == 401 and response.json().get("error") == "token_expired":
+                await self._refresh()
+                response = await self._http.get(path, params=query, headers=self._headers())
+        except httpx.TransportError as exc:
+            raise ClientError(f"Cannot reach the gateway at {self.session.gateway_url}: {exc}") from None
+        _raise_for(response)
+        return response.json()
+
+    async def events(self, since: int | None, types: str | None) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """Follow ``/v1/events`` forever; after a disconnect, resume after the last event seen."""
+        last_seen = since - 1 if since else None
+        backoff = 0.5
+        while True:
+            headers = self._headers()
+            params: dict[str, str] = {}
+            if last_seen is not None:
+                headers["Last-Event-ID"] = str(last_seen)
+            if types:
+                params["types"] = types
+            try:
+                async with self._http.stream(
+                    "GET", "/v1/events", params=params, headers=headers, timeout=httpx.Timeout(30, read=60)
+                ) as response:
+                    if response.status_code == 401:
+                        await self._refresh()
+                        continue
+                    if not response.is_success:
+                        await response.aread()
+                        _raise_for(response)
+                    backoff = 0.5
+                    async for seq, event in _sse_events(response):
+                        last_seen = seq
+                        yield seq, event
+            except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+                log.info("events_reconnecting", after_seq=last_seen, error=str(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line:
+            if not line.startswith(":"):
+                key, _, value = line.partition(":")
+                fields[key] = value.removeprefix(" ")
+            continue
+        if "data" in fields and fields.get("id", "").isdigit():
+            yield int(fields["id"]), json.loads(fields["data"])
+        fields = {}

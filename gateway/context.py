@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -64,8 +65,8 @@ class GatewayContext:
                 await asyncio.sleep(0.02)
 
 
-def context(request: Request[Any, Any, Any]) -> GatewayContext:
-    ctx: GatewayContext = request.app.state.ctx
+def context(state: State) -> GatewayContext:
+    ctx: GatewayContext = state.ctx
     return ctx
 
 
@@ -76,7 +77,7 @@ def caller(request: Request[Any, Any, Any]) -> Caller:
     token = token or request.query_params.get("access_token", "")
     if not token:
         raise ApiError(401, "unauthorized", "Send an access token: Authorization: Bearer <token>.")
-    return context(request).tokens.verify(token)
+    return context(request.app.state).tokens.verify(token)
 
 
 # Route parameter types: the request's context and its authenticated caller.

@@ -9,9 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import structlog
 
-from bench import backbone
+from bench import backbone, realtime
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,6 +21,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--events", type=float, default=200_000, help="event log size, e.g. 2e5 (default) or 1e6"
+    )
+    parser.add_argument(
+        "--realtime-events", type=int, default=20_000, help="events replayed to SSE/WebSocket clients"
     )
     parser.add_argument("--out", type=Path, default=HERE, help="folder for report.md and report.json")
     args = parser.parse_args()
@@ -30,8 +34,11 @@ def main() -> int:
     def progress(step: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {step}", file=sys.stderr, flush=True)
 
+    events = int(args.events)
     with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as work:
-        result = asyncio.run(backbone.run(int(args.events), Path(work), progress))
+        result = asyncio.run(backbone.run(events, Path(work), progress))
+        live = asyncio.run(realtime.run(min(events, args.realtime_events), Path(work), progress))
+    result["figures"] += [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in live]
     args.out.mkdir(parents=True, exist_ok=True)
     report = backbone.render(result)
     (args.out / "report.md").write_text(report)

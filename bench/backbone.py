@@ -325,7 +325,11 @@ def render(result: dict[str, Any]) -> str:
         baseline = f["baseline"] or ""
         base_rate = f"{f['baseline_rate']:,.0f}" if f["baseline_rate"] else ""
         ratio = f"{f['ratio']:.2f}x" if f["ratio"] else ""
-        lines.append(f"| {f['name']} | {f['rate']:,.0f} {f['unit']} | {baseline} | {base_rate} | {ratio} |")
+        precision = ".2f" if f["unit"] == "ms" else ",.0f"
+        rate = f"{f['rate']:{precision}} {f['unit']}"
+        if f["baseline_rate"]:
+            base_rate = f"{f['baseline_rate']:{precision}}"
+        lines.append(f"| {f['name']} | {rate} | {baseline} | {base_rate} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,13 +12,22 @@ from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.realtime import realtime_router
+from gateway.routes.web import index, static_router
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(ctx: GatewayContext) -> Litestar:
     app = Litestar(
-        route_handlers=[health_router, auth_router, me_router, inbox_router, realtime_router],
+        route_handlers=[
+            health_router,
+            auth_router,
+            me_router,
+            inbox_router,
+            realtime_router,
+            index,
+            static_router,
+        ],
         dependencies={"ctx": Provide(context, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -59,6 +60,8 @@ class Page(msgspec.Struct, frozen=True):
 
 
 class SearchHit(msgspec.Struct, frozen=True):
+    """``highlight`` is HTML: the message text escaped, matching words in ``<mark>``."""
+
     message_id: str
     conversation_id: str
     conversation_title: str
@@ -237,7 +240,7 @@ async def search(
             await conn.execute(
                 "SELECT m.message_id, m.conversation_id, c.title AS conversation_title, m.channel,"
                 " m.sender_name, m.sent_at, ts_rank(m.search, query) AS rank,"
-                " ts_headline('simple', m.text, query, 'StartSel=<mark>,StopSel=</mark>') AS highlight"
+                " ts_headline('simple', m.text, query, 'StartSel=\x02,StopSel=\x03') AS highlight"
                 " FROM rm_inbox.messages m JOIN rm_inbox.conversations c USING (conversation_id),"
                 " websearch_to_tsquery('simple', %(q)s) query"
                 " WHERE m.tenant_id = %(tenant)s AND m.deleted_at IS NULL AND m.search @@ query"
@@ -245,7 +248,15 @@ async def search(
                 {"q": q, "tenant": who.tenant_id, "limit": limit},
             )
         ).fetchall()
-    return [msgspec.convert(r, SearchHit, strict=False) for r in rows]
+    return [
+        msgspec.convert(r | {"highlight": _safe_highlight(r["highlight"])}, SearchHit, strict=False)
+        for r in rows
+    ]
+
+
+def _safe_highlight(text: str) -> str:
+    """Message text is untrusted: escape it, then mark the matches (``<mark>…</mark>``)."""
+    return html.escape(text).replace("\x02", "<mark>").replace("\x03", "</mark>")
 
 
 @get("/channels")

@@ -219,6 +219,18 @@ async def test_search_and_tenant_isolation(api: httpx.AsyncClient, stack: Stack)
     assert hits.status_code == 200
     assert len(hits.json()) == 5
     assert "<mark>invoice</mark>" in hits.json()[0]["highlight"]
+    # Message text is untrusted: only our <mark> is markup in a highlight.
+    await _conversation_with_messages(
+        stack, alice["tenant_id"], 1, words="<img src=x onerror=alert(1)> zebra"
+    )
+    [hostile] = (
+        await api.get(
+            "/v1/search", params={"q": "zebra", "min_seq": await stack.store.last_seq()}, headers=_auth(alice)
+        )
+    ).json()
+    assert "<img" not in hostile["highlight"]
+    assert "&lt;img" in hostile["highlight"]
+    assert "<mark>zebra</mark>" in hostile["highlight"]
     assert (await api.get("/v1/search", params={"q": "invoice"}, headers=_auth(bob))).json() == []
     assert (await api.get("/v1/search", params={"q": "birthday"}, headers=_auth(alice))).json() == []
 
@@ -299,6 +311,20 @@ async def test_sse_refuses_widening_filters(api: httpx.AsyncClient) -> None:
     response = await api.get("/v1/events", params={"types": "> "}, headers=_auth(account))
     assert response.status_code == 400
     assert response.json()["field"] == "types"
+
+
+async def test_web_inbox_is_served(api: httpx.AsyncClient) -> None:
+    page = await api.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/static/app.js"' in page.text
+    script = await api.get("/static/app.js")
+    assert script.status_code == 200
+    # The page uses only the public API.
+    assert "/v1/conversations" in script.text
+    assert "/v1/events" in script.text
+    assert (await api.get("/static/style.css")).status_code == 200
 
 
 async def test_health_ready_metrics_schema(api: httpx.AsyncClient) -> None:

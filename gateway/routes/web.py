@@ -1,0 +1,26 @@
+"""The web inbox: one HTML page and its static assets, using only the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Response, get
+from litestar.static_files import create_static_files_router
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+
+
+@get("/", include_in_schema=False)
+async def index() -> Response[bytes]:
+    return Response(
+        (WEB / "index.html").read_bytes(),
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Cache-Control": "no-cache",
+            # Only our own script and styles; the API is same-origin.
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'",
+        },
+    )
+
+
+static_router = create_static_files_router(path="/static", directories=[WEB])

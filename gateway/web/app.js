@@ -1,0 +1,254 @@
+// The web inbox: plain JavaScript over the public API (/v1), nothing else.
+"use strict";
+
+const state = {
+  session: JSON.parse(localStorage.getItem("moltbot.session") || "null"),
+  cursor: null,
+  current: null, // conversation id on screen
+  lastSeq: 0, // last event seq seen on the live stream
+  events: null,
+};
+
+const $ = (id) => document.getElementById(id);
+const text = (value) => document.createTextNode(value == null ? "" : String(value));
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(typeof child === "string" ? text(child) : child);
+  return node;
+}
+
+function status(message) {
+  $("status").textContent = message;
+}
+
+async function api(path, { method = "GET", body, params } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
+  }
+  const headers = { "Content-Type": "application/json" };
+  if (state.session) headers.Authorization = `Bearer ${state.session.access_token}`;
+  let response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  if (response.status === 401 && state.session && (await refresh())) {
+    headers.Authorization = `Bearer ${state.session.access_token}`;
+    response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  }
+  const data = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw new Error(data && data.detail ? data.detail : `HTTP ${response.status}`);
+  return data;
+}
+
+async function refresh() {
+  const response = await fetch("/v1/auth/refresh", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: state.session.refresh_token }),
+  });
+  if (!response.ok) {
+    logout();
+    return false;
+  }
+  const tokens = await response.json();
+  saveSession({ ...state.session, ...tokens });
+  return true;
+}
+
+function saveSession(session) {
+  state.session = session;
+  localStorage.setItem("moltbot.session", JSON.stringify(session));
+}
+
+function logout() {
+  localStorage.removeItem("moltbot.session");
+  state.session = null;
+  if (state.events) state.events.close();
+  show("auth");
+}
+
+function show(view) {
+  for (const id of ["auth", "inbox", "channels", "usage"]) $(id).hidden = id !== view;
+  $("nav").hidden = view === "auth";
+  for (const button of document.querySelectorAll("nav [data-view]")) {
+    button.setAttribute("aria-current", button.dataset.view === view ? "page" : "false");
+  }
+  if (view === "channels") loadChannels();
+  if (view === "usage") loadUsage();
+}
+
+// --- accounts ---------------------------------------------------------------------------
+
+$("auth-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const form = new FormData(submit.target);
+  const mode = submit.submitter ? submit.submitter.value : "login";
+  $("auth-error").textContent = "";
+  try {
+    const data = await api(`/v1/auth/${mode}`, {
+      method: "POST",
+      body: { email: form.get("email"), password: form.get("password") },
+    });
+    saveSession({ ...data.tokens, tenant_id: data.tenant_id, user_id: data.user_id, seq: data.seq });
+    await start(data.seq);
+  } catch (error) {
+    $("auth-error").textContent = error.message;
+  }
+});
+
+$("logout").addEventListener("click", logout);
+for (const button of document.querySelectorAll("nav [data-view]")) {
+  button.addEventListener("click", () => show(button.dataset.view));
+}
+
+// --- inbox -------------------------------------------------------------------------------
+
+function conversationItem(c) {
+  const unread = c.unread_count ? el("span", { class: "unread", "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : "";
+  const button = el(
+    "button",
+    { "aria-current": String(c.conversation_id === state.current), onclick: () => openConversation(c) },
+    unread,
+    el("span", { class: "badge" }, c.channel),
+    el("strong", {}, c.title),
+    el("span", { class: "preview" }, c.last_message_preview || "No messages yet"),
+  );
+  return el("li", {}, button);
+}
+
+async function loadConversations({ append = false, minSeq } = {}) {
+  const params = { limit: 50, unread: $("unread-only").checked ? "true" : undefined, min_seq: minSeq };
+  if (append) params.cursor = state.cursor;
+  const page = await api("/v1/conversations", { params });
+  state.cursor = page.next_cursor;
+  const list = $("conversations");
+  if (!append) list.replaceChildren();
+  for (const c of page.items) list.append(conversationItem(c));
+  $("more").hidden = !page.next_cursor;
+  $("empty").hidden = list.children.length > 0;
+}
+
+async function openConversation(c) {
+  state.current = c.conversation_id;
+  $("results").hidden = true;
+  const pane = $("conversation");
+  const toggle = el("label", {}, el("input", {
+    type: "checkbox",
+    ...(c.agent_enabled ? { checked: "" } : {}),
+    onchange: async (change) => {
+      await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { agent_enabled: change.target.checked } });
+      status(change.target.checked ? "The agent may answer here." : "The agent stays quiet here.");
+    },
+  }), " Agent answers in this conversation");
+  pane.replaceChildren(
+    el("header", {}, el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle),
+    el("ol", { id: "messages", class: "messages" }),
+  );
+  await loadMessages(c.conversation_id);
+  if (c.unread_count) {
+    const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
+    await loadConversations({ minSeq: accepted.seq });
+  }
+}
+
+function messageItem(m) {
+  const when = new Date(m.sent_at).toLocaleString();
+  const body = m.deleted_at ? el("em", {}, "deleted") : text(m.text);
+  return el("li", { class: `msg ${m.direction}`, id: `m-${m.message_id}` }, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}`));
+}
+
+async function loadMessages(conversationId) {
+  const page = await api(`/v1/conversations/${conversationId}/messages`, { params: { limit: 100 } });
+  const list = $("messages");
+  if (list) list.replaceChildren(...page.items.map(messageItem));
+}
+
+$("more").addEventListener("click", () => loadConversations({ append: true }));
+$("unread-only").addEventListener("change", () => loadConversations());
+
+$("search-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const q = $("search").value.trim();
+  const results = $("results");
+  if (!q) {
+    results.hidden = true;
+    return;
+  }
+  const hits = await api("/v1/search", { params: { q } });
+  results.hidden = false;
+  results.replaceChildren(el("h2", {}, `${hits.length} result${hits.length === 1 ? "" : "s"} for “${q}”`));
+  for (const hit of hits) {
+    const line = el("p", {});
+    line.innerHTML = hit.highlight; // escaped by the server; only <mark> is markup
+    results.append(el("article", { class: "msg" }, el("small", {}, `${hit.conversation_title} · ${hit.sender_name}`), line));
+  }
+});
+
+// --- live updates --------------------------------------------------------------------------
+
+let pending = null;
+function follow(since) {
+  if (state.events) state.events.close();
+  const url = new URL("/v1/events", location.origin);
+  url.searchParams.set("access_token", state.session.access_token);
+  if (since) url.searchParams.set("since", since);
+  const source = new EventSource(url);
+  state.events = source;
+  const onEvent = (message) => {
+    state.lastSeq = Number(message.lastEventId);
+    const event = JSON.parse(message.data);
+    if (event.type.startsWith("message.") && event.aggregate_id === state.current) {
+      clearTimeout(pending);
+      pending = setTimeout(() => loadMessages(state.current), 50);
+    }
+    if (event.type.startsWith("message.") || event.type.startsWith("conversation.")) {
+      loadConversations({ minSeq: state.lastSeq }).catch(() => {});
+    }
+    status(`Live · last event ${state.lastSeq}`);
+  };
+  for (const type of ["message.received", "message.sent", "message.edited", "message.deleted", "conversation.created", "conversation.updated"]) {
+    source.addEventListener(type, onEvent);
+  }
+  source.onerror = () => {
+    // The browser reconnects by itself and sends Last-Event-ID: nothing is missed.
+    status("Reconnecting…");
+  };
+}
+
+// --- channels and usage -----------------------------------------------------------------------
+
+async function loadChannels() {
+  const channels = await api("/v1/channels");
+  const list = $("channel-list");
+  list.replaceChildren();
+  if (!channels.length) list.append(el("li", { class: "muted" }, "No channels connected yet."));
+  for (const c of channels) {
+    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : ""));
+  }
+}
+
+async function loadUsage() {
+  const rows = await api("/v1/usage");
+  $("usage-rows").replaceChildren(...rows.map((r) => el("tr", {}, el("td", {}, r.day), el("td", {}, r.metric), el("td", {}, String(r.quantity)))));
+  if (!rows.length) $("usage-rows").append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, "No usage yet.")));
+}
+
+// --- start ---------------------------------------------------------------------------------------
+
+async function start(minSeq) {
+  show("inbox");
+  try {
+    await loadConversations({ minSeq });
+    follow();
+    status("Live");
+  } catch (error) {
+    status(error.message);
+  }
+}
+
+if (state.session) start();
+else show("auth");

@@ -25,7 +25,7 @@ from nats.js.errors import APIError
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import EventStoreError
 from adapters.nats.event_store import EVENTS_STREAM, EventStore, StoredRecord
-from adapters.nats.pull import ConsumerGone, PullStream, ack_position
+from adapters.nats.pull import ConsumerGone, PullStream, ack_position, raise_if_cancelled
 from adapters.postgres.database import connection
 from domain.codec import EventCodec
 from projections.base import Projection, consumer_name, live_schema
@@ -79,6 +79,7 @@ class ProjectionWorker:
                 return
             except* _RECOVERABLE as failures:
                 error = repr(failures.exceptions[0])
+            raise_if_cancelled()  # a client may have turned the cancellation into its own error
             log.warning("projection_worker_restarting", consumer=self.consumer, error=error)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
@@ -100,6 +101,7 @@ class ProjectionWorker:
                     msgs = await pull.next_batch(self._idle_timeout)
                     if msgs:
                         await self._apply(conn, msgs)
+                        raise_if_cancelled()
             finally:
                 with contextlib.suppress(Exception):
                     await pull.close()

@@ -191,7 +191,8 @@ async def run_to_completion(
         offset = out.tell()
         proc = await _spawn(argv, out, env=env, run_as=run_as, death_signal=signal.SIGTERM)
     try:
-        code = await asyncio.wait_for(proc.wait(), time_limit)
+        async with asyncio.timeout(time_limit):
+            code = await proc.wait()
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -283,7 +284,8 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            async with asyncio.timeout(grace):
+                await proc.wait()
         except TimeoutError:
             return False
         return True

@@ -47,4 +47,7 @@ async def connection(url: str, *, name: str = "moltbot") -> AsyncIterator[Client
     try:
         yield nc
     finally:
-        await nc.drain() if nc.is_connected else await nc.close()
+        # close, not drain: nats-py's drain waits up to 30 s for subscriptions and swallows
+        # a cancellation meanwhile. Nothing is lost: every append was acked before this
+        # point, and unacked deliveries are redelivered to the next consumer.
+        await nc.close()

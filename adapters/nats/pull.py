@@ -40,6 +40,18 @@ def ack_position(reply: str) -> tuple[int, int]:
     return int(tokens[7]), int(tokens[10])
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    nats-py's publish path catches ``CancelledError`` while it waits for its flusher (and
+    drops it); every publish (an ack, a pull request) can eat a cancellation. The task
+    still counts the request, so loops check here and stop as they were asked to.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ConsumerGone(Exception):
     """The consumer was deleted (or replaced) while being read."""
 
@@ -77,10 +89,14 @@ class PullStream:
 
     async def next_batch(self, timeout: float) -> list[Msg]:  # noqa: ASYNC109 - idle wait, not a deadline
         """Up to one batch of messages; waits at most ``timeout`` for the first one."""
+        raise_if_cancelled()
         if not self._buffer:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the wait completes, and the reader never stops.
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 await self._reissue_if_silent()
         if self._error is not None:

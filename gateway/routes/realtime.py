@@ -92,7 +92,8 @@ class _Outbox:
         text = message if isinstance(message, str) else message.decode()
         async with self._lock:
             try:
-                await asyncio.wait_for(self._socket.send_text(text), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await self._socket.send_text(text)
             except TimeoutError:
                 raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
 
@@ -103,7 +104,8 @@ def _error(error: str, detail: str) -> str:
 
 async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -> tuple[Caller, Subscribe]:
     try:
-        raw = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT)
+        async with asyncio.timeout(AUTH_TIMEOUT):
+            raw = await socket.receive_text()
         request = msgspec.json.decode(raw, type=Subscribe)
     except TimeoutError:
         raise _Closed(4401, 'send {"op":"subscribe",…} first') from None

@@ -89,7 +89,8 @@ async def _raw_fetch(nc: Any, count: int, batch: int = 1000) -> float:
     return rate
 
 
-async def _raw_ordered(nc: Any, count: int) -> float:
+async def raw_ordered(nc: Any, count: int, subject: str = "ev.>") -> float:
+    """Events/s of a nats-py ordered push consumer reading ``subject`` from EVENTS."""
     js = nc.jetstream(timeout=30)
     done = asyncio.Event()
     got = 0
@@ -101,7 +102,7 @@ async def _raw_ordered(nc: Any, count: int) -> float:
             done.set()
 
     started = time.perf_counter()
-    sub = await js.subscribe("ev.>", stream="EVENTS", ordered_consumer=True, cb=on_message)
+    sub = await js.subscribe(subject, stream="EVENTS", ordered_consumer=True, cb=on_message)
     await asyncio.wait_for(done.wait(), 600)
     rate = got / (time.perf_counter() - started)
     await sub.unsubscribe()
@@ -254,7 +255,7 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
 
         progress("raw consume (nats-py fetch, ordered consumer)")
         fetch_rate = await _raw_fetch(nc, last_seq)
-        ordered_rate = await _raw_ordered(nc, last_seq)
+        ordered_rate = await raw_ordered(nc, last_seq)
         raw_consume = max(fetch_rate, ordered_rate)
         progress("raw COPY")
         rows = _message_rows(generated)

@@ -28,7 +28,7 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
-from bench.backbone import REPO_ROOT, Figure, Progress
+from bench.backbone import REPO_ROOT, Figure, Progress, raw_ordered
 from domain import events as ev
 from domain import ids
 from gateway.auth import Caller, Tokens
@@ -39,25 +39,6 @@ LATENCY_SAMPLES = 300
 
 def _percentile(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100)[int(q) - 1]
-
-
-async def _raw_ordered(nc: Any, subject: str, count: int) -> float:
-    js = nc.jetstream(timeout=30)
-    done = asyncio.Event()
-    got = 0
-
-    async def on_message(msg: Any) -> None:
-        nonlocal got
-        got += 1
-        if got >= count:
-            done.set()
-
-    started = time.perf_counter()
-    sub = await js.subscribe(subject, stream="EVENTS", ordered_consumer=True, cb=on_message)
-    await asyncio.wait_for(done.wait(), 600)
-    rate = got / (time.perf_counter() - started)
-    await sub.unsubscribe()
-    return rate
 
 
 async def _sse_replay(url: str, token: str, count: int) -> float:
@@ -178,7 +159,7 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)
             progress("realtime: raw ordered consumer, SSE and WebSocket replay")
-            raw = await _raw_ordered(nc, f"ev.{tenant_id}.>", len(generated))
+            raw = await raw_ordered(nc, len(generated), f"ev.{tenant_id}.>")
             sse = await _sse_replay(url, token.access_token, len(generated))
             websocket = await _ws_replay(url, token.access_token, len(generated))
             progress(f"realtime: {LATENCY_SAMPLES} appends -> WebSocket delivery, and NATS round trips")

@@ -28,6 +28,7 @@ from adapters.postgres.database import connection as pg_connection
 from domain import subjects
 from domain.errors import DomainError
 from moltbot import client, event_files, logs
+from moltbot.roles import GatewayStartError
 from moltbot.settings import NoStackError, Settings
 from moltbot.stack import StackAlreadyRunning, up
 from projections import rebuild as rebuild_ops
@@ -503,6 +504,6 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code
     except KeyboardInterrupt:
         return 130
-    except (CommandError, NoStackError, StackAlreadyRunning, client.ClientError) as exc:
+    except (CommandError, NoStackError, StackAlreadyRunning, client.ClientError, GatewayStartError) as exc:
         print(f"moltbot: {exc}", file=sys.stderr)
         return 1

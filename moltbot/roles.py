@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from projections.engine import ensure_core
 from projections.worker import ProjectionWorker
 
 log = structlog.get_logger()
+
+
+class GatewayStartError(Exception):
+    """The gateway could not start serving (usually: the port is taken)."""
 
 
 async def run_projections(
@@ -106,12 +111,23 @@ async def run_gateway(
             timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            # Bound here, not by uvicorn: it answers a taken port with sys.exit.
+            listener.bind((host, port))
+        except OSError as exc:
+            listener.close()
+            raise GatewayStartError(
+                f"The gateway cannot listen on {host}:{port} ({exc.strerror})."
+                " Choose another port with MOLTBOT_GATEWAY_PORT or --port."
+            ) from None
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
         try:
             while not server.started:
                 if serving.done():
                     serving.result()
-                    raise RuntimeError(f"the gateway could not listen on {host}:{port}")
+                    raise GatewayStartError(f"The gateway stopped while starting on {host}:{port}.")
                 await asyncio.sleep(0.02)
             log.info("gateway_listening", url=f"http://{host}:{port}")
             if started is not None:

@@ -28,7 +28,7 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
-from moltbot.roles import run_gateway, run_projections
+from moltbot.roles import GatewayStartError, run_gateway, run_projections
 from moltbot.settings import Settings
 from projections.registry import all_projections
 
@@ -166,6 +166,8 @@ async def up(settings: Settings) -> None:
                         database_url=description["database_url"],
                         stack_file=str(settings.stack_file),
                     )
+            except* GatewayStartError as failed:
+                raise failed.exceptions[0] from None
             finally:
                 settings.stack_file.unlink(missing_ok=True)
                 log.info("stack_stopped")

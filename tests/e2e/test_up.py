@@ -154,3 +154,25 @@ def test_help_lists_every_command() -> None:
     events_help = _moltbot(Path("."), "events", "--help", timeout=30).stdout
     for action in ("import", "export", "tail", "generate"):
         assert action in events_help
+
+
+def test_a_taken_gateway_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
+            "MOLTBOT_GATEWAY_PORT": str(port)
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "moltbot", "--data", str(tmp_path / "stack"), "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "MOLTBOT_GATEWAY_PORT" in result.stderr
+    assert not (tmp_path / "stack" / "stack.json").exists()

@@ -183,9 +183,7 @@ async def _fold(
     nc: Any, database_url: str, template: dict[str, Any], projections: list[Any], last_seq: int
 ) -> float:
     workers = [
-        ProjectionWorker(
-            nc=nc, database_url=database_url, projection=p, consumer_template=template, batch_size=1000
-        )
+        ProjectionWorker(nc=nc, database_url=database_url, projection=p, consumer_template=template)
         for p in projections
     ]
     started = time.perf_counter()

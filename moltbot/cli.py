@@ -33,6 +33,7 @@ from moltbot.settings import NoStackError, Settings
 from moltbot.stack import StackAlreadyRunning, up
 from projections import rebuild as rebuild_ops
 from projections.registry import all_projections, by_name
+from projections.worker import DEFAULT_BATCH
 
 log = structlog.get_logger()
 
@@ -487,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("name", help=f"read model: {names}")
     run = add(projections, "run", cmd_projections_run, "Run projection workers only (no embedded servers).")
     run.add_argument("names", nargs="*", help=f"read models to run (default: all of {names})")
-    run.add_argument("--batch-size", type=int, default=1000)
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"events per transaction (default {DEFAULT_BATCH})",
+    )
     return parser
 
 

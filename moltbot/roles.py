@@ -25,7 +25,7 @@ from gateway.context import GatewayContext
 from gateway.routes.accounts import CREDENTIALS_SQL
 from projections.base import Projection
 from projections.engine import ensure_core
-from projections.worker import ProjectionWorker
+from projections.worker import DEFAULT_BATCH, ProjectionWorker
 
 log = structlog.get_logger()
 
@@ -40,7 +40,7 @@ async def run_projections(
     spec: StreamsFile,
     projections: Sequence[Projection],
     *,
-    batch_size: int = 1000,
+    batch_size: int = DEFAULT_BATCH,
 ) -> None:
     """Run one live worker per read model until cancelled."""
     template = spec.consumer_templates["projection"]

@@ -26,8 +26,25 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _env(**settings: str) -> dict[str, str]:
+    """This process's environment without any MOLTBOT_ setting, plus ``settings``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | settings
+
+
+def _start_up(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`moltbot up` in the background, its output in ``log`` (a pipe nobody reads could fill)."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _moltbot(data: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")}
+    env = _env()
     return subprocess.run(
         [sys.executable, "-m", "moltbot", "--data", str(data), *args],
         cwd=REPO_ROOT,
@@ -62,23 +79,14 @@ def _children(pid: int) -> list[int]:
 def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "stack"
     gateway_port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
-        "MOLTBOT_LOG_FORMAT": "json",
-        "MOLTBOT_GATEWAY_PORT": str(gateway_port),
-    }
-    up = subprocess.Popen(
-        [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = _env(MOLTBOT_LOG_FORMAT="json", MOLTBOT_GATEWAY_PORT=str(gateway_port))
+    log = tmp_path / "up.log"
+    up = _start_up(data, env, log)
     try:
         stack_file = data / "stack.json"
         deadline = time.monotonic() + 90
         while not stack_file.exists():
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert up.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "stack.json never appeared"
             time.sleep(0.1)
         stack = json.loads(stack_file.read_text())
@@ -121,13 +129,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in servers)
 
     # Data survives: a restart on the same folder finds the log and read models again.
-    restarted = subprocess.Popen(
-        [sys.executable, "-m", "moltbot", "--data", str(data), "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    restarted = _start_up(data, env, log)
     try:
         deadline = time.monotonic() + 90
         while not (data / "stack.json").exists():
@@ -161,9 +163,7 @@ def test_a_taken_gateway_port_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
-            "MOLTBOT_GATEWAY_PORT": str(port)
-        }
+        env = _env(MOLTBOT_GATEWAY_PORT=str(port))
         result = subprocess.run(
             [sys.executable, "-m", "moltbot", "--data", str(tmp_path / "stack"), "up"],
             cwd=REPO_ROOT,

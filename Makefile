@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= .moltbot
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench docs clean
+.PHONY: help install run test test-fast lint format bench docs clean chromium
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,8 +22,14 @@ install: $(STAMP) ## create .venv and install the product with its dev tools
 run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA))
 	$(BIN)/moltbot --data $(DATA) up
 
-test: $(STAMP) ## run every test suite (unit, integration with real servers, slow)
+test: $(STAMP) chromium ## run every test suite (unit, integration with real servers, slow, browser)
 	$(BIN)/pytest -q
+
+chromium: ## install Debian's Chromium for the browser tests, when missing
+	@command -v chromium >/dev/null || { \
+		echo "Installing Debian's Chromium (browser tests)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: $(STAMP) ## unit and integration tests without the slow suites
 	$(BIN)/pytest -q -m "not slow"

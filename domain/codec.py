@@ -97,9 +97,16 @@ def dedupe_key(event: Event) -> str:
     """The ``Nats-Msg-Id`` of an event (DESIGN §3).
 
     Inbound messages are identified by the provider's id, so a retried webhook is
-    stored once; everything else by its own event id.
+    stored once. A send request, its confirmation and its failure are each keyed by the
+    message id, so a retried send (an idempotent API call, a redelivered command) is
+    recorded once. Everything else by its own event id.
     """
     data = getattr(event, "data", None)
     if event.type == "message.received":
         return f"{data.channel}:{data.connection_id}:{data.provider_message_id}"  # type: ignore[union-attr]
+    if event.type in _KEYED_BY_MESSAGE:
+        return f"{event.type}:{event.tenant_id}:{data.message_id}"  # type: ignore[union-attr]
     return event.id
+
+
+_KEYED_BY_MESSAGE = frozenset({"message.send_requested", "message.sent", "message.send_failed"})

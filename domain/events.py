@@ -269,6 +269,28 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     data: MessageReceivedData
 
 
+class MessageSendRequestedData(Payload, frozen=True):
+    """What to send, complete enough for the outbox to build the channel command alone."""
+
+    message_id: str  # the message's id from now on: message.sent / send_failed name it
+    connection_id: str
+    channel: str
+    to: str  # the conversation's provider id (external_id): where the connector sends
+    text: str
+    sender: Sender
+    reply_to_message_id: str | None = None
+    agent_run_id: str | None = None
+
+
+class MessageSendRequested(Event, frozen=True, kw_only=True, tag="message.send_requested"):
+    """Someone (a person in the inbox, the agent) asked to send a message. The outbox turns
+    it into a ``cmd.<channel>.<connection>.send_message`` command; the connector answers
+    with ``message.sent`` or ``message.send_failed`` for the same ``message_id``."""
+
+    AGGREGATE = CONVERSATION
+    data: MessageSendRequestedData
+
+
 class MessageSentData(Payload, frozen=True):
     message_id: str
     connection_id: str
@@ -442,6 +464,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConversationCreated,
     ConversationUpdated,
     MessageReceived,
+    MessageSendRequested,
     MessageSent,
     MessageSendFailed,
     MessageEdited,

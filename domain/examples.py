@@ -143,6 +143,21 @@ def examples() -> list[ev.Event]:
             ev.AgentRunStartedData(run_id=RUN_ID, model="offline-1"),
         ),
         (
+            ev.MessageSendRequested,
+            CONVERSATION_ID,
+            agent,
+            ev.MessageSendRequestedData(
+                message_id=REPLY_ID,
+                connection_id=CONNECTION_ID,
+                channel="telegram",
+                to="5551234",
+                text="Done: I asked the clinic to move it to Friday 10:00.",
+                sender=_AGENT,
+                reply_to_message_id=MESSAGE_ID,
+                agent_run_id=RUN_ID,
+            ),
+        ),
+        (
             ev.MessageSent,
             CONVERSATION_ID,
             connector,

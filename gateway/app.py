@@ -11,8 +11,10 @@ from gateway.errors import HANDLERS
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
+from gateway.routes.messages import messages_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.web import index, static_router
+from gateway.routes.webchat import webchat_router
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -24,6 +26,8 @@ def create_app(ctx: GatewayContext) -> Litestar:
             auth_router,
             me_router,
             inbox_router,
+            messages_router,
+            webchat_router,
             realtime_router,
             index,
             static_router,

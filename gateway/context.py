@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.nats.event_store import EventStore
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
+from gateway.oidc import OidcVerifier, peek_issuer
 
 MIN_SEQ_WAIT = 5.0  # seconds a read with ?min_seq= may wait for the read models
 
@@ -30,6 +31,19 @@ class GatewayContext:
     store: EventStore
     pool: AsyncConnectionPool[Any]
     tokens: Tokens
+    oidc: OidcVerifier | None = None  # external identity provider, when configured
+
+    async def verify_access(self, token: str) -> Caller:
+        """The caller of an access token: the gateway's own, or the OIDC provider's when configured.
+
+        A token whose (unverified) issuer is not ours goes to the OIDC verifier; anything else,
+        including what is not a JWT at all, gets the gateway's own checks and errors.
+        """
+        if self.oidc is not None:
+            issuer = peek_issuer(token)
+            if issuer is not None and issuer != Tokens.ISSUER:
+                return await self.oidc.verify(token)
+        return self.tokens.verify(token)
 
     @contextlib.asynccontextmanager
     async def tenant(self, tenant_id: str) -> AsyncIterator[AsyncConnection[Any]]:
@@ -70,14 +84,14 @@ def context(state: State) -> GatewayContext:
     return ctx
 
 
-def caller(request: Request[Any, Any, Any]) -> Caller:
+async def caller(request: Request[Any, Any, Any]) -> Caller:
     """The authenticated caller, from ``Authorization: Bearer <token>`` or ``?access_token=``."""
     header = request.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     token = token or request.query_params.get("access_token", "")
     if not token:
         raise ApiError(401, "unauthorized", "Send an access token: Authorization: Bearer <token>.")
-    return context(request.app.state).tokens.verify(token)
+    return await context(request.app.state).verify_access(token)
 
 
 # Route parameter types: the request's context and its authenticated caller.

@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from adapters.postgres.database import connection as pg_connection
 from domain import subjects
 from domain.errors import DomainError
 from moltbot import client, event_files, logs
-from moltbot.roles import GatewayStartError
+from moltbot.roles import CONNECTOR_KINDS, GatewayStartError
 from moltbot.settings import NoStackError, Settings
 from moltbot.stack import StackAlreadyRunning, up
 from projections import rebuild as rebuild_ops
@@ -73,6 +74,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         key_file=settings.jwt_key_file,
         host=args.host,
         port=args.port or settings.gateway_port,
+        oidc=settings.oidc_config(),
     )
     return 0
 
@@ -269,6 +271,22 @@ async def cmd_projections_run(settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
+async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_outbox
+
+    nats_url, _ = settings.servers()
+    await run_outbox(nats_url)
+    return 0
+
+
+async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_connectors
+
+    nats_url, _ = settings.servers()
+    await run_connectors(nats_url, load_streams_file(settings.streams_file), args.kinds)
+    return 0
+
+
 def _projection(name: str) -> Any:
     try:
         return by_name(name)
@@ -354,6 +372,45 @@ async def cmd_conversations_list(settings: Settings, args: argparse.Namespace) -
     return 0
 
 
+async def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    text = " ".join(args.text)
+    key = args.idempotency_key or str(uuid.uuid4())
+    async with _api() as api:
+        accepted = await api.post(
+            "/v1/messages",
+            {"conversation_id": args.conversation, "text": text},
+            headers={"Idempotency-Key": key},
+        )
+        print(f"Queued {accepted['message_id']} (seq {accepted['seq']}).")
+        if args.no_wait:
+            return 0
+        status = await _delivery_status(api, args.conversation, accepted, wait=args.timeout)
+    if status == "sent":
+        print("Sent.")
+        return 0
+    if status == "failed":
+        print("Not sent: the channel refused it (see the conversation in the inbox).", file=sys.stderr)
+        return 1
+    print(f"Still sending after {args.timeout:.0f}s; it stays queued.", file=sys.stderr)
+    return 0
+
+
+async def _delivery_status(
+    api: client.Api, conversation: str, accepted: dict[str, Any], *, wait: float
+) -> str:
+    """Poll the conversation until the message is sent or failed, or ``wait`` seconds pass."""
+    deadline = asyncio.get_running_loop().time() + wait
+    status = "pending"
+    while status == "pending" and asyncio.get_running_loop().time() < deadline:
+        page = await api.get(f"/v1/conversations/{conversation}/messages", limit=20, min_seq=accepted["seq"])
+        status = next(
+            (m["status"] for m in page["items"] if m["message_id"] == accepted["message_id"]), status
+        )
+        if status == "pending":
+            await asyncio.sleep(0.2)
+    return status
+
+
 async def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     async with _api() as api:
         async for seq, event in api.events(args.since, args.types):
@@ -401,6 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, help="port (default $MOLTBOT_GATEWAY_PORT or 8000)")
 
+    add(commands, "outbox", cmd_outbox, "Run the outbox only: send requests become channel commands.")
+    conn_cmd = add(
+        commands, "connector", cmd_connector, "Run connectors only: they execute channel commands."
+    )
+    conn_cmd.add_argument(
+        "kinds",
+        nargs="+",
+        choices=CONNECTOR_KINDS,
+        metavar="KIND",
+        help=f"one of: {', '.join(CONNECTOR_KINDS)}",
+    )
+
     gateway_help = "gateway URL (default: $MOLTBOT_GATEWAY_URL, the data folder's stack, or :8000)"
     login_cmd = add(
         commands, "login", cmd_login, "Log in to a gateway (or --signup) and remember the session."
@@ -421,6 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv_list.add_argument("--limit", type=int, default=20)
     conv_list.add_argument("--channel", help="only this channel (telegram, slack, webchat, ...)")
     conv_list.add_argument("--unread", action="store_true", help="only conversations with unread messages")
+    send_cmd = add(
+        commands,
+        "send",
+        cmd_send,
+        "Send a message into a conversation, through its channel; waits until the channel confirms.",
+    )
+    send_cmd.add_argument(
+        "--conversation", required=True, metavar="ID", help="conversation id (see conversations list)"
+    )
+    send_cmd.add_argument("text", nargs="+", help="the message")
+    send_cmd.add_argument("--idempotency-key", metavar="KEY", help="retrying with the same key sends once")
+    send_cmd.add_argument("--no-wait", action="store_true", help="return once queued")
+    send_cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the channel (10)")
     tail_cmd = add(
         commands,
         "tail",

@@ -113,11 +113,23 @@ class Api:
 
     async def get(self, path: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", path, params=query)
+
+    async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
+        return await self._call("POST", path, json=body, extra_headers=headers or {})
+
+    async def _call(
+        self, method: str, path: str, *, extra_headers: dict[str, str] | None = None, **kw: Any
+    ) -> Any:
         try:
-            response = await self._http.get(path, params=query, headers=self._headers())
+            response = await self._http.request(
+                method, path, headers=self._headers() | (extra_headers or {}), **kw
+            )
             if response.status_code == 401 and response.json().get("error") == "token_expired":
                 await self._refresh()
-                response = await self._http.get(path, params=query, headers=self._headers())
+                response = await self._http.request(
+                    method, path, headers=self._headers() | (extra_headers or {}), **kw
+                )
         except httpx.TransportError as exc:
             raise ClientError(f"Cannot reach the gateway at {self.session.gateway_url}: {exc}") from None
         _raise_for(response)

@@ -15,19 +15,29 @@ import uvicorn
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.channels.runtime import ConnectorRuntime, consumer_name
+from adapters.channels.webchat import WebchatConnector
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
+from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
 from domain.codec import EventCodec
+from domain.connectors import Connector
 from gateway.app import create_app
 from gateway.auth import Tokens
 from gateway.context import GatewayContext
+from gateway.oidc import OidcConfig, OidcVerifier
 from gateway.routes.accounts import CREDENTIALS_SQL
+from gateway.routes.messages import IDEMPOTENCY_SQL
+from gateway.routes.webchat import WIDGETS_SQL
 from projections.base import Projection
 from projections.engine import ensure_core
 from projections.worker import DEFAULT_BATCH, ProjectionWorker
 
 log = structlog.get_logger()
+
+# The gateway's own tables (schema ``gateway``), created at start.
+GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL)
 
 
 class GatewayStartError(Exception):
@@ -59,16 +69,47 @@ async def run_projections(
         log.info("projections_running", read_models=[p.name for p in projections])
 
 
+async def run_outbox(nats_url: str) -> None:
+    """Turn send requests into channel commands until cancelled."""
+    async with connection(nats_url, name="moltbot-outbox") as nc:
+        await Outbox(nc).run()
+
+
+def connector_for(kind: str) -> Connector:
+    if kind == WebchatConnector.kind:
+        return WebchatConnector()
+    raise LookupError(f"no connector {kind!r}; known: {', '.join(CONNECTOR_KINDS)}")
+
+
+CONNECTOR_KINDS = (WebchatConnector.kind,)
+
+
+async def run_connectors(nats_url: str, spec: StreamsFile, kinds: Sequence[str] = CONNECTOR_KINDS) -> None:
+    """Run the command side of each connector kind until cancelled."""
+    async with connection(nats_url, name="moltbot-connectors") as nc, asyncio.TaskGroup() as tasks:
+        for kind in kinds:
+            config = spec.consumer(consumer_name(kind)).config
+            backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
+            runtime = ConnectorRuntime(
+                nc, connector_for(kind), max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
+            )
+            tasks.create_task(runtime.run(), name=runtime.consumer)
+
+
 @contextlib.asynccontextmanager
-async def gateway_context(nats_url: str, database_url: str, key_file: Path) -> AsyncIterator[GatewayContext]:
-    """The gateway's connections: NATS, a PostgreSQL pool, the token signing key."""
+async def gateway_context(
+    nats_url: str, database_url: str, key_file: Path, *, oidc: OidcConfig | None = None
+) -> AsyncIterator[GatewayContext]:
+    """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
+    verifier of an external identity provider's tokens when ``oidc`` is given."""
     tokens = Tokens.from_pem_file(key_file)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         # The role and schemas the gateway's queries run under (row-level security).
         await ensure_core(conn)  # type: ignore[arg-type]
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
-            await conn.execute(CREDENTIALS_SQL)
+            for sql in GATEWAY_SQL:
+                await conn.execute(sql)
 
     async def as_gateway_role(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SET ROLE moltbot_gateway")
@@ -82,10 +123,13 @@ async def gateway_context(nats_url: str, database_url: str, key_file: Path) -> A
         kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
     )
     await pool.open()
+    verifier = OidcVerifier(oidc) if oidc is not None else None
     try:
         async with connection(nats_url, name="moltbot-gateway") as nc:
-            yield GatewayContext(store=EventStore(nc), pool=pool, tokens=tokens)
+            yield GatewayContext(store=EventStore(nc), pool=pool, tokens=tokens, oidc=verifier)
     finally:
+        if verifier is not None:
+            await verifier.aclose()
         await pool.close()
 
 
@@ -97,9 +141,10 @@ async def run_gateway(
     host: str = "127.0.0.1",
     port: int = 8000,
     started: asyncio.Event | None = None,
+    oidc: OidcConfig | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
-    async with gateway_context(nats_url, database_url, key_file) as ctx:
+    async with gateway_context(nats_url, database_url, key_file, oidc=oidc) as ctx:
         config = uvicorn.Config(
             create_app(ctx),
             host=host,

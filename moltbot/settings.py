@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from gateway.oidc import OidcConfig
 
 DEFAULT_DATA_DIR = Path(".moltbot")
 STACK_FILE = "stack.json"
@@ -33,6 +36,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     gateway_port: int = 8000
     jwt_key_file: Path
+    # External OIDC access tokens: off unless MOLTBOT_OIDC_JWKS_URL is set (see oidc_config).
+    oidc_jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_tenant_claim: str = "moltbot_tenant"
+    oidc_role_claim: str = "moltbot_role"
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -41,7 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         log_format = environ.get("MOLTBOT_LOG_FORMAT", default_format)
         if log_format not in ("console", "json"):
             raise ValueError(f"MOLTBOT_LOG_FORMAT must be 'console' or 'json', not {log_format!r}")
-        return cls(
+        settings = cls(
             data_dir=directory.resolve(),
             nats_url=environ.get("MOLTBOT_NATS_URL") or None,
             database_url=environ.get("MOLTBOT_DATABASE_URL") or None,
@@ -52,6 +61,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             jwt_key_file=Path(
                 environ.get("MOLTBOT_JWT_KEY_FILE") or directory.resolve() / "gateway" / "jwt-ed25519.pem"
             ),
+            oidc_jwks_url=environ.get("MOLTBOT_OIDC_JWKS_URL") or None,
+            oidc_issuer=environ.get("MOLTBOT_OIDC_ISSUER") or None,
+            oidc_audience=environ.get("MOLTBOT_OIDC_AUDIENCE") or None,
+            oidc_tenant_claim=environ.get("MOLTBOT_OIDC_TENANT_CLAIM") or "moltbot_tenant",
+            oidc_role_claim=environ.get("MOLTBOT_OIDC_ROLE_CLAIM") or "moltbot_role",
+        )
+        settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
+        return settings
+
+    def oidc_config(self) -> OidcConfig | None:
+        """The external identity provider to accept access tokens from, or ``None`` (off)."""
+        if not self.oidc_jwks_url:
+            if self.oidc_issuer or self.oidc_audience:
+                raise ValueError("MOLTBOT_OIDC_ISSUER/AUDIENCE are set: set MOLTBOT_OIDC_JWKS_URL too.")
+            return None
+        if not (self.oidc_issuer and self.oidc_audience):
+            raise ValueError(
+                "MOLTBOT_OIDC_JWKS_URL is set: set MOLTBOT_OIDC_ISSUER and MOLTBOT_OIDC_AUDIENCE too."
+            )
+        from gateway.oidc import OidcConfig  # only when on: it pulls in the gateway's imports
+
+        return OidcConfig(
+            jwks_url=self.oidc_jwks_url,
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience,
+            tenant_claim=self.oidc_tenant_claim,
+            role_claim=self.oidc_role_claim,
         )
 
     @property

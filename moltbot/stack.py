@@ -28,7 +28,7 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
-from moltbot.roles import GatewayStartError, run_gateway, run_projections
+from moltbot.roles import GatewayStartError, run_connectors, run_gateway, run_outbox, run_projections
 from moltbot.settings import Settings
 from projections.registry import all_projections
 
@@ -146,6 +146,8 @@ async def up(settings: Settings) -> None:
                         ),
                         name="projections",
                     )
+                    roles.create_task(run_outbox(description["nats_url"]), name="outbox")
+                    roles.create_task(run_connectors(description["nats_url"], spec), name="connectors")
                     roles.create_task(
                         run_gateway(
                             description["nats_url"],
@@ -153,6 +155,7 @@ async def up(settings: Settings) -> None:
                             key_file=settings.jwt_key_file,
                             port=settings.gateway_port,
                             started=gateway_started,
+                            oidc=settings.oidc_config(),
                         ),
                         name="gateway",
                     )

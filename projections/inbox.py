@@ -140,7 +140,11 @@ UPDATE messages SET
     text = COALESCE(%(text)s, text),
     edited_at = COALESCE(%(edited_at)s, edited_at),
     deleted_at = COALESCE(%(deleted_at)s, deleted_at),
-    status = COALESCE(%(status)s, status)
+    provider_message_id = COALESCE(%(provider_message_id)s, provider_message_id),
+    sent_at = COALESCE(%(sent_at)s, sent_at),
+    -- a late failure report never turns a sent message into a failed one
+    status = CASE WHEN status = 'sent' AND %(status)s = 'failed' THEN status
+                  ELSE COALESCE(%(status)s, status) END
 WHERE message_id = %(message_id)s
 """
 
@@ -171,6 +175,8 @@ class _MessageChange:
     text: str | None = None
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
     status: str | None = None
 
 
@@ -207,35 +213,50 @@ class InboxBatch:
             _fold_event(fold, seq, event, stored)
         await _write_fold(conn, fold)
 
-    async def _already_stored(self, conn: Connection) -> set[str]:
-        """Ids (message ids and provider keys) of this batch's messages already in the table."""
+    async def _already_stored(self, conn: Connection) -> dict[str, str]:
+        """This batch's messages already in the table: message id → status, provider key → ""."""
         ids: list[str] = []
         connections: list[str] = []
         directions: list[str] = []
         provider_ids: list[str] = []
         for _, event in self._events:
-            if isinstance(event, ev.MessageReceived | ev.MessageSent):
+            if isinstance(event, ev.MessageSendFailed):
+                ids.append(event.data.message_id)
+            elif isinstance(event, _MESSAGE_EVENTS):
                 ids.append(event.data.message_id)
                 connections.append(event.data.connection_id)
                 directions.append(_direction(event))
-                provider_ids.append(event.data.provider_message_id)
+                provider_ids.append(_provider_id(event))
         if not ids:
-            return set()
+            return {}
         cur = await conn.execute(
-            "SELECT message_id, connection_id, direction, provider_message_id FROM messages"
+            "SELECT message_id, status, connection_id, direction, provider_message_id FROM messages"
             " WHERE message_id = ANY(%s) OR (connection_id, direction, provider_message_id) IN"
             " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
             (ids, connections, directions, provider_ids),
         )
-        found: set[str] = set()
+        found: dict[str, str] = {}
         for row in await cur.fetchall():
-            found.add(row["message_id"])
-            found.add(_provider_key(row["connection_id"], row["direction"], row["provider_message_id"]))
+            found[row["message_id"]] = row["status"]
+            found[_provider_key(row["connection_id"], row["direction"], row["provider_message_id"])] = ""
         return found
 
 
-def _direction(event: ev.MessageReceived | ev.MessageSent) -> str:
+_MESSAGE_EVENTS = (ev.MessageReceived, ev.MessageSendRequested, ev.MessageSent)
+MessageEvent = ev.MessageReceived | ev.MessageSendRequested | ev.MessageSent
+
+
+def _direction(event: MessageEvent) -> str:
     return "in" if isinstance(event, ev.MessageReceived) else "out"
+
+
+def _provider_id(event: MessageEvent) -> str:
+    # Until the provider confirms, a requested message stands in with its own id.
+    return (
+        event.data.message_id
+        if isinstance(event, ev.MessageSendRequested)
+        else event.data.provider_message_id
+    )
 
 
 def _provider_key(connection_id: str, direction: str, provider_message_id: str) -> str:
@@ -260,7 +281,7 @@ def _set(target: dict[str, Any] | Any, name: str, value: Any) -> None:
         setattr(target, name, value)
 
 
-def _fold_event(fold: _Fold, seq: int, event: Event, stored: set[str]) -> None:
+def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> None:
     if isinstance(event, ev.ConversationCreated):
         if event.aggregate_id in fold.new_conversations:
             return
@@ -294,14 +315,18 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: set[str]) -> None:
                 target["unread_count"] = 0
             else:
                 target.reset_unread, target.unread_add = True, 0
-    elif isinstance(event, ev.MessageReceived | ev.MessageSent):
+    elif isinstance(event, _MESSAGE_EVENTS):
         _fold_message(fold, seq, event, stored)
     elif isinstance(event, ev.MessageEdited):
         _change_message(fold, event.data.message_id, text=event.data.text, edited_at=event.data.edited_at)
     elif isinstance(event, ev.MessageDeleted):
         _change_message(fold, event.data.message_id, deleted_at=event.data.deleted_at)
     elif isinstance(event, ev.MessageSendFailed):
-        _change_message(fold, event.data.message_id, status="failed")
+        message_id = event.data.message_id
+        if stored.get(message_id) != "sent":  # a late failure never undoes a confirmed send
+            _change_message(fold, message_id, status="failed")
+            if message_id in stored:
+                stored[message_id] = "failed"
     elif isinstance(event, ev.ReactionAdded):
         added = event.data
         fold.reaction_statements.append(
@@ -317,15 +342,27 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: set[str]) -> None:
         )
 
 
-def _fold_message(
-    fold: _Fold, seq: int, event: ev.MessageReceived | ev.MessageSent, stored: set[str]
-) -> None:
+def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, str]) -> None:
     d = event.data
     direction = _direction(event)
-    provider_key = _provider_key(d.connection_id, direction, d.provider_message_id)
+    provider_id = _provider_id(event)
+    if isinstance(event, ev.MessageSent) and stored.get(d.message_id) in ("pending", "failed"):
+        # The confirmation of a requested message: it keeps its place, gains its provider id.
+        sent = event.data
+        _change_message(
+            fold, sent.message_id, status="sent", provider_message_id=provider_id, sent_at=sent.sent_at
+        )
+        stored[sent.message_id] = "sent"
+        return
+    provider_key = _provider_key(d.connection_id, direction, provider_id)
     if d.message_id in stored or provider_key in stored:
         return  # a repeat outside the duplicate window: already counted
-    stored.update((d.message_id, provider_key))
+    status = {"in": "received", "out": "sent"}[direction]
+    if isinstance(event, ev.MessageSendRequested):
+        status = "pending"
+    stored[d.message_id] = status
+    stored[provider_key] = ""
+    sent_at = event.occurred_at if isinstance(event, ev.MessageSendRequested) else event.data.sent_at
     # A list in MESSAGE_COLUMNS order: COPY takes it as is (this is the hot path).
     fold.new_messages[d.message_id] = [
         d.message_id,
@@ -335,14 +372,14 @@ def _fold_message(
         direction,
         d.channel,
         d.connection_id,
-        d.provider_message_id,
+        provider_id,
         d.sender.id,
         d.sender.name,
         d.text,
-        d.sent_at,
+        sent_at,
         None,  # edited_at
         None,  # deleted_at
-        "received" if direction == "in" else "sent",
+        status,
         getattr(d, "agent_run_id", None),
         getattr(d, "reply_to_message_id", None),
         len(getattr(d, "attachments", ())),
@@ -356,7 +393,7 @@ def _fold_message(
         target.count_add += 1
         target.unread_add += unread
     _set(target, "last_message_id", d.message_id)
-    _set(target, "last_message_at", d.sent_at)
+    _set(target, "last_message_at", sent_at)
     _set(target, "last_message_preview", _preview(d.text))
 
 
@@ -364,6 +401,8 @@ def _change_message(fold: _Fold, message_id: str, **values: Any) -> None:
     row = fold.new_messages.get(message_id)
     if row is not None:
         for name, value in values.items():
+            if name == "status" and value == "failed" and row[_MESSAGE_INDEX["status"]] == "sent":
+                continue  # a late failure report never turns a sent message into a failed one
             row[_MESSAGE_INDEX[name]] = value
         return
     change = fold.message_changes.setdefault(message_id, _MessageChange(message_id))
@@ -398,13 +437,14 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 
 class InboxProjection:
     name: str = "inbox"
-    version: int = 2  # 2: row-level security on every table
+    version: int = 3  # 2: row-level security on every table; 3: send requests (pending messages)
     tables: tuple[str, ...] = ("conversations", "messages", "reactions")
     handles: frozenset[str] = frozenset(
         {
             "conversation.created",
             "conversation.updated",
             "message.received",
+            "message.send_requested",
             "message.sent",
             "message.send_failed",
             "message.edited",

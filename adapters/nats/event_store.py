@@ -130,6 +130,14 @@ class EventStore:
         headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-Stream")}
         return StoredRecord(raw.seq or 0, raw.subject or subject, raw.data or b"", headers)
 
+    async def get(self, seq: int) -> Event | None:
+        """The event stored at ``seq``, or None."""
+        try:
+            raw = await self._js.get_msg(self.stream, seq, direct=True)
+        except NotFoundError:
+            return None
+        return self.codec.decode(raw.data or b"")
+
     async def load(self, tenant_id: str, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
         """An aggregate's events and its last sequence (0 when it has none)."""
         subject = subjects.aggregate_filter(tenant_id, aggregate, aggregate_id)

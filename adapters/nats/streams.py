@@ -20,9 +20,25 @@ from adapters.nats.errors import StreamConfigError
 Action = Literal["created", "unchanged", "updated", "drift"]
 
 
+class ConsumerSpec(msgspec.Struct, frozen=True):
+    stream: str
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.config["durable_name"])
+
+
 class StreamsFile(msgspec.Struct, frozen=True):
     streams: list[dict[str, Any]]
+    consumers: list[ConsumerSpec] = []
     consumer_templates: dict[str, dict[str, Any]] = {}
+
+    def consumer(self, name: str) -> ConsumerSpec:
+        for spec in self.consumers:
+            if spec.name == name:
+                return spec
+        raise StreamConfigError(f"streams.yaml has no consumer {name!r}")
 
 
 class StreamReport(msgspec.Struct, frozen=True):
@@ -49,6 +65,9 @@ def load_streams_file(path: Path) -> StreamsFile:
     for stream in spec.streams:
         if not isinstance(stream.get("name"), str):
             raise StreamConfigError(f"{path}: every stream needs a name")
+    for consumer in spec.consumers:
+        if not isinstance(consumer.config.get("durable_name"), str):
+            raise StreamConfigError(f"{path}: every consumer needs a durable_name")
     return spec
 
 
@@ -98,7 +117,35 @@ async def apply_streams(nc: Client, spec: StreamsFile, *, replicas: int | None =
             )
         else:
             reports.append(StreamReport(name, "updated", changes))
+    for consumer in spec.consumers:
+        reports.append(await _apply_consumer(nc, consumer, replicas))
     return reports
+
+
+async def _apply_consumer(nc: Client, spec: ConsumerSpec, replicas: int | None) -> StreamReport:
+    """Create a durable consumer, or update it in place; drift is reported, never forced."""
+    label = f"{spec.stream}/{spec.name}"
+    desired = dict(spec.config)
+    if replicas is not None:
+        desired["num_replicas"] = replicas
+    subject = f"CONSUMER.CREATE.{spec.stream}.{spec.name}"
+    info = await _api(nc, f"CONSUMER.INFO.{spec.stream}.{spec.name}")
+    if "error" in info:
+        if info["error"].get("err_code") != 10014:  # consumer not found
+            return StreamReport(label, "drift", error=info["error"].get("description"))
+        created = await _api(nc, subject, {"stream_name": spec.stream, "config": desired, "action": "create"})
+        if "error" in created:
+            raise StreamConfigError(f"{label}: {created['error'].get('description')}")
+        return StreamReport(label, "created")
+    actual = info["config"]
+    changes = _differences(desired, actual)
+    if not changes:
+        return StreamReport(label, "unchanged")
+    body = {"stream_name": spec.stream, "config": actual | desired, "action": "update"}
+    updated = await _api(nc, subject, body)
+    if "error" in updated:
+        return StreamReport(label, "drift", changes, error=str(updated["error"].get("description")))
+    return StreamReport(label, "updated", changes)
 
 
 async def stream_states(nc: Client, names: list[str]) -> list[dict[str, Any]]:

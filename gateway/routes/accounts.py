@@ -1,8 +1,9 @@
 """Sign-up, log-in, token refresh and ``/me``.
 
-Sign-up is events (``user.registered``, ``tenant.created``, ``member.added``) plus a
-credentials row; the row's transaction commits only after the events are stored, and a
-taken e-mail is refused before anything is appended.
+Sign-up is events (``user.registered``, ``tenant.created``, ``member.added``, and the
+tenant's website chat connection) plus a credentials row and a widget row; their
+transaction commits only after the events are stored, and a taken e-mail is refused
+before anything is appended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from domain import ids
 from gateway.auth import Caller, Role, TokenPair, hash_password, verify_password
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
+from gateway.routes.webchat import new_widget_key, widget_events
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MIN_PASSWORD = 10
@@ -112,7 +114,14 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx) -> Session:
             ev.MemberAdded, tenant_id=tenant_id, aggregate_id=tenant_id, actor=actor,
             data=ev.MemberAddedData(user_id=user_id, role="owner"), correlation_id=created.id,
         )  # fmt: skip
-        appended = await ctx.store.append_many([created, registered, member])
+        # Every tenant starts with a website chat, so there is a channel to try at once.
+        widget_key, webchat_id = new_widget_key(), ids.new_id(ids.CONNECTION)
+        await conn.execute(
+            "INSERT INTO gateway.webchat_widgets (widget_key, tenant_id, connection_id) VALUES (%s, %s, %s)",
+            (widget_key, tenant_id, webchat_id),
+        )
+        webchat = widget_events(tenant_id, webchat_id, actor)
+        appended = await ctx.store.append_many([created, registered, member, *webchat])
     caller_ = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
     return Session(user_id, tenant_id, "owner", ctx.tokens.issue(caller_), appended[-1].seq)
 
@@ -172,5 +181,5 @@ me_router = Router(
     path="/v1",
     route_handlers=[me],
     tags=["accounts"],
-    dependencies={"who": Provide(caller, sync_to_thread=False)},
+    dependencies={"who": Provide(caller)},
 )

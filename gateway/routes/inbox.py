@@ -297,5 +297,5 @@ inbox_router = Router(
     path="/v1",
     route_handlers=[list_conversations, list_messages, update_conversation, search, list_channels, usage],
     tags=["inbox"],
-    dependencies={"who": Provide(caller, sync_to_thread=False)},
+    dependencies={"who": Provide(caller)},
 )

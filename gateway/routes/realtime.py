@@ -119,9 +119,10 @@ async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -
     if not token:
         raise _Closed(4401, 'send an access token: ?access_token= or "token" in subscribe')
     try:
-        who = ctx.tokens.verify(token)
+        who = await ctx.verify_access(token)
     except ApiError as exc:
-        raise _Closed(4401, exc.detail) from None
+        # 1013 "try again later": the token could not be checked (identity provider down).
+        raise _Closed(1013 if exc.status == 503 else 4401, exc.detail) from None
     if request.since is not None and request.since < 1:
         raise _Closed(4400, "since is an EVENTS sequence, 1 or more")
     return who, request
@@ -174,5 +175,5 @@ realtime_router = Router(
     path="/v1",
     route_handlers=[events, ws],
     tags=["realtime"],
-    dependencies={"who": Provide(caller, sync_to_thread=False)},
+    dependencies={"who": Provide(caller)},
 )

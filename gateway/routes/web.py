@@ -10,16 +10,18 @@ from litestar.static_files import create_static_files_router
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 
+def page_headers() -> dict[str, str]:
+    return {
+        "Cache-Control": "no-cache",
+        # Only our own script and styles; the API is same-origin.
+        "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'",
+    }
+
+
 @get("/", include_in_schema=False)
 async def index() -> Response[bytes]:
     return Response(
-        (WEB / "index.html").read_bytes(),
-        media_type="text/html; charset=utf-8",
-        headers={
-            "Cache-Control": "no-cache",
-            # Only our own script and styles; the API is same-origin.
-            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'",
-        },
+        (WEB / "index.html").read_bytes(), media_type="text/html; charset=utf-8", headers=page_headers()
     )
 
 

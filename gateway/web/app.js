@@ -27,12 +27,12 @@ function status(message) {
   $("status").textContent = message;
 }
 
-async function api(path, { method = "GET", body, params } = {}) {
+async function api(path, { method = "GET", body, params, headers: extra } = {}) {
   const url = new URL(path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
-  const headers = { "Content-Type": "application/json" };
+  const headers = { "Content-Type": "application/json", ...(extra || {}) };
   if (state.session) headers.Authorization = `Bearer ${state.session.access_token}`;
   let response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
   if (response.status === 401 && state.session && (await refresh())) {
@@ -68,6 +68,9 @@ function logout() {
   localStorage.removeItem("moltbot.session");
   state.session = null;
   if (state.events) state.events.close();
+  $("try-panel").hidden = true;
+  document.body.classList.remove("trying");
+  $("try-frame").removeAttribute("src");
   show("auth");
 }
 
@@ -144,9 +147,23 @@ async function openConversation(c) {
       status(change.target.checked ? "The agent may answer here." : "The agent stays quiet here.");
     },
   }), " Agent answers in this conversation");
+  const compose = el(
+    "form",
+    { class: "compose", onsubmit: (submit) => sendMessage(submit, c.conversation_id) },
+    el("label", { class: "sr-only", for: "compose-text" }, "Reply"),
+    el("textarea", { id: "compose-text", name: "text", maxlength: "4000", placeholder: `Reply on ${c.channel}…`, required: "" }),
+    el("button", { type: "submit" }, "Send"),
+  );
+  compose.addEventListener("keydown", (key) => {
+    if (key.key === "Enter" && !key.shiftKey) {
+      key.preventDefault();
+      compose.requestSubmit();
+    }
+  });
   pane.replaceChildren(
     el("header", {}, el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle),
     el("ol", { id: "messages", class: "messages" }),
+    compose,
   );
   await loadMessages(c.conversation_id);
   if (c.unread_count) {
@@ -158,11 +175,34 @@ async function openConversation(c) {
 function messageItem(m) {
   const when = new Date(m.sent_at).toLocaleString();
   const body = m.deleted_at ? el("em", {}, "deleted") : text(m.text);
-  return el("li", { class: `msg ${m.direction}`, id: `m-${m.message_id}` }, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}`));
+  const state = { pending: " · sending…", failed: " · not sent" }[m.status] || "";
+  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${state}`));
 }
 
-async function loadMessages(conversationId) {
-  const page = await api(`/v1/conversations/${conversationId}/messages`, { params: { limit: 100 } });
+async function sendMessage(submit, conversationId) {
+  submit.preventDefault();
+  const box = submit.target.elements.text;
+  const value = box.value.trim();
+  if (!value) return;
+  // One key per message typed: a retried request (flaky network) never sends twice.
+  const key = submit.target.dataset.key || crypto.randomUUID();
+  submit.target.dataset.key = key;
+  try {
+    const accepted = await api("/v1/messages", {
+      method: "POST",
+      body: { conversation_id: conversationId, text: value },
+      headers: { "Idempotency-Key": key },
+    });
+    delete submit.target.dataset.key;
+    box.value = "";
+    await loadMessages(conversationId, accepted.seq);
+  } catch (error) {
+    status(`Not sent: ${error.message}`);
+  }
+}
+
+async function loadMessages(conversationId, minSeq) {
+  const page = await api(`/v1/conversations/${conversationId}/messages`, { params: { limit: 100, min_seq: minSeq } });
   const list = $("messages");
   if (list) list.replaceChildren(...page.items.map(messageItem));
 }
@@ -210,7 +250,7 @@ function follow(since) {
     }
     status(`Live · last event ${state.lastSeq}`);
   };
-  for (const type of ["message.received", "message.sent", "message.edited", "message.deleted", "conversation.created", "conversation.updated"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -218,6 +258,25 @@ function follow(since) {
     status("Reconnecting…");
   };
 }
+
+// --- try it: the tenant's own website chat, as a visitor --------------------------------------
+
+$("try-it").addEventListener("click", async () => {
+  const panel = $("try-panel");
+  const opening = panel.hidden;
+  panel.hidden = !opening;
+  document.body.classList.toggle("trying", opening);
+  $("try-it").setAttribute("aria-expanded", String(opening));
+  if (opening && !$("try-frame").getAttribute("src")) {
+    try {
+      const widget = await api("/v1/webchat");
+      $("try-frame").setAttribute("src", widget.widget_url);
+      $("try-link").setAttribute("href", widget.widget_url);
+    } catch (error) {
+      status(error.message);
+    }
+  }
+});
 
 // --- channels and usage -----------------------------------------------------------------------
 

@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from nats.aio.client import Client
 
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
+from adapters.embedded.processes import free_port
 from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
-from moltbot.roles import run_projections
+from moltbot.roles import run_connectors, run_gateway, run_outbox, run_projections
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
@@ -146,3 +148,29 @@ async def snapshot(
 @pytest.fixture
 async def stack(nats_server: NatsServer, nc: Client, database_url: str, streams_spec: StreamsFile) -> Stack:
     return Stack(nats_server.url, database_url, EventStore(nc), streams_spec)
+
+
+@pytest.fixture
+async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The product over real servers: gateway (an HTTP client on it), projections, outbox
+    and connectors, each as in ``moltbot up``."""
+    port = free_port()
+    started = asyncio.Event()
+    roles = [
+        asyncio.create_task(
+            run_gateway(
+                stack.nats_url, stack.database_url, key_file=tmp_path / "jwt.pem", port=port, started=started
+            )
+        ),
+        asyncio.create_task(run_outbox(stack.nats_url)),
+        asyncio.create_task(run_connectors(stack.nats_url, stack.spec)),
+    ]
+    async with stack.projections():
+        await asyncio.wait_for(started.wait(), 20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    for role in roles:
+        role.cancel()
+    for role in roles:
+        with contextlib.suppress(asyncio.CancelledError):
+            await role

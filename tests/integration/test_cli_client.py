@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.embedded.processes import free_port
-from moltbot.roles import run_gateway
+from moltbot.roles import run_connectors, run_gateway, run_outbox
 from tests.integration.conftest import REPO_ROOT, Stack
 from tests.integration.test_gateway import _conversation_with_messages
 
@@ -53,10 +53,18 @@ class Gateway:
 @pytest.fixture
 async def gateway(stack: Stack, tmp_path: Path) -> AsyncIterator[Gateway]:
     server = Gateway(stack, tmp_path / "jwt.pem")
+    sending = [
+        asyncio.create_task(run_outbox(stack.nats_url)),
+        asyncio.create_task(run_connectors(stack.nats_url, stack.spec)),
+    ]
     async with stack.projections():
         await server.start()
         yield server
         await server.stop()
+    for task in sending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -94,7 +102,7 @@ async def test_login_status_and_listing(gateway: Gateway, stack: Stack, tmp_path
     assert oct(session_file.stat().st_mode & 0o777) == "0o600"
     tenant_id = json.loads(session_file.read_text())["tenant_id"]
 
-    await _conversation_with_messages(stack, tenant_id, 3, words="see you at lunch")
+    conversation = await _conversation_with_messages(stack, tenant_id, 3, words="see you at lunch")
     await stack.wait_caught_up()
     status = await _moltbot(tmp_path, "status")
     assert status.returncode == 0, status.stderr
@@ -103,7 +111,22 @@ async def test_login_status_and_listing(gateway: Gateway, stack: Stack, tmp_path
     listing = await _moltbot(tmp_path, "conversations", "list")
     assert "see you at lunch number 2" in listing.stdout
     channels = await _moltbot(tmp_path, "channels", "list")
-    assert channels.stdout.strip() == "No channels yet."
+    assert "webchat    connected" in channels.stdout  # every tenant starts with its website chat
+
+    sent = await _moltbot(
+        tmp_path, "send", "--conversation", conversation, "--idempotency-key", "k1", "On", "my", "way"
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.splitlines()[-1] == "Sent."
+    again = await _moltbot(
+        tmp_path, "send", "--conversation", conversation, "--idempotency-key", "k1", "On", "my", "way"
+    )
+    assert again.stdout.splitlines()[0] == sent.stdout.splitlines()[0]  # same message, same seq
+    listing = await _moltbot(tmp_path, "conversations", "list")
+    assert "On my way" in listing.stdout
+    missing = await _moltbot(tmp_path, "send", "--conversation", "c_nope", "hello")
+    assert missing.returncode == 1
+    assert "No conversation c_nope" in missing.stderr
 
     wrong = await _moltbot(
         tmp_path, "login", "--email", "cli@example.com", "--password-stdin", "--gateway", gateway.url,

@@ -4,42 +4,23 @@ pagination and ?min_seq, full-text search, SSE replay by sequence, clear 4xx err
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
+import secrets
+import socket as socket_module
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.embedded.processes import free_port
 from domain import events as ev
 from domain import ids
-from moltbot.roles import run_gateway
+from gateway.routes import realtime
 from tests.integration.conftest import Stack
-
-
-@pytest.fixture
-async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    started = asyncio.Event()
-    server = asyncio.create_task(
-        run_gateway(
-            stack.nats_url, stack.database_url, key_file=tmp_path / "jwt.pem", port=port, started=started
-        )
-    )
-    async with stack.projections():
-        await asyncio.wait_for(started.wait(), 20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
 
 
 async def _signup(api: httpx.AsyncClient, email: str) -> dict[str, str]:
@@ -447,3 +428,55 @@ async def test_row_level_security_confines_a_query_without_tenant_filter(
         # The gateway role cannot write to read models.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await conn.execute("DELETE FROM rm_inbox.messages")
+
+
+@pytest.mark.slow
+async def test_a_ws_client_that_stops_reading_is_dropped_with_a_reason(
+    api: httpx.AsyncClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realtime, "SEND_TIMEOUT", 1.0)
+    account = await _signup(api, "slow-reader@example.com")
+    # ~10 MB of replay, far more than the socket buffers hold for a client that stalls (its
+    # receive buffer is pinned small: loopback autotuning would otherwise absorb tens of MB).
+    # Random text: WebSocket compression would shrink repetitive text to almost nothing.
+    conversation = await _conversation_with_messages(stack, account["tenant_id"], 0)
+    noisy = [
+        ev.new_event(
+            ev.MessageReceived,
+            tenant_id=account["tenant_id"],
+            aggregate_id=conversation,
+            actor="test",
+            data=ev.MessageReceivedData(
+                message_id=ids.new_id(ids.MESSAGE),
+                connection_id="cn_noise",
+                channel="webchat",
+                provider_message_id=str(n),
+                sender=ev.Sender(id="v", name="V"),
+                text=secrets.token_urlsafe(1200),
+                sent_at=datetime.now(UTC),
+            ),
+        )
+        for n in range(6_000)
+    ]
+    await stack.store.append_many(noisy)
+    url = str(api.base_url).replace("http://", "ws://") + "/v1/ws"
+    small = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+    small.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 64 * 1024)
+    small.connect((api.base_url.host, api.base_url.port or 80))
+    small.setblocking(False)
+    async with ws_connect(url, sock=small, max_queue=1, max_size=2**20) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "since": 1, "token": account["token"]}))
+        await asyncio.sleep(4)  # not reading: the gateway's sends block, then it gives up
+        frames: list[dict[str, object]] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            await _read_until_closed(socket, frames)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4008
+    assert frames[-1] == {"op": "error", "error": "closed", "detail": "client did not read for 1s"}
+    delivered = sum(1 for f in frames if f["op"] == "event")
+    assert 0 < delivered < 6_000  # dropped part way, not buffered to the end
+
+
+async def _read_until_closed(socket: ClientConnection, frames: list[dict[str, object]]) -> None:
+    while True:
+        frames.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.embedded.nats_server import NatsServer
 from adapters.nats.errors import StreamConfigError
-from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
+from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams, load_streams_file
 
 
 async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, streams_spec: StreamsFile) -> None:
@@ -21,9 +21,17 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("COMMANDS", "created"),
         ("LIVE", "created"),
         ("DLQ", "created"),
+        ("EVENTS/outbox", "created"),
+        ("COMMANDS/connector-webchat", "created"),
     ]
     second = await apply_streams(nc, streams_spec)
     assert {r.action for r in second} == {"unchanged"}
+
+    # Durable consumers too: the server holds what the file says.
+    for consumer in streams_spec.consumers:
+        reply = await nc.request(f"$JS.API.CONSUMER.INFO.{consumer.stream}.{consumer.name}", b"")
+        held = json.loads(reply.data)["config"]
+        assert {k: held[k] for k in consumer.config} == consumer.config
 
     # What the server holds is what the file says, field for field.
     reply = await nc.request("$JS.API.STREAM.INFO.EVENTS", b"")
@@ -49,9 +57,17 @@ async def test_in_place_change_is_updated_and_impossible_change_is_drift(
             else s
             for s in streams_spec.streams
         ],
+        consumers=[
+            ConsumerSpec(c.stream, c.config | {"max_ack_pending": 7})
+            if c.name == "outbox"
+            else ConsumerSpec(c.stream, c.config | {"filter_subject": "cmd.elsewhere.>"})
+            for c in streams_spec.consumers
+        ],
         consumer_templates=streams_spec.consumer_templates,
     )
     reports = {r.name: r for r in await apply_streams(nc, changed)}
+    assert reports["EVENTS/outbox"].action == "updated"
+    assert reports["EVENTS/outbox"].changes == ["max_ack_pending: 1000 -> 7"]
     assert reports["COMMANDS"].action == "updated"
     assert reports["COMMANDS"].changes == [
         "description: "

@@ -1,0 +1,120 @@
+"""The runtime every connector shares: take commands from the COMMANDS work queue, let
+the connector talk to its provider, and record the outcome as events.
+
+- A send the provider accepts is confirmed with ``message.sent`` (then the command is
+  acked). Its dedupe key is the message id, so a confirmation repeated after a crash is
+  stored once.
+- A transient failure (``SendDeferred``, or an unexpected error) is retried: nak with
+  the provider's retry-after, or the consumer's backoff step.
+- A permanent failure (``SendRejected``), or the last allowed delivery failing, records
+  ``message.send_failed`` (the inbox shows it) and a dead letter
+  (``dlq.connector-<kind>.send_failed``), and terminates the command.
+- A command that cannot be read is dead-lettered as ``malformed``; the runtime goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from adapters.nats.consume import consume
+from adapters.nats.dead_letters import DeadLetter, DeadLetters
+from adapters.nats.event_store import EventStore
+from domain.commands import SEND_MESSAGE, SendMessage, failed_event, sent_event
+from domain.connectors import Connector, SendDeferred, SendRejected
+
+log = structlog.get_logger()
+
+COMMANDS_STREAM = "COMMANDS"
+DEFAULT_BACKOFF = (5.0, 15.0, 60.0, 300.0)
+PROGRESS_EVERY = 2.0  # seconds between "still working" signals while a provider is slow
+
+
+def consumer_name(kind: str) -> str:
+    return f"connector-{kind}"
+
+
+async def _keep_in_progress(msg: Msg) -> None:
+    """Extend the ack deadline while the provider takes its time (a command in flight is ours)."""
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        await msg.in_progress()
+
+
+class ConnectorRuntime:
+    def __init__(
+        self,
+        nc: Client,
+        connector: Connector,
+        *,
+        max_deliver: int = 5,
+        backoff: tuple[float, ...] = DEFAULT_BACKOFF,
+        store: EventStore | None = None,
+    ) -> None:
+        self._nc = nc
+        self.connector = connector
+        self.consumer = consumer_name(connector.kind)
+        self._max_deliver = max_deliver
+        self._backoff = backoff or DEFAULT_BACKOFF
+        self._store = store or EventStore(nc)
+        self._dead_letters = DeadLetters(nc.jetstream(timeout=10))
+        self._actor = f"connector:{connector.kind}"
+
+    async def run(self) -> None:
+        log.info("connector_running", kind=self.connector.kind, consumer=self.consumer)
+        await consume(self._nc, COMMANDS_STREAM, self.consumer, self.handle, batch=20)
+
+    async def handle(self, msg: Msg) -> None:
+        kind = msg.subject.rsplit(".", 1)[-1]
+        try:
+            if kind != SEND_MESSAGE:
+                raise ValueError(f"{self.connector.kind} connectors do not understand {kind!r} commands")
+            command = msgspec.json.decode(msg.data, type=SendMessage)
+        except (ValueError, msgspec.DecodeError) as exc:  # msgspec.ValidationError is a ValueError
+            await self._dead_letter(msg, "malformed", str(exc))
+            await msg.term()
+            return
+        deliveries = msg.metadata.num_delivered
+        progress = asyncio.create_task(_keep_in_progress(msg))
+        try:
+            delivered = await self.connector.send(command)
+        except SendRejected as exc:
+            await self._fail(msg, command, exc.code, exc.reason)
+            return
+        except Exception as exc:  # a provider outage, a timeout, a bug: retry, then give up
+            retry_after = exc.retry_after if isinstance(exc, SendDeferred) else None
+            reason = exc.reason if isinstance(exc, SendDeferred) else repr(exc)
+            if self._max_deliver > 0 and deliveries >= self._max_deliver:
+                await self._fail(msg, command, "gave_up", f"Not sent after {deliveries} attempts: {reason}")
+                return
+            delay = (
+                retry_after
+                if retry_after is not None
+                else self._backoff[min(deliveries, len(self._backoff)) - 1]
+            )
+            log.warning(
+                "send_retrying", message_id=command.message_id, attempt=deliveries, delay=delay, error=reason
+            )
+            await msg.nak(delay=delay)
+            return
+        finally:
+            progress.cancel()
+        sent = sent_event(command, delivered.provider_message_id, delivered.sent_at, self._actor)
+        await self._store.append(sent)
+        await msg.ack()
+
+    async def _fail(self, msg: Msg, command: SendMessage, code: str, reason: str) -> None:
+        await self._store.append(failed_event(command, code, reason, self._actor))
+        await self._dead_letter(msg, "send_failed", f"{code}: {reason}")
+        await msg.term()
+        log.warning("send_failed", message_id=command.message_id, code=code, reason=reason)
+
+    async def _dead_letter(self, msg: Msg, reason: str, error: str) -> None:
+        letter = DeadLetter(
+            COMMANDS_STREAM, msg.metadata.sequence.stream, msg.subject, self.consumer, reason, error, msg.data
+        )
+        await self._dead_letters.publish(letter)

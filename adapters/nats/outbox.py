@@ -1,0 +1,71 @@
+"""The outbox: ``message.send_requested`` events become ``cmd.<channel>.<connection>.send_message``
+commands on the COMMANDS work queue.
+
+Reading the log (durable consumer ``outbox``, streams.yaml) rather than publishing the
+command beside the event means a request, once in the log, is always dispatched, even
+if its writer dies right after appending it. The command's ``Nats-Msg-Id`` is derived
+from the message id, so a request redelivered to the outbox is queued once. Other
+event types are skipped by subject, without decoding.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from adapters.nats.consume import consume
+from adapters.nats.dead_letters import DeadLetter, DeadLetters
+from adapters.nats.event_store import EVENTS_STREAM, EventStore
+from adapters.nats.pull import ack_position
+from domain import events as ev
+from domain.codec import EventCodec
+from domain.commands import SendMessage, dispatch
+from domain.errors import InvalidEvent
+
+log = structlog.get_logger()
+
+CONSUMER = "outbox"
+_SEND_REQUESTED = "." + ev.MessageSendRequested.TYPE.replace(".", "_")
+
+
+class Outbox:
+    def __init__(self, nc: Client, *, codec: EventCodec | None = None) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=10)
+        self._codec = codec or EventCodec()
+        self._store = EventStore(nc, codec=self._codec)
+        self._dead_letters = DeadLetters(self._js)
+        self.dispatched = 0
+
+    async def run(self) -> None:
+        log.info("outbox_running", consumer=CONSUMER)
+        await consume(self._nc, EVENTS_STREAM, CONSUMER, self.handle, batch=500)
+
+    async def handle(self, msg: Msg) -> None:
+        if msg.subject.endswith(_SEND_REQUESTED):
+            await self._dispatch(msg)
+        await msg.ack()
+
+    async def _dispatch(self, msg: Msg) -> None:
+        try:
+            event = self._codec.decode(msg.data)
+            if not isinstance(event, ev.MessageSendRequested):
+                raise InvalidEvent("invalid", f"a {event.type} event on a send request subject")
+        except InvalidEvent as exc:
+            seq, _ = ack_position(msg.reply)
+            letter = DeadLetter(EVENTS_STREAM, seq, msg.subject, CONSUMER, exc.reason, str(exc), msg.data)
+            await self._dead_letters.publish(letter)
+            return
+        outcome = dispatch(event, datetime.now(UTC))
+        if isinstance(outcome, SendMessage):
+            await self._js.publish(
+                outcome.subject, msgspec.json.encode(outcome), headers={"Nats-Msg-Id": outcome.command_id}
+            )
+            self.dispatched += 1
+        else:
+            await self._store.append(outcome)
+            log.warning("send_request_expired", message_id=event.data.message_id, event_id=event.id)

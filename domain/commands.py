@@ -1,0 +1,125 @@
+"""Commands: what connectors are asked to do, on ``cmd.<channel>.<connection>.<kind>``.
+
+A command is not history: it is work, taken once from the COMMANDS work queue. The
+history is the events around it — ``message.send_requested`` before, ``message.sent``
+or ``message.send_failed`` after — so a command carries the id of the event it came
+from (``causation_id``) and everything the connector needs without a lookup.
+
+The outbox decides, purely, what a send request becomes: a command, or (when it sat
+undelivered longer than ``SEND_EXPIRY``, e.g. a consumer created on an old log) a
+failure, because a message sent hours late is worse than one reported as not sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+import msgspec
+
+from domain import events as ev
+from domain import subjects
+
+SEND_MESSAGE = "send_message"
+SEND_EXPIRY = timedelta(minutes=15)
+
+CommandKind = Literal["send_message", "start_login", "stop", "refresh_status"]
+
+
+class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    command_id: str  # also its Nats-Msg-Id: a re-dispatched request is queued once
+    tenant_id: str
+    conversation_id: str
+    connection_id: str
+    channel: str
+    message_id: str
+    to: str
+    text: str
+    sender: ev.Sender
+    requested_at: datetime
+    causation_id: str  # the message.send_requested event
+    correlation_id: str | None = None
+    reply_to_message_id: str | None = None
+    agent_run_id: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return subjects.command_subject(self.channel, self.connection_id, SEND_MESSAGE)
+
+
+def send_command(event: ev.MessageSendRequested) -> SendMessage:
+    d = event.data
+    return SendMessage(
+        command_id=f"send:{event.tenant_id}:{d.message_id}",
+        tenant_id=event.tenant_id,
+        conversation_id=event.aggregate_id,
+        connection_id=d.connection_id,
+        channel=d.channel,
+        message_id=d.message_id,
+        to=d.to,
+        text=d.text,
+        sender=d.sender,
+        requested_at=event.occurred_at,
+        causation_id=event.id,
+        correlation_id=event.correlation_id or event.id,
+        reply_to_message_id=d.reply_to_message_id,
+        agent_run_id=d.agent_run_id,
+    )
+
+
+def dispatch(event: ev.MessageSendRequested, now: datetime) -> SendMessage | ev.MessageSendFailed:
+    """The command for a send request, or its failure when it is too old to send."""
+    if now - event.occurred_at > SEND_EXPIRY:
+        return ev.new_event(
+            ev.MessageSendFailed,
+            tenant_id=event.tenant_id,
+            aggregate_id=event.aggregate_id,
+            actor="system:outbox",
+            causation_id=event.id,
+            correlation_id=event.correlation_id or event.id,
+            data=ev.MessageSendFailedData(
+                message_id=event.data.message_id,
+                connection_id=event.data.connection_id,
+                code="expired",
+                reason=f"Not sent: it waited more than {SEND_EXPIRY.seconds // 60} minutes for its channel.",
+            ),
+        )
+    return send_command(event)
+
+
+def sent_event(
+    command: SendMessage, provider_message_id: str, sent_at: datetime, actor: str
+) -> ev.MessageSent:
+    """The connector's confirmation of a command the provider accepted."""
+    return ev.new_event(
+        ev.MessageSent,
+        tenant_id=command.tenant_id,
+        aggregate_id=command.conversation_id,
+        actor=actor,
+        causation_id=command.causation_id,
+        correlation_id=command.correlation_id,
+        data=ev.MessageSentData(
+            message_id=command.message_id,
+            connection_id=command.connection_id,
+            channel=command.channel,
+            provider_message_id=provider_message_id,
+            text=command.text,
+            sent_at=sent_at,
+            sender=command.sender,
+            agent_run_id=command.agent_run_id,
+        ),
+    )
+
+
+def failed_event(command: SendMessage, code: str, reason: str, actor: str) -> ev.MessageSendFailed:
+    return ev.new_event(
+        ev.MessageSendFailed,
+        tenant_id=command.tenant_id,
+        aggregate_id=command.conversation_id,
+        actor=actor,
+        causation_id=command.causation_id,
+        correlation_id=command.correlation_id,
+        data=ev.MessageSendFailedData(
+            message_id=command.message_id, connection_id=command.connection_id, code=code, reason=reason
+        ),
+    )

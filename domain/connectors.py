@@ -1,0 +1,63 @@
+"""The connector contract: what every channel integration declares and does.
+
+A connector normalizes provider traffic into canonical events (``message.received``
+with the provider's id as dedupe key, ``connection.state_changed``, ...) and executes
+the commands on ``cmd.<kind>.<connection>.<command>``. The shared runtime
+(``adapters/channels/runtime.py``) does the queueing, retries, confirmations and dead
+letters; a connector only says how to talk to its provider. See docs/connectors.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from domain.commands import SendMessage
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What a channel supports; domain code shapes replies to fit (e.g. chunking)."""
+
+    max_text_length: int
+    edits: bool = False
+    deletes: bool = False
+    reactions: bool = False
+    typing: bool = False
+    media: bool = False
+    threads: bool = False
+
+
+class Delivered(msgspec.Struct, frozen=True):
+    """The provider accepted the message."""
+
+    provider_message_id: str
+    sent_at: datetime
+
+
+class SendRejected(Exception):
+    """The provider refused for good (blocked by the user, chat gone, token revoked)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class SendDeferred(Exception):
+    """Try again later (rate limited, provider unavailable); ``retry_after`` in seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Connector(Protocol):
+    kind: str  # the channel token in subjects: "webchat", "telegram", ...
+    capabilities: Capabilities
+
+    async def send(self, command: SendMessage) -> Delivered:
+        """Deliver one message; raise SendRejected or SendDeferred when it cannot."""
+        ...

@@ -1,0 +1,182 @@
+"""Sending a message from the inbox: ``POST /v1/messages``.
+
+The answer is ``202 {"event_id","seq","message_id"}``: the request is in the log
+(``message.send_requested``), the outbox queues it for the channel, and the
+conversation shows it as ``pending`` until the connector confirms (``sent``) or gives
+up (``failed``); ``?min_seq=<seq>`` reads it back.
+
+With an ``Idempotency-Key`` header a retried request gets the first answer and never
+sends twice: the key is claimed in ``gateway.idempotency`` in the transaction that
+appends the event, and the message id is derived from the key, so even a retry after
+a crash between the append and the commit names the same message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Router, post
+from litestar.di import Provide
+from litestar.params import HeaderParameter, JSONBody
+
+from domain import events as ev
+from domain import ids
+from gateway.auth import Caller
+from gateway.context import Ctx, GatewayContext, Who, caller
+from gateway.errors import ApiError
+
+MAX_TEXT = 4000
+MAX_KEY = 200
+
+IDEMPOTENCY_SQL = """
+CREATE TABLE IF NOT EXISTS gateway.idempotency (
+    tenant_id   text NOT NULL,
+    key         text NOT NULL,
+    body_sha256 text NOT NULL,
+    event_id    text NOT NULL,
+    message_id  text NOT NULL,
+    seq         bigint NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, key)
+);
+GRANT SELECT, INSERT, UPDATE ON gateway.idempotency TO moltbot_gateway;
+"""
+
+
+class SendBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    conversation_id: str
+    text: str
+    reply_to_message_id: str | None = None
+
+
+class SendAccepted(msgspec.Struct, frozen=True):
+    event_id: str
+    seq: int
+    message_id: str
+
+
+def _validated(data: SendBody) -> str:
+    text = data.text.strip()
+    if not text:
+        raise ApiError(400, "invalid_request", "Write something to send.", field="text")
+    if len(text) > MAX_TEXT:
+        raise ApiError(
+            400, "invalid_request", f"Messages are at most {MAX_TEXT} characters; split it.", field="text"
+        )
+    return text
+
+
+def _key(header: str | None) -> str | None:
+    if header is None:
+        return None
+    key = header.strip()
+    if not key or len(key) > MAX_KEY or not key.isprintable():
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"Idempotency-Key is 1-{MAX_KEY} printable characters, e.g. a UUID.",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+async def _recipient(ctx: GatewayContext, who: Caller, conversation_id: str) -> dict[str, Any]:
+    async with ctx.tenant(who.tenant_id) as conn:
+        cur = await conn.execute(
+            "SELECT c.channel, c.connection_id, c.external_id, u.display_name"
+            " FROM rm_inbox.conversations c LEFT JOIN rm_tenants.users u ON u.user_id = %s"
+            " WHERE c.conversation_id = %s AND c.tenant_id = %s",
+            (who.user_id, conversation_id, who.tenant_id),
+        )
+        row: dict[str, Any] | None = await cur.fetchone()
+    if row is None:
+        raise ApiError(
+            404, "not_found", f"No conversation {conversation_id} in your inbox.", field="conversation_id"
+        )
+    return row
+
+
+def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: dict[str, Any]) -> ev.Event:
+    return ev.new_event(
+        ev.MessageSendRequested,
+        tenant_id=who.tenant_id,
+        aggregate_id=data.conversation_id,
+        actor=f"user:{who.user_id}",
+        data=ev.MessageSendRequestedData(
+            message_id=message_id,
+            connection_id=to["connection_id"],
+            channel=to["channel"],
+            to=to["external_id"],
+            text=text,
+            sender=ev.Sender(id=f"user:{who.user_id}", name=to["display_name"] or "You"),
+            reply_to_message_id=data.reply_to_message_id,
+        ),
+    )
+
+
+async def _append(ctx: GatewayContext, event: ev.Event) -> SendAccepted:
+    appended = await ctx.store.append(event)
+    event_id = appended.event_id
+    if appended.duplicate:  # a retry after a lost answer: the stored event is the one to name
+        stored = await ctx.store.get(appended.seq)
+        event_id = stored.id if stored is not None else event_id
+    return SendAccepted(event_id, appended.seq, event.data.message_id)  # type: ignore[attr-defined]
+
+
+@post("/messages", status_code=202)
+async def send_message(
+    ctx: Ctx,
+    who: Who,
+    data: JSONBody[SendBody],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", description="retrying with the same key sends once"),
+    ] = None,
+) -> SendAccepted:
+    """Send a message into a conversation, through its channel."""
+    text = _validated(data)
+    key = _key(idempotency_key)
+    to = await _recipient(ctx, who, data.conversation_id)
+    if key is None:
+        return await _append(ctx, _request_event(who, data, text, ids.new_id(ids.MESSAGE), to))
+    body_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
+    message_id = ids.stable_id(ids.MESSAGE, f"send:{who.tenant_id}:{key}")
+    async with ctx.pool.connection() as conn, conn.transaction():
+        # Claiming the key first makes a concurrent retry wait here for the first answer.
+        cur = await conn.execute(
+            "INSERT INTO gateway.idempotency (tenant_id, key, body_sha256, event_id, message_id, seq)"
+            " VALUES (%s, %s, %s, '', %s, 0) ON CONFLICT DO NOTHING RETURNING key",
+            (who.tenant_id, key, body_hash, message_id),
+        )
+        if await cur.fetchone() is None:
+            cur = await conn.execute(
+                "SELECT body_sha256, event_id, seq, message_id FROM gateway.idempotency"
+                " WHERE tenant_id = %s AND key = %s",
+                (who.tenant_id, key),
+            )
+            first = await cur.fetchone()
+            assert first is not None
+            if first["body_sha256"] != body_hash:
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used for a different message; use a new key.",
+                    field="Idempotency-Key",
+                )
+            return SendAccepted(first["event_id"], first["seq"], first["message_id"])
+        accepted = await _append(ctx, _request_event(who, data, text, message_id, to))
+        await conn.execute(
+            "UPDATE gateway.idempotency SET event_id = %s, seq = %s WHERE tenant_id = %s AND key = %s",
+            (accepted.event_id, accepted.seq, who.tenant_id, key),
+        )
+    return accepted
+
+
+messages_router = Router(
+    path="/v1",
+    route_handlers=[send_message],
+    tags=["inbox"],
+    dependencies={"who": Provide(caller)},
+)

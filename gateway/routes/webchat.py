@@ -1,0 +1,365 @@
+"""Webchat: the website chat widget every tenant gets — a real channel with no
+third-party account.
+
+- ``GET /v1/webchat`` (signed in): the tenant's public widget key and widget URL; the
+  widget (a ``webchat`` connection) is created on first use.
+- ``POST /v1/webchat/{key}/messages`` (public): a visitor's message. This is the
+  channel's inbound webhook: it is normalized into canonical events exactly as a
+  connector would (``conversation.created`` for a new visitor, ``message.received``
+  with ``webchat:<connection>:<provider id>`` as dedupe key).
+- ``/v1/webchat/{key}/ws`` (public WebSocket): the visitor's side of the conversation,
+  replayed from the log then live — their messages and every reply once sent.
+  Client: ``{"op":"hello","visitor_token"?,"since"?}`` first, then ``{"op":"send",
+  "text","client_message_id"?}`` or ``{"op":"ping"}``. Server: ``{"op":"welcome",
+  "visitor_token","conversation_id"}``, ``{"op":"message","seq",…}``, ``{"op":"sent",…}``,
+  ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error",…}``.
+
+A visitor is known by a random ``visitor_token`` the widget keeps (a browser session
+secret); the inbox only ever sees a one-way id derived from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Response, Router, WebSocket, get, post, websocket
+from litestar.di import Provide
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, JSONBody
+
+from adapters.nats.errors import ConcurrencyConflict
+from domain import events as ev
+from domain import ids, subjects
+from gateway.context import Ctx, GatewayContext, Who, caller
+from gateway.errors import ApiError
+from gateway.routes.web import WEB, page_headers
+
+CHANNEL = "webchat"
+MAX_TEXT = 4000
+MAX_NAME = 80
+HEARTBEAT_SECONDS = 15.0
+SEND_TIMEOUT = 10.0
+HELLO_TIMEOUT = 10.0
+
+WIDGETS_SQL = """
+CREATE TABLE IF NOT EXISTS gateway.webchat_widgets (
+    widget_key    text PRIMARY KEY,
+    tenant_id     text NOT NULL UNIQUE,
+    connection_id text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT, INSERT ON gateway.webchat_widgets TO moltbot_gateway;
+"""
+
+
+class Widget(msgspec.Struct, frozen=True):
+    widget_key: str
+    connection_id: str
+    widget_url: str  # the page a website embeds (an iframe) or links to
+
+
+class VisitorMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: str
+    visitor_token: str | None = None  # omit on a visitor's first message; keep the one returned
+    name: str | None = None
+    client_message_id: str | None = None  # makes a retried post land once
+
+
+class VisitorAccepted(msgspec.Struct, frozen=True):
+    visitor_token: str
+    conversation_id: str
+    message_id: str
+    seq: int
+
+
+class _Widget(msgspec.Struct, frozen=True):
+    tenant_id: str
+    connection_id: str
+
+
+def widget_events(tenant_id: str, connection_id: str, actor: str) -> list[ev.Event]:
+    """The events that give a tenant its webchat connection, ready to take visitors."""
+    created = ev.new_event(
+        ev.ConnectionCreated, tenant_id=tenant_id, aggregate_id=connection_id, actor=actor,
+        data=ev.ConnectionCreatedData(channel=CHANNEL, display_name="Website chat"),
+    )  # fmt: skip
+    connected = ev.new_event(
+        ev.ConnectionStateChanged, tenant_id=tenant_id, aggregate_id=connection_id, actor=actor,
+        causation_id=created.id,
+        data=ev.ConnectionStateChangedData(
+            state="connected", code="ready", message="Your website chat is ready for visitors."
+        ),
+    )  # fmt: skip
+    return [created, connected]
+
+
+def new_widget_key() -> str:
+    return "wk_" + secrets.token_urlsafe(18)
+
+
+def _widget(key: str, connection_id: str) -> Widget:
+    return Widget(key, connection_id, f"/webchat/{key}")
+
+
+async def ensure_widget(ctx: GatewayContext, tenant_id: str, actor: str) -> Widget:
+    """The tenant's widget, created (row and events) if it has none yet."""
+    async with ctx.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "SELECT widget_key, connection_id FROM gateway.webchat_widgets WHERE tenant_id = %s", (tenant_id,)
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return _widget(row["widget_key"], row["connection_id"])
+        key, connection_id = new_widget_key(), ids.new_id(ids.CONNECTION)
+        cur = await conn.execute(
+            "INSERT INTO gateway.webchat_widgets (widget_key, tenant_id, connection_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (tenant_id) DO NOTHING RETURNING widget_key",
+            (key, tenant_id, connection_id),
+        )
+        if await cur.fetchone() is None:  # created meanwhile by a concurrent request
+            return await ensure_widget(ctx, tenant_id, actor)
+        await ctx.store.append_many(widget_events(tenant_id, connection_id, actor))
+    return _widget(key, connection_id)
+
+
+@get("/v1/webchat")
+async def my_widget(ctx: Ctx, who: Who) -> Widget:
+    """Your website chat: the widget key is public (it goes on your site)."""
+    return await ensure_widget(ctx, who.tenant_id, f"user:{who.user_id}")
+
+
+async def _find_widget(ctx: GatewayContext, key: str) -> _Widget:
+    if not subjects.is_token(key):
+        raise ApiError(404, "not_found", "No website chat has this key.", field="key")
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tenant_id, connection_id FROM gateway.webchat_widgets WHERE widget_key = %s", (key,)
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "not_found", "No website chat has this key.", field="key")
+    return _Widget(row["tenant_id"], row["connection_id"])
+
+
+def _visitor_id(widget: _Widget, token: str) -> str:
+    return ids.stable_id("v", f"{widget.connection_id}:{token}")
+
+
+def _conversation_id(widget: _Widget, token: str) -> str:
+    return ids.stable_id(ids.CONVERSATION, f"{CHANNEL}:{widget.connection_id}:{_visitor_id(widget, token)}")
+
+
+def _visitor_token(value: str | None) -> str:
+    if value is None:
+        return "vt_" + secrets.token_urlsafe(24)
+    if not (10 <= len(value) <= 100) or not subjects.is_token(value):
+        raise ApiError(
+            400,
+            "invalid_request",
+            "visitor_token is the value a previous answer gave.",
+            field="visitor_token",
+        )
+    return value
+
+
+def _clean(message: VisitorMessage) -> tuple[str, str]:
+    text = message.text.strip()
+    if not text or len(text) > MAX_TEXT:
+        raise ApiError(400, "invalid_request", f"Write 1-{MAX_TEXT} characters.", field="text")
+    name = " ".join((message.name or "").split())[:MAX_NAME] or "Visitor"
+    if message.client_message_id is not None and not (
+        0 < len(message.client_message_id) <= 100 and message.client_message_id.isprintable()
+    ):
+        raise ApiError(
+            400, "invalid_request", "client_message_id is 1-100 characters.", field="client_message_id"
+        )
+    return text, name
+
+
+async def receive(ctx: GatewayContext, widget: _Widget, message: VisitorMessage) -> VisitorAccepted:
+    """Normalize a visitor's message into canonical events, as a connector does."""
+    text, name = _clean(message)
+    token = _visitor_token(message.visitor_token)
+    visitor_id = _visitor_id(widget, token)
+    conversation_id = _conversation_id(widget, token)
+    actor = f"connector:{CHANNEL}:{widget.connection_id}"
+    created = ev.new_event(
+        ev.ConversationCreated, tenant_id=widget.tenant_id, aggregate_id=conversation_id, actor=actor,
+        data=ev.ConversationCreatedData(
+            channel=CHANNEL, connection_id=widget.connection_id, kind="direct",
+            title=f"{name} (website)", external_id=visitor_id,
+        ),
+    )  # fmt: skip
+    with contextlib.suppress(ConcurrencyConflict):  # a returning visitor: it exists
+        await ctx.store.append(created, expected_seq=0)
+    # The visitor's id is part of the provider id: one visitor's client ids never touch another's.
+    provider_id = f"{visitor_id}:{message.client_message_id or ids.ulid()}"
+    dedupe = f"{CHANNEL}:{widget.connection_id}:{provider_id}"  # = the event's Nats-Msg-Id
+    received = ev.new_event(
+        ev.MessageReceived, tenant_id=widget.tenant_id, aggregate_id=conversation_id, actor=actor,
+        data=ev.MessageReceivedData(
+            message_id=ids.stable_id(ids.MESSAGE, dedupe),
+            connection_id=widget.connection_id, channel=CHANNEL, provider_message_id=provider_id,
+            sender=ev.Sender(id=f"{CHANNEL}:{visitor_id}", name=name), text=text, sent_at=datetime.now(UTC),
+        ),
+    )  # fmt: skip
+    appended = await ctx.store.append(received)
+    return VisitorAccepted(token, conversation_id, received.data.message_id, appended.seq)
+
+
+@post("/v1/webchat/{key:str}/messages", status_code=202)
+async def visitor_message(ctx: Ctx, key: FromPath[str], data: JSONBody[VisitorMessage]) -> VisitorAccepted:
+    """A website visitor's message (public: the widget key is all it takes)."""
+    return await receive(ctx, await _find_widget(ctx, key), data)
+
+
+class _Hello(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    op: str
+    visitor_token: str | None = None
+    since: int | None = None
+    name: str | None = None
+
+
+class _Closed(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def _visible(record_subject: str, data: bytes, seq: int) -> str | None:
+    """What a visitor sees of an event of their conversation: messages in and out."""
+    kind = record_subject.rsplit(".", 1)[-1]
+    if kind not in ("message_received", "message_sent"):
+        return None
+    event = json.loads(data)
+    d = event["data"]
+    message = {
+        "message_id": d["message_id"],
+        "from": "visitor" if kind == "message_received" else "business",
+        "sender_name": d["sender"]["name"],
+        "text": d["text"],
+        "sent_at": d["sent_at"],
+    }
+    return json.dumps({"op": "message", "seq": seq, "message": message})
+
+
+@websocket("/v1/webchat/{key:str}/ws")
+async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPath[str]) -> None:
+    await socket.accept()
+    lock = asyncio.Lock()
+
+    async def send(text: str) -> None:
+        async with lock:
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await socket.send_text(text)
+            except TimeoutError:
+                raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
+
+    try:
+        try:
+            widget = await _find_widget(ctx, key)
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                hello = msgspec.json.decode(await socket.receive_text(), type=_Hello)
+            if hello.op != "hello":
+                raise _Closed(4400, 'the first message must be {"op":"hello",…}')
+            token = _visitor_token(hello.visitor_token)
+        except ApiError as exc:
+            raise _Closed(4404 if exc.status == 404 else 4400, exc.detail) from None
+        except TimeoutError:
+            raise _Closed(4400, 'send {"op":"hello"} first') from None
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise _Closed(4400, f"invalid hello: {exc}") from None
+        conversation_id = _conversation_id(widget, token)
+        await send(json.dumps({"op": "welcome", "visitor_token": token, "conversation_id": conversation_id}))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_visitor_input(socket, ctx, widget, token, hello.name, send))
+            await _conversation_feed(ctx, widget, conversation_id, max(hello.since or 1, 1), send)
+    except* _Closed as closed:
+        reason = closed.exceptions[0]
+        assert isinstance(reason, _Closed)
+        with contextlib.suppress(Exception):
+            await socket.send_text(json.dumps({"op": "error", "error": "closed", "detail": reason.reason}))
+            await socket.close(code=reason.code, reason=reason.reason[:120])
+    except* (WebSocketDisconnect, ConnectionError):
+        pass
+
+
+async def _conversation_feed(
+    ctx: GatewayContext, widget: _Widget, conversation_id: str, since: int, send: Any
+) -> None:
+    subject = subjects.aggregate_filter(widget.tenant_id, ev.CONVERSATION, conversation_id)
+    records = ctx.store.read(since=since, subject=subject, follow=True).__aiter__()
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(records.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                await send('{"op":"heartbeat"}')
+                continue
+            record, pending = pending.result(), None
+            visible = _visible(record.subject, record.data, record.seq)
+            if visible is not None:
+                await send(visible)
+    finally:
+        if pending is not None:
+            pending.cancel()
+        with contextlib.suppress(Exception):
+            await records.aclose()  # type: ignore[attr-defined]
+
+
+async def _visitor_input(
+    socket: WebSocket[Any, Any, Any],
+    ctx: GatewayContext,
+    widget: _Widget,
+    token: str,
+    name: str | None,
+    send: Any,
+) -> None:
+    while True:
+        raw = await socket.receive_text()
+        try:
+            request = json.loads(raw)
+            op = request.get("op")
+        except (ValueError, AttributeError):
+            request, op = {}, None
+        if op == "ping":
+            await send('{"op":"pong"}')
+        elif op == "send":
+            try:
+                message = VisitorMessage(
+                    text=str(request.get("text", "")),
+                    visitor_token=token,
+                    name=name,
+                    client_message_id=request.get("client_message_id"),
+                )
+                accepted = await receive(ctx, widget, message)
+            except ApiError as exc:
+                await send(json.dumps({"op": "error", "error": exc.error, "detail": exc.detail}))
+                continue
+            await send(json.dumps({"op": "sent", "message_id": accepted.message_id, "seq": accepted.seq}))
+        else:
+            await send(json.dumps({"op": "error", "error": "unknown_op", "detail": 'use "send" or "ping"'}))
+
+
+@get("/webchat/{key:str}", include_in_schema=False)
+async def widget_page(key: FromPath[str]) -> Response[bytes]:
+    """The chat widget page a website embeds; the key is read by its script from the URL."""
+    return Response(
+        (WEB / "webchat.html").read_bytes(), media_type="text/html; charset=utf-8", headers=page_headers()
+    )
+
+
+webchat_router = Router(
+    path="/",
+    route_handlers=[my_widget, visitor_message, visitor_socket, widget_page],
+    tags=["webchat"],
+    dependencies={"who": Provide(caller)},
+)

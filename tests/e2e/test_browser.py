@@ -1,0 +1,85 @@
+"""The web inbox in a real browser (Playwright driving Debian's Chromium) against the
+whole product: a new user signs up, writes in their own website chat, sees the message
+arrive live in the inbox, replies, and sees the reply reach the chat."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+
+# The product's fixtures (real nats-server, PostgreSQL, gateway, projections, outbox, connectors).
+from tests.integration.conftest import (  # noqa: F401
+    api,
+    database_url,
+    nats_server,
+    nc,
+    postgres,
+    stack,
+    streams_spec,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # tests run as root in CI containers
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Chromium is missing: `make chromium` installs Debian's package"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        await browser.close()
+
+
+async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:  # noqa: F811
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    expect.set_options(timeout=15_000)
+    await page.goto(str(api.base_url))
+
+    await page.get_by_label("E-mail").fill("first.user@example.com")
+    await page.get_by_label("Password").fill("a long enough password")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.locator("#inbox")).to_be_visible()
+    await expect(page.locator("#empty")).to_be_visible()
+
+    # Try it: the tenant's own website chat, as a visitor.
+    await page.get_by_role("button", name="Try it").click()
+    chat = page.frame_locator("#try-frame")
+    await expect(chat.locator("#chat-status")).to_have_text("Online")
+    await chat.get_by_label("Your message").fill("Hello from the website!")
+    await chat.get_by_role("button", name="Send").click()
+    await expect(chat.locator("#chat-messages")).to_contain_text("Hello from the website!")
+
+    # It arrives live in the inbox, unread, with its channel.
+    conversation = page.locator("#conversations li").first
+    await expect(conversation).to_contain_text("Hello from the website!")
+    await expect(conversation).to_contain_text("webchat")
+    await expect(conversation.locator(".unread")).to_have_text("1")
+    await conversation.get_by_role("button").click()
+    await expect(page.locator("#messages")).to_contain_text("Hello from the website!")
+
+    # The reply goes out through the channel and reaches the visitor.
+    await page.get_by_label("Reply").fill("Hi! How can we help?")
+    await page.locator(".compose").get_by_role("button", name="Send").click()
+    reply = chat.locator("#chat-messages li.business")
+    await expect(reply).to_contain_text("Hi! How can we help?")
+    await expect(page.locator("#messages li.out")).to_contain_text("Hi! How can we help?")
+    await expect(page.locator("#messages li.out")).not_to_contain_text("sending…")
+    await expect(conversation.locator(".unread")).to_have_count(0)  # opening it marked it read
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "browser-webchat-round-trip.png"), full_page=True)

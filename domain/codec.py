@@ -99,14 +99,23 @@ def dedupe_key(event: Event) -> str:
     Inbound messages are identified by the provider's id, so a retried webhook is
     stored once. A send request, its confirmation and its failure are each keyed by the
     message id, so a retried send (an idempotent API call, a redelivered command) is
-    recorded once. Everything else by its own event id.
+    recorded once; an agent run's events by the run id, and metered usage by what it
+    meters (``source_id``), so a run resumed after a crash records each step once.
+    Everything else by its own event id.
     """
     data = getattr(event, "data", None)
     if event.type == "message.received":
         return f"{data.channel}:{data.connection_id}:{data.provider_message_id}"  # type: ignore[union-attr]
     if event.type in _KEYED_BY_MESSAGE:
         return f"{event.type}:{event.tenant_id}:{data.message_id}"  # type: ignore[union-attr]
+    if event.type in _KEYED_BY_RUN:
+        return f"{event.type}:{event.tenant_id}:{data.run_id}"  # type: ignore[union-attr]
+    if event.type == "usage.recorded" and data.source_id:  # type: ignore[union-attr]
+        return f"usage:{event.tenant_id}:{data.metric}:{data.source_id}"  # type: ignore[union-attr]
     return event.id
 
 
 _KEYED_BY_MESSAGE = frozenset({"message.send_requested", "message.sent", "message.send_failed"})
+_KEYED_BY_RUN = frozenset(
+    {"agent.run_requested", "agent.run_started", "agent.run_completed", "agent.run_failed"}
+)

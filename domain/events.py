@@ -14,7 +14,7 @@ read by :mod:`domain.codec`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar, Literal, TypeVar, Union, get_args
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args
 
 import msgspec
 
@@ -26,6 +26,11 @@ USER = "user"
 CONNECTION = "connection"
 CONVERSATION = "conversation"
 DEVICE = "device"
+AGENT = "agent"
+# One lane per conversation for the agent's runs (aggregate id = the conversation id):
+# appending with an expected sequence on it keeps at most one run at a time, without
+# contending with the conversation's own message traffic.
+ASSISTANT = "assistant"
 
 Role = Literal["owner", "admin", "member"]
 Plan = Literal["free", "pro", "byok"]
@@ -378,6 +383,35 @@ class MediaAvailable(Event, frozen=True, kw_only=True, tag="media.available"):
 # --- agent runs (serialized per conversation) -----------------------------------------
 
 
+class AgentRoutingRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the agent may answer. Empty lists mean "no restriction"."""
+
+    channels: tuple[str, ...] = ()  # only these channels ("webchat", "telegram", ...)
+    groups_require_mention: bool = True  # in groups, answer only when mentioned
+    allowed_senders: tuple[str, ...] = ()  # sender ids it answers; empty = everyone
+    quiet_hours: tuple[int, int] | None = None  # (from, to) hours UTC when it stays quiet
+    auto_reply_outside_quiet: bool = True  # answer outside quiet hours
+
+
+class AgentConfiguredData(Payload, frozen=True):
+    """The whole configuration of an agent (the latest event wins)."""
+
+    name: str
+    model: str  # e.g. "claude-sonnet-4-5"; the offline model answers when no key is set
+    system_prompt: str
+    tools: tuple[str, ...] = ("search_history", "current_time")
+    rules: AgentRoutingRules = AgentRoutingRules()
+    enabled: bool = True
+    template: str | None = None  # the template it started from, e.g. "personal_assistant"
+
+
+class AgentConfigured(Event, frozen=True, kw_only=True, tag="agent.configured"):
+    """An agent was created or its configuration changed."""
+
+    AGGREGATE = AGENT
+    data: AgentConfiguredData
+
+
 class AgentRunRequestedData(Payload, frozen=True):
     run_id: str
     agent_id: str
@@ -385,7 +419,7 @@ class AgentRunRequestedData(Payload, frozen=True):
 
 
 class AgentRunRequested(Event, frozen=True, kw_only=True, tag="agent.run_requested"):
-    AGGREGATE = CONVERSATION
+    AGGREGATE = ASSISTANT
     data: AgentRunRequestedData
 
 
@@ -395,8 +429,14 @@ class AgentRunStartedData(Payload, frozen=True):
 
 
 class AgentRunStarted(Event, frozen=True, kw_only=True, tag="agent.run_started"):
-    AGGREGATE = CONVERSATION
+    AGGREGATE = ASSISTANT
     data: AgentRunStartedData
+
+
+class AgentToolUse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    input: dict[str, Any]
+    is_error: bool = False
 
 
 class AgentRunCompletedData(Payload, frozen=True):
@@ -406,10 +446,12 @@ class AgentRunCompletedData(Payload, frozen=True):
     tokens_out: int
     cost_micros: int
     reply_message_id: str | None = None
+    tool_calls: tuple[AgentToolUse, ...] = ()
+    offline: bool = False  # answered by the built-in offline model
 
 
 class AgentRunCompleted(Event, frozen=True, kw_only=True, tag="agent.run_completed"):
-    AGGREGATE = CONVERSATION
+    AGGREGATE = ASSISTANT
     data: AgentRunCompletedData
 
 
@@ -420,7 +462,7 @@ class AgentRunFailedData(Payload, frozen=True):
 
 
 class AgentRunFailed(Event, frozen=True, kw_only=True, tag="agent.run_failed"):
-    AGGREGATE = CONVERSATION
+    AGGREGATE = ASSISTANT
     data: AgentRunFailedData
 
 
@@ -472,6 +514,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ReactionAdded,
     ReactionRemoved,
     MediaAvailable,
+    AgentConfigured,
     AgentRunRequested,
     AgentRunStarted,
     AgentRunCompleted,

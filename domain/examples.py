@@ -16,6 +16,7 @@ MESSAGE_ID = "m_3V5W3T6X7Y8Z9A0B1C2D3E4F5G"
 REPLY_ID = "m_01JD3V5W4A1B2C3D4E5F6G7H8J"
 RUN_ID = "r_01JD3V5W4B9K8M7N6P5Q4R3S2T"
 DEVICE_ID = "d_01JD3V5W4C2V3W4X5Y6Z7A8B9C"
+AGENT_ID = "ag_01JD3V5W4D3X4Y5Z6A7B8C9D0E"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -131,10 +132,22 @@ def examples() -> list[ev.Event]:
             ev.ReactionData(message_id=MESSAGE_ID, emoji="👍", sender_id="tg:5551234"),
         ),
         (
+            ev.AgentConfigured,
+            AGENT_ID,
+            user,
+            ev.AgentConfiguredData(
+                name="Moltbot",
+                model="claude-sonnet-4-5",
+                system_prompt="You are Ada's personal assistant. Be brief and kind.",
+                rules=ev.AgentRoutingRules(channels=("telegram", "webchat"), quiet_hours=(22, 7)),
+                template="personal_assistant",
+            ),
+        ),
+        (
             ev.AgentRunRequested,
             CONVERSATION_ID,
             agent,
-            ev.AgentRunRequestedData(run_id=RUN_ID, agent_id="default", trigger_message_id=MESSAGE_ID),
+            ev.AgentRunRequestedData(run_id=RUN_ID, agent_id=AGENT_ID, trigger_message_id=MESSAGE_ID),
         ),
         (
             ev.AgentRunStarted,

@@ -20,6 +20,7 @@ MESSAGE = "m"
 RUN = "r"
 DEVICE = "d"
 MEDIA = "md"
+AGENT = "ag"
 
 
 def _encode(value: int, length: int) -> str:

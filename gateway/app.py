@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from gateway.context import GatewayContext, context
 from gateway.errors import HANDLERS
 from gateway.routes.accounts import auth_router, me_router
+from gateway.routes.agents import agents_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.messages import messages_router
@@ -27,6 +28,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             me_router,
             inbox_router,
             messages_router,
+            agents_router,
             webchat_router,
             realtime_router,
             index,

@@ -13,6 +13,9 @@ import contextlib
 import fnmatch
 from collections.abc import AsyncIterator
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
 from adapters.nats.event_store import EventStore, StoredRecord
 from domain import subjects
 from gateway.errors import ApiError
@@ -71,3 +74,36 @@ async def tenant_feed(
                 await pending
         with contextlib.suppress(Exception):
             await records.aclose()  # type: ignore[attr-defined]
+
+
+LIVE_QUEUE = 1000  # agent deltas held for one slow client before the oldest are dropped
+
+
+@contextlib.asynccontextmanager
+async def live_signals(nc: Client, subject: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+    """Short-lived signals (agent token deltas) on ``subject`` as they happen, no replay.
+
+    They are not part of the log: a client that drops misses the ones sent meanwhile, and
+    the finished reply arrives as a message event anyway. A bounded queue keeps a slow
+    client from holding more than ``LIVE_QUEUE`` of them.
+    """
+    queue: asyncio.Queue[Msg] = asyncio.Queue(LIVE_QUEUE)
+
+    async def deliver(msg: Msg) -> None:
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(msg)
+
+    subscription = await nc.subscribe(subject, cb=deliver)
+    try:
+        yield queue
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+def agent_deltas(tenant_id: str, conversation_id: str | None = None) -> str:
+    """The live subject of a tenant's agent deltas, or of one conversation's."""
+    if conversation_id is None:
+        return subjects.live_subject(tenant_id, "agent") + ".>"
+    return subjects.live_subject(tenant_id, "agent", conversation_id) + ".*"

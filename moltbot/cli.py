@@ -22,6 +22,8 @@ from typing import Any
 import structlog
 from tqdm import tqdm
 
+from adapters.agent.choice import ModelChoice
+from adapters.agent.orchestrator import AgentSettings
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file, stream_states
@@ -75,6 +77,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port or settings.gateway_port,
         oidc=settings.oidc_config(),
+        models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
     )
     return 0
 
@@ -271,6 +274,20 @@ async def cmd_projections_run(settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
+async def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_agent
+
+    nats_url, database_url = settings.servers()
+    models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
+    try:
+        await run_agent(
+            nats_url, database_url, models, settings=AgentSettings(debounce=settings.agent_debounce)
+        )
+    finally:
+        await models.aclose()
+    return 0
+
+
 async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import run_outbox
 
@@ -458,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, help="port (default $MOLTBOT_GATEWAY_PORT or 8000)")
 
+    add(
+        commands,
+        "agent",
+        cmd_agent,
+        "Run the agent only: answers messages where your rules allow (Anthropic with"
+        " MOLTBOT_ANTHROPIC_API_KEY, the built-in offline model without).",
+    )
     add(commands, "outbox", cmd_outbox, "Run the outbox only: send requests become channel commands.")
     conn_cmd = add(
         commands, "connector", cmd_connector, "Run connectors only: they execute channel commands."

@@ -15,6 +15,9 @@ import uvicorn
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.agent.choice import ModelChoice
+from adapters.agent.orchestrator import AgentSettings, Orchestrator
+from adapters.agent.reads import AgentReads
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.webchat import WebchatConnector
 from adapters.nats.connection import connection
@@ -96,9 +99,27 @@ async def run_connectors(nats_url: str, spec: StreamsFile, kinds: Sequence[str] 
             tasks.create_task(runtime.run(), name=runtime.consumer)
 
 
+async def run_agent(
+    nats_url: str, database_url: str, models: ModelChoice, *, settings: AgentSettings | None = None
+) -> None:
+    """Answer messages where the tenants' rules allow, until cancelled."""
+    reads = AgentReads(database_url)
+    await reads.open()
+    try:
+        async with connection(nats_url, name="moltbot-agent") as nc:
+            await Orchestrator(nc, reads, models, settings=settings or AgentSettings()).run()
+    finally:
+        await reads.close()
+
+
 @contextlib.asynccontextmanager
 async def gateway_context(
-    nats_url: str, database_url: str, key_file: Path, *, oidc: OidcConfig | None = None
+    nats_url: str,
+    database_url: str,
+    key_file: Path,
+    *,
+    oidc: OidcConfig | None = None,
+    models: ModelChoice | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -126,7 +147,9 @@ async def gateway_context(
     verifier = OidcVerifier(oidc) if oidc is not None else None
     try:
         async with connection(nats_url, name="moltbot-gateway") as nc:
-            yield GatewayContext(store=EventStore(nc), pool=pool, tokens=tokens, oidc=verifier)
+            yield GatewayContext(
+                store=EventStore(nc), pool=pool, tokens=tokens, oidc=verifier, choose_model=models
+            )
     finally:
         if verifier is not None:
             await verifier.aclose()
@@ -142,9 +165,10 @@ async def run_gateway(
     port: int = 8000,
     started: asyncio.Event | None = None,
     oidc: OidcConfig | None = None,
+    models: ModelChoice | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
-    async with gateway_context(nats_url, database_url, key_file, oidc=oidc) as ctx:
+    async with gateway_context(nats_url, database_url, key_file, oidc=oidc, models=models) as ctx:
         config = uvicorn.Config(
             create_app(ctx),
             host=host,

@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "moltbot_tenant"
     oidc_role_claim: str = "moltbot_role"
+    # The deployment's Anthropic key; without one the built-in offline model answers.
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
+    agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -66,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             oidc_audience=environ.get("MOLTBOT_OIDC_AUDIENCE") or None,
             oidc_tenant_claim=environ.get("MOLTBOT_OIDC_TENANT_CLAIM") or "moltbot_tenant",
             oidc_role_claim=environ.get("MOLTBOT_OIDC_ROLE_CLAIM") or "moltbot_role",
+            anthropic_api_key=environ.get("MOLTBOT_ANTHROPIC_API_KEY")
+            or environ.get("ANTHROPIC_API_KEY")
+            or None,
+            anthropic_base_url=environ.get("MOLTBOT_ANTHROPIC_BASE_URL") or None,
+            agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
         return settings

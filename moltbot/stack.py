@@ -23,12 +23,21 @@ from typing import IO, Any
 import psycopg
 import structlog
 
+from adapters.agent.choice import ModelChoice
+from adapters.agent.orchestrator import AgentSettings
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
-from moltbot.roles import GatewayStartError, run_connectors, run_gateway, run_outbox, run_projections
+from moltbot.roles import (
+    GatewayStartError,
+    run_agent,
+    run_connectors,
+    run_gateway,
+    run_outbox,
+    run_projections,
+)
 from moltbot.settings import Settings
 from projections.registry import all_projections
 
@@ -138,6 +147,11 @@ async def up(settings: Settings) -> None:
                 for report in await apply_streams(nc, spec):
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
             gateway_started = asyncio.Event()
+            models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
+            log.info(
+                "agent_model",
+                model="anthropic" if settings.anthropic_api_key else "offline (no Anthropic key set)",
+            )
             try:
                 async with asyncio.TaskGroup() as roles:
                     roles.create_task(
@@ -147,6 +161,15 @@ async def up(settings: Settings) -> None:
                         name="projections",
                     )
                     roles.create_task(run_outbox(description["nats_url"]), name="outbox")
+                    roles.create_task(
+                        run_agent(
+                            description["nats_url"],
+                            description["database_url"],
+                            models,
+                            settings=AgentSettings(debounce=settings.agent_debounce),
+                        ),
+                        name="agent",
+                    )
                     roles.create_task(run_connectors(description["nats_url"], spec), name="connectors")
                     roles.create_task(
                         run_gateway(
@@ -156,6 +179,7 @@ async def up(settings: Settings) -> None:
                             port=settings.gateway_port,
                             started=gateway_started,
                             oidc=settings.oidc_config(),
+                            models=models,
                         ),
                         name="gateway",
                     )
@@ -172,5 +196,6 @@ async def up(settings: Settings) -> None:
             except* GatewayStartError as failed:
                 raise failed.exceptions[0] from None
             finally:
+                await models.aclose()
                 settings.stack_file.unlink(missing_ok=True)
                 log.info("stack_stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.agents import AgentsProjection
 from projections.base import Projection
 from projections.connections import ConnectionsProjection
 from projections.inbox import InboxProjection
@@ -10,7 +11,13 @@ from projections.usage import UsageProjection
 
 
 def all_projections() -> tuple[Projection, ...]:
-    return (TenantsProjection(), ConnectionsProjection(), InboxProjection(), UsageProjection())
+    return (
+        TenantsProjection(),
+        ConnectionsProjection(),
+        InboxProjection(),
+        UsageProjection(),
+        AgentsProjection(),
+    )
 
 
 def by_name(name: str) -> Projection:

@@ -12,7 +12,7 @@ from typing import Any
 from adapters.postgres.database import Connection
 from domain.events import Event
 
-Statement = tuple[str, dict[str, Any]]
+Statement = tuple[str, dict[str, Any] | tuple[Any, ...]]
 Handler = Callable[[int, Any], list[Statement]]
 
 

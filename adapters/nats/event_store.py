@@ -80,6 +80,10 @@ class EventStore:
         self._window = window
         self._timeout = timeout
 
+    @property
+    def nc(self) -> Client:
+        return self._nc
+
     # --- writing -------------------------------------------------------------------
 
     async def append(self, event: Event, *, expected_seq: int | None = None) -> Appended:

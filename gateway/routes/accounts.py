@@ -1,9 +1,9 @@
 """Sign-up, log-in, token refresh and ``/me``.
 
-Sign-up is events (``user.registered``, ``tenant.created``, ``member.added``, and the
-tenant's website chat connection) plus a credentials row and a widget row; their
-transaction commits only after the events are stored, and a taken e-mail is refused
-before anything is appended.
+Sign-up is events (``user.registered``, ``tenant.created``, ``member.added``, the
+tenant's website chat connection and its default agent) plus a credentials row and a
+widget row; their transaction commits only after the events are stored, and a taken
+e-mail is refused before anything is appended.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from litestar import Router, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody, Parameter
 
+from domain import agent, ids
 from domain import events as ev
-from domain import ids
 from gateway.auth import Caller, Role, TokenPair, hash_password, verify_password
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
@@ -121,7 +121,11 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx) -> Session:
             (widget_key, tenant_id, webchat_id),
         )
         webchat = widget_events(tenant_id, webchat_id, actor)
-        appended = await ctx.store.append_many([created, registered, member, *webchat])
+        assistant = ev.new_event(
+            ev.AgentConfigured, tenant_id=tenant_id, aggregate_id=agent.default_agent_id(tenant_id),
+            actor=actor, data=agent.TEMPLATES["personal_assistant"], correlation_id=created.id,
+        )  # fmt: skip
+        appended = await ctx.store.append_many([created, registered, member, *webchat, assistant])
     caller_ = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
     return Session(user_id, tenant_id, "owner", ctx.tokens.issue(caller_), appended[-1].seq)
 

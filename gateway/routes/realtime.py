@@ -8,6 +8,8 @@ WebSocket protocol (JSON text frames):
 - client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…"}`` (the
   token may instead be ``?access_token=`` on the URL); ``{"op":"ping"}``
 - server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}``,
+  ``{"op":"live","type":"agent.delta","data":{"run_id","conversation_id","index","delta"}}``
+  (an agent's reply as it is written; live only, not replayed),
   ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error","error":…,"detail":…}``
 A client that does not read for SEND_TIMEOUT seconds is closed with code 4008 and a reason.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -26,13 +29,15 @@ from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from nats.aio.msg import Msg
 
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from gateway.feed import event_type, tenant_feed, type_patterns
+from gateway.feed import agent_deltas, event_type, live_signals, tenant_feed, type_patterns
 
 HEARTBEAT_SECONDS = 15.0
+AGENT_DELTA = "agent.delta"  # a piece of an agent's reply while it is written (live, no seq)
 SEND_TIMEOUT = 10.0
 AUTH_TIMEOUT = 10.0
 
@@ -55,7 +60,7 @@ async def events(
     patterns = type_patterns(types.split(",") if types else None, "types")
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
 
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+    async def logged() -> AsyncIterator[ServerSentEventMessage]:
         async for record in feed:
             if record is None:
                 yield ServerSentEventMessage(comment="keep-alive")
@@ -63,6 +68,34 @@ async def events(
                 yield ServerSentEventMessage(
                     data=record.data.decode(), event=event_type(record), id=record.seq
                 )
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        if not wants_deltas(patterns):
+            async for message in logged():
+                yield message
+            return
+        # Log events and live agent deltas, interleaved as they come; deltas carry no id,
+        # so Last-Event-ID stays the last logged event.
+        merged: asyncio.Queue[ServerSentEventMessage] = asyncio.Queue(64)
+
+        async def pump_log() -> None:
+            async for message in logged():
+                await merged.put(message)
+
+        async def pump_deltas(live: asyncio.Queue[Msg]) -> None:
+            while True:
+                msg = await live.get()
+                await merged.put(ServerSentEventMessage(data=msg.data.decode(), event=AGENT_DELTA))
+
+        async with live_signals(ctx.store.nc, agent_deltas(who.tenant_id)) as live:
+            pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
+            try:
+                while True:
+                    yield await merged.get()
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
 
     return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -141,8 +174,11 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
         outbox = _Outbox(socket)
         await outbox.send(json.dumps({"op": "subscribed", "since": since}))
         feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
-        async with asyncio.TaskGroup() as tasks:
+        live_subject = agent_deltas(who.tenant_id)
+        async with live_signals(ctx.store.nc, live_subject) as live, asyncio.TaskGroup() as tasks:
             tasks.create_task(_answer_pings(socket, outbox))
+            if wants_deltas(patterns):
+                tasks.create_task(_forward_deltas(live, outbox))
             async for record in feed:
                 if record is None:
                     await outbox.send('{"op":"heartbeat"}')
@@ -156,6 +192,16 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
             await socket.close(code=reason.code, reason=reason.reason[:120])
     except* (WebSocketDisconnect, ConnectionError):
         pass
+
+
+def wants_deltas(patterns: list[str] | None) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(AGENT_DELTA, p) for p in patterns)
+
+
+async def _forward_deltas(live: asyncio.Queue[Msg], outbox: _Outbox) -> None:
+    while True:
+        msg = await live.get()
+        await outbox.send(b'{"op":"live","type":"%s","data":%s}' % (AGENT_DELTA.encode(), msg.data))
 
 
 async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: _Outbox) -> None:

@@ -12,6 +12,7 @@ third-party account.
   Client: ``{"op":"hello","visitor_token"?,"since"?}`` first, then ``{"op":"send",
   "text","client_message_id"?}`` or ``{"op":"ping"}``. Server: ``{"op":"welcome",
   "visitor_token","conversation_id"}``, ``{"op":"message","seq",…}``, ``{"op":"sent",…}``,
+  ``{"op":"typing","run_id","index","delta"}`` (the agent's reply as it is written),
   ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error",…}``.
 
 A visitor is known by a random ``visitor_token`` the widget keeps (a browser session
@@ -32,12 +33,14 @@ from litestar import Response, Router, WebSocket, get, post, websocket
 from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody
+from nats.aio.msg import Msg
 
 from adapters.nats.errors import ConcurrencyConflict
 from domain import events as ev
 from domain import ids, subjects
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
+from gateway.feed import agent_deltas, live_signals
 from gateway.routes.web import WEB, page_headers
 
 CHANNEL = "webchat"
@@ -278,8 +281,10 @@ async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPa
             raise _Closed(4400, f"invalid hello: {exc}") from None
         conversation_id = _conversation_id(widget, token)
         await send(json.dumps({"op": "welcome", "visitor_token": token, "conversation_id": conversation_id}))
-        async with asyncio.TaskGroup() as tasks:
+        deltas = agent_deltas(widget.tenant_id, conversation_id)
+        async with live_signals(ctx.store.nc, deltas) as live, asyncio.TaskGroup() as tasks:
             tasks.create_task(_visitor_input(socket, ctx, widget, token, hello.name, send))
+            tasks.create_task(_typing(live, send))
             await _conversation_feed(ctx, widget, conversation_id, max(hello.since or 1, 1), send)
     except* _Closed as closed:
         reason = closed.exceptions[0]
@@ -313,6 +318,17 @@ async def _conversation_feed(
             pending.cancel()
         with contextlib.suppress(Exception):
             await records.aclose()  # type: ignore[attr-defined]
+
+
+async def _typing(live: asyncio.Queue[Msg], send: Any) -> None:
+    """The reply being written, piece by piece (live only; the sent message follows)."""
+    while True:
+        delta = json.loads((await live.get()).data)
+        await send(
+            json.dumps(
+                {"op": "typing", "run_id": delta["run_id"], "index": delta["index"], "delta": delta["delta"]}
+            )
+        )
 
 
 async def _visitor_input(

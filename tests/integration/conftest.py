@@ -19,6 +19,8 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
+from adapters.agent.choice import ModelChoice
+from adapters.agent.orchestrator import AgentSettings
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
@@ -26,7 +28,7 @@ from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
-from moltbot.roles import run_connectors, run_gateway, run_outbox, run_projections
+from moltbot.roles import run_agent, run_connectors, run_gateway, run_outbox, run_projections
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
@@ -174,3 +176,22 @@ async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     for role in roles:
         with contextlib.suppress(asyncio.CancelledError):
             await role
+
+
+@pytest.fixture
+def agent_models() -> ModelChoice:
+    """The agent's models: the offline one (a module may override this fixture)."""
+    return ModelChoice(None)
+
+
+@pytest.fixture
+async def assistant(api: httpx.AsyncClient, stack: Stack, agent_models: ModelChoice) -> AsyncIterator[None]:
+    """The agent role beside ``api``, with a short debounce window."""
+    role = asyncio.create_task(
+        run_agent(stack.nats_url, stack.database_url, agent_models, settings=AgentSettings(debounce=0.3))
+    )
+    yield
+    role.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await role
+    await agent_models.aclose()

@@ -1,0 +1,379 @@
+"""The agent orchestrator: every ``message.received`` is a possible trigger.
+
+For each trigger (durable consumer ``agent`` on EVENTS, other types skipped by subject):
+
+1. wait until the read models have the trigger (so the conversation and its history
+   are there), then ask the pure policy (:func:`domain.agent.decide`);
+2. debounce: wait out a short window and step aside if a newer message arrived — its
+   own trigger answers the whole burst;
+3. claim the conversation's lane (``ev.<t>.assistant.<conversation>.*``) by appending
+   ``agent.run_requested`` with the lane's expected last sequence, so at most one run
+   is active per conversation even with several orchestrators;
+4. call the model with recent history within a character budget, streaming deltas on
+   ``live.<t>.agent.<conversation>.<run>``;
+5. append the reply as ``message.send_requested`` (chunked to the channel), usage, and
+   ``agent.run_completed``.
+
+The run id derives from the trigger and every event of a run has a dedupe key derived
+from the run, so a trigger redelivered after a crash resumes the same run and records
+each step (and sends each reply) once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from adapters.agent.reads import AgentReads, ConversationView, PastMessage
+from adapters.agent.tools import ToolBox, ToolContext
+from adapters.nats.consume import RECOVERABLE, consume
+from adapters.nats.errors import ConcurrencyConflict
+from adapters.nats.event_store import EVENTS_STREAM, EventStore
+from adapters.nats.pull import ack_position
+from domain import agent as policy
+from domain import events as ev
+from domain import subjects
+from domain.errors import InvalidEvent
+from domain.models import ChatTurn, Model, ModelRequest, ModelUnavailable
+
+log = structlog.get_logger()
+
+CONSUMER = "agent"
+READ_MODELS = ("inbox", "agents", "tenants", "usage")
+_MESSAGE_RECEIVED = ".message_received"
+
+Outcome = Literal["done", "retry"]
+ModelChooser = Callable[[ev.AgentConfiguredData], Model]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    debounce: float = 1.0  # seconds a burst of messages is given before one answer
+    stale_after: float = 120.0  # a run silent this long is taken over
+    context_chars: int = 12_000  # history sent to the model (~3k tokens)
+    context_messages: int = 50
+    concurrency: int = 32  # triggers handled at once (across conversations)
+    catch_up_wait: float = 10.0  # seconds to wait for the read models to have a trigger
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        nc: Client,
+        reads: AgentReads,
+        choose_model: ModelChooser,
+        *,
+        settings: AgentSettings = AgentSettings(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._nc = nc
+        self._store = EventStore(nc)
+        self._reads = reads
+        self._choose_model = choose_model
+        self._settings = settings
+        self._clock = clock
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.runs_completed = 0
+
+    async def run(self) -> None:
+        log.info("agent_running", consumer=CONSUMER)
+        try:
+            await consume(self._nc, EVENTS_STREAM, CONSUMER, self.handle, batch=200)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def handle(self, msg: Msg) -> None:
+        if not msg.subject.endswith(_MESSAGE_RECEIVED):
+            await msg.ack()
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._process(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _process(self, msg: Msg) -> None:
+        seq = ack_position(msg.reply)[0]
+        keep_alive = asyncio.create_task(_keep_in_progress(msg))
+        try:
+            try:
+                trigger = self._store.codec.decode(msg.data)
+            except InvalidEvent as exc:  # the projections dead-letter it; nothing to answer
+                log.warning("agent_trigger_unreadable", seq=seq, error=str(exc))
+                await msg.ack()
+                return
+            assert isinstance(trigger, ev.MessageReceived)
+            outcome = await self._trigger(trigger, seq)
+        except RECOVERABLE as exc:
+            log.warning("agent_trigger_retry", seq=seq, error=repr(exc))
+            outcome = "retry"
+        except Exception:
+            log.exception("agent_trigger_failed", seq=seq)
+            outcome = "retry"
+        finally:
+            keep_alive.cancel()
+        with contextlib.suppress(*RECOVERABLE):
+            if outcome == "done":
+                await msg.ack()
+            else:
+                await msg.nak(delay=1.0)
+
+    async def _trigger(self, trigger: ev.MessageReceived, seq: int) -> Outcome:
+        tenant, conversation_id = trigger.tenant_id, trigger.aggregate_id
+        if not await self._reads.caught_up(seq, READ_MODELS, wait=self._settings.catch_up_wait):
+            return "retry"
+        conversation = await self._reads.conversation(tenant, conversation_id)
+        if conversation is None:
+            return "done"
+        agent = await self._reads.agent(tenant)
+        plan, spent = await self._reads.plan_and_spend(tenant, self._clock())
+        decision = policy.decide(
+            policy.Situation(
+                message=trigger.data,
+                conversation_kind=conversation.kind,
+                conversation_agent_enabled=conversation.agent_enabled,
+                agent=agent.config if agent else None,
+                budget_left=policy.budget_left(plan, spent),
+                at=self._clock(),
+                received_at=trigger.occurred_at,
+            )
+        )
+        if decision.verdict == "skip" or agent is None:
+            log.debug("agent_skipped", conversation_id=conversation_id, reason=decision.reason)
+            return "done"
+        if await self._superseded(trigger, seq):
+            return "done"
+        run_id = policy.run_id_for(trigger.id)
+        claimed = await self._claim(trigger, run_id, agent.agent_id)
+        if claimed != "go":
+            return claimed
+        if decision.verdict == "budget_reply":
+            await self._budget_reply(trigger, conversation, run_id, agent.config)
+        else:
+            await self._answer(trigger, conversation, run_id, agent.config)
+        return "done"
+
+    async def _superseded(self, trigger: ev.MessageReceived, seq: int) -> bool:
+        """After the debounce window: has a newer message arrived in this conversation?"""
+        waited = (self._clock() - trigger.occurred_at).total_seconds()
+        if waited < self._settings.debounce:
+            await asyncio.sleep(self._settings.debounce - waited)
+        subject = subjects.event_subject(
+            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.MessageReceived.TYPE
+        )
+        latest = await self._store.last_on(subject)
+        return latest is not None and latest.seq > seq
+
+    async def _claim(
+        self, trigger: ev.MessageReceived, run_id: str, agent_id: str
+    ) -> Outcome | Literal["go"]:
+        lane = subjects.aggregate_filter(trigger.tenant_id, ev.ASSISTANT, trigger.aggregate_id)
+        last = await self._store.last_on(lane)
+        last_event = self._store.codec.decode(last.data) if last is not None else None
+        state = policy.claim(last_event, run_id, self._clock(), self._settings.stale_after)
+        if state == "done":
+            return "done"
+        if state == "busy":
+            return "retry"
+        if state == "resume":
+            log.info("agent_run_resumed", run_id=run_id)
+            return "go"
+        expected = last.seq if last is not None else 0
+        try:
+            if state == "take_over" and last_event is not None:
+                abandoned = self._event(
+                    trigger, ev.AgentRunFailed,
+                    ev.AgentRunFailedData(
+                        run_id=last_event.data.run_id,  # type: ignore[attr-defined]
+                        code="abandoned",
+                        reason="The agent stopped while answering; a newer message took over.",
+                    ),
+                )  # fmt: skip
+                expected = (await self._store.append(abandoned, expected_seq=expected)).seq
+            requested = self._event(
+                trigger,
+                ev.AgentRunRequested,
+                ev.AgentRunRequestedData(
+                    run_id=run_id, agent_id=agent_id, trigger_message_id=trigger.data.message_id
+                ),
+            )
+            await self._store.append(requested, expected_seq=expected)
+        except ConcurrencyConflict:
+            return "retry"  # another orchestrator claimed the lane first
+        return "go"
+
+    async def _budget_reply(
+        self,
+        trigger: ev.MessageReceived,
+        conversation: ConversationView,
+        run_id: str,
+        agent: ev.AgentConfiguredData,
+    ) -> None:
+        await self._store.append(self._reply(trigger, conversation, run_id, agent, policy.BUDGET_REPLY, 0))
+        failed = ev.AgentRunFailedData(
+            run_id=run_id, code="budget_exhausted", reason="This month's model budget is used up."
+        )
+        await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
+        log.info("agent_budget_reply", run_id=run_id, tenant_id=trigger.tenant_id)
+
+    async def _answer(
+        self,
+        trigger: ev.MessageReceived,
+        conversation: ConversationView,
+        run_id: str,
+        agent: ev.AgentConfiguredData,
+    ) -> None:
+        model = self._choose_model(agent)
+        await self._store.append(
+            self._event(trigger, ev.AgentRunStarted, ev.AgentRunStartedData(run_id=run_id, model=model.name))
+        )
+        history = await self._reads.recent_messages(
+            trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
+        )
+        tools = ToolBox(agent.tools, ToolContext(trigger.tenant_id, self._reads, self._clock))
+        request = ModelRequest(
+            model=agent.model,
+            system=agent.system_prompt,
+            turns=_turns(history, self._settings.context_chars),
+            tools=tools.specs(),
+        )
+        live = subjects.live_subject(trigger.tenant_id, "agent", conversation.conversation_id, run_id)
+        index = 0
+
+        async def on_delta(text: str) -> None:
+            nonlocal index
+            body = {
+                "run_id": run_id,
+                "conversation_id": conversation.conversation_id,
+                "index": index,
+                "delta": text,
+            }
+            index += 1
+            await self._nc.publish(live, json.dumps(body).encode())
+
+        try:
+            reply = await model.complete(request, tools, on_delta)
+        except ModelUnavailable as exc:
+            failed = ev.AgentRunFailedData(run_id=run_id, code=exc.code, reason=exc.reason)
+            await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
+            log.warning("agent_run_failed", run_id=run_id, code=exc.code, reason=exc.reason)
+            return
+        limit = policy.MAX_TEXT_LENGTH.get(conversation.channel, policy.DEFAULT_MAX_TEXT_LENGTH)
+        parts = policy.chunk_text(reply.text, limit) or ["…"]
+        replies = [self._reply(trigger, conversation, run_id, agent, part, n) for n, part in enumerate(parts)]
+        await self._store.append_many(replies)
+        cost = policy.cost_micros(reply.model, reply.tokens_in, reply.tokens_out)
+        await self._store.append_many(self._usage(trigger, run_id, reply.tokens_in, reply.tokens_out, cost))
+        completed = ev.AgentRunCompletedData(
+            run_id=run_id,
+            model=reply.model,
+            tokens_in=reply.tokens_in,
+            tokens_out=reply.tokens_out,
+            cost_micros=cost,
+            reply_message_id=replies[0].data.message_id,
+            tool_calls=tuple(
+                ev.AgentToolUse(name=c.name, input=c.input, is_error=c.is_error) for c in reply.tool_calls
+            ),
+            offline=reply.offline,
+        )
+        await self._store.append(self._event(trigger, ev.AgentRunCompleted, completed))
+        self.runs_completed += 1
+        log.info(
+            "agent_run_completed",
+            run_id=run_id,
+            model=reply.model,
+            parts=len(parts),
+            tokens_out=reply.tokens_out,
+        )
+
+    def _event(self, trigger: ev.MessageReceived, cls: type[ev.E], data: object) -> ev.E:
+        return ev.new_event(
+            cls,
+            tenant_id=trigger.tenant_id,
+            aggregate_id=trigger.aggregate_id,
+            actor="agent:orchestrator",
+            data=data,  # type: ignore[arg-type]
+            causation_id=trigger.id,
+            correlation_id=trigger.correlation_id or trigger.id,
+        )
+
+    def _reply(
+        self,
+        trigger: ev.MessageReceived,
+        conversation: ConversationView,
+        run_id: str,
+        agent: ev.AgentConfiguredData,
+        text: str,
+        part: int,
+    ) -> ev.MessageSendRequested:
+        return self._event(
+            trigger,
+            ev.MessageSendRequested,
+            ev.MessageSendRequestedData(
+                message_id=policy.reply_message_id(run_id, part),
+                connection_id=conversation.connection_id,
+                channel=conversation.channel,
+                to=conversation.external_id,
+                text=text,
+                sender=ev.Sender(id=f"agent:{run_id}", name=agent.name, is_bot=True),
+                reply_to_message_id=trigger.data.message_id if part == 0 else None,
+                agent_run_id=run_id,
+            ),
+        )
+
+    def _usage(
+        self, trigger: ev.MessageReceived, run_id: str, tokens_in: int, tokens_out: int, cost: int
+    ) -> list[ev.UsageRecorded]:
+        metrics: list[tuple[ev.UsageMetric, int]] = [
+            ("agent_runs", 1),
+            ("tokens_in", tokens_in),
+            ("tokens_out", tokens_out),
+            ("cost_micros", cost),
+        ]
+        return [
+            ev.new_event(
+                ev.UsageRecorded,
+                tenant_id=trigger.tenant_id,
+                aggregate_id=trigger.tenant_id,
+                actor="agent:orchestrator",
+                causation_id=trigger.id,
+                data=ev.UsageRecordedData(metric=metric, quantity=quantity, source_id=run_id),
+            )
+            for metric, quantity in metrics
+        ]
+
+
+def _turns(history: list[PastMessage], budget_chars: int) -> tuple[ChatTurn, ...]:
+    """The most recent messages that fit ``budget_chars``, oldest first."""
+    turns: list[ChatTurn] = []
+    used = 0
+    for message in reversed(history):
+        text = message.text
+        if turns and used + len(text) > budget_chars:
+            break
+        used += len(text)
+        turns.append(ChatTurn("assistant" if message.direction == "out" else "user", text[:budget_chars]))
+    return tuple(reversed(turns))
+
+
+async def _keep_in_progress(msg: Msg) -> None:
+    """A run may outlast the consumer's ack wait: keep the trigger ours while it works."""
+    with contextlib.suppress(*RECOVERABLE):
+        while True:
+            await asyncio.sleep(5)
+            await msg.in_progress()

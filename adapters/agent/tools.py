@@ -1,0 +1,83 @@
+"""The tools an agent may use, as a registry: each tool is a name, a description, an input
+schema and an async function. Adding one is adding an entry to ``TOOLS``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.agent.reads import AgentReads
+from domain.models import ToolFailed, ToolSpec
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may see: one tenant's data, through the confined reads."""
+
+    tenant_id: str
+    reads: AgentReads
+    now: Callable[[], datetime]
+
+
+ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
+
+
+async def _current_time(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    return ctx.now().astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC")
+
+
+async def _search_history(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    query = str(arguments.get("query", "")).strip()
+    if not query:
+        raise ToolFailed("give a query: the words to look for")
+    hits = await ctx.reads.search(ctx.tenant_id, query[:200])
+    return json.dumps(
+        [
+            {
+                "from": h["sender_name"],
+                "conversation": h["title"],
+                "at": h["sent_at"].isoformat(),
+                "text": h["text"][:500],
+            }
+            for h in hits
+        ]
+    )
+
+
+TOOLS: dict[str, tuple[ToolSpec, ToolFunction]] = {
+    "current_time": (
+        ToolSpec("current_time", "The current date and time (UTC).", {"type": "object", "properties": {}}),
+        _current_time,
+    ),
+    "search_history": (
+        ToolSpec(
+            "search_history",
+            "Search every message in this inbox (all channels) by words; returns the best matches.",
+            {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "words to find"}},
+                "required": ["query"],
+            },
+        ),
+        _search_history,
+    ),
+}
+
+
+class ToolBox:
+    """The tools one agent has enabled, bound to one tenant (a ``domain.models.ToolRunner``)."""
+
+    def __init__(self, enabled: tuple[str, ...], ctx: ToolContext) -> None:
+        self._enabled = tuple(name for name in enabled if name in TOOLS)
+        self._ctx = ctx
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(TOOLS[name][0] for name in self._enabled)
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> str:
+        if name not in self._enabled:
+            raise ToolFailed(f"no tool named {name!r} here")
+        return await TOOLS[name][1](self._ctx, arguments)

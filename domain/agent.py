@@ -1,0 +1,223 @@
+"""The agent's decisions, pure: whether to answer a message, how a run claims its
+conversation's lane, how a reply is cut to fit a channel, and what a run costs.
+
+Everything here is a function of its inputs (no clock, no I/O), so the policy reads as
+a table and is tested as one (tests/unit/test_agent_policy.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from domain import events as ev
+from domain import ids
+
+# --- templates ---------------------------------------------------------------------------
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+TEMPLATES: dict[str, ev.AgentConfiguredData] = {
+    "personal_assistant": ev.AgentConfiguredData(
+        name="Moltbot",
+        model=DEFAULT_MODEL,
+        system_prompt=(
+            "You are the personal assistant of the person who owns this inbox. Answer their"
+            " contacts briefly and warmly, in the language they write in. Never invent"
+            " commitments; when unsure, say the owner will get back to them."
+        ),
+        template="personal_assistant",
+    ),
+    "customer_support": ev.AgentConfiguredData(
+        name="Support",
+        model=DEFAULT_MODEL,
+        system_prompt=(
+            "You answer customers on behalf of a small business. Be precise and friendly,"
+            " use the conversation history, keep answers under 80 words, and offer a human"
+            " follow-up for refunds, complaints or anything you cannot answer."
+        ),
+        rules=ev.AgentRoutingRules(groups_require_mention=True),
+        template="customer_support",
+    ),
+    "creative_writer": ev.AgentConfiguredData(
+        name="Muse",
+        model=DEFAULT_MODEL,
+        system_prompt=(
+            "You are a playful creative writing partner: suggest ideas, short drafts and"
+            " vivid wording, and ask one question back to keep the story going."
+        ),
+        tools=("current_time",),
+        template="creative_writer",
+    ),
+}
+
+
+def default_agent_id(tenant_id: str) -> str:
+    """Every tenant's first agent has an id derived from the tenant (created at sign-up)."""
+    return ids.stable_id(ids.AGENT, f"default:{tenant_id}")
+
+
+# --- whether to answer -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the policy looks at for one incoming message."""
+
+    message: ev.MessageReceivedData
+    conversation_kind: str  # direct, group, thread
+    conversation_agent_enabled: bool
+    agent: ev.AgentConfiguredData | None  # None: the tenant has no agent
+    budget_left: bool
+    at: datetime
+    received_at: datetime  # when the message was recorded
+
+
+# A message older than this when the agent first sees it (an agent consumer created on
+# an old log, a long outage) is not answered: a reply hours late is worse than none.
+MAX_TRIGGER_AGE_S = 600.0
+
+
+Verdict = Literal["answer", "budget_reply", "skip"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: str  # why, for logs and tests: "answer", "agent_disabled", "group_without_mention", ...
+
+
+def decide(situation: Situation) -> Decision:
+    """Answer, send the one "budget reached" reply, or stay quiet — and why."""
+    agent, message = situation.agent, situation.message
+    if agent is None or not agent.enabled:
+        return Decision("skip", "no_agent")
+    if (situation.at - situation.received_at).total_seconds() > MAX_TRIGGER_AGE_S:
+        return Decision("skip", "too_old")
+    if not situation.conversation_agent_enabled:
+        return Decision("skip", "conversation_disabled")
+    if message.sender.is_bot:
+        return Decision("skip", "sender_is_bot")  # never answer another bot (or ourselves)
+    rules = agent.rules
+    if rules.channels and message.channel not in rules.channels:
+        return Decision("skip", "channel_not_routed")
+    if rules.allowed_senders and message.sender.id not in rules.allowed_senders:
+        return Decision("skip", "sender_not_allowed")
+    if (
+        situation.conversation_kind != "direct"
+        and rules.groups_require_mention
+        and not message.mentions_agent
+    ):
+        return Decision("skip", "group_without_mention")
+    if rules.quiet_hours is not None and _in_quiet_hours(situation.at.hour, rules.quiet_hours):
+        return Decision("skip", "quiet_hours")
+    if not situation.budget_left:
+        return Decision("budget_reply", "budget_exhausted")
+    return Decision("answer", "answer")
+
+
+def _in_quiet_hours(hour: int, quiet: tuple[int, int]) -> bool:
+    start, end = quiet
+    return start <= hour < end if start <= end else hour >= start or hour < end
+
+
+BUDGET_REPLY = (
+    "Thanks for your message! The assistant has used up this month's allowance, so a person"
+    " will reply as soon as they can."
+)
+
+# --- the conversation's lane: at most one run at a time ------------------------------------
+
+Claim = Literal["start", "resume", "done", "busy", "take_over"]
+
+
+def claim(last: ev.Event | None, run_id: str, now: datetime, stale_after_s: float) -> Claim:
+    """What a trigger may do given the last event on its conversation's lane.
+
+    - ``start``: the lane is free; request the run.
+    - ``resume``: this very run was requested or started (a crash interrupted it): go on.
+    - ``done``: this run already completed or failed: nothing to do.
+    - ``busy``: another run is active: try again after it.
+    - ``take_over``: another run has been silent past ``stale_after_s``: fail it, then start.
+    """
+    if last is None:
+        return "start"
+    last_run_id = getattr(getattr(last, "data", None), "run_id", None)
+    if last_run_id == run_id:
+        return "done" if isinstance(last, ev.AgentRunCompleted | ev.AgentRunFailed) else "resume"
+    if isinstance(last, ev.AgentRunCompleted | ev.AgentRunFailed):
+        return "start"
+    if (now - last.occurred_at).total_seconds() > stale_after_s:
+        return "take_over"
+    return "busy"
+
+
+def run_id_for(trigger_event_id: str) -> str:
+    """A run is named by the message that triggered it: a redelivered trigger is the same run."""
+    return ids.stable_id(ids.RUN, f"trigger:{trigger_event_id}")
+
+
+def reply_message_id(run_id: str, part: int) -> str:
+    return ids.stable_id(ids.MESSAGE, f"reply:{run_id}:{part}")
+
+
+# --- replies that fit the channel ------------------------------------------------------------
+
+# The longest text each channel takes in one message (connectors declare the same).
+MAX_TEXT_LENGTH: dict[str, int] = {
+    "webchat": 4000,
+    "telegram": 4096,
+    "discord": 2000,
+    "slack": 40000,
+    "whatsapp": 4096,
+    "imessage": 10000,
+}
+DEFAULT_MAX_TEXT_LENGTH = 2000
+
+
+def chunk_text(text: str, limit: int) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` characters, at paragraph, line,
+    sentence or word boundaries when there is one in the second half of a part."""
+    text = text.strip()
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = -1
+        for separator in ("\n\n", "\n", ". ", " "):
+            at = window.rfind(separator)
+            if at >= limit // 2:
+                cut = at + len(separator.rstrip(" ")) if separator == ". " else at
+                break
+        if cut <= 0:
+            cut = limit  # one long word: hard cut
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts
+
+
+# --- plans and prices ---------------------------------------------------------------------------
+
+# Monthly model spend included in each plan, in micro-dollars. BYOK tenants pay their
+# provider directly: no platform limit.
+PLAN_BUDGET_MICROS: dict[str, int | None] = {"free": 2_000_000, "pro": 50_000_000, "byok": None}
+
+# Price per million tokens (input, output), in micro-dollars: $3 per MTok = 3_000_000.
+PRICES_PER_MTOK: dict[str, tuple[int, int]] = {
+    "claude-sonnet-4-5": (3_000_000, 15_000_000),
+    "claude-haiku-4-5": (1_000_000, 5_000_000),
+    "claude-opus-4-1": (15_000_000, 75_000_000),
+}
+
+
+def cost_micros(model: str, tokens_in: int, tokens_out: int) -> int:
+    """What a run costs; the offline model and unknown models are free."""
+    price_in, price_out = PRICES_PER_MTOK.get(model, (0, 0))
+    return (tokens_in * price_in + tokens_out * price_out) // 1_000_000
+
+
+def budget_left(plan: str, spent_micros: int) -> bool:
+    limit = PLAN_BUDGET_MICROS.get(plan, PLAN_BUDGET_MICROS["free"])
+    return limit is None or spent_micros < limit

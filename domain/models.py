@@ -1,0 +1,85 @@
+"""The language-model port: what the agent asks of a model, and what it gets back.
+
+Adapters (``adapters/agent/``) implement :class:`Model` for Anthropic's Messages API and
+for the built-in offline model. A model streams its text through ``on_delta`` as it is
+produced and runs tools through a :class:`ToolRunner` until it has a final answer; every
+tool call is recorded on the reply, so the run can say what it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+
+class ChatTurn(msgspec.Struct, frozen=True):
+    """One turn of the conversation as the model sees it."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class ToolSpec(msgspec.Struct, frozen=True):
+    name: str
+    description: str
+    input_schema: dict[str, Any]  # JSON Schema of the tool's input object
+
+
+class ModelRequest(msgspec.Struct, frozen=True, kw_only=True):
+    model: str  # the model id to ask for, e.g. "claude-sonnet-4-5"; the offline model ignores it
+    system: str
+    turns: tuple[ChatTurn, ...]  # oldest first; the last one is the user's
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 1024
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A tool the model used during a run, with what it returned (truncated)."""
+
+    name: str
+    input: dict[str, Any]
+    output: str
+    is_error: bool = False
+
+
+class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    model: str  # the model that answered, as the provider names it
+    tokens_in: int
+    tokens_out: int
+    tool_calls: tuple[ToolCall, ...] = ()
+    offline: bool = False  # True for the built-in offline model: its replies are labelled
+
+
+class ToolRunner(Protocol):
+    def specs(self) -> tuple[ToolSpec, ...]: ...
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> str:
+        """The tool's result as text; raise ``ToolFailed`` for an error the model should see."""
+        ...
+
+
+class ToolFailed(Exception):
+    """A tool could not do what was asked; the message goes back to the model."""
+
+
+class ModelUnavailable(Exception):
+    """The model could not answer (provider down, retries exhausted, timeout, bad key)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+class Model(Protocol):
+    name: str  # what the run records as its model, e.g. "claude-sonnet-4-5" or "offline-1"
+
+    async def complete(self, request: ModelRequest, tools: ToolRunner, on_delta: OnDelta) -> ModelReply:
+        """Answer ``request``, streaming text through ``on_delta`` and running tools as needed."""
+        ...

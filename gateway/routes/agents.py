@@ -1,0 +1,297 @@
+"""Agents: list, create (from a template), configure, and try one out.
+
+A configuration change is one ``agent.configured`` event holding the whole
+configuration (``202 {"agent_id","event_id","seq"}``). ``POST /v1/agents/{id}/test``
+runs the agent on a sample message without writing anything, streaming the answer back
+as Server-Sent Events (``delta`` events, then one ``done``) — the live preview of the
+settings page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Router, get, post, put
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from domain import agent as policy
+from domain import events as ev
+from domain import ids, subjects
+from domain.models import ChatTurn, ModelReply, ModelRequest, ModelUnavailable, ToolFailed, ToolSpec
+from gateway.auth import Caller
+from gateway.context import Ctx, GatewayContext, Who, caller
+from gateway.errors import ApiError
+from projections.agents import configuration
+
+MAX_PROMPT = 8000
+KNOWN_TOOLS = ("search_history", "current_time")
+
+
+class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    channels: list[str] = []
+    groups_require_mention: bool = True
+    allowed_senders: list[str] = []
+    quiet_hours: tuple[int, int] | None = None
+
+
+class AgentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An agent's whole configuration. On create, ``template`` fills what is left out."""
+
+    name: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    tools: list[str] | None = None
+    rules: Rules | None = None
+    enabled: bool | None = None
+    template: str | None = None
+
+
+class Agent(msgspec.Struct, frozen=True):
+    agent_id: str
+    name: str
+    model: str
+    system_prompt: str
+    tools: list[str]
+    rules: dict[str, Any]
+    enabled: bool
+    template: str | None
+    updated_at: datetime
+
+
+class AgentAccepted(msgspec.Struct, frozen=True):
+    agent_id: str
+    event_id: str
+    seq: int
+
+
+class Template(msgspec.Struct, frozen=True):
+    template: str
+    name: str
+    system_prompt: str
+    tools: list[str]
+
+
+class TestBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: str
+    config: AgentBody | None = None  # unsaved settings to preview
+
+
+def _may_configure(who: Caller) -> None:
+    if who.role not in ("owner", "admin"):
+        raise ApiError(403, "forbidden", "Only the inbox's owner or an admin can change agents.")
+
+
+def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentConfiguredData:
+    """``base`` with what ``body`` sets, validated field by field."""
+    name = base.name if body.name is None else " ".join(body.name.split())
+    if not 1 <= len(name) <= 60:
+        raise ApiError(400, "invalid_request", "Give the agent a name of 1-60 characters.", field="name")
+    model = base.model if body.model is None else body.model.strip()
+    if not 1 <= len(model) <= 100 or not subjects.is_token(model.replace(".", "-")):
+        raise ApiError(
+            400, "invalid_request", "model is a model id such as claude-sonnet-4-5.", field="model"
+        )
+    prompt = base.system_prompt if body.system_prompt is None else body.system_prompt.strip()
+    if len(prompt) > MAX_PROMPT:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"Keep the instructions under {MAX_PROMPT} characters.",
+            field="system_prompt",
+        )
+    tools = base.tools if body.tools is None else tuple(dict.fromkeys(body.tools))
+    unknown = [t for t in tools if t not in KNOWN_TOOLS]
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"Unknown tool {unknown[0]!r}; choose from {', '.join(KNOWN_TOOLS)}.",
+            field="tools",
+        )
+    rules = base.rules
+    if body.rules is not None:
+        quiet = body.rules.quiet_hours
+        if quiet is not None and not all(0 <= h <= 23 for h in quiet):
+            raise ApiError(
+                400, "invalid_request", "quiet_hours are two hours 0-23, e.g. [22, 7].", field="rules"
+            )
+        if not all(subjects.is_token(c) for c in body.rules.channels):
+            raise ApiError(
+                400, "invalid_request", "channels are channel names such as telegram.", field="rules"
+            )
+        rules = ev.AgentRoutingRules(
+            channels=tuple(body.rules.channels),
+            groups_require_mention=body.rules.groups_require_mention,
+            allowed_senders=tuple(body.rules.allowed_senders),
+            quiet_hours=quiet,
+        )
+    return ev.AgentConfiguredData(
+        name=name,
+        model=model,
+        system_prompt=prompt,
+        tools=tools,
+        rules=rules,
+        enabled=base.enabled if body.enabled is None else body.enabled,
+        template=base.template if body.template is None else body.template,
+    )
+
+
+def _template(name: str | None) -> ev.AgentConfiguredData:
+    template = policy.TEMPLATES.get(name or "personal_assistant")
+    if template is None:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"No template {name!r}; choose from {', '.join(policy.TEMPLATES)}.",
+            field="template",
+        )
+    return template
+
+
+async def _current(ctx: GatewayContext, who: Caller, agent_id: str) -> ev.AgentConfiguredData:
+    async with ctx.tenant(who.tenant_id) as conn:
+        cur = await conn.execute("SELECT * FROM rm_agents.agents WHERE agent_id = %s", (agent_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "not_found", f"No agent {agent_id} in your inbox.", field="id")
+    return configuration(row)
+
+
+async def _configure(
+    ctx: GatewayContext, who: Caller, agent_id: str, config: ev.AgentConfiguredData
+) -> AgentAccepted:
+    event = ev.new_event(
+        ev.AgentConfigured,
+        tenant_id=who.tenant_id,
+        aggregate_id=agent_id,
+        actor=f"user:{who.user_id}",
+        data=config,
+    )
+    appended = await ctx.store.append(event)
+    return AgentAccepted(agent_id, appended.event_id, appended.seq)
+
+
+@get("/agents")
+async def list_agents(ctx: Ctx, who: Who, min_seq: FromQuery[int | None] = None) -> list[Agent]:
+    await ctx.wait_for(min_seq, ("agents",))
+    async with ctx.tenant(who.tenant_id) as conn:
+        cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id")
+        rows = await cur.fetchall()
+    return [msgspec.convert(r, Agent, strict=False) for r in rows]
+
+
+@get("/agents/templates")
+async def list_templates() -> list[Template]:
+    return [Template(key, t.name, t.system_prompt, list(t.tools)) for key, t in policy.TEMPLATES.items()]
+
+
+@post("/agents", status_code=202)
+async def create_agent(ctx: Ctx, who: Who, data: JSONBody[AgentBody]) -> AgentAccepted:
+    """A new agent from a template (``personal_assistant`` unless given), adjusted by the body."""
+    _may_configure(who)
+    config = _configuration(data, _template(data.template))
+    return await _configure(ctx, who, ids.new_id(ids.AGENT), config)
+
+
+@put("/agents/{agent_id:str}", status_code=202)
+async def update_agent(
+    ctx: Ctx, who: Who, agent_id: FromPath[str], data: JSONBody[AgentBody]
+) -> AgentAccepted:
+    """Change an agent; fields left out keep their value."""
+    _may_configure(who)
+    current = await _current(ctx, who, agent_id)
+    base = _template(data.template) if data.template and data.template != current.template else current
+    return await _configure(ctx, who, agent_id, _configuration(data, base))
+
+
+class _PreviewTools:
+    """The preview's tools: the clock is real, history search says what it would do."""
+
+    def __init__(self, enabled: tuple[str, ...]) -> None:
+        self._enabled = enabled
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        clock = ToolSpec(
+            "current_time", "The current date and time (UTC).", {"type": "object", "properties": {}}
+        )
+        search = ToolSpec(
+            "search_history",
+            "Search every message in this inbox by words.",
+            {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        )
+        return tuple(s for s in (clock, search) if s.name in self._enabled)
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> str:
+        if name == "current_time":
+            return datetime.now(UTC).strftime("%A %d %B %Y, %H:%M UTC")
+        if name == "search_history":
+            return "[] (a preview does not read your history)"
+        raise ToolFailed(f"no tool named {name!r}")
+
+
+@post("/agents/{agent_id:str}/test", status_code=200)
+async def test_agent(
+    ctx: Ctx, who: Who, agent_id: FromPath[str], data: JSONBody[TestBody]
+) -> ServerSentEvent:
+    """A dry run on a sample message, streamed back; nothing is stored or sent."""
+    text = data.text.strip()
+    if not 1 <= len(text) <= 4000:
+        raise ApiError(400, "invalid_request", "Write a sample message of 1-4000 characters.", field="text")
+    config = await _current(ctx, who, agent_id)
+    if data.config is not None:
+        config = _configuration(data.config, config)
+    if ctx.choose_model is None:
+        raise ApiError(503, "agent_unavailable", "No model is configured on this gateway.")
+    model = ctx.choose_model(config)
+    tools = _PreviewTools(config.tools)
+    request = ModelRequest(
+        model=config.model, system=config.system_prompt, turns=(ChatTurn("user", text),), tools=tools.specs()
+    )
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def on_delta(delta: str) -> None:
+            await deltas.put(delta)
+
+        async def answer() -> ModelReply:
+            try:
+                return await model.complete(request, tools, on_delta)
+            finally:
+                await deltas.put(None)
+
+        answering = asyncio.create_task(answer())
+        try:
+            while (delta := await deltas.get()) is not None:
+                yield ServerSentEventMessage(event="delta", data=json.dumps({"text": delta}))
+            reply = await answering
+        except ModelUnavailable as exc:
+            yield ServerSentEventMessage(
+                event="error", data=json.dumps({"error": exc.code, "detail": exc.reason})
+            )
+            return
+        finally:
+            answering.cancel()
+        done = {
+            "text": reply.text, "model": reply.model, "offline": reply.offline,
+            "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out,
+            "tool_calls": [{"name": c.name, "input": c.input} for c in reply.tool_calls],
+        }  # fmt: skip
+        yield ServerSentEventMessage(event="done", data=json.dumps(done))
+
+    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store"})
+
+
+agents_router = Router(
+    path="/v1",
+    route_handlers=[list_agents, list_templates, create_agent, update_agent, test_agent],
+    tags=["agents"],
+    dependencies={"who": Provide(caller)},
+)

@@ -1,0 +1,147 @@
+"""The agent's pure decisions as tables: answer or not, the lane claim, reply chunking, cost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain import agent
+from domain import events as ev
+
+AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+ASSISTANT = agent.TEMPLATES["personal_assistant"]
+
+
+def _message(
+    *, channel: str = "webchat", sender: str = "v_1", is_bot: bool = False, mention: bool = False
+) -> ev.MessageReceivedData:
+    return ev.MessageReceivedData(
+        message_id="m_1", connection_id="cn_1", channel=channel, provider_message_id="1",
+        sender=ev.Sender(id=sender, name="Ada", is_bot=is_bot), text="hi", sent_at=AT, mentions_agent=mention,
+    )  # fmt: skip
+
+
+def _rules(**rules: object) -> ev.AgentConfiguredData:
+    return ev.AgentConfiguredData(
+        name="A",
+        model="m",
+        system_prompt="s",
+        rules=ev.AgentRoutingRules(**rules),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("situation", "verdict", "reason"),
+    [
+        ({}, "answer", "answer"),
+        ({"agent": None}, "skip", "no_agent"),
+        (
+            {"agent": ev.AgentConfiguredData(name="A", model="m", system_prompt="s", enabled=False)},
+            "skip",
+            "no_agent",
+        ),
+        ({"conversation_agent_enabled": False}, "skip", "conversation_disabled"),
+        ({"message": _message(is_bot=True)}, "skip", "sender_is_bot"),
+        ({"conversation_kind": "group"}, "skip", "group_without_mention"),
+        ({"conversation_kind": "group", "message": _message(mention=True)}, "answer", "answer"),
+        ({"conversation_kind": "group", "agent": _rules(groups_require_mention=False)}, "answer", "answer"),
+        ({"agent": _rules(channels=("telegram",))}, "skip", "channel_not_routed"),
+        ({"agent": _rules(allowed_senders=("v_2",))}, "skip", "sender_not_allowed"),
+        ({"agent": _rules(allowed_senders=("v_1",))}, "answer", "answer"),
+        ({"agent": _rules(quiet_hours=(11, 13))}, "skip", "quiet_hours"),
+        ({"agent": _rules(quiet_hours=(22, 7)), "at": AT.replace(hour=23)}, "skip", "quiet_hours"),
+        ({"agent": _rules(quiet_hours=(22, 7)), "at": AT.replace(hour=6)}, "skip", "quiet_hours"),
+        ({"agent": _rules(quiet_hours=(22, 7))}, "answer", "answer"),
+        ({"budget_left": False}, "budget_reply", "budget_exhausted"),
+        ({"received_at": AT - timedelta(hours=2)}, "skip", "too_old"),
+        ({"budget_left": False, "conversation_agent_enabled": False}, "skip", "conversation_disabled"),
+    ],
+)
+def test_whether_the_agent_answers(situation: dict[str, object], verdict: str, reason: str) -> None:
+    values: dict[str, object] = {
+        "message": _message(),
+        "conversation_kind": "direct",
+        "conversation_agent_enabled": True,
+        "agent": ASSISTANT,
+        "budget_left": True,
+        "at": AT,
+        "received_at": AT - timedelta(seconds=2),
+    } | situation
+    decision = agent.decide(agent.Situation(**values))  # type: ignore[arg-type]
+    assert (decision.verdict, decision.reason) == (verdict, reason)
+
+
+def _run_event(cls: type[ev.E], run_id: str, at: datetime) -> ev.E:
+    data: dict[type[ev.Event], object] = {
+        ev.AgentRunRequested: ev.AgentRunRequestedData(
+            run_id=run_id, agent_id="ag_1", trigger_message_id="m_1"
+        ),
+        ev.AgentRunStarted: ev.AgentRunStartedData(run_id=run_id, model="offline-1"),
+        ev.AgentRunCompleted: ev.AgentRunCompletedData(
+            run_id=run_id, model="offline-1", tokens_in=1, tokens_out=1, cost_micros=0
+        ),
+        ev.AgentRunFailed: ev.AgentRunFailedData(run_id=run_id, code="x", reason="y"),
+    }
+    return ev.new_event(
+        cls, tenant_id="t_1", aggregate_id="c_1", actor="agent", data=data[cls], occurred_at=at
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("last", "age_s", "claim"),
+    [
+        (None, 0, "start"),
+        ((ev.AgentRunRequested, "r_mine"), 0, "resume"),
+        ((ev.AgentRunStarted, "r_mine"), 500, "resume"),
+        ((ev.AgentRunCompleted, "r_mine"), 0, "done"),
+        ((ev.AgentRunFailed, "r_mine"), 0, "done"),
+        ((ev.AgentRunCompleted, "r_other"), 0, "start"),
+        ((ev.AgentRunFailed, "r_other"), 0, "start"),
+        ((ev.AgentRunStarted, "r_other"), 5, "busy"),
+        ((ev.AgentRunRequested, "r_other"), 5, "busy"),
+        ((ev.AgentRunStarted, "r_other"), 500, "take_over"),
+    ],
+)
+def test_one_run_at_a_time_per_conversation(
+    last: tuple[type[ev.Event], str] | None, age_s: int, claim: str
+) -> None:
+    now = AT
+    event = None if last is None else _run_event(last[0], last[1], now - timedelta(seconds=age_s))
+    assert agent.claim(event, "r_mine", now, stale_after_s=120) == claim
+
+
+def test_run_and_reply_ids_are_stable() -> None:
+    assert agent.run_id_for("01EVENT") == agent.run_id_for("01EVENT") != agent.run_id_for("02EVENT")
+    run = agent.run_id_for("01EVENT")
+    assert agent.reply_message_id(run, 0) != agent.reply_message_id(run, 1)
+
+
+def test_chunking_prefers_boundaries() -> None:
+    text = "First paragraph here.\n\nSecond paragraph that is a bit longer than the first one."
+    assert agent.chunk_text(text, 40) == [
+        "First paragraph here.",
+        "Second paragraph that is a bit longer",
+        "than the first one.",
+    ]
+    assert agent.chunk_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+    assert agent.chunk_text("short", 2000) == ["short"]
+    assert agent.chunk_text("   ", 10) == []
+
+
+@given(st.text(min_size=1, max_size=3000), st.integers(min_value=20, max_value=500))
+def test_chunks_fit_and_keep_every_word(text: str, limit: int) -> None:
+    parts = agent.chunk_text(text, limit)
+    assert all(0 < len(p) <= limit for p in parts)
+    assert "".join("".join(parts).split()) == "".join(text.split())  # nothing lost but spacing
+
+
+def test_cost_and_budget() -> None:
+    assert agent.cost_micros("claude-sonnet-4-5", 1_000_000, 0) == 3_000_000
+    assert agent.cost_micros("claude-sonnet-4-5", 1000, 100) == 3000 + 1500
+    assert agent.cost_micros("offline-1", 10_000, 10_000) == 0
+    assert agent.budget_left("free", 1_999_999)
+    assert not agent.budget_left("free", 2_000_000)
+    assert agent.budget_left("byok", 10**12)

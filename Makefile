@@ -47,7 +47,7 @@ bench: $(STAMP) ## measure append, fold and rebuild rates against raw nats-py an
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: $(STAMP) ## regenerate docs/events.md from the domain examples
-	$(BIN)/python -m moltbot.docs > docs/events.md
+	$(BIN)/python -m moltbot.docs > docs/events.md.new && mv docs/events.md.new docs/events.md
 
 clean: ## remove the virtualenv and caches (not the data folder)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

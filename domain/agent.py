@@ -16,7 +16,7 @@ from domain import ids
 
 # --- templates ---------------------------------------------------------------------------
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 
 TEMPLATES: dict[str, ev.AgentConfiguredData] = {
     "personal_assistant": ev.AgentConfiguredData(
@@ -206,6 +206,7 @@ PLAN_BUDGET_MICROS: dict[str, int | None] = {"free": 2_000_000, "pro": 50_000_00
 
 # Price per million tokens (input, output), in micro-dollars: $3 per MTok = 3_000_000.
 PRICES_PER_MTOK: dict[str, tuple[int, int]] = {
+    "claude-sonnet-4-6": (3_000_000, 15_000_000),
     "claude-sonnet-4-5": (3_000_000, 15_000_000),
     "claude-haiku-4-5": (1_000_000, 5_000_000),
     "claude-opus-4-1": (15_000_000, 75_000_000),

@@ -397,7 +397,7 @@ class AgentConfiguredData(Payload, frozen=True):
     """The whole configuration of an agent (the latest event wins)."""
 
     name: str
-    model: str  # e.g. "claude-sonnet-4-5"; the offline model answers when no key is set
+    model: str  # e.g. "claude-sonnet-4-6"; the offline model answers when no key is set
     system_prompt: str
     tools: tuple[str, ...] = ("search_history", "current_time")
     rules: AgentRoutingRules = AgentRoutingRules()

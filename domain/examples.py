@@ -137,7 +137,7 @@ def examples() -> list[ev.Event]:
             user,
             ev.AgentConfiguredData(
                 name="Moltbot",
-                model="claude-sonnet-4-5",
+                model="claude-sonnet-4-6",
                 system_prompt="You are Ada's personal assistant. Be brief and kind.",
                 rules=ev.AgentRoutingRules(channels=("telegram", "webchat"), quiet_hours=(22, 7)),
                 template="personal_assistant",

@@ -28,7 +28,7 @@ class ToolSpec(msgspec.Struct, frozen=True):
 
 
 class ModelRequest(msgspec.Struct, frozen=True, kw_only=True):
-    model: str  # the model id to ask for, e.g. "claude-sonnet-4-5"; the offline model ignores it
+    model: str  # the model id to ask for, e.g. "claude-sonnet-4-6"; the offline model ignores it
     system: str
     turns: tuple[ChatTurn, ...]  # oldest first; the last one is the user's
     tools: tuple[ToolSpec, ...] = ()
@@ -78,7 +78,7 @@ OnDelta = Callable[[str], Awaitable[None]]
 
 
 class Model(Protocol):
-    name: str  # what the run records as its model, e.g. "claude-sonnet-4-5" or "offline-1"
+    name: str  # what the run records as its model, e.g. "claude-sonnet-4-6" or "offline-1"
 
     async def complete(self, request: ModelRequest, tools: ToolRunner, on_delta: OnDelta) -> ModelReply:
         """Answer ``request``, streaming text through ``on_delta`` and running tools as needed."""

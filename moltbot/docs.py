@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any, get_type_hints
 
+import msgspec
+
 from domain import events as ev
 from domain.codec import EventCodec, dedupe_key
 from domain.examples import examples
@@ -82,7 +84,7 @@ def _field_table(payload: type[Any]) -> list[str]:
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    return msgspec.to_builtins(value)
 
 
 def render() -> str:

@@ -56,7 +56,7 @@ class AnthropicModel:
         self,
         api_key: str,
         *,
-        model: str = "claude-sonnet-4-5",
+        model: str = "claude-sonnet-4-6",
         base_url: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 4,

@@ -269,9 +269,13 @@ class Orchestrator:
         try:
             reply = await model.complete(request, tools, on_delta)
         except ModelUnavailable as exc:
-            failed = ev.AgentRunFailedData(run_id=run_id, code=exc.code, reason=exc.reason)
-            await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
-            log.warning("agent_run_failed", run_id=run_id, code=exc.code, reason=exc.reason)
+            await self._fail(trigger, run_id, exc.code, exc.reason)
+            return
+        except Exception as exc:  # a bug in a model adapter or a tool: fail the run, not the trigger
+            log.exception("agent_model_error", run_id=run_id)
+            await self._fail(
+                trigger, run_id, "agent_error", f"The agent hit an internal error ({type(exc).__name__})."
+            )
             return
         limit = policy.MAX_TEXT_LENGTH.get(conversation.channel, policy.DEFAULT_MAX_TEXT_LENGTH)
         parts = policy.chunk_text(reply.text, limit) or ["…"]
@@ -300,6 +304,11 @@ class Orchestrator:
             parts=len(parts),
             tokens_out=reply.tokens_out,
         )
+
+    async def _fail(self, trigger: ev.MessageReceived, run_id: str, code: str, reason: str) -> None:
+        failed = ev.AgentRunFailedData(run_id=run_id, code=code, reason=reason)
+        await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
+        log.warning("agent_run_failed", run_id=run_id, code=code, reason=reason)
 
     def _event(self, trigger: ev.MessageReceived, cls: type[ev.E], data: object) -> ev.E:
         return ev.new_event(

@@ -96,7 +96,7 @@ def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentCon
     model = base.model if body.model is None else body.model.strip()
     if not 1 <= len(model) <= 100 or not subjects.is_token(model.replace(".", "-")):
         raise ApiError(
-            400, "invalid_request", "model is a model id such as claude-sonnet-4-5.", field="model"
+            400, "invalid_request", "model is a model id such as claude-sonnet-4-6.", field="model"
         )
     prompt = base.system_prompt if body.system_prompt is None else body.system_prompt.strip()
     if len(prompt) > MAX_PROMPT:

@@ -153,7 +153,7 @@ async def stack(nats_server: NatsServer, nc: Client, database_url: str, streams_
 
 
 @pytest.fixture
-async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def api(stack: Stack, tmp_path: Path, agent_models: ModelChoice) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
     port = free_port()
@@ -161,7 +161,12 @@ async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     roles = [
         asyncio.create_task(
             run_gateway(
-                stack.nats_url, stack.database_url, key_file=tmp_path / "jwt.pem", port=port, started=started
+                stack.nats_url,
+                stack.database_url,
+                key_file=tmp_path / "jwt.pem",
+                port=port,
+                started=started,
+                models=agent_models,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),
@@ -179,9 +184,11 @@ async def api(stack: Stack, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def agent_models() -> ModelChoice:
+async def agent_models() -> AsyncIterator[ModelChoice]:
     """The agent's models: the offline one (a module may override this fixture)."""
-    return ModelChoice(None)
+    models = ModelChoice(None)
+    yield models
+    await models.aclose()
 
 
 @pytest.fixture
@@ -194,4 +201,3 @@ async def assistant(api: httpx.AsyncClient, stack: Stack, agent_models: ModelCho
     role.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await role
-    await agent_models.aclose()

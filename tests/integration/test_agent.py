@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from psycopg.rows import dict_row
 
 from domain import events as ev
 from domain.agent import BUDGET_REPLY
+from gateway.auth import Caller, Tokens
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _next, _visitor_says, _visitor_socket, _widget
@@ -125,3 +127,100 @@ async def test_an_exhausted_budget_gets_one_polite_reply_and_no_model_call(
     assert reply["text"] == BUDGET_REPLY
     [run] = await _runs(stack, owner["tenant_id"])
     assert (run["status"], run["error_code"], run["model"]) == ("failed", "budget_exhausted", None)
+
+
+async def _sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line[5:])))
+    return events
+
+
+async def test_agents_are_configured_through_the_api(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    owner = await _signup(api, "config-shop@example.com")
+    listed = await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))
+    [default] = listed.json()
+    assert (default["name"], default["template"], default["enabled"]) == (
+        "Moltbot",
+        "personal_assistant",
+        True,
+    )
+    templates = (await api.get("/v1/agents/templates", headers=_auth(owner))).json()
+    assert {t["template"] for t in templates} == {"personal_assistant", "customer_support", "creative_writer"}
+
+    change = {
+        "name": "Ada's helper",
+        "rules": {"channels": ["webchat"], "quiet_hours": [22, 7]},
+        "tools": ["current_time"],
+    }
+    updated = await api.put(f"/v1/agents/{default['agent_id']}", json=change, headers=_auth(owner))
+    assert updated.status_code == 202, updated.text
+    [agent] = (
+        await api.get("/v1/agents", params={"min_seq": updated.json()["seq"]}, headers=_auth(owner))
+    ).json()
+    assert agent["name"] == "Ada's helper"
+    assert agent["tools"] == ["current_time"]
+    assert agent["rules"]["quiet_hours"] == [22, 7]
+    assert agent["system_prompt"] == default["system_prompt"]  # left out: unchanged
+
+    created = await api.post("/v1/agents", json={"template": "customer_support"}, headers=_auth(owner))
+    assert created.status_code == 202
+    agents = (
+        await api.get("/v1/agents", params={"min_seq": created.json()["seq"]}, headers=_auth(owner))
+    ).json()
+    assert [a["template"] for a in agents] == ["personal_assistant", "customer_support"]
+
+    bad: list[tuple[str, str, dict[str, Any], int, str | None]] = [
+        ("PUT", default["agent_id"], {"tools": ["send_bitcoin"]}, 400, "tools"),
+        ("PUT", default["agent_id"], {"rules": {"quiet_hours": [25, 3]}}, 400, "rules"),
+        ("PUT", default["agent_id"], {"name": ""}, 400, "name"),
+        ("PUT", default["agent_id"], {"colour": "blue"}, 400, None),
+        ("PUT", "ag_missing", {"name": "x"}, 404, "id"),
+        ("POST", "", {"template": "pirate"}, 400, "template"),
+    ]
+    for method, agent_id, body, status, field in bad:
+        path = f"/v1/agents/{agent_id}" if agent_id else "/v1/agents"
+        response = await api.request(method, path, json=body, headers=_auth(owner))
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["detail"]
+        if field:
+            assert response.json()["field"] == field
+
+    member = Caller(user_id="u_member", tenant_id=owner["tenant_id"], role="member")
+    member_token = Tokens.from_pem_file(tmp_path / "jwt.pem").issue(member).access_token
+    refused = await api.put(
+        f"/v1/agents/{default['agent_id']}",
+        json={"name": "mine"},
+        headers={"Authorization": f"Bearer {member_token}"},
+    )
+    assert refused.status_code == 403
+
+
+async def test_an_agent_is_tried_out_with_a_streamed_dry_run(api: httpx.AsyncClient, stack: Stack) -> None:
+    owner = await _signup(api, "preview-shop@example.com")
+    [agent] = (await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))).json()
+    last_seq = await stack.store.last_seq()
+    url = f"/v1/agents/{agent['agent_id']}/test"
+    async with api.stream("POST", url, json={"text": "what time is it?"}, headers=_auth(owner)) as response:
+        assert response.status_code == 200
+        events = await _sse(response)
+    deltas = [data["text"] for name, data in events if name == "delta"]
+    (name, done) = events[-1]
+    assert name == "done"
+    assert len(deltas) > 3
+    assert "".join(deltas) == done["text"]
+    assert done["offline"] is True
+    assert [c["name"] for c in done["tool_calls"]] == ["current_time"]
+
+    # Unsaved settings are previewed as given: without the clock tool it cannot tell the time.
+    body = {"text": "what time is it?", "config": {"tools": []}}
+    async with api.stream("POST", url, json=body, headers=_auth(owner)) as response:
+        preview = await _sse(response)
+    assert preview[-1][1]["tool_calls"] == []
+    assert await stack.store.last_seq() == last_seq  # a dry run stores nothing
+    empty = await api.post(url, json={"text": " "}, headers=_auth(owner))
+    assert empty.status_code == 400

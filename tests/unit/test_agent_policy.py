@@ -68,8 +68,8 @@ def test_whether_the_agent_answers(situation: dict[str, object], verdict: str, r
         "agent": ASSISTANT,
         "budget_left": True,
         "at": AT,
-        "received_at": AT - timedelta(seconds=2),
     } | situation
+    values.setdefault("received_at", values["at"] - timedelta(seconds=2))  # type: ignore[operator]
     decision = agent.decide(agent.Situation(**values))  # type: ignore[arg-type]
     assert (decision.verdict, decision.reason) == (verdict, reason)
 
@@ -139,7 +139,7 @@ def test_chunks_fit_and_keep_every_word(text: str, limit: int) -> None:
 
 
 def test_cost_and_budget() -> None:
-    assert agent.cost_micros("claude-sonnet-4-5", 1_000_000, 0) == 3_000_000
+    assert agent.cost_micros("claude-sonnet-4-6", 1_000_000, 0) == 3_000_000
     assert agent.cost_micros("claude-sonnet-4-5", 1000, 100) == 3000 + 1500
     assert agent.cost_micros("offline-1", 10_000, 10_000) == 0
     assert agent.budget_left("free", 1_999_999)

@@ -34,6 +34,22 @@ def test_every_example_round_trips(event: ev.Event) -> None:
     assert codec.decode(raw) == event
 
 
+# Tool inputs are free JSON objects: generate them as JSON, not as "Any".
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+st.register_type_strategy(
+    ev.AgentToolUse,
+    st.builds(
+        ev.AgentToolUse,
+        name=st.text(max_size=20),
+        input=st.dictionaries(st.text(max_size=5), _json, max_size=3),
+    ),
+)
+
+
 def _payloads(cls: type[ev.Event]) -> st.SearchStrategy[Any]:
     data_type = cls.__annotations__["data"]
     payload_cls = getattr(ev, data_type) if isinstance(data_type, str) else data_type

@@ -75,12 +75,13 @@ function logout() {
 }
 
 function show(view) {
-  for (const id of ["auth", "inbox", "channels", "usage"]) $(id).hidden = id !== view;
+  for (const id of ["auth", "inbox", "agent", "channels", "usage"]) $(id).hidden = id !== view;
   $("nav").hidden = view === "auth";
   for (const button of document.querySelectorAll("nav [data-view]")) {
     button.setAttribute("aria-current", button.dataset.view === view ? "page" : "false");
   }
   if (view === "channels") loadChannels();
+  if (view === "agent") loadAgent();
   if (view === "usage") loadUsage();
 }
 
@@ -250,6 +251,7 @@ function follow(since) {
     }
     status(`Live · last event ${state.lastSeq}`);
   };
+  source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
   for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated"]) {
     source.addEventListener(type, onEvent);
   }
@@ -258,6 +260,123 @@ function follow(since) {
     status("Reconnecting…");
   };
 }
+
+// An agent's reply while it is written: a bubble that grows until the message itself arrives.
+function showTyping(delta) {
+  if (delta.conversation_id !== state.current) return;
+  const list = $("messages");
+  if (!list) return;
+  let bubble = document.getElementById(`typing-${delta.run_id}`);
+  if (!bubble) {
+    bubble = el("li", { class: "msg out typing", id: `typing-${delta.run_id}` }, "");
+    list.prepend(bubble); // the list is newest first
+  }
+  bubble.textContent += delta.delta;
+}
+
+// --- agent settings and live preview ----------------------------------------------------------
+
+let currentAgent = null;
+
+async function loadAgent() {
+  const [agents, templates] = await Promise.all([api("/v1/agents"), api("/v1/agents/templates")]);
+  currentAgent = agents[0] || null;
+  state.templates = templates;
+  const select = $("agent-template");
+  select.replaceChildren(...templates.map((t) => el("option", { value: t.template }, t.name + " — " + t.template.replace("_", " "))));
+  if (currentAgent) fillAgentForm(currentAgent);
+}
+
+function fillAgentForm(agent) {
+  const form = $("agent-form").elements;
+  form.name.value = agent.name;
+  form.model.value = agent.model;
+  form.system_prompt.value = agent.system_prompt;
+  form.template.value = agent.template || "personal_assistant";
+  for (const box of form.tools) box.checked = agent.tools.includes(box.value);
+  form.channels.value = (agent.rules.channels || []).join(", ");
+  form.groups_require_mention.checked = agent.rules.groups_require_mention !== false;
+  const quiet = agent.rules.quiet_hours;
+  form.quiet_from.value = quiet ? quiet[0] : "";
+  form.quiet_to.value = quiet ? quiet[1] : "";
+  form.enabled.checked = agent.enabled;
+}
+
+function agentBody() {
+  const form = $("agent-form").elements;
+  const hours = [form.quiet_from.value, form.quiet_to.value];
+  return {
+    name: form.name.value,
+    model: form.model.value,
+    system_prompt: form.system_prompt.value,
+    tools: [...form.tools].filter((box) => box.checked).map((box) => box.value),
+    rules: {
+      channels: form.channels.value.split(",").map((c) => c.trim()).filter(Boolean),
+      groups_require_mention: form.groups_require_mention.checked,
+      quiet_hours: hours.every((h) => h !== "") ? hours.map(Number) : null,
+    },
+    enabled: form.enabled.checked,
+  };
+}
+
+$("agent-template").addEventListener("change", (change) => {
+  const template = (state.templates || []).find((t) => t.template === change.target.value);
+  if (!template) return;
+  const form = $("agent-form").elements;
+  form.name.value = template.name;
+  form.system_prompt.value = template.system_prompt;
+  for (const box of form.tools) box.checked = template.tools.includes(box.value);
+});
+
+$("agent-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  if (!currentAgent) return;
+  try {
+    const body = { ...agentBody(), template: $("agent-template").value };
+    const accepted = await api(`/v1/agents/${currentAgent.agent_id}`, { method: "PUT", body });
+    const agents = await api("/v1/agents", { params: { min_seq: accepted.seq } });
+    currentAgent = agents.find((a) => a.agent_id === currentAgent.agent_id);
+    $("agent-saved").textContent = "Saved.";
+  } catch (error) {
+    $("agent-saved").textContent = error.message;
+  }
+});
+
+$("preview-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  if (!currentAgent) return;
+  const answer = $("preview-answer");
+  answer.textContent = "";
+  const response = await fetch(`/v1/agents/${currentAgent.agent_id}/test`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${state.session.access_token}` },
+    body: JSON.stringify({ text: $("preview-text").value, config: agentBody() }),
+  });
+  if (!response.ok) {
+    answer.textContent = (await response.json()).detail;
+    return;
+  }
+  // Server-Sent Events over fetch: "event: delta" lines carry the answer as it is written.
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value.replace(/\r\n?/g, "\n"); // the server separates lines with CRLF
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const name = (block.match(/^event: ?(.*)$/m) || [])[1];
+      const data = (block.match(/^data: ?(.*)$/m) || [])[1];
+      if (!data) continue;
+      const payload = JSON.parse(data);
+      if (name === "delta") answer.textContent += payload.text;
+      if (name === "done") $("agent-model-note").textContent = payload.offline ? "Answered by the built-in offline model: set an Anthropic key for real answers." : `Answered by ${payload.model}.`;
+      if (name === "error") answer.textContent = payload.detail;
+    }
+  }
+});
 
 // --- try it: the tenant's own website chat, as a visitor --------------------------------------
 

@@ -43,7 +43,18 @@ function connect() {
       setStatus("Online");
     } else if (message.op === "message") {
       lastSeq = message.seq;
+      if (message.message.from === "business") document.querySelectorAll(".typing").forEach((t) => t.remove());
       render(message.message);
+    } else if (message.op === "typing") {
+      let bubble = document.getElementById(`typing-${message.run_id}`);
+      if (!bubble) {
+        bubble = document.createElement("li");
+        bubble.className = "business typing";
+        bubble.id = `typing-${message.run_id}`;
+        $("chat-messages").append(bubble);
+      }
+      bubble.textContent += message.delta;
+      bubble.scrollIntoView({ block: "end" });
     } else if (message.op === "error") {
       setStatus(message.detail);
     }

@@ -4,16 +4,18 @@ arrive live in the inbox, replies, and sees the reply reach the chat."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 # The product's fixtures (real nats-server, PostgreSQL, gateway, projections, outbox, connectors).
 from tests.integration.conftest import (  # noqa: F401
+    agent_models,
     api,
     database_url,
     nats_server,
@@ -83,3 +85,41 @@ async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, 
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "browser-webchat-round-trip.png"), full_page=True)
+
+
+async def test_agent_settings_preview_and_save_in_the_browser(
+    api: httpx.AsyncClient,  # noqa: F811
+    browser: Browser,
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    expect.set_options(timeout=15_000)
+    await page.goto(str(api.base_url))
+    await page.get_by_label("E-mail").fill("agent.owner@example.com")
+    await page.get_by_label("Password").fill("a long enough password")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.locator("#inbox")).to_be_visible()
+
+    await page.get_by_role("button", name="Agent").click()
+    form = page.locator("#agent-form")
+    await expect(form.get_by_label("Name")).to_have_value("Moltbot")
+    await form.get_by_label("Start from a template").select_option("customer_support")
+    await expect(form.get_by_label("Name")).to_have_value("Support")
+    await page.get_by_label("Sample message").fill("what time is it?")
+    await page.get_by_role("button", name="Preview").click()
+    answer = page.locator("#preview-answer")
+    await expect(answer).to_contain_text('"what time is it?"')
+    await expect(answer).to_contain_text("It is ")  # the clock tool, streamed back
+    await expect(page.locator("#agent-model-note")).to_contain_text("offline model")
+
+    await form.get_by_role("button", name="Save").click()
+    await expect(page.locator("#agent-saved")).to_have_text("Saved.")
+    agents = await api.get("/v1/agents", headers={"Authorization": "Bearer " + await _token(page)})
+    assert [(a["name"], a["template"]) for a in agents.json()] == [("Support", "customer_support")]
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "browser-agent-settings.png"), full_page=True)
+
+
+async def _token(page: Page) -> str:
+    session = await page.evaluate("localStorage.getItem('moltbot.session')")
+    token: str = json.loads(session)["access_token"]
+    return token

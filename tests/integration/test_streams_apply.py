@@ -22,6 +22,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("LIVE", "created"),
         ("DLQ", "created"),
         ("EVENTS/outbox", "created"),
+        ("EVENTS/agent", "created"),
         ("COMMANDS/connector-webchat", "created"),
     ]
     second = await apply_streams(nc, streams_spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from bench import backbone, realtime
+from bench import agent, backbone, realtime
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +38,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as work:
         result = asyncio.run(backbone.run(events, Path(work), progress))
         live = asyncio.run(realtime.run(min(events, args.realtime_events), Path(work), progress))
-    result["figures"] += [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in live]
+        runs = asyncio.run(agent.run(Path(work), progress))
+    result["figures"] += [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in live + runs]
     args.out.mkdir(parents=True, exist_ok=True)
     report = backbone.render(result)
     (args.out / "report.md").write_text(report)

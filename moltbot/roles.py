@@ -103,6 +103,8 @@ async def run_agent(
     nats_url: str, database_url: str, models: ModelChoice, *, settings: AgentSettings | None = None
 ) -> None:
     """Answer messages where the tenants' rules allow, until cancelled."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_core(conn)  # type: ignore[arg-type]  # the confined role the reads use
     reads = AgentReads(database_url)
     await reads.open()
     try:

@@ -372,7 +372,7 @@ $("preview-form").addEventListener("submit", async (submit) => {
       if (!data) continue;
       const payload = JSON.parse(data);
       if (name === "delta") answer.textContent += payload.text;
-      if (name === "done") $("agent-model-note").textContent = payload.offline ? "Answered by the built-in offline model: set an Anthropic key for real answers." : `Answered by ${payload.model}.`;
+      if (name === "done") $("agent-model-note").textContent = payload.offline ? "Answered by the built-in offline model: the server has no Anthropic key (MOLTBOT_ANTHROPIC_API_KEY)." : `Answered by ${payload.model}.`;
       if (name === "error") answer.textContent = payload.detail;
     }
   }

@@ -21,6 +21,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("COMMANDS", "created"),
         ("LIVE", "created"),
         ("DLQ", "created"),
+        ("KV_connector_leases", "created"),
         ("EVENTS/outbox", "created"),
         ("EVENTS/agent", "created"),
         ("COMMANDS/connector-webchat", "created"),

@@ -1,4 +1,7 @@
-"""Read model: metered usage per tenant, day and metric, summed from ``usage.recorded``."""
+"""Read model: metered usage per tenant, day and metric, summed from ``usage.recorded``
+(tokens, cost, agent runs) and counted from the messages themselves (``messages_in`` per
+``message.received``, ``messages_out`` per ``message.sent``) — the log already says how
+many there were, so no separate usage event is written for them."""
 
 from __future__ import annotations
 
@@ -33,6 +36,12 @@ class UsageBatch:
         self._sums: defaultdict[tuple[str, date, str], list[int]] = defaultdict(lambda: [0, 0])
 
     def add(self, seq: int, event: Event) -> None:
+        if isinstance(event, ev.MessageReceived | ev.MessageSent):
+            metric = "messages_in" if isinstance(event, ev.MessageReceived) else "messages_out"
+            key = (event.tenant_id, event.occurred_at.date(), metric)
+            self._sums[key][0] += 1
+            self._sums[key][1] += 1
+            return
         assert isinstance(event, ev.UsageRecorded)
         if event.data.quantity < 0:
             raise Rejected(f"usage quantity must not be negative, got {event.data.quantity}")
@@ -47,9 +56,9 @@ class UsageBatch:
 
 class UsageProjection:
     name: str = "usage"
-    version: int = 2  # 2: row-level security on every table
+    version: int = 3  # 2: row-level security on every table; 3: message counts
     tables: tuple[str, ...] = ("usage_daily",)
-    handles: frozenset[str] = frozenset({"usage.recorded"})
+    handles: frozenset[str] = frozenset({"usage.recorded", "message.received", "message.sent"})
 
     def schema_sql(self) -> str:
         return SCHEMA

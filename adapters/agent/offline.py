@@ -29,8 +29,7 @@ _QUOTE_LIMIT = 120  # characters of the question repeated back
 _SEARCH_PREFIX = "search:"
 _CHUNK = re.compile(r"\S+\s*|\s+")  # a word with the space after it; joins back to the text
 _SIGN_OFF = (
-    "I'm the offline assistant, so this is only a placeholder answer"
-    " until a language model is connected."
+    "I'm the offline assistant, so this is only a placeholder answer until a language model is connected."
 )
 
 

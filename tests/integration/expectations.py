@@ -37,4 +37,7 @@ def usage_sums(events: Iterable[ev.Event]) -> dict[tuple[str, date, str], int]:
     for event in events:
         if isinstance(event, ev.UsageRecorded):
             sums[(event.tenant_id, event.occurred_at.date(), event.data.metric)] += event.data.quantity
+        elif isinstance(event, ev.MessageReceived | ev.MessageSent):
+            metric = "messages_in" if isinstance(event, ev.MessageReceived) else "messages_out"
+            sums[(event.tenant_id, event.occurred_at.date(), metric)] += 1
     return dict(sums)

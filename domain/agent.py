@@ -7,6 +7,7 @@ a table and is tested as one (tests/unit/test_agent_policy.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -160,6 +161,34 @@ def run_id_for(trigger_event_id: str) -> str:
 
 def reply_message_id(run_id: str, part: int) -> str:
     return ids.stable_id(ids.MESSAGE, f"reply:{run_id}:{part}")
+
+
+# --- memory: a rolling summary of what no longer fits -----------------------------------------
+
+SUMMARY_CHARS = 2000  # the summary's own budget
+SUMMARY_LINE_CHARS = 160
+
+
+def summarize(previous: str | None, older: list[tuple[str, str]]) -> str:
+    """``previous`` extended with one line per older message (sender: its first sentence),
+    keeping the newest lines within ``SUMMARY_CHARS``. Extractive and deterministic: it
+    costs no model call and never invents anything."""
+    lines = previous.splitlines() if previous else []
+    for sender, text in older:
+        flat = " ".join(text.split())
+        first = re.split(r"(?<=[.!?])\s", flat, maxsplit=1)[0]
+        if len(first) > SUMMARY_LINE_CHARS:
+            first = first[: SUMMARY_LINE_CHARS - 1].rstrip() + "…"
+        lines.append(f"{sender}: {first}")
+    while lines and sum(len(line) + 1 for line in lines) > SUMMARY_CHARS:
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def with_memory(system_prompt: str, summary: str | None) -> str:
+    if not summary:
+        return system_prompt
+    return f"{system_prompt}\n\nEarlier in this conversation (summary, oldest first):\n{summary}"
 
 
 # --- replies that fit the channel ------------------------------------------------------------

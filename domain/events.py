@@ -238,6 +238,21 @@ class ConversationUpdated(Event, frozen=True, kw_only=True, tag="conversation.up
     data: ConversationUpdatedData
 
 
+class ConversationSummarizedData(Payload, frozen=True):
+    summary: str
+    through_message_id: str  # the newest message the summary covers
+    through_sent_at: datetime
+    messages: int  # how many messages it covers in all
+
+
+class ConversationSummarized(Event, frozen=True, kw_only=True, tag="conversation.summarized"):
+    """The agent's rolling summary of a conversation's older messages, kept when the history
+    outgrows what it sends to the model; the latest one replaces the ones before."""
+
+    AGGREGATE = CONVERSATION
+    data: ConversationSummarizedData
+
+
 class Sender(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: str
     name: str
@@ -505,6 +520,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConnectionDeleted,
     ConversationCreated,
     ConversationUpdated,
+    ConversationSummarized,
     MessageReceived,
     MessageSendRequested,
     MessageSent,

@@ -132,6 +132,17 @@ def examples() -> list[ev.Event]:
             ev.ReactionData(message_id=MESSAGE_ID, emoji="👍", sender_id="tg:5551234"),
         ),
         (
+            ev.ConversationSummarized,
+            CONVERSATION_ID,
+            agent,
+            ev.ConversationSummarizedData(
+                summary="Ada Lovelace: Can we move Thursday's appointment?",
+                through_message_id=MESSAGE_ID,
+                through_sent_at=AT,
+                messages=1,
+            ),
+        ),
+        (
             ev.AgentConfigured,
             AGENT_ID,
             user,

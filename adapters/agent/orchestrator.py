@@ -245,11 +245,13 @@ class Orchestrator:
         history = await self._reads.recent_messages(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
         )
+        recent, older = _fit(history, self._settings.context_chars)
+        summary = await self._memory(trigger, older)
         tools = ToolBox(agent.tools, ToolContext(trigger.tenant_id, self._reads, self._clock))
         request = ModelRequest(
             model=agent.model,
-            system=agent.system_prompt,
-            turns=_turns(history, self._settings.context_chars),
+            system=policy.with_memory(agent.system_prompt, summary),
+            turns=tuple(ChatTurn("assistant" if m.direction == "out" else "user", m.text) for m in recent),
             tools=tools.specs(),
         )
         live = subjects.live_subject(trigger.tenant_id, "agent", conversation.conversation_id, run_id)
@@ -304,6 +306,29 @@ class Orchestrator:
             parts=len(parts),
             tokens_out=reply.tokens_out,
         )
+
+    async def _memory(self, trigger: ev.MessageReceived, older: list[PastMessage]) -> str | None:
+        """The conversation's rolling summary, extended with older messages it lacks."""
+        subject = subjects.event_subject(
+            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
+        )
+        stored = await self._store.last_on(subject)
+        last = self._store.codec.decode(stored.data) if stored is not None else None
+        previous = last.data if isinstance(last, ev.ConversationSummarized) else None
+        new = [m for m in older if previous is None or m.sent_at > previous.through_sent_at]
+        if not new:
+            return previous.summary if previous else None
+        summary = policy.summarize(
+            previous.summary if previous else None, [(m.sender_name, m.text) for m in new]
+        )
+        data = ev.ConversationSummarizedData(
+            summary=summary,
+            through_message_id=new[-1].message_id,
+            through_sent_at=new[-1].sent_at,
+            messages=(previous.messages if previous else 0) + len(new),
+        )
+        await self._store.append(self._event(trigger, ev.ConversationSummarized, data))
+        return summary
 
     async def _fail(self, trigger: ev.MessageReceived, run_id: str, code: str, reason: str) -> None:
         failed = ev.AgentRunFailedData(run_id=run_id, code=code, reason=reason)
@@ -367,17 +392,21 @@ class Orchestrator:
         ]
 
 
-def _turns(history: list[PastMessage], budget_chars: int) -> tuple[ChatTurn, ...]:
-    """The most recent messages that fit ``budget_chars``, oldest first."""
-    turns: list[ChatTurn] = []
-    used = 0
+def _fit(history: list[PastMessage], budget_chars: int) -> tuple[list[PastMessage], list[PastMessage]]:
+    """(the most recent messages that fit ``budget_chars``, the older ones), both oldest first."""
+    used, keep = 0, 0
     for message in reversed(history):
-        text = message.text
-        if turns and used + len(text) > budget_chars:
+        if keep and used + len(message.text) > budget_chars:
             break
-        used += len(text)
-        turns.append(ChatTurn("assistant" if message.direction == "out" else "user", text[:budget_chars]))
-    return tuple(reversed(turns))
+        used += len(message.text)
+        keep += 1
+    recent = history[len(history) - keep :]
+    if recent and len(recent[0].text) > budget_chars:  # one huge message: its end is what matters
+        first = recent[0]
+        recent[0] = PastMessage(
+            first.message_id, first.direction, first.sender_name, first.text[-budget_chars:], first.sent_at
+        )
+    return recent, history[: len(history) - keep]
 
 
 async def _keep_in_progress(msg: Msg) -> None:

@@ -33,6 +33,7 @@ class AgentView(msgspec.Struct, frozen=True):
 
 
 class PastMessage(msgspec.Struct, frozen=True):
+    message_id: str
     direction: str  # in, out
     sender_name: str
     text: str
@@ -119,7 +120,7 @@ class AgentReads:
         """The conversation's latest messages, oldest first (deleted ones left out)."""
         async with self._tenant(tenant_id) as conn:
             cur = await conn.execute(
-                "SELECT direction, sender_name, text, sent_at FROM rm_inbox.messages"
+                "SELECT message_id, direction, sender_name, text, sent_at FROM rm_inbox.messages"
                 " WHERE conversation_id = %s AND deleted_at IS NULL AND status <> 'failed'"
                 " ORDER BY seq DESC LIMIT %s",
                 (conversation_id, limit),

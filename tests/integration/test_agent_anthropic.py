@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from adapters.agent.choice import ModelChoice
 from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams
+from domain import events as ev
+from domain import ids
 from moltbot.roles import run_agent
 from tests.fakes.anthropic_api import FakeAnthropic, Stall, error, fake_anthropic, text, tool_use
 from tests.integration.conftest import REPO_ROOT, Stack
@@ -153,3 +156,49 @@ async def test_an_agent_killed_mid_run_replies_exactly_once_after_restart(
         if s.event.type == "message.send_requested"
     ]
     assert len(requested) == 1
+
+
+async def test_a_long_history_is_summarized_for_the_model(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, assistant: None
+) -> None:
+    fake.add(text("Noted, all of it."))
+    owner = await _signup(api, "long-talk@example.com")
+    key = (await _widget(api, owner))["widget_key"]
+    first = await _visitor_says(api, key, "Message 0. It starts here.", name="Rosa")
+    conversation = first["conversation_id"]
+    # Twenty long messages at once (one answer for the burst), far past the 12k-char context.
+    later = [
+        ev.new_event(
+            ev.MessageReceived,
+            tenant_id=owner["tenant_id"],
+            aggregate_id=conversation,
+            actor="test",
+            data=ev.MessageReceivedData(
+                message_id=ids.new_id(ids.MESSAGE),
+                connection_id="cn_x",
+                channel="webchat",
+                provider_message_id=f"long-{n}",
+                sender=ev.Sender(id="v", name="Rosa"),
+                text=f"Message {n + 1}. " + "blah " * 200,
+                sent_at=datetime.now(UTC),
+            ),
+        )
+        for n in range(20)
+    ]
+    await stack.store.append_many(later)
+    [reply] = await _until(lambda: _replies(api, owner, conversation), "the reply")
+    assert reply["text"] == "Noted, all of it."
+    [request] = fake.requests
+    assert "Earlier in this conversation" in request["system"]
+    assert "Rosa: Message 0." in request["system"]
+    assert "Message 20." in json.dumps(request["messages"])  # the latest is sent as is
+    assert "Message 0." not in json.dumps(request["messages"])
+    summaries = [
+        s.event
+        async for s in stack.store.read_events(
+            subject=f"ev.{owner['tenant_id']}.conversation.{conversation}.>"
+        )
+        if isinstance(s.event, ev.ConversationSummarized)
+    ]
+    assert len(summaries) == 1
+    assert summaries[0].data.messages == request["system"].count("Rosa: ")

@@ -145,3 +145,15 @@ def test_cost_and_budget() -> None:
     assert agent.budget_left("free", 1_999_999)
     assert not agent.budget_left("free", 2_000_000)
     assert agent.budget_left("byok", 10**12)
+
+
+def test_the_rolling_summary_keeps_first_sentences_and_the_newest_lines() -> None:
+    summary = agent.summarize(None, [("Ada", "Can we meet Friday? I am free after ten."), ("Bo", "Sure.")])
+    assert summary == "Ada: Can we meet Friday?\nBo: Sure."
+    longer = agent.summarize(summary, [("Ada", "x" * 500)])
+    assert longer.splitlines()[-1] == "Ada: " + "x" * (agent.SUMMARY_LINE_CHARS - 1) + "…"
+    many = agent.summarize(None, [("Ada", f"Line {n}.") for n in range(1000)])
+    assert len(many) <= agent.SUMMARY_CHARS
+    assert many.splitlines()[-1] == "Ada: Line 999."  # the oldest lines go first
+    assert agent.with_memory("Be kind.", None) == "Be kind."
+    assert agent.with_memory("Be kind.", many).startswith("Be kind.\n\nEarlier in this conversation")

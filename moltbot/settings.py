@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
     agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
+    # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
+    vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
+    vault_key_id: str | None = None  # MOLTBOT_VAULT_KEY_ID: the key new secrets are sealed under
+    vault_key_file: Path  # used when MOLTBOT_VAULT_KEYS is unset; created on first use
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -75,6 +79,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             or None,
             anthropic_base_url=environ.get("MOLTBOT_ANTHROPIC_BASE_URL") or None,
             agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
+            vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
+            vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,
+            vault_key_file=Path(
+                environ.get("MOLTBOT_VAULT_KEY_FILE") or directory.resolve() / "vault" / "keys.json"
+            ),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
         return settings
@@ -102,6 +111,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def stack_file(self) -> Path:
         return self.data_dir / STACK_FILE
+
+    def database(self) -> str:
+        """The PostgreSQL URL alone, for commands that need no NATS, or :class:`NoStackError`."""
+        if self.database_url:
+            return self.database_url
+        if self.stack_file.exists() and (url := json.loads(self.stack_file.read_text()).get("database_url")):
+            return str(url)
+        raise NoStackError(
+            f"No running Moltbot stack in {self.data_dir}. Start one with `moltbot up"
+            f" --data {self.data_dir}`, or set MOLTBOT_DATABASE_URL."
+        )
 
     def servers(self) -> tuple[str, str]:
         """(nats_url, database_url) of the stack to talk to, or :class:`NoStackError`."""

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from domain.events import AgentConfiguredData
+
 
 class ChatTurn(msgspec.Struct, frozen=True):
     """One turn of the conversation as the model sees it."""
@@ -75,6 +77,12 @@ class ModelUnavailable(Exception):
 
 
 OnDelta = Callable[[str], Awaitable[None]]
+
+
+class ModelSource(Protocol):
+    """Which model answers for an agent of a tenant (its own key, the deployment's, offline)."""
+
+    async def model_for(self, config: AgentConfiguredData, tenant_id: str | None) -> Model: ...
 
 
 class Model(Protocol):

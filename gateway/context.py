@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.nats.event_store import EventStore
-from domain.events import AgentConfiguredData
-from domain.models import Model
+from adapters.vault.cipher import Keyring
+from domain.models import ModelSource
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
 from gateway.oidc import OidcVerifier, peek_issuer
@@ -34,8 +34,10 @@ class GatewayContext:
     pool: AsyncConnectionPool[Any]
     tokens: Tokens
     oidc: OidcVerifier | None = None  # external identity provider, when configured
-    # The agent's model for dry runs (POST /v1/agents/{id}/test); None: no preview.
-    choose_model: Callable[[AgentConfiguredData], Model] | None = None
+    # The agent's models for dry runs (POST /v1/agents/{id}/test); None: no preview.
+    models: ModelSource | None = None
+    # The vault's keys, to seal what tenants entrust (their own Anthropic key, bot tokens).
+    keyring: Keyring | None = None
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

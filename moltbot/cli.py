@@ -80,6 +80,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.gateway_port,
         oidc=settings.oidc_config(),
         models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
+        keyring=_keyring(settings),
     )
     return 0
 
@@ -283,7 +284,11 @@ async def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
     models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
     try:
         await run_agent(
-            nats_url, database_url, models, settings=AgentSettings(debounce=settings.agent_debounce)
+            nats_url,
+            database_url,
+            models,
+            keyring=_keyring(settings),
+            settings=AgentSettings(debounce=settings.agent_debounce),
         )
     finally:
         await models.aclose()

@@ -15,6 +15,7 @@ import uvicorn
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
@@ -24,8 +25,11 @@ from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
+from adapters.vault.cipher import Keyring
+from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector
+from domain.models import ModelSource
 from gateway.app import create_app
 from gateway.auth import Tokens
 from gateway.context import GatewayContext
@@ -100,18 +104,48 @@ async def run_connectors(nats_url: str, spec: StreamsFile, kinds: Sequence[str] 
 
 
 async def run_agent(
-    nats_url: str, database_url: str, models: ModelChoice, *, settings: AgentSettings | None = None
+    nats_url: str,
+    database_url: str,
+    models: ModelChoice,
+    *,
+    keyring: Keyring | None = None,
+    settings: AgentSettings | None = None,
 ) -> None:
-    """Answer messages where the tenants' rules allow, until cancelled."""
+    """Answer messages where the tenants' rules allow, until cancelled. With ``keyring``,
+    a tenant's own Anthropic key (BYOK) is preferred to the deployment's."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await ensure_core(conn)  # type: ignore[arg-type]  # the confined role the reads use
+        await ensure_confined_access(conn)  # type: ignore[arg-type]
     reads = AgentReads(database_url)
     await reads.open()
+    source: ModelSource = models
+    if keyring is not None:
+        vault_keys = keyring
+
+        async def own_key(tenant_id: str) -> str | None:
+            return await reads.own_anthropic_key(tenant_id, vault_keys)
+
+        source = models.with_tenant_keys(own_key)
     try:
         async with connection(nats_url, name="moltbot-agent") as nc:
-            await Orchestrator(nc, reads, models, settings=settings or AgentSettings()).run()
+            await Orchestrator(nc, reads, source, settings=settings or AgentSettings()).run()
     finally:
         await reads.close()
+
+
+def _with_own_keys(
+    models: ModelChoice | None, pool: AsyncConnectionPool[Any], keyring: Keyring | None
+) -> ModelSource | None:
+    if models is None or keyring is None:
+        return models
+    vault_keys = keyring
+
+    async def own_key(tenant_id: str) -> str | None:
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+            return await byok.read_key(conn, vault_keys, tenant_id)
+
+    return models.with_tenant_keys(own_key)
 
 
 @contextlib.asynccontextmanager
@@ -122,6 +156,7 @@ async def gateway_context(
     *,
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
+    keyring: Keyring | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -133,6 +168,7 @@ async def gateway_context(
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
             for sql in GATEWAY_SQL:
                 await conn.execute(sql)
+        await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
 
     async def as_gateway_role(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SET ROLE moltbot_gateway")
@@ -150,7 +186,12 @@ async def gateway_context(
     try:
         async with connection(nats_url, name="moltbot-gateway") as nc:
             yield GatewayContext(
-                store=EventStore(nc), pool=pool, tokens=tokens, oidc=verifier, choose_model=models
+                store=EventStore(nc),
+                pool=pool,
+                tokens=tokens,
+                oidc=verifier,
+                models=_with_own_keys(models, pool, keyring),
+                keyring=keyring,
             )
     finally:
         if verifier is not None:
@@ -168,9 +209,12 @@ async def run_gateway(
     started: asyncio.Event | None = None,
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
+    keyring: Keyring | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
-    async with gateway_context(nats_url, database_url, key_file, oidc=oidc, models=models) as ctx:
+    async with gateway_context(
+        nats_url, database_url, key_file, oidc=oidc, models=models, keyring=keyring
+    ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),
             host=host,

@@ -30,6 +30,7 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
+from adapters.vault.cipher import load_keyring
 from moltbot.roles import (
     GatewayStartError,
     run_agent,
@@ -148,6 +149,9 @@ async def up(settings: Settings) -> None:
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
             gateway_started = asyncio.Event()
             models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
+            keyring = load_keyring(
+                keys=settings.vault_keys, current=settings.vault_key_id, key_file=settings.vault_key_file
+            )
             log.info(
                 "agent_model",
                 model="anthropic" if settings.anthropic_api_key else "offline (no Anthropic key set)",
@@ -166,6 +170,7 @@ async def up(settings: Settings) -> None:
                             description["nats_url"],
                             description["database_url"],
                             models,
+                            keyring=keyring,
                             settings=AgentSettings(debounce=settings.agent_debounce),
                         ),
                         name="agent",
@@ -180,6 +185,7 @@ async def up(settings: Settings) -> None:
                             started=gateway_started,
                             oidc=settings.oidc_config(),
                             models=models,
+                            keyring=keyring,
                         ),
                         name="gateway",
                     )

@@ -1,32 +1,58 @@
-"""Which model answers for an agent: Anthropic when the deployment has a key (and the
-agent does not ask for the offline model), the built-in offline model otherwise."""
+"""Which model answers for an agent: Anthropic with the tenant's own key (BYOK, from the
+vault) or the deployment's, unless the agent asks for the offline model; the built-in
+offline model when there is no key at all."""
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
 
 from adapters.agent.anthropic_model import AnthropicModel
 from adapters.agent.offline import OFFLINE_MODEL, OfflineModel
 from domain.events import AgentConfiguredData
-from domain.models import Model
+from domain.models import Model, ModelSource
+
+TenantKey = Callable[[str], Awaitable[str | None]]  # a tenant's own Anthropic key, if it set one
 
 
 class ModelChoice:
-    """Callable as ``choose(agent_config) -> Model``; one client per model id, reused."""
+    """A ``domain.models.ModelSource``; one client per (key, model), reused."""
 
-    def __init__(self, api_key: str | None, *, base_url: str | None = None) -> None:
+    def __init__(
+        self, api_key: str | None, *, base_url: str | None = None, tenant_key: TenantKey | None = None
+    ) -> None:
         self._api_key = api_key
         self._base_url = base_url
+        self._tenant_key = tenant_key
         self._offline = OfflineModel()
-        self._anthropic: dict[str, AnthropicModel] = {}
+        self._anthropic: dict[tuple[str, str], AnthropicModel] = {}
 
-    def __call__(self, config: AgentConfiguredData) -> Model:
-        if not self._api_key or config.model == OFFLINE_MODEL:
+    async def model_for(self, config: AgentConfiguredData, tenant_id: str | None) -> Model:
+        own = await self._tenant_key(tenant_id) if self._tenant_key and tenant_id else None
+        return self.pick(config, own)
+
+    def pick(self, config: AgentConfiguredData, tenant_key: str | None) -> Model:
+        key = tenant_key or self._api_key
+        if config.model == OFFLINE_MODEL or not key:
             return self._offline
-        if config.model not in self._anthropic:
-            self._anthropic[config.model] = AnthropicModel(
-                self._api_key, model=config.model, base_url=self._base_url
-            )
-        return self._anthropic[config.model]
+        slot = (hashlib.sha256(key.encode()).hexdigest(), config.model)  # never the key itself
+        if slot not in self._anthropic:
+            self._anthropic[slot] = AnthropicModel(key, model=config.model, base_url=self._base_url)
+        return self._anthropic[slot]
+
+    def with_tenant_keys(self, tenant_key: TenantKey) -> ModelSource:
+        """The same models, preferring each tenant's own key (the clients stay shared here)."""
+        return _WithTenantKeys(self, tenant_key)
 
     async def aclose(self) -> None:
         for model in self._anthropic.values():
             await model.aclose()
+
+
+class _WithTenantKeys:
+    def __init__(self, choice: ModelChoice, tenant_key: TenantKey) -> None:
+        self._choice = choice
+        self._tenant_key = tenant_key
+
+    async def model_for(self, config: AgentConfiguredData, tenant_id: str | None) -> Model:
+        return self._choice.pick(config, await self._tenant_key(tenant_id) if tenant_id else None)

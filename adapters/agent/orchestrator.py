@@ -43,7 +43,7 @@ from domain import agent as policy
 from domain import events as ev
 from domain import subjects
 from domain.errors import InvalidEvent
-from domain.models import ChatTurn, Model, ModelRequest, ModelUnavailable
+from domain.models import ChatTurn, ModelRequest, ModelSource, ModelUnavailable
 
 log = structlog.get_logger()
 
@@ -52,7 +52,6 @@ READ_MODELS = ("inbox", "agents", "tenants", "usage")
 _MESSAGE_RECEIVED = ".message_received"
 
 Outcome = Literal["done", "retry"]
-ModelChooser = Callable[[ev.AgentConfiguredData], Model]
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Orchestrator:
         self,
         nc: Client,
         reads: AgentReads,
-        choose_model: ModelChooser,
+        models: ModelSource,
         *,
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -78,7 +77,7 @@ class Orchestrator:
         self._nc = nc
         self._store = EventStore(nc)
         self._reads = reads
-        self._choose_model = choose_model
+        self._models = models
         self._settings = settings
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -238,7 +237,7 @@ class Orchestrator:
         run_id: str,
         agent: ev.AgentConfiguredData,
     ) -> None:
-        model = self._choose_model(agent)
+        model = await self._models.model_for(agent, trigger.tenant_id)
         await self._store.append(
             self._event(trigger, ev.AgentRunStarted, ev.AgentRunStartedData(run_id=run_id, model=model.name))
         )

@@ -14,6 +14,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.agent import byok
+from adapters.vault.cipher import Keyring
 from domain import events as ev
 from projections.agents import configuration
 
@@ -127,6 +129,11 @@ class AgentReads:
             )
             rows = await cur.fetchall()
         return [msgspec.convert(r, PastMessage) for r in reversed(rows)]
+
+    async def own_anthropic_key(self, tenant_id: str, keyring: Keyring) -> str | None:
+        """The tenant's own Anthropic key (BYOK), opened from the vault, or None."""
+        async with self._tenant(tenant_id) as conn:
+            return await byok.read_key(conn, keyring, tenant_id)
 
     async def search(self, tenant_id: str, query: str, limit: int = 5) -> list[dict[str, Any]]:
         async with self._tenant(tenant_id) as conn:

@@ -51,6 +51,28 @@ async def ensure_schema(conn: Connection) -> None:
         await conn.execute(SCHEMA_SQL)
 
 
+# The gateway and the agent read and write a tenant's secrets under the confined role,
+# where row-level security keeps each transaction to its tenant (``moltbot.tenant_id``);
+# connectors and rotation run as the owner and see every row.
+CONFINED_SQL = """
+GRANT USAGE ON SCHEMA vault TO moltbot_gateway;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vault.credentials TO moltbot_gateway;
+ALTER TABLE vault.credentials ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_only ON vault.credentials;
+CREATE POLICY tenant_only ON vault.credentials TO moltbot_gateway
+    USING (tenant_id = current_setting('moltbot.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('moltbot.tenant_id', true));
+"""
+
+
+async def ensure_confined_access(conn: Connection) -> None:
+    """The schema, plus the confined role's tenant-scoped access (the role must exist)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.vault.schema'))")
+        await conn.execute(SCHEMA_SQL)
+        await conn.execute(CONFINED_SQL)
+
+
 def associated_data(tenant_id: str, connection_id: str) -> bytes:
     """The owner a ciphertext is bound to."""
     if ":" in tenant_id:

@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import Router, get, post, put
+from litestar import Router, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from adapters.agent import byok
+from adapters.vault.cipher import Keyring
 from domain import agent as policy
 from domain import events as ev
 from domain import ids, subjects
@@ -211,6 +213,80 @@ async def update_agent(
     return await _configure(ctx, who, agent_id, _configuration(data, base))
 
 
+class OwnKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    api_key: str
+
+
+class OwnKeyStatus(msgspec.Struct, frozen=True):
+    anthropic: bool  # whether the tenant set its own Anthropic key (the key is never shown)
+    plan: str | None
+
+
+async def _plan(ctx: GatewayContext, who: Caller) -> str:
+    async with ctx.tenant(who.tenant_id) as conn:
+        cur = await conn.execute("SELECT plan FROM rm_tenants.tenants WHERE tenant_id = %s", (who.tenant_id,))
+        row = await cur.fetchone()
+    return str(row["plan"]) if row else "free"
+
+
+async def _change_plan(ctx: GatewayContext, who: Caller, plan: ev.Plan) -> AgentAccepted | None:
+    previous = await _plan(ctx, who)
+    if previous == plan:
+        return None
+    event = ev.new_event(
+        ev.PlanChanged, tenant_id=who.tenant_id, aggregate_id=who.tenant_id, actor=f"user:{who.user_id}",
+        data=ev.PlanChangedData(plan=plan, previous_plan=previous),  # type: ignore[arg-type]
+    )  # fmt: skip
+    appended = await ctx.store.append(event)
+    return AgentAccepted("", appended.event_id, appended.seq)
+
+
+def _vault(ctx: GatewayContext) -> Keyring:
+    if ctx.keyring is None:
+        raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
+    return ctx.keyring
+
+
+@get("/agents/own-key")
+async def own_key_status(ctx: Ctx, who: Who) -> OwnKeyStatus:
+    """Whether your agents use your own Anthropic key (bring your own key)."""
+    keyring = _vault(ctx)
+    async with ctx.tenant(who.tenant_id) as conn:
+        key = await byok.read_key(conn, keyring, who.tenant_id)
+    return OwnKeyStatus(anthropic=key is not None, plan=await _plan(ctx, who))
+
+
+@put("/agents/own-key", status_code=202)
+async def set_own_key(ctx: Ctx, who: Who, data: JSONBody[OwnKey]) -> AgentAccepted:
+    """Use your own Anthropic key for every agent of this inbox: your plan becomes BYOK (no
+    platform budget). The key is kept encrypted and never shown again."""
+    _may_configure(who)
+    key = data.api_key.strip()
+    if not (20 <= len(key) <= 300) or not key.isascii() or not key.isprintable() or " " in key:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Paste the whole API key from the Anthropic console (sk-ant-…).",
+            field="api_key",
+        )
+    keyring = _vault(ctx)
+    async with ctx.tenant(who.tenant_id) as conn:
+        await byok.store_key(conn, keyring, who.tenant_id, key)
+    changed = await _change_plan(ctx, who, "byok")
+    return changed or AgentAccepted("", "", await ctx.store.last_seq())
+
+
+@delete("/agents/own-key", status_code=202)
+async def forget_own_key(ctx: Ctx, who: Who) -> AgentAccepted:
+    """Stop using your own key: the deployment's model (within the free plan's budget) answers."""
+    _may_configure(who)
+    keyring = _vault(ctx)
+    async with ctx.tenant(who.tenant_id) as conn:
+        await byok.forget_key(conn, keyring, who.tenant_id)
+    changed = await _change_plan(ctx, who, "free")
+    return changed or AgentAccepted("", "", await ctx.store.last_seq())
+
+
 class _PreviewTools:
     """The preview's tools: the clock is real, history search says what it would do."""
 
@@ -247,9 +323,9 @@ async def test_agent(
     config = await _current(ctx, who, agent_id)
     if data.config is not None:
         config = _configuration(data.config, config)
-    if ctx.choose_model is None:
+    if ctx.models is None:
         raise ApiError(503, "agent_unavailable", "No model is configured on this gateway.")
-    model = ctx.choose_model(config)
+    model = await ctx.models.model_for(config, who.tenant_id)
     tools = _PreviewTools(config.tools)
     request = ModelRequest(
         model=config.model, system=config.system_prompt, turns=(ChatTurn("user", text),), tools=tools.specs()
@@ -291,7 +367,16 @@ async def test_agent(
 
 agents_router = Router(
     path="/v1",
-    route_handlers=[list_agents, list_templates, create_agent, update_agent, test_agent],
+    route_handlers=[
+        list_agents,
+        list_templates,
+        own_key_status,
+        set_own_key,
+        forget_own_key,
+        create_agent,
+        update_agent,
+        test_agent,
+    ],
     tags=["agents"],
     dependencies={"who": Provide(caller)},
 )

@@ -28,6 +28,7 @@ from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
+from adapters.vault.cipher import Keyring
 from moltbot.roles import run_agent, run_connectors, run_gateway, run_outbox, run_projections
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
@@ -153,7 +154,16 @@ async def stack(nats_server: NatsServer, nc: Client, database_url: str, streams_
 
 
 @pytest.fixture
-async def api(stack: Stack, tmp_path: Path, agent_models: ModelChoice) -> AsyncIterator[httpx.AsyncClient]:
+def keyring() -> Keyring:
+    """The vault's keys for one test."""
+    key_id, key = Keyring.generate_key()
+    return Keyring({key_id: key}, key_id)
+
+
+@pytest.fixture
+async def api(
+    stack: Stack, tmp_path: Path, agent_models: ModelChoice, keyring: Keyring
+) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
     port = free_port()
@@ -167,6 +177,7 @@ async def api(stack: Stack, tmp_path: Path, agent_models: ModelChoice) -> AsyncI
                 port=port,
                 started=started,
                 models=agent_models,
+                keyring=keyring,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),
@@ -192,10 +203,18 @@ async def agent_models() -> AsyncIterator[ModelChoice]:
 
 
 @pytest.fixture
-async def assistant(api: httpx.AsyncClient, stack: Stack, agent_models: ModelChoice) -> AsyncIterator[None]:
+async def assistant(
+    api: httpx.AsyncClient, stack: Stack, agent_models: ModelChoice, keyring: Keyring
+) -> AsyncIterator[None]:
     """The agent role beside ``api``, with a short debounce window."""
     role = asyncio.create_task(
-        run_agent(stack.nats_url, stack.database_url, agent_models, settings=AgentSettings(debounce=0.3))
+        run_agent(
+            stack.nats_url,
+            stack.database_url,
+            agent_models,
+            keyring=keyring,
+            settings=AgentSettings(debounce=0.3),
+        )
     )
     yield
     role.cancel()

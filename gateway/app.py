@@ -10,6 +10,7 @@ from gateway.context import GatewayContext, context
 from gateway.errors import HANDLERS
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
+from gateway.routes.channels import channels_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.messages import messages_router
@@ -29,6 +30,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             inbox_router,
             messages_router,
             agents_router,
+            channels_router,
             webchat_router,
             realtime_router,
             index,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import structlog
 import uvicorn
+from nats.aio.client import Client
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -19,7 +22,11 @@ from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
+from adapters.channels import telegram
+from adapters.channels.directory import ConnectionDirectory
+from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
+from adapters.channels.sessions import SessionManager
 from adapters.channels.webchat import WebchatConnector
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
@@ -82,25 +89,84 @@ async def run_outbox(nats_url: str) -> None:
         await Outbox(nc).run()
 
 
-def connector_for(kind: str) -> Connector:
-    if kind == WebchatConnector.kind:
-        return WebchatConnector()
-    raise LookupError(f"no connector {kind!r}; known: {', '.join(CONNECTOR_KINDS)}")
+CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND)
 
 
-CONNECTOR_KINDS = (WebchatConnector.kind,)
+@dataclass(frozen=True)
+class ChannelSettings:
+    """What connectors of provider-backed channels need besides NATS."""
+
+    database_url: str
+    keyring: Keyring
+    telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
-async def run_connectors(nats_url: str, spec: StreamsFile, kinds: Sequence[str] = CONNECTOR_KINDS) -> None:
-    """Run the command side of each connector kind until cancelled."""
-    async with connection(nats_url, name="moltbot-connectors") as nc, asyncio.TaskGroup() as tasks:
+async def run_connectors(
+    nats_url: str,
+    spec: StreamsFile,
+    kinds: Sequence[str] = CONNECTOR_KINDS,
+    *,
+    channels: ChannelSettings | None = None,
+) -> None:
+    """Run each connector kind until cancelled: its commands, and for provider-backed kinds
+    one live session per connection (held by one replica at a time)."""
+    unknown = [kind for kind in kinds if kind not in CONNECTOR_KINDS]
+    if unknown:
+        raise LookupError(f"no connector {unknown[0]!r}; known: {', '.join(CONNECTOR_KINDS)}")
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await stack.enter_async_context(connection(nats_url, name="moltbot-connectors"))
+        work: list[Coroutine[Any, Any, None]] = []
         for kind in kinds:
+            if kind == WebchatConnector.kind:
+                connector: Connector = WebchatConnector()
+            else:
+                if channels is None:
+                    raise LookupError(f"the {kind} connector needs the database and the vault keys")
+                connector, sessions = await _telegram(nc, channels, stack)
+                work.append(sessions.run())
             config = spec.consumer(consumer_name(kind)).config
             backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
             runtime = ConnectorRuntime(
-                nc, connector_for(kind), max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
+                nc, connector, max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
             )
-            tasks.create_task(runtime.run(), name=runtime.consumer)
+            work.append(runtime.run())
+        # Entered last, so it ends (every task stopped) before the resources above close.
+        async with asyncio.TaskGroup() as tasks:
+            for job in work:
+                tasks.create_task(job)
+
+
+async def _telegram(
+    nc: Client, channels: ChannelSettings, stack: contextlib.AsyncExitStack
+) -> tuple[Connector, SessionManager]:
+    directory = ConnectionDirectory(channels.database_url, channels.keyring)
+    await directory.open()
+    stack.push_async_callback(directory.close)
+    connector = telegram.TelegramConnector(directory.credentials, api_base=channels.telegram_api_base)
+    stack.push_async_callback(connector.aclose)
+    store = EventStore(nc)
+
+    async def session(connection_id: str) -> None:
+        tenant_id = await directory.tenant_of(connection_id)
+        token = (await directory.credentials(connection_id)).get("token")
+        if tenant_id is None or not token:
+            log.warning("telegram_connection_without_token", connection_id=connection_id)
+            return
+        connector.forget(connection_id)  # a reconnect may have brought a new token
+        await telegram.TelegramSession(
+            store,
+            tenant_id=tenant_id,
+            connection_id=connection_id,
+            token=token,
+            api_base=channels.telegram_api_base,
+        ).run()
+
+    async def live() -> set[str]:
+        return await directory.live(telegram.KIND)
+
+    kv = await nc.jetstream().key_value(LEASE_BUCKET)
+    return connector, SessionManager(kv, telegram.KIND, channels.holder, live, session)
 
 
 async def run_agent(
@@ -157,6 +223,7 @@ async def gateway_context(
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
+    telegram_api_base: str | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -192,6 +259,7 @@ async def gateway_context(
                 oidc=verifier,
                 models=_with_own_keys(models, pool, keyring),
                 keyring=keyring,
+                telegram_api_base=telegram_api_base,
             )
     finally:
         if verifier is not None:
@@ -210,10 +278,17 @@ async def run_gateway(
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
+    telegram_api_base: str | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
     async with gateway_context(
-        nats_url, database_url, key_file, oidc=oidc, models=models, keyring=keyring
+        nats_url,
+        database_url,
+        key_file,
+        oidc=oidc,
+        models=models,
+        keyring=keyring,
+        telegram_api_base=telegram_api_base,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

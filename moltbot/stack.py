@@ -32,6 +32,7 @@ from adapters.nats.connection import connection
 from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.vault.cipher import load_keyring
 from moltbot.roles import (
+    ChannelSettings,
     GatewayStartError,
     run_agent,
     run_connectors,
@@ -175,7 +176,12 @@ async def up(settings: Settings) -> None:
                         ),
                         name="agent",
                     )
-                    roles.create_task(run_connectors(description["nats_url"], spec), name="connectors")
+                    channels = ChannelSettings(
+                        description["database_url"], keyring, telegram_api_base=settings.telegram_api_base
+                    )
+                    roles.create_task(
+                        run_connectors(description["nats_url"], spec, channels=channels), name="connectors"
+                    )
                     roles.create_task(
                         run_gateway(
                             description["nats_url"],
@@ -186,6 +192,7 @@ async def up(settings: Settings) -> None:
                             oidc=settings.oidc_config(),
                             models=models,
                             keyring=keyring,
+                            telegram_api_base=settings.telegram_api_base,
                         ),
                         name="gateway",
                     )

@@ -51,7 +51,12 @@ class SessionManager:
     async def run(self) -> None:
         try:
             while True:
-                live = await self._list_live()
+                try:
+                    live = await self._list_live()
+                except Exception as exc:  # the database restarting, the read model not built yet
+                    log.warning("sessions_list_failed", kind=self._kind, error=repr(exc))
+                    await asyncio.sleep(self._poll_every)
+                    continue
                 for connection_id in live - self._holders.keys():
                     self._holders[connection_id] = asyncio.create_task(self._hold(connection_id))
                 for connection_id in self._holders.keys() - live:

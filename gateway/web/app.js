@@ -246,13 +246,14 @@ function follow(since) {
       clearTimeout(pending);
       pending = setTimeout(() => loadMessages(state.current), 50);
     }
+    if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels().catch(() => {});
     if (event.type.startsWith("message.") || event.type.startsWith("conversation.")) {
       loadConversations({ minSeq: state.lastSeq }).catch(() => {});
     }
     status(`Live · last event ${state.lastSeq}`);
   };
   source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -405,9 +406,32 @@ async function loadChannels() {
   list.replaceChildren();
   if (!channels.length) list.append(el("li", { class: "muted" }, "No channels connected yet."));
   for (const c of channels) {
-    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : ""));
+    const remove = c.channel === "webchat" ? "" : el("button", {
+      class: "quiet",
+      onclick: async () => {
+        if (!confirm(`Remove ${c.display_name}? Its conversations stay in your inbox.`)) return;
+        await api(`/v1/channels/${c.connection_id}`, { method: "DELETE" });
+        loadChannels();
+      },
+    }, "Remove");
+    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove));
   }
 }
+
+$("telegram-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const result = $("telegram-result");
+  result.textContent = "Checking the token with Telegram…";
+  try {
+    const accepted = await api("/v1/channels/telegram/connect", { method: "POST", body: { bot_token: $("telegram-token").value } });
+    $("telegram-token").value = "";
+    result.textContent = `Connected ${accepted.display_name}. Write to it in Telegram to try it.`;
+    await api("/v1/channels", { params: { min_seq: accepted.seq } });
+    loadChannels();
+  } catch (error) {
+    result.textContent = error.message;
+  }
+});
 
 async function loadUsage() {
   const rows = await api("/v1/usage");

@@ -29,7 +29,14 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.vault.cipher import Keyring
-from moltbot.roles import run_agent, run_connectors, run_gateway, run_outbox, run_projections
+from moltbot.roles import (
+    ChannelSettings,
+    run_agent,
+    run_connectors,
+    run_gateway,
+    run_outbox,
+    run_projections,
+)
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
@@ -161,8 +168,14 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
+def telegram_api_base() -> str | None:
+    """Where connectors and the gateway reach Telegram (a module with a fake overrides this)."""
+    return None
+
+
+@pytest.fixture
 async def api(
-    stack: Stack, tmp_path: Path, agent_models: ModelChoice, keyring: Keyring
+    stack: Stack, tmp_path: Path, agent_models: ModelChoice, keyring: Keyring, telegram_api_base: str | None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -178,10 +191,17 @@ async def api(
                 started=started,
                 models=agent_models,
                 keyring=keyring,
+                telegram_api_base=telegram_api_base,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),
-        asyncio.create_task(run_connectors(stack.nats_url, stack.spec)),
+        asyncio.create_task(
+            run_connectors(
+                stack.nats_url,
+                stack.spec,
+                channels=ChannelSettings(stack.database_url, keyring, telegram_api_base=telegram_api_base),
+            )
+        ),
     ]
     async with stack.projections():
         await asyncio.wait_for(started.wait(), 20)

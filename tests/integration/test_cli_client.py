@@ -55,7 +55,7 @@ async def gateway(stack: Stack, tmp_path: Path) -> AsyncIterator[Gateway]:
     server = Gateway(stack, tmp_path / "jwt.pem")
     sending = [
         asyncio.create_task(run_outbox(stack.nats_url)),
-        asyncio.create_task(run_connectors(stack.nats_url, stack.spec)),
+        asyncio.create_task(run_connectors(stack.nats_url, stack.spec, ["webchat"])),
     ]
     async with stack.projections():
         await server.start()

@@ -13,18 +13,6 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-# The product's fixtures (real nats-server, PostgreSQL, gateway, projections, outbox, connectors).
-from tests.integration.conftest import (  # noqa: F401
-    agent_models,
-    api,
-    database_url,
-    nats_server,
-    nc,
-    postgres,
-    stack,
-    streams_spec,
-)
-
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -47,7 +35,7 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:  # noqa: F811
+async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     expect.set_options(timeout=15_000)
     await page.goto(str(api.base_url))
@@ -88,7 +76,7 @@ async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, 
 
 
 async def test_agent_settings_preview_and_save_in_the_browser(
-    api: httpx.AsyncClient,  # noqa: F811
+    api: httpx.AsyncClient,
     browser: Browser,
 ) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -39,6 +39,7 @@ class GatewayContext:
     # The vault's keys, to seal what tenants entrust (their own Anthropic key, bot tokens).
     keyring: Keyring | None = None
     telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
+    slack_api_base: str | None = None  # another Slack Web API base URL
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

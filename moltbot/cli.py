@@ -82,6 +82,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
         keyring=_keyring(settings),
         telegram_api_base=settings.telegram_api_base,
+        slack_api_base=settings.slack_api_base,
     )
     return 0
 
@@ -308,7 +309,12 @@ async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import ChannelSettings, run_connectors
 
     nats_url, database_url = settings.servers()
-    channels = ChannelSettings(database_url, _keyring(settings), telegram_api_base=settings.telegram_api_base)
+    channels = ChannelSettings(
+        database_url,
+        _keyring(settings),
+        telegram_api_base=settings.telegram_api_base,
+        slack_api_base=settings.slack_api_base,
+    )
     await run_connectors(nats_url, load_streams_file(settings.streams_file), args.kinds, channels=channels)
     return 0
 

@@ -22,7 +22,7 @@ from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
-from adapters.channels import telegram
+from adapters.channels import slack, telegram
 from adapters.channels.directory import ConnectionDirectory
 from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
@@ -42,6 +42,7 @@ from gateway.auth import Tokens
 from gateway.context import GatewayContext
 from gateway.oidc import OidcConfig, OidcVerifier
 from gateway.routes.accounts import CREDENTIALS_SQL
+from gateway.routes.channels import WEBHOOKS_SQL
 from gateway.routes.messages import IDEMPOTENCY_SQL
 from gateway.routes.webchat import WIDGETS_SQL
 from projections.base import Projection
@@ -51,7 +52,7 @@ from projections.worker import DEFAULT_BATCH, ProjectionWorker
 log = structlog.get_logger()
 
 # The gateway's own tables (schema ``gateway``), created at start.
-GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL)
+GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL)
 
 
 class GatewayStartError(Exception):
@@ -89,7 +90,7 @@ async def run_outbox(nats_url: str) -> None:
         await Outbox(nc).run()
 
 
-CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND)
+CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND, slack.KIND)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class ChannelSettings:
     database_url: str
     keyring: Keyring
     telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
+    slack_api_base: str | None = None  # another Slack Web API base URL
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -116,6 +118,7 @@ async def run_connectors(
         raise LookupError(f"no connector {unknown[0]!r}; known: {', '.join(CONNECTOR_KINDS)}")
     async with contextlib.AsyncExitStack() as stack:
         nc = await stack.enter_async_context(connection(nats_url, name="moltbot-connectors"))
+        directory: ConnectionDirectory | None = None
         work: list[Coroutine[Any, Any, None]] = []
         for kind in kinds:
             if kind == WebchatConnector.kind:
@@ -123,7 +126,11 @@ async def run_connectors(
             else:
                 if channels is None:
                     raise LookupError(f"the {kind} connector needs the database and the vault keys")
-                connector, sessions = await _telegram(nc, channels, stack)
+                if directory is None:
+                    directory = ConnectionDirectory(channels.database_url, channels.keyring)
+                    await directory.open()
+                    stack.push_async_callback(directory.close)
+                connector, sessions = await _provider(kind, nc, channels, directory, stack)
                 work.append(sessions.run())
             config = spec.consumer(consumer_name(kind)).config
             backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
@@ -137,36 +144,47 @@ async def run_connectors(
                 tasks.create_task(job)
 
 
-async def _telegram(
-    nc: Client, channels: ChannelSettings, stack: contextlib.AsyncExitStack
+async def _provider(
+    kind: str,
+    nc: Client,
+    channels: ChannelSettings,
+    directory: ConnectionDirectory,
+    stack: contextlib.AsyncExitStack,
 ) -> tuple[Connector, SessionManager]:
-    directory = ConnectionDirectory(channels.database_url, channels.keyring)
-    await directory.open()
-    stack.push_async_callback(directory.close)
-    connector = telegram.TelegramConnector(directory.credentials, api_base=channels.telegram_api_base)
-    stack.push_async_callback(connector.aclose)
+    """A provider-backed kind's connector (sends) and session manager (live connections)."""
     store = EventStore(nc)
+    connector: telegram.TelegramConnector | slack.SlackConnector
+    if kind == telegram.KIND:
+        connector = telegram.TelegramConnector(directory.credentials, api_base=channels.telegram_api_base)
+    else:
+        connector = slack.SlackConnector(directory.credentials, api_base=channels.slack_api_base)
+    stack.push_async_callback(connector.aclose)
 
     async def session(connection_id: str) -> None:
         tenant_id = await directory.tenant_of(connection_id)
-        token = (await directory.credentials(connection_id)).get("token")
-        if tenant_id is None or not token:
-            log.warning("telegram_connection_without_token", connection_id=connection_id)
+        secret = await directory.credentials(connection_id)
+        if tenant_id is None or not secret.get("token"):
+            log.warning("connection_without_credentials", kind=kind, connection_id=connection_id)
             return
-        connector.forget(connection_id)  # a reconnect may have brought a new token
-        await telegram.TelegramSession(
-            store,
-            tenant_id=tenant_id,
-            connection_id=connection_id,
-            token=token,
-            api_base=channels.telegram_api_base,
-        ).run()
+        connector.forget(connection_id)  # a reconnect may have brought new credentials
+        if kind == telegram.KIND:
+            await telegram.TelegramSession(
+                store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
+                api_base=channels.telegram_api_base,
+            ).run()  # fmt: skip
+        elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
+            await slack.SlackSocketSession(
+                store, tenant_id=tenant_id, connection_id=connection_id, app_token=secret["app_token"],
+                bot_token=secret["token"], api_base=channels.slack_api_base,
+            ).run()  # fmt: skip
+        else:
+            await asyncio.Event().wait()  # hold the lease: nothing to poll, the webhook delivers
 
     async def live() -> set[str]:
-        return await directory.live(telegram.KIND)
+        return await directory.live(kind)
 
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
-    return connector, SessionManager(kv, telegram.KIND, channels.holder, live, session)
+    return connector, SessionManager(kv, kind, channels.holder, live, session)
 
 
 async def run_agent(
@@ -224,6 +242,7 @@ async def gateway_context(
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
     telegram_api_base: str | None = None,
+    slack_api_base: str | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -260,6 +279,7 @@ async def gateway_context(
                 models=_with_own_keys(models, pool, keyring),
                 keyring=keyring,
                 telegram_api_base=telegram_api_base,
+                slack_api_base=slack_api_base,
             )
     finally:
         if verifier is not None:
@@ -279,6 +299,7 @@ async def run_gateway(
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
     telegram_api_base: str | None = None,
+    slack_api_base: str | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
     async with gateway_context(
@@ -289,6 +310,7 @@ async def run_gateway(
         models=models,
         keyring=keyring,
         telegram_api_base=telegram_api_base,
+        slack_api_base=slack_api_base,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

@@ -177,7 +177,10 @@ async def up(settings: Settings) -> None:
                         name="agent",
                     )
                     channels = ChannelSettings(
-                        description["database_url"], keyring, telegram_api_base=settings.telegram_api_base
+                        description["database_url"],
+                        keyring,
+                        telegram_api_base=settings.telegram_api_base,
+                        slack_api_base=settings.slack_api_base,
                     )
                     roles.create_task(
                         run_connectors(description["nats_url"], spec, channels=channels), name="connectors"
@@ -193,6 +196,7 @@ async def up(settings: Settings) -> None:
                             models=models,
                             keyring=keyring,
                             telegram_api_base=settings.telegram_api_base,
+                            slack_api_base=settings.slack_api_base,
                         ),
                         name="gateway",
                     )

@@ -174,8 +174,19 @@ def telegram_api_base() -> str | None:
 
 
 @pytest.fixture
+def slack_api_base() -> str | None:
+    """Where connectors and the gateway reach Slack (a module with a fake overrides this)."""
+    return None
+
+
+@pytest.fixture
 async def api(
-    stack: Stack, tmp_path: Path, agent_models: ModelChoice, keyring: Keyring, telegram_api_base: str | None
+    stack: Stack,
+    tmp_path: Path,
+    agent_models: ModelChoice,
+    keyring: Keyring,
+    telegram_api_base: str | None,
+    slack_api_base: str | None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -192,6 +203,7 @@ async def api(
                 models=agent_models,
                 keyring=keyring,
                 telegram_api_base=telegram_api_base,
+                slack_api_base=slack_api_base,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),
@@ -199,7 +211,12 @@ async def api(
             run_connectors(
                 stack.nats_url,
                 stack.spec,
-                channels=ChannelSettings(stack.database_url, keyring, telegram_api_base=telegram_api_base),
+                channels=ChannelSettings(
+                    stack.database_url,
+                    keyring,
+                    telegram_api_base=telegram_api_base,
+                    slack_api_base=slack_api_base,
+                ),
             )
         ),
     ]

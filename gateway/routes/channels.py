@@ -5,16 +5,24 @@ it in the vault and records the connection (``connection.created``, then ``conne
 the Telegram connector's session picks it up and reports ``connected``. The token never
 appears in an event, a log line or an answer. ``DELETE /v1/channels/{id}`` records
 ``connection.deleted`` and forgets the credentials; its session stops.
+
+``POST /v1/channels/slack/connect`` does the same for a Slack app; its events arrive by
+Socket Mode (a session like Telegram's) or at ``POST /v1/webhooks/slack/{connection_id}``,
+where the signature is checked before anything is stored. ``gateway.webhooks`` maps a
+connection to its tenant for those unauthenticated requests.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import msgspec
-from litestar import Router, delete, post
+from litestar import Request, Response, Router, delete, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from adapters.channels import telegram
+from adapters.channels import slack, telegram
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from domain import ids
@@ -22,9 +30,27 @@ from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 
+WEBHOOKS_SQL = """
+CREATE TABLE IF NOT EXISTS gateway.webhooks (
+    connection_id text PRIMARY KEY,
+    tenant_id     text NOT NULL,
+    kind          text NOT NULL
+);
+GRANT SELECT, INSERT ON gateway.webhooks TO moltbot_gateway;
+"""
+
 
 class TelegramConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bot_token: str
+
+
+class SlackConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A Slack app's tokens: the bot token, and either the app-level token (Socket Mode,
+    nothing to expose) or the signing secret (Events API to our webhook)."""
+
+    bot_token: str
+    app_token: str | None = None
+    signing_secret: str | None = None
 
 
 class ChannelAccepted(msgspec.Struct, frozen=True):
@@ -53,25 +79,96 @@ async def connect_telegram(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) 
         raise ApiError(400, "token_rejected", detail, field="bot_token") from None
     except telegram.TelegramUnreachable as exc:
         raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    return await _record(ctx, who, telegram.KIND, f"@{bot.username}", {"token": token}, "Telegram")
+
+
+async def _record(
+    ctx: GatewayContext, who: Caller, kind: str, display_name: str, secret: dict[str, str], provider: str
+) -> ChannelAccepted:
+    """Seal the credentials, then record the connection (created, connecting)."""
+    assert ctx.keyring is not None
     connection_id = ids.new_id(ids.CONNECTION)
     async with ctx.tenant(who.tenant_id) as conn:
-        await CredentialStore(conn, ctx.keyring).put(
-            who.tenant_id, connection_id, telegram.KIND, {"token": token}
+        await CredentialStore(conn, ctx.keyring).put(who.tenant_id, connection_id, kind, secret)
+        await conn.execute(
+            "INSERT INTO gateway.webhooks (connection_id, tenant_id, kind) VALUES (%s, %s, %s)",
+            (connection_id, who.tenant_id, kind),
         )
     actor = f"user:{who.user_id}"
     created = ev.new_event(
         ev.ConnectionCreated, tenant_id=who.tenant_id, aggregate_id=connection_id, actor=actor,
-        data=ev.ConnectionCreatedData(channel=telegram.KIND, display_name=f"@{bot.username}"),
+        data=ev.ConnectionCreatedData(channel=kind, display_name=display_name),
     )  # fmt: skip
     connecting = ev.new_event(
         ev.ConnectionStateChanged, tenant_id=who.tenant_id, aggregate_id=connection_id, actor=actor,
         causation_id=created.id,
         data=ev.ConnectionStateChangedData(
-            state="connecting", code="starting", message=f"Connecting to Telegram as @{bot.username}…"
+            state="connecting", code="starting", message=f"Connecting to {provider} as {display_name}…"
         ),
     )  # fmt: skip
     appended = await ctx.store.append_many([created, connecting])
-    return ChannelAccepted(connection_id, f"@{bot.username}", created.id, appended[-1].seq)
+    return ChannelAccepted(connection_id, display_name, created.id, appended[-1].seq)
+
+
+@post("/channels/slack/connect", status_code=202)
+async def connect_slack(ctx: Ctx, who: Who, data: JSONBody[SlackConnect]) -> ChannelAccepted:
+    """Connect a Slack app: its bot token (xoxb-…) and its app-level token (xapp-…, Socket
+    Mode) or signing secret (events sent to /v1/webhooks/slack/{connection_id})."""
+    _may_connect(who)
+    if ctx.keyring is None:
+        raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
+    if not (data.app_token or data.signing_secret):
+        detail = "Add the app-level token (xapp-…, for Socket Mode) or the signing secret (Events API)."
+        raise ApiError(400, "invalid_request", detail, field="app_token")
+    if data.app_token is not None and not data.app_token.strip().startswith("xapp-"):
+        raise ApiError(400, "invalid_request", "An app-level token starts with xapp-.", field="app_token")
+    try:
+        workspace = await slack.validate_token(data.bot_token, api_base=ctx.slack_api_base)
+    except slack.TokenRejected as exc:
+        raise ApiError(400, "token_rejected", str(exc), field="bot_token") from None
+    except slack.SlackUnreachable as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    secret = {"token": data.bot_token.strip(), "bot_user_id": workspace.bot_user_id}
+    if data.app_token:
+        secret["app_token"] = data.app_token.strip()
+    if data.signing_secret:
+        secret["signing_secret"] = data.signing_secret.strip()
+    return await _record(ctx, who, slack.KIND, workspace.team_name, secret, "Slack")
+
+
+@post("/webhooks/slack/{connection_id:str}", status_code=200, include_in_schema=False)
+async def slack_events(
+    ctx: Ctx, connection_id: FromPath[str], request: Request[Any, Any, Any]
+) -> Response[Any]:
+    """Slack's Events API: a bad or stale signature gets 401 and nothing is stored."""
+    body = await request.body()
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tenant_id FROM gateway.webhooks WHERE connection_id = %s AND kind = %s",
+            (connection_id, slack.KIND),
+        )
+        row = await cur.fetchone()
+    if row is None or ctx.keyring is None:
+        raise ApiError(404, "not_found", "No Slack connection here.")
+    tenant_id = row["tenant_id"]
+    async with ctx.tenant(tenant_id) as conn:
+        secret = await CredentialStore(conn, ctx.keyring).get(tenant_id, connection_id) or {}
+    if not secret.get("signing_secret"):
+        raise ApiError(404, "not_found", "This Slack connection uses Socket Mode, not the Events API.")
+    try:
+        answer = slack.SlackEvents(secret["signing_secret"]).handle(
+            dict(request.headers), body, now=datetime.now(UTC), tenant_id=tenant_id,
+            connection_id=connection_id, bot_user_id=secret.get("bot_user_id", ""),
+        )  # fmt: skip
+    except slack.BadSignature as exc:
+        raise ApiError(401, "bad_signature", str(exc)) from None
+    except slack.BadRequest as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    if answer.challenge is not None:
+        return Response({"challenge": answer.challenge})
+    if answer.delivery is not None:
+        await slack.append_delivery(ctx.store, answer.delivery)
+    return Response({"ok": True})
 
 
 async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> str:
@@ -111,7 +208,7 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
 
 channels_router = Router(
     path="/v1",
-    route_handlers=[connect_telegram, disconnect],
+    route_handlers=[connect_telegram, connect_slack, slack_events, disconnect],
     tags=["channels"],
     dependencies={"who": Provide(caller)},
 )

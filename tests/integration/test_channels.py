@@ -6,6 +6,7 @@ shows, and disconnecting stops the session."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,9 @@ import httpx
 import pytest
 
 from adapters.vault.cipher import Keyring
+from domain import events as ev
 from moltbot.roles import ChannelSettings, run_connectors
+from tests.fakes.slack_api import FakeSlack, fake_slack, signed_request, url_verification
 from tests.fakes.telegram_api import ADA, CHARLES, FakeTelegram, fake_telegram, private_chat, user
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
@@ -108,3 +111,76 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
     )
     refused_removal = await api.delete(f"/v1/channels/{webchat['connection_id']}", headers=_auth(owner))
     assert refused_removal.status_code == 400
+
+
+@pytest.fixture
+async def slack_fake() -> AsyncIterator[FakeSlack]:
+    async with fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+def slack_api_base(slack_fake: FakeSlack) -> str:
+    return slack_fake.api_base
+
+
+async def test_slack_by_socket_mode_and_by_signed_webhook(
+    api: httpx.AsyncClient, stack: Stack, slack_fake: FakeSlack, assistant: None
+) -> None:
+    owner = await _signup(api, "slack-owner@example.com")
+    workspace = slack_fake.add_workspace("Analytical Engines")
+    general = slack_fake.add_channel(workspace.team, "general")
+
+    missing = await api.post(
+        "/v1/channels/slack/connect", json={"bot_token": workspace.bot_token}, headers=_auth(owner)
+    )
+    assert missing.status_code == 400
+    assert missing.json()["field"] == "app_token"
+    body = {"bot_token": workspace.bot_token, "app_token": workspace.app_token}
+    connected = await api.post("/v1/channels/slack/connect", json=body, headers=_auth(owner))
+    assert connected.status_code == 202, connected.text
+    assert workspace.bot_token not in connected.text
+    connection_id = connected.json()["connection_id"]
+
+    async def is_connected() -> dict[str, Any] | None:
+        channel = await _channel(api, owner, connection_id)
+        return channel if channel and channel["state"] == "connected" else None
+
+    await _until(is_connected, "the Slack app to be connected")
+    # A mention in a thread: its own conversation (kind thread), answered in the thread.
+    top = slack_fake.message(workspace.team, general, "U0ADA", "Release notes?")
+    slack_fake.push_event(top)
+    thread_ts = top["event"]["ts"]
+    reply = slack_fake.message(
+        workspace.team, general, "U0ADA", f"<@{workspace.team.bot_user_id}> ship it?", thread_ts=thread_ts
+    )
+    slack_fake.push_event(reply)
+
+    async def answered_in_thread() -> list[dict[str, Any]] | None:
+        return [m for m in slack_fake.sent if m.get("thread_ts") == thread_ts] or None
+
+    [sent] = await _until(answered_in_thread, "the agent's answer in the thread", timeout=30)
+    assert "ship it?" in sent["text"]
+    conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
+    assert sorted(c["kind"] for c in conversations if c["channel"] == "slack") == ["group", "thread"]
+
+    # The Events API route: signed requests are stored, anything else is refused with 401.
+    other = slack_fake.add_workspace("Difference Engines")
+    channel = slack_fake.add_channel(other.team, "support")
+    body = {"bot_token": other.bot_token, "signing_secret": "8f742231b10e8888abcd99yyyzzz85a5"}
+    hooked = await api.post("/v1/channels/slack/connect", json=body, headers=_auth(owner))
+    assert hooked.status_code == 202, hooked.text
+    url = f"/v1/webhooks/slack/{hooked.json()['connection_id']}"
+    headers, raw = signed_request(body["signing_secret"], url_verification("abc"))
+    assert (await api.post(url, content=raw, headers=headers)).json() == {"challenge": "abc"}
+    event = slack_fake.message(other.team, channel, "U0BOB", "Is the webhook on?")
+    forged_headers, forged = signed_request("not-the-secret", event)
+    assert (await api.post(url, content=forged, headers=forged_headers)).status_code == 401
+    stale_headers, stale = signed_request(body["signing_secret"], event, timestamp=int(time.time()) - 600)
+    assert (await api.post(url, content=stale, headers=stale_headers)).status_code == 401
+    headers, raw = signed_request(body["signing_secret"], event)
+    accepted = await api.post(url, content=raw, headers=headers)
+    assert accepted.status_code == 200
+    log = [s.event async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")]
+    received = [e for e in log if isinstance(e, ev.MessageReceived) and e.data.channel == "slack"]
+    assert [e.data.text for e in received].count("Is the webhook on?") == 1

@@ -26,6 +26,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("EVENTS/agent", "created"),
         ("COMMANDS/connector-webchat", "created"),
         ("COMMANDS/connector-telegram", "created"),
+        ("COMMANDS/connector-slack", "created"),
     ]
     second = await apply_streams(nc, streams_spec)
     assert {r.action for r in second} == {"unchanged"}

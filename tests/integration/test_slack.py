@@ -1,0 +1,652 @@
+"""The Slack connector end to end: the real slack_sdk client against a fake Web API and
+Socket Mode on 127.0.0.1 (tests/fakes/slack_api.py), with a real nats-server and PostgreSQL.
+
+Connect: a bot token is checked (auth.test), an OAuth install's code is exchanged.
+In: a signed Events API request verifies (a bad or stale signature is refused) and
+becomes conversation.created / message.received with ids derived from Slack's; a thread
+is its own conversation; edits, deletes and reactions become events; a redelivery is
+stored once; the Socket Mode session acks envelopes once stored and reports its health
+(connected, action_required when the token is revoked).
+Out: sends go to the channel (or thread), Slack's refusals map onto SendDeferred /
+SendRejected; through the outbox and runtime a send request ends as message.sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from nats.aio.client import Client
+
+from adapters.channels.runtime import ConnectorRuntime
+from adapters.channels.slack import (
+    SLACK_CAPABILITIES,
+    BadSignature,
+    InstallRejected,
+    SlackConnector,
+    SlackEvents,
+    SlackInstall,
+    SlackSocketSession,
+    TokenRejected,
+    WorkspaceIdentity,
+    append_delivery,
+    channel_conversation_id,
+    exchange_code,
+    install_url,
+    message_id,
+    normalize,
+    slack_time,
+    thread_conversation_id,
+    validate_token,
+    verify_request,
+)
+from adapters.nats.event_store import EventStore
+from adapters.nats.outbox import Outbox
+from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams
+from adapters.postgres.database import connection as pg_connection
+from domain import events as ev
+from domain import ids
+from domain.commands import SendMessage
+from domain.connectors import Delivered, SendDeferred, SendRejected
+from projections.registry import by_name
+from tests.fakes.slack_api import FakeSlack, Workspace, fake_slack, signed_request, url_verification
+from tests.integration.conftest import Stack
+
+TENANT = "t_slack"
+CONNECTION = "cn_slack1"
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+ADA = "U0ADA00001"
+CHARLES = "U0CHARLES2"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+def workspace(fake: FakeSlack) -> Workspace:
+    return fake.add_workspace("Analytical Engines", "moltbot")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _events(store: EventStore) -> list[ev.Event]:
+    return [stored.event async for stored in store.read_events(subject=f"ev.{TENANT}.>")]
+
+
+async def _wait_for(
+    store: EventStore, check: Callable[[list[ev.Event]], bool], timeout: float = 10.0
+) -> list[ev.Event]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events = await _events(store)
+        if check(events):
+            return events
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out; the log has {[e.type for e in events]}")
+        await asyncio.sleep(0.05)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def _of(events: list[ev.Event], kind: type[ev.E]) -> list[ev.E]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def _states(events: list[ev.Event]) -> list[tuple[str, str]]:
+    return [(e.data.state, e.data.code) for e in _of(events, ev.ConnectionStateChanged)]
+
+
+def _received(count: int) -> Callable[[list[ev.Event]], bool]:
+    return lambda events: len(_of(events, ev.MessageReceived)) >= count
+
+
+async def _webhook(store: EventStore, workspace: Workspace, payload: dict[str, Any]) -> Any:
+    """What the gateway's Events API route does with a signed request: verify, answer, append."""
+    headers, body = signed_request(SECRET, payload)
+    answer = SlackEvents(SECRET).handle(
+        headers,
+        body,
+        now=_now(),
+        tenant_id=TENANT,
+        connection_id=CONNECTION,
+        bot_user_id=workspace.team.bot_user_id,
+    )
+    if answer.delivery is not None:
+        await append_delivery(store, answer.delivery)
+    return answer
+
+
+# --- connect ------------------------------------------------------------------------------
+
+
+async def test_validate_token_names_the_workspace_and_refuses_a_bad_token(
+    fake: FakeSlack, workspace: Workspace
+) -> None:
+    identity = await validate_token(workspace.bot_token, api_base=fake.api_base)
+    team = workspace.team
+    assert identity == WorkspaceIdentity(
+        team_id=team.id,
+        team_name="Analytical Engines",
+        bot_user_id=team.bot_user_id,
+        bot_name="moltbot",
+        bot_id=team.bot_id,
+        url=f"https://{team.domain}.slack.com/",
+    )
+    with pytest.raises(TokenRejected, match="Slack does not accept this bot token"):
+        await validate_token("xoxb-1-never-issued", api_base=fake.api_base)
+    with pytest.raises(TokenRejected, match="not a Slack bot token"):
+        await validate_token(workspace.app_token, api_base=fake.api_base)
+    fake.revoke(workspace.bot_token)
+    with pytest.raises(TokenRejected):
+        await validate_token(workspace.bot_token, api_base=fake.api_base)
+
+
+async def test_an_oauth_install_gives_the_workspace_and_its_bot_token(
+    fake: FakeSlack, workspace: Workspace
+) -> None:
+    client_id, redirect = "1234567890.0987654321", "https://moltbot.example/v1/channels/slack/callback?x=1"
+    url = install_url(client_id, redirect, "st&ate", ["chat:write", "channels:history"])
+    query = parse_qs(urlsplit(url).query)
+    assert url.startswith("https://slack.com/oauth/v2/authorize?")
+    assert query == {
+        "client_id": [client_id],
+        "scope": ["chat:write,channels:history"],
+        "redirect_uri": [redirect],
+        "state": ["st&ate"],
+    }
+    fake.oauth_app(client_id, "s3cr3t")
+    code = fake.authorize(workspace.team, client_id, redirect)
+    with pytest.raises(InstallRejected, match="client secret"):
+        await exchange_code(client_id, "wrong", code, redirect, api_base=fake.api_base)
+    install = await exchange_code(client_id, "s3cr3t", code, redirect, api_base=fake.api_base)
+    assert install == SlackInstall(
+        team_id=workspace.team.id,
+        team_name="Analytical Engines",
+        bot_user_id=workspace.team.bot_user_id,
+        bot_token=workspace.bot_token,
+        app_id=workspace.team.app_id,
+        scopes=("app_mentions:read", "channels:history", "chat:write", "im:history", "reactions:read"),
+    )
+    with pytest.raises(InstallRejected, match="already used"):
+        await exchange_code(client_id, "s3cr3t", code, redirect, api_base=fake.api_base)
+
+
+# --- in: the Events API ---------------------------------------------------------------------
+
+
+def test_signatures_are_verified_and_stale_or_forged_requests_refused(fake: FakeSlack) -> None:
+    workspace = fake.add_workspace()
+    payload = fake.message(workspace.team, "C1", ADA, "hello")
+    headers, body = signed_request(SECRET, payload)
+    verify_request(SECRET, headers, body, now=_now())  # Slack's: no error
+    lowered = {k.lower(): v for k, v in headers.items()}
+    verify_request(SECRET, lowered, body, now=_now())  # header names in any case
+    with pytest.raises(BadSignature, match="does not match"):
+        verify_request(SECRET, headers, body.replace(b"hello", b"hellO"), now=_now())
+    with pytest.raises(BadSignature, match="does not match"):
+        verify_request("another-apps-secret", headers, body, now=_now())
+    with pytest.raises(BadSignature, match="no Slack signature"):
+        verify_request(SECRET, {"Content-Type": "application/json"}, body, now=_now())
+    stale_headers, stale_body = signed_request(SECRET, payload, timestamp=int(_now().timestamp()) - 6 * 60)
+    with pytest.raises(BadSignature, match="stale"):
+        verify_request(SECRET, stale_headers, stale_body, now=_now())
+    # A signature made 4 minutes ago is still good; "now" is the caller's clock.
+    recent_headers, recent_body = signed_request(SECRET, payload, timestamp=int(_now().timestamp()) - 4 * 60)
+    verify_request(SECRET, recent_headers, recent_body, now=_now())
+    with pytest.raises(BadSignature, match="stale"):
+        verify_request(SECRET, recent_headers, recent_body, now=_now() + timedelta(minutes=2))
+
+
+def test_url_verification_answers_the_challenge() -> None:
+    headers, body = signed_request(SECRET, url_verification("chall-3nge"))
+    answer = SlackEvents(SECRET).handle(
+        headers, body, now=_now(), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id="U0BOT"
+    )
+    assert (answer.challenge, answer.delivery) == ("chall-3nge", None)
+    forged_headers, _ = signed_request("not-our-secret", url_verification("chall-3nge"))
+    with pytest.raises(BadSignature):
+        SlackEvents(SECRET).handle(
+            forged_headers, body, now=_now(), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id="U0BOT"
+        )
+
+
+async def test_a_signed_channel_message_becomes_a_group_conversation_and_a_message(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    channel = fake.add_channel(workspace.team, "engine-room")
+    bot = workspace.team.bot_user_id
+    payload = fake.message(workspace.team, channel, ADA, f"<@{bot}> can you summarise the thread?")
+    answer = await _webhook(store, workspace, payload)
+    assert answer.team_id == workspace.team.id
+    await _webhook(store, workspace, payload)  # Slack retries the same request: stored once
+    events = await _events(store)
+    ts = payload["event"]["ts"]
+    conversation = channel_conversation_id(CONNECTION, channel)
+    assert conversation == ids.stable_id("c", f"slack:{CONNECTION}:{channel}")
+    [created] = _of(events, ev.ConversationCreated)
+    assert created.aggregate_id == conversation
+    assert created.actor == f"connector:slack:{CONNECTION}"
+    assert created.data == ev.ConversationCreatedData(
+        channel="slack",
+        connection_id=CONNECTION,
+        kind="group",
+        title=f"Slack channel {channel}",
+        external_id=channel,
+    )
+    [received] = _of(events, ev.MessageReceived)
+    data = received.data
+    assert received.aggregate_id == conversation
+    assert data.provider_message_id == f"{channel}:{ts}"
+    assert data.message_id == ids.stable_id("m", f"slack:{CONNECTION}:{channel}:{ts}")
+    assert data.message_id == message_id(CONNECTION, channel, ts)
+    assert data.sender == ev.Sender(id=f"slack:{ADA}", name=ADA)
+    assert data.text == f"<@{bot}> can you summarise the thread?"
+    assert data.sent_at == slack_time(ts)
+    assert data.mentions_agent is True
+
+
+async def test_a_thread_reply_is_a_conversation_of_its_own(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    dm = fake.add_channel(team, im=True)
+    parent = fake.message(team, channel, ADA, "lunch at noon?")
+    thread_ts = parent["event"]["ts"]
+    reply = fake.message(
+        team, channel, CHARLES, "yes, the usual place", thread_ts=thread_ts, parent_user_id=ADA
+    )
+    direct = fake.message(team, dm, ADA, "a private question")
+    for payload in (parent, reply, direct):
+        await _webhook(store, workspace, payload)
+    events = await _events(store)
+    in_channel, in_thread, in_dm = _of(events, ev.ConversationCreated)
+    assert (in_channel.data.kind, in_channel.data.external_id) == ("group", channel)
+    assert in_thread.aggregate_id == thread_conversation_id(CONNECTION, channel, thread_ts)
+    assert in_thread.aggregate_id == ids.stable_id("c", f"slack:{CONNECTION}:{channel}:{thread_ts}")
+    assert (in_thread.data.kind, in_thread.data.external_id) == ("thread", f"{channel}:{thread_ts}")
+    assert (in_dm.data.kind, in_dm.data.external_id) == ("direct", dm)
+    first, second, third = _of(events, ev.MessageReceived)
+    assert first.aggregate_id == in_channel.aggregate_id
+    assert second.aggregate_id == in_thread.aggregate_id
+    assert second.data.provider_message_id == f"{channel}:{reply['event']['ts']}"
+    assert third.aggregate_id == in_dm.aggregate_id
+    assert [e.data.mentions_agent for e in (first, second, third)] == [False, False, False]
+    # In a thread the bot started, a reply is addressed to the bot.
+    ours = fake.message(
+        team, channel, ADA, "and book it", thread_ts=fake.next_ts(), parent_user_id=team.bot_user_id
+    )
+    [to_bot] = normalize(ours, tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=team.bot_user_id)
+    assert isinstance(to_bot, ev.MessageReceived)
+    assert to_bot.data.mentions_agent is True
+
+
+async def test_edits_deletes_and_reactions_become_events(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    original = fake.message(team, channel, ADA, "see you on Fridey")
+    in_thread = fake.message(team, channel, CHARLES, "typo", thread_ts=original["event"]["ts"])
+    edit = fake.edit(original, "see you on Friday")
+    thumbs = fake.reaction(original, "thumbsup", CHARLES)
+    unthumbs = fake.reaction(original, "thumbsup", CHARLES, added=False)
+    custom = fake.reaction(original, "shipit", ADA)
+    deleted = fake.delete(in_thread)
+    for payload in (original, in_thread, edit, edit, thumbs, thumbs, unthumbs, custom, deleted, deleted):
+        await _webhook(store, workspace, payload)  # each repeat is stored once
+    events = await _events(store)
+    original_id = message_id(CONNECTION, channel, original["event"]["ts"])
+    [edited] = _of(events, ev.MessageEdited)
+    assert edited.aggregate_id == channel_conversation_id(CONNECTION, channel)
+    assert edited.data == ev.MessageEditedData(
+        message_id=original_id,
+        text="see you on Friday",
+        edited_at=slack_time(edit["event"]["message"]["edited"]["ts"]),
+    )
+    [gone] = _of(events, ev.MessageDeleted)
+    assert gone.aggregate_id == thread_conversation_id(CONNECTION, channel, original["event"]["ts"])
+    assert gone.data == ev.MessageDeletedData(
+        message_id=message_id(CONNECTION, channel, in_thread["event"]["ts"]),
+        deleted_at=slack_time(deleted["event"]["event_ts"]),
+    )
+    added = [e.data for e in _of(events, ev.ReactionAdded)]
+    assert added == [
+        ev.ReactionData(message_id=original_id, emoji="👍", sender_id=f"slack:{CHARLES}"),
+        ev.ReactionData(message_id=original_id, emoji=":shipit:", sender_id=f"slack:{ADA}"),
+    ]
+    [removed] = _of(events, ev.ReactionRemoved)
+    assert removed.data == ev.ReactionData(message_id=original_id, emoji="👍", sender_id=f"slack:{CHARLES}")
+
+
+def test_normalize_skips_bots_our_own_messages_and_non_edits(fake: FakeSlack) -> None:
+    workspace = fake.add_workspace()
+    team = workspace.team
+    ours = fake.message(team, "C1", team.bot_user_id, "I can help with that.")
+    other_bot = fake.message(team, "C1", "U0OTHER", "deploy finished")
+    other_bot["event"] |= {"subtype": "bot_message", "bot_id": "B0OTHER"}
+    joined = fake.message(team, "C1", ADA, "<@U0ADA00001> has joined the channel")
+    joined["event"]["subtype"] = "channel_join"
+    unfurl = fake.edit(fake.message(team, "C1", ADA, "https://example.com"), "https://example.com")
+    del unfurl["event"]["message"]["edited"]  # an unfurl, not an edit
+    our_edit = fake.edit(ours, "I can help with that!")
+    other_type = fake.callback(team, {"type": "channel_created", "channel": {"id": "C9", "name": "new"}})
+    for payload in (ours, other_bot, joined, unfurl, our_edit, other_type, url_verification()):
+        assert (
+            normalize(payload, tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=team.bot_user_id) == []
+        )
+
+
+# --- in: Socket Mode --------------------------------------------------------------------------
+
+
+def _session(store: EventStore, fake: FakeSlack, workspace: Workspace) -> SlackSocketSession:
+    return SlackSocketSession(
+        store,
+        tenant_id=TENANT,
+        connection_id=CONNECTION,
+        app_token=workspace.app_token,
+        bot_token=workspace.bot_token,
+        api_base=fake.api_base,
+        check_every=0.05,
+        first_backoff=0.05,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running(session: SlackSocketSession) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(session.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    first = fake.push_event(fake.message(team, channel, ADA, "sent while we were away"))  # queued
+    session = _session(store, fake, workspace)
+    async with _running(session):
+        await _until(lambda: first in fake.acks)
+        second_payload = fake.message(team, channel, CHARLES, "and one more")
+        second = fake.push_event(second_payload)
+        await _until(lambda: second in fake.acks)
+        # Slack did not see the ack in time and sends the envelope again: acked, stored once.
+        fake.redeliver(second)
+        await _until(lambda: fake.acks.count(second) == 2)
+        events = await _events(store)
+        assert session.state == "connected"
+    assert fake.acks == [first, second, second] == session.acked
+    assert len(_of(events, ev.ConversationCreated)) == 1
+    texts = [e.data.text for e in _of(events, ev.MessageReceived)]
+    assert texts == ["sent while we were away", "and one more"]
+    assert _states(events) == [("connecting", "connecting"), ("connected", "ok")]
+    connected = _of(events, ev.ConnectionStateChanged)[-1]
+    assert connected.aggregate_id == CONNECTION
+    assert connected.data.message == "Connected to Slack workspace Analytical Engines as @moltbot"
+
+
+async def test_socket_mode_follows_a_refresh_and_a_revoked_token_asks_for_a_reconnect(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    session = _session(store, fake, workspace)
+    async with _running(session) as task:
+        await _until(lambda: session.state == "connected" and fake.open_sockets() == 1)
+        fake.disconnect(workspace.app_token)  # Slack's periodic refresh
+        await _until(lambda: fake.connections_opened == 2 and fake.open_sockets() == 1)
+        envelope = fake.push_event(fake.message(team, channel, ADA, "after the refresh"))
+        await _until(lambda: envelope in fake.acks)
+        fake.revoke(workspace.bot_token)  # the app is uninstalled: Slack says tokens_revoked
+        await asyncio.wait_for(asyncio.shield(task), 10)  # run() returns by itself
+    events = await _events(store)
+    assert [e.data.text for e in _of(events, ev.MessageReceived)] == ["after the refresh"]
+    assert _states(events) == [
+        ("connecting", "connecting"),
+        ("connected", "ok"),
+        ("action_required", "token_revoked"),
+    ]
+    last = _of(events, ev.ConnectionStateChanged)[-1].data
+    assert (last.message, last.action) == ("Slack no longer accepts this app's bot token", "reconnect")
+
+
+async def test_socket_mode_a_revoked_app_level_token_asks_for_a_reconnect(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    session = _session(store, fake, workspace)
+    async with _running(session) as task:
+        await _until(lambda: session.state == "connected")
+        fake.revoke(workspace.app_token)  # the socket closes; apps.connections.open refuses it
+        await asyncio.wait_for(asyncio.shield(task), 10)
+    assert _states(await _events(store))[-1] == ("action_required", "app_token_revoked")
+    assert fake.open_sockets() == 0
+
+
+async def test_socket_mode_reports_an_outage_as_degraded_then_connects(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    fake.unavailable = True
+    session = _session(store, fake, workspace)
+    async with _running(session):
+        await _until(lambda: session.state == "degraded")
+        fake.unavailable = False
+        await _until(lambda: session.state == "connected")
+    assert _states(await _events(store)) == [
+        ("connecting", "connecting"),
+        ("degraded", "slack_unreachable"),
+        ("connected", "ok"),
+    ]
+
+
+# --- out ----------------------------------------------------------------------------------
+
+
+def _command(text: str, to: str, conversation_id: str | None = None) -> SendMessage:
+    message = ids.new_id(ids.MESSAGE)
+    return SendMessage(
+        command_id=f"send:{TENANT}:{message}",
+        tenant_id=TENANT,
+        conversation_id=conversation_id or channel_conversation_id(CONNECTION, to.split(":")[0]),
+        connection_id=CONNECTION,
+        channel="slack",
+        message_id=message,
+        to=to,
+        text=text,
+        sender=ev.Sender(id="user:u_1", name="Ada"),
+        requested_at=datetime.now(UTC),
+        causation_id=ids.ulid(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _connector(fake: FakeSlack, workspace: Workspace) -> AsyncIterator[SlackConnector]:
+    async def credentials(connection_id: str) -> Mapping[str, Any]:
+        assert connection_id == CONNECTION
+        return {"token": workspace.bot_token, "signing_secret": SECRET}
+
+    connector = SlackConnector(credentials, api_base=fake.api_base)
+    try:
+        yield connector
+    finally:
+        await connector.aclose()
+
+
+async def test_send_posts_to_the_channel_or_the_thread(fake: FakeSlack, workspace: Workspace) -> None:
+    channel = fake.add_channel(workspace.team, "engine-room")
+    thread_ts = fake.next_ts()
+    async with _connector(fake, workspace) as connector:
+        assert (connector.kind, connector.capabilities) == ("slack", SLACK_CAPABILITIES)
+        to_channel = await connector.send(_command("Done: Friday at 10:00.", channel))
+        to_thread = await connector.send(_command("Booked.", f"{channel}:{thread_ts}"))
+    first, second = fake.sent
+    assert (first["token"], first["channel"], first["text"], first["thread_ts"]) == (
+        workspace.bot_token,
+        channel,
+        "Done: Friday at 10:00.",
+        None,
+    )
+    assert (second["channel"], second["text"], second["thread_ts"]) == (channel, "Booked.", thread_ts)
+    assert to_channel == Delivered(
+        provider_message_id=f"{channel}:{first['ts']}", sent_at=slack_time(first["ts"])
+    )
+    assert to_thread.provider_message_id == f"{channel}:{second['ts']}"
+
+
+async def test_slacks_refusals_map_to_deferred_or_rejected(fake: FakeSlack, workspace: Workspace) -> None:
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    left = fake.add_channel(team, "random", bot_member=False)
+    old = fake.add_channel(team, "2019-offsite")
+    fake.archive(old)
+    async with _connector(fake, workspace) as connector:
+        fake.rate_limit("chat.postMessage", retry_after=7)
+        with pytest.raises(SendDeferred) as deferred:
+            await connector.send(_command("too fast", channel))
+        assert deferred.value.retry_after == 7
+        fake.fail("chat.postMessage", "internal_error", status=500)
+        with pytest.raises(SendDeferred):
+            await connector.send(_command("provider down", channel))
+        expected = {
+            "C99999999": ("channel_not_found", "cannot find this channel"),
+            left: ("not_in_channel", "invite it"),
+            old: ("is_archived", "archived"),
+        }
+        for to, (code, reason) in expected.items():
+            with pytest.raises(SendRejected) as rejected:
+                await connector.send(_command("anyone?", to))
+            assert rejected.value.code == code
+            assert reason in rejected.value.reason
+        fake.revoke(workspace.bot_token)
+        with pytest.raises(SendRejected) as revoked:
+            await connector.send(_command("still there?", channel))
+        assert revoked.value.code == "token_revoked"
+        assert "reconnect Slack" in revoked.value.reason
+    assert fake.sent == []
+
+
+async def test_a_send_request_reaches_the_slack_thread_and_is_confirmed(
+    stack: Stack, nc: Client, streams_spec: StreamsFile, fake: FakeSlack, workspace: Workspace
+) -> None:
+    telegram = streams_spec.consumer("connector-telegram").config
+    consumer = {
+        **telegram,
+        "durable_name": "connector-slack",
+        "description": "Commands for the Slack connector.",
+        "filter_subject": "cmd.slack.>",
+    }
+    await apply_streams(nc, StreamsFile(streams=[], consumers=[ConsumerSpec("COMMANDS", consumer)]))
+    store = stack.store
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    parent_ts = fake.next_ts()
+    fake.push_event(
+        fake.message(team, channel, ADA, f"<@{team.bot_user_id}> what time is it?", thread_ts=parent_ts)
+    )
+    async with _connector(fake, workspace) as connector, stack.projections([by_name("inbox")]):
+        runtime = ConnectorRuntime(nc, connector, max_deliver=3, backoff=(0.05,))
+        tasks = [
+            asyncio.create_task(_session(store, fake, workspace).run()),
+            asyncio.create_task(Outbox(nc).run()),
+            asyncio.create_task(runtime.run()),
+        ]
+        try:
+            events = await _wait_for(store, _received(1))
+            [created] = _of(events, ev.ConversationCreated)
+            assert (created.data.kind, created.data.external_id) == ("thread", f"{channel}:{parent_ts}")
+            reply_id = ids.new_id(ids.MESSAGE)
+            request = ev.new_event(
+                ev.MessageSendRequested, tenant_id=TENANT, aggregate_id=created.aggregate_id, actor="user:u1",
+                data=ev.MessageSendRequestedData(
+                    message_id=reply_id, connection_id=CONNECTION, channel="slack",
+                    to=created.data.external_id, text="It is 09:30 in London.",
+                    sender=ev.Sender(id="user:u_1", name="Ada"),
+                ),
+            )  # fmt: skip
+            await store.append(request)
+            events = await _wait_for(store, lambda events: bool(_of(events, ev.MessageSent)))
+            await stack.wait_caught_up(names=["inbox"])
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    [sent] = fake.sent
+    assert (sent["channel"], sent["thread_ts"], sent["text"]) == (
+        channel,
+        parent_ts,
+        "It is 09:30 in London.",
+    )
+    [confirmed] = _of(events, ev.MessageSent)
+    assert confirmed.aggregate_id == created.aggregate_id
+    assert confirmed.data.message_id == reply_id
+    assert confirmed.data.provider_message_id == f"{channel}:{sent['ts']}"
+    assert confirmed.causation_id == request.id
+    async with pg_connection(stack.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT kind, external_id, message_count FROM rm_inbox.conversations WHERE conversation_id = %s",
+            (created.aggregate_id,),
+        )
+        assert tuple((await cur.fetchone()).values()) == ("thread", f"{channel}:{parent_ts}", 2)
+        cur = await conn.execute(
+            "SELECT direction, status, provider_message_id FROM rm_inbox.messages"
+            " WHERE conversation_id = %s ORDER BY seq",
+            (created.aggregate_id,),
+        )
+        rows = [tuple(row.values()) for row in await cur.fetchall()]
+    [inbound] = _of(events, ev.MessageReceived)
+    assert rows == [
+        ("in", "received", inbound.data.provider_message_id),
+        ("out", "sent", confirmed.data.provider_message_id),
+    ]
+
+
+def test_shared_files_arrive_as_attachments(fake: FakeSlack) -> None:
+    team = fake.add_workspace().team
+    files = [
+        {"id": "F0PHOTO1", "name": "engine.jpg", "mimetype": "image/jpeg", "size": 52_000},
+        {"id": "F0NOTES2", "name": "notes.pdf", "mimetype": "application/pdf", "size": 8},
+    ]
+    payload = fake.message(team, "C1", ADA, "the engine, finally", files=files)
+    [received] = normalize(payload, tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=team.bot_user_id)
+    assert isinstance(received, ev.MessageReceived)
+    assert received.data.attachments == (
+        ev.Attachment(
+            kind="image", provider_file_id="F0PHOTO1", mime="image/jpeg", size=52_000, name="engine.jpg"
+        ),
+        ev.Attachment(
+            kind="document", provider_file_id="F0NOTES2", mime="application/pdf", size=8, name="notes.pdf"
+        ),
+    )
+
+
+def test_an_app_mention_is_the_same_message_as_its_message_event(fake: FakeSlack) -> None:
+    team = fake.add_workspace().team
+    payload = fake.message(team, "C1", ADA, f"<@{team.bot_user_id}> hello")
+    mention = fake.callback(
+        team, {k: v for k, v in payload["event"].items() if k != "channel_type"} | {"type": "app_mention"}
+    )
+    options = {"tenant_id": TENANT, "connection_id": CONNECTION, "bot_user_id": team.bot_user_id}
+    [as_message] = normalize(payload, **options)
+    [as_mention] = normalize(mention, **options)
+    assert isinstance(as_message, ev.MessageReceived) and isinstance(as_mention, ev.MessageReceived)
+    assert as_message.data == as_mention.data  # one dedupe key: stored once
+    assert as_mention.aggregate_id == channel_conversation_id(CONNECTION, "C1")

@@ -433,6 +433,23 @@ $("telegram-form").addEventListener("submit", async (submit) => {
   }
 });
 
+$("slack-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const form = submit.target.elements;
+  const result = $("slack-result");
+  result.textContent = "Checking the tokens with Slack…";
+  try {
+    const body = { bot_token: form.bot_token.value.trim(), app_token: form.app_token.value.trim() };
+    const accepted = await api("/v1/channels/slack/connect", { method: "POST", body });
+    submit.target.reset();
+    result.textContent = `Connected ${accepted.display_name}. Mention the app in a channel to try it.`;
+    await api("/v1/channels", { params: { min_seq: accepted.seq } });
+    loadChannels();
+  } catch (error) {
+    result.textContent = error.message;
+  }
+});
+
 async function loadUsage() {
   const rows = await api("/v1/usage");
   $("usage-rows").replaceChildren(...rows.map((r) => el("tr", {}, el("td", {}, r.day), el("td", {}, r.metric), el("td", {}, String(r.quantity)))));

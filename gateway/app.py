@@ -13,6 +13,7 @@ from gateway.routes.agents import agents_router
 from gateway.routes.channels import channels_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
+from gateway.routes.media import media_router
 from gateway.routes.messages import messages_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.web import index, static_router
@@ -29,6 +30,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             me_router,
             inbox_router,
             messages_router,
+            media_router,
             agents_router,
             channels_router,
             webchat_router,

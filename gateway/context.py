@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
 from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
@@ -40,6 +41,7 @@ class GatewayContext:
     keyring: Keyring | None = None
     telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
     slack_api_base: str | None = None  # another Slack Web API base URL
+    media: MediaStore | None = None  # where connectors keep attachments
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

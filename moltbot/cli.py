@@ -83,6 +83,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         keyring=_keyring(settings),
         telegram_api_base=settings.telegram_api_base,
         slack_api_base=settings.slack_api_base,
+        media_dir=settings.media_dir,
     )
     return 0
 
@@ -314,6 +315,7 @@ async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
         _keyring(settings),
         telegram_api_base=settings.telegram_api_base,
         slack_api_base=settings.slack_api_base,
+        media_dir=settings.media_dir,
     )
     await run_connectors(nats_url, load_streams_file(settings.streams_file), args.kinds, channels=channels)
     return 0

@@ -28,6 +28,7 @@ from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
 from adapters.channels.webchat import WebchatConnector
+from adapters.media.store import LocalMediaStore
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
@@ -101,6 +102,7 @@ class ChannelSettings:
     keyring: Keyring
     telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
     slack_api_base: str | None = None  # another Slack Web API base URL
+    media_dir: Path | None = None  # where attachments are kept; None: they stay at the provider
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -153,6 +155,7 @@ async def _provider(
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     store = EventStore(nc)
+    media = LocalMediaStore(channels.media_dir) if channels.media_dir is not None else None
     connector: telegram.TelegramConnector | slack.SlackConnector
     if kind == telegram.KIND:
         connector = telegram.TelegramConnector(directory.credentials, api_base=channels.telegram_api_base)
@@ -170,7 +173,7 @@ async def _provider(
         if kind == telegram.KIND:
             await telegram.TelegramSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
-                api_base=channels.telegram_api_base,
+                api_base=channels.telegram_api_base, media=media,
             ).run()  # fmt: skip
         elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
             await slack.SlackSocketSession(
@@ -243,6 +246,7 @@ async def gateway_context(
     keyring: Keyring | None = None,
     telegram_api_base: str | None = None,
     slack_api_base: str | None = None,
+    media_dir: Path | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -280,6 +284,7 @@ async def gateway_context(
                 keyring=keyring,
                 telegram_api_base=telegram_api_base,
                 slack_api_base=slack_api_base,
+                media=LocalMediaStore(media_dir) if media_dir is not None else None,
             )
     finally:
         if verifier is not None:
@@ -300,6 +305,7 @@ async def run_gateway(
     keyring: Keyring | None = None,
     telegram_api_base: str | None = None,
     slack_api_base: str | None = None,
+    media_dir: Path | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
     async with gateway_context(
@@ -311,6 +317,7 @@ async def run_gateway(
         keyring=keyring,
         telegram_api_base=telegram_api_base,
         slack_api_base=slack_api_base,
+        media_dir=media_dir,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
     telegram_api_base: str | None = None  # another Bot API server (a proxy, a local fake)
     slack_api_base: str | None = None  # another Slack Web API base URL
+    media_dir: Path  # where attachments are kept (local object storage)
     # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
     vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
     vault_key_id: str | None = None  # MOLTBOT_VAULT_KEY_ID: the key new secrets are sealed under
@@ -83,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
             telegram_api_base=environ.get("MOLTBOT_TELEGRAM_API_BASE") or None,
             slack_api_base=environ.get("MOLTBOT_SLACK_API_BASE") or None,
+            media_dir=Path(environ.get("MOLTBOT_MEDIA_DIR") or directory.resolve() / "media"),
             vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
             vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,
             vault_key_file=Path(

@@ -181,6 +181,7 @@ async def up(settings: Settings) -> None:
                         keyring,
                         telegram_api_base=settings.telegram_api_base,
                         slack_api_base=settings.slack_api_base,
+                        media_dir=settings.media_dir,
                     )
                     roles.create_task(
                         run_connectors(description["nats_url"], spec, channels=channels), name="connectors"
@@ -197,6 +198,7 @@ async def up(settings: Settings) -> None:
                             keyring=keyring,
                             telegram_api_base=settings.telegram_api_base,
                             slack_api_base=settings.slack_api_base,
+                            media_dir=settings.media_dir,
                         ),
                         name="gateway",
                     )

@@ -62,6 +62,16 @@ CREATE TABLE messages (
     attachments         integer NOT NULL DEFAULT 0,
     search              tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED
 );
+CREATE TABLE media (
+    media_id        text PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    message_id      text NOT NULL,
+    conversation_id text NOT NULL,
+    mime            text NOT NULL,
+    size            bigint NOT NULL,
+    sha256          text NOT NULL,
+    storage_key     text NOT NULL
+);
 CREATE TABLE reactions (
     message_id text NOT NULL,
     tenant_id  text NOT NULL,
@@ -78,6 +88,7 @@ CREATE UNIQUE INDEX messages_provider_id ON messages (connection_id, direction, 
 CREATE INDEX messages_conversation_seq ON messages (conversation_id, seq);
 CREATE INDEX messages_tenant ON messages (tenant_id, seq);
 CREATE INDEX messages_search ON messages USING gin (search);
+CREATE INDEX media_message ON media (message_id);
 """
 
 CONVERSATION_COLUMNS = (
@@ -149,6 +160,7 @@ WHERE message_id = %(message_id)s
 """
 
 ADD_REACTION = "INSERT INTO reactions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+ADD_MEDIA = "INSERT INTO media VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 REMOVE_REACTION = "DELETE FROM reactions WHERE message_id = %s AND emoji = %s AND sender_id = %s"
 
 
@@ -327,6 +339,19 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             _change_message(fold, message_id, status="failed")
             if message_id in stored:
                 stored[message_id] = "failed"
+    elif isinstance(event, ev.MediaAvailable):
+        m = event.data
+        row = (
+            m.media_id,
+            event.tenant_id,
+            m.message_id,
+            event.aggregate_id,
+            m.mime,
+            m.size,
+            m.sha256,
+            m.storage_key,
+        )
+        fold.reaction_statements.append((ADD_MEDIA, row))  # ordered statements, like reactions
     elif isinstance(event, ev.ReactionAdded):
         added = event.data
         fold.reaction_statements.append(
@@ -437,8 +462,8 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 
 class InboxProjection:
     name: str = "inbox"
-    version: int = 3  # 2: row-level security on every table; 3: send requests (pending messages)
-    tables: tuple[str, ...] = ("conversations", "messages", "reactions")
+    version: int = 4  # 2: row-level security on every table; 3: send requests (pending); 4: media
+    tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions")
     handles: frozenset[str] = frozenset(
         {
             "conversation.created",
@@ -449,6 +474,7 @@ class InboxProjection:
             "message.send_failed",
             "message.edited",
             "message.deleted",
+            "media.available",
             "reaction.added",
             "reaction.removed",
         }

@@ -204,6 +204,7 @@ async def api(
                 keyring=keyring,
                 telegram_api_base=telegram_api_base,
                 slack_api_base=slack_api_base,
+                media_dir=tmp_path / "media",
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),
@@ -216,6 +217,7 @@ async def api(
                     keyring,
                     telegram_api_base=telegram_api_base,
                     slack_api_base=slack_api_base,
+                    media_dir=tmp_path / "media",
                 ),
             )
         ),

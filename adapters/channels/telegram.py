@@ -48,6 +48,8 @@ from aiogram.exceptions import (
 from aiogram.types import Chat, Message, Update, User
 from aiogram.utils.token import TokenValidationError
 
+from adapters.channels.media import fetch_media
+from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -375,8 +377,10 @@ class TelegramSession:
         poll_timeout: int = DEFAULT_POLL_TIMEOUT,
         first_backoff: float = 1.0,
         max_backoff: float = MAX_BACKOFF,
+        media: MediaStore | None = None,
     ) -> None:
         self._store = store
+        self._media = media  # where attachments are kept; None: they stay at Telegram
         self.tenant_id = tenant_id
         self.connection_id = connection_id
         self._token = token
@@ -399,6 +403,7 @@ class TelegramSession:
                 await self._token_refused("token_invalid", "This is not a Telegram bot token")
                 return
             await self._report("connecting", "connecting", "Connecting to Telegram…")
+            self._bot = bot
             await self._poll(bot)
         finally:
             await session.close()
@@ -463,6 +468,15 @@ class TelegramSession:
                 seq=appended.seq,
                 duplicate=appended.duplicate,
             )
+            if self._media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
+                await fetch_media(
+                    self._store, self._media, event, self._download, actor=actor(self.connection_id)
+                )
+
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        buffer = await self._bot.download(attachment.provider_file_id)
+        assert buffer is not None
+        return buffer.read()
 
     async def _token_refused(
         self, code: str = "token_revoked", message: str = "Telegram no longer accepts this bot token"

@@ -38,6 +38,15 @@ class Conversation(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+class MediaRef(msgspec.Struct, frozen=True):
+    """A stored attachment; ``url`` serves it (authenticated like the rest of the API)."""
+
+    media_id: str
+    mime: str
+    size: int
+    url: str
+
+
 class Message(msgspec.Struct, frozen=True):
     message_id: str
     conversation_id: str
@@ -52,6 +61,15 @@ class Message(msgspec.Struct, frozen=True):
     deleted_at: datetime | None
     status: str
     agent_run_id: str | None
+    media: list[MediaRef] = []
+
+
+# A message's stored attachments as a JSON list of MediaRef.
+MEDIA_OF_MESSAGE = (
+    "coalesce((SELECT json_agg(json_build_object('media_id', d.media_id, 'mime', d.mime, 'size', d.size,"
+    " 'url', '/v1/media/' || d.media_id) ORDER BY d.media_id)"
+    " FROM rm_inbox.media d WHERE d.message_id = m.message_id), '[]')"
+)
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -186,12 +204,13 @@ async def list_messages(
     before = ""
     if cursor:
         (params["before"],) = _decode_cursor(cursor, 1)
-        before = "AND seq < %(before)s"
+        before = "AND m.seq < %(before)s"
     async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
-                "SELECT * FROM rm_inbox.messages WHERE tenant_id = %(tenant)s"
-                f" AND conversation_id = %(conversation)s {before} ORDER BY seq DESC LIMIT %(limit)s",
+                f"SELECT m.*, {MEDIA_OF_MESSAGE} AS media FROM rm_inbox.messages m"
+                " WHERE m.tenant_id = %(tenant)s"
+                f" AND m.conversation_id = %(conversation)s {before} ORDER BY m.seq DESC LIMIT %(limit)s",
                 params,
             )
         ).fetchall()

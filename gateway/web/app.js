@@ -176,8 +176,12 @@ async function openConversation(c) {
 function messageItem(m) {
   const when = new Date(m.sent_at).toLocaleString();
   const body = m.deleted_at ? el("em", {}, "deleted") : text(m.text);
-  const state = { pending: " · sending…", failed: " · not sent" }[m.status] || "";
-  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${state}`));
+  const delivery = { pending: " · sending…", failed: " · not sent" }[m.status] || "";
+  const token = encodeURIComponent(state.session.access_token);
+  const media = (m.media || []).map((item) => item.mime.startsWith("image/")
+    ? el("img", { class: "media", src: `${item.url}?access_token=${token}`, alt: "Photo", loading: "lazy" })
+    : el("a", { href: `${item.url}?access_token=${token}` }, `Attachment (${Math.ceil(item.size / 1024)} KB)`));
+  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, ...media, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${delivery}`));
 }
 
 async function sendMessage(submit, conversationId) {
@@ -253,6 +257,7 @@ function follow(since) {
     status(`Live · last event ${state.lastSeq}`);
   };
   source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
+  source.addEventListener("media.available", onEvent);
   for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted"]) {
     source.addEventListener(type, onEvent);
   }

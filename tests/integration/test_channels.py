@@ -6,6 +6,7 @@ shows, and disconnecting stops the session."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -184,3 +185,46 @@ async def test_slack_by_socket_mode_and_by_signed_webhook(
     log = [s.event async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")]
     received = [e for e in log if isinstance(e, ev.MessageReceived) and e.data.channel == "slack"]
     assert [e.data.text for e in received].count("Is the webhook on?") == 1
+
+
+async def test_a_telegram_photo_is_stored_and_served_to_its_tenant_only(
+    api: httpx.AsyncClient, stack: Stack, tg: FakeTelegram
+) -> None:
+    owner = await _signup(api, "photo-owner@example.com")
+    stranger = await _signup(api, "photo-stranger@example.com")
+    token = tg.add_bot("photo_shop_bot")
+    connected = await api.post(
+        "/v1/channels/telegram/connect", json={"bot_token": token}, headers=_auth(owner)
+    )
+    assert connected.status_code == 202
+    tg.push_message(private_chat(ADA), ADA, caption="Is this the right part?", photo=True)
+
+    async def message_with_media() -> dict[str, Any] | None:
+        conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
+        for conversation in conversations:
+            page = await api.get(
+                f"/v1/conversations/{conversation['conversation_id']}/messages", headers=_auth(owner)
+            )
+            for message in page.json()["items"]:
+                if message["media"]:
+                    return message  # type: ignore[no-any-return]
+        return None
+
+    message = await _until(message_with_media, "the photo in the inbox", timeout=30)
+    assert message["text"] == "Is this the right part?"
+    [media] = message["media"]
+    assert media["mime"] == "image/jpeg"
+    served = await api.get(media["url"], headers=_auth(owner))
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "image/jpeg"
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert served.content.startswith(b"\xff\xd8\xff")
+    assert len(served.content) == media["size"]
+    assert (await api.get(media["url"], headers=_auth(stranger))).status_code == 404
+    available = [
+        s.event
+        async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")
+        if isinstance(s.event, ev.MediaAvailable)
+    ]
+    assert len(available) == 1
+    assert available[0].data.sha256 == hashlib.sha256(served.content).hexdigest()

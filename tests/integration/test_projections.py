@@ -239,7 +239,7 @@ async def test_status_reports_checkpoint_and_lag(stack: Stack) -> None:
         after = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
     assert after["checkpoint"] == 500
     assert after["lag"] == 0
-    assert after["consumer"] == "proj-inbox-v3"
+    assert after["consumer"] == "proj-inbox-v4"
 
 
 @pytest.mark.parametrize("batch_size", [1, 97])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request
@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
 from adapters.vault.cipher import Keyring
@@ -39,8 +40,7 @@ class GatewayContext:
     models: ModelSource | None = None
     # The vault's keys, to seal what tenants entrust (their own Anthropic key, bot tokens).
     keyring: Keyring | None = None
-    telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
-    slack_api_base: str | None = None  # another Slack Web API base URL
+    endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)  # where providers are reached
     media: MediaStore | None = None  # where connectors keep attachments
 
     async def verify_access(self, token: str) -> Caller:

@@ -81,8 +81,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         oidc=settings.oidc_config(),
         models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
         keyring=_keyring(settings),
-        telegram_api_base=settings.telegram_api_base,
-        slack_api_base=settings.slack_api_base,
+        endpoints=settings.endpoints,
         media_dir=settings.media_dir,
     )
     return 0
@@ -313,8 +312,7 @@ async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     channels = ChannelSettings(
         database_url,
         _keyring(settings),
-        telegram_api_base=settings.telegram_api_base,
-        slack_api_base=settings.slack_api_base,
+        endpoints=settings.endpoints,
         media_dir=settings.media_dir,
     )
     await run_connectors(nats_url, load_streams_file(settings.streams_file), args.kinds, channels=channels)

@@ -22,8 +22,9 @@ from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
-from adapters.channels import slack, telegram
+from adapters.channels import discord, slack, telegram
 from adapters.channels.directory import ConnectionDirectory
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
@@ -91,7 +92,7 @@ async def run_outbox(nats_url: str) -> None:
         await Outbox(nc).run()
 
 
-CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND, slack.KIND)
+CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND, slack.KIND, discord.KIND)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class ChannelSettings:
 
     database_url: str
     keyring: Keyring
-    telegram_api_base: str | None = None  # another Bot API server (a local fake, a proxy)
-    slack_api_base: str | None = None  # another Slack Web API base URL
+    endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
     media_dir: Path | None = None  # where attachments are kept; None: they stay at the provider
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
@@ -155,12 +155,19 @@ async def _provider(
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     store = EventStore(nc)
+    endpoints = channels.endpoints
     media = LocalMediaStore(channels.media_dir) if channels.media_dir is not None else None
-    connector: telegram.TelegramConnector | slack.SlackConnector
+    connector: telegram.TelegramConnector | slack.SlackConnector | discord.DiscordConnector
     if kind == telegram.KIND:
-        connector = telegram.TelegramConnector(directory.credentials, api_base=channels.telegram_api_base)
+        connector = telegram.TelegramConnector(
+            directory.credentials, api_base=channels.endpoints.telegram_api_base
+        )
+    elif kind == slack.KIND:
+        connector = slack.SlackConnector(directory.credentials, api_base=channels.endpoints.slack_api_base)
     else:
-        connector = slack.SlackConnector(directory.credentials, api_base=channels.slack_api_base)
+        connector = discord.DiscordConnector(
+            directory.credentials, api_base=channels.endpoints.discord_api_base
+        )
     stack.push_async_callback(connector.aclose)
 
     async def session(connection_id: str) -> None:
@@ -173,12 +180,17 @@ async def _provider(
         if kind == telegram.KIND:
             await telegram.TelegramSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
-                api_base=channels.telegram_api_base, media=media,
+                api_base=channels.endpoints.telegram_api_base, media=media,
+            ).run()  # fmt: skip
+        elif kind == discord.KIND:
+            await discord.DiscordSession(
+                store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
+                api_base=endpoints.discord_api_base, gateway_url=endpoints.discord_gateway_url,
             ).run()  # fmt: skip
         elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
             await slack.SlackSocketSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, app_token=secret["app_token"],
-                bot_token=secret["token"], api_base=channels.slack_api_base,
+                bot_token=secret["token"], api_base=channels.endpoints.slack_api_base,
             ).run()  # fmt: skip
         else:
             await asyncio.Event().wait()  # hold the lease: nothing to poll, the webhook delivers
@@ -244,8 +256,7 @@ async def gateway_context(
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
-    telegram_api_base: str | None = None,
-    slack_api_base: str | None = None,
+    endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
@@ -282,8 +293,7 @@ async def gateway_context(
                 oidc=verifier,
                 models=_with_own_keys(models, pool, keyring),
                 keyring=keyring,
-                telegram_api_base=telegram_api_base,
-                slack_api_base=slack_api_base,
+                endpoints=endpoints or ProviderEndpoints(),
                 media=LocalMediaStore(media_dir) if media_dir is not None else None,
             )
     finally:
@@ -303,8 +313,7 @@ async def run_gateway(
     oidc: OidcConfig | None = None,
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
-    telegram_api_base: str | None = None,
-    slack_api_base: str | None = None,
+    endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
@@ -315,8 +324,7 @@ async def run_gateway(
         oidc=oidc,
         models=models,
         keyring=keyring,
-        telegram_api_base=telegram_api_base,
-        slack_api_base=slack_api_base,
+        endpoints=endpoints,
         media_dir=media_dir,
     ) as ctx:
         config = uvicorn.Config(

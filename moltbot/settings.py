@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from adapters.channels.endpoints import ProviderEndpoints
+
 if TYPE_CHECKING:
     from gateway.oidc import OidcConfig
 
@@ -46,8 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
     agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
-    telegram_api_base: str | None = None  # another Bot API server (a proxy, a local fake)
-    slack_api_base: str | None = None  # another Slack Web API base URL
+    endpoints: ProviderEndpoints = ProviderEndpoints()  # MOLTBOT_TELEGRAM_API_BASE and the like
     media_dir: Path  # where attachments are kept (local object storage)
     # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
     vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
@@ -82,8 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             or None,
             anthropic_base_url=environ.get("MOLTBOT_ANTHROPIC_BASE_URL") or None,
             agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
-            telegram_api_base=environ.get("MOLTBOT_TELEGRAM_API_BASE") or None,
-            slack_api_base=environ.get("MOLTBOT_SLACK_API_BASE") or None,
+            endpoints=ProviderEndpoints.from_environ(environ),
             media_dir=Path(environ.get("MOLTBOT_MEDIA_DIR") or directory.resolve() / "media"),
             vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
             vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,

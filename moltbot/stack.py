@@ -179,8 +179,7 @@ async def up(settings: Settings) -> None:
                     channels = ChannelSettings(
                         description["database_url"],
                         keyring,
-                        telegram_api_base=settings.telegram_api_base,
-                        slack_api_base=settings.slack_api_base,
+                        endpoints=settings.endpoints,
                         media_dir=settings.media_dir,
                     )
                     roles.create_task(
@@ -196,8 +195,7 @@ async def up(settings: Settings) -> None:
                             oidc=settings.oidc_config(),
                             models=models,
                             keyring=keyring,
-                            telegram_api_base=settings.telegram_api_base,
-                            slack_api_base=settings.slack_api_base,
+                            endpoints=settings.endpoints,
                             media_dir=settings.media_dir,
                         ),
                         name="gateway",

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
@@ -168,15 +169,9 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
-def telegram_api_base() -> str | None:
-    """Where connectors and the gateway reach Telegram (a module with a fake overrides this)."""
-    return None
-
-
-@pytest.fixture
-def slack_api_base() -> str | None:
-    """Where connectors and the gateway reach Slack (a module with a fake overrides this)."""
-    return None
+def endpoints() -> ProviderEndpoints:
+    """Where connectors and the gateway reach providers (a module with fakes overrides this)."""
+    return ProviderEndpoints()
 
 
 @pytest.fixture
@@ -185,8 +180,7 @@ async def api(
     tmp_path: Path,
     agent_models: ModelChoice,
     keyring: Keyring,
-    telegram_api_base: str | None,
-    slack_api_base: str | None,
+    endpoints: ProviderEndpoints,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -202,8 +196,7 @@ async def api(
                 started=started,
                 models=agent_models,
                 keyring=keyring,
-                telegram_api_base=telegram_api_base,
-                slack_api_base=slack_api_base,
+                endpoints=endpoints,
                 media_dir=tmp_path / "media",
             )
         ),
@@ -215,8 +208,7 @@ async def api(
                 channels=ChannelSettings(
                     stack.database_url,
                     keyring,
-                    telegram_api_base=telegram_api_base,
-                    slack_api_base=slack_api_base,
+                    endpoints=endpoints,
                     media_dir=tmp_path / "media",
                 ),
             )

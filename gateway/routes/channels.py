@@ -22,7 +22,7 @@ from litestar import Request, Response, Router, delete, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from adapters.channels import slack, telegram
+from adapters.channels import discord, slack, telegram
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from domain import ids
@@ -73,7 +73,7 @@ async def connect_telegram(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) 
         raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
     token = data.bot_token.strip()
     try:
-        bot = await telegram.validate_token(token, api_base=ctx.telegram_api_base)
+        bot = await telegram.validate_token(token, api_base=ctx.endpoints.telegram_api_base)
     except telegram.TokenRejected as exc:
         detail = f"{exc}. Copy the token again from @BotFather (it looks like 123456:ABC…)."
         raise ApiError(400, "token_rejected", detail, field="bot_token") from None
@@ -110,6 +110,23 @@ async def _record(
     return ChannelAccepted(connection_id, display_name, created.id, appended[-1].seq)
 
 
+@post("/channels/discord/connect", status_code=202)
+async def connect_discord(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) -> ChannelAccepted:
+    """Connect a Discord bot: the token from the Developer Portal (Bot → Reset Token)."""
+    _may_connect(who)
+    if ctx.keyring is None:
+        raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
+    token = data.bot_token.strip().removeprefix("Bot ").strip()
+    try:
+        bot = await discord.validate_token(token, api_base=ctx.endpoints.discord_api_base)
+    except discord.TokenRejected as exc:
+        detail = f"{exc}. Copy it again from the Developer Portal (Bot → Reset Token)."
+        raise ApiError(400, "token_rejected", detail, field="bot_token") from None
+    except discord.DiscordUnreachable as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    return await _record(ctx, who, discord.KIND, bot.display_name, {"token": token}, "Discord")
+
+
 @post("/channels/slack/connect", status_code=202)
 async def connect_slack(ctx: Ctx, who: Who, data: JSONBody[SlackConnect]) -> ChannelAccepted:
     """Connect a Slack app: its bot token (xoxb-…) and its app-level token (xapp-…, Socket
@@ -123,7 +140,7 @@ async def connect_slack(ctx: Ctx, who: Who, data: JSONBody[SlackConnect]) -> Cha
     if data.app_token is not None and not data.app_token.strip().startswith("xapp-"):
         raise ApiError(400, "invalid_request", "An app-level token starts with xapp-.", field="app_token")
     try:
-        workspace = await slack.validate_token(data.bot_token, api_base=ctx.slack_api_base)
+        workspace = await slack.validate_token(data.bot_token, api_base=ctx.endpoints.slack_api_base)
     except slack.TokenRejected as exc:
         raise ApiError(400, "token_rejected", str(exc), field="bot_token") from None
     except slack.SlackUnreachable as exc:
@@ -208,7 +225,7 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
 
 channels_router = Router(
     path="/v1",
-    route_handlers=[connect_telegram, connect_slack, slack_events, disconnect],
+    route_handlers=[connect_telegram, connect_discord, connect_slack, slack_events, disconnect],
     tags=["channels"],
     dependencies={"who": Provide(caller)},
 )

@@ -438,6 +438,21 @@ $("telegram-form").addEventListener("submit", async (submit) => {
   }
 });
 
+$("discord-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const result = $("discord-result");
+  result.textContent = "Checking the token with Discord…";
+  try {
+    const accepted = await api("/v1/channels/discord/connect", { method: "POST", body: { bot_token: $("discord-token").value.trim() } });
+    $("discord-token").value = "";
+    result.textContent = `Connected ${accepted.display_name}. Mention it in your server to try it.`;
+    await api("/v1/channels", { params: { min_seq: accepted.seq } });
+    loadChannels();
+  } catch (error) {
+    result.textContent = error.message;
+  }
+});
+
 $("slack-form").addEventListener("submit", async (submit) => {
   submit.preventDefault();
   const form = submit.target.elements;

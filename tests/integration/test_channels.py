@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.vault.cipher import Keyring
 from domain import events as ev
 from moltbot.roles import ChannelSettings, run_connectors
+from tests.fakes.discord_api import FakeDiscord, fake_discord
+from tests.fakes.discord_api import user as discord_user
 from tests.fakes.slack_api import FakeSlack, fake_slack, signed_request, url_verification
 from tests.fakes.telegram_api import ADA, CHARLES, FakeTelegram, fake_telegram, private_chat, user
 from tests.integration.conftest import Stack
@@ -31,8 +34,25 @@ async def tg() -> AsyncIterator[FakeTelegram]:
 
 
 @pytest.fixture
-def telegram_api_base(tg: FakeTelegram) -> str:
-    return tg.base_url
+async def slack_fake() -> AsyncIterator[FakeSlack]:
+    async with fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    async with fake_discord() as server:
+        yield server
+
+
+@pytest.fixture
+def endpoints(tg: FakeTelegram, slack_fake: FakeSlack, discord_fake: FakeDiscord) -> ProviderEndpoints:
+    return ProviderEndpoints(
+        telegram_api_base=tg.base_url,
+        slack_api_base=slack_fake.api_base,
+        discord_api_base=discord_fake.api_base,
+        discord_gateway_url=discord_fake.gateway_url,
+    )
 
 
 async def _channel(
@@ -43,7 +63,12 @@ async def _channel(
 
 
 async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
-    api: httpx.AsyncClient, stack: Stack, tg: FakeTelegram, keyring: Keyring, assistant: None
+    api: httpx.AsyncClient,
+    stack: Stack,
+    tg: FakeTelegram,
+    keyring: Keyring,
+    endpoints: ProviderEndpoints,
+    assistant: None,
 ) -> None:
     owner = await _signup(api, "telegram-owner@example.com")
     token = tg.add_bot("ada_shop_bot", "Ada's shop")
@@ -74,7 +99,7 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
     replica = asyncio.create_task(
         run_connectors(
             stack.nats_url, stack.spec, channels=ChannelSettings(
-                stack.database_url, keyring, telegram_api_base=tg.base_url, holder="replica-2"
+                stack.database_url, keyring, endpoints=endpoints, holder="replica-2"
             ),
         )
     )  # fmt: skip
@@ -112,17 +137,6 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
     )
     refused_removal = await api.delete(f"/v1/channels/{webchat['connection_id']}", headers=_auth(owner))
     assert refused_removal.status_code == 400
-
-
-@pytest.fixture
-async def slack_fake() -> AsyncIterator[FakeSlack]:
-    async with fake_slack() as server:
-        yield server
-
-
-@pytest.fixture
-def slack_api_base(slack_fake: FakeSlack) -> str:
-    return slack_fake.api_base
 
 
 async def test_slack_by_socket_mode_and_by_signed_webhook(
@@ -228,3 +242,36 @@ async def test_a_telegram_photo_is_stored_and_served_to_its_tenant_only(
     ]
     assert len(available) == 1
     assert available[0].data.sha256 == hashlib.sha256(served.content).hexdigest()
+
+
+async def test_a_discord_bot_connects_hears_a_mention_and_answers(
+    api: httpx.AsyncClient, discord_fake: FakeDiscord, assistant: None
+) -> None:
+    owner = await _signup(api, "discord-owner@example.com")
+    token = discord_fake.add_bot("moltbot", "Moltbot")
+    guild = discord_fake.add_guild("Analytical Engine Club", ["general"])
+    general = guild["channels"][0]["id"]
+    connected = await api.post(
+        "/v1/channels/discord/connect", json={"bot_token": token}, headers=_auth(owner)
+    )
+    assert connected.status_code == 202, connected.text
+    connection_id = connected.json()["connection_id"]
+
+    async def is_connected() -> dict[str, Any] | None:
+        channel = await _channel(api, owner, connection_id)
+        return channel if channel and channel["state"] == "connected" else None
+
+    await _until(is_connected, "the Discord bot to be connected")
+    ada = discord_user(4242, "ada", "Ada Lovelace")
+    discord_fake.push_message(general, ada, "Good morning everyone")  # no mention: the agent stays quiet
+    bot = discord_fake.bot_user(token)
+    discord_fake.push_message(general, ada, f"<@{bot['id']}> what time is it?", mentions=[bot])
+
+    async def answered() -> list[dict[str, Any]] | None:
+        return discord_fake.sent or None
+
+    [sent] = await _until(answered, "the agent's answer in Discord", timeout=30)
+    assert sent["channel_id"] == general
+    assert "It is " in sent["content"]
+    await asyncio.sleep(1.5)
+    assert len(discord_fake.sent) == 1

@@ -27,6 +27,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("COMMANDS/connector-webchat", "created"),
         ("COMMANDS/connector-telegram", "created"),
         ("COMMANDS/connector-slack", "created"),
+        ("COMMANDS/connector-discord", "created"),
     ]
     second = await apply_streams(nc, streams_spec)
     assert {r.action for r in second} == {"unchanged"}

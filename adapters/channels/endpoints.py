@@ -1,0 +1,24 @@
+"""Where each provider is reached. All None in production (the providers' own URLs); set
+to point the gateway and connectors at a proxy, or at local fakes in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+
+class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
+    telegram_api_base: str | None = None  # Bot API server
+    slack_api_base: str | None = None  # Slack Web API base URL
+    discord_api_base: str | None = None  # Discord REST base, …/api/v10
+    discord_gateway_url: str | None = None  # Discord gateway WebSocket
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ProviderEndpoints:
+        return cls(
+            telegram_api_base=environ.get("MOLTBOT_TELEGRAM_API_BASE") or None,
+            slack_api_base=environ.get("MOLTBOT_SLACK_API_BASE") or None,
+            discord_api_base=environ.get("MOLTBOT_DISCORD_API_BASE") or None,
+            discord_gateway_url=environ.get("MOLTBOT_DISCORD_GATEWAY_URL") or None,
+        )

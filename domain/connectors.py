@@ -14,6 +14,7 @@ from typing import Protocol
 
 import msgspec
 
+from domain import subjects
 from domain.commands import SendMessage
 
 
@@ -52,6 +53,15 @@ class SendDeferred(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+def typing_subject(tenant_id: str, channel: str, connection_id: str) -> str:
+    """Where the agent says "I am writing here" (live only; payload ``{"to": …}``)."""
+    return subjects.live_subject(tenant_id, "typing", channel, connection_id)
+
+
+def typing_filter(channel: str) -> str:
+    return f"{subjects.LIVE_PREFIX}.*.typing.{subjects.token('channel', channel)}.*"
 
 
 class Connector(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -15,6 +16,7 @@ import psycopg
 import structlog
 import uvicorn
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -37,7 +39,7 @@ from adapters.nats.streams import StreamsFile
 from adapters.vault.cipher import Keyring
 from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
-from domain.connectors import Connector
+from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
 from gateway.app import create_app
 from gateway.auth import Tokens
@@ -198,6 +200,17 @@ async def _provider(
     async def live() -> set[str]:
         return await directory.live(kind)
 
+    if isinstance(connector, telegram.TelegramConnector | discord.DiscordConnector):
+        typing_target = connector
+
+        async def show_typing(msg: Msg) -> None:
+            # subject: live.<tenant>.typing.<kind>.<connection>; only the lease holder's
+            # replica has the session, but any replica may show it (it is idempotent).
+            connection_id = msg.subject.rsplit(".", 1)[-1]
+            with contextlib.suppress(Exception):
+                await typing_target.typing(connection_id, json.loads(msg.data)["to"])
+
+        await nc.subscribe(typing_filter(kind), queue=f"typing-{kind}", cb=show_typing)
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
     return connector, SessionManager(kv, kind, channels.holder, live, session)
 

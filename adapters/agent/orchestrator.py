@@ -42,6 +42,7 @@ from adapters.nats.pull import ack_position
 from domain import agent as policy
 from domain import events as ev
 from domain import subjects
+from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
 from domain.models import ChatTurn, ModelRequest, ModelSource, ModelUnavailable
 
@@ -50,6 +51,7 @@ log = structlog.get_logger()
 CONSUMER = "agent"
 READ_MODELS = ("inbox", "agents", "tenants", "usage")
 _MESSAGE_RECEIVED = ".message_received"
+TYPING_EVERY = 4.0  # seconds between "typing…" signals while a run writes
 
 Outcome = Literal["done", "retry"]
 
@@ -267,6 +269,7 @@ class Orchestrator:
             index += 1
             await self._nc.publish(live, json.dumps(body).encode())
 
+        typing = asyncio.create_task(self._typing(trigger.tenant_id, conversation))
         try:
             reply = await model.complete(request, tools, on_delta)
         except ModelUnavailable as exc:
@@ -278,6 +281,8 @@ class Orchestrator:
                 trigger, run_id, "agent_error", f"The agent hit an internal error ({type(exc).__name__})."
             )
             return
+        finally:
+            typing.cancel()
         limit = policy.MAX_TEXT_LENGTH.get(conversation.channel, policy.DEFAULT_MAX_TEXT_LENGTH)
         parts = policy.chunk_text(reply.text, limit) or ["…"]
         replies = [self._reply(trigger, conversation, run_id, agent, part, n) for n, part in enumerate(parts)]
@@ -305,6 +310,16 @@ class Orchestrator:
             parts=len(parts),
             tokens_out=reply.tokens_out,
         )
+
+    async def _typing(self, tenant_id: str, conversation: ConversationView) -> None:
+        """Tell the channel's connector to show "typing…" while the model writes (channels
+        show it for about five seconds, so it is repeated)."""
+        subject = typing_subject(tenant_id, conversation.channel, conversation.connection_id)
+        body = json.dumps({"to": conversation.external_id}).encode()
+        with contextlib.suppress(*RECOVERABLE):
+            while True:
+                await self._nc.publish(subject, body)
+                await asyncio.sleep(TYPING_EVERY)
 
     async def _memory(self, trigger: ev.MessageReceived, older: list[PastMessage]) -> str | None:
         """The conversation's rolling summary, extended with older messages it lacks."""

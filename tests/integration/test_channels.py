@@ -117,6 +117,8 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
         replica.cancel()
         await asyncio.gather(replica, return_exceptions=True)
     assert sorted(m["chat_id"] for m in tg.sent) == sorted(p["id"] for p in people)
+    assert {a["chat_id"] for a in tg.chat_actions} <= {p["id"] for p in people}
+    assert tg.chat_actions, "the bot showed typing while the agent wrote"
     assert all('Open today?"' in m["text"] for m in tg.sent)
 
     conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
@@ -271,6 +273,7 @@ async def test_a_discord_bot_connects_hears_a_mention_and_answers(
         return discord_fake.sent or None
 
     [sent] = await _until(answered, "the agent's answer in Discord", timeout=30)
+    assert general in [str(t["channel_id"]) for t in discord_fake.typing]  # "typing…" while it wrote
     assert sent["channel_id"] == general
     assert "It is " in sent["content"]
     await asyncio.sleep(1.5)

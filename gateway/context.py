@@ -31,6 +31,16 @@ MIN_SEQ_WAIT = 5.0  # seconds a read with ?min_seq= may wait for the read models
 
 
 @dataclass(frozen=True)
+class SlackApp:
+    """The deployment's Slack app, for "Add to Slack" installs (OAuth) and its Events API."""
+
+    client_id: str
+    client_secret: str
+    signing_secret: str
+    redirect_uri: str  # <public URL>/v1/channels/slack/oauth/callback
+
+
+@dataclass(frozen=True)
 class GatewayContext:
     store: EventStore
     pool: AsyncConnectionPool[Any]
@@ -42,6 +52,7 @@ class GatewayContext:
     keyring: Keyring | None = None
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)  # where providers are reached
     media: MediaStore | None = None  # where connectors keep attachments
+    slack_app: SlackApp | None = None  # None: Slack connects by pasted tokens only
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

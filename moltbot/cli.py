@@ -83,6 +83,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         keyring=_keyring(settings),
         endpoints=settings.endpoints,
         media_dir=settings.media_dir,
+        slack_app=settings.slack_app(),
     )
     return 0
 

@@ -43,10 +43,10 @@ from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
 from gateway.app import create_app
 from gateway.auth import Tokens
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, SlackApp
 from gateway.oidc import OidcConfig, OidcVerifier
 from gateway.routes.accounts import CREDENTIALS_SQL
-from gateway.routes.channels import WEBHOOKS_SQL
+from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
 from gateway.routes.messages import IDEMPOTENCY_SQL
 from gateway.routes.webchat import WIDGETS_SQL
 from projections.base import Projection
@@ -56,7 +56,7 @@ from projections.worker import DEFAULT_BATCH, ProjectionWorker
 log = structlog.get_logger()
 
 # The gateway's own tables (schema ``gateway``), created at start.
-GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL)
+GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL)
 
 
 class GatewayStartError(Exception):
@@ -271,6 +271,7 @@ async def gateway_context(
     keyring: Keyring | None = None,
     endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
+    slack_app: SlackApp | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -308,6 +309,7 @@ async def gateway_context(
                 keyring=keyring,
                 endpoints=endpoints or ProviderEndpoints(),
                 media=LocalMediaStore(media_dir) if media_dir is not None else None,
+                slack_app=slack_app,
             )
     finally:
         if verifier is not None:
@@ -328,6 +330,7 @@ async def run_gateway(
     keyring: Keyring | None = None,
     endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
+    slack_app: SlackApp | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
     async with gateway_context(
@@ -339,6 +342,7 @@ async def run_gateway(
         keyring=keyring,
         endpoints=endpoints,
         media_dir=media_dir,
+        slack_app=slack_app,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

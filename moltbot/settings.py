@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from adapters.channels.endpoints import ProviderEndpoints
+from gateway.context import SlackApp
 
 if TYPE_CHECKING:
     from gateway.oidc import OidcConfig
@@ -49,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
     agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
     endpoints: ProviderEndpoints = ProviderEndpoints()  # MOLTBOT_TELEGRAM_API_BASE and the like
+    public_url: str | None = None  # where people reach the gateway (OAuth redirects)
+    slack_client_id: str | None = None  # the deployment's Slack app ("Add to Slack")
+    slack_client_secret: str | None = None
+    slack_signing_secret: str | None = None
     media_dir: Path  # where attachments are kept (local object storage)
     # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
     vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
@@ -84,6 +89,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             anthropic_base_url=environ.get("MOLTBOT_ANTHROPIC_BASE_URL") or None,
             agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
             endpoints=ProviderEndpoints.from_environ(environ),
+            public_url=(environ.get("MOLTBOT_PUBLIC_URL") or "").rstrip("/") or None,
+            slack_client_id=environ.get("MOLTBOT_SLACK_CLIENT_ID") or None,
+            slack_client_secret=environ.get("MOLTBOT_SLACK_CLIENT_SECRET") or None,
+            slack_signing_secret=environ.get("MOLTBOT_SLACK_SIGNING_SECRET") or None,
             media_dir=Path(environ.get("MOLTBOT_MEDIA_DIR") or directory.resolve() / "media"),
             vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
             vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,
@@ -112,6 +121,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             audience=self.oidc_audience,
             tenant_claim=self.oidc_tenant_claim,
             role_claim=self.oidc_role_claim,
+        )
+
+    def slack_app(self) -> SlackApp | None:
+        """The Slack app for "Add to Slack", when its three secrets are all set."""
+        if not (self.slack_client_id and self.slack_client_secret and self.slack_signing_secret):
+            return None
+        public = self.public_url or f"http://127.0.0.1:{self.gateway_port}"
+        return SlackApp(
+            client_id=self.slack_client_id,
+            client_secret=self.slack_client_secret,
+            signing_secret=self.slack_signing_secret,
+            redirect_uri=f"{public}/v1/channels/slack/oauth/callback",
         )
 
     @property

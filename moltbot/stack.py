@@ -197,6 +197,7 @@ async def up(settings: Settings) -> None:
                             keyring=keyring,
                             endpoints=settings.endpoints,
                             media_dir=settings.media_dir,
+                            slack_app=settings.slack_app(),
                         ),
                         name="gateway",
                     )

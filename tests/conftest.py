@@ -30,6 +30,7 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.vault.cipher import Keyring
+from gateway.context import SlackApp
 from moltbot.roles import (
     ChannelSettings,
     run_agent,
@@ -175,12 +176,19 @@ def endpoints() -> ProviderEndpoints:
 
 
 @pytest.fixture
+def slack_app() -> SlackApp | None:
+    """The deployment's Slack app for OAuth installs (a module with a fake sets one)."""
+    return None
+
+
+@pytest.fixture
 async def api(
     stack: Stack,
     tmp_path: Path,
     agent_models: ModelChoice,
     keyring: Keyring,
     endpoints: ProviderEndpoints,
+    slack_app: SlackApp | None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -198,6 +206,7 @@ async def api(
                 keyring=keyring,
                 endpoints=endpoints,
                 media_dir=tmp_path / "media",
+                slack_app=slack_app,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),

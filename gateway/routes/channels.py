@@ -14,20 +14,22 @@ connection to its tenant for those unauthenticated requests.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, Router, delete, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Redirect
 
 from adapters.channels import discord, slack, telegram
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from domain import ids
 from gateway.auth import Caller
-from gateway.context import Ctx, GatewayContext, Who, caller
+from gateway.context import Ctx, GatewayContext, SlackApp, Who, caller
 from gateway.errors import ApiError
 
 WEBHOOKS_SQL = """
@@ -200,6 +202,90 @@ async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> str:
     return str(row["channel"])
 
 
+class SlackInstallStart(msgspec.Struct, frozen=True):
+    url: str  # send the person's browser here; Slack brings them back to the callback
+
+
+OAUTH_STATES_SQL = """
+CREATE TABLE IF NOT EXISTS gateway.oauth_states (
+    state      text PRIMARY KEY,
+    tenant_id  text NOT NULL,
+    user_id    text NOT NULL,
+    kind       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT, INSERT, DELETE ON gateway.oauth_states TO moltbot_gateway;
+"""
+STATE_TTL_MINUTES = 10
+
+
+def _slack_app(ctx: GatewayContext) -> SlackApp:
+    if ctx.slack_app is None:
+        raise ApiError(
+            503,
+            "not_configured",
+            "Slack installs need MOLTBOT_SLACK_CLIENT_ID, _CLIENT_SECRET and _SIGNING_SECRET.",
+        )
+    return ctx.slack_app
+
+
+@get("/channels/slack/install")
+async def slack_install(ctx: Ctx, who: Who) -> SlackInstallStart:
+    """Start "Add to Slack": the URL of Slack's consent page for this inbox."""
+    _may_connect(who)
+    app = _slack_app(ctx)
+    state = secrets.token_urlsafe(24)
+    async with ctx.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO gateway.oauth_states (state, tenant_id, user_id, kind) VALUES (%s, %s, %s, %s)",
+            (state, who.tenant_id, who.user_id, slack.KIND),
+        )
+    return SlackInstallStart(slack.install_url(app.client_id, app.redirect_uri, state, slack.BOT_SCOPES))
+
+
+@get("/channels/slack/oauth/callback", status_code=302, include_in_schema=False)
+async def slack_oauth_callback(
+    ctx: Ctx,
+    code: FromQuery[str | None] = None,
+    oauth_state: Annotated[str | None, QueryParameter(query="state")] = None,
+    error: FromQuery[str | None] = None,
+) -> Redirect:
+    """Where Slack sends the browser back: the state must be one we issued (once, recently)."""
+    app = _slack_app(ctx)
+    state = oauth_state
+    if not state:
+        raise ApiError(
+            400, "invalid_state", "This install link is incomplete: start again from the channels page."
+        )
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "DELETE FROM gateway.oauth_states WHERE state = %s AND kind = %s"
+            " AND created_at > now() - make_interval(mins => %s) RETURNING tenant_id, user_id",
+            (state, slack.KIND, STATE_TTL_MINUTES),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise ApiError(
+            400, "invalid_state", "This install link expired or was used: start again from the channels page."
+        )
+    if error or not code:
+        return Redirect(f"/?slack={error or 'cancelled'}#channels")
+    try:
+        install = await slack.exchange_code(
+            app.client_id, app.client_secret, code, app.redirect_uri, api_base=ctx.endpoints.slack_api_base
+        )
+    except slack.InstallRejected as exc:
+        raise ApiError(400, "install_rejected", str(exc)) from None
+    who = Caller(user_id=row["user_id"], tenant_id=row["tenant_id"], role="owner")
+    secret = {
+        "token": install.bot_token,
+        "bot_user_id": install.bot_user_id,
+        "signing_secret": app.signing_secret,
+    }
+    await _record(ctx, who, slack.KIND, install.team_name, secret, "Slack")
+    return Redirect("/?slack=connected#channels")
+
+
 @delete("/channels/{connection_id:str}", status_code=202)
 async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> ChannelAccepted:
     """Remove a channel: its conversations stay in your inbox, nothing more comes in or goes out."""
@@ -225,7 +311,15 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
 
 channels_router = Router(
     path="/v1",
-    route_handlers=[connect_telegram, connect_discord, connect_slack, slack_events, disconnect],
+    route_handlers=[
+        connect_telegram,
+        connect_discord,
+        connect_slack,
+        slack_install,
+        slack_oauth_callback,
+        slack_events,
+        disconnect,
+    ],
     tags=["channels"],
     dependencies={"who": Provide(caller)},
 )

@@ -405,7 +405,16 @@ $("try-it").addEventListener("click", async () => {
 
 // --- channels and usage -----------------------------------------------------------------------
 
+$("add-to-slack").addEventListener("click", async () => {
+  const start = await api("/v1/channels/slack/install");
+  location.assign(start.url); // Slack asks for consent, then brings the browser back here
+});
+
 async function loadChannels() {
+  // "Add to Slack" appears when this deployment has a Slack app configured.
+  fetch("/v1/channels/slack/install", { headers: { Authorization: `Bearer ${state.session.access_token}` } })
+    .then((response) => { $("add-to-slack").hidden = !response.ok; })
+    .catch(() => {});
   const channels = await api("/v1/channels");
   const list = $("channel-list");
   list.replaceChildren();

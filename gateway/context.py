@@ -53,6 +53,7 @@ class GatewayContext:
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)  # where providers are reached
     media: MediaStore | None = None  # where connectors keep attachments
     slack_app: SlackApp | None = None  # None: Slack connects by pasted tokens only
+    public_url: str | None = None  # where providers reach this gateway (webhooks), e.g. https://…
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

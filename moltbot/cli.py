@@ -84,6 +84,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         endpoints=settings.endpoints,
         media_dir=settings.media_dir,
         slack_app=settings.slack_app(),
+        public_url=settings.public_url,
     )
     return 0
 

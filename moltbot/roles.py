@@ -179,7 +179,9 @@ async def _provider(
             log.warning("connection_without_credentials", kind=kind, connection_id=connection_id)
             return
         connector.forget(connection_id)  # a reconnect may have brought new credentials
-        if kind == telegram.KIND:
+        if kind == telegram.KIND and secret.get("webhook_secret"):
+            await asyncio.Event().wait()  # webhook mode: Telegram posts to the gateway; hold the lease
+        elif kind == telegram.KIND:
             await telegram.TelegramSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
                 api_base=channels.endpoints.telegram_api_base, media=media,
@@ -272,6 +274,7 @@ async def gateway_context(
     endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
     slack_app: SlackApp | None = None,
+    public_url: str | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -310,6 +313,7 @@ async def gateway_context(
                 endpoints=endpoints or ProviderEndpoints(),
                 media=LocalMediaStore(media_dir) if media_dir is not None else None,
                 slack_app=slack_app,
+                public_url=public_url,
             )
     finally:
         if verifier is not None:
@@ -331,6 +335,7 @@ async def run_gateway(
     endpoints: ProviderEndpoints | None = None,
     media_dir: Path | None = None,
     slack_app: SlackApp | None = None,
+    public_url: str | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
     async with gateway_context(
@@ -343,6 +348,7 @@ async def run_gateway(
         endpoints=endpoints,
         media_dir=media_dir,
         slack_app=slack_app,
+        public_url=public_url,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

@@ -198,6 +198,7 @@ async def up(settings: Settings) -> None:
                             endpoints=settings.endpoints,
                             media_dir=settings.media_dir,
                             slack_app=settings.slack_app(),
+                            public_url=settings.public_url,
                         ),
                         name="gateway",
                     )

@@ -176,6 +176,12 @@ def endpoints() -> ProviderEndpoints:
 
 
 @pytest.fixture
+def public_url() -> str | None:
+    """The gateway's public address for provider webhooks (a module may set one)."""
+    return None
+
+
+@pytest.fixture
 def slack_app() -> SlackApp | None:
     """The deployment's Slack app for OAuth installs (a module with a fake sets one)."""
     return None
@@ -189,6 +195,7 @@ async def api(
     keyring: Keyring,
     endpoints: ProviderEndpoints,
     slack_app: SlackApp | None,
+    public_url: str | None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -207,6 +214,7 @@ async def api(
                 endpoints=endpoints,
                 media_dir=tmp_path / "media",
                 slack_app=slack_app,
+                public_url=public_url,
             )
         ),
         asyncio.create_task(run_outbox(stack.nats_url)),

@@ -106,6 +106,42 @@ def _new_bot(token: str, session: AiohttpSession) -> Bot:
         ) from None
 
 
+async def set_webhook(token: str, url: str, secret: str, *, api_base: str | None = None) -> None:
+    """Ask Telegram to POST this bot's updates to ``url`` with ``secret`` in the
+    ``X-Telegram-Bot-Api-Secret-Token`` header (webhook mode: no long polling)."""
+    session = AiohttpSession(api=_api_server(api_base), timeout=15)
+    try:
+        bot = _new_bot(token.strip(), session)
+        try:
+            await bot.set_webhook(url=url, secret_token=secret, allowed_updates=["message", "edited_message"])
+        except (TelegramUnauthorizedError, TelegramNotFound):
+            raise TokenRejected("Telegram does not accept this bot token") from None
+        except (TelegramAPIError, ClientDecodeError) as exc:
+            raise TelegramUnreachable(f"Telegram refused the webhook: {exc}") from None
+    finally:
+        await session.close()
+
+
+async def store_update(
+    store: EventStore,
+    update: Mapping[str, Any] | Update,
+    *,
+    tenant_id: str,
+    connection_id: str,
+    bot_username: str,
+) -> list[ev.Event]:
+    """Append what one update says (the conversation first if it is new); what a webhook
+    delivery does. Dedupe keys store a redelivered update once."""
+    events = normalize(update, tenant_id=tenant_id, connection_id=connection_id, bot_username=bot_username)
+    created = conversation_created(update, tenant_id=tenant_id, connection_id=connection_id)
+    if events and created is not None:
+        with contextlib.suppress(ConcurrencyConflict):
+            await store.append(created, expected_seq=0)
+    for event in events:
+        await store.append(event)
+    return events
+
+
 async def validate_token(token: str, *, api_base: str | None = None) -> BotIdentity:
     """The bot a token belongs to (``getMe``); raises TokenRejected or TelegramUnreachable."""
     session = AiohttpSession(api=_api_server(api_base), timeout=15)

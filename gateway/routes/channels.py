@@ -14,9 +14,11 @@ connection to its tenant for those unauthenticated requests.
 
 from __future__ import annotations
 
+import hmac
+import json
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
@@ -43,6 +45,13 @@ GRANT SELECT, INSERT ON gateway.webhooks TO moltbot_gateway;
 
 
 class TelegramConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    bot_token: str
+    # "polling" (default: nothing to expose) or "webhook" (Telegram posts to this gateway's
+    # public URL, /v1/webhooks/telegram/{connection_id}, with a secret header)
+    mode: Literal["polling", "webhook"] = "polling"
+
+
+class DiscordConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bot_token: str
 
 
@@ -81,7 +90,59 @@ async def connect_telegram(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) 
         raise ApiError(400, "token_rejected", detail, field="bot_token") from None
     except telegram.TelegramUnreachable as exc:
         raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
-    return await _record(ctx, who, telegram.KIND, f"@{bot.username}", {"token": token}, "Telegram")
+    secret = {"token": token, "bot_username": bot.username}
+    if data.mode == "polling":
+        return await _record(ctx, who, telegram.KIND, f"@{bot.username}", secret, "Telegram")
+    if ctx.public_url is None:
+        detail = "Webhook mode needs the gateway's public https address (MOLTBOT_PUBLIC_URL); use polling."
+        raise ApiError(400, "invalid_request", detail, field="mode")
+    secret["webhook_secret"] = secrets.token_urlsafe(32)
+    accepted = await _record(ctx, who, telegram.KIND, f"@{bot.username}", secret, "Telegram")
+    url = f"{ctx.public_url}/v1/webhooks/telegram/{accepted.connection_id}"
+    try:
+        await telegram.set_webhook(
+            token, url, secret["webhook_secret"], api_base=ctx.endpoints.telegram_api_base
+        )
+    except telegram.TelegramConnectorError as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    return accepted
+
+
+@post("/webhooks/telegram/{connection_id:str}", status_code=200, include_in_schema=False)
+async def telegram_updates(
+    ctx: Ctx, connection_id: FromPath[str], request: Request[Any, Any, Any]
+) -> Response[Any]:
+    """Telegram's webhook: the secret header must match, or nothing is stored (401)."""
+    tenant_id, secret = await _webhook_secret(ctx, connection_id, telegram.KIND)
+    given = request.headers.get("x-telegram-bot-api-secret-token", "")
+    expected = secret.get("webhook_secret", "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "bad_secret", "The X-Telegram-Bot-Api-Secret-Token header does not match.")
+    try:
+        update = json.loads(await request.body())
+        await telegram.store_update(
+            ctx.store, update, tenant_id=tenant_id, connection_id=connection_id,
+            bot_username=secret.get("bot_username", ""),
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, "invalid_request", f"Not a Telegram update: {exc}") from None
+    return Response({"ok": True})
+
+
+async def _webhook_secret(ctx: GatewayContext, connection_id: str, kind: str) -> tuple[str, dict[str, str]]:
+    """The tenant and the opened credentials of a connection a provider posts to (or 404)."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tenant_id FROM gateway.webhooks WHERE connection_id = %s AND kind = %s",
+            (connection_id, kind),
+        )
+        row = await cur.fetchone()
+    if row is None or ctx.keyring is None:
+        raise ApiError(404, "not_found", f"No {kind} connection here.")
+    tenant_id = str(row["tenant_id"])
+    async with ctx.tenant(tenant_id) as conn:
+        secret = await CredentialStore(conn, ctx.keyring).get(tenant_id, connection_id) or {}
+    return tenant_id, secret
 
 
 async def _record(
@@ -113,7 +174,7 @@ async def _record(
 
 
 @post("/channels/discord/connect", status_code=202)
-async def connect_discord(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) -> ChannelAccepted:
+async def connect_discord(ctx: Ctx, who: Who, data: JSONBody[DiscordConnect]) -> ChannelAccepted:
     """Connect a Discord bot: the token from the Developer Portal (Bot → Reset Token)."""
     _may_connect(who)
     if ctx.keyring is None:
@@ -161,17 +222,7 @@ async def slack_events(
 ) -> Response[Any]:
     """Slack's Events API: a bad or stale signature gets 401 and nothing is stored."""
     body = await request.body()
-    async with ctx.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT tenant_id FROM gateway.webhooks WHERE connection_id = %s AND kind = %s",
-            (connection_id, slack.KIND),
-        )
-        row = await cur.fetchone()
-    if row is None or ctx.keyring is None:
-        raise ApiError(404, "not_found", "No Slack connection here.")
-    tenant_id = row["tenant_id"]
-    async with ctx.tenant(tenant_id) as conn:
-        secret = await CredentialStore(conn, ctx.keyring).get(tenant_id, connection_id) or {}
+    tenant_id, secret = await _webhook_secret(ctx, connection_id, slack.KIND)
     if not secret.get("signing_secret"):
         raise ApiError(404, "not_found", "This Slack connection uses Socket Mode, not the Events API.")
     try:
@@ -318,6 +369,7 @@ channels_router = Router(
         slack_install,
         slack_oauth_callback,
         slack_events,
+        telegram_updates,
         disconnect,
     ],
     tags=["channels"],

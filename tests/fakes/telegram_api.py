@@ -148,6 +148,7 @@ class FakeTelegram:
         self.unavailable = False  # every call answers 502 Bad Gateway
         self.sent: list[Json] = []  # {"token", "chat_id", "text", "message_id", "message", "params"}
         self.chat_actions: list[Json] = []
+        self.webhooks: dict[str, Json] = {}  # token -> {"url", "secret_token"} (setWebhook)
         self.requests: list[tuple[str, str, Json]] = []  # (token, method, params), in order
         self._bots: dict[str, _Bot] = {}
         self._failures: dict[str, list[_Failure]] = {}
@@ -359,6 +360,12 @@ class FakeTelegram:
         if method == "sendchataction":
             chat = self._chat(bot, params)
             self.chat_actions.append({"token": token, "chat_id": chat["id"], "action": params.get("action")})
+            return True
+        if method == "setwebhook":  # where Telegram would POST updates, and the secret header
+            self.webhooks[token] = {"url": params.get("url"), "secret_token": params.get("secret_token")}
+            return True
+        if method == "deletewebhook":
+            self.webhooks.pop(token, None)
             return True
         if method == "getfile":
             file = self._files.get(str(params.get("file_id")))

@@ -324,3 +324,42 @@ async def test_add_to_slack_checks_its_state_and_connects_the_workspace(
 
     [channel] = await _until(connected_workspace, "the installed workspace")
     assert channel["display_name"] == "Lovelace & Co"
+
+
+@pytest.fixture
+def public_url() -> str:
+    return "https://moltbot.example"
+
+
+async def test_telegram_webhook_mode_checks_the_secret_header(
+    api: httpx.AsyncClient, stack: Stack, tg: FakeTelegram
+) -> None:
+    owner = await _signup(api, "webhook-owner@example.com")
+    token = tg.add_bot("hooked_bot")
+    body = {"bot_token": token, "mode": "webhook"}
+    connected = await api.post("/v1/channels/telegram/connect", json=body, headers=_auth(owner))
+    assert connected.status_code == 202, connected.text
+    connection_id = connected.json()["connection_id"]
+    webhook = tg.webhooks[token]
+    assert webhook["url"] == f"https://moltbot.example/v1/webhooks/telegram/{connection_id}"
+    assert len(webhook["secret_token"]) >= 32
+    assert webhook["secret_token"] not in connected.text
+
+    update = {"update_id": 1, "message": tg.message(private_chat(CHARLES), CHARLES, "Hello via webhook")}
+    path = f"/v1/webhooks/telegram/{connection_id}"
+    wrong = await api.post(path, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+    assert wrong.status_code == 401
+    assert (await api.post(path, json=update)).status_code == 401
+    for _ in range(2):  # Telegram retries a delivery it did not see answered: stored once
+        right = await api.post(
+            path, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": webhook["secret_token"]}
+        )
+        assert right.status_code == 200
+    received = [
+        s.event
+        async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")
+        if isinstance(s.event, ev.MessageReceived)
+    ]
+    assert [e.data.text for e in received] == ["Hello via webhook"]
+    await asyncio.sleep(1)
+    assert not any(request[1].lower() == "getupdates" for request in tg.requests)  # no polling

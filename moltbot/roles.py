@@ -190,6 +190,7 @@ async def _provider(
             await discord.DiscordSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
                 api_base=endpoints.discord_api_base, gateway_url=endpoints.discord_gateway_url,
+                media=media, cdn_base=endpoints.discord_cdn_base,
             ).run()  # fmt: skip
         elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
             await slack.SlackSocketSession(

@@ -178,7 +178,14 @@ class Orchestrator:
             trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.MessageReceived.TYPE
         )
         latest = await self._store.last_on(subject)
-        return latest is not None and latest.seq > seq
+        if latest is None or latest.seq <= seq:
+            return False
+        if trigger.data.mentions_agent:
+            # "@bot, a question" then "and another thing": the newer message alone would not
+            # be answered in a group, so the one that called the agent keeps the answer.
+            newer = self._store.codec.decode(latest.data)
+            return isinstance(newer, ev.MessageReceived) and newer.data.mentions_agent
+        return True
 
     async def _claim(
         self, trigger: ev.MessageReceived, run_id: str, agent_id: str

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import hikari
+import httpx
 import msgspec
 import structlog
 from hikari.errors import ShardCloseCode
@@ -45,6 +46,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from adapters.channels.media import fetch_media
+from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -56,6 +59,7 @@ from domain.connectors import Capabilities, Delivered, SendDeferred, SendRejecte
 log = structlog.get_logger()
 
 KIND = "discord"
+CDN = "https://cdn.discordapp.com"
 DISCORD_CAPABILITIES = Capabilities(
     max_text_length=2000, edits=True, deletes=True, reactions=True, typing=True, media=True
 )
@@ -539,8 +543,12 @@ class DiscordSession:
         first_backoff: float = 1.0,
         max_backoff: float = MAX_BACKOFF,
         connect_timeout: float = 15.0,
+        media: MediaStore | None = None,
+        cdn_base: str | None = None,
     ) -> None:
         self._store = store
+        self._media = media  # where attachments are kept; None: they stay on Discord's CDN
+        self._cdn_base = cdn_base
         self.tenant_id = tenant_id
         self.connection_id = connection_id
         self._token = _clean_token(token)
@@ -782,6 +790,23 @@ class DiscordSession:
                 seq=appended.seq,
                 duplicate=appended.duplicate,
             )
+            if self._media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
+                await fetch_media(
+                    self._store, self._media, event, self._download, actor=actor(self.connection_id)
+                )
+
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        """An attachment from Discord's CDN (its signed URL is the provider file id)."""
+        url = attachment.provider_file_id
+        if not url.startswith(CDN):
+            raise DiscordUnreachable(f"not a downloadable attachment: {attachment.kind}")
+        if self._cdn_base is not None:
+            url = self._cdn_base.rstrip("/") + url[len(CDN) :]
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(url)
+        if response.status_code != 200:
+            raise DiscordUnreachable(f"Discord's CDN answered {response.status_code} for an attachment")
+        return response.content
 
     async def _report(
         self, state: ev.ConnectionState, code: str, message: str, *, action: str | None = None

@@ -13,6 +13,7 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     slack_api_base: str | None = None  # Slack Web API base URL
     discord_api_base: str | None = None  # Discord REST base, …/api/v10
     discord_gateway_url: str | None = None  # Discord gateway WebSocket
+    discord_cdn_base: str | None = None  # stands in for https://cdn.discordapp.com (attachments)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProviderEndpoints:
@@ -21,4 +22,5 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
             slack_api_base=environ.get("MOLTBOT_SLACK_API_BASE") or None,
             discord_api_base=environ.get("MOLTBOT_DISCORD_API_BASE") or None,
             discord_gateway_url=environ.get("MOLTBOT_DISCORD_GATEWAY_URL") or None,
+            discord_cdn_base=environ.get("MOLTBOT_DISCORD_CDN_BASE") or None,
         )

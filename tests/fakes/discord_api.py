@@ -221,6 +221,7 @@ class FakeDiscord:
         self.valid_tokens: dict[str, Json] = {}  # token -> the bot's User
         self.sent: list[Json] = []  # {"token", "channel_id", "content", "message_id", "nonce", "message"}
         self.typing: list[Json] = []  # {"token", "channel_id"}
+        self.files: dict[str, bytes] = {}  # CDN path -> attachment bytes
         self.identifies: list[Json] = []
         self.resumes: list[Json] = []  # the RESUME payloads, with the "path" they came on
         self.heartbeats: list[int | None] = []
@@ -399,7 +400,9 @@ class FakeDiscord:
 
     def _attachment(self, channel_id: str, spec: Json) -> Json:
         attachment_id = self._ids()
-        url = f"https://cdn.discordapp.com/attachments/{channel_id}/{attachment_id}/{spec['filename']}"
+        path = f"/attachments/{channel_id}/{attachment_id}/{spec['filename']}"
+        self.files[path] = spec.get("content", b"\x89PNG\r\n\x1a\n" + bytes(spec.get("size", 1024) - 8))
+        url = f"https://cdn.discordapp.com{path}"
         return {
             "id": attachment_id,
             "filename": spec["filename"],
@@ -476,6 +479,12 @@ class FakeDiscord:
         body = await _read_body(receive)
         method, path = scope["method"], scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if path.startswith("/attachments/"):  # the CDN (cdn.discordapp.com)
+            content = self.files.get(path)
+            status = 200 if content is not None else 404
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": content or b""})
+            return
         try:
             if not path.startswith(f"{API}/"):
                 raise ApiError(404, "404: Not Found")

@@ -195,7 +195,7 @@ async def _provider(
         elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
             await slack.SlackSocketSession(
                 store, tenant_id=tenant_id, connection_id=connection_id, app_token=secret["app_token"],
-                bot_token=secret["token"], api_base=channels.endpoints.slack_api_base,
+                bot_token=secret["token"], api_base=channels.endpoints.slack_api_base, media=media,
             ).run()  # fmt: skip
         else:
             await asyncio.Event().wait()  # hold the lease: nothing to poll, the webhook delivers

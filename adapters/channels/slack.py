@@ -37,6 +37,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
+import httpx
 import msgspec
 import structlog
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -49,6 +50,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from websockets.exceptions import WebSocketException
 
+from adapters.channels.media import fetch_media
+from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.nats.event_store import Appended, EventStore
 from domain import events as ev
@@ -190,6 +193,24 @@ def _retry_after(exc: SlackApiError) -> float | None:
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 _LINK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, WebSocketException)
 _SEND_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, SlackClientError)
+
+
+async def download_file(bot_token: str, file_id: str, *, api_base: str | None = None) -> bytes:
+    """A shared file's bytes: ``files.info`` for its private URL, then a GET with the bot token."""
+    client = _web_client(bot_token, api_base)
+    try:
+        info = await client.files_info(file=file_id)
+    except SlackApiError as exc:
+        raise SlackUnreachable(f"Slack would not describe the file: {exc.response.get('error')}") from None
+    file = info.get("file") or {}
+    url = file.get("url_private_download") or file.get("url_private")
+    if not url:
+        raise SlackUnreachable("Slack gave no download address for the file")
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(url, headers={"Authorization": f"Bearer {bot_token}"})
+    if response.status_code != 200:
+        raise SlackUnreachable(f"Slack answered {response.status_code} for a file download")
+    return response.content
 
 
 async def validate_token(token: str, *, api_base: str | None = None) -> WorkspaceIdentity:
@@ -825,6 +846,7 @@ class SlackSocketSession:
         app_token: str,
         bot_token: str,
         api_base: str | None = None,
+        media: MediaStore | None = None,
         ping_interval: float = 10.0,
         check_every: float = 0.5,
         hello_timeout: float = 10.0,
@@ -837,6 +859,7 @@ class SlackSocketSession:
         self._app_token = app_token
         self._bot_token = bot_token
         self._api_base = api_base
+        self._media = media  # where shared files are kept; None: they stay at Slack
         self._ping_interval = ping_interval
         self._check_every = check_every
         self._hello_timeout = hello_timeout
@@ -986,6 +1009,15 @@ class SlackSocketSession:
                 seq=appended.seq,
                 duplicate=appended.duplicate,
             )
+        if self._media is not None:
+            await fetch_delivery_media(
+                self._store,
+                self._media,
+                delivered,
+                self._bot_token,
+                self.connection_id,
+                api_base=self._api_base,
+            )
 
     # slack_sdk runs each listener in a task of its own, in arrival order; they only queue
     # (no await before put_nowait), so the log keeps Slack's order.
@@ -1125,3 +1157,22 @@ class SlackConnector:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def fetch_delivery_media(
+    store: EventStore,
+    media: MediaStore,
+    delivered: Delivery,
+    bot_token: str,
+    connection_id: str,
+    *,
+    api_base: str | None = None,
+) -> None:
+    """Bring the files shared in a delivery into our storage (``media.available`` each)."""
+
+    async def download(attachment: ev.Attachment) -> bytes:
+        return await download_file(bot_token, attachment.provider_file_id, api_base=api_base)
+
+    for event in delivered.events:
+        if isinstance(event, ev.MessageReceived) and event.data.attachments:
+            await fetch_media(store, media, event, download, actor=actor(connection_id))

@@ -238,6 +238,11 @@ async def slack_events(
         return Response({"challenge": answer.challenge})
     if answer.delivery is not None:
         await slack.append_delivery(ctx.store, answer.delivery)
+        if ctx.media is not None:
+            await slack.fetch_delivery_media(
+                ctx.store, ctx.media, answer.delivery, secret["token"], connection_id,
+                api_base=ctx.endpoints.slack_api_base,
+            )  # fmt: skip
     return Response({"ok": True})
 
 

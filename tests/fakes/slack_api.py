@@ -127,6 +127,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.base_url = ""  # http://127.0.0.1:<port>
         self.unavailable = False  # every call answers 503
+        self.files: dict[str, Json] = {}  # file id -> {"team", "token", "content", "json"}
         self.sent: list[Json] = []  # {"token", "channel", "text", "ts", "thread_ts", "message"}
         self.updated: list[Json] = []  # {"token", "channel", "ts", "text"}
         self.reactions: list[Json] = []  # {"token", "channel", "timestamp", "name"}
@@ -287,6 +288,20 @@ class FakeSlack:
             event["files"] = files
         return self.callback(team, event)
 
+    def upload(self, team: Team, name: str, content: bytes, mimetype: str) -> Json:
+        """A file a person shared: what a message's ``files`` carries (download with the bot token)."""
+        file_id = f"F{self._number():08d}"
+        bot_token = next(token for token, t in self._bot_tokens.items() if t == team)
+        json_ = {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "size": len(content),
+            "url_private_download": f"{self.base_url}/files-pri/{file_id}/{name}",
+        }
+        self.files[file_id] = {"team": team.id, "token": bot_token, "content": content, "json": json_}
+        return json_
+
     def edit(self, original: Json, text: str) -> Json:
         """The ``message_changed`` callback of a person editing ``original`` (a :meth:`message`)."""
         before = original["event"]
@@ -409,6 +424,16 @@ class FakeSlack:
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
+        if scope["path"].startswith("/files-pri/"):  # url_private_download: the bot token is needed
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            file = self.files.get(scope["path"].split("/")[2])
+            allowed = file is not None and headers.get("authorization") == f"Bearer {file['token']}"
+            status, content = (
+                (200, file["content"]) if allowed and file else (404 if file is None else 403, b"")
+            )
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": content})
+            return
         match = _PATH.match(scope["path"])
         if match is None:
             await _json(send, 404, {"ok": False, "error": "unknown_method"})
@@ -445,6 +470,11 @@ class FakeSlack:
                 "bot_id": team.bot_id,
                 "is_enterprise_install": False,
             }
+        if method == "files.info":
+            file = self.files.get(str(params.get("file")))
+            if file is None or file["team"] != team.id:
+                raise ApiError("file_not_found")
+            return {"file": file["json"]}
         if method == "chat.postMessage":
             return self._post_message(token, team, params)
         if method == "chat.update":

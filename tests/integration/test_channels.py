@@ -180,6 +180,19 @@ async def test_slack_by_socket_mode_and_by_signed_webhook(
         return [m for m in slack_fake.sent if m.get("thread_ts") == thread_ts] or None
 
     [sent] = await _until(answered_in_thread, "the agent's answer in the thread", timeout=30)
+    plan = slack_fake.upload(workspace.team, "plan.png", b"\x89PNG\r\n\x1a\n" + bytes(500), "image/png")
+    slack_fake.push_event(slack_fake.message(workspace.team, general, "U0ADA", "the plan", files=[plan]))
+
+    async def stored_file() -> list[ev.MediaAvailable] | None:
+        found = [
+            s.event
+            async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")
+            if isinstance(s.event, ev.MediaAvailable)
+        ]
+        return found or None
+
+    [available] = await _until(stored_file, "the shared file in our storage")
+    assert (available.data.mime, available.data.size) == ("image/png", 508)
     assert "ship it?" in sent["text"]
     conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
     assert sorted(c["kind"] for c in conversations if c["channel"] == "slack") == ["group", "thread"]

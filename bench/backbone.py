@@ -286,7 +286,7 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
                 slower_live,
             ),
             Figure(
-                "projection fold, 4 read models at once (per model)",
+                f"projection fold, {len(all_projections())} read models at once (per model)",
                 all_rate,
                 "events/s",
                 "min(raw consume, raw COPY)",

@@ -72,6 +72,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import run_gateway
 
     nats_url, database_url = settings.servers()
+    media_store = settings.media_store()
     await run_gateway(
         nats_url,
         database_url,
@@ -82,7 +83,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
         keyring=_keyring(settings),
         endpoints=settings.endpoints,
-        media_dir=settings.media_dir,
+        media=media_store,
         slack_app=settings.slack_app(),
         public_url=settings.public_url,
     )
@@ -311,11 +312,12 @@ async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import ChannelSettings, run_connectors
 
     nats_url, database_url = settings.servers()
+    media_store = settings.media_store()
     channels = ChannelSettings(
         database_url,
         _keyring(settings),
         endpoints=settings.endpoints,
-        media_dir=settings.media_dir,
+        media=media_store,
     )
     await run_connectors(nats_url, load_streams_file(settings.streams_file), args.kinds, channels=channels)
     return 0

@@ -31,7 +31,7 @@ from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
 from adapters.channels.webchat import WebchatConnector
-from adapters.media.store import LocalMediaStore
+from adapters.media.store import MediaStore
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
@@ -104,7 +104,7 @@ class ChannelSettings:
     database_url: str
     keyring: Keyring
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
-    media_dir: Path | None = None  # where attachments are kept; None: they stay at the provider
+    media: MediaStore | None = None  # where attachments are kept; None: they stay at the provider
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -158,7 +158,7 @@ async def _provider(
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     store = EventStore(nc)
     endpoints = channels.endpoints
-    media = LocalMediaStore(channels.media_dir) if channels.media_dir is not None else None
+    media = channels.media
     connector: telegram.TelegramConnector | slack.SlackConnector | discord.DiscordConnector
     if kind == telegram.KIND:
         connector = telegram.TelegramConnector(
@@ -273,7 +273,7 @@ async def gateway_context(
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
     endpoints: ProviderEndpoints | None = None,
-    media_dir: Path | None = None,
+    media: MediaStore | None = None,
     slack_app: SlackApp | None = None,
     public_url: str | None = None,
 ) -> AsyncIterator[GatewayContext]:
@@ -312,7 +312,7 @@ async def gateway_context(
                 models=_with_own_keys(models, pool, keyring),
                 keyring=keyring,
                 endpoints=endpoints or ProviderEndpoints(),
-                media=LocalMediaStore(media_dir) if media_dir is not None else None,
+                media=media,
                 slack_app=slack_app,
                 public_url=public_url,
             )
@@ -334,7 +334,7 @@ async def run_gateway(
     models: ModelChoice | None = None,
     keyring: Keyring | None = None,
     endpoints: ProviderEndpoints | None = None,
-    media_dir: Path | None = None,
+    media: MediaStore | None = None,
     slack_app: SlackApp | None = None,
     public_url: str | None = None,
 ) -> None:
@@ -347,7 +347,7 @@ async def run_gateway(
         models=models,
         keyring=keyring,
         endpoints=endpoints,
-        media_dir=media_dir,
+        media=media,
         slack_app=slack_app,
         public_url=public_url,
     ) as ctx:

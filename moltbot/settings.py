@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from adapters.channels.endpoints import ProviderEndpoints
+from adapters.media.s3 import S3Config, S3MediaStore
+from adapters.media.store import LocalMediaStore, MediaStore
 from gateway.context import SlackApp
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     slack_client_secret: str | None = None
     slack_signing_secret: str | None = None
     media_dir: Path  # where attachments are kept (local object storage)
+    media_s3: S3Config | None = None  # MOLTBOT_MEDIA_S3_*: an S3-compatible bucket instead
     # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
     vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
     vault_key_id: str | None = None  # MOLTBOT_VAULT_KEY_ID: the key new secrets are sealed under
@@ -94,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             slack_client_secret=environ.get("MOLTBOT_SLACK_CLIENT_SECRET") or None,
             slack_signing_secret=environ.get("MOLTBOT_SLACK_SIGNING_SECRET") or None,
             media_dir=Path(environ.get("MOLTBOT_MEDIA_DIR") or directory.resolve() / "media"),
+            media_s3=_s3_config(environ),
             vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
             vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,
             vault_key_file=Path(
@@ -135,6 +139,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redirect_uri=f"{public}/v1/channels/slack/oauth/callback",
         )
 
+    def media_store(self) -> MediaStore:
+        """Where attachments are kept: the S3-compatible bucket if configured, else the folder."""
+        if self.media_s3 is not None:
+            return S3MediaStore(self.media_s3)
+        return LocalMediaStore(self.media_dir)
+
     @property
     def stack_file(self) -> Path:
         return self.data_dir / STACK_FILE
@@ -167,3 +177,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 def _bundled_streams_file() -> Path:
     return Path(__file__).resolve().parent.parent / "streams.yaml"
+
+
+def _s3_config(environ: Mapping[str, str]) -> S3Config | None:
+    """MOLTBOT_MEDIA_S3_ENDPOINT, _BUCKET, _ACCESS_KEY_ID, _SECRET_ACCESS_KEY (+ _REGION, _PREFIX)."""
+    endpoint = environ.get("MOLTBOT_MEDIA_S3_ENDPOINT")
+    if not endpoint:
+        return None
+    missing = [
+        name
+        for name in ("BUCKET", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY")
+        if not environ.get(f"MOLTBOT_MEDIA_S3_{name}")
+    ]
+    if missing:
+        raise ValueError(f"MOLTBOT_MEDIA_S3_ENDPOINT is set; also set MOLTBOT_MEDIA_S3_{missing[0]}")
+    return S3Config(
+        endpoint=endpoint,
+        bucket=environ["MOLTBOT_MEDIA_S3_BUCKET"],
+        region=environ.get("MOLTBOT_MEDIA_S3_REGION") or "us-east-1",
+        access_key_id=environ["MOLTBOT_MEDIA_S3_ACCESS_KEY_ID"],
+        secret_access_key=environ["MOLTBOT_MEDIA_S3_SECRET_ACCESS_KEY"],
+        prefix=environ.get("MOLTBOT_MEDIA_S3_PREFIX") or "",
+    )

@@ -150,6 +150,7 @@ async def up(settings: Settings) -> None:
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
             gateway_started = asyncio.Event()
             models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
+            media_store = settings.media_store()
             keyring = load_keyring(
                 keys=settings.vault_keys, current=settings.vault_key_id, key_file=settings.vault_key_file
             )
@@ -180,7 +181,7 @@ async def up(settings: Settings) -> None:
                         description["database_url"],
                         keyring,
                         endpoints=settings.endpoints,
-                        media_dir=settings.media_dir,
+                        media=media_store,
                     )
                     roles.create_task(
                         run_connectors(description["nats_url"], spec, channels=channels), name="connectors"
@@ -196,7 +197,7 @@ async def up(settings: Settings) -> None:
                             models=models,
                             keyring=keyring,
                             endpoints=settings.endpoints,
-                            media_dir=settings.media_dir,
+                            media=media_store,
                             slack_app=settings.slack_app(),
                             public_url=settings.public_url,
                         ),
@@ -216,5 +217,6 @@ async def up(settings: Settings) -> None:
                 raise failed.exceptions[0] from None
             finally:
                 await models.aclose()
+                await media_store.aclose()
                 settings.stack_file.unlink(missing_ok=True)
                 log.info("stack_stopped")

@@ -25,6 +25,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
+from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
@@ -176,6 +177,12 @@ def endpoints() -> ProviderEndpoints:
 
 
 @pytest.fixture
+def media_store(tmp_path: Path) -> MediaStore:
+    """Where connectors keep attachments (a module may use an S3-compatible fake)."""
+    return LocalMediaStore(tmp_path / "media")
+
+
+@pytest.fixture
 def public_url() -> str | None:
     """The gateway's public address for provider webhooks (a module may set one)."""
     return None
@@ -196,6 +203,7 @@ async def api(
     endpoints: ProviderEndpoints,
     slack_app: SlackApp | None,
     public_url: str | None,
+    media_store: MediaStore,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -212,7 +220,7 @@ async def api(
                 models=agent_models,
                 keyring=keyring,
                 endpoints=endpoints,
-                media_dir=tmp_path / "media",
+                media=media_store,
                 slack_app=slack_app,
                 public_url=public_url,
             )
@@ -226,7 +234,7 @@ async def api(
                     stack.database_url,
                     keyring,
                     endpoints=endpoints,
-                    media_dir=tmp_path / "media",
+                    media=media_store,
                 ),
             )
         ),

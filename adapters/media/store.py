@@ -20,6 +20,8 @@ class MediaStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def aclose(self) -> None: ...
+
 
 def media_key(tenant_id: str, media_id: str) -> str:
     return f"{tenant_id}/{media_id}"
@@ -53,3 +55,6 @@ class LocalMediaStore:
 
     async def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    async def aclose(self) -> None:
+        return None

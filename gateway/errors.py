@@ -69,6 +69,15 @@ def conflict(request: Request[Any, Any, Any], exc: ConcurrencyConflict) -> Respo
     return Response(_body("conflict", "Someone else changed this at the same time; retry."), status_code=409)
 
 
+def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # Only a body nested thousands of levels deep gets here (JSON decoding recurses).
+    return Response(_body("invalid_request", "The JSON body is nested too deeply."), status_code=400)
+
+
+def not_utf8(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    return Response(_body("invalid_request", "The body is not valid UTF-8 text."), status_code=400)
+
+
 def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request_failed", path=request.url.path)
     return Response(_body("internal_error", "Something went wrong on our side."), status_code=500)
@@ -80,5 +89,7 @@ HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error,
     InvalidToken: invalid_token,
     ConcurrencyConflict: conflict,
+    RecursionError: too_deep,
+    UnicodeDecodeError: not_utf8,
     Exception: unexpected,
 }

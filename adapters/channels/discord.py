@@ -46,6 +46,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from adapters.channels.health import record_state
 from adapters.channels.media import fetch_media
 from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
@@ -814,21 +815,10 @@ class DiscordSession:
         """Record the connection's state when it changed (from the log's last one)."""
         if (state, code) == (self.state, self._state_code):
             return
-        event = ev.new_event(
-            ev.ConnectionStateChanged,
-            tenant_id=self.tenant_id,
-            aggregate_id=self.connection_id,
-            actor=actor(self.connection_id),
-            data=ev.ConnectionStateChangedData(state=state, code=code, message=message, action=action),
-        )
-
-        def decide(history: Sequence[ev.Event]) -> list[ev.Event]:
-            states = [e for e in history if isinstance(e, ev.ConnectionStateChanged)]
-            if states and (states[-1].data.state, states[-1].data.code) == (state, code):
-                return []
-            return [event]
-
-        await self._store.update(self.tenant_id, ev.CONNECTION, self.connection_id, decide)
+        await record_state(
+            self._store, tenant_id=self.tenant_id, connection_id=self.connection_id,
+            actor=actor(self.connection_id), state=state, code=code, message=message, action=action,
+        )  # fmt: skip
         self.state, self._state_code = state, code
         self._log.info("discord_connection_state", state=state, code=code)
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ from aiogram.exceptions import (
 from aiogram.types import Chat, Message, Update, User
 from aiogram.utils.token import TokenValidationError
 
+from adapters.channels.health import record_state
 from adapters.channels.media import fetch_media
 from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
@@ -526,21 +527,10 @@ class TelegramSession:
         """Record the connection's state when it changed (from the log's last one)."""
         if (state, code) == (self.state, self._state_code):
             return
-        event = ev.new_event(
-            ev.ConnectionStateChanged,
-            tenant_id=self.tenant_id,
-            aggregate_id=self.connection_id,
-            actor=actor(self.connection_id),
-            data=ev.ConnectionStateChangedData(state=state, code=code, message=message, action=action),
-        )
-
-        def decide(history: Sequence[ev.Event]) -> list[ev.Event]:
-            states = [e for e in history if isinstance(e, ev.ConnectionStateChanged)]
-            if states and (states[-1].data.state, states[-1].data.code) == (state, code):
-                return []
-            return [event]
-
-        await self._store.update(self.tenant_id, ev.CONNECTION, self.connection_id, decide)
+        await record_state(
+            self._store, tenant_id=self.tenant_id, connection_id=self.connection_id,
+            actor=actor(self.connection_id), state=state, code=code, message=message, action=action,
+        )  # fmt: skip
         self.state, self._state_code = state, code
         self._log.info("telegram_connection_state", state=state, code=code)
 

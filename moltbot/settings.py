@@ -127,6 +127,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             role_claim=self.oidc_role_claim,
         )
 
+    def __repr__(self) -> str:
+        """Every setting except the secrets (keys, client secrets), which show as ***."""
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            secret = name in _SECRETS or (name == "media_s3" and value is not None)
+            shown.append(f"{name}={'***' if secret and value is not None else repr(value)}")
+        return f"Settings({', '.join(shown)})"
+
     def slack_app(self) -> SlackApp | None:
         """The Slack app for "Add to Slack", when its three secrets are all set."""
         if not (self.slack_client_id and self.slack_client_secret and self.slack_signing_secret):
@@ -177,6 +186,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 def _bundled_streams_file() -> Path:
     return Path(__file__).resolve().parent.parent / "streams.yaml"
+
+
+_SECRETS = frozenset(
+    {"anthropic_api_key", "vault_keys", "slack_client_secret", "slack_signing_secret", "database_url"}
+)
 
 
 def _s3_config(environ: Mapping[str, str]) -> S3Config | None:

@@ -53,7 +53,21 @@ async def tenant_feed(
     heartbeat: float,
 ) -> AsyncIterator[StoredRecord | None]:
     """Matching records in order; ``None`` after each ``heartbeat`` seconds without one."""
-    records = store.read(since=since, subject=subjects.tenant_filter(tenant_id), follow=True).__aiter__()
+    async for record in subject_feed(store, subjects.tenant_filter(tenant_id), since, heartbeat=heartbeat):
+        if (
+            record is None
+            or not patterns
+            or any(fnmatch.fnmatchcase(event_type(record), p) for p in patterns)
+        ):
+            yield record
+
+
+async def subject_feed(
+    store: EventStore, subject: str, since: int, *, heartbeat: float
+) -> AsyncIterator[StoredRecord | None]:
+    """Records on ``subject`` from ``since``, replayed then live, with ``None`` as a heartbeat
+    after each ``heartbeat`` seconds of quiet (one consumer: no gap, no duplicate)."""
+    records = store.read(since=since, subject=subject, follow=True).__aiter__()
     pending: asyncio.Future[StoredRecord] | None = None
     try:
         while True:
@@ -64,8 +78,6 @@ async def tenant_feed(
                 continue
             record = pending.result()
             pending = None
-            if patterns and not any(fnmatch.fnmatchcase(event_type(record), p) for p in patterns):
-                continue
             yield record
     finally:
         if pending is not None:

@@ -173,8 +173,7 @@ async def _provider(
     stack.push_async_callback(connector.aclose)
 
     async def session(connection_id: str) -> None:
-        tenant_id = await directory.tenant_of(connection_id)
-        secret = await directory.credentials(connection_id)
+        tenant_id, secret = await directory.owner_and_credentials(connection_id)
         if tenant_id is None or not secret.get("token"):
             log.warning("connection_without_credentials", kind=kind, connection_id=connection_id)
             return

@@ -41,18 +41,18 @@ class ConnectionDirectory:
             )
             return {row["connection_id"] for row in await cur.fetchall()}
 
-    async def tenant_of(self, connection_id: str) -> str | None:
+    async def credentials(self, connection_id: str) -> dict[str, str]:
+        """The connection's secret, opened from the vault ({} when it has none)."""
+        return (await self.owner_and_credentials(connection_id))[1]
+
+    async def owner_and_credentials(self, connection_id: str) -> tuple[str | None, dict[str, str]]:
+        """(tenant, secret) of a connection, in one connection from the pool."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT tenant_id FROM rm_connections.connections WHERE connection_id = %s", (connection_id,)
             )
             row = await cur.fetchone()
-        return None if row is None else str(row["tenant_id"])
-
-    async def credentials(self, connection_id: str) -> dict[str, str]:
-        """The connection's secret, opened from the vault ({} when it has none)."""
-        tenant_id = await self.tenant_of(connection_id)
-        if tenant_id is None:
-            return {}
-        async with self.pool.connection() as conn:
-            return await CredentialStore(conn, self._keyring).get(tenant_id, connection_id) or {}
+            if row is None:
+                return None, {}
+            tenant_id = str(row["tenant_id"])
+            return tenant_id, await CredentialStore(conn, self._keyring).get(tenant_id, connection_id) or {}

@@ -22,6 +22,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from adapters.agent import byok
+from adapters.agent.tools import TOOLS
 from adapters.vault.cipher import Keyring
 from domain import agent as policy
 from domain import events as ev
@@ -33,7 +34,7 @@ from gateway.errors import ApiError
 from projections.agents import configuration
 
 MAX_PROMPT = 8000
-KNOWN_TOOLS = ("search_history", "current_time")
+KNOWN_TOOLS = tuple(TOOLS)
 
 
 class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -288,28 +289,21 @@ async def forget_own_key(ctx: Ctx, who: Who) -> AgentAccepted:
 
 
 class _PreviewTools:
-    """The preview's tools: the clock is real, history search says what it would do."""
+    """The preview's tools: the registry's own (the clock is real); history search answers
+    that a preview does not read your history."""
 
     def __init__(self, enabled: tuple[str, ...]) -> None:
-        self._enabled = enabled
+        self._enabled = tuple(name for name in enabled if name in TOOLS)
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        clock = ToolSpec(
-            "current_time", "The current date and time (UTC).", {"type": "object", "properties": {}}
-        )
-        search = ToolSpec(
-            "search_history",
-            "Search every message in this inbox by words.",
-            {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        )
-        return tuple(s for s in (clock, search) if s.name in self._enabled)
+        return tuple(TOOLS[name][0] for name in self._enabled)
 
     async def run(self, name: str, arguments: dict[str, Any]) -> str:
-        if name == "current_time":
-            return datetime.now(UTC).strftime("%A %d %B %Y, %H:%M UTC")
+        if name not in self._enabled:
+            raise ToolFailed(f"no tool named {name!r}")
         if name == "search_history":
             return "[] (a preview does not read your history)"
-        raise ToolFailed(f"no tool named {name!r}")
+        return datetime.now(UTC).strftime("%A %d %B %Y, %H:%M UTC")
 
 
 @post("/agents/{agent_id:str}/test", status_code=200)

@@ -40,7 +40,7 @@ from domain import events as ev
 from domain import ids, subjects
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from gateway.feed import agent_deltas, live_signals
+from gateway.feed import agent_deltas, live_signals, subject_feed
 from gateway.routes.web import WEB, page_headers
 
 CHANNEL = "webchat"
@@ -300,24 +300,12 @@ async def _conversation_feed(
     ctx: GatewayContext, widget: _Widget, conversation_id: str, since: int, send: Any
 ) -> None:
     subject = subjects.aggregate_filter(widget.tenant_id, ev.CONVERSATION, conversation_id)
-    records = ctx.store.read(since=since, subject=subject, follow=True).__aiter__()
-    pending: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            pending = pending or asyncio.ensure_future(records.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
-            if not done:
-                await send('{"op":"heartbeat"}')
-                continue
-            record, pending = pending.result(), None
-            visible = _visible(record.subject, record.data, record.seq)
-            if visible is not None:
-                await send(visible)
-    finally:
-        if pending is not None:
-            pending.cancel()
-        with contextlib.suppress(Exception):
-            await records.aclose()  # type: ignore[attr-defined]
+    async for record in subject_feed(ctx.store, subject, since, heartbeat=HEARTBEAT_SECONDS):
+        visible = (
+            '{"op":"heartbeat"}' if record is None else _visible(record.subject, record.data, record.seq)
+        )
+        if visible is not None:
+            await send(visible)
 
 
 async def _typing(live: asyncio.Queue[Msg], send: Any) -> None:

@@ -54,6 +54,25 @@ from tests.fakes.discord_api import (
     user,
 )
 from tests.integration.conftest import Stack
+from tests.integration.connector_log import (
+    of as _of,
+)
+from tests.integration.connector_log import (
+    received as _received,
+)
+from tests.integration.connector_log import (
+    running as _running,
+)
+from tests.integration.connector_log import (
+    states as _states,
+)
+from tests.integration.connector_log import (
+    tenant_events,
+    wait_for_events,
+)
+from tests.integration.connector_log import (
+    until as _until,
+)
 
 TENANT = "t_discord"
 CONNECTION = "cn_discord1"
@@ -92,51 +111,14 @@ def _session(store: EventStore, fake: FakeDiscord, token: str, **options: Any) -
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(session: DiscordSession) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(session.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def _events(store: EventStore) -> list[ev.Event]:
-    return [stored.event async for stored in store.read_events(subject=f"ev.{TENANT}.>")]
+    return await tenant_events(store, TENANT)
 
 
 async def _wait_for(
     store: EventStore, check: Callable[[list[ev.Event]], bool], timeout: float = 10.0
 ) -> list[ev.Event]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        events = await _events(store)
-        if check(events):
-            return events
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out; the log has {[e.type for e in events]}")
-        await asyncio.sleep(0.05)
-
-
-async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-def _of(events: list[ev.Event], kind: type[ev.E]) -> list[ev.E]:
-    return [e for e in events if isinstance(e, kind)]
-
-
-def _states(events: list[ev.Event]) -> list[tuple[str, str]]:
-    return [(e.data.state, e.data.code) for e in _of(events, ev.ConnectionStateChanged)]
-
-
-def _received(count: int) -> Callable[[list[ev.Event]], bool]:
-    return lambda events: len(_of(events, ev.MessageReceived)) >= count
+    return await wait_for_events(store, TENANT, check, timeout)
 
 
 def _at(timestamp: str) -> datetime:

@@ -55,6 +55,25 @@ from domain.connectors import Delivered, SendDeferred, SendRejected
 from projections.registry import by_name
 from tests.fakes.slack_api import FakeSlack, Workspace, fake_slack, signed_request, url_verification
 from tests.integration.conftest import Stack
+from tests.integration.connector_log import (
+    of as _of,
+)
+from tests.integration.connector_log import (
+    received as _received,
+)
+from tests.integration.connector_log import (
+    running as _running,
+)
+from tests.integration.connector_log import (
+    states as _states,
+)
+from tests.integration.connector_log import (
+    tenant_events,
+    wait_for_events,
+)
+from tests.integration.connector_log import (
+    until as _until,
+)
 
 TENANT = "t_slack"
 CONNECTION = "cn_slack1"
@@ -79,39 +98,13 @@ def _now() -> datetime:
 
 
 async def _events(store: EventStore) -> list[ev.Event]:
-    return [stored.event async for stored in store.read_events(subject=f"ev.{TENANT}.>")]
+    return await tenant_events(store, TENANT)
 
 
 async def _wait_for(
     store: EventStore, check: Callable[[list[ev.Event]], bool], timeout: float = 10.0
 ) -> list[ev.Event]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        events = await _events(store)
-        if check(events):
-            return events
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out; the log has {[e.type for e in events]}")
-        await asyncio.sleep(0.05)
-
-
-async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-def _of(events: list[ev.Event], kind: type[ev.E]) -> list[ev.E]:
-    return [e for e in events if isinstance(e, kind)]
-
-
-def _states(events: list[ev.Event]) -> list[tuple[str, str]]:
-    return [(e.data.state, e.data.code) for e in _of(events, ev.ConnectionStateChanged)]
-
-
-def _received(count: int) -> Callable[[list[ev.Event]], bool]:
-    return lambda events: len(_of(events, ev.MessageReceived)) >= count
+    return await wait_for_events(store, TENANT, check, timeout)
 
 
 async def _webhook(store: EventStore, workspace: Workspace, payload: dict[str, Any]) -> Any:
@@ -365,17 +358,6 @@ def _session(store: EventStore, fake: FakeSlack, workspace: Workspace) -> SlackS
         check_every=0.05,
         first_backoff=0.05,
     )
-
-
-@contextlib.asynccontextmanager
-async def _running(session: SlackSocketSession) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(session.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(

@@ -66,13 +66,32 @@ async def subject_feed(
     store: EventStore, subject: str, since: int, *, heartbeat: float
 ) -> AsyncIterator[StoredRecord | None]:
     """Records on ``subject`` from ``since``, replayed then live, with ``None`` as a heartbeat
-    after each ``heartbeat`` seconds of quiet (one consumer: no gap, no duplicate)."""
+    after each ``heartbeat`` seconds of quiet (one consumer: no gap, no duplicate).
+
+    The reader's consumer acknowledges nothing, so what the server sent while the
+    connection was down is gone, and a server restart forgets the consumer: after a
+    reconnect the feed starts a new reader right after the last record it yielded.
+    """
+    next_seq = since
+    while True:
+        reconnects = store.nc.stats["reconnects"]
+        async for record in _read_until_reconnect(store, subject, next_seq, heartbeat, reconnects):
+            if record is not None:
+                next_seq = record.seq + 1
+            yield record
+
+
+async def _read_until_reconnect(
+    store: EventStore, subject: str, since: int, heartbeat: float, reconnects: int
+) -> AsyncIterator[StoredRecord | None]:
     records = store.read(since=since, subject=subject, follow=True).__aiter__()
     pending: asyncio.Future[StoredRecord] | None = None
     try:
         while True:
             pending = pending or asyncio.ensure_future(records.__anext__())
             done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if store.nc.stats["reconnects"] != reconnects:
+                return  # this record, if any, may follow a gap: read again from the last one yielded
             if not done:
                 yield None
                 continue

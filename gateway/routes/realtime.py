@@ -39,6 +39,7 @@ from gateway.feed import agent_deltas, event_type, live_signals, tenant_feed, ty
 HEARTBEAT_SECONDS = 15.0
 AGENT_DELTA = "agent.delta"  # a piece of an agent's reply while it is written (live, no seq)
 SEND_TIMEOUT = 10.0
+FAREWELL_TIMEOUT = 2.0  # for the closing frames to a client being dropped
 AUTH_TIMEOUT = 10.0
 
 
@@ -187,9 +188,12 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
     except* _Closed as closed:
         reason = closed.exceptions[0]
         assert isinstance(reason, _Closed)
+        # Bounded too: a client that does not read would hold the farewell (and this
+        # handler) forever; past the bound the server drops the connection.
         with contextlib.suppress(Exception):
-            await socket.send_text(_error("closed", reason.reason))
-            await socket.close(code=reason.code, reason=reason.reason[:120])
+            async with asyncio.timeout(FAREWELL_TIMEOUT):
+                await socket.send_text(_error("closed", reason.reason))
+                await socket.close(code=reason.code, reason=reason.reason[:120])
     except* (WebSocketDisconnect, ConnectionError):
         pass
 

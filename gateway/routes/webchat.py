@@ -48,6 +48,7 @@ MAX_TEXT = 4000
 MAX_NAME = 80
 HEARTBEAT_SECONDS = 15.0
 SEND_TIMEOUT = 10.0
+FAREWELL_TIMEOUT = 2.0
 HELLO_TIMEOUT = 10.0
 
 WIDGETS_SQL = """
@@ -289,9 +290,11 @@ async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPa
     except* _Closed as closed:
         reason = closed.exceptions[0]
         assert isinstance(reason, _Closed)
-        with contextlib.suppress(Exception):
-            await socket.send_text(json.dumps({"op": "error", "error": "closed", "detail": reason.reason}))
-            await socket.close(code=reason.code, reason=reason.reason[:120])
+        with contextlib.suppress(Exception):  # bounded: see gateway/routes/realtime.py
+            async with asyncio.timeout(FAREWELL_TIMEOUT):
+                farewell = {"op": "error", "error": "closed", "detail": reason.reason}
+                await socket.send_text(json.dumps(farewell))
+                await socket.close(code=reason.code, reason=reason.reason[:120])
     except* (WebSocketDisconnect, ConnectionError):
         pass
 

@@ -1,0 +1,80 @@
+"""Fixtures of the fault suite, and its table printed at the end of the run.
+
+``MOLTBOT_FAULTS_SCALE`` sizes the load (1 in ``make test``; ``make faults`` uses more).
+The table also goes to ``tests/artifacts/faults.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.embedded.nats_server import NatsServer
+from adapters.embedded.postgres_server import PostgresServer
+from adapters.nats.connection import connect
+from adapters.nats.event_store import EventStore
+from adapters.nats.streams import apply_streams, load_streams_file
+from tests.faults.audit import describe
+from tests.faults.plant import REPO_ROOT, Plant
+
+RESULTS = pytest.StashKey[list[dict[str, Any]]]()
+ARTIFACT = REPO_ROOT / "tests" / "artifacts" / "faults.md"
+
+
+def scale() -> float:
+    return float(os.environ.get("MOLTBOT_FAULTS_SCALE", "1"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS] = []
+
+
+@pytest.fixture
+def fault_results(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return request.config.stash[RESULTS]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(RESULTS, [])
+    if not rows:
+        return
+    table = describe(sorted(rows, key=lambda r: r["order"]))
+    terminalreporter.write_sep("-", f"fault injection (scale {scale():g})")
+    terminalreporter.write_line(table)
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACT.write_text(f"# Fault injection, scale {scale():g}\n\n{table}\n")
+
+
+@pytest.fixture(scope="module")
+async def restartable_postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PostgresServer]:
+    """A PostgreSQL of the suite's own: one fault restarts it."""
+    async with PostgresServer(tmp_path_factory.mktemp("faults-pg")) as server:
+        yield server
+
+
+@pytest.fixture
+async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIterator[Plant]:
+    database = f"f_{uuid.uuid4().hex[:12]}"
+    await restartable_postgres.create_database(database)
+    async with NatsServer(tmp_path / "nats") as nats:
+        nc = await connect(nats.url, name="faults-setup")
+        await apply_streams(nc, load_streams_file(REPO_ROOT / "streams.yaml"))
+        await nc.close()
+        product = Plant(tmp_path, nats, restartable_postgres, database)
+        await product.start_all()
+        try:
+            yield product
+        finally:
+            await product.stop_all()
+
+
+@pytest.fixture
+async def store(plant: Plant) -> AsyncIterator[EventStore]:
+    nc = await connect(plant.nats.url, name="faults-load")
+    yield EventStore(nc)
+    await nc.close()

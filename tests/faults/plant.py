@@ -1,0 +1,132 @@
+"""The product as separate processes over real servers, so a fault can hit one part.
+
+Each role runs as its own ``moltbot`` process, as an operator would deploy it: gateway,
+projection workers, agent (offline model), outbox and the webchat connector. A role can
+be SIGKILLed and started again; nats-server and PostgreSQL can be restarted under them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+from nats.js.errors import NotFoundError
+
+from adapters.embedded.nats_server import NatsServer
+from adapters.embedded.postgres_server import PostgresServer
+from adapters.embedded.processes import ManagedProcess, free_port
+from adapters.nats.connection import connect
+from adapters.postgres.database import connection as pg_connection
+from projections.registry import all_projections
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+ROLES: dict[str, tuple[str, ...]] = {
+    "gateway": ("gateway",),
+    "projections": ("projections", "run"),
+    "agent": ("agent",),
+    "outbox": ("outbox",),
+    "connector": ("connector", "webchat"),
+}
+
+CONSUMERS = {
+    "agent": ("EVENTS", "agent"),
+    "outbox": ("EVENTS", "outbox"),
+    "connector": ("COMMANDS", "connector-webchat"),
+}
+
+
+async def checkpoints(database_url: str) -> dict[str, int]:
+    async with pg_connection(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT projection, last_seq FROM moltbot.projection_checkpoints WHERE slot = 'live'"
+        )
+        return {row["projection"]: int(row["last_seq"]) for row in await cur.fetchall()}
+
+
+async def read_models_reach(database_url: str, seq: int) -> bool:
+    try:
+        reached = await checkpoints(database_url)
+    except Exception:
+        return False
+    return len(reached) == len(all_projections()) and min(reached.values()) >= seq
+
+
+class Plant:
+    """Every role of the product as a child process, over one nats-server and one database."""
+
+    def __init__(self, work: Path, nats: NatsServer, postgres: PostgresServer, database: str) -> None:
+        self.work = work
+        self.nats = nats
+        self.postgres = postgres
+        self.database_url = postgres.url_for(database)
+        self.port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{self.port}"
+        self._processes: dict[str, ManagedProcess] = {}
+
+    def _env(self) -> dict[str, str]:
+        return os.environ | {
+            "MOLTBOT_NATS_URL": self.nats.url,
+            "MOLTBOT_DATABASE_URL": self.database_url,
+            "MOLTBOT_DATA_DIR": str(self.work / "data"),
+            "MOLTBOT_GATEWAY_PORT": str(self.port),
+            "MOLTBOT_LOG_FORMAT": "json",
+            "MOLTBOT_AGENT_DEBOUNCE": "0.3",
+            "MOLTBOT_ANTHROPIC_API_KEY": "",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+
+    async def start(self, role: str, *, wait: bool = False) -> None:
+        """Start ``role``; with ``wait``, return once it does its work (not only runs)."""
+        process = ManagedProcess(
+            role,
+            [sys.executable, "-m", "moltbot", *ROLES[role]],
+            log_file=self.work / "logs" / f"{role}.log",
+            death_signal=signal.SIGKILL,
+            env=self._env(),
+        )
+        self._processes[role] = process
+        await process.spawn()
+        if role == "gateway":
+            await process.wait_ready(self._gateway_ready, 60)
+        elif wait:
+            await process.wait_ready(lambda: self._ready(role), 90)
+
+    async def start_all(self) -> None:
+        await self.start("gateway")  # first: it creates the shared key files the others read
+        await asyncio.gather(*(self.start(role, wait=True) for role in ROLES if role != "gateway"))
+
+    async def kill(self, role: str) -> None:
+        await self._processes[role].kill()
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(p.stop(5) for p in self._processes.values()))
+
+    def log_tail(self, role: str) -> str:
+        return self._processes[role].log_tail(20)
+
+    async def _ready(self, role: str) -> bool:
+        """Projections: every read model exists. Consumers: a pull request is waiting."""
+        if role == "projections":
+            return await read_models_reach(self.database_url, 0)
+        stream, consumer = CONSUMERS[role]
+        nc = await connect(self.nats.url, name="faults-probe")
+        try:
+            info = await nc.jetstream().consumer_info(stream, consumer)
+        except NotFoundError:
+            return False
+        finally:
+            await nc.close()
+        return bool(info.num_waiting)
+
+    async def _gateway_ready(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                response = await http.get(f"{self.gateway_url}/healthz")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200

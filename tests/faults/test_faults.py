@@ -1,0 +1,304 @@
+"""Faults injected one at a time while traffic flows; after each, nothing lost or doubled.
+
+Each test runs the product as separate processes (gateway, projections, agent, outbox,
+webchat connector) over a real nats-server and PostgreSQL, drives website visitors and
+direct appends at a steady pace with a client following the tenant's events, injects
+one fault, waits until a new visitor question is answered end to end (the recovery
+time), lets the load run on, and then audits the log, the dead letters, the read models
+and what the client saw. The suite prints a table: fault, events in flight, lost,
+duplicated, recovery time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket as socket_module
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from adapters.nats.event_store import EventStore
+from adapters.postgres.database import connection as pg_connection
+from domain import events as ev
+from domain import ids
+from domain.commands import send_command
+from moltbot.client import login
+from moltbot.loadgen import generate
+from tests.faults.audit import audit, in_flight, settle
+from tests.faults.conftest import scale
+from tests.faults.load import Follower, Load, Pace
+from tests.faults.plant import Plant
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+Inject = Callable[["Run"], Awaitable[None]]
+
+
+class Run:
+    """One fault's run: the product, its load, and what the fault itself added."""
+
+    def __init__(self, plant: Plant, store: EventStore) -> None:
+        self.plant = plant
+        self.store = store
+        self.poison: list[int] = []
+        self.tenant_id = ""
+        self.access_token = ""
+        self.load: Load
+        self.note: Callable[[], Awaitable[None]] | None = None  # a check the fault adds at the end
+
+    async def set_up(self, work: Any) -> Follower:
+        session = await login(
+            self.plant.gateway_url, "faults@example.com", "correct horse battery", signup=True
+        )
+        self.tenant_id, self.access_token = session.tenant_id, session.access_token
+        async with httpx.AsyncClient(base_url=self.plant.gateway_url, timeout=10) as http:
+            response = await http.get(
+                "/v1/webchat", headers={"authorization": f"Bearer {session.access_token}"}
+            )
+            response.raise_for_status()
+            widget_key = response.json()["widget_key"]
+        pace = Pace(
+            visitors=max(2, round(6 * scale())),
+            visitor_interval=2.0,  # a person waits for the answer before asking again
+            appends_per_second=40 * scale(),
+        )
+        direct = generate(100_000, tenants=2, seed=int(time.time()))
+        self.load = Load(self.plant.gateway_url, widget_key, self.store, direct, pace)
+        self.widget_key = widget_key
+        follower = Follower(session, work)
+        follower.start()
+        return follower
+
+    async def answered_probe(self, timeout: float = 60) -> None:
+        """Ask a new question as a new visitor and wait until the inbox shows the agent's
+        reply as sent: the whole path (gateway, log, projections, agent, outbox,
+        connector) works again."""
+        token = f"vt_{secrets.token_urlsafe(18)}"
+        body = {"text": "Are you there?", "visitor_token": token, "client_message_id": "probe"}
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.plant.gateway_url, timeout=5) as http:
+            answer: dict[str, Any] | None = None
+            while answer is None:
+                assert time.monotonic() < deadline, "the probe question was never accepted"
+                try:
+                    response = await http.post(f"/v1/webchat/{self.widget_key}/messages", json=body)
+                    if response.status_code == 202:
+                        answer = response.json()
+                except httpx.TransportError:
+                    pass
+                if answer is None:
+                    await asyncio.sleep(0.1)
+        self.load.accepted.visitor_messages[answer["message_id"]] = answer["conversation_id"]
+        while time.monotonic() < deadline:
+            try:
+                async with pg_connection(self.plant.database_url) as conn:
+                    cur = await conn.execute(
+                        "SELECT count(*) AS n FROM rm_inbox.messages WHERE conversation_id = %s"
+                        " AND direction = 'out' AND status = 'sent'",
+                        (answer["conversation_id"],),
+                    )
+                    row = await cur.fetchone()
+                    if row and row["n"]:
+                        return
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the probe question was not answered within {timeout}s")
+
+
+async def _run_fault(
+    name: str,
+    order: int,
+    plant: Plant,
+    store: EventStore,
+    tmp_path: Any,
+    results: list[dict[str, Any]],
+    inject: Inject,
+) -> None:
+    run = Run(plant, store)
+    follower = await run.set_up(tmp_path)
+    await run.answered_probe()  # the whole path works before the load and the fault
+    run.load.start()
+    await asyncio.sleep(2 * scale())
+    before = await store.last_seq()
+    started = time.monotonic()
+    await inject(run)
+    await run.answered_probe()
+    recovery = time.monotonic() - started
+    during = in_flight(before, await store.last_seq())
+    await asyncio.sleep(2 * scale())
+    await run.load.stop()
+    await settle(store, plant.database_url, timeout=90)
+    findings = await audit(
+        store,
+        plant.database_url,
+        run.load.accepted,
+        webchat_tenant=run.tenant_id,
+        follower=follower,
+        poison=run.poison,
+    )
+    await follower.stop()
+    if run.note is not None:
+        await run.note()
+    results.append(
+        {
+            "order": order,
+            "fault": name,
+            "in_flight": during,
+            "lost": len(findings.lost),
+            "duplicated": len(findings.duplicated),
+            "recovery": recovery,
+        }
+    )
+    assert findings.clean, findings.summary()
+    assert run.load.accepted.visitor_messages and run.load.accepted.appended
+
+
+def _kill(role: str) -> Inject:
+    async def inject(run: Run) -> None:
+        await run.plant.kill(role)
+        await asyncio.sleep(0.5)
+        await run.plant.start(role)
+
+    return inject
+
+
+async def _restart_nats(run: Run) -> None:
+    await run.plant.nats.kill()  # a crash, not a clean shutdown: acked writes must be on disk
+    await asyncio.sleep(0.5)
+    await run.plant.nats.start()
+
+
+async def _restart_postgres(run: Run) -> None:
+    await run.plant.postgres.restart()
+
+
+async def _duplicates(run: Run) -> None:
+    """Repeat deliveries at every door: webhook retries, re-appends, a re-sent command."""
+    await run.load.repeat_accepted(10)
+    for event in list(run.load.accepted.appended.values())[:20]:
+        appended = await run.store.append(event)
+        assert appended.duplicate
+    async for stored in run.store.read_events(
+        subject=f"ev.{run.tenant_id}.conversation.*.message_send_requested"
+    ):
+        assert isinstance(stored.event, ev.MessageSendRequested)
+        command = send_command(stored.event)
+        # A second command for a message already sent, outside the outbox's dedupe key
+        # (an outbox that crashed between publish and ack, after the window).
+        await run.store.nc.jetstream().publish(
+            command.subject,
+            msgspec.json.encode(command),
+            headers={"Nats-Msg-Id": f"{command.command_id}:again"},
+        )
+
+
+async def _poison(run: Run) -> None:
+    js = run.store.nc.jetstream()
+    subject = "ev.t_poison.conversation.c_poison.message_received"
+    bodies = [
+        b"\x00\xffnot json at all",
+        json.dumps({"type": "message.received", "data": {"text": 42}}).encode(),
+        json.dumps({"type": "no.such_type", "id": "x", "tenant_id": "t_poison"}).encode(),
+    ]
+    for body in bodies:
+        ack = await js.publish(subject, body)
+        run.poison.append(ack.seq)
+
+
+async def _client_never_reads(run: Run) -> None:
+    """A WebSocket client subscribes to a bulky history and never reads: the gateway drops
+    it, everyone else carries on."""
+    conversation = ids.new_id(ids.CONVERSATION)
+    old = datetime.now(UTC) - timedelta(hours=1)  # history: the agent does not answer it
+    created = ev.new_event(
+        ev.ConversationCreated,
+        tenant_id=run.tenant_id,
+        aggregate_id=conversation,
+        actor="test",
+        occurred_at=old,
+        data=ev.ConversationCreatedData(
+            channel="webchat", connection_id="cn_history", kind="direct", title="History", external_id="h"
+        ),
+    )
+    bulky = [
+        ev.new_event(
+            ev.MessageSent,
+            tenant_id=run.tenant_id,
+            aggregate_id=conversation,
+            actor="test",
+            occurred_at=old,
+            data=ev.MessageSentData(
+                message_id=ids.new_id(ids.MESSAGE),
+                connection_id="cn_history",
+                channel="webchat",
+                provider_message_id=str(n),
+                text=secrets.token_urlsafe(1200),  # random: compression cannot shrink it
+                sent_at=old,
+                sender=ev.Sender(id="agent:history", name="History", is_bot=True),
+            ),
+        )
+        for n in range(4000)
+    ]
+    await run.store.append_many([created, *bulky])
+    host, port = "127.0.0.1", run.plant.port
+    small = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+    small.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 64 * 1024)  # no autotuning
+    small.connect((host, port))
+    small.setblocking(False)
+    stalled = await ws_connect(
+        f"ws://{host}:{port}/v1/ws", sock=small, max_queue=1, max_size=2**20, compression=None
+    ).__aenter__()
+    await stalled.send(json.dumps({"op": "subscribe", "since": 1, "token": run.access_token}))
+
+    async def dropped() -> None:
+        # The gateway waits SEND_TIMEOUT (10 s) for a client to read, then up to 2 s for
+        # the closing frames, which this client does not read either: the connection ends.
+        await asyncio.sleep(14)
+        frames = 0
+        try:
+            while True:
+                await asyncio.wait_for(stalled.recv(), 10)
+                frames += 1
+        except ConnectionClosed:
+            pass
+        total = sum(1 for _ in [e async for e in run.store.read(subject=f"ev.{run.tenant_id}.>")])
+        assert frames < total, f"the stalled client was not dropped: it got all {total} events"
+
+    run.note = dropped
+
+
+FAULTS: list[tuple[str, Inject]] = [
+    ("SIGKILL projection worker", _kill("projections")),
+    ("SIGKILL agent", _kill("agent")),
+    ("SIGKILL webchat connector", _kill("connector")),
+    ("SIGKILL outbox", _kill("outbox")),
+    ("SIGKILL gateway (clients resume)", _kill("gateway")),
+    ("nats-server crash + restart", _restart_nats),
+    ("PostgreSQL restart", _restart_postgres),
+    ("duplicate deliveries", _duplicates),
+    ("poison events", _poison),
+    ("client that never reads", _client_never_reads),
+]
+
+
+@pytest.mark.parametrize(("order", "fault"), list(enumerate(FAULTS)), ids=[name for name, _ in FAULTS])
+async def test_fault(
+    order: int,
+    fault: tuple[str, Inject],
+    plant: Plant,
+    store: EventStore,
+    tmp_path: Any,
+    fault_results: list[dict[str, Any]],
+) -> None:
+    name, inject = fault
+    await _run_fault(name, order, plant, store, tmp_path, fault_results, inject)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= .moltbot
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench docs clean chromium
+.PHONY: help install run test test-fast lint format bench faults docs clean chromium
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,8 +43,11 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## measure append, fold and rebuild rates against raw nats-py and COPY (bench/report.md)
+bench: $(STAMP) ## rates vs raw nats-py and COPY, rates vs log size, peak RSS per role (bench/report.md; BENCH_ARGS="--events 1e6")
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+faults: $(STAMP) ## fault injection under a larger load (kills, restarts, duplicates, poison); table in tests/artifacts/faults.md
+	MOLTBOT_FAULTS_SCALE=$${MOLTBOT_FAULTS_SCALE:-3} $(BIN)/pytest -q -m faults tests/faults
 
 docs: $(STAMP) ## regenerate docs/events.md from the domain examples
 	$(BIN)/python -m moltbot.docs > docs/events.md.new && mv docs/events.md.new docs/events.md

@@ -8,6 +8,7 @@ from litestar.openapi import OpenAPIConfig
 
 from gateway.context import GatewayContext, context
 from gateway.errors import HANDLERS
+from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
 from gateway.routes.channels import channels_router
@@ -40,6 +41,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
         ],
         dependencies={"ctx": Provide(context, sync_to_thread=False)},
         exception_handlers=HANDLERS,
+        before_request=refuse_nul,
         openapi_config=OpenAPIConfig(
             title="Moltbot Cloud API",
             version="1.0.0",

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from adapters.agent.anthropic_model import AnthropicModel
 from adapters.agent.offline import OFFLINE_MODEL, OfflineModel
 from domain.events import AgentConfiguredData
 from domain.models import Model, ModelSource
+
+if TYPE_CHECKING:
+    from adapters.agent.anthropic_model import AnthropicModel
 
 TenantKey = Callable[[str], Awaitable[str | None]]  # a tenant's own Anthropic key, if it set one
 
@@ -37,6 +40,10 @@ class ModelChoice:
             return self._offline
         slot = (hashlib.sha256(key.encode()).hexdigest(), config.model)  # never the key itself
         if slot not in self._anthropic:
+            # Imported on first use: the SDK takes seconds to import, and a process that
+            # never calls it (no key, or not the agent) restarts that much faster.
+            from adapters.agent.anthropic_model import AnthropicModel
+
             self._anthropic[slot] = AnthropicModel(key, model=config.model, base_url=self._base_url)
         return self._anthropic[slot]
 

@@ -435,6 +435,7 @@ async def test_a_ws_client_that_stops_reading_is_dropped_with_a_reason(
     api: httpx.AsyncClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(realtime, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(realtime, "FAREWELL_TIMEOUT", 30.0)  # it reads again after 4 s: gets the reason
     account = await _signup(api, "slow-reader@example.com")
     # ~10 MB of replay, far more than the socket buffers hold for a client that stalls (its
     # receive buffer is pinned small: loopback autotuning would otherwise absorb tens of MB).

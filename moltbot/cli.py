@@ -35,8 +35,9 @@ from domain.errors import DomainError
 from moltbot import client, event_files, logs
 from moltbot.roles import CONNECTOR_KINDS, GatewayStartError
 from moltbot.settings import NoStackError, Settings
-from moltbot.stack import StackAlreadyRunning, up
+from moltbot.stack import StackAlreadyRunning, StackConfigError, up
 from projections import rebuild as rebuild_ops
+from projections.partitions import Assignment, PartitionError, load_partitioning
 from projections.registry import all_projections, by_name
 from projections.worker import DEFAULT_BATCH
 
@@ -64,7 +65,10 @@ def _event_subject(args: argparse.Namespace) -> str:
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    await up(settings)
+    try:
+        await up(settings, cluster=args.cluster)
+    except StackConfigError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -277,7 +281,28 @@ async def cmd_projections_run(settings: Settings, args: argparse.Namespace) -> i
     nats_url, database_url = settings.servers()
     projections = [_projection(name) for name in args.names] if args.names else list(all_projections())
     spec = load_streams_file(settings.streams_file)
-    await run_projections(nats_url, database_url, spec, projections, batch_size=args.batch_size)
+    partitioning = None
+    if args.partitions:
+        try:
+            partitioning = load_partitioning(settings.streams_file)
+            Assignment(args.partitions, args.partition, partitioning.buckets)
+        except PartitionError as exc:
+            raise CommandError(str(exc)) from None
+    elif args.partition:
+        raise CommandError("--partition K needs --partitions N")
+    try:
+        await run_projections(
+            nats_url,
+            database_url,
+            spec,
+            projections,
+            batch_size=args.batch_size,
+            partitioning=partitioning,
+            partitions=args.partitions,
+            partition=args.partition,
+        )
+    except* PartitionError as failures:
+        raise CommandError(str(failures.exceptions[0])) from None
     await asyncio.Event().wait()
     return 0
 
@@ -539,12 +564,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add(
+    up_cmd = add(
         commands,
         "up",
         cmd_up,
         "Start the whole product in the foreground: nats-server, PostgreSQL (both under the data"
         " folder unless MOLTBOT_NATS_URL / MOLTBOT_DATABASE_URL are set) and every role. Ctrl-C stops it.",
+    )
+    up_cmd.add_argument(
+        "--cluster",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        metavar="N",
+        help="nats-servers to run: 1 (default) or 3, a cluster in <data>/nats-1..3 with every"
+        " stream replicated on all three, so the stack survives losing any one of them",
     )
 
     gw = add(commands, "gateway", cmd_gateway, "Serve the HTTP API only (the servers must be running).")
@@ -617,7 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="streams_command", metavar="ACTION", required=True
     )
     apply_cmd = add(streams, "apply", cmd_streams_apply, "Create or update streams to match streams.yaml.")
-    apply_cmd.add_argument("--replicas", type=int, help="override num_replicas (3 on a 3-node cluster)")
+    apply_cmd.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="set num_replicas of every stream (and its consumers) to N, e.g. 3 on a 3-node cluster;"
+        " default: as streams.yaml says",
+    )
     add(streams, "ls", cmd_streams_ls, "List streams with message counts and sequences.")
 
     events = commands.add_parser("events", help="read, export and import the event log").add_subparsers(
@@ -700,6 +740,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_BATCH,
         help=f"events per transaction (default {DEFAULT_BATCH})",
+    )
+    run.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run as one of N partition workers instead of the single worker: tenants are hashed"
+        " into the fixed buckets of the EVENTS_PARTITIONED stream (created on first use, see"
+        " streams.yaml) and this process folds buckets b with b %% N == K. Start N processes,"
+        " K = 0..N-1; N may change between runs. Default: one worker reads all of EVENTS",
+    )
+    run.add_argument(
+        "--partition",
+        type=int,
+        default=0,
+        metavar="K",
+        help="which of the N partition workers this is, 0..N-1 (default 0)",
     )
     return parser
 

@@ -1,4 +1,9 @@
-"""Process roles: the long-running parts of the product, each runnable on its own."""
+"""Process roles: the long-running parts of the product, each runnable on its own.
+
+Provider SDKs (aiogram, slack-sdk, hikari) and the gateway's web stack are imported by
+the roles that use them, not here: they take seconds to import, and a projection
+worker, agent or outbox restarted after a crash is back that much sooner.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
@@ -24,7 +29,6 @@ from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
-from adapters.channels import discord, slack, telegram
 from adapters.channels.directory import ConnectionDirectory
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.leases import BUCKET as LEASE_BUCKET
@@ -41,22 +45,18 @@ from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
-from gateway.app import create_app
-from gateway.auth import Tokens
-from gateway.context import GatewayContext, SlackApp
-from gateway.oidc import OidcConfig, OidcVerifier
-from gateway.routes.accounts import CREDENTIALS_SQL
-from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
-from gateway.routes.messages import IDEMPOTENCY_SQL
-from gateway.routes.webchat import WIDGETS_SQL
 from projections.base import Projection
 from projections.engine import ensure_core
+from projections.partition_worker import PartitionWorker
+from projections.partitions import Partitioning
 from projections.worker import DEFAULT_BATCH, ProjectionWorker
 
-log = structlog.get_logger()
+if TYPE_CHECKING:
+    from adapters.channels import discord, slack, telegram
+    from gateway.context import GatewayContext, SlackApp
+    from gateway.oidc import OidcConfig
 
-# The gateway's own tables (schema ``gateway``), created at start.
-GATEWAY_SQL = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL)
+log = structlog.get_logger()
 
 
 class GatewayStartError(Exception):
@@ -70,20 +70,43 @@ async def run_projections(
     projections: Sequence[Projection],
     *,
     batch_size: int = DEFAULT_BATCH,
+    partitioning: Partitioning | None = None,
+    partitions: int = 0,
+    partition: int = 0,
 ) -> None:
-    """Run one live worker per read model until cancelled."""
+    """Run one live worker per read model until cancelled.
+
+    With ``partitions`` N (and ``partitioning``, streams.yaml's ``partitioned_projections``)
+    this process is partition worker ``partition`` of N for every read model: it folds only
+    the tenants of its buckets. The N processes together replace the single workers.
+    """
     template = spec.consumer_templates["projection"]
     codec = EventCodec()
     async with connection(nats_url, name="moltbot-projections") as nc, asyncio.TaskGroup() as tasks:
         for projection in projections:
-            worker = ProjectionWorker(
-                nc=nc,
-                database_url=database_url,
-                projection=projection,
-                consumer_template=template,
-                codec=codec,
-                batch_size=batch_size,
-            )
+            worker: ProjectionWorker | PartitionWorker
+            if partitions:
+                if partitioning is None:
+                    raise ValueError("partitioned workers need streams.yaml's partitioned_projections")
+                worker = PartitionWorker(
+                    nc=nc,
+                    database_url=database_url,
+                    projection=projection,
+                    partitioning=partitioning,
+                    partitions=partitions,
+                    partition=partition,
+                    codec=codec,
+                    batch_size=batch_size,
+                )
+            else:
+                worker = ProjectionWorker(
+                    nc=nc,
+                    database_url=database_url,
+                    projection=projection,
+                    consumer_template=template,
+                    codec=codec,
+                    batch_size=batch_size,
+                )
             tasks.create_task(worker.run(), name=worker.consumer)
         log.info("projections_running", read_models=[p.name for p in projections])
 
@@ -94,7 +117,7 @@ async def run_outbox(nats_url: str) -> None:
         await Outbox(nc).run()
 
 
-CONNECTOR_KINDS = (WebchatConnector.kind, telegram.KIND, slack.KIND, discord.KIND)
+CONNECTOR_KINDS = (WebchatConnector.kind, "telegram", "slack", "discord")  # each module's KIND
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,8 @@ async def _provider(
     stack: contextlib.AsyncExitStack,
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
+    from adapters.channels import discord, slack, telegram
+
     store = EventStore(nc)
     endpoints = channels.endpoints
     media = channels.media
@@ -278,13 +303,21 @@ async def gateway_context(
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
+    from gateway.auth import Tokens
+    from gateway.context import GatewayContext
+    from gateway.oidc import OidcVerifier
+    from gateway.routes.accounts import CREDENTIALS_SQL
+    from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
+    from gateway.routes.messages import IDEMPOTENCY_SQL
+    from gateway.routes.webchat import WIDGETS_SQL
+
     tokens = Tokens.from_pem_file(key_file)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         # The role and schemas the gateway's queries run under (row-level security).
         await ensure_core(conn)  # type: ignore[arg-type]
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
-            for sql in GATEWAY_SQL:
+            for sql in (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL):
                 await conn.execute(sql)
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
 
@@ -338,6 +371,8 @@ async def run_gateway(
     public_url: str | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
+    from gateway.app import create_app
+
     async with gateway_context(
         nats_url,
         database_url,

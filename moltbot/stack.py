@@ -1,6 +1,7 @@
 """``moltbot up``: the whole product on one machine.
 
-Starts a real nats-server (JetStream, fsync on every write) and a real PostgreSQL under
+Starts a real nats-server (JetStream, fsync on every write) — or with ``cluster=3`` three
+of them as one cluster, streams replicated on all three — and a real PostgreSQL under
 the data folder — or uses external ones given by ``MOLTBOT_NATS_URL`` /
 ``MOLTBOT_DATABASE_URL`` — applies streams.yaml and the read-model schemas, runs the
 process roles, writes ``stack.json`` so other commands find the servers, and stops
@@ -25,6 +26,7 @@ import structlog
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings
+from adapters.embedded.nats_cluster import CLUSTER_SIZE, NatsCluster
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
@@ -50,6 +52,21 @@ DATABASE = "moltbot"
 
 class StackAlreadyRunning(Exception):
     pass
+
+
+class StackConfigError(Exception):
+    """``up`` was asked for something it cannot run (e.g. a cluster of two)."""
+
+
+def check_cluster_size(cluster: int, settings: Settings) -> None:
+    """Only one node or a cluster of three; and a cluster only of embedded servers."""
+    if cluster not in (1, CLUSTER_SIZE):
+        raise StackConfigError(f"--cluster must be 1 or {CLUSTER_SIZE}, not {cluster}")
+    if cluster > 1 and settings.nats_url:
+        raise StackConfigError(
+            "--cluster starts embedded nats-servers, but MOLTBOT_NATS_URL points at external ones:"
+            " unset it, or apply the streams there with `moltbot streams apply --replicas 3`"
+        )
 
 
 @contextlib.contextmanager
@@ -110,13 +127,25 @@ async def ensure_database(server_url: str, name: str) -> None:
 
 
 @asynccontextmanager
-async def servers(settings: Settings) -> AsyncIterator[dict[str, Any]]:
-    """Start (or point at) nats-server and PostgreSQL; yields the stack description."""
+async def servers(settings: Settings, *, cluster: int = 1) -> AsyncIterator[dict[str, Any]]:
+    """Start (or point at) nats-server(s) and PostgreSQL; yields the stack description."""
     data_dir = settings.data_dir
     remembered = _remembered_ports(data_dir)
     async with AsyncExitStack() as stack:
         if settings.nats_url:
             nats_url = settings.nats_url
+        elif cluster > 1:
+            names = [f"nats-{n}" for n in range(1, cluster + 1)]
+            nodes = NatsCluster(
+                data_dir,
+                ports=[_port(remembered, name) for name in names],
+                route_ports=[_port(remembered, f"{name}-routes") for name in names],
+            )
+            await stack.enter_async_context(nodes)
+            nats_url = nodes.url
+            for name, port, route_port in zip(names, nodes.ports, nodes.route_ports, strict=True):
+                remembered[name] = port
+                remembered[f"{name}-routes"] = route_port
         else:
             nats = NatsServer(data_dir / "nats", port=_port(remembered, "nats"))
             await stack.enter_async_context(nats)
@@ -140,13 +169,19 @@ async def servers(settings: Settings) -> AsyncIterator[dict[str, Any]]:
         }
 
 
-async def up(settings: Settings) -> None:
-    """Run the whole stack in the foreground until cancelled (Ctrl-C)."""
+async def up(settings: Settings, *, cluster: int = 1) -> None:
+    """Run the whole stack in the foreground until cancelled (Ctrl-C).
+
+    ``cluster=3`` runs three nats-servers (``<data>/nats-1..3``) with every stream on all three.
+    """
+    check_cluster_size(cluster, settings)
     with exclusive_lock(settings.data_dir):
-        async with servers(settings) as description:
+        async with servers(settings, cluster=cluster) as description:
+            description["nats_cluster_size"] = cluster
             spec = load_streams_file(settings.streams_file)
+            replicas = cluster if cluster > 1 else None  # one node: as streams.yaml says
             async with connection(description["nats_url"], name="moltbot-up") as nc:
-                for report in await apply_streams(nc, spec):
+                for report in await apply_streams(nc, spec, replicas=replicas):
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
             gateway_started = asyncio.Event()
             models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)

@@ -39,7 +39,7 @@ CORE_SQL = """
 CREATE SCHEMA IF NOT EXISTS moltbot;
 DO $$ BEGIN
     CREATE ROLE moltbot_gateway NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;  -- another database created it just now
 END $$;
 GRANT USAGE ON SCHEMA moltbot TO moltbot_gateway;
 CREATE TABLE IF NOT EXISTS moltbot.projection_checkpoints (
@@ -138,49 +138,15 @@ async def apply_batch(
             raise NotInitialized(f"{projection.name}/{slot}")
         checkpoint = int(row["last_seq"])  # type: ignore[call-overload]
 
-        dead: list[DeadLetter] = []
-        accepted: list[tuple[StoredRecord, Event]] = []
-        batch = projection.new_batch()
-        skipped = 0
-        for record in records:
-            if record.seq <= checkpoint or not record.data:
-                skipped += 1
-                continue
-            try:
-                event = codec.decode(record.data)
-            except InvalidEvent as exc:
-                dead.append(_letter(record, consumer, exc.reason, exc.detail))
-                continue
-            if event.type not in projection.handles:
-                skipped += 1
-                continue
-            try:
-                batch.add(record.seq, event)
-            except Rejected as exc:
-                dead.append(_letter(record, consumer, "rejected", exc.detail))
-                continue
-            accepted.append((record, event))
-
-        if accepted:
-            try:
-                async with conn.transaction():
-                    await batch.write(conn)
-            except psycopg.DatabaseError as exc:
-                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-                    raise
-                log.warning("batch_refused_isolating", projection=projection.name, error=str(exc))
-                dead.extend(await _apply_one_by_one(conn, projection, consumer, accepted))
-
-        if dead:
-            await on_dead_letters(dead)
-            for letter in dead:
-                log.warning(
-                    "event_dead_lettered",
-                    consumer=consumer,
-                    seq=letter.origin_seq,
-                    reason=letter.reason,
-                    error=letter.error,
-                )
+        applied, skipped, n_dead = await fold_records(
+            conn,
+            projection,
+            codec,
+            records,
+            [checkpoint] * len(records),
+            consumer=consumer,
+            on_dead_letters=on_dead_letters,
+        )
         last_seq = max((r.seq for r in records), default=checkpoint)
         if last_seq > checkpoint:
             await conn.execute(
@@ -188,7 +154,65 @@ async def apply_batch(
                 " WHERE projection = %s AND slot = %s",
                 (last_seq, projection.name, slot),
             )
-    return BatchOutcome(len(accepted) - len(dead), skipped, len(dead), max(last_seq, checkpoint))
+    return BatchOutcome(applied, skipped, n_dead, max(last_seq, checkpoint))
+
+
+async def fold_records(
+    conn: Connection,
+    projection: Projection,
+    codec: EventCodec,
+    records: Sequence[StoredRecord],
+    floors: Sequence[int],
+    *,
+    consumer: str,
+    on_dead_letters: DeadLetterSink,
+) -> tuple[int, int, int]:
+    """Fold the records above their floors (each record's checkpoint) into the read model,
+    inside the caller's transaction; (applied, skipped, dead-lettered)."""
+    dead: list[DeadLetter] = []
+    accepted: list[tuple[StoredRecord, Event]] = []
+    batch = projection.new_batch()
+    skipped = 0
+    for record, applied_up_to in zip(records, floors, strict=True):
+        if record.seq <= applied_up_to or not record.data:
+            skipped += 1
+            continue
+        try:
+            event = codec.decode(record.data)
+        except InvalidEvent as exc:
+            dead.append(_letter(record, consumer, exc.reason, exc.detail))
+            continue
+        if event.type not in projection.handles:
+            skipped += 1
+            continue
+        try:
+            batch.add(record.seq, event)
+        except Rejected as exc:
+            dead.append(_letter(record, consumer, "rejected", exc.detail))
+            continue
+        accepted.append((record, event))
+
+    if accepted:
+        try:
+            async with conn.transaction():
+                await batch.write(conn)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise
+            log.warning("batch_refused_isolating", projection=projection.name, error=str(exc))
+            dead.extend(await _apply_one_by_one(conn, projection, consumer, accepted))
+
+    if dead:
+        await on_dead_letters(dead)
+        for letter in dead:
+            log.warning(
+                "event_dead_lettered",
+                consumer=consumer,
+                seq=letter.origin_seq,
+                reason=letter.reason,
+                error=letter.error,
+            )
+    return len(accepted) - len(dead), skipped, len(dead)
 
 
 async def _apply_one_by_one(

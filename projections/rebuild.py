@@ -30,6 +30,7 @@ from projections.engine import (
     read_checkpoint,
     set_schema,
 )
+from projections.partitions import bucket_of, has_partitions, level_after_rebuild, lock_all, read_partitions
 
 log = structlog.get_logger()
 
@@ -82,15 +83,18 @@ async def _replay(
     until_seq: int,
     batch_size: int,
     progress: Progress | None,
+    keep: Callable[[StoredRecord], bool] | None = None,
 ) -> int:
-    """Apply [since, until_seq] to ``schema`` under ``slot``; the number of records read."""
+    """Apply [since, until_seq] (only the records ``keep`` accepts, if given) to ``schema``
+    under ``slot``; the number of records read."""
     count = 0
     async for chunk in _batches(store, since, until_seq, batch_size):
+        kept = chunk if keep is None else [record for record in chunk if keep(record)]
         await apply_batch(
             conn,
             projection,
             store.codec,
-            chunk,
+            kept,
             slot=slot,
             schema=schema,
             consumer=f"{consumer_name(projection)}-{slot}",
@@ -156,6 +160,7 @@ async def rebuild(
     )
     live = live_schema(projection)
     async with conn.transaction():
+        await lock_all(conn, projection)  # partition workers, if any: buckets first, then 'live'
         cur = await conn.execute(
             "SELECT last_seq FROM moltbot.projection_checkpoints"
             " WHERE projection = %s AND slot = 'live' FOR UPDATE",
@@ -200,6 +205,8 @@ async def rebuild(
             " schema_name = EXCLUDED.schema_name, last_seq = EXCLUDED.last_seq, updated_at = now()",
             (projection.name, projection.version, live, last_seq),
         )
+        if await has_partitions(conn):
+            await level_after_rebuild(conn, projection, last_seq)
     seconds = time.perf_counter() - started
     log.info(
         "projection_rebuilt", projection=projection.name, events=count, last_seq=last_seq, seconds=seconds
@@ -230,6 +237,7 @@ async def verify(
     live = live_schema(projection)
     try:
         async with conn.transaction():
+            await lock_all(conn, projection)
             cur = await conn.execute(
                 "SELECT last_seq FROM moltbot.projection_checkpoints"
                 " WHERE projection = %s AND slot = 'live' FOR UPDATE",
@@ -238,6 +246,17 @@ async def verify(
             row = await cur.fetchone()
             assert row is not None
             live_seq = int(row["last_seq"])
+            # Partition workers may have applied some buckets beyond 'live': catch up each
+            # bucket exactly to its own checkpoint.
+            buckets = {b: events for b, (events, _) in (await read_partitions(conn, projection)).items()}
+            keep = None
+            if buckets and max(buckets.values()) > live_seq:
+                live_seq = max(buckets.values())
+
+                def keep(record: StoredRecord) -> bool:
+                    tenant_id = record.subject.split(".")[1]
+                    return record.seq <= buckets[bucket_of(tenant_id, len(buckets))]
+
             await _replay(
                 conn,
                 projection,
@@ -248,6 +267,7 @@ async def verify(
                 until_seq=live_seq,
                 batch_size=batch_size,
                 progress=None,
+                keep=keep,
             )
             differences = [await _compare(conn, live, schema, table) for table in projection.tables]
     finally:

@@ -30,6 +30,7 @@ from adapters.postgres.database import connection
 from domain.codec import EventCodec
 from projections.base import Projection, consumer_name, live_schema
 from projections.engine import apply_batch, create_tables, ensure_core, read_checkpoint
+from projections.partitions import PartitionsAhead, take_over_from_partitions
 from projections.rebuild import rebuild
 
 log = structlog.get_logger()
@@ -47,6 +48,7 @@ _RECOVERABLE = (
     psycopg.InterfaceError,
     ConnectionError,
     asyncio.TimeoutError,
+    PartitionsAhead,  # waits for partition workers to finish (see take_over_from_partitions)
 )
 
 
@@ -94,6 +96,7 @@ class ProjectionWorker:
             if replaced is not None:  # the previous version's consumer has no reader any more
                 old = f"proj-{self.projection.name}-v{replaced}"
                 await _consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
+            await take_over_from_partitions(conn, self.projection)
             checkpoint = await read_checkpoint(conn, self.projection, "live")
             assert checkpoint is not None
             self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]

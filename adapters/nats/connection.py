@@ -12,8 +12,16 @@ from nats.aio.client import Client
 log = structlog.get_logger()
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of a URL that may name several, comma-separated (one per cluster node)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, *, name: str = "moltbot") -> Client:
-    """Connect with unbounded reconnects: a nats-server restart is a pause, not an error."""
+    """Connect with unbounded reconnects: a nats-server restart is a pause, not an error.
+
+    ``url`` may list a cluster's nodes, comma-separated; the client fails over between them.
+    """
 
     client: list[Client] = []
 
@@ -28,7 +36,7 @@ async def connect(url: str, *, name: str = "moltbot") -> Client:
         log.info("nats_reconnected")
 
     nc = await nats.connect(
-        url,
+        servers=server_urls(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
+import nats.js.errors
+import psycopg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -78,10 +81,34 @@ def not_utf8(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Respon
     return Response(_body("invalid_request", "The body is not valid UTF-8 text."), status_code=400)
 
 
+def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # NATS or PostgreSQL is restarting, or a stream is electing a leader: nothing was
+    # half-written (an append is acked or not; a transaction commits or not), so retry.
+    log.warning("backend_unavailable", path=request.url.path, error=repr(exc))
+    return Response(
+        _body("unavailable", "The service is briefly unavailable (a restart or failover); retry shortly."),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request_failed", path=request.url.path)
     return Response(_body("internal_error", "Something went wrong on our side."), status_code=500)
 
+
+# What a NATS or PostgreSQL outage raises in a request (psycopg_pool.PoolTimeout is an
+# OperationalError; nats.errors.TimeoutError and NoStreamResponseError are nats errors).
+BACKEND_OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    nats.errors.TimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 HANDLERS: dict[type[Exception] | int, Any] = {
     ApiError: api_error,
@@ -91,5 +118,6 @@ HANDLERS: dict[type[Exception] | int, Any] = {
     ConcurrencyConflict: conflict,
     RecursionError: too_deep,
     UnicodeDecodeError: not_utf8,
+    **dict.fromkeys(BACKEND_OUTAGES, unavailable),
     Exception: unexpected,
 }

@@ -183,7 +183,12 @@ async def audit(
     found.duplicated += [f"dead letter {k} {n}x" for k, n in got.items() if n > 1]
     found.unexpected += [f"undecodable seq {s} was not injected" for s in undecodable if s not in poison]
 
-    # 4. The resumed client saw every event of its tenant once, in order.
+    # 4. While a part was down, the gateway said so (503, retry), nothing else.
+    found.unexpected += [
+        f"{n} posts answered {status}" for status, n in accepted.answers.items() if status != 503
+    ]
+
+    # 5. The resumed client saw every event of its tenant once, in order.
     mine = [r.seq for r, e in log_records if e.tenant_id == webchat_tenant]
     await follower.wait_for(mine[-1], 30)
     seen = Counter(follower.seqs)

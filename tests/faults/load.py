@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class Accepted:
     visitor_posts: list[dict[str, str]] = field(default_factory=list)  # the accepted bodies
     appended: dict[str, ev.Event] = field(default_factory=dict)  # event id -> event (direct appends)
     refused: int = 0  # posts or appends abandoned when the load stopped (never acknowledged)
+    answers: Counter[int] = field(default_factory=Counter)  # statuses of the posts that failed
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Load:
                     self.accepted.visitor_messages[answer["message_id"]] = answer["conversation_id"]
                     self.accepted.visitor_posts.append(body)
                     return
-                assert response.status_code >= 500, (response.status_code, response.text)
+                self.accepted.answers[response.status_code] += 1
             except httpx.TransportError:
                 pass
             if not self._running:

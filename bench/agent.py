@@ -18,6 +18,7 @@ from typing import Any
 import nats
 
 from adapters.agent.choice import ModelChoice
+from adapters.agent.orchestrator import AgentSettings
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.nats.event_store import EventStore
@@ -26,7 +27,7 @@ from bench.backbone import REPO_ROOT, Figure, Progress
 from bench.realtime import _percentile
 from domain import agent, ids
 from domain import events as ev
-from moltbot.roles import AgentSettings, run_agent, run_projections
+from moltbot.roles import run_agent, run_projections
 from projections.registry import all_projections
 
 CONVERSATIONS = 100
@@ -34,7 +35,7 @@ LATENCY_SAMPLES = 100
 ROUNDS = 3
 
 
-def _setup(tenant_id: str) -> tuple[list[ev.Event], list[str]]:
+def setup_events(tenant_id: str) -> tuple[list[ev.Event], list[str]]:
     actor = "bench"
     events: list[ev.Event] = [
         ev.new_event(ev.TenantCreated, tenant_id=tenant_id, aggregate_id=tenant_id, actor=actor,
@@ -59,7 +60,7 @@ def _setup(tenant_id: str) -> tuple[list[ev.Event], list[str]]:
     return events, conversations
 
 
-def _message(tenant_id: str, conversation: str, n: int) -> ev.MessageReceived:
+def message(tenant_id: str, conversation: str, n: int) -> ev.MessageReceived:
     provider_id = f"{conversation}-{n}"
     return ev.new_event(
         ev.MessageReceived, tenant_id=tenant_id, aggregate_id=conversation, actor="bench",
@@ -81,7 +82,7 @@ async def run(work_dir: Path, progress: Progress) -> list[Figure]:
         nc = await nats.connect(srv.url)
         await apply_streams(nc, spec)
         store = EventStore(nc)
-        setup, conversations = _setup(tenant_id)
+        setup, conversations = setup_events(tenant_id)
         await store.append_many(setup)
 
         replies: asyncio.Queue[float] = asyncio.Queue()
@@ -102,7 +103,7 @@ async def run(work_dir: Path, progress: Progress) -> list[Figure]:
             appends: list[float] = []
             for n in range(LATENCY_SAMPLES + 5):
                 started = time.perf_counter()
-                await store.append(_message(tenant_id, conversations[n % CONVERSATIONS], n))
+                await store.append(message(tenant_id, conversations[n % CONVERSATIONS], n))
                 appended = time.perf_counter()
                 done = await asyncio.wait_for(replies.get(), 30)
                 if n >= 5:  # the first runs warm up connections and caches
@@ -113,7 +114,7 @@ async def run(work_dir: Path, progress: Progress) -> list[Figure]:
             run_rates: list[float] = []
             append_rates: list[float] = []
             for round_ in range(ROUNDS):
-                batch = [_message(tenant_id, c, 1000 + round_) for c in conversations]
+                batch = [message(tenant_id, c, 1000 + round_) for c in conversations]
                 started = time.perf_counter()
                 await store.append_many(batch)
                 append_rates.append(len(batch) / (time.perf_counter() - started))

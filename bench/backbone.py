@@ -6,6 +6,8 @@ measured in the same run on the same servers.
                                         and raw PostgreSQL COPY of the same rows
 - rebuild (inbox, from seq 1)           vs the same raw components
 - durability: raw publish with sync_interval: always vs the server default
+- scaling: append, fold, rebuild and their raw parts at each of several log sizes, as the
+  log grows once to its full size (bench/scaling.png)
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +33,28 @@ from domain.codec import EventCodec, dedupe_key
 from domain.events import Event, MessageReceived
 from moltbot.loadgen import generate
 from projections import rebuild as rebuild_ops
+from projections.engine import ensure_core
 from projections.inbox import MESSAGE_COLUMNS, InboxProjection
 from projections.registry import all_projections
 from projections.worker import ProjectionWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The backbone bench's servers, lent to a step that runs at the full log size."""
+
+    nats: NatsServer
+    postgres: PostgresServer
+    nc: Any
+    store: EventStore
+    generated: list[Event]
+    work_dir: Path
+
+
+AtFullSize = Callable[[Servers, Progress], Awaitable[dict[str, Any]]]
 
 
 class Figure(msgspec.Struct):
@@ -201,14 +220,103 @@ async def _fold(
     return last_seq / (time.perf_counter() - started)
 
 
-async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]:
+async def _reset_read_models(database_url: str) -> None:
+    """Drop every read model and its checkpoint, so the next fold starts at seq 1."""
+    async with pg_connection(database_url) as conn:
+        await ensure_core(conn)
+        found = await conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'rm\\_%'"
+            " UNION SELECT schema_name FROM moltbot.projection_checkpoints"
+        )
+        for (schema,) in await found.fetchall():
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.execute("DELETE FROM moltbot.projection_checkpoints")
+
+
+class Log:
+    """The bench's event log and its twin of raw messages, grown size by size."""
+
+    def __init__(self, nc: Any, database_url: str, template: dict[str, Any], generated: list[Event]) -> None:
+        self.nc = nc
+        self.database_url = database_url
+        self.template = template
+        self.generated = generated
+        self.store = EventStore(nc)
+        codec = EventCodec()
+        # The same payloads on a stream of their own: raw publishing grows it in step with EVENTS.
+        self.raw_payloads = [
+            (e.subject.replace("ev.", "log.", 1), codec.encode(e), dedupe_key(e)) for e in generated
+        ]
+        self.size = 0
+        self.append_seconds = 0.0
+        self.raw_seconds = 0.0
+
+    async def open(self) -> None:
+        await _bench_stream(self.nc, "RAWLOG", ["log.>"])
+
+    async def grow_and_measure(self, size: int, progress: Progress) -> dict[str, float]:
+        """Append events up to ``size`` (and publish their raw twins), then measure the key
+        rates on a log of ``size`` events: one point of the scaling plot."""
+        increment = self.generated[self.size : size]
+        progress(f"{size:,} events: append {len(increment):,} (EventStore.append_many), raw publish the same")
+        started = time.perf_counter()
+        for start in range(0, len(increment), 5000):
+            await self.store.append_many(increment[start : start + 5000])
+        seconds = time.perf_counter() - started
+        self.append_seconds += seconds
+        raw_publish = await _raw_publish(self.nc, self.raw_payloads[self.size : size])
+        self.raw_seconds += len(increment) / raw_publish
+        self.size = size
+        last_seq = await self.store.last_seq()
+        progress(f"{size:,} events: raw ordered consume, raw COPY")
+        ordered = await raw_ordered(self.nc, last_seq)
+        copy = await _raw_copy(self.database_url, _message_rows(self.generated[:size]))
+        progress(f"{size:,} events: projection fold of the inbox, then its rebuild")
+        await _reset_read_models(self.database_url)
+        fold = await _fold(self.nc, self.database_url, self.template, [InboxProjection()], last_seq)
+        async with pg_connection(self.database_url) as conn:
+            report = await rebuild_ops.rebuild(conn, InboxProjection(), self.store)
+        return {
+            "events": size,
+            "append_many": len(increment) / seconds,
+            "raw_publish": raw_publish,
+            "raw_ordered_consume": ordered,
+            "raw_copy": copy,
+            "fold_inbox": fold,
+            "rebuild_inbox": report.events / report.seconds,
+        }
+
+
+# Which rates the scaling plot draws, and whether each is a raw component (dashed).
+SCALING_LINES = (
+    ("append_many", "EventStore.append_many", False),
+    ("raw_publish", "raw js.publish, 512 in flight", True),
+    ("fold_inbox", "projection fold, inbox", False),
+    ("rebuild_inbox", "rebuild, inbox", False),
+    ("raw_ordered_consume", "raw ordered consume", True),
+    ("raw_copy", "raw COPY (no indexes)", True),
+)
+
+
+async def run(
+    events: int,
+    work_dir: Path,
+    progress: Progress,
+    *,
+    sizes: Sequence[int] = (),
+    at_full_size: AtFullSize | None = None,
+) -> dict[str, Any]:
+    """All backbone figures on a log of ``events``; the key rates also at each of ``sizes``
+    on the way there (the log grows once, so the smaller sizes cost only their reads)."""
     spec = load_streams_file(REPO_ROOT / "streams.yaml")
     codec = EventCodec()
     progress(f"generating {events:,} events")
     generated = list(generate(events, tenants=20, conversations_per_tenant=50))
     payloads = [(e.subject.replace("ev.", "bench.", 1), codec.encode(e), dedupe_key(e)) for e in generated]
-    sample = payloads[: min(len(payloads), 50_000)]
+    sample = payloads[: min(len(payloads), 20_000)]  # durability figures; the scaling publishes all
+    steps = sorted({size for size in sizes if 0 < size < events} | {events})
     figures: list[Figure] = []
+    extra: dict[str, Any] = {}
 
     async with (
         PostgresServer(work_dir / "pg") as pg,
@@ -229,13 +337,13 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
         raw_lazy = await _raw_publish(lazy_nc, sample)
         await lazy_nc.close()
 
-        progress(f"append {events:,} events (EventStore.append_many)")
-        store = EventStore(nc)
-        started = time.perf_counter()
-        for start in range(0, len(generated), 5000):
-            await store.append_many(generated[start : start + 5000])
-        append_rate = len(generated) / (time.perf_counter() - started)
-        last_seq = await store.last_seq()
+        template = spec.consumer_templates["projection"]
+        log = Log(nc, database_url, template, generated)
+        await log.open()
+        scaling = [await log.grow_and_measure(size, progress) for size in steps]
+        full = scaling[-1]
+        last_seq = await log.store.last_seq()
+        append_rate = len(generated) / log.append_seconds
         figures += [
             Figure("raw js.publish, one at a time", raw_serial, "msg/s"),
             Figure("raw js.publish, 512 in flight, sync_interval: always", raw_window, "msg/s"),
@@ -247,18 +355,20 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
                 raw_window,
             ),
             Figure(
-                "EventStore.append_many", append_rate, "events/s", "raw js.publish, 512 in flight", raw_window
+                "EventStore.append_many",
+                append_rate,
+                "events/s",
+                "raw js.publish of the same events, 512 in flight",
+                len(generated) / log.raw_seconds,
             ),
         ]
 
-        progress("raw consume (nats-py fetch, ordered consumer)")
+        progress("raw consume (nats-py fetch), raw COPY with the inbox indexes")
         fetch_rate = await _raw_fetch(nc, last_seq)
-        ordered_rate = await raw_ordered(nc, last_seq)
+        ordered_rate = full["raw_ordered_consume"]
         raw_consume = max(fetch_rate, ordered_rate)
-        progress("raw COPY")
-        rows = _message_rows(generated)
-        copy_rate = await _raw_copy(database_url, rows)
-        indexed_copy_rate = await _raw_copy_indexed(database_url, rows)
+        copy_rate = full["raw_copy"]
+        indexed_copy_rate = await _raw_copy_indexed(database_url, _message_rows(generated))
         slower = min(raw_consume, copy_rate)
         slower_live = min(raw_consume, indexed_copy_rate)
         figures += [
@@ -268,14 +378,10 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
             Figure("raw PostgreSQL COPY, inbox indexes, 1000 rows/tx", indexed_copy_rate, "rows/s"),
         ]
 
-        progress("projection fold: inbox from seq 1")
-        template = spec.consumer_templates["projection"]
-        inbox_rate = await _fold(nc, database_url, template, [InboxProjection()], last_seq)
         progress("projection fold: all read models together")
-        async with pg_connection(database_url) as conn:
-            await conn.execute("DROP SCHEMA rm_inbox CASCADE")
-            await conn.execute("DELETE FROM moltbot.projection_checkpoints")
+        await _reset_read_models(database_url)
         all_rate = await _fold(nc, database_url, template, list(all_projections()), last_seq)
+        inbox_rate = full["fold_inbox"]
         figures += [
             Figure("projection fold, inbox", inbox_rate, "events/s", "min(raw consume, raw COPY)", slower),
             Figure(
@@ -292,22 +398,55 @@ async def run(events: int, work_dir: Path, progress: Progress) -> dict[str, Any]
                 "min(raw consume, raw COPY)",
                 slower,
             ),
-        ]
-
-        progress(f"rebuild inbox from {last_seq:,} events")
-        async with pg_connection(database_url) as conn:
-            report = await rebuild_ops.rebuild(conn, InboxProjection(), store)
-        figures.append(
             Figure(
-                f"rebuild inbox ({report.events:,} events)",
-                report.events / report.seconds,
+                f"rebuild inbox ({last_seq:,} events)",
+                full["rebuild_inbox"],
                 "events/s",
                 "min(raw consume, raw COPY)",
                 slower,
-            )
-        )
+            ),
+        ]
+        if at_full_size is not None:
+            extra = await at_full_size(Servers(srv, pg, nc, log.store, generated, work_dir), progress)
         await nc.close()
-    return {"events": events, "figures": [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in figures]}
+    return {
+        "events": events,
+        "figures": [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in figures],
+        "scaling": scaling,
+    } | extra
+
+
+def plot_scaling(scaling: list[dict[str, float]], path: Path) -> None:
+    """One line per rate against the log size, raw components dashed; PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot, ticker
+
+    figure, axes = pyplot.subplots(figsize=(10, 5), dpi=110)
+    sizes = [point["events"] for point in scaling]
+    for key, label, raw in SCALING_LINES:
+        axes.plot(sizes, [point[key] for point in scaling], "--" if raw else "-", marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xticks(sizes, [_short(size) for size in sizes])
+    axes.xaxis.set_minor_locator(ticker.NullLocator())
+    axes.set_xlabel("events in the log")
+    axes.set_ylabel("rate (events, messages or rows per second)")
+    axes.set_title("Backbone rates against event-log size (dashed: raw components)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
+
+
+def _short(count: float) -> str:
+    """10000 -> "10k", 1000000 -> "1M"."""
+    for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if count >= divisor:
+            return f"{count / divisor:g}{suffix}"
+    return f"{count:g}"
 
 
 def render(result: dict[str, Any]) -> str:
@@ -329,7 +468,53 @@ def render(result: dict[str, Any]) -> str:
         if f["baseline_rate"]:
             base_rate = f"{f['baseline_rate']:{precision}}"
         lines.append(f"| {f['name']} | {rate} | {baseline} | {base_rate} | {ratio} |")
+    if result.get("scaling"):
+        lines += _render_scaling(result["scaling"], result.get("plot"))
+    if result.get("memory"):
+        lines += _render_memory(result["memory"])
     return "\n".join(lines) + "\n"
+
+
+def _render_scaling(scaling: list[dict[str, float]], plot: str | None) -> list[str]:
+    lines = [
+        "",
+        "## Rates against event-log size",
+        "",
+        "One log grows through each size; at each, the append and raw-publish rates are those of",
+        "the events added since the previous size, the reads (consume, COPY, fold, rebuild) cover",
+        "the whole log from seq 1.",
+        "",
+    ]
+    if plot:
+        lines += [f"![rates against event-log size]({plot})", ""]
+    lines += [
+        "| events in the log | " + " | ".join(label for _, label, _ in SCALING_LINES) + " |",
+        "|---:|" + "---:|" * len(SCALING_LINES),
+    ]
+    for point in scaling:
+        cells = " | ".join(f"{point[key]:,.0f}" for key, _, _ in SCALING_LINES)
+        lines.append(f"| {point['events']:,.0f} | {cells} |")
+    return lines
+
+
+def _render_memory(memory: dict[str, Any]) -> list[str]:
+    baseline = memory["baseline"]
+    lines = [
+        "",
+        "## Peak RSS by role",
+        "",
+        f"Each role ran as its own process (`python -m moltbot ...`) on the {memory['events']:,}-event log;",
+        "its peak is VmHWM from /proc, read just before it was stopped. Read each role against the",
+        "bare client and against the CLI's own imports, both measured in this run (peak RSS at exit).",
+        "",
+        "| process | peak RSS | vs bare client | what it did while measured |",
+        "|---|---:|---:|---|",
+        f"| {baseline['role']} | {baseline['peak_rss_mib']:,.1f} MiB | 1.00x | {baseline['did']} |",
+    ]
+    for row in [*memory["imports"], *memory["roles"]]:
+        ratio = row["peak_rss_mib"] / baseline["peak_rss_mib"]
+        lines.append(f"| {row['role']} | {row['peak_rss_mib']:,.1f} MiB | {ratio:.2f}x | {row['did']} |")
+    return lines
 
 
 def as_json(result: dict[str, Any]) -> str:

@@ -64,7 +64,7 @@ async def _ws_replay(url: str, token: str, count: int) -> float:
     async with ws_connect(url.replace("http://", "ws://") + "/v1/ws", max_size=None) as socket:
         await socket.send(json.dumps({"op": "subscribe", "since": 1, "token": token}))
         async for raw in socket:
-            if raw.startswith('{"op":"event"'):
+            if isinstance(raw, str) and raw.startswith('{"op":"event"'):
                 got += 1
                 if got >= count:
                     break

@@ -89,12 +89,17 @@ class Decision:
     reason: str  # why, for logs and tests: "answer", "agent_disabled", "group_without_mention", ...
 
 
+def too_old(received_at: datetime, at: datetime) -> bool:
+    """A message this old when first handled is history, not a question to answer now."""
+    return (at - received_at).total_seconds() > MAX_TRIGGER_AGE_S
+
+
 def decide(situation: Situation) -> Decision:
     """Answer, send the one "budget reached" reply, or stay quiet — and why."""
     agent, message = situation.agent, situation.message
     if agent is None or not agent.enabled:
         return Decision("skip", "no_agent")
-    if (situation.at - situation.received_at).total_seconds() > MAX_TRIGGER_AGE_S:
+    if too_old(situation.received_at, situation.at):
         return Decision("skip", "too_old")
     if not situation.conversation_agent_enabled:
         return Decision("skip", "conversation_disabled")

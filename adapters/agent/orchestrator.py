@@ -136,6 +136,8 @@ class Orchestrator:
 
     async def _trigger(self, trigger: ev.MessageReceived, seq: int) -> Outcome:
         tenant, conversation_id = trigger.tenant_id, trigger.aggregate_id
+        if policy.too_old(trigger.occurred_at, self._clock()):
+            return "done"  # history (a consumer created on an old log): no reads, no wait
         if not await self._reads.caught_up(seq, READ_MODELS, wait=self._settings.catch_up_wait):
             return "retry"
         conversation = await self._reads.conversation(tenant, conversation_id)

@@ -77,6 +77,7 @@ class PullStream:
         self._error: Exception | None = None
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
+        self._reconnects = nc.stats["reconnects"]
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
@@ -142,8 +143,11 @@ class PullStream:
         await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def _reissue_if_silent(self) -> None:
-        # After a server restart the requests we count as outstanding no longer exist.
-        if time.monotonic() - self._last_heard > self._expires + 1.0:
+        # After a server restart the requests we count as outstanding no longer exist:
+        # re-issue at once after a reconnect, else once they would have expired.
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects or time.monotonic() - self._last_heard > self._expires + 1.0:
+            self._reconnects = reconnects
             log.info("pull_requests_reissued", subject=self._next_subject)
             self._outstanding = 0
             self._last_heard = time.monotonic()

@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the product with its dev tools
 
-run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA))
-	$(BIN)/moltbot --data $(DATA) up
+run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA)); ARGS="--cluster 3"
+	$(BIN)/moltbot --data $(DATA) up $(ARGS)
 
 test: $(STAMP) chromium ## run every test suite (unit, integration with real servers, slow, browser)
 	$(BIN)/pytest -q

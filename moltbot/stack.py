@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -175,6 +176,39 @@ async def up(settings: Settings, *, cluster: int = 1) -> None:
     ``cluster=3`` runs three nats-servers (``<data>/nats-1..3``) with every stream on all three.
     """
     check_cluster_size(cluster, settings)
+    with stopped_by_signals() as received:
+        try:
+            await _up(settings, cluster)
+        except asyncio.CancelledError:
+            if not received:  # cancelled by something else than a signal: not ours to hide
+                raise
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[list[signal.Signals]]:
+    """SIGINT (Ctrl-C) and SIGTERM (a supervisor, ``docker stop``) both stop the stack in
+    order: roles first, then the servers. Installed explicitly, so this holds even when the
+    process started with SIGINT ignored, as the background jobs of a script do."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        log.info("stack_stopping", signal=sig.name)
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        yield received
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _up(settings: Settings, cluster: int) -> None:
     with exclusive_lock(settings.data_dir):
         async with servers(settings, cluster=cluster) as description:
             description["nats_cluster_size"] = cluster

@@ -38,7 +38,7 @@ from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.nats.event_store import EVENTS_STREAM, EventStore
-from adapters.nats.pull import ack_position
+from adapters.nats.pull import ack_position, raise_if_cancelled
 from domain import agent as policy
 from domain import events as ev
 from domain import subjects
@@ -328,6 +328,7 @@ class Orchestrator:
         with contextlib.suppress(*RECOVERABLE):
             while True:
                 await self._nc.publish(subject, body)
+                raise_if_cancelled()  # a publish can swallow the cancellation
                 await asyncio.sleep(TYPING_EVERY)
 
     async def _memory(self, trigger: ev.MessageReceived, older: list[PastMessage]) -> str | None:
@@ -438,3 +439,4 @@ async def _keep_in_progress(msg: Msg) -> None:
         while True:
             await asyncio.sleep(5)
             await msg.in_progress()
+            raise_if_cancelled()

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from adapters.nats.consume import consume
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.event_store import EventStore
+from adapters.nats.pull import raise_if_cancelled
 from domain.commands import SEND_MESSAGE, SendMessage, failed_event, sent_event
 from domain.connectors import Connector, SendDeferred, SendRejected
 
@@ -43,6 +44,7 @@ async def _keep_in_progress(msg: Msg) -> None:
     while True:
         await asyncio.sleep(PROGRESS_EVERY)
         await msg.in_progress()
+        raise_if_cancelled()  # a publish can swallow the cancellation
 
 
 class ConnectorRuntime:

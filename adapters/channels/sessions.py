@@ -19,6 +19,7 @@ import structlog
 from nats.js.kv import KeyValue
 
 from adapters.channels.leases import TTL_SECONDS, Lease
+from adapters.nats.pull import raise_if_cancelled
 
 log = structlog.get_logger()
 
@@ -71,7 +72,9 @@ class SessionManager:
         lease = Lease(self._kv, f"{self._kind}.{connection_id}", self._holder)
         try:
             while True:
-                if await lease.acquire():
+                acquired = await lease.acquire()
+                raise_if_cancelled()  # a KV write can swallow the cancellation
+                if acquired:
                     ended = await self._run_while_held(connection_id, lease)
                     if ended:
                         return  # the session ended by itself: wait for the connection to change
@@ -88,7 +91,9 @@ class SessionManager:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._renew_every):
                         await asyncio.shield(session)
-                if not session.done() and not await lease.renew():
+                renewed = session.done() or await lease.renew()
+                raise_if_cancelled()
+                if not renewed:
                     return False  # another replica holds it now
             if session.exception() is not None:
                 log.warning(

@@ -26,7 +26,6 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 
-from adapters.channels import discord, slack, telegram
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from domain import ids
@@ -79,6 +78,8 @@ def _may_connect(who: Caller) -> None:
 @post("/channels/telegram/connect", status_code=202)
 async def connect_telegram(ctx: Ctx, who: Who, data: JSONBody[TelegramConnect]) -> ChannelAccepted:
     """Connect a Telegram bot: paste the token @BotFather gave you."""
+    from adapters.channels import telegram  # provider SDKs load on first use
+
     _may_connect(who)
     if ctx.keyring is None:
         raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
@@ -113,6 +114,8 @@ async def telegram_updates(
     ctx: Ctx, connection_id: FromPath[str], request: Request[Any, Any, Any]
 ) -> Response[Any]:
     """Telegram's webhook: the secret header must match, or nothing is stored (401)."""
+    from adapters.channels import telegram  # provider SDKs load on first use
+
     tenant_id, secret = await _webhook_secret(ctx, connection_id, telegram.KIND)
     given = request.headers.get("x-telegram-bot-api-secret-token", "")
     expected = secret.get("webhook_secret", "")
@@ -176,6 +179,8 @@ async def _record(
 @post("/channels/discord/connect", status_code=202)
 async def connect_discord(ctx: Ctx, who: Who, data: JSONBody[DiscordConnect]) -> ChannelAccepted:
     """Connect a Discord bot: the token from the Developer Portal (Bot → Reset Token)."""
+    from adapters.channels import discord  # provider SDKs load on first use
+
     _may_connect(who)
     if ctx.keyring is None:
         raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
@@ -194,6 +199,8 @@ async def connect_discord(ctx: Ctx, who: Who, data: JSONBody[DiscordConnect]) ->
 async def connect_slack(ctx: Ctx, who: Who, data: JSONBody[SlackConnect]) -> ChannelAccepted:
     """Connect a Slack app: its bot token (xoxb-…) and its app-level token (xapp-…, Socket
     Mode) or signing secret (events sent to /v1/webhooks/slack/{connection_id})."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
     _may_connect(who)
     if ctx.keyring is None:
         raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
@@ -221,6 +228,8 @@ async def slack_events(
     ctx: Ctx, connection_id: FromPath[str], request: Request[Any, Any, Any]
 ) -> Response[Any]:
     """Slack's Events API: a bad or stale signature gets 401 and nothing is stored."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
     body = await request.body()
     tenant_id, secret = await _webhook_secret(ctx, connection_id, slack.KIND)
     if not secret.get("signing_secret"):
@@ -288,6 +297,8 @@ def _slack_app(ctx: GatewayContext) -> SlackApp:
 @get("/channels/slack/install")
 async def slack_install(ctx: Ctx, who: Who) -> SlackInstallStart:
     """Start "Add to Slack": the URL of Slack's consent page for this inbox."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
     _may_connect(who)
     app = _slack_app(ctx)
     state = secrets.token_urlsafe(24)
@@ -307,6 +318,8 @@ async def slack_oauth_callback(
     error: FromQuery[str | None] = None,
 ) -> Redirect:
     """Where Slack sends the browser back: the state must be one we issued (once, recently)."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
     app = _slack_app(ctx)
     state = oauth_state
     if not state:

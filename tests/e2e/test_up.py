@@ -137,9 +137,13 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.1)
         status = _moltbot(data, "projections", "status")
         assert " 400 " in status.stdout
+        servers = _children(restarted.pid)
     finally:
-        restarted.send_signal(signal.SIGINT)
+        restarted.send_signal(signal.SIGTERM)  # as a supervisor stops it: in order too
         restarted.wait(60)
+    assert restarted.returncode == 0, log.read_text()[-2000:]
+    assert "stack_stopped" in log.read_text()
+    assert not any(_alive(pid) for pid in servers)
 
 
 def test_commands_without_a_stack_say_what_to_do(tmp_path: Path) -> None:

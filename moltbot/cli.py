@@ -217,14 +217,20 @@ async def cmd_projections_status(settings: Settings, args: argparse.Namespace) -
     _, database_url = settings.servers()
     async with _store(settings) as store, pg_connection(database_url) as conn:
         rows = [await rebuild_ops.status(conn, p, store) for p in all_projections()]
-    print(f"{'READ MODEL':<12} {'VERSION':>7} {'CHECKPOINT':>11} {'STREAM LAST':>11} {'LAG':>8}  CONSUMER")
+    print(
+        f"{'READ MODEL':<12} {'VERSION':>7} {'CHECKPOINT':>11} {'STREAM LAST':>11} {'LAG':>8}"
+        f"  {'RUNNING':<20} CONSUMER"
+    )
     for row in rows:
         version = row["version"] if row["version"] is not None else "-"
         note = "" if row["version"] in (None, row["code_version"]) else f"  (code is v{row['code_version']})"
         print(
             f"{row['projection']:<12} {version!s:>7} {row['checkpoint']:>11} {row['stream_last_seq']:>11}"
-            f" {row['lag']:>8}  {row['consumer']}{note}"
+            f" {row['lag']:>8}  {row['running']:<20} {row['consumer']}{note}"
         )
+        if row["buckets"]:
+            b = row["buckets"]
+            print(f"{'':<12} {b['count']} buckets, applied up to {b['lowest']} … {b['highest']}")
     return 0
 
 

@@ -6,8 +6,9 @@ Every path that writes a read model (live worker, rebuild, verify) goes through
 1. ``SET LOCAL search_path`` to the schema being written (live, rebuild or scratch);
 2. lock the projection's checkpoint row (``FOR UPDATE``) — this is also what pauses a
    live worker while a rebuild swaps schemas under it;
-3. skip sequences at or below the checkpoint, decode, let the projection fold the rest;
-   undecodable or rejected events become dead letters;
+3. skip sequences at or below the checkpoint, decode (U+0000 in text becomes U+FFFD,
+   which PostgreSQL can store), let the projection fold the rest; undecodable or
+   rejected events become dead letters;
 4. write with the projection's bulk writer; if the database refuses the batch, apply the
    events one at a time in savepoints to find and dead-letter the one at fault;
 5. hand the dead letters to the sink (published before commit), move the checkpoint.
@@ -31,6 +32,7 @@ from adapters.postgres.database import Connection
 from domain.codec import EventCodec
 from domain.errors import InvalidEvent
 from domain.events import Event
+from domain.text import replace_nul
 from projections.base import Projection, Rejected
 
 log = structlog.get_logger()
@@ -178,7 +180,7 @@ async def fold_records(
             skipped += 1
             continue
         try:
-            event = codec.decode(record.data)
+            event = codec.decode(replace_nul(record.data))  # PostgreSQL cannot store U+0000
         except InvalidEvent as exc:
             dead.append(_letter(record, consumer, exc.reason, exc.detail))
             continue

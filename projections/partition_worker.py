@@ -1,7 +1,7 @@
 """One partition worker of a read model: worker K of N folds the tenants of its buckets.
 
-Like the single live worker (projections/worker.py) it (re)creates its durable consumer at
-start from its checkpoints — here on the feed ``EVENTS_PARTITIONED``, named
+A LiveWorker (projections/worker.py) like the single one: it (re)creates its durable
+consumer at start from its checkpoints — here on the feed ``EVENTS_PARTITIONED``, named
 ``proj-<name>-v<version>-p<K>of<N>``, filtered to ``part.<b>.>`` for each bucket it owns,
 starting after the lowest ``source_seq`` of those buckets — and applies one batch per
 transaction, acking after commit. What a bucket checkpoint means, and how the 'live'
@@ -10,8 +10,6 @@ checkpoint follows them, is in projections/partitions.py.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -20,12 +18,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from adapters.nats.dead_letters import DeadLetter, DeadLetters
-from adapters.nats.event_store import EVENTS_STREAM, EventStore
-from adapters.nats.pull import PullStream, ack_position, raise_if_cancelled
-from adapters.postgres.database import Connection, connection
+from adapters.nats.event_store import EVENTS_STREAM
+from adapters.nats.pull import ack_position
+from adapters.postgres.database import Connection
 from domain.codec import EventCodec
 from projections.base import Projection, live_schema
+from projections.engine import BatchOutcome
 from projections.partitions import (
     Assignment,
     PartitionError,
@@ -36,14 +34,14 @@ from projections.partitions import (
     raise_idle,
     read_partitions,
 )
-from projections.worker import _RECOVERABLE, DEFAULT_BATCH, _consumer_api, prepare_live
+from projections.worker import DEFAULT_BATCH, LiveWorker, consumer_api, recreate_consumer
 
 log = structlog.get_logger()
 
 _STREAM_NOT_FOUND = 10059
 
 
-class PartitionWorker:
+class PartitionWorker(LiveWorker):
     def __init__(
         self,
         *,
@@ -57,96 +55,59 @@ class PartitionWorker:
         batch_size: int = DEFAULT_BATCH,
         idle_timeout: float = 1.0,
     ) -> None:
-        self._nc = nc
-        self._js = nc.jetstream(timeout=10)
-        self._database_url = database_url
-        self.projection = projection
+        self.assignment = Assignment(partitions, partition, partitioning.buckets)
+        super().__init__(
+            nc=nc,
+            database_url=database_url,
+            projection=projection,
+            consumer=self.assignment.consumer(projection),
+            codec=codec,
+            batch_size=batch_size,
+            idle_timeout=idle_timeout,
+        )
         self._partitioning = partitioning
         self._feed = partitioning.stream_name
-        self.assignment = Assignment(partitions, partition, partitioning.buckets)
-        self._codec = codec or EventCodec()
-        self._batch_size = batch_size
-        self._idle_timeout = idle_timeout
-        self._dead_letters = DeadLetters(self._js)
-        self.consumer = self.assignment.consumer(projection)
-        self.last_applied_seq = 0
         self._idle_raised_to = 0  # the feed sequence the last idle raise covered
 
-    async def run(self) -> None:
-        """Run until cancelled, restarting after NATS or PostgreSQL outages."""
-        backoff = 0.2
-        while True:
-            try:
-                await self._run_once()
-                return
-            except* _RECOVERABLE as failures:
-                error = repr(failures.exceptions[0])
-            raise_if_cancelled()
-            log.warning("projection_worker_restarting", consumer=self.consumer, error=error)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    def _buckets(self) -> list[int]:
+        return self.assignment.owned
 
-    async def _run_once(self) -> None:
-        owned = self.assignment.owned
-        async with connection(self._database_url, application_name=f"moltbot-{self.consumer}") as conn:
-            replaced = await prepare_live(conn, self.projection, EventStore(self._nc, codec=self._codec))
-            if replaced is not None:  # the previous version's single consumer has no reader any more
-                old = f"proj-{self.projection.name}-v{replaced}"
-                await _consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
-            await self._ensure_feed()
-            await ensure_partitions(conn, self.projection, self.assignment.buckets)
-            stored = await read_partitions(conn, self.projection)
-            checkpoints = {bucket: stored[bucket] for bucket in owned}
-            lowest_events = min(events for events, _ in checkpoints.values())
-            self.last_applied_seq = lowest_events
-            await self._refuse_gap(lowest_events)
-            await self._recreate_consumer(after=min(source for _, source in checkpoints.values()))
-            pull = PullStream(self._nc, self._feed, self.consumer, batch=self._batch_size)
-            await pull.start()
-            try:
-                while True:
-                    msgs = await pull.next_batch(self._idle_timeout)
-                    if msgs:
-                        await self._apply(conn, msgs)
-                    else:
-                        await self._raise_when_idle(conn)
-                    raise_if_cancelled()
-            finally:
-                with contextlib.suppress(Exception):
-                    await pull.close()
+    async def _start(self, conn: Connection) -> str:
+        await self._ensure_feed()
+        await ensure_partitions(conn, self.projection, self.assignment.buckets)
+        stored = await read_partitions(conn, self.projection)
+        checkpoints = {bucket: stored[bucket] for bucket in self.assignment.owned}
+        lowest_events = min(events for events, _ in checkpoints.values())
+        self.last_applied_seq = lowest_events
+        await self._refuse_gap(lowest_events)
+        await self._recreate_consumer(after=min(source for _, source in checkpoints.values()))
+        return self._feed
 
-    async def _apply(self, conn: Connection, msgs: list[Msg]) -> None:
-        records = [from_feed(m.subject, ack_position(m.reply)[0], m.data, m.headers) for m in msgs]
-        outcome = await apply_partition_batch(
+    async def _fold(self, conn: Connection, msgs: list[Msg]) -> BatchOutcome:
+        return await apply_partition_batch(
             conn,
             self.projection,
             self._codec,
-            records,
+            [from_feed(m.subject, ack_position(m.reply)[0], m.data, m.headers) for m in msgs],
             owned=self.assignment.owned,
             schema=live_schema(self.projection),
             consumer=self.consumer,
             on_dead_letters=self._publish_dead_letters,
         )
-        await msgs[-1].ack()  # AckAll: acknowledges the whole batch
-        self.last_applied_seq = outcome.last_seq
-        log.debug(
-            "batch_applied",
-            consumer=self.consumer,
-            n=len(records),
-            applied=outcome.applied,
-            last_seq=outcome.last_seq,
-        )
+
+    async def _when_idle(self, conn: Connection) -> None:
+        await self._raise_when_idle(conn)
 
     async def _raise_when_idle(self, conn: Connection) -> None:
         """Nothing arrived: if nothing of ours is pending either, our buckets are applied up to
         the feed's last message. The feed's end is read before the consumer's state, so a
         message of ours stored in between shows as pending and the raise waits for it."""
-        info = await _consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
         feed_last = int(info.get("state", {}).get("last_seq", 0))
         if feed_last <= self._idle_raised_to:
             return
         events_seq = await self._events_seq_at(feed_last)
-        consumer = await _consumer_api(self._nc, f"CONSUMER.INFO.{self._feed}.{self.consumer}", None)
+        consumer = await consumer_api(self._nc, f"CONSUMER.INFO.{self._feed}.{self.consumer}", None)
         if events_seq is None or "error" in consumer:
             return
         if consumer.get("num_pending", 1) or consumer.get("num_ack_pending", 1):
@@ -167,7 +128,7 @@ class PartitionWorker:
     async def _ensure_feed(self) -> None:
         """Create the feed on first use, replicated like EVENTS; refuse one made differently."""
         desired = dict(self._partitioning.stream)
-        info = await _consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
         if "error" not in info:
             if info["config"].get("sources") != desired.get("sources"):
                 raise PartitionError(
@@ -177,18 +138,18 @@ class PartitionWorker:
             return
         if info["error"].get("err_code") != _STREAM_NOT_FOUND:
             raise APIError.from_error(info["error"])
-        events = await _consumer_api(self._nc, f"STREAM.INFO.{EVENTS_STREAM}", None)
+        events = await consumer_api(self._nc, f"STREAM.INFO.{EVENTS_STREAM}", None)
         if "error" in events:
             raise APIError.from_error(events["error"])
         desired["num_replicas"] = events["config"].get("num_replicas", 1)
-        created = await _consumer_api(self._nc, f"STREAM.CREATE.{self._feed}", desired)
+        created = await consumer_api(self._nc, f"STREAM.CREATE.{self._feed}", desired)
         if "error" in created:
             raise APIError.from_error(created["error"])
         log.info("partition_feed_created", stream=self._feed, buckets=self.assignment.buckets)
 
     async def _refuse_gap(self, lowest_events: int) -> None:
         """The feed keeps a window (max_age); a worker stopped longer than that cannot resume."""
-        info = await _consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
         state = info.get("state", {})
         if not state.get("messages"):
             return
@@ -201,35 +162,17 @@ class PartitionWorker:
             )
 
     async def _recreate_consumer(self, *, after: int) -> None:
-        await _consumer_api(self._nc, f"CONSUMER.DELETE.{self._feed}.{self.consumer}", None)
         template = {k: v for k, v in self._partitioning.consumer_template.items() if k != "stream"}
         position: dict[str, Any] = (
             {"deliver_policy": "by_start_sequence", "opt_start_seq": after + 1}
             if after
             else {"deliver_policy": "all"}
         )
-        config = (
-            template
-            | {
-                "name": self.consumer,
-                "durable_name": self.consumer,
-                "filter_subjects": [f"part.{bucket}.>" for bucket in self.assignment.owned],
-            }
-            | position
-        )
-        created = await _consumer_api(
-            self._nc,
-            f"CONSUMER.CREATE.{self._feed}.{self.consumer}",
-            {"stream_name": self._feed, "config": config},
-        )
-        if "error" in created:
-            raise APIError.from_error(created["error"])
+        config = template | {"filter_subjects": [f"part.{b}.>" for b in self.assignment.owned]} | position
+        await recreate_consumer(self._nc, self._feed, self.consumer, config)
         log.info(
             "projection_consumer_ready",
             consumer=self.consumer,
             buckets=self.assignment.owned,
             start_seq=after + 1,
         )
-
-    async def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
-        await asyncio.gather(*(self._dead_letters.publish(letter) for letter in letters))

@@ -31,6 +31,7 @@ from projections.engine import (
     set_schema,
 )
 from projections.partitions import bucket_of, has_partitions, level_after_rebuild, lock_all, read_partitions
+from projections.run_lock import running
 
 log = structlog.get_logger()
 
@@ -297,11 +298,13 @@ async def _compare(conn: Connection, live: str, rebuilt: str, table: str) -> Tab
 
 
 async def status(conn: Connection, projection: Projection, store: EventStore) -> dict[str, Any]:
-    """Checkpoint, stream last sequence and lag of one projection."""
+    """Checkpoint, stream last sequence and lag of one projection; which workers fold it now;
+    when it runs partitioned, how many buckets and the lowest and highest bucket checkpoints."""
     await ensure_core(conn)
     row = await read_checkpoint(conn, projection, "live")
     stream_last = await store.last_seq()
     checkpoint = int(row["last_seq"]) if row else 0  # type: ignore[call-overload]
+    buckets = [events_seq for events_seq, _ in (await read_partitions(conn, projection)).values()]
     return {
         "projection": projection.name,
         "version": row["version"] if row else None,
@@ -311,4 +314,8 @@ async def status(conn: Connection, projection: Projection, store: EventStore) ->
         "stream_last_seq": stream_last,
         "lag": max(stream_last - checkpoint, 0),
         "updated_at": str(row["updated_at"]) if row else None,
+        "running": (await running(conn, projection)).describe(),
+        "buckets": {"count": len(buckets), "lowest": min(buckets), "highest": max(buckets)}
+        if buckets
+        else None,
     }

@@ -6,6 +6,9 @@ template to start right after the checkpoint, so a restart never waits for unack
 messages to time out and never depends on what the consumer last acked. One batch is
 fetched ahead while the previous one is written; each batch is acked once (AckAll, on
 its last message) after its transaction commits.
+
+``LiveWorker`` holds that loop; ``ProjectionWorker`` is the single worker of a read model
+and ``projections.partition_worker.PartitionWorker`` one of N partitioned ones.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 
 import nats.errors
@@ -26,12 +30,13 @@ from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import EventStoreError
 from adapters.nats.event_store import EVENTS_STREAM, EventStore, StoredRecord
 from adapters.nats.pull import ConsumerGone, PullStream, ack_position, raise_if_cancelled
-from adapters.postgres.database import connection
+from adapters.postgres.database import Connection, connection
 from domain.codec import EventCodec
 from projections.base import Projection, consumer_name, live_schema
-from projections.engine import apply_batch, create_tables, ensure_core, read_checkpoint
+from projections.engine import BatchOutcome, apply_batch, create_tables, ensure_core, read_checkpoint
 from projections.partitions import PartitionsAhead, take_over_from_partitions
 from projections.rebuild import rebuild
+from projections.run_lock import wait_for_turn
 
 log = structlog.get_logger()
 
@@ -52,29 +57,47 @@ _RECOVERABLE = (
 )
 
 
-class ProjectionWorker:
+class LiveWorker(ABC):
+    """What every live worker does: claim the read model (projections/run_lock.py), bring it
+    to the code's version, (re)create its consumer at the checkpoint, then fold batch after
+    batch — one transaction each, acked after commit — restarting after outages."""
+
     def __init__(
         self,
         *,
         nc: Client,
         database_url: str,
         projection: Projection,
-        consumer_template: dict[str, Any],
-        codec: EventCodec | None = None,
-        batch_size: int = DEFAULT_BATCH,
-        idle_timeout: float = 1.0,
+        consumer: str,
+        codec: EventCodec | None,
+        batch_size: int,
+        idle_timeout: float,
     ) -> None:
         self._nc = nc
-        self._js = nc.jetstream(timeout=10)
         self._database_url = database_url
         self.projection = projection
-        self._template = {k: v for k, v in consumer_template.items() if k != "stream"}
+        self.consumer = consumer
         self._codec = codec or EventCodec()
         self._batch_size = batch_size
         self._idle_timeout = idle_timeout
-        self._dead_letters = DeadLetters(self._js)
-        self.consumer = consumer_name(projection)
+        self._dead_letters = DeadLetters(nc.jetstream(timeout=10))
         self.last_applied_seq = 0
+
+    @abstractmethod
+    def _buckets(self) -> list[int] | None:
+        """The buckets this worker claims; None for the whole read model."""
+
+    @abstractmethod
+    async def _start(self, conn: Connection) -> str:
+        """Read the checkpoint, (re)create the consumer after it; the stream to pull from."""
+
+    @abstractmethod
+    async def _fold(self, conn: Connection, msgs: list[Msg]) -> BatchOutcome:
+        """Apply one batch with its checkpoint, in one transaction."""
+
+    @abstractmethod
+    async def _when_idle(self, conn: Connection) -> None:
+        """Nothing arrived within the idle timeout."""
 
     async def run(self) -> None:
         """Run until cancelled, restarting after NATS or PostgreSQL outages."""
@@ -92,45 +115,34 @@ class ProjectionWorker:
 
     async def _run_once(self) -> None:
         async with connection(self._database_url, application_name=f"moltbot-{self.consumer}") as conn:
+            await wait_for_turn(conn, self.projection, self._buckets())
             replaced = await prepare_live(conn, self.projection, EventStore(self._nc, codec=self._codec))
             if replaced is not None:  # the previous version's consumer has no reader any more
                 old = f"proj-{self.projection.name}-v{replaced}"
-                await _consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
-            await take_over_from_partitions(conn, self.projection)
-            checkpoint = await read_checkpoint(conn, self.projection, "live")
-            assert checkpoint is not None
-            self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]
-            await self._recreate_consumer(start_seq=self.last_applied_seq + 1)
-            pull = PullStream(self._nc, EVENTS_STREAM, self.consumer, batch=self._batch_size)
+                await consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
+            stream = await self._start(conn)
+            pull = PullStream(self._nc, stream, self.consumer, batch=self._batch_size)
             await pull.start()
             try:
                 while True:
                     msgs = await pull.next_batch(self._idle_timeout)
                     if msgs:
                         await self._apply(conn, msgs)
-                        raise_if_cancelled()
+                    else:
+                        await self._when_idle(conn)
+                    raise_if_cancelled()
             finally:
                 with contextlib.suppress(Exception):
                     await pull.close()
 
-    async def _apply(self, conn: Any, msgs: list[Msg]) -> None:
-        records = [StoredRecord(ack_position(m.reply)[0], m.subject, m.data, m.headers) for m in msgs]
-        outcome = await apply_batch(
-            conn,
-            self.projection,
-            self._codec,
-            records,
-            slot="live",
-            schema=live_schema(self.projection),
-            consumer=self.consumer,
-            on_dead_letters=self._publish_dead_letters,
-        )
+    async def _apply(self, conn: Connection, msgs: list[Msg]) -> None:
+        outcome = await self._fold(conn, msgs)
         await msgs[-1].ack()  # AckAll: acknowledges the whole batch
         self.last_applied_seq = outcome.last_seq
         log.debug(
             "batch_applied",
             consumer=self.consumer,
-            n=len(records),
+            n=len(msgs),
             applied=outcome.applied,
             last_seq=outcome.last_seq,
         )
@@ -138,31 +150,82 @@ class ProjectionWorker:
     async def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
         await asyncio.gather(*(self._dead_letters.publish(letter) for letter in letters))
 
-    async def _recreate_consumer(self, *, start_seq: int) -> None:
-        await _consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{self.consumer}", None)
-        config = self._template | {
-            "name": self.consumer,
-            "durable_name": self.consumer,
-            "deliver_policy": "by_start_sequence",
-            "opt_start_seq": start_seq,
-        }
-        created = await _consumer_api(
-            self._nc,
-            f"CONSUMER.CREATE.{EVENTS_STREAM}.{self.consumer}",
-            {"stream_name": EVENTS_STREAM, "config": config},
+
+class ProjectionWorker(LiveWorker):
+    """The single live worker of a read model: consumer ``proj-<name>-v<version>`` on EVENTS."""
+
+    def __init__(
+        self,
+        *,
+        nc: Client,
+        database_url: str,
+        projection: Projection,
+        consumer_template: dict[str, Any],
+        codec: EventCodec | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        idle_timeout: float = 1.0,
+    ) -> None:
+        super().__init__(
+            nc=nc,
+            database_url=database_url,
+            projection=projection,
+            consumer=consumer_name(projection),
+            codec=codec,
+            batch_size=batch_size,
+            idle_timeout=idle_timeout,
         )
-        if "error" in created:
-            raise APIError.from_error(created["error"])
+        self._template = {k: v for k, v in consumer_template.items() if k != "stream"}
+
+    def _buckets(self) -> None:
+        return None
+
+    async def _start(self, conn: Connection) -> str:
+        await take_over_from_partitions(conn, self.projection)
+        checkpoint = await read_checkpoint(conn, self.projection, "live")
+        assert checkpoint is not None
+        self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]
+        start_seq = self.last_applied_seq + 1
+        config = self._template | {"deliver_policy": "by_start_sequence", "opt_start_seq": start_seq}
+        await recreate_consumer(self._nc, EVENTS_STREAM, self.consumer, config)
         log.info("projection_consumer_ready", consumer=self.consumer, start_seq=start_seq)
+        return EVENTS_STREAM
+
+    async def _when_idle(self, conn: Connection) -> None:
+        """Nothing to do: the checkpoint is every event up to the last batch."""
+
+    async def _fold(self, conn: Connection, msgs: list[Msg]) -> BatchOutcome:
+        return await apply_batch(
+            conn,
+            self.projection,
+            self._codec,
+            [StoredRecord(ack_position(m.reply)[0], m.subject, m.data, m.headers) for m in msgs],
+            slot="live",
+            schema=live_schema(self.projection),
+            consumer=self.consumer,
+            on_dead_letters=self._publish_dead_letters,
+        )
 
 
-async def _consumer_api(nc: Client, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:
+async def consumer_api(nc: Client, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    """One JetStream API request (``$JS.API.<subject>``); its JSON answer, error included."""
     reply = await nc.request(f"$JS.API.{subject}", json.dumps(body).encode() if body else b"", timeout=10)
     response: dict[str, Any] = json.loads(reply.data)
     return response
 
 
-async def prepare_live(conn: Any, projection: Projection, store: EventStore) -> int | None:
+async def recreate_consumer(nc: Client, stream: str, name: str, config: dict[str, Any]) -> None:
+    """Delete the durable consumer ``name`` if it exists and create it with ``config``."""
+    await consumer_api(nc, f"CONSUMER.DELETE.{stream}.{name}", None)
+    created = await consumer_api(
+        nc,
+        f"CONSUMER.CREATE.{stream}.{name}",
+        {"stream_name": stream, "config": config | {"name": name, "durable_name": name}},
+    )
+    if "error" in created:
+        raise APIError.from_error(created["error"])
+
+
+async def prepare_live(conn: Connection, projection: Projection, store: EventStore) -> int | None:
     """Make sure the live read model exists at the code's version.
 
     A projection seen for the first time gets empty tables and a zero checkpoint; one

@@ -109,7 +109,8 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             status = _moltbot(data, "projections", "status")
             assert status.returncode == 0, status.stderr
             rows = [line.split() for line in status.stdout.splitlines()[1:]]
-            if rows and all(row[2] == "400" and row[4] == "0" for row in rows):
+            # READ MODEL VERSION CHECKPOINT STREAM-LAST LAG RUNNING CONSUMER
+            if rows and all(row[2] == "400" and row[4] == "0" and row[5] == "single" for row in rows):
                 break
             assert time.monotonic() < deadline, status.stdout
             time.sleep(0.5)

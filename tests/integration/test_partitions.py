@@ -21,9 +21,11 @@ from domain import events as ev
 from moltbot.loadgen import generate
 from moltbot.roles import run_projections
 from projections import rebuild as rebuild_ops
+from projections import run_lock
 from projections.engine import ensure_core
 from projections.partitions import Assignment, Partitioning, bucket_of, load_partitioning
 from projections.registry import all_projections
+from projections.run_lock import Running
 from tests.conftest import snapshot, wait_caught_up
 from tests.integration.conftest import REPO_ROOT, Stack
 
@@ -63,7 +65,9 @@ async def running(*jobs: Any) -> AsyncIterator[None]:
                 await task
 
 
-def partition_workers(stack: Stack, database_url: str, partitioning: Partitioning, n: int) -> list[Any]:
+def partition_workers(
+    stack: Stack, database_url: str, partitioning: Partitioning, n: int, only: int | None = None
+) -> list[Any]:
     return [
         run_projections(
             stack.nats_url,
@@ -75,7 +79,7 @@ def partition_workers(stack: Stack, database_url: str, partitioning: Partitionin
             partitions=n,
             partition=k,
         )
-        for k in range(n)
+        for k in (range(n) if only is None else [only])
     ]
 
 
@@ -162,6 +166,86 @@ async def test_a_single_worker_takes_over_from_idle_partition_workers(
         row = await cur.fetchone()
         assert row is not None and row["n"] == 0  # the bucket checkpoints were folded into 'live'
         for projection in all_projections():  # nothing lost or applied twice at the hand-over
+            report = await rebuild_ops.verify(conn, projection, stack.store)
+            assert report.identical, report.differences
+
+
+async def _running(database_url: str) -> set[Running]:
+    """What runs, per read model (one set element when all read models agree)."""
+    async with pg_connection(database_url) as conn:
+        return {await run_lock.running(conn, projection) for projection in all_projections()}
+
+
+async def _partition_rows(database_url: str) -> int:
+    async with pg_connection(database_url) as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM moltbot.projection_partitions")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def _stop(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_one_kind_of_worker_folds_at_a_time_and_a_waiting_one_takes_over(
+    stack: Stack, partitioning: Partitioning
+) -> None:
+    events = list(generate(1600, tenants=6))
+    await stack.store.append_many(events[:400])
+    started: list[asyncio.Task[None]] = []
+
+    def start(*jobs: Any) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(job) for job in jobs]
+        started.extend(tasks)
+        return tasks
+
+    def single() -> Any:
+        return run_projections(
+            stack.nats_url, stack.database_url, stack.spec, list(all_projections()), batch_size=200
+        )
+
+    try:
+        two = start(*partition_workers(stack, stack.database_url, partitioning, 2))
+        await stack.wait_caught_up(timeout=60)
+        # A single worker, and a partition worker of another N whose buckets overlap, wait.
+        (overlapping,) = start(*partition_workers(stack, stack.database_url, partitioning, 3, only=0))
+        (first,) = start(single())
+        await stack.store.append_many(events[400:800])
+        await stack.wait_caught_up(timeout=60)
+        await asyncio.sleep(2 * run_lock.RETRY_SECONDS)
+        assert await _running(stack.database_url) == {Running(single=0, partitioned=2)}
+        assert await _partition_rows(stack.database_url) > 0  # the single worker has not taken over
+        async with pg_connection(stack.database_url) as conn:
+            shown = await rebuild_ops.status(conn, all_projections()[0], stack.store)
+        assert shown["running"] == "2 partition workers"
+        assert shown["buckets"] == {"count": partitioning.buckets, "lowest": 800, "highest": 800}
+
+        # The partition workers stop (the overlapping one first): the single worker claims.
+        await _stop([overlapping, *two])
+        await stack.store.append_many(events[800:1200])
+        await stack.wait_caught_up(timeout=60)
+        assert await _running(stack.database_url) == {Running(single=1, partitioned=0)}
+        assert await _partition_rows(stack.database_url) == 0  # folded into 'live' at the take-over
+
+        # A second single worker is a hot standby: it waits, then takes over from the first.
+        (standby,) = start(single())
+        await asyncio.sleep(2 * run_lock.RETRY_SECONDS)
+        assert await _running(stack.database_url) == {Running(single=1, partitioned=0)}
+        await _stop([first])
+        await stack.store.append_many(events[1200:])
+        await stack.wait_caught_up(timeout=60)
+        assert await _running(stack.database_url) == {Running(single=1, partitioned=0)}
+        assert not standby.done()
+    finally:
+        await _stop(started)
+    assert await _running(stack.database_url) == {Running(single=0, partitioned=0)}
+    async with pg_connection(stack.database_url) as conn:
+        for projection in all_projections():  # nothing lost or applied twice at the hand-overs
             report = await rebuild_ops.verify(conn, projection, stack.store)
             assert report.identical, report.differences
 

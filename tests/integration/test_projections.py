@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from adapters.nats.dead_letters import CONSUMER, ORIGIN_SEQ, ORIGIN_STREAM, REASON
@@ -140,6 +141,37 @@ async def test_poison_events_are_dead_lettered_and_later_events_applied(stack: S
     assert await _usage(stack) == expectations.usage_sums(events)
 
 
+async def test_nul_carried_in_by_a_connector_shows_as_the_replacement_character(stack: Stack) -> None:
+    events = list(generate(50, tenants=1))
+    received = next(e for e in events if isinstance(e, ev.MessageReceived))
+    with_nul = msgspec.structs.replace(
+        received,
+        data=msgspec.structs.replace(
+            received.data,
+            text="end of C string\x00 and more",
+            sender=msgspec.structs.replace(received.data.sender, name="Ann\x00"),
+        ),
+    )
+    events[events.index(received)] = with_nul
+    await stack.store.append_many(events)
+
+    async with stack.projections([by_name("inbox")]):
+        await stack.wait_caught_up(names=["inbox"])
+
+    async with pg_connection(stack.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT text, sender_name FROM rm_inbox.messages WHERE message_id = %s",
+            (received.data.message_id,),
+        )
+        row = await cur.fetchone()
+    assert row == {"text": "end of C string\ufffd and more", "sender_name": "Ann\ufffd"}
+    assert [record async for record in _read_stream(stack, "DLQ")] == []
+    assert await _unread(stack) == expectations.unread_counts(events)
+    # The log keeps what the channel sent.
+    stored = [record async for record in stack.store.read(subject=f"ev.{received.tenant_id}.>")]
+    assert any(b"end of C string\\u0000" in record.data for record in stored)
+
+
 async def _read_stream(stack: Stack, name: str):  # type: ignore[no-untyped-def]
     from adapters.nats.event_store import EventStore
 
@@ -233,13 +265,18 @@ async def test_status_reports_checkpoint_and_lag(stack: Stack) -> None:
     async with pg_connection(stack.database_url) as conn:
         before = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
     assert before["checkpoint"] == 0 and before["lag"] == 500
+    assert before["running"] == "-"
     async with stack.projections([by_name("inbox")]):
         await stack.wait_caught_up(names=["inbox"])
+        async with pg_connection(stack.database_url) as conn:
+            during = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
+    assert during["running"] == "single"
     async with pg_connection(stack.database_url) as conn:
         after = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
     assert after["checkpoint"] == 500
     assert after["lag"] == 0
     assert after["consumer"] == "proj-inbox-v4"
+    assert after["running"] == "-" and after["buckets"] is None
 
 
 @pytest.mark.parametrize("batch_size", [1, 97])

@@ -1,6 +1,47 @@
 """The integration tests' fixtures live in tests/conftest.py (shared with tests/e2e); the
-helpers tests import by name are re-exported here."""
+helpers tests import by name are re-exported here, with the provider fakes a module asks
+for by name (``tg``, ``slack_fake``, ``discord_fake``; ``all_fakes_endpoints`` for all three)."""
 
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.channels.endpoints import ProviderEndpoints
 from tests.conftest import REPO_ROOT, Stack
+from tests.fakes.discord_api import FakeDiscord, fake_discord
+from tests.fakes.slack_api import FakeSlack, fake_slack
+from tests.fakes.telegram_api import FakeTelegram, fake_telegram
 
 __all__ = ["REPO_ROOT", "Stack"]
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with fake_telegram() as server:
+        yield server
+
+
+@pytest.fixture
+async def slack_fake() -> AsyncIterator[FakeSlack]:
+    async with fake_slack() as server:
+        yield server
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    async with fake_discord() as server:
+        yield server
+
+
+@pytest.fixture
+def all_fakes_endpoints(
+    tg: FakeTelegram, slack_fake: FakeSlack, discord_fake: FakeDiscord
+) -> ProviderEndpoints:
+    """Telegram, Slack and Discord all pointed at their local fakes."""
+    return ProviderEndpoints(
+        telegram_api_base=tg.base_url,
+        slack_api_base=slack_fake.api_base,
+        discord_api_base=discord_fake.api_base,
+        discord_gateway_url=discord_fake.gateway_url,
+        discord_cdn_base=discord_fake.api_base.removesuffix("/api/v10"),
+    )

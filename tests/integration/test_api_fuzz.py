@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +29,7 @@ from schemathesis.core.result import Err
 
 from adapters.channels.endpoints import ProviderEndpoints
 from gateway.context import SlackApp
-from tests.fakes.discord_api import FakeDiscord, fake_discord
-from tests.fakes.slack_api import FakeSlack, fake_slack
-from tests.fakes.telegram_api import FakeTelegram, fake_telegram
+from tests.fakes.telegram_api import FakeTelegram
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
 
@@ -48,33 +45,9 @@ _PATH_PARAMETER = re.compile(r"{(\w+)}")
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with fake_telegram() as server:
-        yield server
-
-
-@pytest.fixture
-async def slack_fake() -> AsyncIterator[FakeSlack]:
-    async with fake_slack() as server:
-        yield server
-
-
-@pytest.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    async with fake_discord() as server:
-        yield server
-
-
-@pytest.fixture
-def endpoints(tg: FakeTelegram, slack_fake: FakeSlack, discord_fake: FakeDiscord) -> ProviderEndpoints:
+def endpoints(all_fakes_endpoints: ProviderEndpoints) -> ProviderEndpoints:
     """Fuzzed bot tokens go to local fakes (which refuse them), never to the internet."""
-    return ProviderEndpoints(
-        telegram_api_base=tg.base_url,
-        slack_api_base=slack_fake.api_base,
-        discord_api_base=discord_fake.api_base,
-        discord_gateway_url=discord_fake.gateway_url,
-        discord_cdn_base=discord_fake.api_base.removesuffix("/api/v10"),
-    )
+    return all_fakes_endpoints
 
 
 @pytest.fixture

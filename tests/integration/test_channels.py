@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,42 +19,19 @@ from adapters.vault.cipher import Keyring
 from domain import events as ev
 from gateway.context import SlackApp
 from moltbot.roles import ChannelSettings, run_connectors
-from tests.fakes.discord_api import FakeDiscord, fake_discord
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_api import user as discord_user
-from tests.fakes.slack_api import FakeSlack, fake_slack, signed_request, url_verification
-from tests.fakes.telegram_api import ADA, CHARLES, FakeTelegram, fake_telegram, private_chat, user
+from tests.fakes.slack_api import FakeSlack, signed_request, url_verification
+from tests.fakes.telegram_api import ADA, CHARLES, FakeTelegram, private_chat, user
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
 from tests.integration.test_gateway import _auth, _signup
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with fake_telegram() as server:
-        yield server
-
-
-@pytest.fixture
-async def slack_fake() -> AsyncIterator[FakeSlack]:
-    async with fake_slack() as server:
-        yield server
-
-
-@pytest.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    async with fake_discord() as server:
-        yield server
-
-
-@pytest.fixture
-def endpoints(tg: FakeTelegram, slack_fake: FakeSlack, discord_fake: FakeDiscord) -> ProviderEndpoints:
-    return ProviderEndpoints(
-        telegram_api_base=tg.base_url,
-        slack_api_base=slack_fake.api_base,
-        discord_api_base=discord_fake.api_base,
-        discord_gateway_url=discord_fake.gateway_url,
-        discord_cdn_base=discord_fake.api_base.removesuffix("/api/v10"),
-    )
+def endpoints(all_fakes_endpoints: ProviderEndpoints) -> ProviderEndpoints:
+    """Every provider at its local fake."""
+    return all_fakes_endpoints
 
 
 async def _channel(

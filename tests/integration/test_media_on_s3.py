@@ -13,7 +13,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import MediaStore
 from tests.fakes.s3_api import FakeS3, fake_s3
-from tests.fakes.telegram_api import ADA, FakeTelegram, fake_telegram, private_chat
+from tests.fakes.telegram_api import ADA, FakeTelegram, private_chat
 from tests.integration.test_agent import _until
 from tests.integration.test_gateway import _auth, _signup
 
@@ -35,12 +35,6 @@ async def media_store(bucket: FakeS3) -> AsyncIterator[MediaStore]:
     )  # fmt: skip
     async with S3MediaStore(config) as store:
         yield store
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with fake_telegram() as server:
-        yield server
 
 
 @pytest.fixture

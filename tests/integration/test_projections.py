@@ -15,6 +15,8 @@ from domain.codec import EventCodec
 from moltbot.loadgen import generate
 from projections import rebuild as rebuild_ops
 from projections.base import consumer_name
+from projections.engine import create_tables, ensure_core
+from projections.inbox import ALREADY_STORED, InboxProjection
 from projections.registry import all_projections, by_name
 from projections.usage import UsageProjection
 from projections.worker import prepare_live
@@ -170,6 +172,24 @@ async def test_nul_carried_in_by_a_connector_shows_as_the_replacement_character(
     # The log keeps what the channel sent.
     stored = [record async for record in stack.store.read(subject=f"ev.{received.tenant_id}.>")]
     assert any(b"end of C string\\u0000" in record.data for record in stored)
+
+
+@pytest.mark.parametrize("with_indexes", [True, False], ids=["live", "rebuilding"])
+async def test_looking_up_a_batchs_messages_never_scans_the_table(stack: Stack, with_indexes: bool) -> None:
+    # Every batch, even of one event, looks up its messages: a sequential scan there makes
+    # the fold slower the larger the inbox grows. With seq scans priced out, any left in the
+    # plan is one the query cannot avoid.
+    async with pg_connection(stack.database_url) as conn:
+        await ensure_core(conn)
+        async with conn.transaction():
+            await create_tables(conn, InboxProjection(), "rm_inbox__plan", with_indexes=with_indexes)
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            cur = await conn.execute(
+                f"EXPLAIN {ALREADY_STORED}", (["m_1", "m_2"], ["c_1", "c_1"], ["in", "out"], ["p1", "p2"])
+            )
+            plan = "\n".join(str(row["QUERY PLAN"]) for row in await cur.fetchall())
+    assert "Index" in plan
+    assert "Seq Scan on messages" not in plan, plan
 
 
 async def _read_stream(stack: Stack, name: str):  # type: ignore[no-untyped-def]

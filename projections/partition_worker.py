@@ -96,9 +96,6 @@ class PartitionWorker(LiveWorker):
         )
 
     async def _when_idle(self, conn: Connection) -> None:
-        await self._raise_when_idle(conn)
-
-    async def _raise_when_idle(self, conn: Connection) -> None:
         """Nothing arrived: if nothing of ours is pending either, our buckets are applied up to
         the feed's last message. The feed's end is read before the consumer's state, so a
         message of ours stored in between shows as pending and the raise waits for it."""

@@ -78,13 +78,18 @@ async def wait_for_turn(
         )
 
 
+# The granted run locks of one read model in this database (params: RUN_LOCK, its name).
+_RUN_LOCKS_HELD = (
+    "SELECT pid, mode FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid = %s::int::oid AND objid = hashtext(%s)::oid"
+)
+
+
 async def running(conn: Connection, projection: Projection) -> Running:
     cur = await conn.execute(
         "SELECT count(*) FILTER (WHERE mode = 'ExclusiveLock') AS single,"
-        " count(*) FILTER (WHERE mode = 'ShareLock') AS partitioned"
-        " FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND classid = %s::int::oid AND objid = hashtext(%s)::oid",
+        f" count(*) FILTER (WHERE mode = 'ShareLock') AS partitioned FROM ({_RUN_LOCKS_HELD}) AS l",
         (RUN_LOCK, projection.name),
     )
     row = await cur.fetchone()
@@ -116,9 +121,8 @@ async def _try_claim(conn: Connection, projection: Projection, buckets: Sequence
 async def _holders(conn: Connection, projection: Projection) -> list[str]:
     """The application names of the sessions holding the read model's run lock."""
     cur = await conn.execute(
-        "SELECT DISTINCT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
-        " AND l.classid = %s::int::oid AND l.objid = hashtext(%s)::oid ORDER BY 1",
+        f"SELECT DISTINCT a.application_name FROM ({_RUN_LOCKS_HELD}) AS l"
+        " JOIN pg_stat_activity a USING (pid) ORDER BY 1",
         (RUN_LOCK, projection.name),
     )
     return [str(row["application_name"]) for row in await cur.fetchall()]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,7 +102,7 @@ async def _slow_ack_agent_consumer(stack: Stack) -> None:
 
 @pytest.mark.slow
 async def test_an_agent_killed_mid_run_replies_exactly_once_after_restart(
-    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, agent_models: ModelChoice
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, agent_models: ModelChoice, tmp_path: Path
 ) -> None:
     await _slow_ack_agent_consumer(stack)
     fake.add(Stall(seconds=60))  # the first agent waits on the model until it is killed
@@ -113,9 +114,10 @@ async def test_an_agent_killed_mid_run_replies_exactly_once_after_restart(
         "MOLTBOT_AGENT_DEBOUNCE": "0.2",
         "MOLTBOT_LOG_FORMAT": "json",
     }
+    agent_log = tmp_path / "agent.log"
     agent = subprocess.Popen(
         [sys.executable, "-m", "moltbot", "agent"], cwd=REPO_ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=agent_log.open("wb"),
     )  # fmt: skip
     try:
         owner = await _signup(api, "crash-shop@example.com")
@@ -125,7 +127,10 @@ async def test_an_agent_killed_mid_run_replies_exactly_once_after_restart(
         async def model_called() -> bool:
             return len(fake.requests) == 1
 
-        await _until(model_called, "the first agent to call the model", timeout=30)
+        try:  # a cold start on a loaded machine can take a while
+            await _until(model_called, "the first agent to call the model", timeout=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log ends:\n{agent_log.read_text()[-3000:]}") from None
         [run] = await _runs(stack, owner["tenant_id"])
         assert run["status"] == "started"
         agent.send_signal(signal.SIGKILL)

@@ -25,6 +25,7 @@ from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
+from gateway.limits import Limiter, Limits
 from gateway.oidc import OidcVerifier, peek_issuer
 
 MIN_SEQ_WAIT = 5.0  # seconds a read with ?min_seq= may wait for the read models
@@ -54,6 +55,9 @@ class GatewayContext:
     media: MediaStore | None = None  # where connectors keep attachments
     slack_app: SlackApp | None = None  # None: Slack connects by pasted tokens only
     public_url: str | None = None  # where providers reach this gateway (webhooks), e.g. https://…
+    # Rate limits and stream caps (gateway/limits.py); without a counter only the caps apply.
+    limiter: Limiter = field(default_factory=lambda: Limiter(None, Limits()))
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

@@ -90,6 +90,8 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         media=media_store,
         slack_app=settings.slack_app(),
         public_url=settings.public_url,
+        limits=settings.limits,
+        trusted_proxies=settings.trusted_proxies,
     )
     return 0
 

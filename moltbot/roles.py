@@ -54,6 +54,7 @@ from projections.worker import DEFAULT_BATCH, ProjectionWorker
 if TYPE_CHECKING:
     from adapters.channels import discord, slack, telegram
     from gateway.context import GatewayContext, SlackApp
+    from gateway.limits import Limits
     from gateway.oidc import OidcConfig
 
 log = structlog.get_logger()
@@ -300,11 +301,16 @@ async def gateway_context(
     media: MediaStore | None = None,
     slack_app: SlackApp | None = None,
     public_url: str | None = None,
+    limits: Limits | None = None,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
+    from adapters.postgres.rate_counter import RATE_LIMITS_SQL, RateCounter
     from gateway.auth import Tokens
     from gateway.context import GatewayContext
+    from gateway.limits import Limiter
+    from gateway.limits import Limits as DefaultLimits
     from gateway.oidc import OidcVerifier
     from gateway.routes.accounts import CREDENTIALS_SQL
     from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
@@ -317,7 +323,8 @@ async def gateway_context(
         await ensure_core(conn)  # type: ignore[arg-type]
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
-            for sql in (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL):
+            gateway_tables = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL)
+            for sql in (*gateway_tables, RATE_LIMITS_SQL):
                 await conn.execute(sql)
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
 
@@ -347,6 +354,8 @@ async def gateway_context(
                 media=media,
                 slack_app=slack_app,
                 public_url=public_url,
+                limiter=Limiter(RateCounter(pool), limits or DefaultLimits()),
+                trusted_proxies=trusted_proxies,
             )
     finally:
         if verifier is not None:
@@ -369,6 +378,8 @@ async def run_gateway(
     media: MediaStore | None = None,
     slack_app: SlackApp | None = None,
     public_url: str | None = None,
+    limits: Limits | None = None,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> None:
     """Serve the HTTP API until cancelled."""
     from gateway.app import create_app
@@ -384,6 +395,8 @@ async def run_gateway(
         media=media,
         slack_app=slack_app,
         public_url=public_url,
+        limits=limits,
+        trusted_proxies=trusted_proxies,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),

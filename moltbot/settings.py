@@ -19,6 +19,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
 from gateway.context import SlackApp
+from gateway.limits import Limits
 
 if TYPE_CHECKING:
     from gateway.oidc import OidcConfig
@@ -62,6 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vault_keys: str | None = None  # MOLTBOT_VAULT_KEYS: "id:base64key,..."
     vault_key_id: str | None = None  # MOLTBOT_VAULT_KEY_ID: the key new secrets are sealed under
     vault_key_file: Path  # used when MOLTBOT_VAULT_KEYS is unset; created on first use
+    limits: Limits = Limits()  # MOLTBOT_LIMIT_<NAME>: rate limits and stream caps (gateway/limits.py)
+    # MOLTBOT_TRUSTED_PROXIES: comma-separated addresses or networks of the proxies in front
+    # of the gateway, whose X-Forwarded-For names the client (rate limits per address).
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -102,6 +107,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             vault_key_id=environ.get("MOLTBOT_VAULT_KEY_ID") or None,
             vault_key_file=Path(
                 environ.get("MOLTBOT_VAULT_KEY_FILE") or directory.resolve() / "vault" / "keys.json"
+            ),
+            limits=Limits.from_environ(environ),
+            trusted_proxies=tuple(
+                p.strip() for p in environ.get("MOLTBOT_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start

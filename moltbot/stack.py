@@ -269,6 +269,8 @@ async def _up(settings: Settings, cluster: int) -> None:
                             media=media_store,
                             slack_app=settings.slack_app(),
                             public_url=settings.public_url,
+                            limits=settings.limits,
+                            trusted_proxies=settings.trusted_proxies,
                         ),
                         name="gateway",
                     )

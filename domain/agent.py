@@ -1,5 +1,6 @@
-"""The agent's decisions, pure: whether to answer a message, how a run claims its
-conversation's lane, how a reply is cut to fit a channel, and what a run costs.
+"""The agent's decisions, pure: whether to answer a message, how far its tools may read,
+how a run claims its conversation's lane, how a reply is cut to fit a channel, and what a
+run costs.
 
 Everything here is a function of its inputs (no clock, no I/O), so the policy reads as
 a table and is tested as one (tests/unit/test_agent_policy.py).
@@ -14,6 +15,7 @@ from typing import Literal
 
 from domain import events as ev
 from domain import ids
+from domain.models import price_of
 
 # --- templates ---------------------------------------------------------------------------
 
@@ -73,6 +75,8 @@ class Situation:
     budget_left: bool
     at: datetime
     received_at: datetime  # when the message was recorded
+    runs_last_minute: int = 0  # runs requested in this conversation in the last minute
+    max_runs_per_minute: int = 0  # the most runs a conversation gets a minute; 0: no limit
 
 
 # A message older than this when the agent first sees it (an agent consumer created on
@@ -118,6 +122,8 @@ def decide(situation: Situation) -> Decision:
         return Decision("skip", "group_without_mention")
     if rules.quiet_hours is not None and _in_quiet_hours(situation.at.hour, rules.quiet_hours):
         return Decision("skip", "quiet_hours")
+    if situation.max_runs_per_minute and situation.runs_last_minute >= situation.max_runs_per_minute:
+        return Decision("skip", "rate_limited")  # a flood of messages gets a bounded number of runs
     if not situation.budget_left:
         return Decision("budget_reply", "budget_exhausted")
     return Decision("answer", "answer")
@@ -132,6 +138,20 @@ BUDGET_REPLY = (
     "Thanks for your message! The assistant has used up this month's allowance, so a person"
     " will reply as soon as they can."
 )
+
+# --- how far the tools may read ---------------------------------------------------------------
+
+SearchScope = Literal["conversation", "inbox"]
+
+
+def search_scope(rules: ev.AgentRoutingRules, sender_id: str, conversation_kind: str) -> SearchScope:
+    """What the agent's tools may read when answering ``sender_id``: their own conversation,
+    or the whole inbox for a sender the owner named — and only in a direct conversation,
+    since a reply in a group is read by everyone in it."""
+    if conversation_kind == "direct" and sender_id in rules.inbox_search_senders:
+        return "inbox"
+    return "conversation"
+
 
 # --- the conversation's lane: at most one run at a time ------------------------------------
 
@@ -238,19 +258,19 @@ def chunk_text(text: str, limit: int) -> list[str]:
 # provider directly: no platform limit.
 PLAN_BUDGET_MICROS: dict[str, int | None] = {"free": 2_000_000, "pro": 50_000_000, "byok": None}
 
-# Price per million tokens (input, output), in micro-dollars: $3 per MTok = 3_000_000.
-PRICES_PER_MTOK: dict[str, tuple[int, int]] = {
-    "claude-sonnet-4-6": (3_000_000, 15_000_000),
-    "claude-sonnet-4-5": (3_000_000, 15_000_000),
-    "claude-haiku-4-5": (1_000_000, 5_000_000),
-    "claude-opus-4-1": (15_000_000, 75_000_000),
-}
+
+@dataclass(frozen=True)
+class Charge:
+    cost_micros: int
+    priced: bool  # False: the catalog does not know the model; charged at the highest price
 
 
-def cost_micros(model: str, tokens_in: int, tokens_out: int) -> int:
-    """What a run costs; the offline model and unknown models are free."""
-    price_in, price_out = PRICES_PER_MTOK.get(model, (0, 0))
-    return (tokens_in * price_in + tokens_out * price_out) // 1_000_000
+def charge(model: str, tokens_in: int, tokens_out: int) -> Charge:
+    """What a model call costs, at the catalog's price for ``model`` (``domain.models``);
+    a model the catalog does not know is charged at the highest known price, never free."""
+    price, known = price_of(model)
+    cost = (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) // 1_000_000
+    return Charge(cost, known)
 
 
 def budget_left(plan: str, spent_micros: int) -> bool:

@@ -406,6 +406,9 @@ class AgentRoutingRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     allowed_senders: tuple[str, ...] = ()  # sender ids it answers; empty = everyone
     quiet_hours: tuple[int, int] | None = None  # (from, to) hours UTC when it stays quiet
     auto_reply_outside_quiet: bool = True  # answer outside quiet hours
+    # Sender ids whose questions may use tools that read beyond their own conversation
+    # (search_history over the whole inbox), in direct conversations; empty = nobody.
+    inbox_search_senders: tuple[str, ...] = ()
 
 
 class AgentConfiguredData(Payload, frozen=True):

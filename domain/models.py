@@ -4,6 +4,8 @@ Adapters (``adapters/agent/``) implement :class:`Model` for Anthropic's Messages
 for the built-in offline model. A model streams its text through ``on_delta`` as it is
 produced and runs tools through a :class:`ToolRunner` until it has a final answer; every
 tool call is recorded on the reply, so the run can say what it did.
+
+The catalog (:data:`MODEL_PRICES`) names the models an agent may use and what each costs.
 """
 
 from __future__ import annotations
@@ -91,3 +93,50 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest, tools: ToolRunner, on_delta: OnDelta) -> ModelReply:
         """Answer ``request``, streaming text through ``on_delta`` and running tools as needed."""
         ...
+
+
+# --- the catalog: which models an agent may use, and their prices --------------------------
+
+OFFLINE_MODEL = "offline-1"  # the built-in offline model: no provider, no cost
+
+
+class Price(msgspec.Struct, frozen=True):
+    """Micro-dollars per million tokens: $3 per MTok is 3_000_000."""
+
+    input_per_mtok: int
+    output_per_mtok: int
+
+
+# One entry per model family. A provider's dated id (claude-sonnet-4-5-20250929) is its
+# family: the API reports dated ids on replies, and they are priced as the family.
+MODEL_PRICES: dict[str, Price] = {
+    "claude-sonnet-4-6": Price(3_000_000, 15_000_000),
+    "claude-sonnet-4-5": Price(3_000_000, 15_000_000),
+    "claude-haiku-4-5": Price(1_000_000, 5_000_000),
+    "claude-opus-4-1": Price(15_000_000, 75_000_000),
+    OFFLINE_MODEL: Price(0, 0),
+}
+KNOWN_MODELS: tuple[str, ...] = tuple(MODEL_PRICES)
+# What a model the catalog does not know is charged: never less than the dearest known one.
+HIGHEST_PRICE = Price(
+    max(p.input_per_mtok for p in MODEL_PRICES.values()),
+    max(p.output_per_mtok for p in MODEL_PRICES.values()),
+)
+_DATE_DIGITS = 8  # the yyyymmdd suffix of a dated id
+
+
+def model_family(model_id: str) -> str | None:
+    """The catalog family of ``model_id`` (the id itself, or a dated id's family), or None."""
+    if model_id in MODEL_PRICES:
+        return model_id
+    family, _, date = model_id.rpartition("-")
+    dated = len(date) == _DATE_DIGITS and date.isascii() and date.isdigit()
+    if dated and family in MODEL_PRICES and family != OFFLINE_MODEL:
+        return family
+    return None
+
+
+def price_of(model_id: str) -> tuple[Price, bool]:
+    """The price of ``model_id`` and whether the catalog knows it (if not: the highest price)."""
+    family = model_family(model_id)
+    return (HIGHEST_PRICE, False) if family is None else (MODEL_PRICES[family], True)

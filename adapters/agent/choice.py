@@ -8,9 +8,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from adapters.agent.offline import OFFLINE_MODEL, OfflineModel
+from adapters.agent.offline import OfflineModel
 from domain.events import AgentConfiguredData
-from domain.models import Model, ModelSource
+from domain.models import OFFLINE_MODEL, Model, ModelSource
 
 if TYPE_CHECKING:
     from adapters.agent.anthropic_model import AnthropicModel

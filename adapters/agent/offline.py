@@ -19,11 +19,19 @@ from typing import Any
 import msgspec
 import structlog
 
-from domain.models import ChatTurn, ModelReply, ModelRequest, OnDelta, ToolCall, ToolFailed, ToolRunner
+from domain.models import (
+    OFFLINE_MODEL,
+    ChatTurn,
+    ModelReply,
+    ModelRequest,
+    OnDelta,
+    ToolCall,
+    ToolFailed,
+    ToolRunner,
+)
 
 log = structlog.get_logger()
 
-OFFLINE_MODEL = "offline-1"
 MAX_RECORDED_OUTPUT = 2000  # characters of a tool's output kept on its ToolCall
 _QUOTE_LIMIT = 120  # characters of the question repeated back
 _SEARCH_PREFIX = "search:"

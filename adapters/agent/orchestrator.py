@@ -3,14 +3,16 @@
 For each trigger (durable consumer ``agent`` on EVENTS, other types skipped by subject):
 
 1. wait until the read models have the trigger (so the conversation and its history
-   are there), then ask the pure policy (:func:`domain.agent.decide`);
+   are there), then ask the pure policy (:func:`domain.agent.decide`: the rules, the
+   budget, and the conversation's runs in the last minute);
 2. debounce: wait out a short window and step aside if a newer message arrived — its
    own trigger answers the whole burst;
 3. claim the conversation's lane (``ev.<t>.assistant.<conversation>.*``) by appending
    ``agent.run_requested`` with the lane's expected last sequence, so at most one run
    is active per conversation even with several orchestrators;
 4. call the model with recent history within a character budget, streaming deltas on
-   ``live.<t>.agent.<conversation>.<run>``;
+   ``live.<t>.agent.<conversation>.<run>``; its tools act for the sender being answered
+   (:func:`domain.agent.search_scope`);
 5. append the reply as ``message.send_requested`` (chunked to the channel), usage, and
    ``agent.run_completed``.
 
@@ -24,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from adapters.agent import spend
 from adapters.agent.reads import AgentReads, ConversationView, PastMessage
 from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
@@ -52,6 +56,7 @@ CONSUMER = "agent"
 READ_MODELS = ("inbox", "agents", "tenants", "usage")
 _MESSAGE_RECEIVED = ".message_received"
 TYPING_EVERY = 4.0  # seconds between "typing…" signals while a run writes
+RUNS_WINDOW = timedelta(minutes=1)  # what agent_runs_per_conversation counts over
 
 Outcome = Literal["done", "retry"]
 
@@ -64,6 +69,7 @@ class AgentSettings:
     context_messages: int = 50
     concurrency: int = 32  # triggers handled at once (across conversations)
     catch_up_wait: float = 10.0  # seconds to wait for the read models to have a trigger
+    agent_runs_per_conversation: int = 6  # runs one conversation gets per minute; 0: no limit
 
 
 class Orchestrator:
@@ -85,6 +91,7 @@ class Orchestrator:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs_completed = 0
+        self.decisions: Counter[str] = Counter()  # the policy's verdicts by reason, e.g. "rate_limited"
 
     async def run(self) -> None:
         log.info("agent_running", consumer=CONSUMER)
@@ -145,6 +152,13 @@ class Orchestrator:
             return "done"
         agent = await self._reads.agent(tenant)
         plan, spent = await self._reads.plan_and_spend(tenant, self._clock())
+        run_id = policy.run_id_for(trigger.id)
+        max_runs = self._settings.agent_runs_per_conversation
+        recent_runs = 0
+        if max_runs:
+            recent_runs = await self._reads.runs_requested_since(
+                tenant, conversation_id, self._clock() - RUNS_WINDOW, other_than=run_id
+            )
         decision = policy.decide(
             policy.Situation(
                 message=trigger.data,
@@ -154,14 +168,18 @@ class Orchestrator:
                 budget_left=policy.budget_left(plan, spent),
                 at=self._clock(),
                 received_at=trigger.occurred_at,
+                runs_last_minute=recent_runs,
+                max_runs_per_minute=max_runs,
             )
         )
+        self.decisions[decision.reason] += 1
         if decision.verdict == "skip" or agent is None:
+            if decision.reason == "rate_limited":
+                log.info("agent_rate_limited", conversation_id=conversation_id, runs=recent_runs)
             log.debug("agent_skipped", conversation_id=conversation_id, reason=decision.reason)
             return "done"
         if await self._superseded(trigger, seq):
             return "done"
-        run_id = policy.run_id_for(trigger.id)
         claimed = await self._claim(trigger, run_id, agent.agent_id)
         if claimed != "go":
             return claimed
@@ -257,7 +275,14 @@ class Orchestrator:
         )
         recent, older = _fit(history, self._settings.context_chars)
         summary = await self._memory(trigger, older)
-        tools = ToolBox(agent.tools, ToolContext(trigger.tenant_id, self._reads, self._clock))
+        sender_id = trigger.data.sender.id
+        scope = policy.search_scope(agent.rules, sender_id, conversation.kind)
+        tools = ToolBox(
+            agent.tools,
+            ToolContext(
+                trigger.tenant_id, conversation.conversation_id, sender_id, self._reads, self._clock, scope
+            ),
+        )
         request = ModelRequest(
             model=agent.model,
             system=policy.with_memory(agent.system_prompt, summary),
@@ -296,8 +321,27 @@ class Orchestrator:
         parts = policy.chunk_text(reply.text, limit) or ["…"]
         replies = [self._reply(trigger, conversation, run_id, agent, part, n) for n, part in enumerate(parts)]
         await self._store.append_many(replies)
-        cost = policy.cost_micros(reply.model, reply.tokens_in, reply.tokens_out)
-        await self._store.append_many(self._usage(trigger, run_id, reply.tokens_in, reply.tokens_out, cost))
+        charged = policy.charge(reply.model, reply.tokens_in, reply.tokens_out)
+        if not charged.priced:
+            log.warning(
+                "model_price_unknown",
+                model=reply.model,
+                tenant_id=trigger.tenant_id,
+                run_id=run_id,
+                cost_micros=charged.cost_micros,
+            )
+        cost = charged.cost_micros
+        metrics: list[tuple[ev.UsageMetric, int]] = [
+            ("agent_runs", 1),
+            ("tokens_in", reply.tokens_in),
+            ("tokens_out", reply.tokens_out),
+            ("cost_micros", cost),
+        ]
+        await self._store.append_many(
+            spend.usage_events(
+                trigger.tenant_id, run_id, metrics, actor="agent:orchestrator", causation_id=trigger.id
+            )
+        )
         completed = ev.AgentRunCompletedData(
             run_id=run_id,
             model=reply.model,
@@ -393,27 +437,6 @@ class Orchestrator:
                 agent_run_id=run_id,
             ),
         )
-
-    def _usage(
-        self, trigger: ev.MessageReceived, run_id: str, tokens_in: int, tokens_out: int, cost: int
-    ) -> list[ev.UsageRecorded]:
-        metrics: list[tuple[ev.UsageMetric, int]] = [
-            ("agent_runs", 1),
-            ("tokens_in", tokens_in),
-            ("tokens_out", tokens_out),
-            ("cost_micros", cost),
-        ]
-        return [
-            ev.new_event(
-                ev.UsageRecorded,
-                tenant_id=trigger.tenant_id,
-                aggregate_id=trigger.tenant_id,
-                actor="agent:orchestrator",
-                causation_id=trigger.id,
-                data=ev.UsageRecordedData(metric=metric, quantity=quantity, source_id=run_id),
-            )
-            for metric, quantity in metrics
-        ]
 
 
 def _fit(history: list[PastMessage], budget_chars: int) -> tuple[list[PastMessage], list[PastMessage]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from adapters.agent import byok
+from adapters.agent import byok, spend
 from adapters.vault.cipher import Keyring
 from domain import events as ev
 from projections.agents import configuration
@@ -106,17 +106,22 @@ class AgentReads:
 
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> tuple[str, int]:
         """The tenant's plan and its model spend this calendar month (micro-dollars)."""
-        month = now.astimezone(UTC).date().replace(day=1)
         async with self._tenant(tenant_id) as conn:
-            cur = await conn.execute("SELECT plan FROM rm_tenants.tenants WHERE tenant_id = %s", (tenant_id,))
-            tenant = await cur.fetchone()
+            return await spend.plan_and_spend(conn, tenant_id, now)
+
+    async def runs_requested_since(
+        self, tenant_id: str, conversation_id: str, since: datetime, *, other_than: str
+    ) -> int:
+        """How many agent runs other than ``other_than`` were requested in the conversation
+        at or after ``since``."""
+        async with self._tenant(tenant_id) as conn:
             cur = await conn.execute(
-                "SELECT coalesce(sum(quantity), 0) AS spent FROM rm_usage.usage_daily"
-                " WHERE metric = 'cost_micros' AND day >= %s",
-                (month,),
+                "SELECT count(*) AS n FROM rm_agents.agent_runs"
+                " WHERE conversation_id = %s AND requested_at >= %s AND run_id <> %s",
+                (conversation_id, since, other_than),
             )
-            spent = await cur.fetchone()
-        return (tenant["plan"] if tenant else "free"), int(spent["spent"] if spent else 0)
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
 
     async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
         """The conversation's latest messages, oldest first (deleted ones left out)."""
@@ -135,14 +140,19 @@ class AgentReads:
         async with self._tenant(tenant_id) as conn:
             return await byok.read_key(conn, keyring, tenant_id)
 
-    async def search(self, tenant_id: str, query: str, limit: int = 5) -> list[dict[str, Any]]:
+    async def search(
+        self, tenant_id: str, query: str, *, conversation_id: str | None, limit: int = 5
+    ) -> list[dict[str, Any]]:
+        """The best matches for ``query`` in one conversation, or in the whole inbox when
+        ``conversation_id`` is None (the caller decides which; see ``domain.agent.search_scope``)."""
         async with self._tenant(tenant_id) as conn:
             cur = await conn.execute(
                 "SELECT m.sender_name, m.text, m.sent_at, c.title FROM rm_inbox.messages m"
                 " JOIN rm_inbox.conversations c USING (conversation_id),"
-                " websearch_to_tsquery('simple', %s) q WHERE m.search @@ q AND m.deleted_at IS NULL"
-                " ORDER BY ts_rank(m.search, q) DESC, m.seq DESC LIMIT %s",
-                (query, limit),
+                " websearch_to_tsquery('simple', %(query)s) q WHERE m.search @@ q AND m.deleted_at IS NULL"
+                " AND (%(conversation)s::text IS NULL OR m.conversation_id = %(conversation)s)"
+                " ORDER BY ts_rank(m.search, q) DESC, m.seq DESC LIMIT %(limit)s",
+                {"query": query, "conversation": conversation_id, "limit": limit},
             )
             rows: list[dict[str, Any]] = await cur.fetchall()
         return rows

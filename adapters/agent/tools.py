@@ -10,16 +10,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.agent.reads import AgentReads
+from domain.agent import SearchScope
 from domain.models import ToolFailed, ToolSpec
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool may see: one tenant's data, through the confined reads."""
+    """What a tool may see: one tenant's data, through the confined reads, on behalf of the
+    person being answered — their conversation, and the whole inbox only when ``scope``
+    says so (``domain.agent.search_scope``: a sender the owner named)."""
 
     tenant_id: str
+    conversation_id: str  # the conversation being answered
+    sender_id: str  # who is being answered
     reads: AgentReads
     now: Callable[[], datetime]
+    scope: SearchScope = "conversation"
 
 
 ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
@@ -33,7 +39,8 @@ async def _search_history(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     query = str(arguments.get("query", "")).strip()
     if not query:
         raise ToolFailed("give a query: the words to look for")
-    hits = await ctx.reads.search(ctx.tenant_id, query[:200])
+    conversation_id = None if ctx.scope == "inbox" else ctx.conversation_id
+    hits = await ctx.reads.search(ctx.tenant_id, query[:200], conversation_id=conversation_id)
     return json.dumps(
         [
             {
@@ -55,7 +62,8 @@ TOOLS: dict[str, tuple[ToolSpec, ToolFunction]] = {
     "search_history": (
         ToolSpec(
             "search_history",
-            "Search every message in this inbox (all channels) by words; returns the best matches.",
+            "Search the messages of this conversation by words (the whole inbox only for people"
+            " the owner allows); returns the best matches.",
             {
                 "type": "object",
                 "properties": {"query": {"type": "string", "description": "words to find"}},

@@ -2,9 +2,10 @@
 
 A configuration change is one ``agent.configured`` event holding the whole
 configuration (``202 {"agent_id","event_id","seq"}``). ``POST /v1/agents/{id}/test``
-runs the agent on a sample message without writing anything, streaming the answer back
+runs the agent on a sample message without sending anything, streaming the answer back
 as Server-Sent Events (``delta`` events, then one ``done``) — the live preview of the
-settings page.
+settings page. A preview is a model call like any run: owners and admins only, within
+the plan's budget and a per-minute limit, and its tokens and cost are recorded as usage.
 """
 
 from __future__ import annotations
@@ -16,25 +17,40 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Router, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from adapters.agent import byok
+from adapters.agent import byok, spend
+from adapters.agent.offline import estimate_tokens
 from adapters.agent.tools import TOOLS
 from adapters.vault.cipher import Keyring
 from domain import agent as policy
 from domain import events as ev
 from domain import ids, subjects
-from domain.models import ChatTurn, ModelReply, ModelRequest, ModelUnavailable, ToolFailed, ToolSpec
+from domain.models import (
+    KNOWN_MODELS,
+    ChatTurn,
+    ModelReply,
+    ModelRequest,
+    ModelUnavailable,
+    ToolFailed,
+    ToolSpec,
+    model_family,
+)
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from projections.agents import configuration
 
+log = structlog.get_logger()
+
 MAX_PROMPT = 8000
 KNOWN_TOOLS = tuple(TOOLS)
+MAX_SENDERS = 200  # ids in one sender list of the rules
+MAX_SENDER_ID = 200  # characters of one sender id
 
 
 class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +58,7 @@ class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     groups_require_mention: bool = True
     allowed_senders: list[str] = []
     quiet_hours: tuple[int, int] | None = None
+    inbox_search_senders: list[str] = []  # whose questions may search the whole inbox
 
 
 class AgentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,9 +103,25 @@ class TestBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config: AgentBody | None = None  # unsaved settings to preview
 
 
-def _may_configure(who: Caller) -> None:
+def _may_configure(who: Caller, action: str = "change agents") -> None:
     if who.role not in ("owner", "admin"):
-        raise ApiError(403, "forbidden", "Only the inbox's owner or an admin can change agents.")
+        raise ApiError(403, "forbidden", f"Only the inbox's owner or an admin can {action}.")
+
+
+def _sender_ids(values: list[str], name: str) -> tuple[str, ...]:
+    """A rules list of sender ids (as the inbox shows them: ``sender_id``), checked."""
+    ids_ = tuple(dict.fromkeys(v.strip() for v in values))
+    if len(ids_) > MAX_SENDERS or not all(
+        0 < len(v) <= MAX_SENDER_ID and v.isprintable() and " " not in v for v in ids_
+    ):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{name} is a list of at most {MAX_SENDERS} sender ids, as the inbox shows them"
+            " (sender_id of a message).",
+            field="rules",
+        )
+    return ids_
 
 
 def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentConfiguredData:
@@ -97,9 +130,13 @@ def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentCon
     if not 1 <= len(name) <= 60:
         raise ApiError(400, "invalid_request", "Give the agent a name of 1-60 characters.", field="name")
     model = base.model if body.model is None else body.model.strip()
-    if not 1 <= len(model) <= 100 or not subjects.is_token(model.replace(".", "-")):
+    if model_family(model) is None:  # an unpriced model would escape the plan's budget
         raise ApiError(
-            400, "invalid_request", "model is a model id such as claude-sonnet-4-6.", field="model"
+            400,
+            "invalid_request",
+            f"Unknown model {model[:100]!r}; choose from {', '.join(KNOWN_MODELS)}"
+            " (a dated id such as claude-sonnet-4-5-20250929 is its family).",
+            field="model",
         )
     prompt = base.system_prompt if body.system_prompt is None else body.system_prompt.strip()
     if len(prompt) > MAX_PROMPT:
@@ -132,8 +169,9 @@ def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentCon
         rules = ev.AgentRoutingRules(
             channels=tuple(body.rules.channels),
             groups_require_mention=body.rules.groups_require_mention,
-            allowed_senders=tuple(body.rules.allowed_senders),
+            allowed_senders=_sender_ids(body.rules.allowed_senders, "allowed_senders"),
             quiet_hours=quiet,
+            inbox_search_senders=_sender_ids(body.rules.inbox_search_senders, "inbox_search_senders"),
         )
     return ev.AgentConfiguredData(
         name=name,
@@ -183,7 +221,7 @@ async def _configure(
 
 @get("/agents")
 async def list_agents(ctx: Ctx, who: Who, min_seq: FromQuery[int | None] = None) -> list[Agent]:
-    await ctx.wait_for(min_seq, ("agents",))
+    await ctx.wait_for(min_seq, ("agents",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id")
         rows = await cur.fetchall()
@@ -306,11 +344,51 @@ class _PreviewTools:
         return datetime.now(UTC).strftime("%A %d %B %Y, %H:%M UTC")
 
 
+async def _within_budget(ctx: GatewayContext, who: Caller) -> None:
+    """Refuse a preview once the plan's model budget for the month is used up (as runs are)."""
+    async with ctx.tenant(who.tenant_id) as conn:
+        plan, spent = await spend.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
+    if not policy.budget_left(plan, spent):
+        raise ApiError(
+            402,
+            "budget_exhausted",
+            "This month's model budget is used up, so previews are paused until next month"
+            " (or use your own Anthropic key: PUT /v1/agents/own-key).",
+        )
+
+
+async def _meter(
+    ctx: GatewayContext, who: Caller, preview_id: str, model: str, tokens_in: int, tokens_out: int
+) -> None:
+    """Record a preview's tokens and cost as usage, as a run's are."""
+    charged = policy.charge(model, tokens_in, tokens_out)
+    if not charged.priced:
+        log.warning(
+            "model_price_unknown",
+            model=model,
+            tenant_id=who.tenant_id,
+            preview_id=preview_id,
+            cost_micros=charged.cost_micros,
+        )
+    metrics: list[tuple[ev.UsageMetric, int]] = [
+        ("tokens_in", tokens_in),
+        ("tokens_out", tokens_out),
+        ("cost_micros", charged.cost_micros),
+    ]
+    await ctx.store.append_many(
+        spend.usage_events(who.tenant_id, preview_id, metrics, actor=f"user:{who.user_id}")
+    )
+
+
 @post("/agents/{agent_id:str}/test", status_code=200)
 async def test_agent(
     ctx: Ctx, who: Who, agent_id: FromPath[str], data: JSONBody[TestBody]
 ) -> ServerSentEvent:
-    """A dry run on a sample message, streamed back; nothing is stored or sent."""
+    """A dry run on a sample message, streamed back; nothing is sent. Owners and admins
+    only, within the plan's budget and the previews-per-minute limit; the tokens and cost
+    are recorded as usage (``usage.recorded``, ``source_id`` ``preview_…``)."""
+    _may_configure(who, "try agents out")
+    await ctx.limiter.check("preview_per_tenant", who.tenant_id, "Too many agent previews.")
     text = data.text.strip()
     if not 1 <= len(text) <= 4000:
         raise ApiError(400, "invalid_request", "Write a sample message of 1-4000 characters.", field="text")
@@ -319,23 +397,36 @@ async def test_agent(
         config = _configuration(data.config, config)
     if ctx.models is None:
         raise ApiError(503, "agent_unavailable", "No model is configured on this gateway.")
+    await _within_budget(ctx, who)
     model = await ctx.models.model_for(config, who.tenant_id)
     tools = _PreviewTools(config.tools)
     request = ModelRequest(
         model=config.model, system=config.system_prompt, turns=(ChatTurn("user", text),), tools=tools.specs()
     )
+    preview_id = ids.new_id("preview")
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        streamed: list[str] = []
 
         async def on_delta(delta: str) -> None:
+            streamed.append(delta)
             await deltas.put(delta)
 
         async def answer() -> ModelReply:
+            # The metering is shielded: a caller who leaves mid-answer cancels the model
+            # call, not the record of what it used (estimated from what was streamed).
             try:
-                return await model.complete(request, tools, on_delta)
+                reply = await model.complete(request, tools, on_delta)
+            except asyncio.CancelledError:
+                used_in = estimate_tokens(request.system + text)
+                used_out = estimate_tokens("".join(streamed))
+                await asyncio.shield(_meter(ctx, who, preview_id, model.name, used_in, used_out))
+                raise
             finally:
                 await deltas.put(None)
+            await asyncio.shield(_meter(ctx, who, preview_id, reply.model, reply.tokens_in, reply.tokens_out))
+            return reply
 
         answering = asyncio.create_task(answer())
         try:

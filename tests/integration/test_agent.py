@@ -221,6 +221,8 @@ async def test_an_agent_is_tried_out_with_a_streamed_dry_run(api: httpx.AsyncCli
     async with api.stream("POST", url, json=body, headers=_auth(owner)) as response:
         preview = await _sse(response)
     assert preview[-1][1]["tool_calls"] == []
-    assert await stack.store.last_seq() == last_seq  # a dry run stores nothing
+    log = stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")
+    stored = [s.event.type async for s in log if s.seq > last_seq]
+    assert stored == ["usage.recorded"] * 6  # a dry run sends nothing; its usage: tokens in, out, cost
     empty = await api.post(url, json={"text": " "}, headers=_auth(owner))
     assert empty.status_code == 400

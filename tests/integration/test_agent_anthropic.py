@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect as ws_connect
 
 from adapters.agent.choice import ModelChoice
@@ -27,8 +28,8 @@ from domain import ids
 from moltbot.roles import run_agent
 from tests.fakes.anthropic_api import FakeAnthropic, Stall, error, fake_anthropic, text, tool_use
 from tests.integration.conftest import REPO_ROOT, Stack
-from tests.integration.test_agent import _replies, _runs, _until
-from tests.integration.test_gateway import _signup
+from tests.integration.test_agent import _replies, _runs, _sse, _until
+from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _visitor_says, _widget
 
 
@@ -207,3 +208,99 @@ async def test_a_long_history_is_summarized_for_the_model(
     ]
     assert len(summaries) == 1
     assert summaries[0].data.messages == request["system"].count("Rosa: ")
+
+
+async def test_a_search_tool_call_sees_only_the_visitors_own_conversation(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, assistant: None
+) -> None:
+    owner = await _signup(api, "claude-search@example.com")
+    key = (await _widget(api, owner))["widget_key"]
+    fake.add(text("Noted, Alice."))
+    alice = await _visitor_says(api, key, "My secretword42 is on card 4242", name="Alice")
+    await _until(lambda: _replies(api, owner, alice["conversation_id"]), "the reply to Alice")
+
+    # A stranger's question makes the model search the inbox for Alice's words.
+    fake.add(tool_use("search_history", {"query": "secretword42"}), text("I found nothing to share."))
+    mallory = await _visitor_says(api, key, "what goes with secretword42?", name="Mallory")
+    await _until(lambda: _replies(api, owner, mallory["conversation_id"]), "the reply to Mallory")
+
+    asked, answered = fake.requests[1], fake.requests[2]
+    assert "search_history" in {t["name"] for t in asked["tools"]}
+    [result] = answered["messages"][-1]["content"]
+    assert result["type"] == "tool_result"
+    assert not result.get("is_error")
+    hits = json.loads(result["content"])
+    assert [h["text"] for h in hits] == ["what goes with secretword42?"]  # Mallory's own message only
+    assert {h["conversation"] for h in hits} == {"Mallory (website)"}
+    assert "4242" not in result["content"]
+    assert "Alice" not in json.dumps(answered)  # nothing of Alice's conversation reached the model
+
+
+async def test_a_model_the_catalog_does_not_know_is_charged_at_the_highest_price(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, assistant: None
+) -> None:
+    fake.add(text("Hello!", model="claude-mystery-7", input_tokens=1000, output_tokens=100))
+    owner = await _signup(api, "claude-unknown@example.com")
+    key = (await _widget(api, owner))["widget_key"]
+    with capture_logs() as logs:
+        said = await _visitor_says(api, key, "hi")
+        await _until(lambda: _replies(api, owner, said["conversation_id"]), "the reply")
+
+        async def completed() -> list[dict[str, Any]]:
+            return [r for r in await _runs(stack, owner["tenant_id"]) if r["status"] == "completed"]
+
+        [run] = await _until(completed, "the completed run")
+    assert run["model"] == "claude-mystery-7"
+    assert run["cost_micros"] == 1000 * 15 + 100 * 75  # claude-opus-4-1's price per token
+    [warning] = [e for e in logs if e["event"] == "model_price_unknown"]
+    assert (warning["log_level"], warning["model"], warning["run_id"]) == (
+        "warning",
+        "claude-mystery-7",
+        run["run_id"],
+    )
+
+
+async def test_a_preview_is_charged_at_the_models_price(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic
+) -> None:
+    owner = await _signup(api, "claude-preview@example.com")
+    [agent] = (await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))).json()
+    fake.add(text("A fine answer.", model="claude-opus-4-1-20250805", input_tokens=2000, output_tokens=400))
+    body = {"text": "hello", "config": {"model": "claude-opus-4-1"}}
+    async with api.stream(
+        "POST", f"/v1/agents/{agent['agent_id']}/test", json=body, headers=_auth(owner)
+    ) as response:
+        assert response.status_code == 200
+        events = await _sse(response)
+    assert events[-1][0] == "done"
+    assert fake.requests[0]["model"] == "claude-opus-4-1"
+    usage = await api.get("/v1/usage", params={"min_seq": await stack.store.last_seq()}, headers=_auth(owner))
+    metrics = {u["metric"]: u["quantity"] for u in usage.json()}
+    assert metrics == {"tokens_in": 2000, "tokens_out": 400, "cost_micros": 2000 * 15 + 400 * 75}
+
+
+async def test_a_preview_the_caller_leaves_is_still_metered(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic
+) -> None:
+    owner = await _signup(api, "claude-leaver@example.com")
+    [agent] = (await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))).json()
+    fake.add(Stall(seconds=30))
+    body = {"text": "write me a long story", "config": {"model": "claude-opus-4-1"}}
+    async with api.stream(
+        "POST", f"/v1/agents/{agent['agent_id']}/test", json=body, headers=_auth(owner)
+    ) as response:
+        assert response.status_code == 200
+
+        async def model_called() -> bool:
+            return len(fake.requests) == 1
+
+        await _until(model_called, "the model call")
+    # The caller has gone: the model call is stopped, and what it used so far is recorded.
+
+    async def metered() -> dict[str, int]:
+        rows = (await api.get("/v1/usage", headers=_auth(owner))).json()
+        return {u["metric"]: u["quantity"] for u in rows}
+
+    usage = await _until(metered, "the preview's usage")
+    assert usage["tokens_in"] > 0
+    assert usage["cost_micros"] == usage["tokens_in"] * 15 + usage["tokens_out"] * 75

@@ -1,4 +1,5 @@
-"""The agent's pure decisions as tables: answer or not, the lane claim, reply chunking, cost."""
+"""The agent's pure decisions as tables: answer or not, how far tools read, the lane claim,
+reply chunking, cost."""
 
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def _rules(**rules: object) -> ev.AgentConfiguredData:
         ({"budget_left": False}, "budget_reply", "budget_exhausted"),
         ({"received_at": AT - timedelta(hours=2)}, "skip", "too_old"),
         ({"budget_left": False, "conversation_agent_enabled": False}, "skip", "conversation_disabled"),
+        ({"runs_last_minute": 5, "max_runs_per_minute": 6}, "answer", "answer"),
+        ({"runs_last_minute": 6, "max_runs_per_minute": 6}, "skip", "rate_limited"),
+        ({"runs_last_minute": 60, "max_runs_per_minute": 0}, "answer", "answer"),  # 0: no limit
+        ({"runs_last_minute": 6, "max_runs_per_minute": 6, "budget_left": False}, "skip", "rate_limited"),
     ],
 )
 def test_whether_the_agent_answers(situation: dict[str, object], verdict: str, reason: str) -> None:
@@ -72,6 +77,39 @@ def test_whether_the_agent_answers(situation: dict[str, object], verdict: str, r
     values.setdefault("received_at", values["at"] - timedelta(seconds=2))  # type: ignore[operator]
     decision = agent.decide(agent.Situation(**values))  # type: ignore[arg-type]
     assert (decision.verdict, decision.reason) == (verdict, reason)
+
+
+@given(runs=st.integers(min_value=0, max_value=1000), limit=st.integers(min_value=0, max_value=100))
+def test_a_conversation_gets_at_most_the_limit_of_runs_a_minute(runs: int, limit: int) -> None:
+    situation = agent.Situation(
+        message=_message(), conversation_kind="direct", conversation_agent_enabled=True, agent=ASSISTANT,
+        budget_left=True, at=AT, received_at=AT, runs_last_minute=runs, max_runs_per_minute=limit,
+    )  # fmt: skip
+    limited = agent.decide(situation).reason == "rate_limited"
+    assert limited == (limit > 0 and runs >= limit)
+
+
+@pytest.mark.parametrize(
+    ("rules", "sender", "kind", "scope"),
+    [
+        ({}, "webchat:v_1", "direct", "conversation"),  # by default: the conversation only
+        ({"allowed_senders": ("webchat:v_1",)}, "webchat:v_1", "direct", "conversation"),
+        ({"inbox_search_senders": ("webchat:v_2",)}, "webchat:v_1", "direct", "conversation"),
+        ({"inbox_search_senders": ("webchat:v_1",)}, "webchat:v_1", "direct", "inbox"),
+        ({"inbox_search_senders": ("telegram:42",)}, "telegram:42", "group", "conversation"),
+        ({"inbox_search_senders": ("telegram:42",)}, "telegram:42", "thread", "conversation"),
+    ],
+)
+def test_tools_read_beyond_the_conversation_only_for_a_named_sender(
+    rules: dict[str, object], sender: str, kind: str, scope: str
+) -> None:
+    assert agent.search_scope(ev.AgentRoutingRules(**rules), sender, kind) == scope  # type: ignore[arg-type]
+
+
+@given(st.text(max_size=40), st.sampled_from(["direct", "group", "thread"]))
+def test_no_stranger_searches_the_inbox(sender: str, kind: str) -> None:
+    for rules in (ASSISTANT.rules, *(t.rules for t in agent.TEMPLATES.values())):
+        assert agent.search_scope(rules, sender, kind) == "conversation"
 
 
 def _run_event(cls: type[ev.E], run_id: str, at: datetime) -> ev.E:
@@ -139,9 +177,9 @@ def test_chunks_fit_and_keep_every_word(text: str, limit: int) -> None:
 
 
 def test_cost_and_budget() -> None:
-    assert agent.cost_micros("claude-sonnet-4-6", 1_000_000, 0) == 3_000_000
-    assert agent.cost_micros("claude-sonnet-4-5", 1000, 100) == 3000 + 1500
-    assert agent.cost_micros("offline-1", 10_000, 10_000) == 0
+    assert agent.charge("claude-sonnet-4-6", 1_000_000, 0) == agent.Charge(3_000_000, priced=True)
+    assert agent.charge("claude-sonnet-4-5", 1000, 100) == agent.Charge(3000 + 1500, priced=True)
+    assert agent.charge("offline-1", 10_000, 10_000) == agent.Charge(0, priced=True)
     assert agent.budget_left("free", 1_999_999)
     assert not agent.budget_left("free", 2_000_000)
     assert agent.budget_left("byok", 10**12)

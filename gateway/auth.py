@@ -2,7 +2,8 @@
 
 Passwords are hashed with scrypt (memory-hard, in the standard library); hashes live in
 the gateway's own ``gateway.credentials`` table, never in the event log, so an export of
-the log carries no secrets. Access and refresh tokens are JWTs signed with Ed25519.
+the log carries no secrets. Access and refresh tokens are JWTs signed with Ed25519; each
+refresh token carries a unique ``jti`` so the server can keep its digest and accept it once.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal, cast
 
 import jwt
 import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import AsyncConnection
 
 from gateway.errors import ApiError
 
@@ -27,7 +30,15 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 Role = Literal["owner", "admin", "member"]
+ROLES: Final = ("owner", "admin", "member")
 TokenKind = Literal["access", "refresh"]
+
+# Verified in place of a stored hash when the e-mail is unknown: the same scrypt work, so
+# the answer's timing does not tell which addresses have an account. It matches nothing.
+DUMMY_PASSWORD_HASH: Final = (
+    f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${base64.b64encode(bytes(16)).decode()}"
+    f"${base64.b64encode(bytes(64)).decode()}"
+)
 
 
 def hash_password(password: str) -> str:
@@ -55,6 +66,24 @@ def verify_password(password: str, stored: str) -> bool:
         maxmem=_SCRYPT_MAXMEM,
     )
     return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+def token_digest(token: str) -> str:
+    """What the server keeps of a refresh token: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def member_role(conn: AsyncConnection[Any], tenant_id: str, user_id: str) -> Role | None:
+    """The user's role in the tenant from the members read model, or ``None`` when not a
+    member. Call it inside a transaction: it confines ``conn`` to ``tenant_id`` (RLS)."""
+    await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+    cur = await conn.execute(
+        "SELECT role FROM rm_tenants.members WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
+    )
+    row: dict[str, Any] | None = await cur.fetchone()
+    if row is None or row["role"] not in ROLES:
+        return None
+    return cast(Role, row["role"])
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -85,6 +114,10 @@ class Tokens:
         self._access_ttl = access_ttl
         self._refresh_ttl = refresh_ttl
 
+    @property
+    def refresh_ttl(self) -> int:
+        return self._refresh_ttl
+
     @classmethod
     def from_pem_file(cls, path: Path) -> Tokens:
         """Load the signing key, creating it (mode 0600) on first use."""
@@ -110,7 +143,7 @@ class Tokens:
 
     def _encode(self, caller: Caller, kind: TokenKind, ttl: int) -> str:
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.ISSUER,
             "sub": caller.user_id,
             "tid": caller.tenant_id,
@@ -119,6 +152,8 @@ class Tokens:
             "iat": now,
             "exp": now + ttl,
         }
+        if kind == "refresh":  # unique, so two refreshes in one second still differ
+            claims["jti"] = secrets.token_urlsafe(16)
         return jwt.encode(claims, self._private, algorithm="EdDSA")
 
     def verify(self, token: str, kind: TokenKind = "access") -> Caller:

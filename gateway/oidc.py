@@ -3,9 +3,15 @@
 Off unless configured (``MOLTBOT_OIDC_JWKS_URL``, ``MOLTBOT_OIDC_ISSUER``,
 ``MOLTBOT_OIDC_AUDIENCE``). When on, the gateway accepts — next to its own Ed25519
 tokens — JWT access tokens signed by one of the keys the provider publishes at its JWKS
-URL, issued by the configured issuer for the configured audience. The tenant comes from
-a claim (``moltbot_tenant`` by default), the role from another (``moltbot_role``,
-``member`` when absent); the user is ``oidc:<sub>``.
+URL, issued by the configured issuer for the configured audience. Access tokens only: a
+token whose ``typ`` header, or ``typ`` / ``token_use`` claim, names another kind (an ID
+token, a refresh token) is refused, and so is one carrying an ID token's ``at_hash``.
+
+Who the caller is comes from us, never from the token's claims: its ``(iss, sub)`` must be
+linked to one of our users (``gateway.identities``), and the role is that user's role in
+the members read model now. A signed-in user links an identity with
+``POST /v1/me/identities`` (an access token of that identity, and the account's
+password); a token of an identity nobody linked is ``401 identity_not_linked``.
 
 Keys are fetched on first use and kept by ``kid``; a token naming a key the cache does
 not hold makes the verifier fetch the set again, at most once per ``refetch_interval``
@@ -24,22 +30,40 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
 import msgspec
 import structlog
+from psycopg_pool import AsyncConnectionPool
 
-from domain.subjects import is_token
-from gateway.auth import Caller, Role, Tokens
+from gateway.auth import Caller, Tokens, member_role
 from gateway.errors import ApiError
 
 log = structlog.get_logger()
 
-ROLES: Final = ("owner", "admin", "member")
-USER_PREFIX: Final = "oidc:"
+IDENTITIES_SQL = """
+CREATE SCHEMA IF NOT EXISTS gateway;
+CREATE TABLE IF NOT EXISTS gateway.identities (
+    issuer    text NOT NULL,  -- the provider's 'iss'
+    subject   text NOT NULL,  -- its 'sub' for the person
+    user_id   text NOT NULL,  -- the user of ours the identity signs in as
+    tenant_id text NOT NULL,
+    linked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (issuer, subject)
+);
+GRANT USAGE ON SCHEMA gateway TO moltbot_gateway;
+GRANT SELECT, INSERT ON gateway.identities TO moltbot_gateway;
+"""
+
+# The 'typ' header of a JWT access token (RFC 9068), or the generic one many providers send.
+ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+# Claims some providers use to name a token's kind (Keycloak 'typ', Cognito 'token_use').
+ACCESS_KIND_CLAIMS: Final = {"typ": frozenset({"bearer", "at+jwt"}), "token_use": frozenset({"access"})}
+# Claims defined for ID tokens only (OpenID Connect Core 3.1.3.6, 3.3.2.11).
+ID_TOKEN_CLAIMS: Final = ("at_hash", "c_hash")
 # Public-key algorithms only: a JWKS is public, so a symmetric (HS*) key in it is no secret.
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -49,13 +73,11 @@ _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class OidcConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Which provider to trust, and where its tokens carry the tenant and the role."""
+    """Which provider to trust: its keys, its issuer, and the audience of its tokens for us."""
 
     jwks_url: str
     issuer: str
     audience: str
-    tenant_claim: str = "moltbot_tenant"
-    role_claim: str = "moltbot_role"
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway: float = 30.0  # seconds of clock difference tolerated on exp / nbf / iat
     refetch_interval: float = 30.0  # at most one JWKS fetch per this many seconds
@@ -75,8 +97,6 @@ class OidcConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"The OIDC issuer cannot be {Tokens.ISSUER!r}: that is the gateway's own.")
         if not self.audience:
             raise ValueError("OIDC needs the audience ('aud') its tokens are issued for.")
-        if not self.tenant_claim or not self.role_claim:
-            raise ValueError("The OIDC tenant and role claim names cannot be empty.")
         unsupported = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
         if unsupported or not self.algorithms:
             raise ValueError(
@@ -108,26 +128,85 @@ def peek_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else ""
 
 
-def caller_from_claims(claims: Mapping[str, Any], config: OidcConfig) -> Caller:
-    """Map verified claims to a :class:`Caller`, or refuse them with ``401 invalid_token``."""
+class ExternalIdentity(msgspec.Struct, frozen=True):
+    """A person at the identity provider: its ``iss`` and their ``sub`` there."""
+
+    issuer: str
+    subject: str
+
+
+def check_access_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
+    """Refuse, with ``401 invalid_token``, a token that says it is not an access token."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+        raise _invalid(f"The token's 'typ' header is {_quoted(typ)}: not an access token (at+jwt).")
+    for claim, accepted in ACCESS_KIND_CLAIMS.items():
+        kind = claims.get(claim)
+        if kind is not None and (not isinstance(kind, str) or kind.lower() not in accepted):
+            raise _invalid(f"The token's {claim!r} claim is {_quoted(kind)}: not an access token.")
+    for claim in ID_TOKEN_CLAIMS:
+        if claim in claims:
+            raise _invalid(f"The token carries {claim!r}: it is an ID token, not an access token.")
+
+
+def identity_from_claims(claims: Mapping[str, Any]) -> ExternalIdentity:
+    """The identity verified claims name, or ``401 invalid_token`` for a bad ``sub``."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
         raise _invalid("The token's 'sub' claim must be a non-empty string of at most 255 characters.")
-    tenant = claims.get(config.tenant_claim)
-    if tenant is None:
-        raise _invalid(
-            f"The token has no {config.tenant_claim!r} claim: the identity provider must put the"
-            " Moltbot tenant id in it."
-        )
-    if not isinstance(tenant, str) or not is_token(tenant):
-        raise _invalid(
-            f"The token's {config.tenant_claim!r} claim is not a tenant id (1-128 letters, digits,"
-            " '_' or '-')."
-        )
-    role = claims.get(config.role_claim, "member")
-    if role not in ROLES:
-        raise _invalid(f"The token's {config.role_claim!r} claim must be one of {', '.join(ROLES)}.")
-    return Caller(user_id=USER_PREFIX + sub, tenant_id=tenant, role=cast(Role, role))
+    return ExternalIdentity(issuer=str(claims["iss"]), subject=sub)
+
+
+class IdentityLinks:
+    """Which user of ours each linked external identity signs in as (``gateway.identities``)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def caller(self, identity: ExternalIdentity) -> Caller:
+        """The linked user with their role now; 401 when not linked or no longer a member."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT user_id, tenant_id FROM gateway.identities WHERE issuer = %s AND subject = %s",
+                (identity.issuer, identity.subject),
+            )
+            row: dict[str, Any] | None = await cur.fetchone()
+            if row is None:
+                raise not_linked(identity)
+            role = await member_role(conn, row["tenant_id"], row["user_id"])
+        if role is None:
+            raise ApiError(
+                401,
+                "not_a_member",
+                "This identity is linked to an account that is no longer a member of its inbox.",
+            )
+        return Caller(user_id=row["user_id"], tenant_id=row["tenant_id"], role=role)
+
+    async def link(self, identity: ExternalIdentity, who: Caller) -> bool:
+        """Link ``identity`` to ``who`` (again: a no-op); ``False`` when another user has it."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO gateway.identities (issuer, subject, user_id, tenant_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (issuer, subject) DO NOTHING RETURNING user_id",
+                (identity.issuer, identity.subject, who.user_id, who.tenant_id),
+            )
+            if await cur.fetchone() is not None:
+                return True
+            cur = await conn.execute(
+                "SELECT user_id FROM gateway.identities WHERE issuer = %s AND subject = %s",
+                (identity.issuer, identity.subject),
+            )
+            row: dict[str, Any] | None = await cur.fetchone()
+        return row is not None and row["user_id"] == who.user_id
+
+
+def not_linked(identity: ExternalIdentity) -> ApiError:
+    return ApiError(
+        401,
+        "identity_not_linked",
+        f"The identity {_quoted(identity.subject)} of {_quoted(identity.issuer, 200)} is not linked to an"
+        " inbox: sign in with e-mail and password and link it (POST /v1/me/identities).",
+    )
 
 
 class _FetchError(Exception):
@@ -135,10 +214,18 @@ class _FetchError(Exception):
 
 
 class OidcVerifier:
-    """Verifies access tokens against the provider's JWKS, fetched with httpx and cached by ``kid``."""
+    """Verifies access tokens against the provider's JWKS, fetched with httpx and cached by
+    ``kid``, and maps them to callers through ``links`` (without links, nobody is linked)."""
 
-    def __init__(self, config: OidcConfig, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: OidcConfig,
+        *,
+        links: IdentityLinks | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
+        self.links = links
         self._client = client or httpx.AsyncClient(timeout=config.fetch_timeout, follow_redirects=False)
         self._owns_client = client is None
         self._jwks: dict[str, dict[str, Any]] = {}  # kid ("" when the JWK has none) -> JWK
@@ -157,7 +244,15 @@ class OidcVerifier:
         return frozenset(self._jwks)
 
     async def verify(self, token: str) -> Caller:
-        """The caller of a valid access token; ``ApiError`` 401 (or 503, see module doc) otherwise."""
+        """The caller of a valid access token of a linked identity; ``ApiError`` 401 (or 503,
+        see module doc) otherwise."""
+        identity = await self.identity(token)
+        if self.links is None:
+            raise not_linked(identity)
+        return await self.links.caller(identity)
+
+    async def identity(self, token: str) -> ExternalIdentity:
+        """The identity of a valid access token; ``ApiError`` 401 (or 503) otherwise."""
         config = self.config
         try:
             header = jwt.get_unverified_header(token)
@@ -168,6 +263,7 @@ class OidcVerifier:
         # and does not make us fetch keys.
         if unverified.get("iss") != config.issuer:
             raise _invalid(f"The token was not issued by {config.issuer!r} (wrong issuer).")
+        check_access_token(header, unverified)
         alg = header.get("alg")
         if alg not in config.algorithms:
             raise _invalid(
@@ -206,7 +302,7 @@ class OidcVerifier:
             raise _invalid(f"The token has no {exc.claim!r} claim.") from None
         except jwt.PyJWTError as exc:
             raise _invalid(f"The token is not valid: {exc}.") from None
-        return caller_from_claims(claims, config)
+        return identity_from_claims(claims)
 
     def _lookup(self, kid: str | None) -> dict[str, Any] | None:
         if kid is None:  # no kid: acceptable only when the provider publishes a single key

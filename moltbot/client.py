@@ -1,12 +1,15 @@
 """The CLI's API client: talks to the gateway like any other client.
 
 The session (gateway URL and tokens) is kept in ``$XDG_CONFIG_HOME/moltbot/session.json``
-(mode 0600); an expired access token is refreshed once, transparently.
+(mode 0600); an expired access token is refreshed once, transparently. A refresh token
+works once (the gateway rotates it), so the new one is saved at once, refreshes never run
+side by side, and one another process already made (same session file) is taken over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -90,6 +93,7 @@ class Api:
         self.session = session
         self._path = path
         self._http = httpx.AsyncClient(base_url=session.gateway_url, timeout=30)
+        self._refreshing = asyncio.Lock()
 
     async def __aenter__(self) -> Api:
         return self
@@ -100,7 +104,20 @@ class Api:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.session.access_token}"}
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, expired_access_token: str) -> None:
+        """Replace ``expired_access_token`` (and the refresh token) unless that is done already."""
+        async with self._refreshing:
+            if self.session.access_token != expired_access_token:
+                return  # another call of this client refreshed while this one waited
+            with contextlib.suppress(ClientError, OSError, msgspec.DecodeError):
+                saved = load_session(self._path)
+                ours = self.session
+                if saved.user_id == ours.user_id and saved.refresh_token != ours.refresh_token:
+                    self.session = saved  # another process refreshed: its tokens are the live ones
+                    return
+            await self._exchange_refresh_token()
+
+    async def _exchange_refresh_token(self) -> None:
         response = await self._http.post(
             "/v1/auth/refresh", json={"refresh_token": self.session.refresh_token}
         )
@@ -122,11 +139,12 @@ class Api:
         self, method: str, path: str, *, extra_headers: dict[str, str] | None = None, **kw: Any
     ) -> Any:
         try:
+            sent_token = self.session.access_token
             response = await self._http.request(
                 method, path, headers=self._headers() | (extra_headers or {}), **kw
             )
             if response.status_code == 401 and response.json().get("error") == "token_expired":
-                await self._refresh()
+                await self._refresh(sent_token)
                 response = await self._http.request(
                     method, path, headers=self._headers() | (extra_headers or {}), **kw
                 )
@@ -140,6 +158,7 @@ class Api:
         last_seen = since - 1 if since else None
         backoff = 0.5
         while True:
+            sent_token = self.session.access_token
             headers = self._headers()
             params: dict[str, str] = {}
             if last_seen is not None:
@@ -151,7 +170,7 @@ class Api:
                     "GET", "/v1/events", params=params, headers=headers, timeout=httpx.Timeout(30, read=60)
                 ) as response:
                     if response.status_code == 401:
-                        await self._refresh()
+                        await self._refresh(sent_token)
                         continue
                     if not response.is_success:
                         await response.aread()

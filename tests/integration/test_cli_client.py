@@ -34,7 +34,7 @@ class Gateway:
         started = asyncio.Event()
         self._task = asyncio.create_task(
             run_gateway(
-                self.stack.nats_url,
+                self.stack.roles,
                 self.stack.database_url,
                 key_file=self.key_file,
                 port=self.port,
@@ -54,8 +54,8 @@ class Gateway:
 async def gateway(stack: Stack, tmp_path: Path) -> AsyncIterator[Gateway]:
     server = Gateway(stack, tmp_path / "jwt.pem")
     sending = [
-        asyncio.create_task(run_outbox(stack.nats_url)),
-        asyncio.create_task(run_connectors(stack.nats_url, stack.spec, ["webchat"])),
+        asyncio.create_task(run_outbox(stack.roles)),
+        asyncio.create_task(run_connectors(stack.roles, stack.spec, ["webchat"])),
     ]
     async with stack.projections():
         await server.start()

@@ -6,7 +6,8 @@
 - **In, Events API:** :class:`SlackEvents` is the webhook's logic: :func:`verify_request`
   (signature and a 5-minute freshness window; the caller answers 401 and stores nothing
   on :class:`BadSignature`), then ``url_verification`` → the challenge, or an
-  ``event_callback`` → a :class:`Delivery` of canonical events to append.
+  ``event_callback`` for the connection's own workspace (``team_id``, and app when known;
+  else :class:`WrongWorkspace`) → a :class:`Delivery` of canonical events to append.
 - **In, Socket Mode:** :class:`SlackSocketSession` holds slack_sdk's Socket Mode client
   (``apps.connections.open`` → a WebSocket) for one connection, appends what arrives and
   acks each envelope only once its events are stored, so a crash repeats envelopes that
@@ -120,6 +121,11 @@ class BadSignature(SlackConnectorError):
 
 class BadRequest(SlackConnectorError):
     """A correctly signed Events API request whose body is not a JSON object (answer 400)."""
+
+
+class WrongWorkspace(SlackConnectorError):
+    """A correctly signed Events API request for another workspace (or app) than the
+    connection it reached: an app installed in many workspaces signs them all alike."""
 
 
 # --- identity and installation -----------------------------------------------------------
@@ -295,6 +301,8 @@ async def exchange_code(
     token = answer.get("access_token")
     if answer.get("token_type") != "bot" or not token:
         raise InstallRejected("Slack gave no bot token: the install must ask for bot scopes.")
+    if not team.get("id"):  # events are routed by workspace: an org-wide install names none
+        raise InstallRejected("Slack named no workspace: install the app in one workspace, not org-wide.")
     return SlackInstall(
         team_id=str(team.get("id")),
         team_name=str(team.get("name") or team.get("id")),
@@ -741,12 +749,24 @@ class EventsApiAnswer(msgspec.Struct, frozen=True, kw_only=True):
     delivery: Delivery | None = None
 
 
+def check_workspace(payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None) -> None:
+    """Refuse (WrongWorkspace) a delivery that is not for this workspace, or not from this
+    app when the connection knows its app; ``url_verification`` names neither."""
+    if payload.get("type") == "url_verification":
+        return
+    if payload.get("team_id") != team_id:
+        raise WrongWorkspace("This Slack delivery is for another workspace than this connection's.")
+    if app_id is not None and payload.get("api_app_id") != app_id:
+        raise WrongWorkspace("This Slack delivery is from another app than this connection's.")
+
+
 class SlackEvents:
     """The Events API endpoint's logic for one Slack app (its signing secret).
 
     ``verify`` checks and decodes a request (raising BadSignature, or BadRequest for a
     signed body that is not JSON), so a gateway serving many workspaces can find the
-    connection by ``payload["team_id"]`` before ``answer``.
+    connection by ``payload["api_app_id"]`` and ``payload["team_id"]`` before ``answer``,
+    which refuses a delivery for another workspace than the connection's (WrongWorkspace).
     """
 
     def __init__(self, signing_secret: str) -> None:
@@ -769,11 +789,13 @@ class SlackEvents:
         tenant_id: str,
         connection_id: str,
         bot_user_id: str,
+        team_id: str,
+        app_id: str | None = None,
         now: datetime | None = None,
     ) -> EventsApiAnswer:
         if payload.get("type") == "url_verification":
             return EventsApiAnswer(challenge=str(payload.get("challenge") or ""))
-        team_id = payload.get("team_id")
+        check_workspace(payload, team_id=team_id, app_id=app_id)
         if payload.get("type") != "event_callback":
             return EventsApiAnswer(team_id=team_id)
         return EventsApiAnswer(
@@ -792,10 +814,15 @@ class SlackEvents:
         tenant_id: str,
         connection_id: str,
         bot_user_id: str,
+        team_id: str,
+        app_id: str | None = None,
     ) -> EventsApiAnswer:
         """Verify, then answer: the whole webhook for a request whose connection is known."""
         payload = self.verify(headers, body, now=now)
-        return self.answer(payload, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id)
+        return self.answer(
+            payload, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id,
+            team_id=team_id, app_id=app_id,
+        )  # fmt: skip
 
 
 # --- in: one connection's Socket Mode session -------------------------------------------------

@@ -9,21 +9,34 @@ appears in an event, a log line or an answer. ``DELETE /v1/channels/{id}`` recor
 ``POST /v1/channels/slack/connect`` does the same for a Slack app; its events arrive by
 Socket Mode (a session like Telegram's) or at ``POST /v1/webhooks/slack/{connection_id}``,
 where the signature is checked before anything is stored. ``gateway.webhooks`` maps a
-connection to its tenant for those unauthenticated requests.
+connection to its tenant for those unauthenticated requests, and a Slack connection to
+its workspace (``team_id``; and app, ``app_id``, for "Add to Slack" installs): a signed
+delivery for another workspace is refused, and the deployment app's Request URL,
+``POST /v1/webhooks/slack``, routes each delivery by ``(api_app_id, team_id)``.
+
+"Add to Slack" (``GET /v1/channels/slack/install``) binds its OAuth ``state`` to the
+browser that started it with an HttpOnly cookie; the callback refuses another browser
+(burning the state) and asks the person to confirm the inbox before anything is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import html
 import json
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
 import msgspec
-from litestar import Request, Response, Router, delete, get, post
+import structlog
+from litestar import Request, Response, Router, delete, get, head, post
+from litestar.datastructures import Cookie
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, CookieParameter, FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from adapters.vault.store import CredentialStore
@@ -33,13 +46,22 @@ from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, SlackApp, Who, caller
 from gateway.errors import ApiError
 
+if TYPE_CHECKING:
+    from adapters.channels.slack import SlackEvents
+
+log = structlog.get_logger()
+
 WEBHOOKS_SQL = """
 CREATE TABLE IF NOT EXISTS gateway.webhooks (
     connection_id text PRIMARY KEY,
     tenant_id     text NOT NULL,
     kind          text NOT NULL
 );
+-- Slack: the workspace a connection receives for, and the app of an "Add to Slack" install.
+ALTER TABLE gateway.webhooks ADD COLUMN IF NOT EXISTS team_id text, ADD COLUMN IF NOT EXISTS app_id text;
+CREATE INDEX IF NOT EXISTS webhooks_app_team ON gateway.webhooks (app_id, team_id) WHERE app_id IS NOT NULL;
 GRANT SELECT, INSERT ON gateway.webhooks TO moltbot_gateway;
+GRANT UPDATE (team_id) ON gateway.webhooks TO moltbot_gateway;
 """
 
 
@@ -143,22 +165,38 @@ async def _webhook_secret(ctx: GatewayContext, connection_id: str, kind: str) ->
     if row is None or ctx.keyring is None:
         raise ApiError(404, "not_found", f"No {kind} connection here.")
     tenant_id = str(row["tenant_id"])
+    return tenant_id, await _opened(ctx, tenant_id, connection_id)
+
+
+async def _opened(ctx: GatewayContext, tenant_id: str, connection_id: str) -> dict[str, str]:
+    """A connection's credentials, or {} once it is removed (they are forgotten)."""
+    if ctx.keyring is None:
+        return {}
     async with ctx.tenant(tenant_id) as conn:
-        secret = await CredentialStore(conn, ctx.keyring).get(tenant_id, connection_id) or {}
-    return tenant_id, secret
+        return await CredentialStore(conn, ctx.keyring).get(tenant_id, connection_id) or {}
 
 
 async def _record(
-    ctx: GatewayContext, who: Caller, kind: str, display_name: str, secret: dict[str, str], provider: str
+    ctx: GatewayContext,
+    who: Caller,
+    kind: str,
+    display_name: str,
+    secret: dict[str, str],
+    provider: str,
+    *,
+    team_id: str | None = None,
+    app_id: str | None = None,
 ) -> ChannelAccepted:
-    """Seal the credentials, then record the connection (created, connecting)."""
+    """Seal the credentials, then record the connection (created, connecting); a Slack
+    connection with its workspace (``team_id``) and, when installed by OAuth, its app."""
     assert ctx.keyring is not None
     connection_id = ids.new_id(ids.CONNECTION)
     async with ctx.tenant(who.tenant_id) as conn:
         await CredentialStore(conn, ctx.keyring).put(who.tenant_id, connection_id, kind, secret)
         await conn.execute(
-            "INSERT INTO gateway.webhooks (connection_id, tenant_id, kind) VALUES (%s, %s, %s)",
-            (connection_id, who.tenant_id, kind),
+            "INSERT INTO gateway.webhooks (connection_id, tenant_id, kind, team_id, app_id)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (connection_id, who.tenant_id, kind, team_id, app_id),
         )
     actor = f"user:{who.user_id}"
     created = ev.new_event(
@@ -220,39 +258,156 @@ async def connect_slack(ctx: Ctx, who: Who, data: JSONBody[SlackConnect]) -> Cha
         secret["app_token"] = data.app_token.strip()
     if data.signing_secret:
         secret["signing_secret"] = data.signing_secret.strip()
-    return await _record(ctx, who, slack.KIND, workspace.team_name, secret, "Slack")
+    return await _record(
+        ctx, who, slack.KIND, workspace.team_name, secret, "Slack", team_id=workspace.team_id
+    )
+
+
+class _SlackRoute(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a Slack delivery goes: a connection, its tenant and credentials, and the
+    workspace (and app, for an "Add to Slack" install) it was connected for."""
+
+    connection_id: str
+    tenant_id: str
+    secret: dict[str, str]
+    team_id: str
+    app_id: str | None = None
 
 
 @post("/webhooks/slack/{connection_id:str}", status_code=200, include_in_schema=False)
 async def slack_events(
     ctx: Ctx, connection_id: FromPath[str], request: Request[Any, Any, Any]
 ) -> Response[Any]:
-    """Slack's Events API: a bad or stale signature gets 401 and nothing is stored."""
+    """Slack's Events API for one connection: a bad or stale signature gets 401, a delivery
+    for another workspace than the connection's 403; either way nothing is stored."""
     from adapters.channels import slack  # provider SDKs load on first use
 
     body = await request.body()
     tenant_id, secret = await _webhook_secret(ctx, connection_id, slack.KIND)
     if not secret.get("signing_secret"):
         raise ApiError(404, "not_found", "This Slack connection uses Socket Mode, not the Events API.")
+    events = slack.SlackEvents(secret["signing_secret"])
+    payload = _verified(events, request, body)
+    if payload.get("type") == "url_verification":
+        return Response({"challenge": str(payload.get("challenge") or "")})
+    team_id, app_id = await _slack_workspace(ctx, connection_id, secret)
+    route = _SlackRoute(
+        connection_id=connection_id, tenant_id=tenant_id, secret=secret, team_id=team_id, app_id=app_id
+    )
+    return await _deliver_slack(ctx, events, payload, route)
+
+
+@post("/webhooks/slack", status_code=200, include_in_schema=False)
+async def slack_app_events(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[Any]:
+    """The Events API of the deployment's Slack app (its Request URL): each delivery goes to
+    the connection installed for its ``(api_app_id, team_id)``; another workspace gets 404."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
+    app = _slack_app(ctx)
+    body = await request.body()
+    events = slack.SlackEvents(app.signing_secret)
+    payload = _verified(events, request, body)
+    if payload.get("type") == "url_verification":
+        return Response({"challenge": str(payload.get("challenge") or "")})
+    routes = await _slack_routes(ctx, str(payload.get("api_app_id") or ""), str(payload.get("team_id") or ""))
+    if not routes:
+        log.warning("slack_delivery_refused", reason="unknown_workspace", team_id=payload.get("team_id"))
+        raise ApiError(404, "not_found", "No Slack connection for this workspace and app.")
+    return await _deliver_slack(ctx, events, payload, routes[0])
+
+
+def _verified(events: SlackEvents, request: Request[Any, Any, Any], body: bytes) -> dict[str, Any]:
+    """The request's JSON once its Slack signature checks out (401), or 400."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
     try:
-        answer = slack.SlackEvents(secret["signing_secret"]).handle(
-            dict(request.headers), body, now=datetime.now(UTC), tenant_id=tenant_id,
-            connection_id=connection_id, bot_user_id=secret.get("bot_user_id", ""),
-        )  # fmt: skip
+        payload = events.verify(dict(request.headers), body, now=datetime.now(UTC))
     except slack.BadSignature as exc:
         raise ApiError(401, "bad_signature", str(exc)) from None
     except slack.BadRequest as exc:
         raise ApiError(400, "invalid_request", str(exc)) from None
-    if answer.challenge is not None:
-        return Response({"challenge": answer.challenge})
+    return payload
+
+
+async def _deliver_slack(
+    ctx: GatewayContext, events: SlackEvents, payload: dict[str, Any], route: _SlackRoute
+) -> Response[Any]:
+    """Store a verified delivery for its connection, unless it is another workspace's (403)."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
+    try:
+        answer = events.answer(
+            payload, tenant_id=route.tenant_id, connection_id=route.connection_id,
+            bot_user_id=route.secret.get("bot_user_id", ""), team_id=route.team_id, app_id=route.app_id,
+        )  # fmt: skip
+    except slack.WrongWorkspace as exc:
+        log.warning(
+            "slack_delivery_refused", reason="wrong_workspace", connection_id=route.connection_id,
+            team_id=payload.get("team_id"), api_app_id=payload.get("api_app_id"),
+        )  # fmt: skip
+        raise ApiError(403, "wrong_workspace", str(exc)) from None
     if answer.delivery is not None:
         await slack.append_delivery(ctx.store, answer.delivery)
         if ctx.media is not None:
             await slack.fetch_delivery_media(
-                ctx.store, ctx.media, answer.delivery, secret["token"], connection_id,
+                ctx.store, ctx.media, answer.delivery, route.secret["token"], route.connection_id,
                 api_base=ctx.endpoints.slack_api_base,
             )  # fmt: skip
     return Response({"ok": True})
+
+
+async def _slack_workspace(
+    ctx: GatewayContext, connection_id: str, secret: dict[str, str]
+) -> tuple[str, str | None]:
+    """The workspace (and app) a Slack connection was connected for. One recorded before
+    workspaces were learns it once from Slack: whose is its bot token (auth.test)."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT team_id, app_id FROM gateway.webhooks WHERE connection_id = %s", (connection_id,)
+        )
+        row = await cur.fetchone()
+    app_id = row["app_id"] if row is not None else None
+    if row is not None and row["team_id"] is not None:
+        return str(row["team_id"]), app_id
+    try:
+        identity = await slack.validate_token(secret.get("token", ""), api_base=ctx.endpoints.slack_api_base)
+    except slack.TokenRejected:
+        raise ApiError(
+            403, "token_rejected", "Slack no longer accepts this connection's bot token."
+        ) from None
+    except slack.SlackUnreachable as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    async with ctx.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE gateway.webhooks SET team_id = %s WHERE connection_id = %s AND team_id IS NULL",
+            (identity.team_id, connection_id),
+        )
+    return identity.team_id, app_id
+
+
+async def _slack_routes(ctx: GatewayContext, app_id: str, team_id: str) -> list[_SlackRoute]:
+    """The live connections installed for a workspace of an app, newest first."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT connection_id, tenant_id FROM gateway.webhooks WHERE kind = %s AND app_id = %s"
+            " AND team_id = %s ORDER BY connection_id DESC",  # ids are ULIDs: newest first
+            (slack.KIND, app_id, team_id),
+        )
+        rows = await cur.fetchall()
+    routes = []
+    for row in rows:
+        secret = await _opened(ctx, row["tenant_id"], row["connection_id"])
+        if secret:  # a removed connection's credentials are forgotten
+            route = _SlackRoute(
+                connection_id=row["connection_id"], tenant_id=row["tenant_id"], secret=secret,
+                team_id=team_id, app_id=app_id,
+            )  # fmt: skip
+            routes.append(route)
+    return routes
 
 
 async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> str:
@@ -271,6 +426,13 @@ class SlackInstallStart(msgspec.Struct, frozen=True):
     url: str  # send the person's browser here; Slack brings them back to the callback
 
 
+class SlackInstallConfirm(msgspec.Struct, frozen=True):
+    """The confirmation page's form, posted back to the callback with the install cookie."""
+
+    state: str
+    code: str
+
+
 OAUTH_STATES_SQL = """
 CREATE TABLE IF NOT EXISTS gateway.oauth_states (
     state      text PRIMARY KEY,
@@ -279,9 +441,12 @@ CREATE TABLE IF NOT EXISTS gateway.oauth_states (
     kind       text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- The digest of the cookie given to the browser that started the install.
+ALTER TABLE gateway.oauth_states ADD COLUMN IF NOT EXISTS browser_digest text;
 GRANT SELECT, INSERT, DELETE ON gateway.oauth_states TO moltbot_gateway;
 """
 STATE_TTL_MINUTES = 10
+INSTALL_COOKIE = "moltbot_slack_install"
 
 
 def _slack_app(ctx: GatewayContext) -> SlackApp:
@@ -294,65 +459,213 @@ def _slack_app(ctx: GatewayContext) -> SlackApp:
     return ctx.slack_app
 
 
+def install_cookie(app: SlackApp, value: str, *, max_age: int = STATE_TTL_MINUTES * 60) -> Cookie:
+    """The cookie binding an install to the browser that started it: sent back only to the
+    callback (its path), on Slack's redirect (a top-level navigation, so Lax), never to scripts."""
+    callback = urlsplit(app.redirect_uri)
+    return Cookie(
+        key=INSTALL_COOKIE, value=value, path=callback.path or "/", max_age=max_age,
+        secure=callback.scheme == "https", httponly=True, samesite="lax",
+    )  # fmt: skip
+
+
+def _digest(browser: str) -> str:
+    return hashlib.sha256(browser.encode()).hexdigest()
+
+
 @get("/channels/slack/install")
-async def slack_install(ctx: Ctx, who: Who) -> SlackInstallStart:
-    """Start "Add to Slack": the URL of Slack's consent page for this inbox."""
+async def slack_install(ctx: Ctx, who: Who) -> Response[SlackInstallStart]:
+    """Start "Add to Slack": the URL of Slack's consent page for this inbox, and a cookie
+    that only this browser holds; only this browser can complete the install."""
     from adapters.channels import slack  # provider SDKs load on first use
 
     _may_connect(who)
     app = _slack_app(ctx)
-    state = secrets.token_urlsafe(24)
+    state, browser = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     async with ctx.pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO gateway.oauth_states (state, tenant_id, user_id, kind) VALUES (%s, %s, %s, %s)",
-            (state, who.tenant_id, who.user_id, slack.KIND),
+            "INSERT INTO gateway.oauth_states (state, tenant_id, user_id, kind, browser_digest)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (state, who.tenant_id, who.user_id, slack.KIND, _digest(browser)),
         )
-    return SlackInstallStart(slack.install_url(app.client_id, app.redirect_uri, state, slack.BOT_SCOPES))
+    url = slack.install_url(app.client_id, app.redirect_uri, state, slack.BOT_SCOPES)
+    return Response(
+        SlackInstallStart(url), cookies=[install_cookie(app, browser)], headers={"Cache-Control": "no-store"}
+    )
 
 
-@get("/channels/slack/oauth/callback", status_code=302, include_in_schema=False)
-async def slack_oauth_callback(
-    ctx: Ctx,
-    code: FromQuery[str | None] = None,
-    oauth_state: Annotated[str | None, QueryParameter(query="state")] = None,
-    error: FromQuery[str | None] = None,
-) -> Redirect:
-    """Where Slack sends the browser back: the state must be one we issued (once, recently)."""
+@head("/channels/slack/install", include_in_schema=False)
+async def slack_installable(ctx: Ctx, who: Who) -> None:
+    """Whether "Add to Slack" is offered to this caller (200), without starting an install."""
+    _may_connect(who)
+    _slack_app(ctx)
+
+
+async def _installer(ctx: GatewayContext, state: str | None, browser: str | None, *, use: bool) -> Caller:
+    """Who started the install ``state``, if it is fresh and this browser holds its cookie.
+
+    ``use`` spends the state (it works once). A state that reaches a browser without its
+    cookie is spent too: its link went where it should not have, so it never works again.
+    """
     from adapters.channels import slack  # provider SDKs load on first use
 
-    app = _slack_app(ctx)
-    state = oauth_state
     if not state:
         raise ApiError(
             400, "invalid_state", "This install link is incomplete: start again from the channels page."
         )
+    columns = "tenant_id, user_id, browser_digest, created_at > now() - make_interval(mins => %s) AS fresh"
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(
-            "DELETE FROM gateway.oauth_states WHERE state = %s AND kind = %s"
-            " AND created_at > now() - make_interval(mins => %s) RETURNING tenant_id, user_id",
-            (state, slack.KIND, STATE_TTL_MINUTES),
-        )
+        if use:
+            sql = f"DELETE FROM gateway.oauth_states WHERE state = %s AND kind = %s RETURNING {columns}"
+            cur = await conn.execute(sql, (state, slack.KIND, STATE_TTL_MINUTES))
+        else:
+            sql = f"SELECT {columns} FROM gateway.oauth_states WHERE state = %s AND kind = %s"
+            cur = await conn.execute(sql, (STATE_TTL_MINUTES, state, slack.KIND))
         row = await cur.fetchone()
-    if row is None:
+        digest = row["browser_digest"] if row is not None else None
+        same_browser = bool(digest and browser and hmac.compare_digest(digest, _digest(browser)))
+        if row is not None and not same_browser and not use:
+            await conn.execute("DELETE FROM gateway.oauth_states WHERE state = %s", (state,))
+    if row is None or not row["fresh"]:
         raise ApiError(
             400, "invalid_state", "This install link expired or was used: start again from the channels page."
         )
+    if not same_browser:
+        log.warning("slack_install_refused", reason="another_browser", tenant_id=row["tenant_id"])
+        raise ApiError(
+            403, "wrong_browser",
+            "This Slack install was started in another browser, so it has been cancelled and nothing"
+            " was connected. To add Slack, start again from the channels page in this browser.",
+        )  # fmt: skip
+    return Caller(user_id=row["user_id"], tenant_id=row["tenant_id"], role="owner")
+
+
+@get("/channels/slack/oauth/callback", include_in_schema=False)
+async def slack_oauth_callback(
+    ctx: Ctx,
+    code: FromQuery[str | None] = None,
+    oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+    error: FromQuery[str | None] = None,
+    browser: Annotated[str | None, CookieParameter(name=INSTALL_COOKIE)] = None,
+) -> Response[Any]:
+    """Where Slack sends the browser back: the state must be one we issued (recently) to this
+    browser. Nothing is connected yet: a page names the inbox and asks to confirm."""
+    app = _slack_app(ctx)
+    who = await _installer(ctx, oauth_state, browser, use=bool(error or not code))
     if error or not code:
-        return Redirect(f"/?slack={error or 'cancelled'}#channels")
+        forget = install_cookie(app, "", max_age=0)
+        return Redirect(f"/?slack={quote(error or 'cancelled')}#channels", cookies=[forget])
+    inbox, owner = await _inbox_names(ctx, who.tenant_id)
+    page = _confirm_page(
+        urlsplit(app.redirect_uri).path, SlackInstallConfirm(oauth_state or "", code), inbox, owner
+    )
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self';"
+            " frame-ancestors 'none'; base-uri 'none'",
+            "X-Frame-Options": "DENY",  # the confirmation is a click: no one may frame it
+        },
+    )
+
+
+@post("/channels/slack/oauth/callback", status_code=303, include_in_schema=False)
+async def slack_oauth_confirm(
+    ctx: Ctx,
+    data: Annotated[SlackInstallConfirm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    browser: Annotated[str | None, CookieParameter(name=INSTALL_COOKIE)] = None,
+) -> Redirect:
+    """The person confirmed the inbox: from the same browser, the state is spent, Slack's code
+    exchanged, and the workspace connected (unless another connection already receives it)."""
+    from adapters.channels import slack  # provider SDKs load on first use
+
+    app = _slack_app(ctx)
+    who = await _installer(ctx, data.state, browser, use=True)
+    if ctx.keyring is None:
+        raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
     try:
         install = await slack.exchange_code(
-            app.client_id, app.client_secret, code, app.redirect_uri, api_base=ctx.endpoints.slack_api_base
+            app.client_id,
+            app.client_secret,
+            data.code,
+            app.redirect_uri,
+            api_base=ctx.endpoints.slack_api_base,
         )
     except slack.InstallRejected as exc:
         raise ApiError(400, "install_rejected", str(exc)) from None
-    who = Caller(user_id=row["user_id"], tenant_id=row["tenant_id"], role="owner")
+    except slack.SlackUnreachable as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "10"}) from None
+    existing = await _slack_routes(ctx, install.app_id or "", install.team_id)
+    if existing:  # deliveries are routed by workspace: one connection receives each
+        where = "this inbox" if existing[0].tenant_id == who.tenant_id else "another Moltbot inbox"
+        detail = f"{install.team_name} is already connected to {where}; remove it there to connect it here."
+        raise ApiError(409, "already_connected", detail)
     secret = {
         "token": install.bot_token,
         "bot_user_id": install.bot_user_id,
         "signing_secret": app.signing_secret,
     }
-    await _record(ctx, who, slack.KIND, install.team_name, secret, "Slack")
-    return Redirect("/?slack=connected#channels")
+    await _record(
+        ctx,
+        who,
+        slack.KIND,
+        install.team_name,
+        secret,
+        "Slack",
+        team_id=install.team_id,
+        app_id=install.app_id,
+    )
+    return Redirect(
+        "/?slack=connected#channels", status_code=303, cookies=[install_cookie(app, "", max_age=0)]
+    )
+
+
+async def _inbox_names(ctx: GatewayContext, tenant_id: str) -> tuple[str, str | None]:
+    """An inbox's name and its owner's e-mail, to show whose inbox an install joins."""
+    async with ctx.tenant(tenant_id) as conn:
+        cur = await conn.execute(
+            "SELECT t.name, (SELECT u.email FROM rm_tenants.members m JOIN rm_tenants.users u"
+            " ON u.user_id = m.user_id WHERE m.tenant_id = t.tenant_id AND m.role = 'owner'"
+            " ORDER BY m.added_at LIMIT 1) AS owner_email FROM rm_tenants.tenants t WHERE t.tenant_id = %s",
+            (tenant_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:  # the read model lags a brand-new inbox
+        return tenant_id, None
+    return str(row["name"]), row["owner_email"]
+
+
+def _confirm_page(action: str, form: SlackInstallConfirm, inbox: str, owner: str | None) -> str:
+    """The page asking the person to confirm which inbox the Slack workspace joins."""
+    e = html.escape
+    whose = f" (owner: <strong>{e(owner)}</strong>)" if owner else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Connect Slack — Moltbot</title>
+<link rel="stylesheet" href="/static/style.css">
+</head>
+<body>
+<main class="stack">
+<h1>Connect Slack to this inbox?</h1>
+<p>The Slack workspace you just approved will be connected to the Moltbot inbox
+<strong>{e(inbox)}</strong>{whose}: its messages will arrive there.</p>
+<p>If that is not your inbox, or you did not just add Slack, close this page:
+nothing is connected until you confirm.</p>
+<form method="post" action="{e(action)}">
+<input type="hidden" name="state" value="{e(form.state)}">
+<input type="hidden" name="code" value="{e(form.code)}">
+<button type="submit">Connect Slack to {e(inbox)}</button>
+<a href="/#channels">Cancel</a>
+</form>
+</main>
+</body>
+</html>
+"""
 
 
 @delete("/channels/{connection_id:str}", status_code=202)
@@ -385,8 +698,11 @@ channels_router = Router(
         connect_discord,
         connect_slack,
         slack_install,
+        slack_installable,
         slack_oauth_callback,
+        slack_oauth_confirm,
         slack_events,
+        slack_app_events,
         telegram_updates,
         disconnect,
     ],

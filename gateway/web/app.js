@@ -44,7 +44,26 @@ async function api(path, { method = "GET", body, params, headers: extra } = {}) 
   return data;
 }
 
-async function refresh() {
+// A refresh token works once (the gateway rotates it; a second use ends the session), so
+// one refresh at a time — across tabs too, which share the session in localStorage.
+let refreshing = null;
+
+function refresh() {
+  if (!refreshing) {
+    const once = () => refreshOnce();
+    const locked = navigator.locks ? navigator.locks.request("moltbot.refresh", once) : once();
+    refreshing = locked.finally(() => (refreshing = null));
+  }
+  return refreshing;
+}
+
+async function refreshOnce() {
+  if (!state.session) return false; // logged out while waiting
+  const saved = JSON.parse(localStorage.getItem("moltbot.session") || "null");
+  if (saved && saved.refresh_token !== state.session.refresh_token) {
+    state.session = saved; // another tab refreshed already
+    return true;
+  }
   const response = await fetch("/v1/auth/refresh", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -57,6 +76,18 @@ async function refresh() {
   const tokens = await response.json();
   saveSession({ ...state.session, ...tokens });
   return true;
+}
+
+function signOut() {
+  // End the session on the server too: its refresh token stops working everywhere.
+  if (state.session) {
+    fetch("/v1/auth/logout", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: state.session.refresh_token }),
+    }).catch(() => {});
+  }
+  logout();
 }
 
 function saveSession(session) {
@@ -104,7 +135,7 @@ $("auth-form").addEventListener("submit", async (submit) => {
   }
 });
 
-$("logout").addEventListener("click", logout);
+$("logout").addEventListener("click", signOut);
 for (const button of document.querySelectorAll("nav [data-view]")) {
   button.addEventListener("click", () => show(button.dataset.view));
 }
@@ -406,13 +437,16 @@ $("try-it").addEventListener("click", async () => {
 // --- channels and usage -----------------------------------------------------------------------
 
 $("add-to-slack").addEventListener("click", async () => {
+  // The answer also sets an HttpOnly cookie (same-origin fetch) that binds the install to
+  // this browser; Slack brings the browser back to the callback, which asks to confirm.
   const start = await api("/v1/channels/slack/install");
-  location.assign(start.url); // Slack asks for consent, then brings the browser back here
+  location.assign(start.url);
 });
 
 async function loadChannels() {
-  // "Add to Slack" appears when this deployment has a Slack app configured.
-  fetch("/v1/channels/slack/install", { headers: { Authorization: `Bearer ${state.session.access_token}` } })
+  // "Add to Slack" appears when this deployment has a Slack app configured. HEAD starts no
+  // install (a GET would, replacing the cookie of one in progress in another tab).
+  fetch("/v1/channels/slack/install", { method: "HEAD", headers: { Authorization: `Bearer ${state.session.access_token}` } })
     .then((response) => { $("add-to-slack").hidden = !response.ok; })
     .catch(() => {});
   const channels = await api("/v1/channels");

@@ -122,7 +122,8 @@ class ApiError(Exception):
 
 
 class FakeSlack:
-    """Slack's state for any number of workspaces (one app each), and the knobs tests turn."""
+    """Slack's state for any number of workspaces (an app each, or one app in several), and
+    the knobs tests turn."""
 
     def __init__(self) -> None:
         self.base_url = ""  # http://127.0.0.1:<port>
@@ -158,8 +159,12 @@ class FakeSlack:
     def _number(self) -> int:
         return next(self._numbers)
 
-    def add_workspace(self, name: str = "Analytical Engines", bot_name: str = "moltbot") -> Workspace:
-        """A workspace with the app installed: its bot token, app-level token and team."""
+    def add_workspace(
+        self, name: str = "Analytical Engines", bot_name: str = "moltbot", *, app_id: str | None = None
+    ) -> Workspace:
+        """A workspace with the app installed: its bot token, app-level token and team. Each
+        workspace has an app of its own, unless ``app_id`` names one installed in several
+        (as an "Add to Slack" app is; its events then carry that ``api_app_id``)."""
         n = self._number()
         team = Team(
             id=f"T{n:08d}",
@@ -168,7 +173,7 @@ class FakeSlack:
             bot_user_id=f"U0BOT{n:05d}",
             bot_id=f"B0BOT{n:05d}",
             bot_name=bot_name,
-            app_id=f"A0APP{n:05d}",
+            app_id=app_id or f"A0APP{n:05d}",
         )
         bot_token = f"xoxb-{n}-{secrets.token_hex(6)}-{secrets.token_urlsafe(18)}"
         app_token = f"xapp-1-{team.app_id}-{n}-{secrets.token_hex(24)}"

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.vault.cipher import Keyring
 from domain import events as ev
-from gateway.context import SlackApp
 from moltbot.roles import ChannelSettings, run_connectors
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_api import user as discord_user
@@ -288,50 +286,6 @@ async def test_a_discord_bot_connects_hears_a_mention_and_answers(
     served = await api.get(with_media["media"][0]["url"], headers=_auth(owner))
     assert served.headers["content-type"] == "image/png"
     assert served.content.startswith(b"\x89PNG")
-
-
-SLACK_APP = SlackApp(
-    client_id="1234567890.0987654321",
-    client_secret="s3cr3t",
-    signing_secret="a-signing-secret",
-    redirect_uri="https://moltbot.example/v1/channels/slack/oauth/callback",
-)
-
-
-@pytest.fixture
-def slack_app() -> SlackApp:
-    return SLACK_APP
-
-
-async def test_add_to_slack_checks_its_state_and_connects_the_workspace(
-    api: httpx.AsyncClient, slack_fake: FakeSlack
-) -> None:
-    owner = await _signup(api, "slack-oauth@example.com")
-    slack_fake.oauth_app(SLACK_APP.client_id, SLACK_APP.client_secret)
-    workspace = slack_fake.add_workspace("Lovelace & Co")
-    start = await api.get("/v1/channels/slack/install", headers=_auth(owner))
-    assert start.status_code == 200
-    query = parse_qs(urlsplit(start.json()["url"]).query)
-    assert query["client_id"] == [SLACK_APP.client_id]
-    assert query["redirect_uri"] == [SLACK_APP.redirect_uri]
-    state = query["state"][0]
-
-    forged = await api.get("/v1/channels/slack/oauth/callback", params={"code": "x", "state": "made-up"})
-    assert forged.status_code == 400
-    assert forged.json()["error"] == "invalid_state"
-    code = slack_fake.authorize(workspace.team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
-    back = await api.get("/v1/channels/slack/oauth/callback", params={"code": code, "state": state})
-    assert back.status_code == 302
-    assert back.headers["location"] == "/?slack=connected#channels"
-    replayed = await api.get("/v1/channels/slack/oauth/callback", params={"code": code, "state": state})
-    assert replayed.status_code == 400  # a state works once
-
-    async def connected_workspace() -> list[dict[str, Any]] | None:
-        channels = (await api.get("/v1/channels", headers=_auth(owner))).json()
-        return [c for c in channels if c["channel"] == "slack"] or None
-
-    [channel] = await _until(connected_workspace, "the installed workspace")
-    assert channel["display_name"] == "Lovelace & Co"
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
 """The Slack connector end to end: the real slack_sdk client against a fake Web API and
 Socket Mode on 127.0.0.1 (tests/fakes/slack_api.py), with a real nats-server and PostgreSQL.
 
-Connect: a bot token is checked (auth.test), an OAuth install's code is exchanged.
-In: a signed Events API request verifies (a bad or stale signature is refused) and
+Connect: a bot token is checked (auth.test), an OAuth install's code is exchanged; through
+the gateway, "Add to Slack" completes only in the browser that started it (its cookie) and
+only once the person confirms the inbox.
+In: a signed Events API request verifies (a bad or stale signature is refused), is refused
+if it is for another workspace than its connection's (the gateway routes the app's
+deliveries by api_app_id and team_id), and
 becomes conversation.created / message.received with ids derived from Slack's; a thread
 is its own conversation; edits, deletes and reactions become events; a redelivery is
 stored once; the Socket Mode session acks envelopes once stored and reports its health
@@ -19,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from nats.aio.client import Client
 
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.runtime import ConnectorRuntime
 from adapters.channels.slack import (
     SLACK_CAPABILITIES,
@@ -33,6 +39,7 @@ from adapters.channels.slack import (
     SlackSocketSession,
     TokenRejected,
     WorkspaceIdentity,
+    WrongWorkspace,
     append_delivery,
     channel_conversation_id,
     exchange_code,
@@ -52,8 +59,10 @@ from domain import events as ev
 from domain import ids
 from domain.commands import SendMessage
 from domain.connectors import Delivered, SendDeferred, SendRejected
+from gateway.context import SlackApp
+from gateway.routes.channels import install_cookie
 from projections.registry import by_name
-from tests.fakes.slack_api import FakeSlack, Workspace, fake_slack, signed_request, url_verification
+from tests.fakes.slack_api import FakeSlack, Team, Workspace, fake_slack, signed_request, url_verification
 from tests.integration.conftest import Stack
 from tests.integration.connector_log import (
     of as _of,
@@ -74,6 +83,8 @@ from tests.integration.connector_log import (
 from tests.integration.connector_log import (
     until as _until,
 )
+from tests.integration.test_agent import _until as _eventually
+from tests.integration.test_gateway import _auth, _signup
 
 TENANT = "t_slack"
 CONNECTION = "cn_slack1"
@@ -117,6 +128,7 @@ async def _webhook(store: EventStore, workspace: Workspace, payload: dict[str, A
         tenant_id=TENANT,
         connection_id=CONNECTION,
         bot_user_id=workspace.team.bot_user_id,
+        team_id=workspace.team.id,
     )
     if answer.delivery is not None:
         await append_delivery(store, answer.delivery)
@@ -206,15 +218,39 @@ def test_signatures_are_verified_and_stale_or_forged_requests_refused(fake: Fake
 
 def test_url_verification_answers_the_challenge() -> None:
     headers, body = signed_request(SECRET, url_verification("chall-3nge"))
-    answer = SlackEvents(SECRET).handle(
-        headers, body, now=_now(), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id="U0BOT"
-    )
+    options = {"tenant_id": TENANT, "connection_id": CONNECTION, "bot_user_id": "U0BOT", "team_id": "T0OURS"}
+    answer = SlackEvents(SECRET).handle(headers, body, now=_now(), **options)
     assert (answer.challenge, answer.delivery) == ("chall-3nge", None)
     forged_headers, _ = signed_request("not-our-secret", url_verification("chall-3nge"))
     with pytest.raises(BadSignature):
-        SlackEvents(SECRET).handle(
-            forged_headers, body, now=_now(), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id="U0BOT"
-        )
+        SlackEvents(SECRET).handle(forged_headers, body, now=_now(), **options)
+
+
+def test_a_delivery_for_another_workspace_or_app_is_refused(fake: FakeSlack) -> None:
+    """Item 9 (adapter): one app installed in many workspaces signs all their deliveries
+    alike, so the signature alone does not say which connection a delivery is for."""
+    ours = fake.add_workspace("Lovelace & Co", app_id="A0SHARED1")
+    theirs = fake.add_workspace("Intruders Ltd", app_id="A0SHARED1")
+    other_app = fake.add_workspace("Lovelace & Co, another app")
+    options = {"tenant_id": TENANT, "connection_id": CONNECTION, "bot_user_id": ours.team.bot_user_id}
+    events = SlackEvents(SECRET)
+
+    def handle(payload: dict[str, Any]) -> Any:
+        headers, body = signed_request(SECRET, payload)
+        return events.handle(headers, body, now=_now(), team_id=ours.team.id, app_id="A0SHARED1", **options)
+
+    for foreign in (
+        fake.message(theirs.team, "C1", CHARLES, "not for this inbox"),
+        fake.message(ours.team, "C1", ADA, "hello") | {"team_id": theirs.team.id},
+        fake.message(ours.team, "C1", ADA, "hello") | {"api_app_id": other_app.team.app_id},
+    ):
+        with pytest.raises(WrongWorkspace):
+            handle(foreign)
+    answer = handle(fake.message(ours.team, "C1", ADA, "for this inbox"))
+    assert answer.team_id == ours.team.id
+    assert answer.delivery is not None
+    [received] = _of(list(answer.delivery.events), ev.MessageReceived)
+    assert received.data.text == "for this inbox"
 
 
 async def test_a_signed_channel_message_becomes_a_group_conversation_and_a_message(
@@ -632,3 +668,193 @@ def test_an_app_mention_is_the_same_message_as_its_message_event(fake: FakeSlack
     assert isinstance(as_message, ev.MessageReceived) and isinstance(as_mention, ev.MessageReceived)
     assert as_message.data == as_mention.data  # one dedupe key: stored once
     assert as_mention.aggregate_id == channel_conversation_id(CONNECTION, "C1")
+
+
+# --- through the gateway: "Add to Slack" and the Events API routes ---------------------------
+
+APP_ID = "A0MOLTBOT1"  # the deployment's app, installed in several workspaces
+SLACK_APP = SlackApp(
+    client_id="1234567890.0987654321",
+    client_secret="s3cr3t",
+    signing_secret=SECRET,
+    # http here: a Secure cookie would not go back to the test's http://127.0.0.1 gateway
+    redirect_uri="http://moltbot.test/v1/channels/slack/oauth/callback",
+)
+CALLBACK = "/v1/channels/slack/oauth/callback"
+
+
+@pytest.fixture
+def endpoints(fake: FakeSlack) -> ProviderEndpoints:
+    return ProviderEndpoints(slack_api_base=fake.api_base)
+
+
+@pytest.fixture
+def slack_app(fake: FakeSlack) -> SlackApp:
+    fake.oauth_app(SLACK_APP.client_id, SLACK_APP.client_secret)
+    return SLACK_APP
+
+
+async def _start_install(browser: httpx.AsyncClient, owner: dict[str, str]) -> str:
+    """Press "Add to Slack" in ``browser`` (which keeps the install cookie): the state."""
+    start = await browser.get("/v1/channels/slack/install", headers=_auth(owner))
+    assert start.status_code == 200, start.text
+    return parse_qs(urlsplit(start.json()["url"]).query)["state"][0]
+
+
+async def _slack_channels(api: httpx.AsyncClient, owner: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        c for c in (await api.get("/v1/channels", headers=_auth(owner))).json() if c["channel"] == "slack"
+    ]
+
+
+async def _add_to_slack(api: httpx.AsyncClient, fake: FakeSlack, owner: dict[str, str], team: Team) -> str:
+    """The whole install in one browser: start, Slack's consent, the page, confirm; the connection."""
+    state = await _start_install(api, owner)
+    code = fake.authorize(team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
+    page = await api.get(CALLBACK, params={"code": code, "state": state})
+    assert page.status_code == 200, page.text
+    confirmed = await api.post(CALLBACK, data={"state": state, "code": code})
+    assert confirmed.status_code == 303, confirmed.text
+
+    async def connected() -> list[dict[str, Any]]:
+        return [c for c in await _slack_channels(api, owner) if c["display_name"] == team.name]
+
+    [channel] = await _eventually(connected, f"{team.name} in the channels list")
+    return str(channel["connection_id"])
+
+
+async def test_add_to_slack_completes_only_in_the_browser_that_started_it_once_confirmed(
+    api: httpx.AsyncClient, fake: FakeSlack, stack: Stack
+) -> None:
+    """Item 8: the OAuth state is bound to the starting browser's cookie, and the inbox is
+    confirmed before the workspace is connected."""
+    owner = await _signup(api, "slack-oauth@example.com")
+    workspace = fake.add_workspace("Lovelace & Co", app_id=APP_ID)
+    start = await api.get("/v1/channels/slack/install", headers=_auth(owner))
+    assert start.status_code == 200
+    query = parse_qs(urlsplit(start.json()["url"]).query)
+    assert query["client_id"] == [SLACK_APP.client_id]
+    assert query["redirect_uri"] == [SLACK_APP.redirect_uri]
+    attributes = [a.strip().lower() for a in start.headers["set-cookie"].split(";")]
+    assert attributes[0].startswith("moltbot_slack_install=")
+    assert {"httponly", "samesite=lax", f"path={CALLBACK}", "max-age=600"} <= set(attributes)
+    assert "secure" not in attributes  # http here; https below
+    probe = await api.head("/v1/channels/slack/install", headers=_auth(owner))  # the web inbox's
+    assert (probe.status_code, "set-cookie" in probe.headers) == (200, False)  # starts nothing
+    assert (await api.head("/v1/channels/slack/install")).status_code == 401
+
+    forged = await api.get(CALLBACK, params={"code": "x", "state": "made-up"})
+    assert (forged.status_code, forged.json()["error"]) == (400, "invalid_state")
+
+    async with httpx.AsyncClient(base_url=api.base_url) as other_browser:
+        # The callback opened in another browser (a link sent to someone, or one stolen):
+        # refused, the state spent, nothing connected.
+        state = query["state"][0]
+        code = fake.authorize(workspace.team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
+        elsewhere = await other_browser.get(CALLBACK, params={"code": code, "state": state})
+        assert elsewhere.status_code == 403, elsewhere.headers.get("location")
+        assert elsewhere.json()["error"] == "wrong_browser"
+        assert "another browser" in elsewhere.json()["detail"]
+        spent = await api.get(CALLBACK, params={"code": code, "state": state})
+        assert (spent.status_code, spent.json()["error"]) == (400, "invalid_state")
+        # The confirmation posted without the cookie (another browser, or a cross-site form:
+        # the Lax cookie stays home): refused, the state spent.
+        state = await _start_install(api, owner)
+        code = fake.authorize(workspace.team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
+        posted = await other_browser.post(CALLBACK, data={"state": state, "code": code})
+        assert (posted.status_code, posted.json()["error"]) == (403, "wrong_browser")
+        assert (await api.post(CALLBACK, data={"state": state, "code": code})).status_code == 400
+    assert not any(method == "oauth.v2.access" for method, _ in fake.requests)  # no code was exchanged
+
+    # The same browser: a page names the inbox, and only the confirmation connects it.
+    state = await _start_install(api, owner)
+    code = fake.authorize(workspace.team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
+    page = await api.get(CALLBACK, params={"code": code, "state": state})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "<strong>Personal</strong> (owner: <strong>slack-oauth@example.com</strong>)" in page.text
+    assert f'action="{CALLBACK}"' in page.text
+    assert await _slack_channels(api, owner) == []
+    confirmed = await api.post(CALLBACK, data={"state": state, "code": code})
+    assert confirmed.status_code == 303
+    assert confirmed.headers["location"] == "/?slack=connected#channels"
+    assert "max-age=0" in confirmed.headers["set-cookie"].lower()  # the cookie is spent too
+    replayed = await api.post(CALLBACK, data={"state": state, "code": code})
+    assert replayed.status_code == 400  # a state works once
+
+    async def connected_workspace() -> list[dict[str, Any]]:
+        return await _slack_channels(api, owner)
+
+    [channel] = await _eventually(connected_workspace, "the installed workspace")
+    assert channel["display_name"] == "Lovelace & Co"
+    # Behind https (the public URL), the cookie is Secure.
+    https = SlackApp("id", "secret", "signing", "https://moltbot.example/v1/channels/slack/oauth/callback")
+    cookie = install_cookie(https, "value")
+    assert (cookie.secure, cookie.httponly, cookie.samesite, cookie.path) == (True, True, "lax", CALLBACK)
+
+
+async def _slack_texts(stack: Stack, tenant_id: str) -> list[str]:
+    log = [s.event async for s in stack.store.read_events(subject=f"ev.{tenant_id}.>")]
+    return [e.data.text for e in log if isinstance(e, ev.MessageReceived) and e.data.channel == "slack"]
+
+
+async def test_events_api_deliveries_are_stored_only_for_the_connected_workspace(
+    api: httpx.AsyncClient, fake: FakeSlack, stack: Stack
+) -> None:
+    """Item 9: a correctly signed delivery of the right app for another workspace is refused
+    and stores nothing; the app's Request URL routes by (api_app_id, team_id)."""
+    owner = await _signup(api, "slack-events@example.com")
+    ours = fake.add_workspace("Lovelace & Co", app_id=APP_ID)
+    theirs = fake.add_workspace("Intruders Ltd", app_id=APP_ID)  # the same app, another workspace
+    here, there = fake.add_channel(ours.team, "general"), fake.add_channel(theirs.team, "general")
+
+    async def post(url: str, payload: dict[str, Any]) -> httpx.Response:
+        headers, raw = signed_request(SECRET, payload)
+        return await api.post(url, content=raw, headers=headers)
+
+    # A connection made with pasted tokens and the signing secret: its own URL.
+    body = {"bot_token": ours.bot_token, "signing_secret": SECRET}
+    pasted = await api.post("/v1/channels/slack/connect", json=body, headers=_auth(owner))
+    assert pasted.status_code == 202, pasted.text
+    url = f"/v1/webhooks/slack/{pasted.json()['connection_id']}"
+    assert (await post(url, url_verification("abc"))).json() == {"challenge": "abc"}
+    foreign = await post(url, fake.message(theirs.team, there, CHARLES, "not for this inbox"))
+    assert foreign.status_code == 403, foreign.text
+    assert foreign.json()["error"] == "wrong_workspace"
+    assert (await post(url, fake.message(ours.team, here, ADA, "pasted: ours"))).status_code == 200
+    assert await _slack_texts(stack, owner["tenant_id"]) == ["pasted: ours"]
+    # One recorded before workspaces were learns its workspace from Slack (auth.test), once.
+    async with pg_connection(stack.database_url) as conn:
+        await conn.execute("UPDATE gateway.webhooks SET team_id = NULL WHERE team_id IS NOT NULL")
+    foreign = await post(url, fake.message(theirs.team, there, CHARLES, "still not for this inbox"))
+    assert (foreign.status_code, foreign.json()["error"]) == (403, "wrong_workspace")
+    async with pg_connection(stack.database_url) as conn:
+        cur = await conn.execute("SELECT team_id FROM gateway.webhooks WHERE team_id IS NOT NULL")
+        assert [row["team_id"] for row in await cur.fetchall()] == [ours.team.id]
+    removed = await api.delete(f"/v1/channels/{pasted.json()['connection_id']}", headers=_auth(owner))
+    assert removed.status_code == 202
+
+    # "Add to Slack": the app's one Request URL, deliveries routed by (api_app_id, team_id).
+    connection_id = await _add_to_slack(api, fake, owner, ours.team)
+    app_url = "/v1/webhooks/slack"
+    assert (await post(app_url, url_verification("xyz"))).json() == {"challenge": "xyz"}
+    for target, status in ((app_url, 404), (f"/v1/webhooks/slack/{connection_id}", 403)):
+        refused = await post(target, fake.message(theirs.team, there, CHARLES, "Intruders here"))
+        assert refused.status_code == status, refused.text
+    other_app = fake.message(ours.team, here, ADA, "from another app") | {"api_app_id": "A0OTHER99"}
+    assert (await post(app_url, other_app)).status_code == 404
+    assert (await post(app_url, fake.message(ours.team, here, ADA, "installed: ours"))).status_code == 200
+    direct = await post(f"/v1/webhooks/slack/{connection_id}", fake.message(ours.team, here, ADA, "and here"))
+    assert direct.status_code == 200
+    assert await _slack_texts(stack, owner["tenant_id"]) == ["pasted: ours", "installed: ours", "and here"]
+
+    # The workspace receives into one inbox: installing it into another is refused.
+    someone = await _signup(api, "someone-else@example.com")
+    state = await _start_install(api, someone)
+    code = fake.authorize(ours.team, SLACK_APP.client_id, SLACK_APP.redirect_uri)
+    assert (await api.get(CALLBACK, params={"code": code, "state": state})).status_code == 200
+    taken = await api.post(CALLBACK, data={"state": state, "code": code})
+    assert (taken.status_code, taken.json()["error"]) == (409, "already_connected")
+    assert "another Moltbot inbox" in taken.json()["detail"]
+    assert await _slack_channels(api, someone) == []

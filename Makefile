@@ -3,21 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 DATA   ?= .moltbot
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench faults docs clean chromium
+.PHONY: help install run test test-fast lint format bench faults docs clean chromium lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the versions and files in the lock (hash-checked), then the product itself.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the product with its dev tools
+install: $(STAMP) ## create .venv and install the product with its dev tools (from requirements.lock)
+
+lock: $(STAMP) ## pin every dependency with hashes into requirements.lock (after changing pyproject.toml)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal --python-version 3.11 \
+		--no-header --quiet -o $(LOCK)
 
 run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA)); ARGS="--cluster 3"
 	$(BIN)/moltbot --data $(DATA) up $(ARGS)

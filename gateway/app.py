@@ -19,8 +19,13 @@ from gateway.routes.messages import messages_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.web import index, static_router
 from gateway.routes.webchat import webchat_router
+from gateway.security_headers import security_headers
 
 MAX_BODY_BYTES = 1024 * 1024
+# The largest WebSocket message a client may send: a subscribe, a ping or a visitor's
+# message of 4,000 characters (24 KB even if every one is \u-escaped). The server refuses
+# a bigger frame (close 1009) before reading it whole, authenticated or not.
+MAX_WS_MESSAGE_BYTES = 32 * 1024
 
 
 def create_app(ctx: GatewayContext) -> Litestar:
@@ -42,6 +47,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
         dependencies={"ctx": Provide(context, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         before_request=refuse_nul,
+        before_send=[security_headers(https=(ctx.public_url or "").startswith("https://"))],
         openapi_config=OpenAPIConfig(
             title="Moltbot Cloud API",
             version="1.0.0",

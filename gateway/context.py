@@ -58,6 +58,9 @@ class GatewayContext:
     # Rate limits and stream caps (gateway/limits.py); without a counter only the caps apply.
     limiter: Limiter = field(default_factory=lambda: Limiter(None, Limits()))
     trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
+    # /metrics and /readyz: with a token, only for `Authorization: Bearer <it>`; without
+    # one, only for clients on this machine (never for the public behind a proxy).
+    ops_token: str | None = None
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.
@@ -78,22 +81,32 @@ class GatewayContext:
             await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
             yield conn
 
-    async def wait_for(self, min_seq: int | None, read_models: tuple[str, ...]) -> None:
-        """Return once every read model in ``read_models`` has applied ``min_seq``."""
+    async def wait_for(self, min_seq: int | None, read_models: tuple[str, ...], tenant_id: str) -> None:
+        """Return once every read model in ``read_models`` has applied ``min_seq``.
+
+        A sequence past the end of the log is refused at once (it could only time out);
+        the wait holds no pooled connection between its looks, and a tenant may have only
+        a few such waits at a time."""
         if not min_seq:
             return
+        if await self._applied(read_models) >= min_seq:
+            return
+        last_seq = await self.store.last_seq()
+        if min_seq > last_seq:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"min_seq {min_seq} is past the end of the event log (last seq {last_seq}):"
+                " pass the seq an earlier answer gave you.",
+                field="min_seq",
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MIN_SEQ_WAIT
-        async with self.pool.connection() as conn:
-            while True:
-                cur = await conn.execute(
-                    "SELECT coalesce(min(last_seq), 0) AS seq FROM moltbot.projection_checkpoints"
-                    " WHERE slot = 'live' AND projection = ANY(%s)",
-                    (list(read_models),),
-                )
-                row = await cur.fetchone()
-                if row is not None and row["seq"] >= min_seq:
-                    return
+        held = [("min_seq_waits_per_tenant", tenant_id)]
+        busy = "Too many reads are waiting for ?min_seq= at once; retry shortly."
+        async with self.limiter.hold(held, busy):
+            pause = 0.01
+            while await self._applied(read_models) < min_seq:
                 if loop.time() > deadline:
                     raise ApiError(
                         503,
@@ -102,7 +115,19 @@ class GatewayContext:
                         field="min_seq",
                         headers={"Retry-After": "1"},
                     )
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    async def _applied(self, read_models: tuple[str, ...]) -> int:
+        """The lowest checkpoint among ``read_models`` (a pooled connection only for the look)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(min(last_seq), 0) AS seq FROM moltbot.projection_checkpoints"
+                " WHERE slot = 'live' AND projection = ANY(%s)",
+                (list(read_models),),
+            )
+            row = await cur.fetchone()
+        return int(row["seq"]) if row is not None else 0
 
 
 def context(state: State) -> GatewayContext:
@@ -110,14 +135,32 @@ def context(state: State) -> GatewayContext:
     return ctx
 
 
+# Where a token may ride in the URL: an EventSource and an <img> cannot send headers.
+# Anywhere else a URL token would end up in logs, history and Referer headers.
+QUERY_TOKEN_PATHS = ("/v1/events", "/v1/media/")
+
+
 async def caller(request: Request[Any, Any, Any]) -> Caller:
-    """The authenticated caller, from ``Authorization: Bearer <token>`` or ``?access_token=``."""
+    """The authenticated caller, from ``Authorization: Bearer <token>`` (or ``?access_token=``
+    on the event stream and media only), held to the tenant's API rate limit."""
     header = request.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    token = token or request.query_params.get("access_token", "")
+    if not token and request.query_params.get("access_token"):
+        path = request.url.path
+        if not (path == QUERY_TOKEN_PATHS[0] or path.startswith(QUERY_TOKEN_PATHS[1])):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "?access_token= is accepted on /v1/events and /v1/media only:"
+                " send Authorization: Bearer <token>.",
+            )
+        token = request.query_params["access_token"]
     if not token:
         raise ApiError(401, "unauthorized", "Send an access token: Authorization: Bearer <token>.")
-    return await context(request.app.state).verify_access(token)
+    ctx = context(request.app.state)
+    who = await ctx.verify_access(token)
+    await ctx.limiter.check("api_per_tenant", who.tenant_id, "Your inbox is making too many API requests.")
+    return who
 
 
 # Route parameter types: the request's context and its authenticated caller.

@@ -23,6 +23,7 @@ from adapters.postgres.rate_counter import RateCounter
 from gateway.errors import ApiError
 
 WINDOW_S = 60
+STREAM_RETRY_S = 5  # what a refused stream is told to wait: streams end at any time
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +85,15 @@ class Limiter:
             self.refusals[limit] += 1
             raise too_many(f"{detail} Try again in {hit.retry_after} s.", hit.retry_after)
 
+    def ensure_room(self, holds: list[tuple[str, str]], detail: str) -> None:
+        """Refuse now (429) if any of ``holds`` is full — before a stream answers 200 and
+        takes its slots with :meth:`hold`."""
+        for limit, key in holds:
+            allowed = getattr(self.limits, limit)
+            if allowed and self._open[f"{limit}:{key}"] >= allowed:
+                self.refusals[limit] += 1
+                raise too_many(detail, STREAM_RETRY_S)
+
     @contextlib.asynccontextmanager
     async def hold(self, holds: list[tuple[str, str]], detail: str) -> AsyncIterator[None]:
         """Hold one slot of each ``(limit, key)`` for the block; refuse if any is full."""
@@ -94,7 +104,7 @@ class Limiter:
                 slot = f"{limit}:{key}"
                 if allowed and self._open[slot] >= allowed:
                     self.refusals[limit] += 1
-                    raise too_many(detail, 5)
+                    raise too_many(detail, STREAM_RETRY_S)
                 self._open[slot] += 1
                 taken.append(slot)
             yield

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import Any
 
-from litestar import Response, Router, get
+import structlog
+from litestar import Request, Response, Router, get
 
-from gateway.context import Ctx
+from gateway.context import Ctx, GatewayContext
+from gateway.errors import ApiError
+
+log = structlog.get_logger()
 
 READY_MAX_LAG = 10_000  # events a read model may trail the log by and still count as ready
 
@@ -28,15 +34,36 @@ async def _lags(ctx: Ctx) -> tuple[int, list[dict[str, Any]]]:
     return last_seq, rows
 
 
+def _operator_only(request: Request[Any, Any, Any], ctx: GatewayContext) -> None:
+    """/readyz and /metrics are for operators: the ops token when one is set, else loopback
+    clients only (a request relayed by a proxy is not one)."""
+    if ctx.ops_token is not None:
+        header = request.headers.get("authorization", "")
+        if hmac.compare_digest(header.encode(), f"Bearer {ctx.ops_token}".encode()):
+            return
+        raise ApiError(401, "unauthorized", "Send the operations token: Authorization: Bearer <token>.")
+    peer = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        local = False
+    if not local or "x-forwarded-for" in request.headers:
+        raise ApiError(
+            403, "forbidden", "Operations endpoints answer this machine only (or set MOLTBOT_OPS_TOKEN)."
+        )
+
+
 @get("/readyz")
-async def readyz(ctx: Ctx) -> Response[dict[str, Any]]:
+async def readyz(request: Request[Any, Any, Any], ctx: Ctx) -> Response[dict[str, Any]]:
     """NATS and PostgreSQL reachable, and every read model within READY_MAX_LAG of the log."""
+    _operator_only(request, ctx)
     problems: list[str] = []
     try:
         last_seq, rows = await _lags(ctx)
     except Exception as exc:
+        log.warning("readiness_check_failed", error=repr(exc))  # the details stay in our logs
         return Response(
-            {"status": "unavailable", "problems": [f"backbone unreachable: {exc!r}"]}, status_code=503
+            {"status": "unavailable", "problems": ["NATS or PostgreSQL is unreachable"]}, status_code=503
         )
     if not rows:
         problems.append("no read model has started yet")
@@ -56,8 +83,10 @@ async def readyz(ctx: Ctx) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
-async def metrics(ctx: Ctx) -> str:
-    """Prometheus text format: log position and per-read-model checkpoint and lag."""
+async def metrics(request: Request[Any, Any, Any], ctx: Ctx) -> str:
+    """Prometheus text format: log position, per-read-model checkpoint and lag, and the
+    requests this replica refused by rate limit or stream cap."""
+    _operator_only(request, ctx)
     last_seq, rows = await _lags(ctx)
     lines = [
         "# HELP moltbot_events_last_seq Last sequence of the EVENTS stream.",
@@ -76,6 +105,12 @@ async def metrics(ctx: Ctx) -> str:
     lines += [
         f'moltbot_projection_lag{{read_model="{r["projection"]}"}} {last_seq - r["last_seq"]}' for r in rows
     ]
+    lines += [
+        "# HELP moltbot_rate_limited_total Requests and streams this gateway refused, by limit.",
+        "# TYPE moltbot_rate_limited_total counter",
+    ]
+    refusals = ctx.limiter.refusals
+    lines += [f'moltbot_rate_limited_total{{limit="{name}"}} {refusals[name]}' for name in sorted(refusals)]
     return "\n".join(lines) + "\n"
 
 

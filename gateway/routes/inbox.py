@@ -123,14 +123,30 @@ def _encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, arity: int) -> list[Any]:
+def _decode_cursor(cursor: str, *types: type) -> list[Any]:
+    """The values of a cursor this API gave out, each of the expected type (a timestamp is
+    an ISO string); anything else, tampered or truncated, is a 400."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        values = None
-    if not isinstance(values, list) or len(values) != arity:
-        raise ApiError(400, "invalid_cursor", "Pass back the next_cursor of a previous page.", field="cursor")
-    return values
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("not a cursor")
+        return [_typed(value, kind) for value, kind in zip(values, types, strict=True)]
+    except (binascii.Error, ValueError, TypeError):
+        raise ApiError(
+            400, "invalid_cursor", "Pass back the next_cursor of a previous page.", field="cursor"
+        ) from None
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if kind is datetime:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return datetime.fromisoformat(value)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
+        raise TypeError(value)
+    if not isinstance(value, kind):
+        raise TypeError(value)
+    return value
 
 
 @get("/conversations")
@@ -145,7 +161,7 @@ async def list_conversations(
     min_seq: MinSeq = None,
 ) -> Page:
     """Most recently active first; ``next_cursor`` fetches the following page."""
-    await ctx.wait_for(min_seq, ("inbox",))
+    await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
     where = ["tenant_id = %(tenant)s"]
     params: dict[str, Any] = {"tenant": who.tenant_id, "limit": limit + 1}
     if channel is not None:
@@ -158,7 +174,7 @@ async def list_conversations(
         where.append("agent_enabled = %(agent)s")
         params["agent"] = agent_enabled
     if cursor:
-        active_at, conversation_id = _decode_cursor(cursor, 2)
+        active_at, conversation_id = _decode_cursor(cursor, datetime, str)
         where.append("(coalesce(last_message_at, created_at), conversation_id) < (%(c_at)s, %(c_id)s)")
         params |= {"c_at": active_at, "c_id": conversation_id}
     query = (
@@ -198,13 +214,13 @@ async def list_messages(
     min_seq: MinSeq = None,
 ) -> Page:
     """Newest first; ``next_cursor`` pages back in time."""
-    await ctx.wait_for(min_seq, ("inbox",))
-    await _conversation_or_404(ctx, who, conversation_id)
     params: dict[str, Any] = {"tenant": who.tenant_id, "conversation": conversation_id, "limit": limit + 1}
     before = ""
     if cursor:
-        (params["before"],) = _decode_cursor(cursor, 1)
+        (params["before"],) = _decode_cursor(cursor, int)
         before = "AND m.seq < %(before)s"
+    await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
+    await _conversation_or_404(ctx, who, conversation_id)
     async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
@@ -253,7 +269,7 @@ async def search(
     min_seq: MinSeq = None,
 ) -> list[SearchHit]:
     """Full-text search over your messages, best matches first, with the matching words marked."""
-    await ctx.wait_for(min_seq, ("inbox",))
+    await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
@@ -280,7 +296,7 @@ def _safe_highlight(text: str) -> str:
 
 @get("/channels")
 async def list_channels(ctx: Ctx, who: Who, min_seq: MinSeq = None) -> list[Channel]:
-    await ctx.wait_for(min_seq, ("connections",))
+    await ctx.wait_for(min_seq, ("connections",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(
@@ -300,7 +316,7 @@ async def usage(
     min_seq: MinSeq = None,
 ) -> list[UsageDay]:
     """Metered usage per day and metric, most recent first."""
-    await ctx.wait_for(min_seq, ("usage",))
+    await ctx.wait_for(min_seq, ("usage",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         rows = await (
             await conn.execute(

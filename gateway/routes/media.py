@@ -33,7 +33,7 @@ async def media(ctx: Ctx, who: Who, media_id: FromPath[str]) -> Response[bytes]:
         content,
         media_type=row["mime"] if inline else "application/octet-stream",
         headers={
-            "Cache-Control": "private, max-age=3600",
+            "Cache-Control": "no-store",  # a private attachment: kept by no cache
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": "inline" if inline else f'attachment; filename="{media_id}"',
         },

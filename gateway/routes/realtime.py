@@ -5,8 +5,8 @@ last one seen), WebSocket ``{"op":"subscribe","since":N}`` — and carry each ev
 its sequence, so a client that drops resumes exactly where it was.
 
 WebSocket protocol (JSON text frames):
-- client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…"}`` (the
-  token may instead be ``?access_token=`` on the URL); ``{"op":"ping"}``
+- client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…"}`` (the token
+  travels in this first message, never in the URL); ``{"op":"ping"}``
 - server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}``,
   ``{"op":"live","type":"agent.delta","data":{"run_id","conversation_id","index","delta"}}``
   (an agent's reply as it is written; live only, not replayed),
@@ -35,12 +35,19 @@ from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.feed import agent_deltas, event_type, live_signals, tenant_feed, type_patterns
+from gateway.limits import client_ip
 
 HEARTBEAT_SECONDS = 15.0
 AGENT_DELTA = "agent.delta"  # a piece of an agent's reply while it is written (live, no seq)
 SEND_TIMEOUT = 10.0
 FAREWELL_TIMEOUT = 2.0  # for the closing frames to a client being dropped
 AUTH_TIMEOUT = 10.0
+TOO_MANY_STREAMS = "Too many event streams are open for your inbox or address; close one first."
+
+
+def _stream_slots(who: Caller, ip: str) -> list[tuple[str, str]]:
+    """The caps an open stream counts against: its tenant's and its address's."""
+    return [("streams_per_tenant", who.tenant_id), ("streams_per_ip", ip)]
 
 
 @get("/events")
@@ -59,6 +66,8 @@ async def events(
     if since is None:
         since = await ctx.store.last_seq() + 1  # only what happens from now on
     patterns = type_patterns(types.split(",") if types else None, "types")
+    slots = _stream_slots(who, client_ip(request, ctx.trusted_proxies))
+    ctx.limiter.ensure_room(slots, TOO_MANY_STREAMS)
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
 
     async def logged() -> AsyncIterator[ServerSentEventMessage]:
@@ -71,28 +80,36 @@ async def events(
                 )
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        try:
+            async with ctx.limiter.hold(slots, TOO_MANY_STREAMS):
+                async for message in merged():
+                    yield message
+        except ApiError:  # the last slot went to another stream since the check: end this one
+            return
+
+    async def merged() -> AsyncIterator[ServerSentEventMessage]:
         if not wants_deltas(patterns):
             async for message in logged():
                 yield message
             return
         # Log events and live agent deltas, interleaved as they come; deltas carry no id,
         # so Last-Event-ID stays the last logged event.
-        merged: asyncio.Queue[ServerSentEventMessage] = asyncio.Queue(64)
+        together: asyncio.Queue[ServerSentEventMessage] = asyncio.Queue(64)
 
         async def pump_log() -> None:
             async for message in logged():
-                await merged.put(message)
+                await together.put(message)
 
         async def pump_deltas(live: asyncio.Queue[Msg]) -> None:
             while True:
                 msg = await live.get()
-                await merged.put(ServerSentEventMessage(data=msg.data.decode(), event=AGENT_DELTA))
+                await together.put(ServerSentEventMessage(data=msg.data.decode(), event=AGENT_DELTA))
 
         async with live_signals(ctx.store.nc, agent_deltas(who.tenant_id)) as live:
             pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
             try:
                 while True:
-                    yield await merged.get()
+                    yield await together.get()
             finally:
                 for pump in pumps:
                     pump.cancel()
@@ -149,9 +166,9 @@ async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -
         raise _Closed(4400, "messages are JSON text") from None
     if request.op != "subscribe":
         raise _Closed(4400, 'the first message must be {"op":"subscribe",…}')
-    token = request.token or socket.query_params.get("access_token", "")
+    token = request.token  # not in the URL: it would end up in logs and history
     if not token:
-        raise _Closed(4401, 'send an access token: ?access_token= or "token" in subscribe')
+        raise _Closed(4401, 'send an access token: "token" in the subscribe message')
     try:
         who = await ctx.verify_access(token)
     except ApiError as exc:
@@ -172,19 +189,12 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
         except ApiError as exc:
             raise _Closed(4400, exc.detail) from None
         since = request.since or await ctx.store.last_seq() + 1
-        outbox = _Outbox(socket)
-        await outbox.send(json.dumps({"op": "subscribed", "since": since}))
-        feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
-        live_subject = agent_deltas(who.tenant_id)
-        async with live_signals(ctx.store.nc, live_subject) as live, asyncio.TaskGroup() as tasks:
-            tasks.create_task(_answer_pings(socket, outbox))
-            if wants_deltas(patterns):
-                tasks.create_task(_forward_deltas(live, outbox))
-            async for record in feed:
-                if record is None:
-                    await outbox.send('{"op":"heartbeat"}')
-                else:
-                    await outbox.send(b'{"op":"event","seq":%d,"event":%s}' % (record.seq, record.data))
+        try:
+            slots = _stream_slots(who, client_ip(socket, ctx.trusted_proxies))
+            async with ctx.limiter.hold(slots, TOO_MANY_STREAMS):
+                await _deliver(socket, ctx, who, since, patterns)
+        except ApiError as exc:
+            raise _Closed(4429, exc.detail) from None
     except* _Closed as closed:
         reason = closed.exceptions[0]
         assert isinstance(reason, _Closed)
@@ -196,6 +206,24 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
                 await socket.close(code=reason.code, reason=reason.reason[:120])
     except* (WebSocketDisconnect, ConnectionError):
         pass
+
+
+async def _deliver(
+    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, who: Caller, since: int, patterns: list[str] | None
+) -> None:
+    outbox = _Outbox(socket)
+    await outbox.send(json.dumps({"op": "subscribed", "since": since}))
+    feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
+    live_subject = agent_deltas(who.tenant_id)
+    async with live_signals(ctx.store.nc, live_subject) as live, asyncio.TaskGroup() as tasks:
+        tasks.create_task(_answer_pings(socket, outbox))
+        if wants_deltas(patterns):
+            tasks.create_task(_forward_deltas(live, outbox))
+        async for record in feed:
+            if record is None:
+                await outbox.send('{"op":"heartbeat"}')
+            else:
+                await outbox.send(b'{"op":"event","seq":%d,"event":%s}' % (record.seq, record.data))
 
 
 def wants_deltas(patterns: list[str] | None) -> bool:

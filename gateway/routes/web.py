@@ -10,11 +10,13 @@ from litestar.static_files import create_static_files_router
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 
-def page_headers() -> dict[str, str]:
+def page_headers(*, frameable: bool = False) -> dict[str, str]:
+    """Our own script and styles only (the API is same-origin); no other site may frame the
+    page, except the website-chat widget, which websites embed."""
+    policy = "default-src 'self'; style-src 'self'; script-src 'self'"
     return {
         "Cache-Control": "no-cache",
-        # Only our own script and styles; the API is same-origin.
-        "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'",
+        "Content-Security-Policy": policy if frameable else f"{policy}; frame-ancestors 'none'",
     }
 
 

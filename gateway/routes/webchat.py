@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import Response, Router, WebSocket, get, post, websocket
+from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody
@@ -41,6 +41,7 @@ from domain import ids, subjects
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.feed import agent_deltas, live_signals, subject_feed
+from gateway.limits import client_ip
 from gateway.routes.web import WEB, page_headers
 
 CHANNEL = "webchat"
@@ -217,10 +218,29 @@ async def receive(ctx: GatewayContext, widget: _Widget, message: VisitorMessage)
     return VisitorAccepted(token, conversation_id, received.data.message_id, appended.seq)
 
 
+async def admit(ctx: GatewayContext, key: str, widget: _Widget, ip: str, token: str | None) -> None:
+    """Hold a visitor's message to the website chat's limits (429 past one): per address,
+    per website, per visitor, and — since each opens a conversation — first messages per address."""
+    limiter = ctx.limiter
+    slow_down = "Too many messages to this chat; wait a moment."
+    await limiter.check("webchat_per_ip", ip, slow_down)
+    await limiter.check("webchat_per_widget", key, "This website's chat is very busy right now.")
+    if token is None:
+        await limiter.check("webchat_new_visitors_per_ip", ip, "Too many new chats from your address.")
+    else:
+        await limiter.check("webchat_per_visitor", _visitor_id(widget, token), slow_down)
+
+
 @post("/v1/webchat/{key:str}/messages", status_code=202)
-async def visitor_message(ctx: Ctx, key: FromPath[str], data: JSONBody[VisitorMessage]) -> VisitorAccepted:
+async def visitor_message(
+    request: Request[Any, Any, Any], ctx: Ctx, key: FromPath[str], data: JSONBody[VisitorMessage]
+) -> VisitorAccepted:
     """A website visitor's message (public: the widget key is all it takes)."""
-    return await receive(ctx, await _find_widget(ctx, key), data)
+    widget = await _find_widget(ctx, key)
+    _clean(data)  # a malformed message is a 400 before it counts against any limit
+    token = _visitor_token(data.visitor_token) if data.visitor_token is not None else None
+    await admit(ctx, key, widget, client_ip(request, ctx.trusted_proxies), token)
+    return await receive(ctx, widget, data)
 
 
 class _Hello(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -266,27 +286,15 @@ async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPa
             except TimeoutError:
                 raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
 
+    ip = client_ip(socket, ctx.trusted_proxies)
     try:
         try:
-            widget = await _find_widget(ctx, key)
-            async with asyncio.timeout(HELLO_TIMEOUT):
-                hello = msgspec.json.decode(await socket.receive_text(), type=_Hello)
-            if hello.op != "hello":
-                raise _Closed(4400, 'the first message must be {"op":"hello",…}')
-            token = _visitor_token(hello.visitor_token)
+            async with ctx.limiter.hold(
+                [("streams_per_ip", ip)], "Too many chats are open from your address."
+            ):
+                await _visit(socket, ctx, key, ip, send)
         except ApiError as exc:
-            raise _Closed(4404 if exc.status == 404 else 4400, exc.detail) from None
-        except TimeoutError:
-            raise _Closed(4400, 'send {"op":"hello"} first') from None
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise _Closed(4400, f"invalid hello: {exc}") from None
-        conversation_id = _conversation_id(widget, token)
-        await send(json.dumps({"op": "welcome", "visitor_token": token, "conversation_id": conversation_id}))
-        deltas = agent_deltas(widget.tenant_id, conversation_id)
-        async with live_signals(ctx.store.nc, deltas) as live, asyncio.TaskGroup() as tasks:
-            tasks.create_task(_visitor_input(socket, ctx, widget, token, hello.name, send))
-            tasks.create_task(_typing(live, send))
-            await _conversation_feed(ctx, widget, conversation_id, max(hello.since or 1, 1), send)
+            raise _Closed(4429, exc.detail) from None
     except* _Closed as closed:
         reason = closed.exceptions[0]
         assert isinstance(reason, _Closed)
@@ -297,6 +305,48 @@ async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPa
                 await socket.close(code=reason.code, reason=reason.reason[:120])
     except* (WebSocketDisconnect, ConnectionError):
         pass
+
+
+async def _visit(socket: WebSocket[Any, Any, Any], ctx: GatewayContext, key: str, ip: str, send: Any) -> None:
+    try:
+        widget = await _find_widget(ctx, key)
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            hello = msgspec.json.decode(await socket.receive_text(), type=_Hello)
+        if hello.op != "hello":
+            raise _Closed(4400, 'the first message must be {"op":"hello",…}')
+        token = _visitor_token(hello.visitor_token)
+    except ApiError as exc:
+        raise _Closed(4404 if exc.status == 404 else 4400, exc.detail) from None
+    except TimeoutError:
+        raise _Closed(4400, 'send {"op":"hello"} first') from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _Closed(4400, f"invalid hello: {exc}") from None
+    await _converse(socket, ctx, _Visitor(key, widget, token, ip, hello.name), hello.since, send)
+
+
+class _Visitor(msgspec.Struct, frozen=True):
+    """Who is on the other end of a widget socket."""
+
+    key: str
+    widget: _Widget
+    token: str
+    ip: str
+    name: str | None
+
+
+async def _converse(
+    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, visitor: _Visitor, since: int | None, send: Any
+) -> None:
+    widget = visitor.widget
+    conversation_id = _conversation_id(widget, visitor.token)
+    await send(
+        json.dumps({"op": "welcome", "visitor_token": visitor.token, "conversation_id": conversation_id})
+    )
+    deltas = agent_deltas(widget.tenant_id, conversation_id)
+    async with live_signals(ctx.store.nc, deltas) as live, asyncio.TaskGroup() as tasks:
+        tasks.create_task(_visitor_input(socket, ctx, visitor, send))
+        tasks.create_task(_typing(live, send))
+        await _conversation_feed(ctx, widget, conversation_id, max(since or 1, 1), send)
 
 
 async def _conversation_feed(
@@ -323,12 +373,7 @@ async def _typing(live: asyncio.Queue[Msg], send: Any) -> None:
 
 
 async def _visitor_input(
-    socket: WebSocket[Any, Any, Any],
-    ctx: GatewayContext,
-    widget: _Widget,
-    token: str,
-    name: str | None,
-    send: Any,
+    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, visitor: _Visitor, send: Any
 ) -> None:
     while True:
         raw = await socket.receive_text()
@@ -343,11 +388,13 @@ async def _visitor_input(
             try:
                 message = VisitorMessage(
                     text=str(request.get("text", "")),
-                    visitor_token=token,
-                    name=name,
+                    visitor_token=visitor.token,
+                    name=visitor.name,
                     client_message_id=request.get("client_message_id"),
                 )
-                accepted = await receive(ctx, widget, message)
+                _clean(message)
+                await admit(ctx, visitor.key, visitor.widget, visitor.ip, visitor.token)
+                accepted = await receive(ctx, visitor.widget, message)
             except ApiError as exc:
                 await send(json.dumps({"op": "error", "error": exc.error, "detail": exc.detail}))
                 continue
@@ -360,7 +407,9 @@ async def _visitor_input(
 async def widget_page(key: FromPath[str]) -> Response[bytes]:
     """The chat widget page a website embeds; the key is read by its script from the URL."""
     return Response(
-        (WEB / "webchat.html").read_bytes(), media_type="text/html; charset=utf-8", headers=page_headers()
+        (WEB / "webchat.html").read_bytes(),
+        media_type="text/html; charset=utf-8",
+        headers=page_headers(frameable=True),
     )
 
 

@@ -15,6 +15,7 @@ SECRETS = {
     "MOLTBOT_MEDIA_S3_BUCKET": "media",
     "MOLTBOT_MEDIA_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
     "MOLTBOT_MEDIA_S3_SECRET_ACCESS_KEY": "s3-secret-access-key",
+    "MOLTBOT_OPS_TOKEN": "ops-bearer-token",
 }
 
 
@@ -28,6 +29,7 @@ def test_repr_hides_every_secret_and_keeps_the_rest() -> None:
         "slack-client-secret",
         "slack-signing-secret",
         "s3-secret-access-key",
+        "ops-bearer-token",
     ):
         assert name not in shown
     assert "gateway_port=8000" in shown

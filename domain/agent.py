@@ -1,21 +1,24 @@
 """The agent's decisions, pure: whether to answer a message, how far its tools may read,
-how a run claims its conversation's lane, how a reply is cut to fit a channel, and what a
-run costs.
+how a run claims its conversation's lane, how a reply is cut to fit a channel, what a
+run costs, and the events each step of a run records.
 
-Everything here is a function of its inputs (no clock, no I/O), so the policy reads as
-a table and is tested as one (tests/unit/test_agent_policy.py).
+Everything here is a function of its inputs (no clock, no I/O; only a new event's own id
+is fresh), so the policy reads as a table and is tested as one
+(tests/unit/test_agent_policy.py), and a run's events as given/when/then
+(tests/unit/test_agent_decider.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from domain import events as ev
 from domain import ids
-from domain.models import price_of
+from domain.models import ModelReply, price_of
 
 # --- templates ---------------------------------------------------------------------------
 
@@ -276,3 +279,209 @@ def charge(model: str, tokens_in: int, tokens_out: int) -> Charge:
 def budget_left(plan: str, spent_micros: int) -> bool:
     limit = PLAN_BUDGET_MICROS.get(plan, PLAN_BUDGET_MICROS["free"])
     return limit is None or spent_micros < limit
+
+
+# --- the events of a run -------------------------------------------------------------------
+# What a run records, decided here from plain values; the orchestrator reads, calls the
+# model and appends. Every step is named by the run (itself named by its trigger), so a
+# redelivered trigger records each step once: the dedupe keys derive from the run id,
+# the reply ids from the run id and the part, usage from the run id and the metric.
+
+ACTOR = "agent:orchestrator"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a conversation's replies go: its channel, connection, and provider id."""
+
+    channel: str
+    connection_id: str
+    external_id: str
+
+
+class OlderMessage(Protocol):
+    """A message that no longer fits the model's context (the read model's past message)."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def sender_name(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def sent_at(self) -> datetime: ...
+
+
+def claim_events(
+    trigger: ev.MessageReceived,
+    claimed: Claim,
+    last: ev.Event | None,
+    run_id: str,
+    agent_id: str,
+    *,
+    at: datetime,
+) -> list[ev.Event]:
+    """What claiming the lane records (see :func:`claim`): to ``start``, the run's request;
+    to ``take_over``, first the failure of the silent run ``last`` belongs to. Nothing for
+    a run that resumes, is done, or has to wait."""
+    if claimed not in ("start", "take_over"):
+        return []
+    data = ev.AgentRunRequestedData(
+        run_id=run_id, agent_id=agent_id, trigger_message_id=trigger.data.message_id
+    )
+    requested = _run_event(trigger, ev.AgentRunRequested, data, at)
+    silent_run_id = getattr(getattr(last, "data", None), "run_id", None)
+    if claimed == "take_over" and silent_run_id is not None:
+        reason = "The agent stopped while answering; a newer message took over."
+        return [run_failed(trigger, silent_run_id, "abandoned", reason, at=at), requested]
+    return [requested]
+
+
+def run_started(trigger: ev.MessageReceived, run_id: str, model: str, *, at: datetime) -> list[ev.Event]:
+    return [_run_event(trigger, ev.AgentRunStarted, ev.AgentRunStartedData(run_id=run_id, model=model), at)]
+
+
+def run_failed(
+    trigger: ev.MessageReceived, run_id: str, code: str, reason: str, *, at: datetime
+) -> ev.AgentRunFailed:
+    return _run_event(
+        trigger, ev.AgentRunFailed, ev.AgentRunFailedData(run_id=run_id, code=code, reason=reason), at
+    )
+
+
+def summary_events(
+    trigger: ev.MessageReceived,
+    previous: ev.ConversationSummarizedData | None,
+    older: Sequence[OlderMessage],
+    *,
+    at: datetime,
+) -> list[ev.ConversationSummarized]:
+    """The conversation's rolling summary extended with the ``older`` messages it does not
+    cover yet (:func:`summarize`), or nothing when it covers them all."""
+    new = [m for m in older if previous is None or m.sent_at > previous.through_sent_at]
+    if not new:
+        return []
+    summary = summarize(previous.summary if previous else None, [(m.sender_name, m.text) for m in new])
+    data = ev.ConversationSummarizedData(
+        summary=summary,
+        through_message_id=new[-1].message_id,
+        through_sent_at=new[-1].sent_at,
+        messages=(previous.messages if previous else 0) + len(new),
+    )
+    return [_run_event(trigger, ev.ConversationSummarized, data, at)]
+
+
+def budget_reply_events(
+    trigger: ev.MessageReceived,
+    destination: Destination,
+    run_id: str,
+    agent: ev.AgentConfiguredData,
+    *,
+    at: datetime,
+) -> list[ev.Event]:
+    """The one "allowance used up" reply (:data:`BUDGET_REPLY`), and the run failed for it."""
+    reason = "This month's model budget is used up."
+    return [
+        _reply(trigger, destination, run_id, agent, BUDGET_REPLY, 0, at),
+        run_failed(trigger, run_id, "budget_exhausted", reason, at=at),
+    ]
+
+
+def reply_events(
+    trigger: ev.MessageReceived,
+    destination: Destination,
+    run_id: str,
+    agent: ev.AgentConfiguredData,
+    reply: ModelReply,
+    *,
+    max_text: int,
+    at: datetime,
+) -> list[ev.Event]:
+    """A model's reply as recorded: one send request per part of at most ``max_text``
+    characters (the channel's limit; "…" for an empty reply), the run's usage at the
+    catalog's price (:func:`charge`), and the run completed — last, so a run is only done
+    once everything before it is recorded."""
+    parts = chunk_text(reply.text, max_text) or ["…"]
+    sends = [_reply(trigger, destination, run_id, agent, text, n, at) for n, text in enumerate(parts)]
+    cost = charge(reply.model, reply.tokens_in, reply.tokens_out).cost_micros
+    metrics: list[tuple[ev.UsageMetric, int]] = [
+        ("agent_runs", 1),
+        ("tokens_in", reply.tokens_in),
+        ("tokens_out", reply.tokens_out),
+        ("cost_micros", cost),
+    ]
+    usage = usage_events(trigger.tenant_id, run_id, metrics, actor=ACTOR, causation_id=trigger.id, at=at)
+    completed = ev.AgentRunCompletedData(
+        run_id=run_id,
+        model=reply.model,
+        tokens_in=reply.tokens_in,
+        tokens_out=reply.tokens_out,
+        cost_micros=cost,
+        reply_message_id=sends[0].data.message_id,
+        tool_calls=tuple(
+            ev.AgentToolUse(name=c.name, input=c.input, is_error=c.is_error) for c in reply.tool_calls
+        ),
+        offline=reply.offline,
+    )
+    return [*sends, *usage, _run_event(trigger, ev.AgentRunCompleted, completed, at)]
+
+
+def usage_events(
+    tenant_id: str,
+    source_id: str,
+    metrics: list[tuple[ev.UsageMetric, int]],
+    *,
+    actor: str,
+    at: datetime,
+    causation_id: str | None = None,
+) -> list[ev.UsageRecorded]:
+    """One ``usage.recorded`` per metric, all naming ``source_id`` (the run or preview), so a
+    retried append records each once (the dedupe key derives from it)."""
+    return [
+        ev.new_event(
+            ev.UsageRecorded,
+            tenant_id=tenant_id,
+            aggregate_id=tenant_id,
+            actor=actor,
+            causation_id=causation_id,
+            occurred_at=at,
+            data=ev.UsageRecordedData(metric=metric, quantity=quantity, source_id=source_id),
+        )
+        for metric, quantity in metrics
+    ]
+
+
+def _reply(
+    trigger: ev.MessageReceived,
+    destination: Destination,
+    run_id: str,
+    agent: ev.AgentConfiguredData,
+    text: str,
+    part: int,
+    at: datetime,
+) -> ev.MessageSendRequested:
+    data = ev.MessageSendRequestedData(
+        message_id=reply_message_id(run_id, part),
+        connection_id=destination.connection_id,
+        channel=destination.channel,
+        to=destination.external_id,
+        text=text,
+        sender=ev.Sender(id=f"agent:{run_id}", name=agent.name, is_bot=True),
+        reply_to_message_id=trigger.data.message_id if part == 0 else None,
+        agent_run_id=run_id,
+    )
+    return _run_event(trigger, ev.MessageSendRequested, data, at)
+
+
+def _run_event(trigger: ev.MessageReceived, cls: type[ev.E], data: ev.Payload, at: datetime) -> ev.E:
+    """An event of the run answering ``trigger``, on the trigger's conversation, caused by it."""
+    return ev.new_event(
+        cls,
+        tenant_id=trigger.tenant_id,
+        aggregate_id=trigger.aggregate_id,
+        actor=ACTOR,
+        data=data,
+        causation_id=trigger.id,
+        correlation_id=trigger.correlation_id or trigger.id,
+        occurred_at=at,
+    )

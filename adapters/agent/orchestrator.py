@@ -16,6 +16,8 @@ For each trigger (durable consumer ``agent`` on EVENTS, other types skipped by s
 5. append the reply as ``message.send_requested`` (chunked to the channel), usage, and
    ``agent.run_completed``.
 
+What each step records is decided by :mod:`domain.agent` (``claim_events``,
+``run_started``, ``reply_events``, ...); this module reads, calls the model and appends.
 The run id derives from the trigger and every event of a run has a dedupe key derived
 from the run, so a trigger redelivered after a crash resumes the same run and records
 each step (and sends each reply) once.
@@ -36,7 +38,6 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.agent import spend
 from adapters.agent.reads import AgentReads, ConversationView, PastMessage
 from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
@@ -220,27 +221,10 @@ class Orchestrator:
             return "retry"
         if state == "resume":
             log.info("agent_run_resumed", run_id=run_id)
-            return "go"
         expected = last.seq if last is not None else 0
         try:
-            if state == "take_over" and last_event is not None:
-                abandoned = self._event(
-                    trigger, ev.AgentRunFailed,
-                    ev.AgentRunFailedData(
-                        run_id=last_event.data.run_id,  # type: ignore[attr-defined]
-                        code="abandoned",
-                        reason="The agent stopped while answering; a newer message took over.",
-                    ),
-                )  # fmt: skip
-                expected = (await self._store.append(abandoned, expected_seq=expected)).seq
-            requested = self._event(
-                trigger,
-                ev.AgentRunRequested,
-                ev.AgentRunRequestedData(
-                    run_id=run_id, agent_id=agent_id, trigger_message_id=trigger.data.message_id
-                ),
-            )
-            await self._store.append(requested, expected_seq=expected)
+            for event in policy.claim_events(trigger, state, last_event, run_id, agent_id, at=self._clock()):
+                expected = (await self._store.append(event, expected_seq=expected)).seq
         except ConcurrencyConflict:
             return "retry"  # another orchestrator claimed the lane first
         return "go"
@@ -252,11 +236,8 @@ class Orchestrator:
         run_id: str,
         agent: ev.AgentConfiguredData,
     ) -> None:
-        await self._store.append(self._reply(trigger, conversation, run_id, agent, policy.BUDGET_REPLY, 0))
-        failed = ev.AgentRunFailedData(
-            run_id=run_id, code="budget_exhausted", reason="This month's model budget is used up."
-        )
-        await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
+        to = _destination(conversation)
+        await self._record(policy.budget_reply_events(trigger, to, run_id, agent, at=self._clock()))
         log.info("agent_budget_reply", run_id=run_id, tenant_id=trigger.tenant_id)
 
     async def _answer(
@@ -267,9 +248,7 @@ class Orchestrator:
         agent: ev.AgentConfiguredData,
     ) -> None:
         model = await self._models.model_for(agent, trigger.tenant_id)
-        await self._store.append(
-            self._event(trigger, ev.AgentRunStarted, ev.AgentRunStartedData(run_id=run_id, model=model.name))
-        )
+        await self._record(policy.run_started(trigger, run_id, model.name, at=self._clock()))
         history = await self._reads.recent_messages(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
         )
@@ -318,9 +297,9 @@ class Orchestrator:
         finally:
             typing.cancel()
         limit = policy.MAX_TEXT_LENGTH.get(conversation.channel, policy.DEFAULT_MAX_TEXT_LENGTH)
-        parts = policy.chunk_text(reply.text, limit) or ["…"]
-        replies = [self._reply(trigger, conversation, run_id, agent, part, n) for n, part in enumerate(parts)]
-        await self._store.append_many(replies)
+        to = _destination(conversation)
+        events = policy.reply_events(trigger, to, run_id, agent, reply, max_text=limit, at=self._clock())
+        await self._record(events)
         charged = policy.charge(reply.model, reply.tokens_in, reply.tokens_out)
         if not charged.priced:
             log.warning(
@@ -330,37 +309,12 @@ class Orchestrator:
                 run_id=run_id,
                 cost_micros=charged.cost_micros,
             )
-        cost = charged.cost_micros
-        metrics: list[tuple[ev.UsageMetric, int]] = [
-            ("agent_runs", 1),
-            ("tokens_in", reply.tokens_in),
-            ("tokens_out", reply.tokens_out),
-            ("cost_micros", cost),
-        ]
-        await self._store.append_many(
-            spend.usage_events(
-                trigger.tenant_id, run_id, metrics, actor="agent:orchestrator", causation_id=trigger.id
-            )
-        )
-        completed = ev.AgentRunCompletedData(
-            run_id=run_id,
-            model=reply.model,
-            tokens_in=reply.tokens_in,
-            tokens_out=reply.tokens_out,
-            cost_micros=cost,
-            reply_message_id=replies[0].data.message_id,
-            tool_calls=tuple(
-                ev.AgentToolUse(name=c.name, input=c.input, is_error=c.is_error) for c in reply.tool_calls
-            ),
-            offline=reply.offline,
-        )
-        await self._store.append(self._event(trigger, ev.AgentRunCompleted, completed))
         self.runs_completed += 1
         log.info(
             "agent_run_completed",
             run_id=run_id,
             model=reply.model,
-            parts=len(parts),
+            parts=sum(isinstance(event, ev.MessageSendRequested) for event in events),
             tokens_out=reply.tokens_out,
         )
 
@@ -383,60 +337,26 @@ class Orchestrator:
         stored = await self._store.last_on(subject)
         last = self._store.codec.decode(stored.data) if stored is not None else None
         previous = last.data if isinstance(last, ev.ConversationSummarized) else None
-        new = [m for m in older if previous is None or m.sent_at > previous.through_sent_at]
-        if not new:
-            return previous.summary if previous else None
-        summary = policy.summarize(
-            previous.summary if previous else None, [(m.sender_name, m.text) for m in new]
-        )
-        data = ev.ConversationSummarizedData(
-            summary=summary,
-            through_message_id=new[-1].message_id,
-            through_sent_at=new[-1].sent_at,
-            messages=(previous.messages if previous else 0) + len(new),
-        )
-        await self._store.append(self._event(trigger, ev.ConversationSummarized, data))
-        return summary
+        extended = policy.summary_events(trigger, previous, older, at=self._clock())
+        await self._store.append_many(extended)
+        if extended:
+            return extended[-1].data.summary
+        return previous.summary if previous else None
 
     async def _fail(self, trigger: ev.MessageReceived, run_id: str, code: str, reason: str) -> None:
-        failed = ev.AgentRunFailedData(run_id=run_id, code=code, reason=reason)
-        await self._store.append(self._event(trigger, ev.AgentRunFailed, failed))
+        await self._store.append(policy.run_failed(trigger, run_id, code, reason, at=self._clock()))
         log.warning("agent_run_failed", run_id=run_id, code=code, reason=reason)
 
-    def _event(self, trigger: ev.MessageReceived, cls: type[ev.E], data: object) -> ev.E:
-        return ev.new_event(
-            cls,
-            tenant_id=trigger.tenant_id,
-            aggregate_id=trigger.aggregate_id,
-            actor="agent:orchestrator",
-            data=data,  # type: ignore[arg-type]
-            causation_id=trigger.id,
-            correlation_id=trigger.correlation_id or trigger.id,
-        )
+    async def _record(self, events: list[ev.Event]) -> None:
+        """Append a step's events in order; the last (the run's state) once the others are stored,
+        so a run is never done on the lane before its replies and usage are in the log."""
+        *effects, last = events
+        await self._store.append_many(effects)
+        await self._store.append(last)
 
-    def _reply(
-        self,
-        trigger: ev.MessageReceived,
-        conversation: ConversationView,
-        run_id: str,
-        agent: ev.AgentConfiguredData,
-        text: str,
-        part: int,
-    ) -> ev.MessageSendRequested:
-        return self._event(
-            trigger,
-            ev.MessageSendRequested,
-            ev.MessageSendRequestedData(
-                message_id=policy.reply_message_id(run_id, part),
-                connection_id=conversation.connection_id,
-                channel=conversation.channel,
-                to=conversation.external_id,
-                text=text,
-                sender=ev.Sender(id=f"agent:{run_id}", name=agent.name, is_bot=True),
-                reply_to_message_id=trigger.data.message_id if part == 0 else None,
-                agent_run_id=run_id,
-            ),
-        )
+
+def _destination(conversation: ConversationView) -> policy.Destination:
+    return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
 
 
 def _fit(history: list[PastMessage], budget_chars: int) -> tuple[list[PastMessage], list[PastMessage]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from domain import agent
 from domain import events as ev
 
 
@@ -34,16 +35,7 @@ def usage_events(
     actor: str,
     causation_id: str | None = None,
 ) -> list[ev.UsageRecorded]:
-    """One ``usage.recorded`` per metric, all naming ``source_id`` (the run or preview), so a
-    retried append records each once (the dedupe key derives from it)."""
-    return [
-        ev.new_event(
-            ev.UsageRecorded,
-            tenant_id=tenant_id,
-            aggregate_id=tenant_id,
-            actor=actor,
-            causation_id=causation_id,
-            data=ev.UsageRecordedData(metric=metric, quantity=quantity, source_id=source_id),
-        )
-        for metric, quantity in metrics
-    ]
+    """:func:`domain.agent.usage_events` recorded now (the gateway's previews)."""
+    return agent.usage_events(
+        tenant_id, source_id, metrics, actor=actor, causation_id=causation_id, at=datetime.now(UTC)
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 import structlog
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 log = structlog.get_logger()
 
@@ -166,9 +166,15 @@ class Api:
             if types:
                 params["types"] = types
             try:
-                async with self._http.stream(
-                    "GET", "/v1/events", params=params, headers=headers, timeout=httpx.Timeout(30, read=60)
-                ) as response:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    "/v1/events",
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=60),
+                ) as source:
+                    response = source.response
                     if response.status_code == 401:
                         await self._refresh(sent_token)
                         continue
@@ -176,23 +182,23 @@ class Api:
                         await response.aread()
                         _raise_for(response)
                     backoff = 0.5
-                    async for seq, event in _sse_events(response):
-                        last_seen = seq
-                        yield seq, event
-            except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+                    async for message in source.aiter_sse():
+                        seq = _logged_seq(message, after=last_seen)
+                        if seq is not None:
+                            last_seen = seq
+                            yield seq, message.json()
+            except SSEError as exc:  # answered, but not with an event stream (a proxy's page?)
+                raise ClientError(f"{self.session.gateway_url} sent no event stream: {exc}") from None
+            except httpx.TransportError as exc:
                 log.info("events_reconnecting", after_seq=last_seen, error=str(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-    fields: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line:
-            if not line.startswith(":"):
-                key, _, value = line.partition(":")
-                fields[key] = value.removeprefix(" ")
-            continue
-        if "data" in fields and fields.get("id", "").isdigit():
-            yield int(fields["id"]), json.loads(fields["data"])
-        fields = {}
+def _logged_seq(message: ServerSentEvent, *, after: int | None) -> int | None:
+    """The sequence of a logged event newer than ``after``; None for the rest: a keep-alive
+    or a live agent delta, which set no id of their own (SSE repeats the last one)."""
+    if not message.data or not message.id.isdigit():
+        return None
+    seq = int(message.id)
+    return seq if after is None or seq > after else None

@@ -1,7 +1,12 @@
 """Read model: metered usage per tenant, day and metric, summed from ``usage.recorded``
 (tokens, cost, agent runs) and counted from the messages themselves (``messages_in`` per
 ``message.received``, ``messages_out`` per ``message.sent``) — the log already says how
-many there were, so no separate usage event is written for them."""
+many there were, so no separate usage event is written for them.
+
+Each thing is metered once: a provider message that arrives again after the log's
+duplicate window, or an agent run that records its usage again after a crash, is stored
+again under another event id, so ``usage_counted`` remembers what was counted (a message
+by its id, a usage record by its source and metric) and a repeat adds nothing."""
 
 from __future__ import annotations
 
@@ -22,6 +27,16 @@ CREATE TABLE usage_daily (
     events    integer NOT NULL,
     PRIMARY KEY (tenant_id, day, metric)
 );
+CREATE TABLE usage_counted (
+    tenant_id text NOT NULL,
+    key       text NOT NULL,  -- in:<message id>, out:<message id>, <metric>:<source id>
+    PRIMARY KEY (tenant_id, key)
+);
+"""
+
+COUNT_ONCE = """
+INSERT INTO usage_counted (tenant_id, key) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT DO NOTHING RETURNING tenant_id, key
 """
 
 UPSERT = """
@@ -31,33 +46,51 @@ SET quantity = usage_daily.quantity + EXCLUDED.quantity, events = usage_daily.ev
 """
 
 
+Sum = tuple[str, date, str]  # tenant, day, metric
+
+
 class UsageBatch:
     def __init__(self) -> None:
-        self._sums: defaultdict[tuple[str, date, str], list[int]] = defaultdict(lambda: [0, 0])
+        self._once: dict[tuple[str, str], tuple[Sum, int]] = {}  # (tenant, key) -> what it adds
+        self._always: list[tuple[Sum, int]] = []  # usage with no source: nothing to repeat by
 
     def add(self, seq: int, event: Event) -> None:
         if isinstance(event, ev.MessageReceived | ev.MessageSent):
-            metric = "messages_in" if isinstance(event, ev.MessageReceived) else "messages_out"
-            key = (event.tenant_id, event.occurred_at.date(), metric)
-            self._sums[key][0] += 1
-            self._sums[key][1] += 1
+            inbound = isinstance(event, ev.MessageReceived)
+            metric = "messages_in" if inbound else "messages_out"
+            key = f"{'in' if inbound else 'out'}:{event.data.message_id}"
+            self._once.setdefault(
+                (event.tenant_id, key), ((event.tenant_id, event.occurred_at.date(), metric), 1)
+            )
             return
         assert isinstance(event, ev.UsageRecorded)
-        if event.data.quantity < 0:
-            raise Rejected(f"usage quantity must not be negative, got {event.data.quantity}")
-        key = (event.tenant_id, event.occurred_at.date(), event.data.metric)
-        self._sums[key][0] += event.data.quantity
-        self._sums[key][1] += 1
+        data = event.data
+        if data.quantity < 0:
+            raise Rejected(f"usage quantity must not be negative, got {data.quantity}")
+        metered = ((event.tenant_id, event.occurred_at.date(), data.metric), data.quantity)
+        if data.source_id is None:
+            self._always.append(metered)
+        else:
+            self._once.setdefault((event.tenant_id, f"{data.metric}:{data.source_id}"), metered)
 
     async def write(self, conn: Connection) -> None:
+        sums: defaultdict[Sum, list[int]] = defaultdict(lambda: [0, 0])
         async with conn.cursor() as cur:
-            await cur.executemany(UPSERT, [(*key, total, n) for key, (total, n) in self._sums.items()])
+            first_time: list[tuple[Sum, int]] = []
+            if self._once:
+                tenants, keys = zip(*self._once, strict=True)
+                await cur.execute(COUNT_ONCE, (list(tenants), list(keys)))
+                first_time = [self._once[(row["tenant_id"], row["key"])] for row in await cur.fetchall()]
+            for key, quantity in [*first_time, *self._always]:
+                sums[key][0] += quantity
+                sums[key][1] += 1
+            await cur.executemany(UPSERT, [(*key, total, n) for key, (total, n) in sums.items()])
 
 
 class UsageProjection:
     name: str = "usage"
-    version: int = 3  # 2: row-level security on every table; 3: message counts
-    tables: tuple[str, ...] = ("usage_daily",)
+    version: int = 4  # 2: row-level security on every table; 3: message counts; 4: counted once
+    tables: tuple[str, ...] = ("usage_daily", "usage_counted")
     handles: frozenset[str] = frozenset({"usage.recorded", "message.received", "message.sent"})
 
     def schema_sql(self) -> str:

@@ -5,14 +5,19 @@ one answer, the rules and the budget are respected, and runs are recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 from psycopg.rows import dict_row
 
+from adapters.agent.orchestrator import CONSUMER as AGENT_CONSUMER
+from adapters.nats.event_store import EVENTS_STREAM
 from domain import events as ev
 from domain.agent import BUDGET_REPLY
 from gateway.auth import Caller, Tokens
@@ -43,13 +48,34 @@ async def _until(check: Any, what: str, timeout: float = 20.0) -> Any:
 
 
 async def _replies(api: httpx.AsyncClient, owner: dict[str, str], conversation: str) -> list[dict[str, Any]]:
-    return [
-        m for m in await _messages(api, owner, conversation) if m["agent_run_id"] and m["status"] == "sent"
-    ]
+    return [m for m in await _agent_messages(api, owner, conversation) if m["status"] == "sent"]
+
+
+async def _agent_messages(
+    api: httpx.AsyncClient, owner: dict[str, str], conversation: str
+) -> list[dict[str, Any]]:
+    """What the agent wrote in the conversation, sent or not yet."""
+    return [m for m in await _messages(api, owner, conversation) if m["agent_run_id"]]
+
+
+async def _decided(stack: Stack, nc: Client, trigger_seq: int) -> None:
+    """Wait until the agent has decided on every trigger up to ``trigger_seq`` and the read
+    models hold what it recorded: it acks a trigger only after skipping it or after recording
+    its run, so its consumer's ack floor passing the trigger is the decision made."""
+    jetstream = nc.jetstream()
+
+    async def acked() -> bool:
+        with contextlib.suppress(NotFoundError):  # streams.yaml has not created the consumer yet
+            info = await jetstream.consumer_info(EVENTS_STREAM, AGENT_CONSUMER)
+            return info.ack_floor.stream_seq >= trigger_seq
+        return False
+
+    await _until(acked, f"the agent's decision on seq {trigger_seq}")
+    await stack.wait_caught_up()
 
 
 async def test_a_visitor_gets_one_streamed_offline_reply(
-    api: httpx.AsyncClient, stack: Stack, assistant: None
+    api: httpx.AsyncClient, stack: Stack, nc: Client, assistant: None
 ) -> None:
     owner = await _signup(api, "agent-shop@example.com")
     key = (await _widget(api, owner))["widget_key"]
@@ -70,6 +96,7 @@ async def test_a_visitor_gets_one_streamed_offline_reply(
 
     conversation = welcome["conversation_id"]
     [sent] = await _until(lambda: _replies(api, owner, conversation), "the reply in the inbox")
+    await _decided(stack, nc, next(f["seq"] for f in frames if f["op"] == "sent"))
     [run] = await _runs(stack, owner["tenant_id"])
     assert run["status"] == "completed"
     assert run["offline"] is True
@@ -82,19 +109,21 @@ async def test_a_visitor_gets_one_streamed_offline_reply(
 
 
 async def test_a_burst_gets_one_answer_and_rules_are_respected(
-    api: httpx.AsyncClient, stack: Stack, assistant: None
+    api: httpx.AsyncClient, stack: Stack, nc: Client, assistant: None
 ) -> None:
     owner = await _signup(api, "burst-shop@example.com")
     key = (await _widget(api, owner))["widget_key"]
     first = await _visitor_says(api, key, "hello")
     token = first["visitor_token"]
+    last = first
     for text in ("I have a question", "what time is it?"):
-        await _visitor_says(api, key, text, visitor_token=token)
+        last = await _visitor_says(api, key, text, visitor_token=token)
     conversation = first["conversation_id"]
     [reply] = await _until(lambda: _replies(api, owner, conversation), "one reply")
     assert '"what time is it?"' in reply["text"]  # the answer covers the latest message
     assert "It is " in reply["text"]  # the offline model used the current_time tool
-    await asyncio.sleep(1.0)  # nothing more comes
+    await _decided(stack, nc, last["seq"])  # all three triggers decided: nothing more comes
+    assert len(await _agent_messages(api, owner, conversation)) == 1
     runs = await _runs(stack, owner["tenant_id"])
     assert len(runs) == 1
     assert json.loads(json.dumps(runs[0]["tool_calls"]))[0]["name"] == "current_time"
@@ -106,14 +135,14 @@ async def test_a_burst_gets_one_answer_and_rules_are_respected(
     assert patch.status_code == 202
     await api.get("/v1/conversations", params={"min_seq": patch.json()["seq"]}, headers=_auth(owner))
     quiet = await _visitor_says(api, key, "anyone there?", visitor_token=token)
-    await asyncio.sleep(1.5)
+    await _decided(stack, nc, quiet["seq"])
     assert len(await _runs(stack, owner["tenant_id"])) == 1
-    assert len(await _replies(api, owner, conversation)) == 1
+    assert len(await _agent_messages(api, owner, conversation)) == 1
     assert quiet["conversation_id"] == conversation
 
 
 async def test_an_exhausted_budget_gets_one_polite_reply_and_no_model_call(
-    api: httpx.AsyncClient, stack: Stack, assistant: None
+    api: httpx.AsyncClient, stack: Stack, nc: Client, assistant: None
 ) -> None:
     owner = await _signup(api, "budget-shop@example.com")
     spent = ev.new_event(
@@ -125,6 +154,8 @@ async def test_an_exhausted_budget_gets_one_polite_reply_and_no_model_call(
     first = await _visitor_says(api, key, "Can you help me?")
     [reply] = await _until(lambda: _replies(api, owner, first["conversation_id"]), "the budget reply")
     assert reply["text"] == BUDGET_REPLY
+    await _decided(stack, nc, first["seq"])
+    assert len(await _agent_messages(api, owner, first["conversation_id"])) == 1
     [run] = await _runs(stack, owner["tenant_id"])
     assert (run["status"], run["error_code"], run["model"]) == ("failed", "budget_exhausted", None)
 

@@ -1,5 +1,6 @@
-"""The `moltbot` API client commands against a real gateway: login, status, listing,
-and `moltbot tail` resuming after the gateway restarts, with no gap and no repeat."""
+"""The `moltbot` API client commands against a real gateway: login, status, listing (and
+what an empty list says), and `moltbot tail` resuming after the gateway restarts, with no gap
+and no repeat; the client's event stream skips what carries no sequence of its own."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from adapters.embedded.processes import free_port
+from moltbot import client
 from moltbot.roles import run_connectors, run_gateway, run_outbox
 from tests.integration.conftest import REPO_ROOT, Stack
 from tests.integration.test_gateway import _conversation_with_messages
@@ -102,6 +105,13 @@ async def test_login_status_and_listing(gateway: Gateway, stack: Stack, tmp_path
     assert oct(session_file.stat().st_mode & 0o777) == "0o600"
     tenant_id = json.loads(session_file.read_text())["tenant_id"]
 
+    empty = await _moltbot(tmp_path, "conversations", "list")
+    assert empty.returncode == 0, empty.stderr
+    [hint] = empty.stdout.splitlines()
+    assert hint.startswith(f"No conversations yet. Try your website chat: {gateway.url}/webchat/wk_")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(hint.rsplit(" ", 1)[-1])).status_code == 200  # the link works
+
     conversation = await _conversation_with_messages(stack, tenant_id, 3, words="see you at lunch")
     await stack.wait_caught_up()
     status = await _moltbot(tmp_path, "status")
@@ -170,3 +180,44 @@ async def test_tail_resumes_after_the_gateway_restarts(
         await tail.wait()
     assert seen == sorted(set(seen))
     assert len(seen) == 14
+
+
+async def test_the_event_stream_skips_deltas_and_keep_alives_and_resumes_after_the_last_id(
+    tmp_path: Path,
+) -> None:
+    # As the gateway sends them: live agent deltas and keep-alives set no id, and SSE repeats
+    # the last id on them; the connection drops after seq 2.
+    responses = [
+        b'id: 1\nevent: message.received\ndata: {"n": 1}\n\n'
+        b'event: agent.delta\ndata: {"delta": "Hi"}\n\n'
+        b": keep-alive\n\n"
+        b'id: 2\nevent: message.sent\ndata: {"n": 2}\n\n',
+        b'event: agent.delta\ndata: {"delta": "!"}\n\nid: 3\nevent: message.received\ndata: {"n": 3}\n\n',
+    ]
+    asked_after: list[str | None] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        headers = dict(line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line)
+        asked_after.append(headers.get("last-event-id"))
+        body = responses[min(len(asked_after), len(responses)) - 1]
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body)
+        await writer.drain()
+        if len(asked_after) >= len(responses):
+            await reader.read()  # the last connection stays open until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    session = client.Session(
+        gateway_url=f"http://127.0.0.1:{port}", access_token="a", refresh_token="r",
+        tenant_id="t_1", user_id="u_1", email="sse@example.com",
+    )  # fmt: skip
+    async with (
+        server,
+        client.Api(session, tmp_path / "session.json") as api,
+        contextlib.aclosing(api.events(None, None)) as stream,
+    ):
+        seen = [await asyncio.wait_for(anext(stream), 10) for _ in range(3)]
+    assert seen == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]
+    assert asked_after == [None, "2"]

@@ -88,7 +88,9 @@ async def test_a_malformed_visitor_message_is_a_400_and_costs_nothing(api: httpx
 
 
 @contextlib.asynccontextmanager
-async def _second_gateway(stack: Stack, tmp_path: Path, limits: Limits) -> AsyncIterator[httpx.AsyncClient]:
+async def _second_gateway(
+    stack: Stack, tmp_path: Path, limits: Limits, *, ops_token: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
     started = asyncio.Event()
     role = asyncio.create_task(
@@ -99,6 +101,7 @@ async def _second_gateway(stack: Stack, tmp_path: Path, limits: Limits) -> Async
             port=port,
             started=started,
             limits=limits,
+            ops_token=ops_token,
         )
     )
     try:
@@ -271,32 +274,15 @@ async def test_operations_endpoints_answer_this_machine_only(api: httpx.AsyncCli
     assert (await api.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"})).status_code == 200
 
 
-async def test_operations_endpoints_behind_a_token(stack: Stack, tmp_path: Path) -> None:
-    port = free_port()
-    started = asyncio.Event()
-    role = asyncio.create_task(
-        run_gateway(
-            stack.nats_url,
-            stack.database_url,
-            key_file=tmp_path / "jwt.pem",
-            port=port,
-            started=started,
-            ops_token="ops-secret-token",
-        )
-    )
-    try:
-        await asyncio.wait_for(started.wait(), 20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            assert (await client.get("/metrics")).status_code == 401
-            wrong = {"Authorization": "Bearer nope"}
-            assert (await client.get("/readyz", headers=wrong)).status_code == 401
-            right = {"Authorization": "Bearer ops-secret-token"}
-            assert (await client.get("/metrics", headers=right)).status_code == 200
-            assert "moltbot_events_last_seq" in (await client.get("/metrics", headers=right)).text
-    finally:
-        role.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await role
+async def test_operations_endpoints_behind_a_token(stack: Stack, tmp_path: Path, limits: Limits) -> None:
+    async with _second_gateway(stack, tmp_path, limits, ops_token="ops-secret-token") as client:
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await client.get("/readyz", headers=wrong)).status_code == 401
+        right = {"Authorization": "Bearer ops-secret-token"}
+        metrics = await client.get("/metrics", headers=right)
+        assert metrics.status_code == 200
+        assert "moltbot_events_last_seq" in metrics.text
 
 
 async def test_attachments_are_never_cached(

@@ -4,12 +4,14 @@ rebuild beside the live model with an atomic swap, verify, version upgrades."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import msgspec
 import pytest
 
 from adapters.nats.dead_letters import CONSUMER, ORIGIN_SEQ, ORIGIN_STREAM, REASON
 from adapters.postgres.database import connection as pg_connection
+from domain import agent as agent_policy
 from domain import events as ev
 from domain.codec import EventCodec
 from moltbot.loadgen import generate
@@ -79,24 +81,70 @@ async def test_full_text_search_finds_messages(stack: Stack) -> None:
     assert row["n"] == word_hits
 
 
-async def test_repeat_outside_duplicate_window_counts_once(stack: Stack) -> None:
-    events = list(generate(300, tenants=1))
-    await stack.store.append_many(events)
-    received = next(e for e in events if isinstance(e, ev.MessageReceived))
-    # The same provider message arrives again after the 2-minute window: stored again in the
-    # log under a different Nats-Msg-Id, it must still count once in the read model.
-    js = stack.store._js
-    redelivered = ev.new_event(
-        ev.MessageReceived,
-        tenant_id=received.tenant_id,
-        aggregate_id=received.aggregate_id,
-        actor=received.actor,
-        data=received.data,
+def _an_agent_run(trigger: ev.MessageReceived) -> list[ev.Event]:
+    """A run answering ``trigger`` as the orchestrator records it: requested, usage, completed."""
+    run_id = agent_policy.run_id_for(trigger.id)
+    actor, tenant_id, conversation_id = "agent:orchestrator", trigger.tenant_id, trigger.aggregate_id
+    requested = ev.AgentRunRequestedData(
+        run_id=run_id, agent_id="ag_test", trigger_message_id=trigger.data.message_id
     )
-    await js.publish(redelivered.subject, EventCodec().encode(redelivered), headers={"Nats-Msg-Id": "later"})
-    async with stack.projections([by_name("inbox")]):
-        await stack.wait_caught_up(names=["inbox"])
-    assert await _unread(stack) == expectations.unread_counts([*events, redelivered])
+    completed = ev.AgentRunCompletedData(
+        run_id=run_id, model="offline-1", tokens_in=40, tokens_out=12, cost_micros=0, offline=True
+    )
+    metrics: list[tuple[ev.UsageMetric, int]] = [("agent_runs", 1), ("tokens_in", 40), ("tokens_out", 12)]
+    return [
+        ev.new_event(ev.AgentRunRequested, tenant_id=tenant_id, aggregate_id=conversation_id, actor=actor,
+                     data=requested, occurred_at=trigger.occurred_at),
+        *agent_policy.usage_events(tenant_id, run_id, metrics, actor=actor, at=trigger.occurred_at),
+        ev.new_event(ev.AgentRunCompleted, tenant_id=tenant_id, aggregate_id=conversation_id, actor=actor,
+                     data=completed, occurred_at=trigger.occurred_at),
+    ]  # fmt: skip
+
+
+async def _agent_runs(stack: Stack) -> dict[str, str]:
+    async with pg_connection(stack.database_url) as conn:
+        cur = await conn.execute("SELECT run_id, status FROM rm_agents.agent_runs")
+        return {r["run_id"]: r["status"] for r in await cur.fetchall()}
+
+
+async def _repeated_outside_duplicate_window(stack: Stack) -> tuple[list[ev.Event], str]:
+    """A log where the same provider message arrives again after the 2-minute window, and the
+    run that answered it, resumed after a crash, records its steps again: stored again under
+    different Nats-Msg-Ids. Returns the events once each, and the run's id."""
+    events = list(generate(300, tenants=1))
+    received = next(e for e in events if isinstance(e, ev.MessageReceived))
+    run = _an_agent_run(received)
+    events += run
+    await stack.store.append_many(events)
+    js = stack.store._js
+    for original in [received, *run]:
+        again = ev.new_event(
+            type(original),
+            tenant_id=original.tenant_id,
+            aggregate_id=original.aggregate_id,
+            actor=original.actor,
+            data=original.data,
+            occurred_at=original.occurred_at + timedelta(minutes=3),
+        )
+        await js.publish(
+            again.subject, EventCodec().encode(again), headers={"Nats-Msg-Id": f"later-{again.id}"}
+        )
+    return events, agent_policy.run_id_for(received.id)
+
+
+async def test_repeat_outside_duplicate_window_counts_once(stack: Stack) -> None:
+    events, run_id = await _repeated_outside_duplicate_window(stack)
+    async with stack.projections([by_name("inbox"), by_name("agents")]):
+        await stack.wait_caught_up(names=["inbox", "agents"])
+    assert await _unread(stack) == expectations.unread_counts(events)
+    assert await _agent_runs(stack) == {run_id: "completed"}
+
+
+async def test_repeat_outside_duplicate_window_is_metered_once(stack: Stack) -> None:
+    events, _ = await _repeated_outside_duplicate_window(stack)
+    async with stack.projections([by_name("usage")]):
+        await stack.wait_caught_up(names=["usage"])
+    assert await _usage(stack) == expectations.usage_sums(events)  # messages_in, agent_runs, tokens
 
 
 async def test_poison_events_are_dead_lettered_and_later_events_applied(stack: Stack) -> None:

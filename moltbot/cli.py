@@ -92,6 +92,7 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         public_url=settings.public_url,
         limits=settings.limits,
         trusted_proxies=settings.trusted_proxies,
+        ops_token=settings.ops_token,
     )
     return 0
 
@@ -107,6 +108,25 @@ async def cmd_streams_apply(settings: Settings, args: argparse.Namespace) -> int
     for report in reports:
         print(report.line())
     return 1 if any(r.action == "drift" for r in reports) else 0
+
+
+async def cmd_nats_users(settings: Settings, args: argparse.Namespace) -> int:
+    """A deployment's NATS users: passwords kept in DIR/credentials.json, and the nats-server
+    authorization block (every role's permissions) in DIR/users.conf; both mode 0600."""
+    from adapters.embedded.secrets import read_or_create_users, write_private
+    from adapters.nats import permissions
+
+    folder = Path(args.out)
+    credentials = folder / "credentials.json"
+    if args.rotate and credentials.exists():
+        kept = json.loads(credentials.read_text()).get("users", {})
+        kept = {role: password for role, password in kept.items() if role not in args.rotate}
+        write_private(credentials, json.dumps({"users": kept}))
+    users = read_or_create_users(credentials, permissions.roles(args.kinds or CONNECTOR_KINDS))
+    write_private(folder / "users.conf", permissions.render_authorization(users))
+    print(f"Wrote {folder / 'users.conf'} (include it in nats-server.conf) and {credentials}.")
+    print("Give each role process MOLTBOT_NATS_USER=<role> and MOLTBOT_NATS_PASSWORD from the latter.")
+    return 0
 
 
 async def cmd_streams_ls(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,12 +199,17 @@ async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
         since = args.since
         if since is None:
             since = max(await store.last_seq() - args.last + 1, 1)
+        shown = 0
         async for record in store.read(since=since, subject=_event_subject(args), follow=args.follow):
+            shown += 1
             if args.json:
                 sys.stdout.buffer.write(event_files.export_line(record))
             else:
                 print(_describe(store, record))
             sys.stdout.flush()
+    if not shown:  # on stderr: with --json, stdout stays JSON lines
+        tenant = f" for tenant {args.tenant}" if args.tenant else ""
+        print(f"No events{tenant} from seq {since} on.", file=sys.stderr)
     return 0
 
 
@@ -326,7 +351,10 @@ async def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
             database_url,
             models,
             keyring=_keyring(settings),
-            settings=AgentSettings(debounce=settings.agent_debounce),
+            settings=AgentSettings(
+                debounce=settings.agent_debounce,
+                agent_runs_per_conversation=settings.limits.agent_runs_per_conversation,
+            ),
         )
     finally:
         await models.aclose()
@@ -473,7 +501,7 @@ async def cmd_channels_list(settings: Settings, args: argparse.Namespace) -> int
     async with _api() as api:
         channels = await api.get("/v1/channels")
     if not channels:
-        print("No channels yet.")
+        print(f"No channels yet. Connect one in the web app: {api.session.gateway_url} (Channels).")
     for channel in channels:
         message = f"  {channel['state_message']}" if channel["state_message"] else ""
         print(f"{channel['connection_id']:<30} {channel['channel']:<10} {channel['state']:<16}{message}")
@@ -488,6 +516,16 @@ async def cmd_conversations_list(settings: Settings, args: argparse.Namespace) -
             channel=args.channel,
             unread="true" if args.unread else None,
         )
+        widget = None
+        if not page["items"] and not (args.channel or args.unread):
+            with contextlib.suppress(client.ClientError):
+                widget = await api.get("/v1/webchat")
+    if widget is not None:
+        url = api.session.gateway_url.rstrip("/") + widget["widget_url"]
+        print(f"No conversations yet. Try your website chat: {url}")
+    elif not page["items"]:
+        which = ("unread " if args.unread else "") + (f"{args.channel} " if args.channel else "")
+        print(f"No {which}conversations." if which else "No conversations yet.")
     for item in page["items"]:
         unread = f"({item['unread_count']})" if item["unread_count"] else ""
         preview = (item["last_message_preview"] or "").replace("\n", " ")[:60]
@@ -667,6 +705,24 @@ def build_parser() -> argparse.ArgumentParser:
         " default: as streams.yaml says",
     )
     add(streams, "ls", cmd_streams_ls, "List streams with message counts and sequences.")
+
+    nats_cmds = commands.add_parser("nats", help="NATS users for a deployment").add_subparsers(
+        dest="nats_command", metavar="ACTION", required=True
+    )
+    users_cmd = add(
+        nats_cmds,
+        "users",
+        cmd_nats_users,
+        "Write a password per role (credentials.json) and the nats-server users block with each"
+        " role's permissions (users.conf); existing passwords are kept unless rotated.",
+    )
+    users_cmd.add_argument("--out", required=True, metavar="DIR", help="folder to write both files to")
+    users_cmd.add_argument(
+        "--kinds", nargs="+", choices=CONNECTOR_KINDS, metavar="KIND", help="connector kinds (default: all)"
+    )
+    users_cmd.add_argument(
+        "--rotate", action="append", default=[], metavar="ROLE", help="give ROLE a new password (repeatable)"
+    )
 
     events = commands.add_parser("events", help="read, export and import the event log").add_subparsers(
         dest="events_command", metavar="ACTION", required=True

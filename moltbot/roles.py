@@ -36,7 +36,8 @@ from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
 from adapters.channels.webchat import WebchatConnector
 from adapters.media.store import MediaStore
-from adapters.nats.connection import connection
+from adapters.nats import permissions
+from adapters.nats.connection import NatsTarget, connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
@@ -65,7 +66,7 @@ class GatewayStartError(Exception):
 
 
 async def run_projections(
-    nats_url: str,
+    nats: NatsTarget,
     database_url: str,
     spec: StreamsFile,
     projections: Sequence[Projection],
@@ -83,7 +84,10 @@ async def run_projections(
     """
     template = spec.consumer_templates["projection"]
     codec = EventCodec()
-    async with connection(nats_url, name="moltbot-projections") as nc, asyncio.TaskGroup() as tasks:
+    async with (
+        connection(nats, name="moltbot-projections", role=permissions.PROJECTIONS) as nc,
+        asyncio.TaskGroup() as tasks,
+    ):
         for projection in projections:
             worker: ProjectionWorker | PartitionWorker
             if partitions:
@@ -112,9 +116,9 @@ async def run_projections(
         log.info("projections_running", read_models=[p.name for p in projections])
 
 
-async def run_outbox(nats_url: str) -> None:
+async def run_outbox(nats: NatsTarget) -> None:
     """Turn send requests into channel commands until cancelled."""
-    async with connection(nats_url, name="moltbot-outbox") as nc:
+    async with connection(nats, name="moltbot-outbox", role=permissions.OUTBOX) as nc:
         await Outbox(nc).run()
 
 
@@ -133,22 +137,24 @@ class ChannelSettings:
 
 
 async def run_connectors(
-    nats_url: str,
+    nats: NatsTarget,
     spec: StreamsFile,
     kinds: Sequence[str] = CONNECTOR_KINDS,
     *,
     channels: ChannelSettings | None = None,
 ) -> None:
     """Run each connector kind until cancelled: its commands, and for provider-backed kinds
-    one live session per connection (held by one replica at a time)."""
+    one live session per connection (held by one replica at a time). Each kind has its own
+    NATS connection, signed in as that kind's connector."""
     unknown = [kind for kind in kinds if kind not in CONNECTOR_KINDS]
     if unknown:
         raise LookupError(f"no connector {unknown[0]!r}; known: {', '.join(CONNECTOR_KINDS)}")
     async with contextlib.AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(connection(nats_url, name="moltbot-connectors"))
         directory: ConnectionDirectory | None = None
         work: list[Coroutine[Any, Any, None]] = []
         for kind in kinds:
+            role = permissions.connector_role(kind)
+            nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
             if kind == WebchatConnector.kind:
                 connector: Connector = WebchatConnector()
             else:
@@ -244,7 +250,7 @@ async def _provider(
 
 
 async def run_agent(
-    nats_url: str,
+    nats: NatsTarget,
     database_url: str,
     models: ModelChoice,
     *,
@@ -267,7 +273,7 @@ async def run_agent(
 
         source = models.with_tenant_keys(own_key)
     try:
-        async with connection(nats_url, name="moltbot-agent") as nc:
+        async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
             await Orchestrator(nc, reads, source, settings=settings or AgentSettings()).run()
     finally:
         await reads.close()
@@ -290,7 +296,7 @@ def _with_own_keys(
 
 @contextlib.asynccontextmanager
 async def gateway_context(
-    nats_url: str,
+    nats: NatsTarget,
     database_url: str,
     key_file: Path,
     *,
@@ -303,6 +309,7 @@ async def gateway_context(
     public_url: str | None = None,
     limits: Limits | None = None,
     trusted_proxies: tuple[str, ...] = (),
+    ops_token: str | None = None,
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -311,8 +318,8 @@ async def gateway_context(
     from gateway.context import GatewayContext
     from gateway.limits import Limiter
     from gateway.limits import Limits as DefaultLimits
-    from gateway.oidc import OidcVerifier
-    from gateway.routes.accounts import CREDENTIALS_SQL
+    from gateway.oidc import IDENTITIES_SQL, IdentityLinks, OidcVerifier
+    from gateway.routes.accounts import CREDENTIALS_SQL, REFRESH_TOKENS_SQL
     from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
     from gateway.routes.messages import IDEMPOTENCY_SQL
     from gateway.routes.webchat import WIDGETS_SQL
@@ -323,7 +330,15 @@ async def gateway_context(
         await ensure_core(conn)  # type: ignore[arg-type]
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
-            gateway_tables = (CREDENTIALS_SQL, IDEMPOTENCY_SQL, WIDGETS_SQL, WEBHOOKS_SQL, OAUTH_STATES_SQL)
+            gateway_tables = (
+                CREDENTIALS_SQL,
+                REFRESH_TOKENS_SQL,
+                IDENTITIES_SQL,
+                IDEMPOTENCY_SQL,
+                WIDGETS_SQL,
+                WEBHOOKS_SQL,
+                OAUTH_STATES_SQL,
+            )
             for sql in (*gateway_tables, RATE_LIMITS_SQL):
                 await conn.execute(sql)
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
@@ -340,9 +355,9 @@ async def gateway_context(
         kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
     )
     await pool.open()
-    verifier = OidcVerifier(oidc) if oidc is not None else None
+    verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     try:
-        async with connection(nats_url, name="moltbot-gateway") as nc:
+        async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
             yield GatewayContext(
                 store=EventStore(nc),
                 pool=pool,
@@ -356,6 +371,7 @@ async def gateway_context(
                 public_url=public_url,
                 limiter=Limiter(RateCounter(pool), limits or DefaultLimits()),
                 trusted_proxies=trusted_proxies,
+                ops_token=ops_token,
             )
     finally:
         if verifier is not None:
@@ -364,7 +380,7 @@ async def gateway_context(
 
 
 async def run_gateway(
-    nats_url: str,
+    nats: NatsTarget,
     database_url: str,
     *,
     key_file: Path,
@@ -380,12 +396,13 @@ async def run_gateway(
     public_url: str | None = None,
     limits: Limits | None = None,
     trusted_proxies: tuple[str, ...] = (),
+    ops_token: str | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled."""
-    from gateway.app import create_app
+    from gateway.app import MAX_WS_MESSAGE_BYTES, create_app
 
     async with gateway_context(
-        nats_url,
+        nats,
         database_url,
         key_file,
         oidc=oidc,
@@ -397,6 +414,7 @@ async def run_gateway(
         public_url=public_url,
         limits=limits,
         trusted_proxies=trusted_proxies,
+        ops_token=ops_token,
     ) as ctx:
         config = uvicorn.Config(
             create_app(ctx),
@@ -405,6 +423,7 @@ async def run_gateway(
             log_config=None,
             access_log=False,
             lifespan="on",
+            ws_max_size=MAX_WS_MESSAGE_BYTES,
             # Event streams never end by themselves: give them this long, then close them.
             timeout_graceful_shutdown=3,
         )

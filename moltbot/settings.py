@@ -3,6 +3,11 @@
 Where the servers are, in order of precedence:
 1. ``MOLTBOT_NATS_URL`` / ``MOLTBOT_DATABASE_URL`` (external servers);
 2. ``<data dir>/stack.json``, written by a running ``moltbot up``.
+
+How a process signs in to NATS: ``MOLTBOT_NATS_USER`` / ``MOLTBOT_NATS_PASSWORD`` or
+``MOLTBOT_NATS_CREDS`` (a ``.creds`` file) when set, for whatever role the process runs;
+else the embedded stack's generated users (``<data dir>/nats/credentials.json``), each role
+its own. ``MOLTBOT_NATS_TLS_CA`` names the CA of ``tls://`` servers.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import msgspec
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
+from adapters.nats.connection import NatsAccess, NatsLogin
 from gateway.context import SlackApp
 from gateway.limits import Limits
 
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_DIR = Path(".moltbot")
 STACK_FILE = "stack.json"
+NATS_CREDENTIALS_FILE = Path("nats") / "credentials.json"  # under the data dir
 LogFormat = Literal["console", "json"]
 
 
@@ -37,6 +44,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path
     nats_url: str | None = None
     database_url: str | None = None
+    # MOLTBOT_NATS_USER / _PASSWORD or MOLTBOT_NATS_CREDS: this process's NATS login.
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds: Path | None = None
+    nats_tls_ca: Path | None = None  # MOLTBOT_NATS_TLS_CA
     streams_file: Path
     log_format: LogFormat = "console"
     log_level: str = "info"
@@ -46,8 +58,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
-    oidc_tenant_claim: str = "moltbot_tenant"
-    oidc_role_claim: str = "moltbot_role"
     # The deployment's Anthropic key; without one the built-in offline model answers.
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
@@ -67,6 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # MOLTBOT_TRUSTED_PROXIES: comma-separated addresses or networks of the proxies in front
     # of the gateway, whose X-Forwarded-For names the client (rate limits per address).
     trusted_proxies: tuple[str, ...] = ()
+    ops_token: str | None = None  # MOLTBOT_OPS_TOKEN: bearer token for /metrics and /readyz
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -75,10 +86,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         log_format = environ.get("MOLTBOT_LOG_FORMAT", default_format)
         if log_format not in ("console", "json"):
             raise ValueError(f"MOLTBOT_LOG_FORMAT must be 'console' or 'json', not {log_format!r}")
+        for retired in ("MOLTBOT_OIDC_TENANT_CLAIM", "MOLTBOT_OIDC_ROLE_CLAIM"):
+            if environ.get(retired):
+                raise ValueError(
+                    f"{retired} is no longer read: an OIDC token's tenant and role come from the"
+                    " identity's link (POST /v1/me/identities) and the members read model; unset it."
+                )
         settings = cls(
             data_dir=directory.resolve(),
             nats_url=environ.get("MOLTBOT_NATS_URL") or None,
             database_url=environ.get("MOLTBOT_DATABASE_URL") or None,
+            nats_user=environ.get("MOLTBOT_NATS_USER") or None,
+            nats_password=environ.get("MOLTBOT_NATS_PASSWORD") or None,
+            nats_creds=Path(creds) if (creds := environ.get("MOLTBOT_NATS_CREDS")) else None,
+            nats_tls_ca=Path(ca) if (ca := environ.get("MOLTBOT_NATS_TLS_CA")) else None,
             streams_file=Path(environ.get("MOLTBOT_STREAMS_FILE") or _bundled_streams_file()),
             log_format=log_format,  # type: ignore[arg-type]
             log_level=environ.get("MOLTBOT_LOG_LEVEL", "info").lower(),
@@ -89,8 +110,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             oidc_jwks_url=environ.get("MOLTBOT_OIDC_JWKS_URL") or None,
             oidc_issuer=environ.get("MOLTBOT_OIDC_ISSUER") or None,
             oidc_audience=environ.get("MOLTBOT_OIDC_AUDIENCE") or None,
-            oidc_tenant_claim=environ.get("MOLTBOT_OIDC_TENANT_CLAIM") or "moltbot_tenant",
-            oidc_role_claim=environ.get("MOLTBOT_OIDC_ROLE_CLAIM") or "moltbot_role",
             anthropic_api_key=environ.get("MOLTBOT_ANTHROPIC_API_KEY")
             or environ.get("ANTHROPIC_API_KEY")
             or None,
@@ -109,6 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 environ.get("MOLTBOT_VAULT_KEY_FILE") or directory.resolve() / "vault" / "keys.json"
             ),
             limits=Limits.from_environ(environ),
+            ops_token=environ.get("MOLTBOT_OPS_TOKEN") or None,
             trusted_proxies=tuple(
                 p.strip() for p in environ.get("MOLTBOT_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
@@ -132,8 +152,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             jwks_url=self.oidc_jwks_url,
             issuer=self.oidc_issuer,
             audience=self.oidc_audience,
-            tenant_claim=self.oidc_tenant_claim,
-            role_claim=self.oidc_role_claim,
         )
 
     def __repr__(self) -> str:
@@ -178,9 +196,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             f" --data {self.data_dir}`, or set MOLTBOT_DATABASE_URL."
         )
 
-    def servers(self) -> tuple[str, str]:
-        """(nats_url, database_url) of the stack to talk to, or :class:`NoStackError`."""
+    def servers(self) -> tuple[NatsAccess, str]:
+        """(NATS servers and logins, database_url) of the stack to talk to, or :class:`NoStackError`."""
         nats_url, database_url = self.nats_url, self.database_url
+        stack: dict[str, str] = {}
         if not (nats_url and database_url) and self.stack_file.exists():
             stack = json.loads(self.stack_file.read_text())
             nats_url = nats_url or stack.get("nats_url")
@@ -190,7 +209,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"No running Moltbot stack in {self.data_dir}. Start one with `moltbot up"
                 f" --data {self.data_dir}`, or set MOLTBOT_NATS_URL and MOLTBOT_DATABASE_URL."
             )
-        return nats_url, database_url
+        return self.nats_access(nats_url, stack), database_url
+
+    def nats_login(self) -> NatsLogin | None:
+        """The login given to this process by the environment, if any."""
+        if self.nats_creds is not None:
+            return NatsLogin(creds_file=self.nats_creds)
+        if self.nats_user:
+            return NatsLogin(user=self.nats_user, password=self.nats_password)
+        return None
+
+    def nats_access(self, nats_url: str, stack: Mapping[str, str] | None = None) -> NatsAccess:
+        """How each role signs in at ``nats_url``: the environment's login for every role,
+        else the data folder's generated users (and the admin named in ``stack.json``)."""
+        default = self.nats_login()
+        if default is not None:
+            return NatsAccess(nats_url, default=default, tls_ca_file=self.nats_tls_ca)
+        logins: dict[str, NatsLogin] = {}
+        users_file = self.data_dir / NATS_CREDENTIALS_FILE
+        if users_file.exists():
+            users = json.loads(users_file.read_text()).get("users", {})
+            logins = {role: NatsLogin(user=role, password=password) for role, password in users.items()}
+        if stack and stack.get("nats_user"):
+            logins.setdefault(
+                "admin", NatsLogin(user=stack["nats_user"], password=stack.get("nats_password"))
+            )
+        return NatsAccess(nats_url, logins, tls_ca_file=self.nats_tls_ca)
 
 
 def _bundled_streams_file() -> Path:
@@ -198,7 +242,15 @@ def _bundled_streams_file() -> Path:
 
 
 _SECRETS = frozenset(
-    {"anthropic_api_key", "vault_keys", "slack_client_secret", "slack_signing_secret", "database_url"}
+    {
+        "anthropic_api_key",
+        "vault_keys",
+        "slack_client_secret",
+        "slack_signing_secret",
+        "database_url",
+        "ops_token",
+        "nats_password",
+    }
 )
 
 

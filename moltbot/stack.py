@@ -6,6 +6,12 @@ the data folder — or uses external ones given by ``MOLTBOT_NATS_URL`` /
 ``MOLTBOT_DATABASE_URL`` — applies streams.yaml and the read-model schemas, runs the
 process roles, writes ``stack.json`` so other commands find the servers, and stops
 everything in order on Ctrl-C. A lock file keeps a second ``up`` off the same folder.
+
+Nothing listens without credentials: the embedded nats-server gets one user per role
+(passwords generated into ``<data>/nats/credentials.json``, permissions from
+``adapters/nats/permissions.py``) and each role connects as its own; PostgreSQL asks for
+passwords, and the product uses the login role ``moltbot`` (no superuser), whose URL is
+the ``database_url`` of ``stack.json``. Both files are readable by their owner alone.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import psycopg
 import structlog
 
 from adapters.agent.choice import ModelChoice
@@ -31,10 +36,14 @@ from adapters.embedded.nats_cluster import CLUSTER_SIZE, NatsCluster
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
-from adapters.nats.connection import connection
+from adapters.embedded.secrets import read_or_create_secret, read_or_create_users, write_private
+from adapters.nats import permissions
+from adapters.nats.connection import NatsAccess, NatsLogin, connection
 from adapters.nats.streams import apply_streams, load_streams_file
+from adapters.postgres.database import provision_login_role, without_password
 from adapters.vault.cipher import load_keyring
 from moltbot.roles import (
+    CONNECTOR_KINDS,
     ChannelSettings,
     GatewayStartError,
     run_agent,
@@ -43,12 +52,13 @@ from moltbot.roles import (
     run_outbox,
     run_projections,
 )
-from moltbot.settings import Settings
+from moltbot.settings import NATS_CREDENTIALS_FILE, Settings
 from projections.registry import all_projections
 
 log = structlog.get_logger()
 
 DATABASE = "moltbot"
+PRODUCT_ROLE = "moltbot"  # the PostgreSQL login role of every process role
 
 
 class StackAlreadyRunning(Exception):
@@ -120,27 +130,34 @@ def _port(remembered: dict[str, int], name: str) -> int:
     return free_port()
 
 
-async def ensure_database(server_url: str, name: str) -> None:
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if await cur.fetchone() is None:
-            await conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-
-
 @asynccontextmanager
-async def servers(settings: Settings, *, cluster: int = 1) -> AsyncIterator[dict[str, Any]]:
-    """Start (or point at) nats-server(s) and PostgreSQL; yields the stack description."""
+async def servers(
+    settings: Settings, *, cluster: int = 1
+) -> AsyncIterator[tuple[dict[str, Any], NatsAccess]]:
+    """Start (or point at) nats-server(s) and PostgreSQL; yields the stack description
+    (what ``stack.json`` says) and how each role signs in to NATS."""
     data_dir = settings.data_dir
     remembered = _remembered_ports(data_dir)
+    nats_login: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
+        users: dict[str, str] | None = None
+        if not settings.nats_url:
+            users = read_or_create_users(data_dir / NATS_CREDENTIALS_FILE, permissions.roles(CONNECTOR_KINDS))
+            nats_login = {"nats_user": permissions.ADMIN, "nats_password": users[permissions.ADMIN]}
         if settings.nats_url:
             nats_url = settings.nats_url
+            given = settings.nats_login()
+            if given is not None and given.creds_file is not None:
+                nats_login = {"nats_creds": str(given.creds_file)}
+            elif given is not None:
+                nats_login = {"nats_user": given.user}  # its password stays in the environment
         elif cluster > 1:
             names = [f"nats-{n}" for n in range(1, cluster + 1)]
             nodes = NatsCluster(
                 data_dir,
                 ports=[_port(remembered, name) for name in names],
                 route_ports=[_port(remembered, f"{name}-routes") for name in names],
+                users=users,
             )
             await stack.enter_async_context(nodes)
             nats_url = nodes.url
@@ -148,7 +165,7 @@ async def servers(settings: Settings, *, cluster: int = 1) -> AsyncIterator[dict
                 remembered[name] = port
                 remembered[f"{name}-routes"] = route_port
         else:
-            nats = NatsServer(data_dir / "nats", port=_port(remembered, "nats"))
+            nats = NatsServer(data_dir / "nats", port=_port(remembered, "nats"), users=users)
             await stack.enter_async_context(nats)
             nats_url = nats.url
             remembered["nats"] = nats.port
@@ -157,17 +174,25 @@ async def servers(settings: Settings, *, cluster: int = 1) -> AsyncIterator[dict
         else:
             postgres = PostgresServer(data_dir / "postgres", port=_port(remembered, "postgres"))
             await stack.enter_async_context(postgres)
-            await ensure_database(postgres.url, DATABASE)
-            database_url = postgres.url_for(DATABASE)
+            password = read_or_create_secret(data_dir / "postgres" / f"{PRODUCT_ROLE}.password")
+            database_url = await provision_login_role(postgres.url, DATABASE, PRODUCT_ROLE, password)
             remembered["postgres"] = postgres.port
         (data_dir / "ports.json").write_text(json.dumps(remembered))
-        yield {
+        if users is not None:
+            access = NatsAccess(
+                nats_url, {role: NatsLogin(user=role, password=password) for role, password in users.items()}
+            )
+        else:
+            access = settings.nats_access(nats_url)
+        description = {
             "nats_url": nats_url,
+            **nats_login,
             "database_url": database_url,
             "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(),
             "data_dir": str(data_dir),
         }
+        yield description, access
 
 
 async def up(settings: Settings, *, cluster: int = 1) -> None:
@@ -210,11 +235,11 @@ def stopped_by_signals() -> Iterator[list[signal.Signals]]:
 
 async def _up(settings: Settings, cluster: int) -> None:
     with exclusive_lock(settings.data_dir):
-        async with servers(settings, cluster=cluster) as description:
+        async with servers(settings, cluster=cluster) as (description, nats):
             description["nats_cluster_size"] = cluster
             spec = load_streams_file(settings.streams_file)
             replicas = cluster if cluster > 1 else None  # one node: as streams.yaml says
-            async with connection(description["nats_url"], name="moltbot-up") as nc:
+            async with connection(nats, name="moltbot-up", role=permissions.ADMIN) as nc:
                 for report in await apply_streams(nc, spec, replicas=replicas):
                     log.info("stream_applied", stream=report.name, action=report.action, detail=report.line())
             gateway_started = asyncio.Event()
@@ -230,19 +255,20 @@ async def _up(settings: Settings, cluster: int) -> None:
             try:
                 async with asyncio.TaskGroup() as roles:
                     roles.create_task(
-                        run_projections(
-                            description["nats_url"], description["database_url"], spec, all_projections()
-                        ),
+                        run_projections(nats, description["database_url"], spec, all_projections()),
                         name="projections",
                     )
-                    roles.create_task(run_outbox(description["nats_url"]), name="outbox")
+                    roles.create_task(run_outbox(nats), name="outbox")
                     roles.create_task(
                         run_agent(
-                            description["nats_url"],
+                            nats,
                             description["database_url"],
                             models,
                             keyring=keyring,
-                            settings=AgentSettings(debounce=settings.agent_debounce),
+                            settings=AgentSettings(
+                                debounce=settings.agent_debounce,
+                                agent_runs_per_conversation=settings.limits.agent_runs_per_conversation,
+                            ),
                         ),
                         name="agent",
                     )
@@ -252,12 +278,10 @@ async def _up(settings: Settings, cluster: int) -> None:
                         endpoints=settings.endpoints,
                         media=media_store,
                     )
-                    roles.create_task(
-                        run_connectors(description["nats_url"], spec, channels=channels), name="connectors"
-                    )
+                    roles.create_task(run_connectors(nats, spec, channels=channels), name="connectors")
                     roles.create_task(
                         run_gateway(
-                            description["nats_url"],
+                            nats,
                             description["database_url"],
                             key_file=settings.jwt_key_file,
                             port=settings.gateway_port,
@@ -271,17 +295,18 @@ async def _up(settings: Settings, cluster: int) -> None:
                             public_url=settings.public_url,
                             limits=settings.limits,
                             trusted_proxies=settings.trusted_proxies,
+                            ops_token=settings.ops_token,
                         ),
                         name="gateway",
                     )
                     await gateway_started.wait()
                     description["gateway_url"] = f"http://127.0.0.1:{settings.gateway_port}"
-                    settings.stack_file.write_text(json.dumps(description, indent=2) + "\n")
+                    write_private(settings.stack_file, json.dumps(description, indent=2) + "\n")
                     log.info(
                         "stack_ready",
                         gateway_url=description["gateway_url"],
                         nats_url=description["nats_url"],
-                        database_url=description["database_url"],
+                        database_url=without_password(description["database_url"]),
                         stack_file=str(settings.stack_file),
                     )
             except* GatewayStartError as failed:

@@ -40,7 +40,10 @@ log = structlog.get_logger()
 CORE_SQL = """
 CREATE SCHEMA IF NOT EXISTS moltbot;
 DO $$ BEGIN
-    CREATE ROLE moltbot_gateway NOLOGIN;
+    -- Made by the deployment's provisioning when the product's role may not create roles.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'moltbot_gateway') THEN
+        CREATE ROLE moltbot_gateway NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;  -- another database created it just now
 END $$;
 GRANT USAGE ON SCHEMA moltbot TO moltbot_gateway;

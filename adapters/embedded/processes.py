@@ -162,6 +162,7 @@ async def _spawn(
     env: dict[str, str] | None,
     run_as: RunAs | None,
     death_signal: signal.Signals,
+    cwd: Path | None = None,
 ) -> asyncio.subprocess.Process:
     """Spawn in a new session (Ctrl-C in a terminal reaches only us), output to ``out``."""
     return await asyncio.create_subprocess_exec(
@@ -170,6 +171,7 @@ async def _spawn(
         stdout=out,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
+        cwd=cwd,
         start_new_session=True,
         preexec_fn=death_signal_preexec(death_signal),
         user=None if run_as is None else run_as.uid,
@@ -185,11 +187,12 @@ async def run_to_completion(
     run_as: RunAs | None = None,
     env: dict[str, str] | None = None,
     time_limit: float = 120.0,
+    cwd: Path | None = None,
 ) -> None:
     """Run a one-shot command (e.g. ``initdb``), output appended to ``log_file``; raise if it fails."""
     with log_file.open("ab") as out:
         offset = out.tell()
-        proc = await _spawn(argv, out, env=env, run_as=run_as, death_signal=signal.SIGTERM)
+        proc = await _spawn(argv, out, env=env, run_as=run_as, death_signal=signal.SIGTERM, cwd=cwd)
     try:
         async with asyncio.timeout(time_limit):
             code = await proc.wait()
@@ -218,8 +221,10 @@ class ManagedProcess:
         death_signal: signal.Signals = signal.SIGTERM,
         run_as: RunAs | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = list(argv)
         self.log_file = log_file
         self.death_signal = death_signal
@@ -251,7 +256,7 @@ class ManagedProcess:
         with self.log_file.open("ab") as out:
             self._log_offset = out.tell()
             self._proc = await _spawn(
-                self.argv, out, env=self.env, run_as=self.run_as, death_signal=self.death_signal
+                self.argv, out, env=self.env, run_as=self.run_as, death_signal=self.death_signal, cwd=self.cwd
             )
         log.debug("process_spawned", name=self.name, pid=self._proc.pid, argv=self.argv)
         return self._proc.pid

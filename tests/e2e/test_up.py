@@ -3,6 +3,7 @@ data folder, a second `up` is refused, Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nats
+import nats.errors
+import psycopg
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +101,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             assert json.loads(health.read()) == {"status": "ok"}
         servers = _children(up.pid)
         assert len(servers) == 2  # nats-server and the postmaster
+        _assert_locked_down(data, stack, log)
 
         second = _moltbot(data, "up", timeout=30)
         assert second.returncode == 1
@@ -145,6 +150,36 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert restarted.returncode == 0, log.read_text()[-2000:]
     assert "stack_stopped" in log.read_text()
     assert not any(_alive(pid) for pid in servers)
+
+
+def _assert_locked_down(data: Path, stack: dict[str, str], log: Path) -> None:
+    """Neither server lets in a client without credentials; the product's database role is
+    no superuser; the files naming the credentials are the owner's alone; no log shows them."""
+    for secret in ("stack.json", "nats/credentials.json", "nats/nats-server.conf"):
+        assert (data / secret).stat().st_mode & 0o777 == 0o600, secret
+    assert stack["nats_user"] == "admin"
+
+    async def check() -> None:
+        with pytest.raises(nats.errors.Error):
+            await nats.connect(stack["nats_url"], allow_reconnect=False, connect_timeout=2)
+        admin = await nats.connect(
+            stack["nats_url"], user=stack["nats_user"], password=stack["nats_password"], allow_reconnect=False
+        )
+        assert (await admin.jetstream().stream_info("EVENTS")).config.name == "EVENTS"
+        await admin.close()
+        database_url = stack["database_url"]
+        password = database_url.split("@")[0].rsplit(":", 1)[1]
+        with pytest.raises(psycopg.OperationalError):
+            await psycopg.AsyncConnection.connect(database_url.replace(f":{password}@", "@"))
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cur = await conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+            )
+            assert await cur.fetchone() == (False, False, False)
+
+    asyncio.run(check())
+    assert stack["nats_password"] not in log.read_text()
+    assert stack["database_url"] not in log.read_text()
 
 
 def test_commands_without_a_stack_say_what_to_do(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
+from adapters.postgres.database import provision_login_role
+from tests.conftest import PRODUCT_PASSWORD, PRODUCT_ROLE, nats_users, permission_violations
 from tests.faults.audit import describe
 from tests.faults.plant import REPO_ROOT, Plant
 
@@ -60,21 +62,24 @@ async def restartable_postgres(tmp_path_factory: pytest.TempPathFactory) -> Asyn
 @pytest.fixture
 async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIterator[Plant]:
     database = f"f_{uuid.uuid4().hex[:12]}"
-    await restartable_postgres.create_database(database)
-    async with NatsServer(tmp_path / "nats") as nats:
-        nc = await connect(nats.url, name="faults-setup")
+    database_url = await provision_login_role(
+        restartable_postgres.url, database, PRODUCT_ROLE, PRODUCT_PASSWORD
+    )
+    async with NatsServer(tmp_path / "nats", users=nats_users()) as nats:
+        nc = await connect(nats.login_url(), name="faults-setup")
         await apply_streams(nc, load_streams_file(REPO_ROOT / "streams.yaml"))
         await nc.close()
-        product = Plant(tmp_path, nats, restartable_postgres, database)
+        product = Plant(tmp_path, nats, restartable_postgres, database_url)
         await product.start_all()
         try:
             yield product
         finally:
             await product.stop_all()
+    assert not permission_violations(nats), "\n".join(permission_violations(nats))
 
 
 @pytest.fixture
 async def store(plant: Plant) -> AsyncIterator[EventStore]:
-    nc = await connect(plant.nats.url, name="faults-load")
+    nc = await connect(plant.nats.login_url(), name="faults-load")
     yield EventStore(nc)
     await nc.close()

@@ -3,6 +3,8 @@
 Each role runs as its own ``moltbot`` process, as an operator would deploy it: gateway,
 projection workers, agent (offline model), outbox and the webchat connector. A role can
 be SIGKILLed and started again; nats-server and PostgreSQL can be restarted under them.
+Each role signs in to NATS as its own user (given by environment, as a deployment does)
+and to PostgreSQL as the product's login role, which is no superuser.
 """
 
 from __future__ import annotations
@@ -19,11 +21,21 @@ from nats.js.errors import NotFoundError
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import ManagedProcess, free_port
+from adapters.nats import permissions
 from adapters.nats.connection import connect
 from adapters.postgres.database import connection as pg_connection
 from projections.registry import all_projections
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The NATS user each role process signs in as.
+NATS_USERS = {
+    "gateway": permissions.GATEWAY,
+    "projections": permissions.PROJECTIONS,
+    "agent": permissions.AGENT,
+    "outbox": permissions.OUTBOX,
+    "connector": permissions.connector_role("webchat"),
+}
 
 ROLES: dict[str, tuple[str, ...]] = {
     "gateway": ("gateway",),
@@ -59,24 +71,41 @@ async def read_models_reach(database_url: str, seq: int) -> bool:
 class Plant:
     """Every role of the product as a child process, over one nats-server and one database."""
 
-    def __init__(self, work: Path, nats: NatsServer, postgres: PostgresServer, database: str) -> None:
+    def __init__(self, work: Path, nats: NatsServer, postgres: PostgresServer, database_url: str) -> None:
         self.work = work
         self.nats = nats
         self.postgres = postgres
-        self.database_url = postgres.url_for(database)
+        self.database_url = database_url
         self.port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.port}"
         self._processes: dict[str, ManagedProcess] = {}
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, role: str) -> dict[str, str]:
+        user = NATS_USERS[role]
+        assert self.nats.users is not None, "the plant's nats-server runs with users"
         return os.environ | {
             "MOLTBOT_NATS_URL": self.nats.url,
+            "MOLTBOT_NATS_USER": user,
+            "MOLTBOT_NATS_PASSWORD": self.nats.users[user],
             "MOLTBOT_DATABASE_URL": self.database_url,
             "MOLTBOT_DATA_DIR": str(self.work / "data"),
             "MOLTBOT_GATEWAY_PORT": str(self.port),
             "MOLTBOT_LOG_FORMAT": "json",
             "MOLTBOT_AGENT_DEBOUNCE": "0.3",
             "MOLTBOT_ANTHROPIC_API_KEY": "",
+            # The load's visitors all write from this machine's address, one message every
+            # 2 s each: past the website-chat and per-conversation limits, which have their
+            # own tests (tests/integration/test_gateway_limits.py, test_agent_security.py).
+            **dict.fromkeys(
+                (
+                    "MOLTBOT_LIMIT_WEBCHAT_PER_IP",
+                    "MOLTBOT_LIMIT_WEBCHAT_NEW_VISITORS_PER_IP",
+                    "MOLTBOT_LIMIT_WEBCHAT_PER_WIDGET",
+                    "MOLTBOT_LIMIT_WEBCHAT_PER_VISITOR",
+                    "MOLTBOT_LIMIT_AGENT_RUNS_PER_CONVERSATION",
+                ),
+                "0",
+            ),
             "PYTHONPATH": str(REPO_ROOT),
         }
 
@@ -87,7 +116,7 @@ class Plant:
             [sys.executable, "-m", "moltbot", *ROLES[role]],
             log_file=self.work / "logs" / f"{role}.log",
             death_signal=signal.SIGKILL,
-            env=self._env(),
+            env=self._env(role),
         )
         self._processes[role] = process
         await process.spawn()
@@ -114,7 +143,7 @@ class Plant:
         if role == "projections":
             return await read_models_reach(self.database_url, 0)
         stream, consumer = CONSUMERS[role]
-        nc = await connect(self.nats.url, name="faults-probe")
+        nc = await connect(self.nats.login_url(), name="faults-probe")
         try:
             info = await nc.jetstream().consumer_info(stream, consumer)
         except NotFoundError:

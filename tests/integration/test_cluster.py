@@ -21,12 +21,12 @@ import structlog
 
 from adapters.embedded.nats_cluster import NatsCluster
 from adapters.embedded.processes import free_port
-from adapters.nats.connection import connect
+from adapters.nats.connection import NatsAccess, NatsLogin, NatsTarget, connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams
 from domain.events import Event
 from moltbot.loadgen import generate
-from tests.conftest import REPO_ROOT, Stack, wait_caught_up
+from tests.conftest import REPO_ROOT, Stack, nats_users, wait_caught_up
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +92,15 @@ async def test_killing_the_event_log_leader_loses_no_acked_event(
     tmp_path: Path, database_url: str, streams_spec: StreamsFile
 ) -> None:
     events = list(generate(EVENT_COUNT))
-    async with NatsCluster(tmp_path / "cluster") as cluster:
-        nc = await connect(cluster.url, name="tests")
+    async with NatsCluster(tmp_path / "cluster", users=nats_users()) as cluster:
+        logins = {role: NatsLogin(user=role, password=pw) for role, pw in (cluster.users or {}).items()}
+        access = NatsAccess(cluster.url, logins)
+        nc = await connect(access, name="tests")
         try:
             await apply_streams(nc, streams_spec, replicas=3)
             store = EventStore(nc, timeout=2.0)
             await _wait_replicas_current(store, 3)
-            stack = Stack(cluster.url, database_url, store, streams_spec)
+            stack = Stack(cluster.login_url(), database_url, store, streams_spec, nats=access)
             load = Load(store)
             async with stack.projections():
                 appending = asyncio.create_task(load.run(events))
@@ -144,7 +146,7 @@ async def test_killing_the_event_log_leader_loses_no_acked_event(
     log.info("cluster_failover_measured", figures=figures)
 
 
-async def _stream_replicas(nats_url: str) -> dict[str, int]:
+async def _stream_replicas(nats_url: NatsTarget) -> dict[str, int]:
     """Each stream's replica count as the cluster reports it (leader plus current peers)."""
     nc = await connect(nats_url, name="tests")
     try:
@@ -185,7 +187,8 @@ def test_up_with_cluster_3_runs_on_three_replicated_nodes(tmp_path: Path) -> Non
         assert all((data / f"nats-{n}" / "jetstream").is_dir() for n in (1, 2, 3))
         with urllib.request.urlopen(f"{stack['gateway_url']}/healthz", timeout=10) as health:
             assert json.loads(health.read()) == {"status": "ok"}
-        replicas = asyncio.run(_stream_replicas(stack["nats_url"]))
+        admin = NatsLogin(user=stack["nats_user"], password=stack["nats_password"])
+        replicas = asyncio.run(_stream_replicas(NatsAccess(stack["nats_url"], default=admin)))
         assert replicas["EVENTS"] == 3
         assert set(replicas.values()) == {3}
     finally:

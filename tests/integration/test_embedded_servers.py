@@ -18,6 +18,7 @@ import pytest
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PG_SYSTEM_USER, PostgresServer
 from adapters.embedded.processes import EmbeddedServerError, tail
+from adapters.postgres.database import provision_login_role
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +52,20 @@ async def test_nats_config_is_durable(nats_server: NatsServer) -> None:
     assert str(nats_server.store_dir / "jetstream") in config
     assert nats_server.url == f"nats://127.0.0.1:{nats_server.port}"
     assert nats_server.pid is not None
+
+
+async def test_nats_with_users_lets_in_only_them_and_keeps_its_config_private(tmp_path: Path) -> None:
+    users = {"admin": "admin-secret", "gateway": "gateway-secret"}
+    async with NatsServer(tmp_path / "nats", users=users) as srv:
+        assert srv.config_file.stat().st_mode & 0o777 == 0o600  # it holds the passwords
+        assert srv.store_dir.stat().st_mode & 0o777 == 0o700
+        with pytest.raises(nats.errors.Error):
+            await nats.connect(srv.url, allow_reconnect=False, connect_timeout=2)
+        with pytest.raises(nats.errors.Error):
+            await nats.connect(srv.url, user="gateway", password="admin-secret", allow_reconnect=False)
+        nc = await nats.connect(srv.login_url("admin"), allow_reconnect=False)
+        await nc.jetstream().account_info()
+        await nc.close()
 
 
 async def test_nats_message_survives_kill_9(nats_server: NatsServer) -> None:
@@ -147,7 +162,8 @@ async def test_children_die_with_their_parent(tmp_path: Path) -> None:
 
 
 async def test_postgres_query_and_create_database(pg_server: PostgresServer) -> None:
-    assert pg_server.url == f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
+    assert pg_server.url == f"postgresql://postgres:{pg_server.password}@127.0.0.1:{pg_server.port}/postgres"
+    assert pg_server.password_file.stat().st_mode & 0o777 == 0o600
     async with await psycopg.AsyncConnection.connect(pg_server.url) as conn:
         cur = await conn.execute("SELECT 1 + 1, current_setting('fsync'), current_setting('max_connections')")
         assert await cur.fetchone() == (2, "on", "200")
@@ -217,6 +233,82 @@ async def test_postgres_as_root_runs_as_system_user(pg_server: PostgresServer) -
     real_uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
     assert int(real_uid) == uid
     assert pg_server.pgdata.stat().st_uid == uid
+
+
+async def test_postgres_refuses_a_connection_without_password(pg_server: PostgresServer) -> None:
+    assert pg_server.socket_dir is not None
+    for url in (
+        f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres",
+        f"postgresql://postgres:wrong@127.0.0.1:{pg_server.port}/postgres",
+        f"postgresql://postgres@/postgres?host={pg_server.socket_dir}&port={pg_server.port}",
+    ):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            await psycopg.AsyncConnection.connect(url, connect_timeout=5)
+    hba = (pg_server.pgdata / "pg_hba.conf").read_text().splitlines()
+    assert not [line for line in hba if line.strip() and not line.startswith("#") and "trust" in line]
+
+
+async def test_the_products_login_role_is_no_superuser(pg_server: PostgresServer) -> None:
+    url = await provision_login_role(pg_server.url, "moltbot", "moltbot", "product-secret")
+    assert url == f"postgresql://moltbot:product-secret@127.0.0.1:{pg_server.port}/moltbot"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls"
+            " FROM pg_roles WHERE rolname = current_user"
+        )
+        assert await cur.fetchone() == (False, False, False, False, False)
+        await conn.execute("CREATE SCHEMA app")  # it owns its database
+        await conn.execute("SET ROLE moltbot_gateway")  # and may confine itself
+        await conn.execute("RESET ROLE")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("CREATE ROLE intruder SUPERUSER")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("CREATE DATABASE other")
+    # Provisioning again (every `moltbot up`) changes nothing and keeps what the role made.
+    assert await provision_login_role(pg_server.url, "moltbot", "moltbot", "product-secret") == url
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'app'")
+
+
+async def test_a_trust_cluster_of_an_older_version_gets_passwords(tmp_path: Path) -> None:
+    server = PostgresServer(tmp_path / "pg")
+    async with server:
+        async with await psycopg.AsyncConnection.connect(server.url, autocommit=True) as conn:
+            await conn.execute("CREATE DATABASE moltbot")
+        async with await psycopg.AsyncConnection.connect(server.url_for("moltbot"), autocommit=True) as conn:
+            await conn.execute("CREATE SCHEMA rm_old; CREATE TABLE rm_old.rows (id int)")
+    # What `initdb --auth=trust` left before passwords: no password file, trust in pg_hba.conf.
+    hba = server.pgdata / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    server.password_file.unlink()
+    legacy = PostgresServer(tmp_path / "pg")
+    async with legacy:
+        assert legacy.password is not None
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            await psycopg.AsyncConnection.connect(f"postgresql://postgres@127.0.0.1:{legacy.port}/postgres")
+        url = await provision_login_role(legacy.url, "moltbot", "moltbot", "product-secret")
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await conn.execute("INSERT INTO rm_old.rows VALUES (1)")  # what the superuser made is its now
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root-only behaviour")
+async def test_postgres_as_root_opens_no_parent_folder_to_others(tmp_path: Path) -> None:
+    """The server's user alone may traverse the data dir's parents (a POSIX ACL entry); a
+    parent that was 0700 gives nothing to group or others. With an ACL, the mode's group
+    bits show the ACL mask (``--x``, the cap on named users), not a grant to the group."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    async with PostgresServer(closed / "deeper" / "pg") as srv:
+        async with await psycopg.AsyncConnection.connect(srv.url) as conn:
+            await conn.execute("SELECT 1")
+        mode = closed.stat().st_mode & 0o777
+        assert mode & 0o007 == 0, oct(mode)  # others: nothing
+        assert mode & 0o060 == 0, oct(mode)  # group: neither read nor write
+        for attempt in (["ls", str(closed)], ["stat", str(closed / "deeper" / "pg")]):
+            refused = subprocess.run(attempt, user="nobody", capture_output=True, text=True, check=False)
+            assert refused.returncode != 0, refused.stdout
+            assert "Permission denied" in refused.stderr
 
 
 async def test_long_data_dir_uses_short_socket_dir(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def partition_workers(
 ) -> list[Any]:
     return [
         run_projections(
-            stack.nats_url,
+            stack.roles,
             database_url,
             stack.spec,
             list(all_projections()),
@@ -114,7 +114,7 @@ async def test_three_partition_workers_build_what_one_worker_builds(
     events = list(generate(3000, tenants=6))
     await stack.store.append_many(events[:2000])
     single = run_projections(
-        stack.nats_url, stack.database_url, stack.spec, list(all_projections()), batch_size=400
+        stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=400
     )
     async with running(single, *partition_workers(stack, second_database, partitioning, 3)):
         # two thirds before the workers start, a third while they run
@@ -138,7 +138,7 @@ async def test_three_partition_workers_build_what_one_worker_builds(
     more = list(generate(600, tenants=6, seed=11))
     await stack.store.append_many(more)
     single = run_projections(
-        stack.nats_url, stack.database_url, stack.spec, list(all_projections()), batch_size=400
+        stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=400
     )
     async with running(single, *partition_workers(stack, second_database, partitioning, 2)):
         last = await stack.store.last_seq()
@@ -206,7 +206,7 @@ async def test_one_kind_of_worker_folds_at_a_time_and_a_waiting_one_takes_over(
 
     def single() -> Any:
         return run_projections(
-            stack.nats_url, stack.database_url, stack.spec, list(all_projections()), batch_size=200
+            stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=200
         )
 
     try:

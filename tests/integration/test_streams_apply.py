@@ -14,7 +14,7 @@ from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams, load
 
 
 async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, streams_spec: StreamsFile) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.login_url())  # as the admin: only it may change streams
     first = await apply_streams(nc, streams_spec)
     assert [(r.name, r.action) for r in first] == [
         ("EVENTS", "created"),
@@ -51,7 +51,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
 async def test_in_place_change_is_updated_and_impossible_change_is_drift(
     nats_server: NatsServer, streams_spec: StreamsFile
 ) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.login_url())  # as the admin: only it may change streams
     await apply_streams(nc, streams_spec)
     changed = StreamsFile(
         streams=[

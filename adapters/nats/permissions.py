@@ -1,0 +1,208 @@
+"""Who may publish and subscribe to what on NATS: one user per process role.
+
+The table below is the single source: ``render_authorization`` turns it into the
+nats-server ``authorization { users = [...] }`` block that the embedded servers load and
+``moltbot nats users`` prints for a deployment. Every role has its own reply inbox
+(``_INBOX.<role>.>``, set as the client's ``inbox_prefix`` in ``connection.py``), so no
+role can read another's replies. Only ``admin`` (``moltbot up``'s bootstrap, ``moltbot
+streams apply``, the CLI, an operator's ``nats`` CLI) may create, change, purge or delete
+streams.
+
+Subjects of the JetStream API that the roles use (nats-server 2.15):
+``$JS.API.STREAM.INFO.<stream>``, ``$JS.API.DIRECT.GET.<stream>[.<subject>]``,
+``$JS.API.CONSUMER.CREATE.<stream>[.<name>]`` (without a name: ephemeral only),
+``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, ``$JS.API.CONSUMER.DELETE.<stream>.<consumer>``,
+``$JS.API.CONSUMER.INFO.<stream>.<consumer>`` and acknowledgements on
+``$JS.ACK.<stream>.<consumer>.>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+ADMIN = "admin"
+GATEWAY = "gateway"
+PROJECTIONS = "projections"
+AGENT = "agent"
+OUTBOX = "outbox"
+BRIDGE = "bridge"  # planned: the Personal Bridge's tunnel endpoint in the cloud
+INBOX = "_INBOX"
+
+# Changing a stream is the admin's alone, whatever an allow list above it says.
+_STREAM_ADMIN = (
+    "$JS.API.STREAM.CREATE.>",
+    "$JS.API.STREAM.UPDATE.>",
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.SNAPSHOT.>",
+    "$JS.API.STREAM.RESTORE.>",
+    "$JS.API.ACCOUNT.>",
+    "$JS.API.SERVER.>",
+    "$SYS.>",
+)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A role's subject permissions (nats-server semantics: a deny wins over an allow)."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = _STREAM_ADMIN
+    subscribe_deny: tuple[str, ...] = field(default=())
+
+
+def connector_role(kind: str) -> str:
+    """The user a connector of channel ``kind`` signs in as (``connector-telegram``)."""
+    return f"connector-{kind}"
+
+
+def inbox_prefix(role: str) -> str:
+    """The reply-subject prefix of a role's connection; only that role may subscribe to it."""
+    return INBOX if role == ADMIN else f"{INBOX}.{role}"
+
+
+def _reads_events() -> tuple[str, ...]:
+    """Reading the log: stream info, direct gets, and replay through ephemeral consumers.
+
+    Consumer names are server-made for ephemeral readers, so deleting them cannot be told
+    apart by subject from deleting a durable one: a reader may delete an EVENTS consumer.
+    Creating without a name creates an ephemeral consumer only (never a durable).
+    """
+    return (
+        "$JS.API.INFO",
+        "$JS.API.STREAM.INFO.EVENTS",
+        "$JS.API.DIRECT.GET.EVENTS",
+        "$JS.API.DIRECT.GET.EVENTS.>",
+        "$JS.API.CONSUMER.CREATE.EVENTS",
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.*",
+        "$JS.API.CONSUMER.DELETE.EVENTS.*",
+    )
+
+
+_APPENDS = ("ev.>",)
+_DEAD_LETTERS = ("dlq.>",)
+
+
+def _durable(stream: str, consumer: str) -> tuple[str, ...]:
+    """Pulling from and acknowledging one durable consumer."""
+    return (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", f"$JS.ACK.{stream}.{consumer}.>")
+
+
+def _own_inbox(role: str) -> tuple[str, ...]:
+    return (f"{inbox_prefix(role)}.>",)
+
+
+def _connector(kind: str) -> Permissions:
+    """A connector: its commands, its sessions' leases (keys ``<kind>.<connection>``),
+    the typing signals for its channel, and appending what its provider reports."""
+    role = connector_role(kind)
+    lease_keys = f"$KV.connector_leases.{kind}.>"
+    return Permissions(
+        publish=(
+            *_reads_events(),
+            *_APPENDS,
+            *_DEAD_LETTERS,
+            *_durable("COMMANDS", role),
+            "$JS.API.STREAM.INFO.KV_connector_leases",
+            f"$JS.API.DIRECT.GET.KV_connector_leases.{lease_keys}",
+            lease_keys,
+        ),
+        subscribe=(*_own_inbox(role), f"live.*.typing.{kind}.*"),
+    )
+
+
+def _fixed_roles() -> dict[str, Permissions]:
+    return {
+        GATEWAY: Permissions(
+            # Commands from people become events; live signals go out to their tenant's clients.
+            publish=(*_reads_events(), *_APPENDS),
+            subscribe=(*_own_inbox(GATEWAY), "live.>"),
+        ),
+        PROJECTIONS: Permissions(
+            # Its durable consumers proj-<name>-v<version> on EVENTS are (re)created at start
+            # from the checkpoint; partitioned workers also keep the EVENTS_PARTITIONED feed.
+            publish=(
+                *_reads_events(),
+                *_DEAD_LETTERS,
+                "$JS.API.CONSUMER.CREATE.EVENTS.>",
+                "$JS.ACK.EVENTS.>",
+                "$JS.API.STREAM.INFO.EVENTS_PARTITIONED",
+                "$JS.API.STREAM.CREATE.EVENTS_PARTITIONED",
+                "$JS.API.DIRECT.GET.EVENTS_PARTITIONED",
+                "$JS.API.CONSUMER.*.EVENTS_PARTITIONED.>",  # CREATE, INFO, DELETE
+                "$JS.API.CONSUMER.MSG.NEXT.EVENTS_PARTITIONED.*",
+                "$JS.ACK.EVENTS_PARTITIONED.>",
+            ),
+            subscribe=_own_inbox(PROJECTIONS),
+            # The one stream a non-admin may create: the derived feed, never EVENTS.
+            publish_deny=tuple(p for p in _STREAM_ADMIN if p != "$JS.API.STREAM.CREATE.>"),
+        ),
+        AGENT: Permissions(
+            publish=(*_reads_events(), *_APPENDS, *_DEAD_LETTERS, *_durable("EVENTS", AGENT), "live.>"),
+            subscribe=_own_inbox(AGENT),
+        ),
+        OUTBOX: Permissions(
+            publish=(
+                *_reads_events(),
+                *_APPENDS,
+                *_DEAD_LETTERS,
+                *_durable("EVENTS", OUTBOX),
+                "cmd.>",
+            ),
+            subscribe=_own_inbox(OUTBOX),
+            publish_deny=(*_STREAM_ADMIN, "cmd.agent.>"),
+        ),
+        BRIDGE: Permissions(
+            # Planned: appends what a device's channels produce and takes the commands of
+            # bridge-hosted connections; nothing else.
+            publish=(*_APPENDS, *_DEAD_LETTERS, *_durable("COMMANDS", "connector-bridge")),
+            subscribe=_own_inbox(BRIDGE),
+        ),
+    }
+
+
+def role_permissions(role: str) -> Permissions | None:
+    """The permissions of ``role``; ``None`` for the admin, who may do everything."""
+    if role == ADMIN:
+        return None
+    if role.startswith("connector-"):
+        return _connector(role.removeprefix("connector-"))
+    try:
+        return _fixed_roles()[role]
+    except KeyError:
+        raise LookupError(f"no NATS role {role!r}") from None
+
+
+def roles(connector_kinds: Iterable[str]) -> list[str]:
+    """Every user of a deployment: the admin, the fixed roles and one per connector kind."""
+    return [ADMIN, *_fixed_roles(), *(connector_role(kind) for kind in connector_kinds)]
+
+
+def _list(subjects: Iterable[str]) -> str:
+    return "[" + ", ".join(json.dumps(s) for s in subjects) + "]"
+
+
+def render_user(role: str, password: str) -> str:
+    """One entry of ``authorization.users`` (subjects quoted: ``$`` starts a variable in the
+    nats-server config language when unquoted)."""
+    entry = f"    {{user: {json.dumps(role)}, password: {json.dumps(password)}"
+    perms = role_permissions(role)
+    if perms is None:
+        return entry + "}"
+    return (
+        entry
+        + ", permissions: {\n"
+        + f"      publish: {{allow: {_list(perms.publish)}, deny: {_list(perms.publish_deny)}}}\n"
+        + f"      subscribe: {{allow: {_list(perms.subscribe)}, deny: {_list(perms.subscribe_deny)}}}\n"
+        + "    }}"
+    )
+
+
+def render_authorization(passwords: Mapping[str, str]) -> str:
+    """The nats-server ``authorization`` block for these users (role -> password)."""
+    users = "\n".join(render_user(role, password) for role, password in passwords.items())
+    return f"authorization {{\n  users = [\n{users}\n  ]\n}}\n"

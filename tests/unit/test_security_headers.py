@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from litestar import Litestar, Response, get
+from litestar.params import FromPath
 from litestar.testing import TestClient
 
 from gateway.limits import Limits, client_ip
@@ -17,7 +18,7 @@ async def inbox_page() -> Response[str]:
 
 
 @get("/webchat/{key:str}")
-async def widget_page(key: str) -> Response[str]:
+async def widget_page(key: FromPath[str]) -> Response[str]:
     return Response("<html></html>", media_type="text/html", headers=page_headers(frameable=True))
 
 

@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
-from adapters.channels import discord, slack, telegram
+from adapters.channels import discord, slack, telegram, webchat
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
-from adapters.channels.webchat import KIND as WEBCHAT
-from adapters.channels.webchat import WebchatConnector
 from domain.connectors import Capabilities, Connector
 
 if TYPE_CHECKING:
@@ -97,6 +95,12 @@ class ChannelKind:
 async def _hold() -> None:
     """A session with nothing to poll (the provider posts to the webhook): hold the lease."""
     await asyncio.Event().wait()
+
+
+def _webchat_connector(credentials: Credentials, endpoints: ProviderEndpoints) -> Connector:
+    from adapters.channels.webchat.connector import WebchatConnector
+
+    return WebchatConnector()
 
 
 # --- Telegram --------------------------------------------------------------------------------
@@ -254,11 +258,11 @@ KINDS: Mapping[str, ChannelKind] = {
     entry.kind: entry
     for entry in (
         ChannelKind(
-            kind=WEBCHAT,
+            kind=webchat.KIND,
             provider="the website chat",
-            capabilities=WebchatConnector.capabilities,
+            capabilities=webchat.CAPABILITIES,
             runs_on=frozenset({"cloud"}),
-            connector=lambda credentials, endpoints: WebchatConnector(),
+            connector=_webchat_connector,
         ),
         ChannelKind(
             kind=telegram.KIND,

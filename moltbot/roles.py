@@ -249,7 +249,11 @@ async def run_agent(
         source = models.with_tenant_keys(own_key)
     try:
         async with connection(nats_url, name="moltbot-agent") as nc:
-            await Orchestrator(nc, reads, source, settings=settings or AgentSettings()).run()
+            orchestrator = Orchestrator(
+                nc, reads, source, settings=settings or AgentSettings(),
+                max_text_for=channel_registry.max_text_for,
+            )  # fmt: skip
+            await orchestrator.run()
     finally:
         await reads.close()
 

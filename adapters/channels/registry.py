@@ -21,6 +21,7 @@ from adapters.channels import discord, slack, telegram, webchat
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
+from domain.agent import DEFAULT_MAX_TEXT_LENGTH
 from domain.connectors import Capabilities, Connector
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from adapters.nats.event_store import EventStore
 
 Where = Literal["cloud", "bridge"]
-DEFAULT_MAX_TEXT_LENGTH = 2000  # a channel no entry describes
 
 
 class ProviderConnector(Connector, Protocol):

@@ -14,7 +14,6 @@ import random
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import hikari
-import httpx
 import structlog
 from hikari.errors import ShardCloseCode
 from hikari.impl import RESTClientImpl
@@ -24,18 +23,15 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from adapters.channels.discord import KIND
 from adapters.channels.discord.client import clean_token, is_token_shaped, rest_app
-from adapters.channels.discord.normalize import Json, actor, conversation_created, normalize
-from adapters.channels.errors import ProviderUnreachable
+from adapters.channels.discord.normalize import Json
+from adapters.channels.discord.session import DispatchInbox
 from adapters.channels.health import Backoff, Refused, StateReporter, Unreachable, stay_linked
-from adapters.channels.inbound import append_delivered
-from adapters.channels.media import fetch_media
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
 from domain import events as ev
 
 log = structlog.get_logger()
 
-CDN = "https://cdn.discordapp.com"
 GATEWAY_VERSION = 10
 # Guild and DM messages with their text, reactions, and guilds (for channel names).
 INTENTS = (
@@ -132,9 +128,6 @@ class DiscordSession:
         media: MediaStore | None = None,
         cdn_base: str | None = None,
     ) -> None:
-        self._store = store
-        self._media = media  # where attachments are kept; None: they stay on Discord's CDN
-        self._cdn_base = cdn_base
         self.tenant_id = tenant_id
         self.connection_id = connection_id
         self._token = clean_token(token)
@@ -150,10 +143,11 @@ class DiscordSession:
         self.bot_username: str | None = None
         self._resume_url: str | None = None
         self._awaiting_ack = False
-        self._known_conversations: set[str] = set()
-        self._guild_names: dict[str, str] = {}
-        self._channel_titles: dict[str, str] = {}
         self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
+        self._inbox = DispatchInbox(
+            store, tenant_id=tenant_id, connection_id=connection_id, media=media, cdn_base=cdn_base,
+            log=self._log,
+        )  # fmt: skip
         self._health = StateReporter(
             store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=self._log
         )
@@ -321,71 +315,11 @@ class DiscordSession:
             self._log.info("discord_resumed", session_id=self.session_id, seq=self.seq)
             await self._health.report("connected", "ok", f"Connected to Discord as {self.bot_username}")
         elif name in ("GUILD_CREATE", "GUILD_UPDATE", "CHANNEL_CREATE", "CHANNEL_UPDATE", "THREAD_CREATE"):
-            self._remember_names(name, data)
+            self._inbox.remember_names(name, data)
         else:
-            await self._store_dispatch(message)
+            await self._inbox.store(message, self.bot_user_id or "")
         if isinstance(message.get("s"), int):
             self.seq = message["s"]  # only now: a RESUME replays from here
-
-    def _remember_names(self, name: str, data: Json) -> None:
-        if name.startswith("GUILD_"):
-            guild_id = str(data.get("id"))
-            self._guild_names[guild_id] = str(data.get("name") or guild_id)
-            for channel in [*(data.get("channels") or ()), *(data.get("threads") or ())]:
-                self._remember_names("CHANNEL_CREATE", {"guild_id": guild_id, **channel})
-            return
-        if data.get("name") and data.get("id"):
-            guild = self._guild_names.get(str(data.get("guild_id")))
-            title = f"#{data['name']}"
-            self._channel_titles[str(data["id"])] = f"{title} ({guild})" if guild else title
-
-    async def _store_dispatch(self, message: Json) -> None:
-        try:
-            events = normalize(
-                message,
-                tenant_id=self.tenant_id,
-                connection_id=self.connection_id,
-                bot_user_id=self.bot_user_id or "",
-            )
-            created = conversation_created(
-                message,
-                tenant_id=self.tenant_id,
-                connection_id=self.connection_id,
-                title=self._channel_titles.get(str((message.get("d") or {}).get("channel_id"))),
-            )
-        except Exception as exc:  # one unreadable dispatch must not stop the connection for good
-            self._log.error(
-                "discord_dispatch_unreadable", event=message.get("t"), seq=message.get("s"), error=repr(exc)
-            )
-            return
-        if not events:
-            return
-        stored = await append_delivered(self._store, created, events, self._known_conversations)
-        for appended, event in zip(stored, events, strict=True):
-            self._log.info(
-                "discord_dispatch_stored",
-                gateway_seq=message.get("s"),
-                event_type=event.type,
-                seq=appended.seq,
-                duplicate=appended.duplicate,
-            )
-            if self._media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
-                await fetch_media(
-                    self._store, self._media, event, self._download, actor=actor(self.connection_id)
-                )
-
-    async def _download(self, attachment: ev.Attachment) -> bytes:
-        """An attachment from Discord's CDN (its signed URL is the provider file id)."""
-        url = attachment.provider_file_id
-        if not url.startswith(CDN):
-            raise ProviderUnreachable(f"not a downloadable attachment: {attachment.kind}")
-        if self._cdn_base is not None:
-            url = self._cdn_base.rstrip("/") + url[len(CDN) :]
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.get(url)
-        if response.status_code != 200:
-            raise ProviderUnreachable(f"Discord's CDN answered {response.status_code} for an attachment")
-        return response.content
 
 
 async def _send(socket: ClientConnection, payload: Json) -> None:

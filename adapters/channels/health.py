@@ -137,3 +137,21 @@ async def stay_linked(
             backoff.reset()
         else:
             await backoff.wait()  # closed before it was ready: do not hammer
+
+
+class ReportingSession:
+    """What every provider session has: its connection, a log bound to it, and its health
+    reports; ``state`` is the last state it recorded."""
+
+    def __init__(self, store: EventStore, *, kind: str, tenant_id: str, connection_id: str, log: Any) -> None:
+        self._store = store
+        self.tenant_id = tenant_id
+        self.connection_id = connection_id
+        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
+        self._health = StateReporter(
+            store, kind=kind, tenant_id=tenant_id, connection_id=connection_id, log=self._log
+        )
+
+    @property
+    def state(self) -> ev.ConnectionState | None:
+        return self._health.state

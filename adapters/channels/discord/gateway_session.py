@@ -25,10 +25,9 @@ from adapters.channels.discord import KIND
 from adapters.channels.discord.client import clean_token, is_token_shaped, rest_app
 from adapters.channels.discord.normalize import Json
 from adapters.channels.discord.session import DispatchInbox
-from adapters.channels.health import Backoff, Refused, StateReporter, Unreachable, stay_linked
+from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
-from domain import events as ev
 
 log = structlog.get_logger()
 
@@ -103,7 +102,7 @@ def _gateway_address(base: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
 
 
-class DiscordSession:
+class DiscordSession(ReportingSession):
     """Holds one bot's gateway connection, appends its events and reports its health.
 
     ``run`` returns when Discord refuses the token or the bot's settings (reported as
@@ -128,8 +127,7 @@ class DiscordSession:
         media: MediaStore | None = None,
         cdn_base: str | None = None,
     ) -> None:
-        self.tenant_id = tenant_id
-        self.connection_id = connection_id
+        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
         self._token = clean_token(token)
         self._api_base = api_base
         self._configured_gateway = gateway_url
@@ -143,19 +141,10 @@ class DiscordSession:
         self.bot_username: str | None = None
         self._resume_url: str | None = None
         self._awaiting_ack = False
-        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
         self._inbox = DispatchInbox(
             store, tenant_id=tenant_id, connection_id=connection_id, media=media, cdn_base=cdn_base,
             log=self._log,
         )  # fmt: skip
-        self._health = StateReporter(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=self._log
-        )
-
-    @property
-    def state(self) -> ev.ConnectionState | None:
-        """The last state this session recorded."""
-        return self._health.state
 
     async def run(self) -> None:
         if not is_token_shaped(self._token):

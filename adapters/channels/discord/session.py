@@ -11,8 +11,7 @@ import httpx
 
 from adapters.channels.discord.normalize import Json, actor, conversation_created, normalize
 from adapters.channels.errors import ProviderUnreachable
-from adapters.channels.inbound import append_delivered
-from adapters.channels.media import fetch_media
+from adapters.channels.inbound import store_delivered
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -76,19 +75,11 @@ class DispatchInbox:
             return
         if not events:
             return
-        stored = await append_delivered(self._store, created, events, self._known_conversations)
-        for appended, event in zip(stored, events, strict=True):
-            self._log.info(
-                "discord_dispatch_stored",
-                gateway_seq=message.get("s"),
-                event_type=event.type,
-                seq=appended.seq,
-                duplicate=appended.duplicate,
-            )
-            if self._media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
-                await fetch_media(
-                    self._store, self._media, event, self._download, actor=actor(self.connection_id)
-                )
+        await store_delivered(
+            self._store, created, events, self._known_conversations, media=self._media,
+            download=self._download, actor=actor(self.connection_id), log=self._log,
+            stored_as="discord_dispatch_stored", gateway_seq=message.get("s"),
+        )  # fmt: skip
 
     async def _download(self, attachment: ev.Attachment) -> bytes:
         """An attachment from Discord's CDN (its signed URL is the provider file id)."""

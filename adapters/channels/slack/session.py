@@ -19,19 +19,20 @@ from slack_sdk.socket_mode.websockets import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from websockets.exceptions import WebSocketException
 
-from adapters.channels.health import Backoff, Refused, StateReporter, Unreachable, stay_linked
+from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
+from adapters.channels.inbound import store_delivered
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import (
     LINK_ERRORS,
     NETWORK_ERRORS,
     TOKEN_ERRORS,
     WorkspaceIdentity,
+    download_file,
     error_of,
     identity_of,
     web_client,
 )
-from adapters.channels.slack.normalize import delivery, inner
-from adapters.channels.slack.webhook import append_delivery, fetch_delivery_media
+from adapters.channels.slack.normalize import actor, delivery, inner
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -58,7 +59,7 @@ def _names_our_bot_revoked(event: Mapping[str, Any], bot_user_id: str) -> bool:
     )
 
 
-class SlackSocketSession:
+class SlackSocketSession(ReportingSession):
     """Receives one workspace's events over Socket Mode into the log, and reports health.
 
     ``run`` returns when Slack refuses a token (reported as ``action_required``); network
@@ -84,9 +85,7 @@ class SlackSocketSession:
         first_backoff: float = 1.0,
         max_backoff: float = MAX_BACKOFF,
     ) -> None:
-        self._store = store
-        self.tenant_id = tenant_id
-        self.connection_id = connection_id
+        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
         self._app_token = app_token
         self._bot_token = bot_token
         self._api_base = api_base
@@ -101,15 +100,6 @@ class SlackSocketSession:
         self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
         self._hello = asyncio.Event()
         self._recheck = asyncio.Event()  # Slack said tokens were revoked: ask again
-        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
-        self._health = StateReporter(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=self._log
-        )
-
-    @property
-    def state(self) -> ev.ConnectionState | None:
-        """The last state this session recorded."""
-        return self._health.state
 
     async def run(self) -> None:
         await self._health.report("connecting", "connecting", "Connecting to Slack…")
@@ -214,28 +204,15 @@ class SlackSocketSession:
         except Exception as exc:  # one unreadable event must not stop the connection for good
             self._log.error("slack_event_unreadable", envelope_id=request.envelope_id, error=repr(exc))
             return
-        for appended, event in zip(
-            await append_delivery(self._store, delivered, self._known_conversations),
-            delivered.events,
-            strict=True,
-        ):
-            self._log.info(
-                "slack_event_stored",
-                envelope_id=request.envelope_id,
-                retry_attempt=request.retry_attempt,
-                event_type=event.type,
-                seq=appended.seq,
-                duplicate=appended.duplicate,
-            )
-        if self._media is not None:
-            await fetch_delivery_media(
-                self._store,
-                self._media,
-                delivered,
-                self._bot_token,
-                self.connection_id,
-                api_base=self._api_base,
-            )
+        await store_delivered(
+            self._store, delivered.created, delivered.events, self._known_conversations,
+            media=self._media, download=self._download, actor=actor(self.connection_id), log=self._log,
+            stored_as="slack_event_stored", envelope_id=request.envelope_id,
+            retry_attempt=request.retry_attempt,
+        )  # fmt: skip
+
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        return await download_file(self._bot_token, attachment.provider_file_id, api_base=self._api_base)
 
     # slack_sdk runs each listener in a task of its own, in arrival order; they only queue
     # (no await before put_nowait), so the log keeps Slack's order.

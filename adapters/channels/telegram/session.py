@@ -20,9 +20,8 @@ from aiogram.exceptions import (
 from aiogram.types import Update, User
 
 from adapters.channels.errors import TokenRejected
-from adapters.channels.health import Backoff, Refused, StateReporter, Unreachable, stay_linked
-from adapters.channels.inbound import append_delivered
-from adapters.channels.media import fetch_media
+from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
+from adapters.channels.inbound import store_delivered
 from adapters.channels.telegram import KIND
 from adapters.channels.telegram.client import api_server, download, new_bot
 from adapters.channels.telegram.normalize import actor, conversation_created, normalize
@@ -44,7 +43,7 @@ _CONFLICT_MESSAGE = (
 )
 
 
-class TelegramSession:
+class TelegramSession(ReportingSession):
     """Long-polls one bot's updates into the log and reports the connection's health.
 
     ``run`` returns when Telegram refuses the token (reported as ``action_required``);
@@ -66,10 +65,8 @@ class TelegramSession:
         max_backoff: float = MAX_BACKOFF,
         media: MediaStore | None = None,
     ) -> None:
-        self._store = store
+        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
         self._media = media  # where attachments are kept; None: they stay at Telegram
-        self.tenant_id = tenant_id
-        self.connection_id = connection_id
         self._token = token
         self._api_base = api_base
         self._poll_timeout = poll_timeout
@@ -77,15 +74,6 @@ class TelegramSession:
         self.offset: int | None = None  # the next update to ask for (all before it are stored)
         self._me: User | None = None
         self._known_conversations: set[str] = set()
-        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
-        self._health = StateReporter(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=self._log
-        )
-
-    @property
-    def state(self) -> ev.ConnectionState | None:
-        """The last state this session recorded."""
-        return self._health.state
 
     async def run(self) -> None:
         session = AiohttpSession(api=api_server(self._api_base))
@@ -143,19 +131,11 @@ class TelegramSession:
             return
         if not events:
             return
-        stored = await append_delivered(self._store, created, events, self._known_conversations)
-        for appended, event in zip(stored, events, strict=True):
-            self._log.info(
-                "telegram_update_stored",
-                update_id=update.update_id,
-                event_type=event.type,
-                seq=appended.seq,
-                duplicate=appended.duplicate,
-            )
-            if self._media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
-                await fetch_media(
-                    self._store, self._media, event, self._download, actor=actor(self.connection_id)
-                )
+        await store_delivered(
+            self._store, created, events, self._known_conversations, media=self._media,
+            download=self._download, actor=actor(self.connection_id), log=self._log,
+            stored_as="telegram_update_stored", update_id=update.update_id,
+        )  # fmt: skip
 
     async def _download(self, attachment: ev.Attachment) -> bytes:
         return await download(self._bot, attachment.provider_file_id)

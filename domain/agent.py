@@ -221,15 +221,7 @@ def with_memory(system_prompt: str, summary: str | None) -> str:
 
 # --- replies that fit the channel ------------------------------------------------------------
 
-# The longest text each channel takes in one message (connectors declare the same).
-MAX_TEXT_LENGTH: dict[str, int] = {
-    "webchat": 4000,
-    "telegram": 4096,
-    "discord": 2000,
-    "slack": 40000,
-    "whatsapp": 4096,
-    "imessage": 10000,
-}
+# The longest text of one message where the channel registry does not say (it says per kind).
 DEFAULT_MAX_TEXT_LENGTH = 2000
 
 

@@ -62,6 +62,10 @@ class GatewayContext:
     # one, only for clients on this machine (never for the public behind a proxy).
     ops_token: str | None = None
 
+    def channel_app(self, kind: str) -> SlackApp | None:
+        """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""
+        return self.slack_app if kind == "slack" else None
+
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.
 

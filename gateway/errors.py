@@ -15,6 +15,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from adapters.channels import errors as channel
 from adapters.nats.errors import ConcurrencyConflict
 from domain.errors import InvalidToken
 
@@ -72,6 +73,30 @@ def conflict(request: Request[Any, Any, Any], exc: ConcurrencyConflict) -> Respo
     return Response(_body("conflict", "Someone else changed this at the same time; retry."), status_code=409)
 
 
+# Each channel error as an answer: (status, code); a provider that cannot be asked is retried.
+CHANNEL_ERRORS: dict[type[channel.ChannelError], tuple[int, str]] = {
+    channel.ChannelError: (400, "invalid_request"),
+    channel.TokenRejected: (400, "token_rejected"),
+    channel.TokenRevoked: (403, "token_rejected"),
+    channel.ProviderUnreachable: (503, "provider_unavailable"),
+    channel.InstallRejected: (400, "install_rejected"),
+    channel.BadSignature: (401, "bad_signature"),
+    channel.BadRequest: (400, "invalid_request"),
+    channel.WrongWorkspace: (403, "wrong_workspace"),
+    channel.NotConnected: (404, "not_found"),
+    channel.NotConfigured: (503, "not_configured"),
+    channel.InstallStateInvalid: (400, "invalid_state"),
+    channel.WrongBrowser: (403, "wrong_browser"),
+    channel.AlreadyConnected: (409, "already_connected"),
+}
+
+
+def channel_error(request: Request[Any, Any, Any], exc: channel.ChannelError) -> Response[Any]:
+    status, code = next(CHANNEL_ERRORS[c] for c in type(exc).__mro__ if c in CHANNEL_ERRORS)
+    headers = {"Retry-After": "10"} if isinstance(exc, channel.ProviderUnreachable) else {}
+    return Response(_body(exc.code or code, str(exc), exc.field), status_code=status, headers=headers)
+
+
 def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
     # Only a body nested thousands of levels deep gets here (JSON decoding recurses).
     return Response(_body("invalid_request", "The JSON body is nested too deeply."), status_code=400)
@@ -116,6 +141,7 @@ HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error,
     InvalidToken: invalid_token,
     ConcurrencyConflict: conflict,
+    channel.ChannelError: channel_error,
     RecursionError: too_deep,
     UnicodeDecodeError: not_utf8,
     **dict.fromkeys(BACKEND_OUTAGES, unavailable),

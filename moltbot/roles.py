@@ -15,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 import structlog
@@ -29,12 +29,12 @@ from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.agent.reads import AgentReads
+from adapters.channels import registry as channel_registry
 from adapters.channels.directory import ConnectionDirectory
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.leases import BUCKET as LEASE_BUCKET
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
-from adapters.channels.webchat import WebchatConnector
 from adapters.media.store import MediaStore
 from adapters.nats import permissions
 from adapters.nats.connection import NatsTarget, connection
@@ -53,7 +53,6 @@ from projections.partitions import Partitioning
 from projections.worker import DEFAULT_BATCH, ProjectionWorker
 
 if TYPE_CHECKING:
-    from adapters.channels import discord, slack, telegram
     from gateway.context import GatewayContext, SlackApp
     from gateway.limits import Limits
     from gateway.oidc import OidcConfig
@@ -122,7 +121,8 @@ async def run_outbox(nats: NatsTarget) -> None:
         await Outbox(nc).run()
 
 
-CONNECTOR_KINDS = (WebchatConnector.kind, "telegram", "slack", "discord")  # each module's KIND
+# The kinds this cloud runs, from the channel registry (light: no provider SDK loads here).
+CONNECTOR_KINDS = tuple(kind for kind, entry in channel_registry.KINDS.items() if "cloud" in entry.runs_on)
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,9 @@ async def run_connectors(
         for kind in kinds:
             role = permissions.connector_role(kind)
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
-            if kind == WebchatConnector.kind:
-                connector: Connector = WebchatConnector()
+            entry = channel_registry.entry(kind)
+            if entry.session is None:
+                connector: Connector = entry.connector(_no_credentials, ProviderEndpoints())
             else:
                 if channels is None:
                     raise LookupError(f"the {kind} connector needs the database and the vault keys")
@@ -164,7 +165,7 @@ async def run_connectors(
                     directory = ConnectionDirectory(channels.database_url, channels.keyring)
                     await directory.open()
                     stack.push_async_callback(directory.close)
-                connector, sessions = await _provider(kind, nc, channels, directory, stack)
+                connector, sessions = await _provider(entry, nc, channels, directory, stack)
                 work.append(sessions.run())
             config = spec.consumer(consumer_name(kind)).config
             backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
@@ -178,30 +179,23 @@ async def run_connectors(
                 tasks.create_task(job)
 
 
+async def _no_credentials(connection_id: str) -> dict[str, Any]:
+    return {}  # a kind without a live session (the website chat) keeps no credentials
+
+
 async def _provider(
-    kind: str,
+    entry: channel_registry.ChannelKind,
     nc: Client,
     channels: ChannelSettings,
     directory: ConnectionDirectory,
     stack: contextlib.AsyncExitStack,
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
-    from adapters.channels import discord, slack, telegram
-
+    kind, start_session = entry.kind, entry.session
+    assert start_session is not None
     store = EventStore(nc)
-    endpoints = channels.endpoints
-    media = channels.media
-    connector: telegram.TelegramConnector | slack.SlackConnector | discord.DiscordConnector
-    if kind == telegram.KIND:
-        connector = telegram.TelegramConnector(
-            directory.credentials, api_base=channels.endpoints.telegram_api_base
-        )
-    elif kind == slack.KIND:
-        connector = slack.SlackConnector(directory.credentials, api_base=channels.endpoints.slack_api_base)
-    else:
-        connector = discord.DiscordConnector(
-            directory.credentials, api_base=channels.endpoints.discord_api_base
-        )
+    made = entry.connector(directory.credentials, channels.endpoints)
+    connector = cast("channel_registry.ProviderConnector", made)  # kinds with sessions cache clients
     stack.push_async_callback(connector.aclose)
 
     async def session(connection_id: str) -> None:
@@ -210,39 +204,26 @@ async def _provider(
             log.warning("connection_without_credentials", kind=kind, connection_id=connection_id)
             return
         connector.forget(connection_id)  # a reconnect may have brought new credentials
-        if kind == telegram.KIND and secret.get("webhook_secret"):
-            await asyncio.Event().wait()  # webhook mode: Telegram posts to the gateway; hold the lease
-        elif kind == telegram.KIND:
-            await telegram.TelegramSession(
-                store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
-                api_base=channels.endpoints.telegram_api_base, media=media,
-            ).run()  # fmt: skip
-        elif kind == discord.KIND:
-            await discord.DiscordSession(
-                store, tenant_id=tenant_id, connection_id=connection_id, token=secret["token"],
-                api_base=endpoints.discord_api_base, gateway_url=endpoints.discord_gateway_url,
-                media=media, cdn_base=endpoints.discord_cdn_base,
-            ).run()  # fmt: skip
-        elif secret.get("app_token"):  # Slack in Socket Mode; otherwise events come by webhook
-            await slack.SlackSocketSession(
-                store, tenant_id=tenant_id, connection_id=connection_id, app_token=secret["app_token"],
-                bot_token=secret["token"], api_base=channels.endpoints.slack_api_base, media=media,
-            ).run()  # fmt: skip
-        else:
-            await asyncio.Event().wait()  # hold the lease: nothing to poll, the webhook delivers
+        await start_session(
+            channel_registry.SessionEnv(
+                store=store, tenant_id=tenant_id, connection_id=connection_id, secret=secret,
+                endpoints=channels.endpoints, media=channels.media,
+            )
+        )  # fmt: skip
 
     async def live() -> set[str]:
         return await directory.live(kind)
 
-    if isinstance(connector, telegram.TelegramConnector | discord.DiscordConnector):
-        typing_target = connector
+    typing = getattr(connector, "typing", None)
+    if entry.capabilities.typing and typing is not None:
+        show = typing
 
         async def show_typing(msg: Msg) -> None:
             # subject: live.<tenant>.typing.<kind>.<connection>; only the lease holder's
             # replica has the session, but any replica may show it (it is idempotent).
             connection_id = msg.subject.rsplit(".", 1)[-1]
             with contextlib.suppress(Exception):
-                await typing_target.typing(connection_id, json.loads(msg.data)["to"])
+                await show(connection_id, json.loads(msg.data)["to"])
 
         await nc.subscribe(typing_filter(kind), queue=f"typing-{kind}", cb=show_typing)
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
@@ -274,7 +255,11 @@ async def run_agent(
         source = models.with_tenant_keys(own_key)
     try:
         async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
-            await Orchestrator(nc, reads, source, settings=settings or AgentSettings()).run()
+            orchestrator = Orchestrator(
+                nc, reads, source, settings=settings or AgentSettings(),
+                max_text_for=channel_registry.max_text_for,
+            )  # fmt: skip
+            await orchestrator.run()
     finally:
         await reads.close()
 

@@ -82,6 +82,7 @@ class Orchestrator:
         *,
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_text_for: Callable[[str], int] = lambda channel: policy.DEFAULT_MAX_TEXT_LENGTH,
     ) -> None:
         self._nc = nc
         self._store = EventStore(nc)
@@ -89,6 +90,7 @@ class Orchestrator:
         self._models = models
         self._settings = settings
         self._clock = clock
+        self._max_text_for = max_text_for  # a channel's longest message (from the channel registry)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs_completed = 0
@@ -296,7 +298,7 @@ class Orchestrator:
             return
         finally:
             typing.cancel()
-        limit = policy.MAX_TEXT_LENGTH.get(conversation.channel, policy.DEFAULT_MAX_TEXT_LENGTH)
+        limit = self._max_text_for(conversation.channel)
         to = _destination(conversation)
         events = policy.reply_events(trigger, to, run_id, agent, reply, max_text=limit, at=self._clock())
         await self._record(events)

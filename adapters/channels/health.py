@@ -1,10 +1,15 @@
 """Recording a connection's health: ``connection.state_changed`` only when the state (or
 its code) differs from the last one in the log, so a session restarted any number of times
-never repeats itself, and two writers never interleave (the append expects the sequence)."""
+never repeats itself, and two writers never interleave (the append expects the sequence).
+
+Also what every provider session shares: :class:`StateReporter` (a session's reports),
+and :func:`stay_linked` (link, report, back off; a refusal ends it as ``action_required``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -36,3 +41,117 @@ async def record_state(
         return [event]
 
     await store.update(tenant_id, ev.CONNECTION, connection_id, decide)
+
+
+class StateReporter:
+    """One session's health reports: ``report`` records a state only when it (or its code)
+    changed since this session's last one, and ``state`` is that last one."""
+
+    def __init__(self, store: EventStore, *, kind: str, tenant_id: str, connection_id: str, log: Any) -> None:
+        self._store = store
+        self._kind = kind
+        self._tenant_id = tenant_id
+        self._connection_id = connection_id
+        self._log = log
+        self.state: ev.ConnectionState | None = None
+        self._code: str | None = None
+
+    async def report(
+        self, state: ev.ConnectionState, code: str, message: str, *, action: str | None = None
+    ) -> None:
+        """Record the connection's state when it changed (from the log's last one)."""
+        if (state, code) == (self.state, self._code):
+            return
+        await record_state(
+            self._store, tenant_id=self._tenant_id, connection_id=self._connection_id,
+            actor=f"connector:{self._kind}:{self._connection_id}", state=state, code=code,
+            message=message, action=action,
+        )  # fmt: skip
+        self.state, self._code = state, code
+        self._log.info(f"{self._kind}_connection_state", state=state, code=code)
+
+
+class Refused(Exception):
+    """The provider refused the connection for good (token, settings): a person must act."""
+
+    def __init__(self, code: str, message: str, action: str | None = "reconnect") -> None:
+        super().__init__(message)
+        self.code, self.message, self.action = code, message, action
+
+
+class Unreachable(Exception):
+    """The provider could not be reached (retry with backoff); ``code`` and ``message``
+    override the session's own degraded report."""
+
+    def __init__(self, detail: str, *, code: str | None = None, message: str | None = None) -> None:
+        super().__init__(detail)
+        self.code, self.message = code, message
+
+
+class Backoff:
+    """Exponential waits between attempts: ``first``, doubled up to ``most``; ``reset`` when
+    an attempt worked."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self._first, self._most = first, most
+        self.next_wait = first
+
+    def reset(self) -> None:
+        self.next_wait = self._first
+
+    async def wait(self) -> None:
+        wait, self.next_wait = self.next_wait, min(self.next_wait * 2, self._most)
+        await asyncio.sleep(wait)
+
+
+async def stay_linked(
+    link: Callable[[], Awaitable[bool]],
+    reporter: StateReporter,
+    backoff: Backoff,
+    *,
+    kind: str,
+    unreachable: str,
+    log: Any,
+) -> None:
+    """Hold a session's link to its provider until the provider refuses it.
+
+    ``link`` runs one link until it ends: True when it is worth linking again at once,
+    False to wait first; :class:`Refused` is reported ``action_required`` (and ends this);
+    :class:`Unreachable` is reported ``degraded`` (``<kind>_unreachable``, ``unreachable``)
+    and retried after the backoff. An error of the event store ends this with it.
+    """
+    while True:
+        try:
+            at_once = await link()
+        except Refused as refused:
+            await reporter.report("action_required", refused.code, refused.message, action=refused.action)
+            log.warning(f"{kind}_link_refused", code=refused.code)
+            return
+        except Unreachable as exc:
+            code = exc.code or f"{kind}_unreachable"
+            await reporter.report("degraded", code, exc.message or unreachable)
+            log.warning(f"{kind}_link_failed", error=str(exc), retry_in=backoff.next_wait)
+            await backoff.wait()
+            continue
+        if at_once:
+            backoff.reset()
+        else:
+            await backoff.wait()  # closed before it was ready: do not hammer
+
+
+class ReportingSession:
+    """What every provider session has: its connection, a log bound to it, and its health
+    reports; ``state`` is the last state it recorded."""
+
+    def __init__(self, store: EventStore, *, kind: str, tenant_id: str, connection_id: str, log: Any) -> None:
+        self._store = store
+        self.tenant_id = tenant_id
+        self.connection_id = connection_id
+        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
+        self._health = StateReporter(
+            store, kind=kind, tenant_id=tenant_id, connection_id=connection_id, log=self._log
+        )
+
+    @property
+    def state(self) -> ev.ConnectionState | None:
+        return self._health.state

@@ -35,6 +35,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody
 from nats.aio.msg import Msg
 
+from adapters.channels.webchat import normalize as visitor
 from adapters.nats.errors import ConcurrencyConflict
 from domain import events as ev
 from domain import ids, subjects
@@ -153,11 +154,11 @@ async def _find_widget(ctx: GatewayContext, key: str) -> _Widget:
 
 
 def _visitor_id(widget: _Widget, token: str) -> str:
-    return ids.stable_id("v", f"{widget.connection_id}:{token}")
+    return visitor.visitor_id(widget.connection_id, token)
 
 
 def _conversation_id(widget: _Widget, token: str) -> str:
-    return ids.stable_id(ids.CONVERSATION, f"{CHANNEL}:{widget.connection_id}:{_visitor_id(widget, token)}")
+    return visitor.conversation_id(widget.connection_id, token)
 
 
 def _visitor_token(value: str | None) -> str:
@@ -191,31 +192,19 @@ async def receive(ctx: GatewayContext, widget: _Widget, message: VisitorMessage)
     """Normalize a visitor's message into canonical events, as a connector does."""
     text, name = _clean(message)
     token = _visitor_token(message.visitor_token)
-    visitor_id = _visitor_id(widget, token)
-    conversation_id = _conversation_id(widget, token)
-    actor = f"connector:{CHANNEL}:{widget.connection_id}"
-    created = ev.new_event(
-        ev.ConversationCreated, tenant_id=widget.tenant_id, aggregate_id=conversation_id, actor=actor,
-        data=ev.ConversationCreatedData(
-            channel=CHANNEL, connection_id=widget.connection_id, kind="direct",
-            title=f"{name} (website)", external_id=visitor_id,
-        ),
-    )  # fmt: skip
+    tenant_id, connection_id = widget.tenant_id, widget.connection_id
+    created = visitor.conversation_created(
+        tenant_id=tenant_id, connection_id=connection_id, visitor_token=token, name=name
+    )
     with contextlib.suppress(ConcurrencyConflict):  # a returning visitor: it exists
         await ctx.store.append(created, expected_seq=0)
-    # The visitor's id is part of the provider id: one visitor's client ids never touch another's.
-    provider_id = f"{visitor_id}:{message.client_message_id or ids.ulid()}"
-    dedupe = f"{CHANNEL}:{widget.connection_id}:{provider_id}"  # = the event's Nats-Msg-Id
-    received = ev.new_event(
-        ev.MessageReceived, tenant_id=widget.tenant_id, aggregate_id=conversation_id, actor=actor,
-        data=ev.MessageReceivedData(
-            message_id=ids.stable_id(ids.MESSAGE, dedupe),
-            connection_id=widget.connection_id, channel=CHANNEL, provider_message_id=provider_id,
-            sender=ev.Sender(id=f"{CHANNEL}:{visitor_id}", name=name), text=text, sent_at=datetime.now(UTC),
-        ),
+    client_message_id = message.client_message_id or ids.ulid()
+    received = visitor.message_received(
+        tenant_id=tenant_id, connection_id=connection_id, visitor_token=token, name=name, text=text,
+        client_message_id=client_message_id, sent_at=datetime.now(UTC),
     )  # fmt: skip
     appended = await ctx.store.append(received)
-    return VisitorAccepted(token, conversation_id, received.data.message_id, appended.seq)
+    return VisitorAccepted(token, created.aggregate_id, received.data.message_id, appended.seq)
 
 
 async def admit(ctx: GatewayContext, key: str, widget: _Widget, ip: str, token: str | None) -> None:

@@ -325,3 +325,33 @@ async def test_telegram_webhook_mode_checks_the_secret_header(
     assert [e.data.text for e in received] == ["Hello via webhook"]
     await asyncio.sleep(1)
     assert not any(request[1].lower() == "getupdates" for request in tg.requests)  # no polling
+
+
+async def test_the_generic_channel_routes_answer_what_the_registry_does_not_describe(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    """The connect, webhook and install routes serve the registry's kinds only: an unknown
+    kind, a kind connected otherwise or one that takes no webhook is a 404, a connect body
+    of the wrong shape a 400 naming its field."""
+    owner = await _signup(api, "generic-routes@example.com")
+    for path in ("/v1/channels/fax/connect", "/v1/channels/webchat/connect"):
+        answer = await api.post(path, json={"bot_token": "x"}, headers=_auth(owner))
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
+    for path in ("/v1/webhooks/fax/cn_1", "/v1/webhooks/discord/cn_1", "/v1/webhooks/telegram/cn_1"):
+        answer = await api.post(path, content=b"{}")
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
+    for path in ("/v1/channels/discord/install", "/v1/channels/fax/install"):
+        answer = await api.get(path, headers=_auth(owner))
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
+    wrong = await api.post("/v1/channels/discord/connect", json={"bot_token": 7}, headers=_auth(owner))
+    assert (wrong.status_code, wrong.json()["error"], wrong.json()["field"]) == (
+        400,
+        "invalid_request",
+        "bot_token",
+    )
+    extra = await api.post(
+        "/v1/channels/discord/connect", json={"bot_token": "a.b.c", "mode": "x"}, headers=_auth(owner)
+    )
+    assert (extra.status_code, extra.json()["field"]) == (400, "mode")
+    missing = await api.post("/v1/channels/telegram/connect", json={}, headers=_auth(owner))
+    assert (missing.status_code, missing.json()["field"]) == (400, "bot_token")

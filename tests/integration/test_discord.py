@@ -22,18 +22,12 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from adapters.channels.discord import (
-    DISCORD_CAPABILITIES,
-    INTENTS,
-    BotIdentity,
-    DiscordConnector,
-    DiscordSession,
-    TokenRejected,
-    conversation_id,
-    message_id,
-    normalize,
-    validate_token,
-)
+from adapters.channels.discord import CAPABILITIES as DISCORD_CAPABILITIES
+from adapters.channels.discord.client import BotIdentity, validate_token
+from adapters.channels.discord.connector import DiscordConnector
+from adapters.channels.discord.gateway_session import INTENTS, DiscordSession
+from adapters.channels.discord.normalize import conversation_id, message_id, normalize
+from adapters.channels.errors import TokenRejected
 from adapters.channels.runtime import ConnectorRuntime
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox

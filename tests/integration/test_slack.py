@@ -28,29 +28,26 @@ import pytest
 from nats.aio.client import Client
 
 from adapters.channels.endpoints import ProviderEndpoints
+from adapters.channels.errors import BadSignature, InstallRejected, TokenRejected, WrongWorkspace
 from adapters.channels.runtime import ConnectorRuntime
-from adapters.channels.slack import (
-    SLACK_CAPABILITIES,
-    BadSignature,
-    InstallRejected,
-    SlackConnector,
-    SlackEvents,
+from adapters.channels.slack import CAPABILITIES as SLACK_CAPABILITIES
+from adapters.channels.slack.client import (
     SlackInstall,
-    SlackSocketSession,
-    TokenRejected,
     WorkspaceIdentity,
-    WrongWorkspace,
-    append_delivery,
-    channel_conversation_id,
     exchange_code,
     install_url,
+    validate_token,
+)
+from adapters.channels.slack.connector import SlackConnector
+from adapters.channels.slack.normalize import (
+    channel_conversation_id,
     message_id,
     normalize,
     slack_time,
     thread_conversation_id,
-    validate_token,
-    verify_request,
 )
+from adapters.channels.slack.session import SlackSocketSession
+from adapters.channels.slack.webhook import SlackEvents, append_delivery, verify_request
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams
@@ -60,7 +57,7 @@ from domain import ids
 from domain.commands import SendMessage
 from domain.connectors import Delivered, SendDeferred, SendRejected
 from gateway.context import SlackApp
-from gateway.routes.channels import install_cookie
+from gateway.routes.installs import install_cookie
 from projections.registry import by_name
 from tests.fakes.slack_api import FakeSlack, Team, Workspace, fake_slack, signed_request, url_verification
 from tests.integration.conftest import Stack

@@ -19,18 +19,13 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
+from adapters.channels.errors import TokenRejected
 from adapters.channels.runtime import ConnectorRuntime
-from adapters.channels.telegram import (
-    TELEGRAM_CAPABILITIES,
-    BotIdentity,
-    TelegramConnector,
-    TelegramSession,
-    TokenRejected,
-    conversation_id,
-    message_id,
-    normalize,
-    validate_token,
-)
+from adapters.channels.telegram import CAPABILITIES as TELEGRAM_CAPABILITIES
+from adapters.channels.telegram.client import BotIdentity, validate_token
+from adapters.channels.telegram.connector import TelegramConnector
+from adapters.channels.telegram.normalize import conversation_id, message_id, normalize
+from adapters.channels.telegram.session import TelegramSession
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams

@@ -168,9 +168,8 @@ def test_a_reply_is_sent_metered_and_completes_the_run() -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("channel", sorted(agent.MAX_TEXT_LENGTH))
-def test_a_long_reply_is_cut_to_the_channels_limit(channel: str) -> None:
-    limit = agent.MAX_TEXT_LENGTH[channel]
+@pytest.mark.parametrize("limit", [2000, 4000, 4096, 40000])  # the channels' limits today
+def test_a_long_reply_is_cut_to_the_channels_limit(limit: int) -> None:
     text = " ".join(f"word{n}" for n in range(6000))  # ~ 52k characters: beyond every limit
     events = agent.reply_events(TRIGGER, TO, RUN, ASSISTANT, _reply(text), max_text=limit, at=AT)
     sends = [e for e in events if isinstance(e, ev.MessageSendRequested)]

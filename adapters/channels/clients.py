@@ -1,0 +1,42 @@
+"""One provider client per connection, built from its vault credentials on first use and
+dropped when they may have changed (a rotated or revoked token): the connectors' cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+Credentials = Callable[[str], Awaitable[Mapping[str, Any]]]  # connection id -> its opened secret
+Client = TypeVar("Client")
+
+
+class ConnectionClients(Generic[Client]):
+    """``build`` makes a client from a connection's credentials (under a lock, once)."""
+
+    def __init__(
+        self, credentials: Credentials, build: Callable[[Mapping[str, Any]], Awaitable[Client]]
+    ) -> None:
+        self._credentials = credentials
+        self._build = build
+        self._clients: dict[str, Client] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, connection_id: str) -> Client:
+        """The connection's client, built from its credentials on first use."""
+        client = self._clients.get(connection_id)
+        if client is not None:
+            return client
+        async with self._lock:
+            if connection_id not in self._clients:
+                self._clients[connection_id] = await self._build(await self._credentials(connection_id))
+            return self._clients[connection_id]
+
+    def forget(self, connection_id: str) -> None:
+        """Drop a cached client (its token was rotated or revoked): the next use reads it anew."""
+        self._clients.pop(connection_id, None)
+
+    def drain(self) -> list[Client]:
+        """Every cached client, forgotten (to close them)."""
+        clients, self._clients = list(self._clients.values()), {}
+        return clients

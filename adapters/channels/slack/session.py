@@ -1,0 +1,226 @@
+"""One workspace's Socket Mode session: slack_sdk's client (``apps.connections.open`` → a
+WebSocket) appends what arrives and acks each envelope only once its events are stored,
+so a crash repeats envelopes that dedupe stores once; it reports the connection's health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.socket_mode.websockets import SocketModeClient
+from slack_sdk.web.async_client import AsyncWebClient
+from websockets.exceptions import WebSocketException
+
+from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
+from adapters.channels.inbound import store_delivered
+from adapters.channels.slack import KIND
+from adapters.channels.slack.client import (
+    LINK_ERRORS,
+    NETWORK_ERRORS,
+    TOKEN_ERRORS,
+    WorkspaceIdentity,
+    download_file,
+    error_of,
+    identity_of,
+    web_client,
+)
+from adapters.channels.slack.normalize import actor, delivery, inner
+from adapters.media.store import MediaStore
+from adapters.nats.event_store import EventStore
+from domain import events as ev
+
+log = structlog.get_logger()
+
+MAX_BACKOFF = 30.0
+
+_UNREACHABLE_MESSAGE = "Slack cannot be reached right now; Moltbot keeps trying."
+_BOT_REFUSED_MESSAGE = "Slack no longer accepts this app's bot token"
+_APP_LEVEL_REFUSED_MESSAGE = "Slack no longer accepts this app's Socket Mode (app-level) token"
+_sdk_logger = logging.getLogger("moltbot.slack.socket_mode")  # the SDK's chatter, not our events
+
+
+def _names_our_bot_revoked(event: Mapping[str, Any], bot_user_id: str) -> bool:
+    """``app_uninstalled``, or ``tokens_revoked`` naming our bot (not a person's token)."""
+    if event.get("type") == "app_uninstalled":
+        return True
+    tokens = event.get("tokens")
+    return (
+        event.get("type") == "tokens_revoked"
+        and isinstance(tokens, Mapping)
+        and bot_user_id in (tokens.get("bot") or ())
+    )
+
+
+class SlackSocketSession(ReportingSession):
+    """Receives one workspace's events over Socket Mode into the log, and reports health.
+
+    ``run`` returns when Slack refuses a token (reported as ``action_required``); network
+    trouble is reported as ``degraded`` and retried with exponential backoff; an error of
+    the event store ends ``run`` with it (the session manager restarts it, and Slack
+    redelivers the envelopes not yet acknowledged). Slack's own refresh ("disconnect")
+    is followed by slack_sdk's client; a lost link is opened again here.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        tenant_id: str,
+        connection_id: str,
+        app_token: str,
+        bot_token: str,
+        api_base: str | None = None,
+        media: MediaStore | None = None,
+        ping_interval: float = 10.0,
+        check_every: float = 0.5,
+        hello_timeout: float = 10.0,
+        first_backoff: float = 1.0,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> None:
+        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
+        self._app_token = app_token
+        self._bot_token = bot_token
+        self._api_base = api_base
+        self._media = media  # where shared files are kept; None: they stay at Slack
+        self._ping_interval = ping_interval
+        self._check_every = check_every
+        self._hello_timeout = hello_timeout
+        self._backoff = Backoff(first_backoff, max_backoff)
+        self.identity: WorkspaceIdentity | None = None
+        self.acked: list[str] = []  # envelope ids acknowledged, in order (all stored before)
+        self._known_conversations: set[str] = set()
+        self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
+        self._hello = asyncio.Event()
+        self._recheck = asyncio.Event()  # Slack said tokens were revoked: ask again
+
+    async def run(self) -> None:
+        await self._health.report("connecting", "connecting", "Connecting to Slack…")
+        web = web_client(self._bot_token, self._api_base)
+        await stay_linked(
+            lambda: self._link(web), self._health, self._backoff,
+            kind=KIND, unreachable=_UNREACHABLE_MESSAGE, log=self._log,
+        )  # fmt: skip
+
+    async def _identify(self, web: AsyncWebClient) -> WorkspaceIdentity:
+        try:
+            answer = await web.auth_test()
+        except SlackApiError as exc:
+            if error_of(exc) in TOKEN_ERRORS:
+                raise Refused("token_revoked", _BOT_REFUSED_MESSAGE) from None
+            raise Unreachable(f"auth.test: {error_of(exc)}") from None
+        except NETWORK_ERRORS as exc:
+            raise Unreachable(f"auth.test: {exc!r}") from None
+        return identity_of(answer)
+
+    async def _link(self, web: AsyncWebClient) -> bool:
+        """One link: check the bot token, open a socket, store what arrives until it is lost."""
+        self.identity = identity = await self._identify(web)
+        self._hello.clear()
+        self._recheck.clear()
+        client = SocketModeClient(
+            self._app_token,
+            logger=_sdk_logger,
+            web_client=web,
+            auto_reconnect_enabled=False,  # a lost link comes back here, through auth.test
+            ping_interval=self._ping_interval,
+        )
+        client.message_listeners.append(self._on_message)
+        client.socket_mode_request_listeners.append(self._on_request)
+        try:
+            try:
+                client.wss_uri = await client.issue_new_wss_url()
+                await client.connect()
+            except SlackApiError as exc:
+                if error_of(exc) in TOKEN_ERRORS:
+                    raise Refused("app_token_revoked", _APP_LEVEL_REFUSED_MESSAGE) from None
+                raise Unreachable(f"apps.connections.open: {error_of(exc)}") from None
+            except LINK_ERRORS as exc:
+                raise Unreachable(f"socket mode: {exc!r}") from None
+            try:
+                async with asyncio.timeout(self._hello_timeout):
+                    await self._hello.wait()
+            except TimeoutError:
+                raise Unreachable("Slack did not say hello on the socket") from None
+            await self._health.report(
+                "connected",
+                "ok",
+                f"Connected to Slack workspace {identity.team_name} as @{identity.bot_name}",
+            )
+            await self._receive(client, identity)
+            return True  # lost, or tokens to check again: link again at once
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _receive(self, client: SocketModeClient, identity: WorkspaceIdentity) -> None:
+        link_down_checks = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._check_every):
+                    request = await self._inbox.get()
+            except TimeoutError:
+                if self._recheck.is_set():
+                    self._log.info("slack_token_recheck")
+                    return
+                # slack_sdk follows Slack's "disconnect" (refresh) itself, holding this lock;
+                # the link is lost when it is down on two checks without a refresh under way.
+                refreshing = client.connect_operation_lock.locked()
+                down = not refreshing and not await client.is_connected()
+                link_down_checks = link_down_checks + 1 if down else 0
+                if link_down_checks >= 2:
+                    self._log.info("slack_link_lost")
+                    return
+                continue
+            await self._store_request(request, identity)
+            try:
+                await client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+            except (WebSocketException, OSError):
+                return  # not acknowledged: Slack delivers it again, and dedupe stores it once
+            self.acked.append(request.envelope_id)
+
+    async def _store_request(self, request: SocketModeRequest, identity: WorkspaceIdentity) -> None:
+        """Store an envelope's events (an error of the store ends the session: no ack)."""
+        if request.type != "events_api":
+            return  # slash commands and interactivity are not carried: acknowledge them
+        payload = request.payload
+        if _names_our_bot_revoked(inner(payload), identity.bot_user_id):
+            self._recheck.set()  # the next auth.test says whether our token is still good
+            return
+        try:
+            delivered = delivery(
+                payload,
+                tenant_id=self.tenant_id,
+                connection_id=self.connection_id,
+                bot_user_id=identity.bot_user_id,
+            )
+        except Exception as exc:  # one unreadable event must not stop the connection for good
+            self._log.error("slack_event_unreadable", envelope_id=request.envelope_id, error=repr(exc))
+            return
+        await store_delivered(
+            self._store, delivered.created, delivered.events, self._known_conversations,
+            media=self._media, download=self._download, actor=actor(self.connection_id), log=self._log,
+            stored_as="slack_event_stored", envelope_id=request.envelope_id,
+            retry_attempt=request.retry_attempt,
+        )  # fmt: skip
+
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        return await download_file(self._bot_token, attachment.provider_file_id, api_base=self._api_base)
+
+    # slack_sdk runs each listener in a task of its own, in arrival order; they only queue
+    # (no await before put_nowait), so the log keeps Slack's order.
+    async def _on_message(
+        self, client: AsyncBaseSocketModeClient, message: dict[str, Any], raw: str | None
+    ) -> None:
+        if message.get("type") == "hello":
+            self._hello.set()
+
+    async def _on_request(self, client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
+        self._inbox.put_nowait(request)

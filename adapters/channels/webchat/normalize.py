@@ -1,0 +1,69 @@
+"""A website visitor's message as canonical events (pure): the visitor's conversation
+(``conversation.created``, one per visitor token) and ``message.received`` with
+``webchat:<connection>:<provider id>`` as dedupe key. A visitor is known by a random
+token the widget keeps; the inbox only ever sees a one-way id derived from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from adapters.channels.webchat import KIND
+from domain import events as ev
+from domain import ids
+
+
+def visitor_id(connection_id: str, visitor_token: str) -> str:
+    return ids.stable_id("v", f"{connection_id}:{visitor_token}")
+
+
+def conversation_id(connection_id: str, visitor_token: str) -> str:
+    return ids.stable_id(
+        ids.CONVERSATION, f"{KIND}:{connection_id}:{visitor_id(connection_id, visitor_token)}"
+    )
+
+
+def actor(connection_id: str) -> str:
+    return f"connector:{KIND}:{connection_id}"
+
+
+def conversation_created(
+    *, tenant_id: str, connection_id: str, visitor_token: str, name: str, now: datetime | None = None
+) -> ev.ConversationCreated:
+    """The visitor's conversation: direct, titled with their name, external id their visitor id."""
+    return ev.new_event(
+        ev.ConversationCreated, tenant_id=tenant_id,
+        aggregate_id=conversation_id(connection_id, visitor_token), actor=actor(connection_id),
+        occurred_at=now,
+        data=ev.ConversationCreatedData(
+            channel=KIND, connection_id=connection_id, kind="direct", title=f"{name} (website)",
+            external_id=visitor_id(connection_id, visitor_token),
+        ),
+    )  # fmt: skip
+
+
+def message_received(
+    *,
+    tenant_id: str,
+    connection_id: str,
+    visitor_token: str,
+    name: str,
+    text: str,
+    client_message_id: str,
+    sent_at: datetime,
+    now: datetime | None = None,
+) -> ev.MessageReceived:
+    """The visitor's message; ``client_message_id`` (the widget's, or a fresh one) makes its
+    provider id, within the visitor's own ids: one visitor's ids never touch another's."""
+    visitor = visitor_id(connection_id, visitor_token)
+    provider_id = f"{visitor}:{client_message_id}"
+    dedupe = f"{KIND}:{connection_id}:{provider_id}"  # = the event's Nats-Msg-Id
+    return ev.new_event(
+        ev.MessageReceived, tenant_id=tenant_id,
+        aggregate_id=conversation_id(connection_id, visitor_token), actor=actor(connection_id),
+        occurred_at=now,
+        data=ev.MessageReceivedData(
+            message_id=ids.stable_id(ids.MESSAGE, dedupe), connection_id=connection_id, channel=KIND,
+            provider_message_id=provider_id, sender=ev.Sender(id=f"{KIND}:{visitor}", name=name),
+            text=text, sent_at=sent_at,
+        ),
+    )  # fmt: skip

@@ -1,0 +1,47 @@
+"""The channel registry: every kind described once, read without loading a provider SDK."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from adapters.channels import registry
+from domain.agent import DEFAULT_MAX_TEXT_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("channel", "longest"),
+    [
+        ("webchat", 4000),
+        ("telegram", 4096),
+        ("slack", 40000),
+        ("discord", 2000),
+        ("fax", DEFAULT_MAX_TEXT_LENGTH),
+    ],
+)
+def test_replies_are_chunked_to_the_channels_own_limit(channel: str, longest: int) -> None:
+    assert registry.max_text_for(channel) == longest
+
+
+def test_every_kind_names_itself_and_runs_somewhere() -> None:
+    for kind, entry in registry.KINDS.items():
+        assert entry.kind == kind
+        assert entry.runs_on and entry.runs_on <= {"cloud", "bridge"}
+        assert (entry.connect is None) == (entry.connect_body is None)
+
+
+def test_an_unknown_kind_names_the_known_ones() -> None:
+    with pytest.raises(LookupError, match="telegram"):
+        registry.entry("fax")
+
+
+def test_reading_the_registry_loads_no_provider_sdk() -> None:
+    probe = (
+        "import sys, adapters.channels.registry as r, moltbot.roles, gateway.routes.channels;"
+        "r.max_text_for('slack');"
+        "print(sorted(m for m in ('aiogram', 'slack_sdk', 'hikari') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.nats.event_store import EventStore
+from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from domain.codec import EventCodec, dedupe_key
@@ -202,7 +203,13 @@ async def _fold(
     nc: Any, database_url: str, template: dict[str, Any], projections: list[Any], last_seq: int
 ) -> float:
     workers = [
-        ProjectionWorker(nc=nc, database_url=database_url, projection=p, consumer_template=template)
+        ProjectionWorker(
+            jetstream=JetStreamApi(nc),
+            store=EventStore(nc),
+            database_url=database_url,
+            projection=p,
+            consumer_template=template,
+        )
         for p in projections
     ]
     started = time.perf_counter()

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import AsyncConnection
 
 from gateway.errors import ApiError
+from projections import tenants_queries
 
 # scrypt cost: 2**15 x 8 x 1 needs 32 MiB per hash; about 0.1 s on one core.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -77,13 +78,10 @@ async def member_role(conn: AsyncConnection[Any], tenant_id: str, user_id: str) 
     """The user's role in the tenant from the members read model, or ``None`` when not a
     member. Call it inside a transaction: it confines ``conn`` to ``tenant_id`` (RLS)."""
     await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
-    cur = await conn.execute(
-        "SELECT role FROM rm_tenants.members WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
-    )
-    row: dict[str, Any] | None = await cur.fetchone()
-    if row is None or row["role"] not in ROLES:
+    role = await tenants_queries.member_role(conn, tenant_id, user_id)
+    if role is None or role not in ROLES:
         return None
-    return cast(Role, row["role"])
+    return cast(Role, role)
 
 
 class Caller(msgspec.Struct, frozen=True):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.nats.event_store import EventStore
+from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
 from gateway.auth import Caller, Tokens
@@ -78,12 +78,9 @@ class GatewayContext:
                 return await self.oidc.verify(token)
         return self.tokens.verify(token)
 
-    @contextlib.asynccontextmanager
-    async def tenant(self, tenant_id: str) -> AsyncIterator[AsyncConnection[Any]]:
+    def tenant(self, tenant_id: str) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Any]]:
         """A transaction that row-level security confines to ``tenant_id``."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
-            yield conn
+        return tenancy.tenant_transaction(self.pool, tenant_id)
 
     async def wait_for(self, min_seq: int | None, read_models: tuple[str, ...], tenant_id: str) -> None:
         """Return once every read model in ``read_models`` has applied ``min_seq``.
@@ -93,7 +90,7 @@ class GatewayContext:
         a few such waits at a time."""
         if not min_seq:
             return
-        if await self._applied(read_models) >= min_seq:
+        if await tenancy.applied_seq(self.pool, read_models) >= min_seq:
             return
         last_seq = await self.store.last_seq()
         if min_seq > last_seq:
@@ -109,29 +106,15 @@ class GatewayContext:
         held = [("min_seq_waits_per_tenant", tenant_id)]
         busy = "Too many reads are waiting for ?min_seq= at once; retry shortly."
         async with self.limiter.hold(held, busy):
-            pause = 0.01
-            while await self._applied(read_models) < min_seq:
-                if loop.time() > deadline:
-                    raise ApiError(
-                        503,
-                        "not_caught_up",
-                        f"The read models have not reached seq {min_seq} yet; retry shortly.",
-                        field="min_seq",
-                        headers={"Retry-After": "1"},
-                    )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.1)
-
-    async def _applied(self, read_models: tuple[str, ...]) -> int:
-        """The lowest checkpoint among ``read_models`` (a pooled connection only for the look)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT coalesce(min(last_seq), 0) AS seq FROM moltbot.projection_checkpoints"
-                " WHERE slot = 'live' AND projection = ANY(%s)",
-                (list(read_models),),
-            )
-            row = await cur.fetchone()
-        return int(row["seq"]) if row is not None else 0
+            left = max(0.0, deadline - loop.time())
+            if not await tenancy.wait_for_seq(self.pool, min_seq, read_models, within=left):
+                raise ApiError(
+                    503,
+                    "not_caught_up",
+                    f"The read models have not reached seq {min_seq} yet; retry shortly.",
+                    field="min_seq",
+                    headers={"Retry-After": "1"},
+                )
 
 
 def context(state: State) -> GatewayContext:

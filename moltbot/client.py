@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 import msgspec
+import stamina
 import structlog
-from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
+from httpx_sse import EventSource, ServerSentEvent, SSEError, aconnect_sse
 
 log = structlog.get_logger()
 
@@ -154,9 +155,49 @@ class Api:
         return response.json()
 
     async def events(self, since: int | None, types: str | None) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        """Follow ``/v1/events`` forever; after a disconnect, resume after the last event seen."""
+        """Follow ``/v1/events`` forever; after a disconnect, resume after the last event seen.
+
+        Reconnects wait 0.5 s doubling to 5 s (stamina), started over once the gateway
+        answers with an event stream; a stream that ends is the first failure of the next round.
+        """
         last_seen = since - 1 if since else None
-        backoff = 0.5
+        stream_ended = False
+        while True:
+            async with contextlib.AsyncExitStack() as opened:
+                source: EventSource | None = None
+                async for attempt in stamina.retry_context(
+                    on=(httpx.TransportError, _StreamEnded),
+                    attempts=None,
+                    timeout=None,
+                    wait_initial=0.5,
+                    wait_max=5.0,
+                    wait_jitter=0.0,
+                ):
+                    with attempt:
+                        if stream_ended:
+                            stream_ended = False
+                            raise _StreamEnded
+                        try:
+                            source = await opened.enter_async_context(self._event_source(last_seen, types))
+                        except httpx.TransportError as exc:
+                            log.info("events_reconnecting", after_seq=last_seen, error=str(exc))
+                            raise
+                assert source is not None
+                try:
+                    async for message in source.aiter_sse():
+                        seq = _logged_seq(message, after=last_seen)
+                        if seq is not None:
+                            last_seen = seq
+                            yield seq, message.json()
+                except SSEError as exc:  # answered, but not with an event stream (a proxy's page?)
+                    raise ClientError(f"{self.session.gateway_url} sent no event stream: {exc}") from None
+                except httpx.TransportError as exc:
+                    log.info("events_reconnecting", after_seq=last_seen, error=str(exc))
+            stream_ended = True
+
+    @contextlib.asynccontextmanager
+    async def _event_source(self, last_seen: int | None, types: str | None) -> AsyncIterator[EventSource]:
+        """``/v1/events`` answered with success (an expired access token refreshed on the way)."""
         while True:
             sent_token = self.session.access_token
             headers = self._headers()
@@ -165,34 +206,27 @@ class Api:
                 headers["Last-Event-ID"] = str(last_seen)
             if types:
                 params["types"] = types
-            try:
-                async with aconnect_sse(
-                    self._http,
-                    "GET",
-                    "/v1/events",
-                    params=params,
-                    headers=headers,
-                    timeout=httpx.Timeout(30, read=60),
-                ) as source:
-                    response = source.response
-                    if response.status_code == 401:
-                        await self._refresh(sent_token)
-                        continue
-                    if not response.is_success:
-                        await response.aread()
-                        _raise_for(response)
-                    backoff = 0.5
-                    async for message in source.aiter_sse():
-                        seq = _logged_seq(message, after=last_seen)
-                        if seq is not None:
-                            last_seen = seq
-                            yield seq, message.json()
-            except SSEError as exc:  # answered, but not with an event stream (a proxy's page?)
-                raise ClientError(f"{self.session.gateway_url} sent no event stream: {exc}") from None
-            except httpx.TransportError as exc:
-                log.info("events_reconnecting", after_seq=last_seen, error=str(exc))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            async with aconnect_sse(
+                self._http,
+                "GET",
+                "/v1/events",
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(30, read=60),
+            ) as source:
+                response = source.response
+                if response.status_code == 401:
+                    await self._refresh(sent_token)
+                    continue
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                yield source
+                return
+
+
+class _StreamEnded(Exception):
+    """The event stream ended (the gateway closed it): reconnect after a wait."""
 
 
 def _logged_seq(message: ServerSentEvent, *, after: int | None) -> int | None:

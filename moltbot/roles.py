@@ -22,13 +22,11 @@ import structlog
 import uvicorn
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.agent import byok
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
-from adapters.agent.reads import AgentReads
 from adapters.channels import registry as channel_registry
 from adapters.channels.directory import ConnectionDirectory
 from adapters.channels.endpoints import ProviderEndpoints
@@ -39,14 +37,18 @@ from adapters.media.store import MediaStore
 from adapters.nats import permissions
 from adapters.nats.connection import NatsTarget, connection
 from adapters.nats.event_store import EventStore
+from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
+from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
+from projections.agent_reads import AgentReads
 from projections.base import Projection
+from projections.connection_reads import ConnectionReadModel
 from projections.engine import ensure_core
 from projections.partition_worker import PartitionWorker
 from projections.partitions import Partitioning
@@ -82,33 +84,34 @@ async def run_projections(
     the tenants of its buckets. The N processes together replace the single workers.
     """
     template = spec.consumer_templates["projection"]
-    codec = EventCodec()
     async with (
         connection(nats, name="moltbot-projections", role=permissions.PROJECTIONS) as nc,
         asyncio.TaskGroup() as tasks,
     ):
+        jetstream = JetStreamApi(nc)
+        store = EventStore(nc, codec=EventCodec())
         for projection in projections:
             worker: ProjectionWorker | PartitionWorker
             if partitions:
                 if partitioning is None:
                     raise ValueError("partitioned workers need streams.yaml's partitioned_projections")
                 worker = PartitionWorker(
-                    nc=nc,
+                    jetstream=jetstream,
+                    store=store,
                     database_url=database_url,
                     projection=projection,
                     partitioning=partitioning,
                     partitions=partitions,
                     partition=partition,
-                    codec=codec,
                     batch_size=batch_size,
                 )
             else:
                 worker = ProjectionWorker(
-                    nc=nc,
+                    jetstream=jetstream,
+                    store=store,
                     database_url=database_url,
                     projection=projection,
                     consumer_template=template,
-                    codec=codec,
                     batch_size=batch_size,
                 )
             tasks.create_task(worker.run(), name=worker.consumer)
@@ -118,7 +121,7 @@ async def run_projections(
 async def run_outbox(nats: NatsTarget) -> None:
     """Turn send requests into channel commands until cancelled."""
     async with connection(nats, name="moltbot-outbox", role=permissions.OUTBOX) as nc:
-        await Outbox(nc).run()
+        await Outbox(nc, store=EventStore(nc)).run()
 
 
 # The kinds this cloud runs, from the channel registry (light: no provider SDK loads here).
@@ -155,6 +158,7 @@ async def run_connectors(
         for kind in kinds:
             role = permissions.connector_role(kind)
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
+            store = EventStore(nc)
             entry = channel_registry.entry(kind)
             if entry.session is None:
                 connector: Connector = entry.connector(_no_credentials, ProviderEndpoints())
@@ -162,15 +166,16 @@ async def run_connectors(
                 if channels is None:
                     raise LookupError(f"the {kind} connector needs the database and the vault keys")
                 if directory is None:
-                    directory = ConnectionDirectory(channels.database_url, channels.keyring)
+                    pool = tenancy.pool(channels.database_url, max_size=4, confined=False)
+                    directory = ConnectionDirectory(pool, channels.keyring, ConnectionReadModel(pool))
                     await directory.open()
                     stack.push_async_callback(directory.close)
-                connector, sessions = await _provider(entry, nc, channels, directory, stack)
+                connector, sessions = await _provider(entry, nc, store, channels, directory, stack)
                 work.append(sessions.run())
             config = spec.consumer(consumer_name(kind)).config
             backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
             runtime = ConnectorRuntime(
-                nc, connector, max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
+                nc, connector, store=store, max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
             )
             work.append(runtime.run())
         # Entered last, so it ends (every task stopped) before the resources above close.
@@ -186,6 +191,7 @@ async def _no_credentials(connection_id: str) -> dict[str, Any]:
 async def _provider(
     entry: channel_registry.ChannelKind,
     nc: Client,
+    store: EventStore,
     channels: ChannelSettings,
     directory: ConnectionDirectory,
     stack: contextlib.AsyncExitStack,
@@ -193,7 +199,6 @@ async def _provider(
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     kind, start_session = entry.kind, entry.session
     assert start_session is not None
-    store = EventStore(nc)
     made = entry.connector(directory.credentials, channels.endpoints)
     connector = cast("channel_registry.ProviderConnector", made)  # kinds with sessions cache clients
     stack.push_async_callback(connector.aclose)
@@ -256,7 +261,7 @@ async def run_agent(
     try:
         async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
             orchestrator = Orchestrator(
-                nc, reads, source, settings=settings or AgentSettings(),
+                nc, reads, source, store=EventStore(nc), settings=settings or AgentSettings(),
                 max_text_for=channel_registry.max_text_for,
             )  # fmt: skip
             await orchestrator.run()
@@ -272,8 +277,7 @@ def _with_own_keys(
     vault_keys = keyring
 
     async def own_key(tenant_id: str) -> str | None:
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+        async with tenancy.tenant_transaction(pool, tenant_id) as conn:
             return await byok.read_key(conn, vault_keys, tenant_id)
 
     return models.with_tenant_keys(own_key)
@@ -328,17 +332,7 @@ async def gateway_context(
                 await conn.execute(sql)
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
 
-    async def as_gateway_role(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("SET ROLE moltbot_gateway")
-
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=10,
-        open=False,
-        configure=as_gateway_role,
-        kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
-    )
+    pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     try:

@@ -3,8 +3,9 @@
 Starts a real nats-server (JetStream, fsync on every write) — or with ``cluster=3`` three
 of them as one cluster, streams replicated on all three — and a real PostgreSQL under
 the data folder — or uses external ones given by ``MOLTBOT_NATS_URL`` /
-``MOLTBOT_DATABASE_URL`` — applies streams.yaml and the read-model schemas, runs the
-process roles, writes ``stack.json`` so other commands find the servers, and stops
+``MOLTBOT_DATABASE_URL`` — applies streams.yaml, runs the projection workers and, once every
+read model's tables exist, the other process roles; writes ``stack.json`` so other commands
+find the servers, prints a banner (inbox URL, data folder, model, what to try), and stops
 everything in order on Ctrl-C. A lock file keeps a second ``up`` off the same folder.
 
 Nothing listens without credentials: the embedded nats-server gets one user per role
@@ -22,7 +23,7 @@ import fcntl
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,8 +41,11 @@ from adapters.embedded.secrets import read_or_create_secret, read_or_create_user
 from adapters.nats import permissions
 from adapters.nats.connection import NatsAccess, NatsLogin, connection
 from adapters.nats.streams import apply_streams, load_streams_file
+from adapters.postgres.database import connection as pg_connection
 from adapters.postgres.database import provision_login_role, without_password
 from adapters.vault.cipher import load_keyring
+from domain.agent import DEFAULT_MODEL
+from domain.models import OFFLINE_MODEL
 from moltbot.roles import (
     CONNECTOR_KINDS,
     ChannelSettings,
@@ -52,7 +56,9 @@ from moltbot.roles import (
     run_outbox,
     run_projections,
 )
-from moltbot.settings import NATS_CREDENTIALS_FILE, Settings
+from moltbot.settings import DEFAULT_DATA_DIR, NATS_CREDENTIALS_FILE, Settings
+from projections.base import Projection
+from projections.engine import ensure_core, read_checkpoint
 from projections.registry import all_projections
 
 log = structlog.get_logger()
@@ -258,6 +264,8 @@ async def _up(settings: Settings, cluster: int) -> None:
                         run_projections(nats, description["database_url"], spec, all_projections()),
                         name="projections",
                     )
+                    # Connectors, the agent and the gateway query read models at once: not before they exist.
+                    await read_models_created(description["database_url"], all_projections())
                     roles.create_task(run_outbox(nats), name="outbox")
                     roles.create_task(
                         run_agent(
@@ -309,6 +317,7 @@ async def _up(settings: Settings, cluster: int) -> None:
                         database_url=without_password(description["database_url"]),
                         stack_file=str(settings.stack_file),
                     )
+                    print(banner(settings, description["gateway_url"]), flush=True)
             except* GatewayStartError as failed:
                 raise failed.exceptions[0] from None
             finally:
@@ -316,3 +325,38 @@ async def _up(settings: Settings, cluster: int) -> None:
                 await media_store.aclose()
                 settings.stack_file.unlink(missing_ok=True)
                 log.info("stack_stopped")
+
+
+async def read_models_created(database_url: str, projections: Sequence[Projection]) -> None:
+    """Wait until every read model has its live tables: a worker writes the read model's
+    checkpoint row in the transaction that creates them (projections/worker.py)."""
+    async with pg_connection(database_url, application_name="moltbot-up") as conn:
+        await ensure_core(conn)  # the checkpoint table, made the way every worker makes it
+        waiting = list(projections)
+        while waiting:
+            async with conn.transaction():
+                waiting = [p for p in waiting if await read_checkpoint(conn, p, "live") is None]
+            if waiting:
+                await asyncio.sleep(0.05)
+
+
+def banner(settings: Settings, inbox_url: str) -> str:
+    """What ``up`` prints once it serves: where to go, where the data is, what answers."""
+    if settings.anthropic_api_key:
+        model = f"{DEFAULT_MODEL} (Anthropic) for new agents"
+    else:
+        model = f"{OFFLINE_MODEL}, the built-in offline model (MOLTBOT_ANTHROPIC_API_KEY selects Claude)"
+    data = "" if settings.data_dir == DEFAULT_DATA_DIR.resolve() else f" --data {settings.data_dir}"
+    return "\n".join(
+        [
+            "",
+            "Moltbot is running. Ctrl-C stops it.",
+            f"  inbox  {inbox_url}",
+            f"  data   {settings.data_dir}",
+            f"  agent  {model}",
+            "Next:",
+            "  1. Open the inbox, create an account and press Try it: write as a website visitor.",
+            f"  2. In another terminal: moltbot{data} login --signup, then moltbot conversations list",
+            "",
+        ]
+    )

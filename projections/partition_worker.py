@@ -10,18 +10,17 @@ checkpoint follows them, is in projections/partitions.py.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
 from adapters.nats.event_store import EVENTS_STREAM
+from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.pull import ack_position
 from adapters.postgres.database import Connection
-from domain.codec import EventCodec
+from domain.ports import EventStore
 from projections.base import Projection, live_schema
 from projections.engine import BatchOutcome
 from projections.partitions import (
@@ -34,7 +33,7 @@ from projections.partitions import (
     raise_idle,
     read_partitions,
 )
-from projections.worker import DEFAULT_BATCH, LiveWorker, consumer_api, recreate_consumer
+from projections.worker import DEFAULT_BATCH, LiveWorker
 
 log = structlog.get_logger()
 
@@ -45,23 +44,23 @@ class PartitionWorker(LiveWorker):
     def __init__(
         self,
         *,
-        nc: Client,
+        jetstream: JetStreamApi,
+        store: EventStore,
         database_url: str,
         projection: Projection,
         partitioning: Partitioning,
         partitions: int,
         partition: int,
-        codec: EventCodec | None = None,
         batch_size: int = DEFAULT_BATCH,
         idle_timeout: float = 1.0,
     ) -> None:
         self.assignment = Assignment(partitions, partition, partitioning.buckets)
         super().__init__(
-            nc=nc,
+            jetstream=jetstream,
+            store=store,
             database_url=database_url,
             projection=projection,
             consumer=self.assignment.consumer(projection),
-            codec=codec,
             batch_size=batch_size,
             idle_timeout=idle_timeout,
         )
@@ -99,12 +98,12 @@ class PartitionWorker(LiveWorker):
         """Nothing arrived: if nothing of ours is pending either, our buckets are applied up to
         the feed's last message. The feed's end is read before the consumer's state, so a
         message of ours stored in between shows as pending and the raise waits for it."""
-        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await self._jetstream.stream_info(self._feed)
         feed_last = int(info.get("state", {}).get("last_seq", 0))
         if feed_last <= self._idle_raised_to:
             return
         events_seq = await self._events_seq_at(feed_last)
-        consumer = await consumer_api(self._nc, f"CONSUMER.INFO.{self._feed}.{self.consumer}", None)
+        consumer = await self._jetstream.consumer_info(self._feed, self.consumer)
         if events_seq is None or "error" in consumer:
             return
         if consumer.get("num_pending", 1) or consumer.get("num_ack_pending", 1):
@@ -115,9 +114,7 @@ class PartitionWorker(LiveWorker):
 
     async def _events_seq_at(self, feed_seq: int) -> int | None:
         """The EVENTS sequence of the feed's message ``feed_seq`` (None if it is gone)."""
-        reply = await self._nc.request(
-            f"$JS.API.DIRECT.GET.{self._feed}", json.dumps({"seq": feed_seq}).encode(), timeout=10
-        )
+        reply = await self._jetstream.direct_get(self._feed, feed_seq)
         if not reply.headers or "Nats-Stream-Source" not in reply.headers:
             return None
         return from_feed(reply.headers["Nats-Subject"], feed_seq, b"", reply.headers).record.seq
@@ -125,7 +122,7 @@ class PartitionWorker(LiveWorker):
     async def _ensure_feed(self) -> None:
         """Create the feed on first use, replicated like EVENTS; refuse one made differently."""
         desired = dict(self._partitioning.stream)
-        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await self._jetstream.stream_info(self._feed)
         if "error" not in info:
             if info["config"].get("sources") != desired.get("sources"):
                 raise PartitionError(
@@ -135,18 +132,18 @@ class PartitionWorker(LiveWorker):
             return
         if info["error"].get("err_code") != _STREAM_NOT_FOUND:
             raise APIError.from_error(info["error"])
-        events = await consumer_api(self._nc, f"STREAM.INFO.{EVENTS_STREAM}", None)
+        events = await self._jetstream.stream_info(EVENTS_STREAM)
         if "error" in events:
             raise APIError.from_error(events["error"])
         desired["num_replicas"] = events["config"].get("num_replicas", 1)
-        created = await consumer_api(self._nc, f"STREAM.CREATE.{self._feed}", desired)
+        created = await self._jetstream.create_stream(self._feed, desired)
         if "error" in created:
             raise APIError.from_error(created["error"])
         log.info("partition_feed_created", stream=self._feed, buckets=self.assignment.buckets)
 
     async def _refuse_gap(self, lowest_events: int) -> None:
         """The feed keeps a window (max_age); a worker stopped longer than that cannot resume."""
-        info = await consumer_api(self._nc, f"STREAM.INFO.{self._feed}", None)
+        info = await self._jetstream.stream_info(self._feed)
         state = info.get("state", {})
         if not state.get("messages"):
             return
@@ -166,7 +163,7 @@ class PartitionWorker(LiveWorker):
             else {"deliver_policy": "all"}
         )
         config = template | {"filter_subjects": [f"part.{b}.>" for b in self.assignment.owned]} | position
-        await recreate_consumer(self._nc, self._feed, self.consumer, config)
+        await self._jetstream.recreate_consumer(self._feed, self.consumer, config)
         log.info(
             "projection_consumer_ready",
             consumer=self.consumer,

@@ -19,8 +19,8 @@ import msgspec
 import structlog
 from psycopg import sql
 
-from adapters.nats.event_store import EventStore, StoredRecord
 from adapters.postgres.database import Connection
+from domain.ports import EventStore, StoredRecord
 from projections.base import Projection, consumer_name, live_schema
 from projections.engine import (
     apply_batch,

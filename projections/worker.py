@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from abc import ABC, abstractmethod
 from typing import Any
 
 import nats.errors
 import psycopg
+import stamina
 import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from adapters.nats.dead_letters import DeadLetter, DeadLetters
+from adapters.nats.dead_letters import DeadLetter
 from adapters.nats.errors import EventStoreError
-from adapters.nats.event_store import EVENTS_STREAM, EventStore, StoredRecord
-from adapters.nats.pull import ConsumerGone, PullStream, ack_position, raise_if_cancelled
+from adapters.nats.event_store import EVENTS_STREAM
+from adapters.nats.jetstream import JetStreamApi
+from adapters.nats.pull import ConsumerGone, ack_position, raise_if_cancelled
 from adapters.postgres.database import Connection, connection
-from domain.codec import EventCodec
+from domain.ports import EventStore, StoredRecord
 from projections.base import Projection, consumer_name, live_schema
 from projections.engine import BatchOutcome, apply_batch, create_tables, ensure_core, read_checkpoint
 from projections.partitions import PartitionsAhead, take_over_from_partitions
@@ -57,6 +57,13 @@ _RECOVERABLE = (
 )
 
 
+def _recoverable(exc: Exception) -> bool:
+    """Whether ``exc`` (or every exception of its group) is an outage to restart after."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(_RECOVERABLE)[1] is None
+    return isinstance(exc, _RECOVERABLE)
+
+
 class LiveWorker(ABC):
     """What every live worker does: claim the read model (projections/run_lock.py), bring it
     to the code's version, (re)create its consumer at the checkpoint, then fold batch after
@@ -65,22 +72,23 @@ class LiveWorker(ABC):
     def __init__(
         self,
         *,
-        nc: Client,
+        jetstream: JetStreamApi,
+        store: EventStore,
         database_url: str,
         projection: Projection,
         consumer: str,
-        codec: EventCodec | None,
         batch_size: int,
         idle_timeout: float,
     ) -> None:
-        self._nc = nc
+        self._jetstream = jetstream
+        self._store = store
         self._database_url = database_url
         self.projection = projection
         self.consumer = consumer
-        self._codec = codec or EventCodec()
+        self._codec = store.codec
         self._batch_size = batch_size
         self._idle_timeout = idle_timeout
-        self._dead_letters = DeadLetters(nc.jetstream(timeout=10))
+        self._dead_letters = jetstream.dead_letters()
         self.last_applied_seq = 0
 
     @abstractmethod
@@ -100,28 +108,29 @@ class LiveWorker(ABC):
         """Nothing arrived within the idle timeout."""
 
     async def run(self) -> None:
-        """Run until cancelled, restarting after NATS or PostgreSQL outages."""
-        backoff = 0.2
-        while True:
-            try:
-                await self._run_once()
-                return
-            except* _RECOVERABLE as failures:
-                error = repr(failures.exceptions[0])
-            raise_if_cancelled()  # a client may have turned the cancellation into its own error
-            log.warning("projection_worker_restarting", consumer=self.consumer, error=error)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        """Run until cancelled, restarting after NATS or PostgreSQL outages (stamina: 0.2 s
+        doubling to 5 s, never giving up)."""
+        async for attempt in stamina.retry_context(
+            on=_recoverable, attempts=None, timeout=None, wait_initial=0.2, wait_max=5.0, wait_jitter=0.0
+        ):
+            with attempt:
+                try:
+                    await self._run_once()
+                except* _RECOVERABLE as failures:
+                    raise_if_cancelled()  # a client may have turned the cancellation into its own error
+                    error = repr(failures.exceptions[0])
+                    log.warning("projection_worker_restarting", consumer=self.consumer, error=error)
+                    raise
 
     async def _run_once(self) -> None:
         async with connection(self._database_url, application_name=f"moltbot-{self.consumer}") as conn:
             await wait_for_turn(conn, self.projection, self._buckets())
-            replaced = await prepare_live(conn, self.projection, EventStore(self._nc, codec=self._codec))
+            replaced = await prepare_live(conn, self.projection, self._store)
             if replaced is not None:  # the previous version's consumer has no reader any more
                 old = f"proj-{self.projection.name}-v{replaced}"
-                await consumer_api(self._nc, f"CONSUMER.DELETE.{EVENTS_STREAM}.{old}", None)
+                await self._jetstream.delete_consumer(EVENTS_STREAM, old)
             stream = await self._start(conn)
-            pull = PullStream(self._nc, stream, self.consumer, batch=self._batch_size)
+            pull = self._jetstream.pull(stream, self.consumer, batch=self._batch_size)
             await pull.start()
             try:
                 while True:
@@ -157,20 +166,20 @@ class ProjectionWorker(LiveWorker):
     def __init__(
         self,
         *,
-        nc: Client,
+        jetstream: JetStreamApi,
+        store: EventStore,
         database_url: str,
         projection: Projection,
         consumer_template: dict[str, Any],
-        codec: EventCodec | None = None,
         batch_size: int = DEFAULT_BATCH,
         idle_timeout: float = 1.0,
     ) -> None:
         super().__init__(
-            nc=nc,
+            jetstream=jetstream,
+            store=store,
             database_url=database_url,
             projection=projection,
             consumer=consumer_name(projection),
-            codec=codec,
             batch_size=batch_size,
             idle_timeout=idle_timeout,
         )
@@ -186,7 +195,7 @@ class ProjectionWorker(LiveWorker):
         self.last_applied_seq = int(checkpoint["last_seq"])  # type: ignore[call-overload]
         start_seq = self.last_applied_seq + 1
         config = self._template | {"deliver_policy": "by_start_sequence", "opt_start_seq": start_seq}
-        await recreate_consumer(self._nc, EVENTS_STREAM, self.consumer, config)
+        await self._jetstream.recreate_consumer(EVENTS_STREAM, self.consumer, config)
         log.info("projection_consumer_ready", consumer=self.consumer, start_seq=start_seq)
         return EVENTS_STREAM
 
@@ -204,25 +213,6 @@ class ProjectionWorker(LiveWorker):
             consumer=self.consumer,
             on_dead_letters=self._publish_dead_letters,
         )
-
-
-async def consumer_api(nc: Client, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    """One JetStream API request (``$JS.API.<subject>``); its JSON answer, error included."""
-    reply = await nc.request(f"$JS.API.{subject}", json.dumps(body).encode() if body else b"", timeout=10)
-    response: dict[str, Any] = json.loads(reply.data)
-    return response
-
-
-async def recreate_consumer(nc: Client, stream: str, name: str, config: dict[str, Any]) -> None:
-    """Delete the durable consumer ``name`` if it exists and create it with ``config``."""
-    await consumer_api(nc, f"CONSUMER.DELETE.{stream}.{name}", None)
-    created = await consumer_api(
-        nc,
-        f"CONSUMER.CREATE.{stream}.{name}",
-        {"stream_name": stream, "config": config | {"name": name, "durable_name": name}},
-    )
-    if "error" in created:
-        raise APIError.from_error(created["error"])
 
 
 async def prepare_live(conn: Connection, projection: Projection, store: EventStore) -> int | None:

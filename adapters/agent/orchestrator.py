@@ -38,11 +38,10 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.agent.reads import AgentReads, ConversationView, PastMessage
 from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
 from adapters.nats.errors import ConcurrencyConflict
-from adapters.nats.event_store import EVENTS_STREAM, EventStore
+from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.pull import ack_position, raise_if_cancelled
 from domain import agent as policy
 from domain import events as ev
@@ -50,6 +49,8 @@ from domain import subjects
 from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
 from domain.models import ChatTurn, ModelRequest, ModelSource, ModelUnavailable
+from domain.ports import EventStore
+from domain.reads import AgentReads, ConversationView, PastMessage
 
 log = structlog.get_logger()
 
@@ -80,12 +81,13 @@ class Orchestrator:
         reads: AgentReads,
         models: ModelSource,
         *,
+        store: EventStore,
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_text_for: Callable[[str], int] = lambda channel: policy.DEFAULT_MAX_TEXT_LENGTH,
     ) -> None:
         self._nc = nc
-        self._store = EventStore(nc)
+        self._store = store
         self._reads = reads
         self._models = models
         self._settings = settings

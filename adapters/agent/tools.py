@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.agent.reads import AgentReads
 from domain.agent import SearchScope
 from domain.models import ToolFailed, ToolSpec
+from domain.reads import AgentReads
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ async def _search_history(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     return json.dumps(
         [
             {
-                "from": h["sender_name"],
-                "conversation": h["title"],
-                "at": h["sent_at"].isoformat(),
-                "text": h["text"][:500],
+                "from": h.sender_name,
+                "conversation": h.title,
+                "at": h.sent_at.isoformat(),
+                "text": h.text[:500],
             }
             for h in hits
         ]

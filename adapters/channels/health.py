@@ -7,9 +7,10 @@ and :func:`stay_linked` (link, report, back off; a refusal ends it as ``action_r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+import stamina
 
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -89,19 +90,19 @@ class Unreachable(Exception):
 
 
 class Backoff:
-    """Exponential waits between attempts: ``first``, doubled up to ``most``; ``reset`` when
-    an attempt worked."""
+    """The waits between a session's links: ``first``, doubled up to ``most`` (stamina's),
+    started over when ``reset`` says a link worked."""
 
     def __init__(self, first: float, most: float) -> None:
-        self._first, self._most = first, most
-        self.next_wait = first
+        self.first, self.most = first, most
+        self.worked = False
 
     def reset(self) -> None:
-        self.next_wait = self._first
+        self.worked = True
 
-    async def wait(self) -> None:
-        wait, self.next_wait = self.next_wait, min(self.next_wait * 2, self._most)
-        await asyncio.sleep(wait)
+
+class _Relink(Exception):
+    """A link ended without working: link again after the next wait."""
 
 
 async def stay_linked(
@@ -119,24 +120,50 @@ async def stay_linked(
     False to wait first; :class:`Refused` is reported ``action_required`` (and ends this);
     :class:`Unreachable` is reported ``degraded`` (``<kind>_unreachable``, ``unreachable``)
     and retried after the backoff. An error of the event store ends this with it.
+
+    The waits are stamina's, in rounds: stamina has no reset, so a link that worked
+    (``backoff.reset()`` or True) ends a round and the next starts from ``first``; a link
+    that worked and then failed is the first failure of the next round.
     """
+    ended_round: _Relink | None = None
     while True:
-        try:
-            at_once = await link()
-        except Refused as refused:
-            await reporter.report("action_required", refused.code, refused.message, action=refused.action)
-            log.warning(f"{kind}_link_refused", code=refused.code)
-            return
-        except Unreachable as exc:
-            code = exc.code or f"{kind}_unreachable"
-            await reporter.report("degraded", code, exc.message or unreachable)
-            log.warning(f"{kind}_link_failed", error=str(exc), retry_in=backoff.next_wait)
-            await backoff.wait()
-            continue
-        if at_once:
-            backoff.reset()
-        else:
-            await backoff.wait()  # closed before it was ready: do not hammer
+        async for attempt in stamina.retry_context(
+            on=_Relink,
+            attempts=None,
+            timeout=None,
+            wait_initial=backoff.first,
+            wait_max=backoff.most,
+            wait_jitter=0.0,
+        ):
+            with attempt:
+                if ended_round is not None:
+                    failed, ended_round = ended_round, None
+                    raise failed
+                backoff.worked = False
+                failure: _Relink | None = None
+                try:
+                    at_once = await link()
+                except Refused as refused:
+                    await reporter.report(
+                        "action_required", refused.code, refused.message, action=refused.action
+                    )
+                    log.warning(f"{kind}_link_refused", code=refused.code)
+                    return
+                except Unreachable as exc:
+                    code = exc.code or f"{kind}_unreachable"
+                    await reporter.report("degraded", code, exc.message or unreachable)
+                    retry_in = backoff.first if backoff.worked else attempt.next_wait
+                    log.warning(f"{kind}_link_failed", error=str(exc), retry_in=retry_in)
+                    failure = _Relink(str(exc))
+                else:
+                    backoff.worked = backoff.worked or at_once
+                    if not at_once:
+                        failure = _Relink("closed before it was ready")  # do not hammer
+                if backoff.worked:
+                    ended_round = failure
+                    break
+                if failure is not None:
+                    raise failure
 
 
 class ReportingSession:

@@ -23,10 +23,10 @@ from nats.aio.msg import Msg
 
 from adapters.nats.consume import consume
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
-from adapters.nats.event_store import EventStore
 from adapters.nats.pull import raise_if_cancelled
 from domain.commands import SEND_MESSAGE, SendMessage, failed_event, sent_event
 from domain.connectors import Connector, SendDeferred, SendRejected
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 
@@ -53,16 +53,16 @@ class ConnectorRuntime:
         nc: Client,
         connector: Connector,
         *,
+        store: EventStore,
         max_deliver: int = 5,
         backoff: tuple[float, ...] = DEFAULT_BACKOFF,
-        store: EventStore | None = None,
     ) -> None:
         self._nc = nc
         self.connector = connector
         self.consumer = consumer_name(connector.kind)
         self._max_deliver = max_deliver
         self._backoff = backoff or DEFAULT_BACKOFF
-        self._store = store or EventStore(nc)
+        self._store = store
         self._dead_letters = DeadLetters(nc.jetstream(timeout=10))
         self._actor = f"connector:{connector.kind}"
 

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from adapters.nats.errors import ConcurrencyConflict, EventStoreError
+from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.pull import PullStream, ack_position
 from domain import subjects
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event
+from domain.ports import Appended, Decide, StoredEvent, StoredRecord
+
+__all__ = ["EVENTS_STREAM", "Appended", "EventStore", "StoredEvent", "StoredRecord"]
 
 log = structlog.get_logger()
 
@@ -38,29 +40,6 @@ EVENTS_STREAM = "EVENTS"
 _STALL_LIMIT = 30.0  # seconds without a message while replaying what is known to be stored
 _WRONG_LAST_SEQUENCE = 10071
 _WRONG_LAST_SEQUENCE_CLUSTERED = 10164
-
-
-class Appended(msgspec.Struct, frozen=True):
-    event_id: str
-    seq: int
-    duplicate: bool = False
-
-
-class StoredRecord(msgspec.Struct, frozen=True):
-    """One message of the log as stored: its sequence, subject, bytes and headers."""
-
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None = None
-
-
-class StoredEvent(msgspec.Struct, frozen=True):
-    seq: int
-    event: Event
-
-
-Decide = Callable[[Sequence[Event]], Sequence[Event]]
 
 
 class EventStore:
@@ -241,7 +220,8 @@ class _PullReader:
         idle_timeout: float,
         follow: bool,
     ) -> None:
-        self._nc: Client = js._nc
+        self._api = JetStreamApi(js._nc)
+        self._cleanup_api = JetStreamApi(js._nc, timeout=5)  # closing waits less
         self._stream = stream
         self._subject = subject
         self._since = max(since, 1)
@@ -262,17 +242,10 @@ class _PullReader:
             "mem_storage": True,
             "num_replicas": 1,
         }
-        reply = await self._nc.request(
-            f"$JS.API.CONSUMER.CREATE.{self._stream}",
-            json.dumps({"stream_name": self._stream, "config": config}).encode(),
-            timeout=10,
-        )
-        created = json.loads(reply.data)
-        if "error" in created:
-            raise APIError.from_error(created["error"])
+        created = await self._api.create_ephemeral(self._stream, config)
         self._consumer = created["name"]
         self._pending_at_start = int(created.get("num_pending", 0))
-        self._pull = PullStream(self._nc, self._stream, created["name"], batch=self._batch)
+        self._pull = self._api.pull(self._stream, created["name"], batch=self._batch)
         await self._pull.start()
 
     async def records(self) -> AsyncIterator[StoredRecord]:
@@ -300,6 +273,4 @@ class _PullReader:
         if self._consumer is not None:
             # Unsubscribing does not delete the consumer; the inactive threshold would.
             with contextlib.suppress(Exception):
-                await self._nc.request(
-                    f"$JS.API.CONSUMER.DELETE.{self._stream}.{self._consumer}", b"", timeout=5
-                )
+                await self._cleanup_api.delete_consumer(self._stream, self._consumer)

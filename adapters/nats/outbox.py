@@ -19,12 +19,12 @@ from nats.aio.msg import Msg
 
 from adapters.nats.consume import consume
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
-from adapters.nats.event_store import EVENTS_STREAM, EventStore
+from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.pull import ack_position
 from domain import events as ev
-from domain.codec import EventCodec
 from domain.commands import SendMessage, dispatch
 from domain.errors import InvalidEvent
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 
@@ -33,11 +33,11 @@ _SEND_REQUESTED = "." + ev.MessageSendRequested.TYPE.replace(".", "_")
 
 
 class Outbox:
-    def __init__(self, nc: Client, *, codec: EventCodec | None = None) -> None:
+    def __init__(self, nc: Client, *, store: EventStore) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=10)
-        self._codec = codec or EventCodec()
-        self._store = EventStore(nc, codec=self._codec)
+        self._store = store
+        self._codec = store.codec
         self._dead_letters = DeadLetters(self._js)
         self.dispatched = 0
 

@@ -7,7 +7,6 @@ as-is (``$JS.API.STREAM.*``), with no unit conversion in between.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ import yaml
 from nats.aio.client import Client
 
 from adapters.nats.errors import StreamConfigError
+from adapters.nats.jetstream import JetStreamApi
 
 Action = Literal["created", "unchanged", "updated", "drift"]
 
@@ -72,10 +72,7 @@ def load_streams_file(path: Path) -> StreamsFile:
 
 
 async def _api(nc: Client, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = json.dumps(body).encode() if body is not None else b""
-    reply = await nc.request(f"$JS.API.{subject}", payload, timeout=10)
-    response: dict[str, Any] = json.loads(reply.data)
-    return response
+    return await JetStreamApi(nc).request(subject, body)
 
 
 def _differences(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:

@@ -43,6 +43,7 @@ from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.limits import client_ip
 from gateway.routes.webchat import new_widget_key, widget_events
+from projections import tenants_queries
 
 log = structlog.get_logger()
 
@@ -326,17 +327,12 @@ async def me(
 ) -> Me:
     await ctx.wait_for(min_seq, ("tenants",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT u.email, u.display_name, t.name AS tenant_name, t.plan FROM rm_tenants.tenants t"
-            " LEFT JOIN rm_tenants.users u ON u.user_id = %s WHERE t.tenant_id = %s",
-            (who.user_id, who.tenant_id),
-        )
-        row: dict[str, Any] | None = await cur.fetchone()
-    row = row or {}
+        found = await tenants_queries.account(conn, who.tenant_id, who.user_id)
+    if found is None:  # the read model lags a brand-new inbox
+        return Me(who.user_id, who.tenant_id, who.role, None, None, None, None)
     return Me(
-        who.user_id, who.tenant_id, who.role, row.get("email"), row.get("display_name"),
-        row.get("tenant_name"), row.get("plan"),
-    )  # fmt: skip
+        who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan
+    )
 
 
 @post("/me/identities", status_code=201)

@@ -43,7 +43,8 @@ from domain.models import (
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from projections.agents import configuration
+from projections import agents_queries, tenants_queries, usage_queries
+from projections.agents_queries import Agent
 
 log = structlog.get_logger()
 
@@ -71,18 +72,6 @@ class AgentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rules: Rules | None = None
     enabled: bool | None = None
     template: str | None = None
-
-
-class Agent(msgspec.Struct, frozen=True):
-    agent_id: str
-    name: str
-    model: str
-    system_prompt: str
-    tools: list[str]
-    rules: dict[str, Any]
-    enabled: bool
-    template: str | None
-    updated_at: datetime
 
 
 class AgentAccepted(msgspec.Struct, frozen=True):
@@ -198,11 +187,10 @@ def _template(name: str | None) -> ev.AgentConfiguredData:
 
 async def _current(ctx: GatewayContext, who: Caller, agent_id: str) -> ev.AgentConfiguredData:
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute("SELECT * FROM rm_agents.agents WHERE agent_id = %s", (agent_id,))
-        row = await cur.fetchone()
-    if row is None:
+        config = await agents_queries.agent_configuration(conn, agent_id)
+    if config is None:
         raise ApiError(404, "not_found", f"No agent {agent_id} in your inbox.", field="id")
-    return configuration(row)
+    return config
 
 
 async def _configure(
@@ -223,9 +211,7 @@ async def _configure(
 async def list_agents(ctx: Ctx, who: Who, min_seq: FromQuery[int | None] = None) -> list[Agent]:
     await ctx.wait_for(min_seq, ("agents",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id")
-        rows = await cur.fetchall()
-    return [msgspec.convert(r, Agent, strict=False) for r in rows]
+        return await agents_queries.agents(conn)
 
 
 @get("/agents/templates")
@@ -263,9 +249,8 @@ class OwnKeyStatus(msgspec.Struct, frozen=True):
 
 async def _plan(ctx: GatewayContext, who: Caller) -> str:
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute("SELECT plan FROM rm_tenants.tenants WHERE tenant_id = %s", (who.tenant_id,))
-        row = await cur.fetchone()
-    return str(row["plan"]) if row else "free"
+        plan = await tenants_queries.plan(conn, who.tenant_id)
+    return plan if plan is not None else "free"
 
 
 async def _change_plan(ctx: GatewayContext, who: Caller, plan: ev.Plan) -> AgentAccepted | None:
@@ -347,7 +332,7 @@ class _PreviewTools:
 async def _within_budget(ctx: GatewayContext, who: Caller) -> None:
     """Refuse a preview once the plan's model budget for the month is used up (as runs are)."""
     async with ctx.tenant(who.tenant_id) as conn:
-        plan, spent = await spend.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
+        plan, spent = await usage_queries.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
     if not policy.budget_left(plan, spent):
         raise ApiError(
             402,

@@ -33,6 +33,7 @@ from gateway.connections import WEBHOOKS_SQL, ChannelAccepted, GatewayHooks, may
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.routes.installs import OAUTH_STATES_SQL, install_routes
+from projections import connections_queries
 
 __all__ = ["OAUTH_STATES_SQL", "WEBHOOKS_SQL", "channels_router"]
 
@@ -105,14 +106,10 @@ async def app_webhook(ctx: Ctx, kind: FromPath[str], request: Request[Any, Any, 
 
 async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> str:
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT channel FROM rm_connections.connections WHERE connection_id = %s AND deleted_at IS NULL",
-            (connection_id,),
-        )
-        row = await cur.fetchone()
-    if row is None:
+        channel = await connections_queries.channel_of(conn, connection_id)
+    if channel is None:
         raise ApiError(404, "not_found", f"No channel {connection_id} in your inbox.", field="id")
-    return str(row["channel"])
+    return channel
 
 
 @delete("/channels/{connection_id:str}", status_code=202)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,78 +15,21 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from domain import events as ev
+from domain.reads import ConversationView
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
+from projections import connections_queries, inbox_queries, usage_queries
+from projections.connections_queries import Channel
+from projections.inbox_queries import SearchHit
+from projections.usage_queries import UsageDay
 
 MinSeq = Annotated[int | None, Parameter(ge=0, description="wait until the read models reach this seq")]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="page size (1-200)")]
 
 
-class Conversation(msgspec.Struct, frozen=True):
-    conversation_id: str
-    channel: str
-    connection_id: str
-    kind: str
-    title: str
-    agent_enabled: bool
-    pinned: bool
-    unread_count: int
-    message_count: int
-    last_message_at: datetime | None
-    last_message_preview: str | None
-    created_at: datetime
-
-
-class MediaRef(msgspec.Struct, frozen=True):
-    """A stored attachment; ``url`` serves it (authenticated like the rest of the API)."""
-
-    media_id: str
-    mime: str
-    size: int
-    url: str
-
-
-class Message(msgspec.Struct, frozen=True):
-    message_id: str
-    conversation_id: str
-    seq: int
-    direction: str
-    channel: str
-    sender_id: str
-    sender_name: str
-    text: str
-    sent_at: datetime
-    edited_at: datetime | None
-    deleted_at: datetime | None
-    status: str
-    agent_run_id: str | None
-    media: list[MediaRef] = []
-
-
-# A message's stored attachments as a JSON list of MediaRef.
-MEDIA_OF_MESSAGE = (
-    "coalesce((SELECT json_agg(json_build_object('media_id', d.media_id, 'mime', d.mime, 'size', d.size,"
-    " 'url', '/v1/media/' || d.media_id) ORDER BY d.media_id)"
-    " FROM rm_inbox.media d WHERE d.message_id = m.message_id), '[]')"
-)
-
-
 class Page(msgspec.Struct, frozen=True):
     items: list[Any]
     next_cursor: str | None
-
-
-class SearchHit(msgspec.Struct, frozen=True):
-    """``highlight`` is HTML: the message text escaped, matching words in ``<mark>``."""
-
-    message_id: str
-    conversation_id: str
-    conversation_title: str
-    channel: str
-    sender_name: str
-    sent_at: datetime
-    rank: float
-    highlight: str
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -100,23 +42,6 @@ class ConversationPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     agent_enabled: bool | None = None
     pinned: bool | None = None
     title: str | None = None
-
-
-class Channel(msgspec.Struct, frozen=True):
-    connection_id: str
-    channel: str
-    display_name: str
-    state: str
-    state_code: str | None
-    state_message: str | None
-    suggested_action: str | None
-    created_at: datetime
-
-
-class UsageDay(msgspec.Struct, frozen=True):
-    day: str
-    metric: str
-    quantity: int
 
 
 def _encode_cursor(*values: Any) -> str:
@@ -162,46 +87,27 @@ async def list_conversations(
 ) -> Page:
     """Most recently active first; ``next_cursor`` fetches the following page."""
     await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
-    where = ["tenant_id = %(tenant)s"]
-    params: dict[str, Any] = {"tenant": who.tenant_id, "limit": limit + 1}
-    if channel is not None:
-        where.append("channel = %(channel)s")
-        params["channel"] = channel
-    if unread is not None:
-        where.append("(unread_count > 0) = %(unread)s")
-        params["unread"] = unread
-    if agent_enabled is not None:
-        where.append("agent_enabled = %(agent)s")
-        params["agent"] = agent_enabled
+    before: tuple[datetime, str] | None = None
     if cursor:
         active_at, conversation_id = _decode_cursor(cursor, datetime, str)
-        where.append("(coalesce(last_message_at, created_at), conversation_id) < (%(c_at)s, %(c_id)s)")
-        params |= {"c_at": active_at, "c_id": conversation_id}
-    query = (
-        "SELECT *, coalesce(last_message_at, created_at) AS active_at FROM rm_inbox.conversations"
-        f" WHERE {' AND '.join(where)}"
-        " ORDER BY coalesce(last_message_at, created_at) DESC, conversation_id DESC LIMIT %(limit)s"
-    )
+        before = (active_at, conversation_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        rows = await (await conn.execute(query, params)).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [msgspec.convert(r, Conversation, from_attributes=False, strict=False) for r in rows]
-    last = rows[-1] if rows and more else None
-    return Page(items, _encode_cursor(last["active_at"], last["conversation_id"]) if last else None)
+        items = await inbox_queries.conversations(
+            conn, who.tenant_id, limit=limit + 1, channel=channel, unread=unread,
+            agent_enabled=agent_enabled, before=before,
+        )  # fmt: skip
+    more = len(items) > limit
+    items = items[:limit]
+    last = items[-1] if items and more else None
+    return Page(items, _encode_cursor(last.active_at, last.conversation_id) if last else None)
 
 
-async def _conversation_or_404(ctx: Ctx, who: Who, conversation_id: str) -> dict[str, Any]:
+async def _conversation_or_404(ctx: Ctx, who: Who, conversation_id: str) -> ConversationView:
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT conversation_id, connection_id, channel FROM rm_inbox.conversations"
-            " WHERE conversation_id = %s AND tenant_id = %s",
-            (conversation_id, who.tenant_id),
-        )
-        row: dict[str, Any] | None = await cur.fetchone()
-    if row is None:
+        found = await inbox_queries.conversation(conn, who.tenant_id, conversation_id)
+    if found is None:
         raise ApiError(404, "not_found", f"No conversation {conversation_id} in your inbox.", field="id")
-    return row
+    return found
 
 
 @get("/conversations/{conversation_id:str}/messages")
@@ -214,26 +120,16 @@ async def list_messages(
     min_seq: MinSeq = None,
 ) -> Page:
     """Newest first; ``next_cursor`` pages back in time."""
-    params: dict[str, Any] = {"tenant": who.tenant_id, "conversation": conversation_id, "limit": limit + 1}
-    before = ""
-    if cursor:
-        (params["before"],) = _decode_cursor(cursor, int)
-        before = "AND m.seq < %(before)s"
+    before_seq = _decode_cursor(cursor, int)[0] if cursor else None
     await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
     await _conversation_or_404(ctx, who, conversation_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        rows = await (
-            await conn.execute(
-                f"SELECT m.*, {MEDIA_OF_MESSAGE} AS media FROM rm_inbox.messages m"
-                " WHERE m.tenant_id = %(tenant)s"
-                f" AND m.conversation_id = %(conversation)s {before} ORDER BY m.seq DESC LIMIT %(limit)s",
-                params,
-            )
-        ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [msgspec.convert(r, Message, strict=False) for r in rows]
-    return Page(items, _encode_cursor(rows[-1]["seq"]) if more and rows else None)
+        items = await inbox_queries.messages(
+            conn, who.tenant_id, conversation_id, limit=limit + 1, before_seq=before_seq
+        )
+    more = len(items) > limit
+    items = items[:limit]
+    return Page(items, _encode_cursor(items[-1].seq) if more and items else None)
 
 
 @patch("/conversations/{conversation_id:str}", status_code=202)
@@ -271,41 +167,14 @@ async def search(
     """Full-text search over your messages, best matches first, with the matching words marked."""
     await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT m.message_id, m.conversation_id, c.title AS conversation_title, m.channel,"
-                " m.sender_name, m.sent_at, ts_rank(m.search, query) AS rank,"
-                " ts_headline('simple', m.text, query, 'StartSel=\x02,StopSel=\x03') AS highlight"
-                " FROM rm_inbox.messages m JOIN rm_inbox.conversations c USING (conversation_id),"
-                " websearch_to_tsquery('simple', %(q)s) query"
-                " WHERE m.tenant_id = %(tenant)s AND m.deleted_at IS NULL AND m.search @@ query"
-                " ORDER BY rank DESC, m.seq DESC LIMIT %(limit)s",
-                {"q": q, "tenant": who.tenant_id, "limit": limit},
-            )
-        ).fetchall()
-    return [
-        msgspec.convert(r | {"highlight": _safe_highlight(r["highlight"])}, SearchHit, strict=False)
-        for r in rows
-    ]
-
-
-def _safe_highlight(text: str) -> str:
-    """Message text is untrusted: escape it, then mark the matches (``<mark>…</mark>``)."""
-    return html.escape(text).replace("\x02", "<mark>").replace("\x03", "</mark>")
+        return await inbox_queries.search(conn, who.tenant_id, q, limit=limit)
 
 
 @get("/channels")
 async def list_channels(ctx: Ctx, who: Who, min_seq: MinSeq = None) -> list[Channel]:
     await ctx.wait_for(min_seq, ("connections",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT * FROM rm_connections.connections WHERE tenant_id = %s AND deleted_at IS NULL"
-                " ORDER BY created_at",
-                (who.tenant_id,),
-            )
-        ).fetchall()
-    return [msgspec.convert(r, Channel, strict=False) for r in rows]
+        return await connections_queries.channels(conn, who.tenant_id)
 
 
 @get("/usage")
@@ -318,14 +187,7 @@ async def usage(
     """Metered usage per day and metric, most recent first."""
     await ctx.wait_for(min_seq, ("usage",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT day::text AS day, metric, quantity FROM rm_usage.usage_daily WHERE tenant_id = %s"
-                " AND day > current_date - %s ORDER BY day DESC, metric",
-                (who.tenant_id, days),
-            )
-        ).fetchall()
-    return [msgspec.convert(r, UsageDay) for r in rows]
+        return await usage_queries.usage_days(conn, who.tenant_id, days)
 
 
 inbox_router = Router(

@@ -31,6 +31,7 @@ from gateway.auth import Caller
 from gateway.connections import GatewayHooks, may_connect, need_vault, record
 from gateway.context import Ctx, GatewayContext, Who
 from gateway.errors import ApiError
+from projections import tenants_queries
 
 log = structlog.get_logger()
 
@@ -225,16 +226,10 @@ async def oauth_confirm(
 async def _inbox_names(ctx: GatewayContext, tenant_id: str) -> tuple[str, str | None]:
     """An inbox's name and its owner's e-mail, to show whose inbox an install joins."""
     async with ctx.tenant(tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT t.name, (SELECT u.email FROM rm_tenants.members m JOIN rm_tenants.users u"
-            " ON u.user_id = m.user_id WHERE m.tenant_id = t.tenant_id AND m.role = 'owner'"
-            " ORDER BY m.added_at LIMIT 1) AS owner_email FROM rm_tenants.tenants t WHERE t.tenant_id = %s",
-            (tenant_id,),
-        )
-        row = await cur.fetchone()
-    if row is None:  # the read model lags a brand-new inbox
+        names = await tenants_queries.inbox_names(conn, tenant_id)
+    if names is None:  # the read model lags a brand-new inbox
         return tenant_id, None
-    return str(row["name"]), row["owner_email"]
+    return names.name, names.owner_email
 
 
 def _confirm_page(provider: str, action: str, form: InstallConfirm, inbox: str, owner: str | None) -> str:

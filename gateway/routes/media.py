@@ -12,6 +12,7 @@ from litestar.params import FromPath
 
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
+from projections import inbox_queries
 
 _INLINE = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
@@ -20,18 +21,16 @@ _INLINE = ("image/jpeg", "image/png", "image/gif", "image/webp")
 async def media(ctx: Ctx, who: Who, media_id: FromPath[str]) -> Response[bytes]:
     """A photo or document from a conversation (``?access_token=`` works for <img>)."""
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT mime, storage_key FROM rm_inbox.media WHERE media_id = %s AND tenant_id = %s",
-            (media_id, who.tenant_id),
-        )
-        row = await cur.fetchone()
-    content = await ctx.media.get(row["storage_key"]) if row is not None and ctx.media is not None else None
-    if row is None or content is None:
+        stored = await inbox_queries.media_file(conn, who.tenant_id, media_id)
+    content = (
+        await ctx.media.get(stored.storage_key) if stored is not None and ctx.media is not None else None
+    )
+    if stored is None or content is None:
         raise ApiError(404, "not_found", f"No media {media_id} in your inbox.", field="id")
-    inline = row["mime"] in _INLINE
+    inline = stored.mime in _INLINE
     return Response(
         content,
-        media_type=row["mime"] if inline else "application/octet-stream",
+        media_type=stored.mime if inline else "application/octet-stream",
         headers={
             "Cache-Control": "no-store",  # a private attachment: kept by no cache
             "X-Content-Type-Options": "nosniff",

@@ -14,7 +14,7 @@ a crash between the append and the commit names the same message.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Router, post
@@ -23,9 +23,11 @@ from litestar.params import HeaderParameter, JSONBody
 
 from domain import events as ev
 from domain import ids
+from domain.reads import ConversationView
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
+from projections import inbox_queries, tenants_queries
 
 MAX_TEXT = 4000
 MAX_KEY = 200
@@ -82,23 +84,23 @@ def _key(header: str | None) -> str | None:
     return key
 
 
-async def _recipient(ctx: GatewayContext, who: Caller, conversation_id: str) -> dict[str, Any]:
+class _Recipient(msgspec.Struct, frozen=True):
+    conversation: ConversationView
+    sender_name: str  # the person sending, as the conversation shows them
+
+
+async def _recipient(ctx: GatewayContext, who: Caller, conversation_id: str) -> _Recipient:
     async with ctx.tenant(who.tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT c.channel, c.connection_id, c.external_id, u.display_name"
-            " FROM rm_inbox.conversations c LEFT JOIN rm_tenants.users u ON u.user_id = %s"
-            " WHERE c.conversation_id = %s AND c.tenant_id = %s",
-            (who.user_id, conversation_id, who.tenant_id),
-        )
-        row: dict[str, Any] | None = await cur.fetchone()
-    if row is None:
+        found = await inbox_queries.conversation(conn, who.tenant_id, conversation_id)
+        name = await tenants_queries.display_name(conn, who.user_id) if found is not None else None
+    if found is None:
         raise ApiError(
             404, "not_found", f"No conversation {conversation_id} in your inbox.", field="conversation_id"
         )
-    return row
+    return _Recipient(found, name or "You")
 
 
-def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: dict[str, Any]) -> ev.Event:
+def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: _Recipient) -> ev.Event:
     return ev.new_event(
         ev.MessageSendRequested,
         tenant_id=who.tenant_id,
@@ -106,11 +108,11 @@ def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: 
         actor=f"user:{who.user_id}",
         data=ev.MessageSendRequestedData(
             message_id=message_id,
-            connection_id=to["connection_id"],
-            channel=to["channel"],
-            to=to["external_id"],
+            connection_id=to.conversation.connection_id,
+            channel=to.conversation.channel,
+            to=to.conversation.external_id,
             text=text,
-            sender=ev.Sender(id=f"user:{who.user_id}", name=to["display_name"] or "You"),
+            sender=ev.Sender(id=f"user:{who.user_id}", name=to.sender_name),
             reply_to_message_id=data.reply_to_message_id,
         ),
     )

@@ -102,6 +102,10 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         servers = _children(up.pid)
         assert len(servers) == 2  # nats-server and the postmaster
         _assert_locked_down(data, stack, log)
+        while "Moltbot is running." not in log.read_text():
+            assert time.monotonic() < deadline, "no banner"
+            time.sleep(0.1)
+        _assert_first_start_is_clean(log.read_text(), gateway_port)
 
         second = _moltbot(data, "up", timeout=30)
         assert second.returncode == 1
@@ -150,6 +154,21 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert restarted.returncode == 0, log.read_text()[-2000:]
     assert "stack_stopped" in log.read_text()
     assert not any(_alive(pid) for pid in servers)
+
+
+def _assert_first_start_is_clean(output: str, gateway_port: int) -> None:
+    """A fresh start logs nothing at warning level or above, and once ready says
+    where the inbox is, where the data lives, which model answers and what to try next."""
+    for line in output.splitlines():
+        if line.startswith("{"):
+            assert json.loads(line)["level"] not in ("warning", "error", "critical"), line
+        else:  # the banner, and the web server's own log lines ("INFO - ...")
+            assert not line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")), line
+    banner = output[output.index("Moltbot is running.") :]
+    assert f"inbox  http://127.0.0.1:{gateway_port}" in banner
+    assert "data   " in banner and "stack" in banner
+    assert "agent  offline-1" in banner  # no MOLTBOT_ANTHROPIC_API_KEY in the test's environment
+    assert "login --signup" in banner
 
 
 def _assert_locked_down(data: Path, stack: dict[str, str], log: Path) -> None:

@@ -14,11 +14,12 @@ import httpx
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
-from adapters.agent.reads import AgentReads
 from adapters.nats.connection import connection
+from adapters.nats.event_store import EventStore
 from domain import events as ev
 from domain.models import KNOWN_MODELS
 from gateway.auth import Caller, Tokens
+from projections.agent_reads import AgentReads
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _replies, _runs, _sse, _until
 from tests.integration.test_gateway import _auth, _signup
@@ -194,7 +195,7 @@ async def test_a_flooded_conversation_gets_a_bounded_number_of_runs(
     try:
         async with connection(stack.nats_url, name="test-agent") as nc:
             settings = AgentSettings(debounce=0.3, agent_runs_per_conversation=2)
-            orchestrator = Orchestrator(nc, reads, agent_models, settings=settings)
+            orchestrator = Orchestrator(nc, reads, agent_models, store=EventStore(nc), settings=settings)
             running = asyncio.create_task(orchestrator.run())
             try:
                 owner = await _signup(api, "flood-shop@example.com")

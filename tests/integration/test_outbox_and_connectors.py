@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client
 
 from adapters.channels.runtime import ConnectorRuntime
+from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
@@ -53,8 +54,8 @@ class ScriptedProvider:
 async def _running(
     stack: Stack, nc: Client, provider: ScriptedProvider, max_deliver: int = 3
 ) -> AsyncIterator[None]:
-    runtime = ConnectorRuntime(nc, provider, max_deliver=max_deliver, backoff=(0.05,))
-    tasks = [asyncio.create_task(Outbox(nc).run()), asyncio.create_task(runtime.run())]
+    runtime = ConnectorRuntime(nc, provider, store=EventStore(nc), max_deliver=max_deliver, backoff=(0.05,))
+    tasks = [asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()), asyncio.create_task(runtime.run())]
     async with stack.projections([by_name("inbox")]):
         yield
     for task in tasks:
@@ -200,8 +201,8 @@ async def test_a_slow_provider_keeps_its_command_and_sends_once(stack: Stack, nc
 
     provider = SlowProvider(lambda attempt: None)
     conversation = await _conversation(stack)
-    runtime = ConnectorRuntime(nc, provider)  # the consumer as streams.yaml declares it
-    tasks = [asyncio.create_task(Outbox(nc).run()), asyncio.create_task(runtime.run())]
+    runtime = ConnectorRuntime(nc, provider, store=EventStore(nc))  # the consumer as streams.yaml declares it
+    tasks = [asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()), asyncio.create_task(runtime.run())]
     try:
         async with stack.projections([by_name("inbox")]):
             message_id = await _request(stack, conversation, "worth the wait")

@@ -1,0 +1,74 @@
+"""The one way into a tenant's rows, and the one wait for the read models.
+
+The gateway and the agent read as the confined role (``SET ROLE moltbot_gateway``) in a
+transaction whose ``moltbot.tenant_id`` setting row-level security holds every query to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from adapters.postgres.database import Connection
+
+
+def pool(database_url: str, *, max_size: int, confined: bool = True) -> AsyncConnectionPool[Any]:
+    """A pool (opened by the caller) of autocommit connections with rows as dicts; ``confined``:
+    each connection acts as the confined role, so only its tenant's rows are visible."""
+
+    async def as_confined_role(conn: Connection) -> None:
+        await conn.execute("SET ROLE moltbot_gateway")  # database.CONFINED_ROLE
+
+    return AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        configure=as_confined_role if confined else None,
+        kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+    )
+
+
+@contextlib.asynccontextmanager
+async def tenant_transaction(
+    connections: AsyncConnectionPool[Any], tenant_id: str
+) -> AsyncIterator[Connection]:
+    """A transaction that row-level security confines to ``tenant_id``."""
+    async with connections.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+        yield conn
+
+
+async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[str, ...]) -> int:
+    """The lowest live checkpoint among ``read_models`` (0 while one has none), a pooled
+    connection held only for the look."""
+    names = sorted(set(read_models))
+    async with connections.connection() as conn:
+        cur = await conn.execute(
+            "SELECT CASE WHEN count(*) = %s THEN min(last_seq) ELSE 0 END AS seq"
+            " FROM moltbot.projection_checkpoints WHERE slot = 'live' AND projection = ANY(%s)",
+            (len(names), names),
+        )
+        row = await cur.fetchone()
+    return int(row["seq"] or 0) if row is not None else 0
+
+
+async def wait_for_seq(
+    connections: AsyncConnectionPool[Any], seq: int, read_models: tuple[str, ...], *, within: float
+) -> bool:
+    """Whether every read model in ``read_models`` has applied ``seq``, looking again (with a
+    growing pause, no connection held between looks) for up to ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pause = 0.01
+    while await applied_seq(connections, read_models) < seq:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return True

@@ -1,0 +1,87 @@
+"""What the services need from the outside, as Protocols (ports); ``adapters/`` implement them
+and the composition root (``moltbot/roles.py``) passes them in.
+
+``EventStore`` is the event log as the services use it: append (one, many, or by the decide
+loop), the last message on a subject, the last sequence, and replay. Its records are plain
+msgspec Structs, so the domain and the services stay free of NATS types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from domain import subjects
+from domain.codec import EventCodec
+from domain.events import Event
+
+
+class Appended(msgspec.Struct, frozen=True):
+    event_id: str
+    seq: int
+    duplicate: bool = False
+
+
+class StoredRecord(msgspec.Struct, frozen=True):
+    """One message of the log as stored: its sequence, subject, bytes and headers."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None = None
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    event: Event
+
+
+Decide = Callable[[Sequence[Event]], Sequence[Event]]
+
+
+class EventStore(Protocol):
+    """The event log (adapters/nats/event_store.py is the JetStream one)."""
+
+    @property
+    def codec(self) -> EventCodec: ...
+
+    async def append(self, event: Event, *, expected_seq: int | None = None) -> Appended:
+        """Append one event; ``expected_seq`` is the aggregate's last sequence (0 = new)."""
+        ...
+
+    async def append_many(self, events: Sequence[Event]) -> list[Appended]:
+        """Append events in the order given."""
+        ...
+
+    async def update(
+        self, tenant_id: str, aggregate: str, aggregate_id: str, decide: Decide, *, attempts: int = 5
+    ) -> list[Appended]:
+        """Load an aggregate, decide, append with the expected sequence; retry on conflict."""
+        ...
+
+    async def last_on(self, subject: str) -> StoredRecord | None:
+        """The last message stored on ``subject`` (wildcards allowed), or None."""
+        ...
+
+    async def get(self, seq: int) -> Event | None:
+        """The event stored at ``seq``, or None."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The sequence of the log's last message (0 when empty)."""
+        ...
+
+    def read(
+        self,
+        *,
+        since: int = 1,
+        subject: str = subjects.ALL_EVENTS,
+        until_seq: int | None = None,
+        follow: bool = False,
+        batch: int = 1000,
+        idle_timeout: float = 1.0,
+    ) -> AsyncIterator[StoredRecord]:
+        """Stored messages from ``since`` matching ``subject``, in order (see the adapter)."""
+        ...

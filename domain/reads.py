@@ -1,0 +1,94 @@
+"""What the agent and the connectors read from the read models, as ports: the projections
+implement them (``projections/agent_reads.py``, ``projections/connection_reads.py``) and the
+composition root passes them in, so no adapter knows a read-model table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from domain import events as ev
+
+
+class ConversationView(msgspec.Struct, frozen=True):
+    """What answering or writing into a conversation needs to know of it."""
+
+    conversation_id: str
+    channel: str
+    connection_id: str
+    kind: str
+    external_id: str
+    agent_enabled: bool
+
+
+class AgentView(msgspec.Struct, frozen=True):
+    agent_id: str
+    config: ev.AgentConfiguredData
+
+
+class PastMessage(msgspec.Struct, frozen=True):
+    message_id: str
+    direction: str  # in, out
+    sender_name: str
+    text: str
+    sent_at: datetime
+
+
+class FoundMessage(msgspec.Struct, frozen=True):
+    """A message the agent's history search found, with its conversation's title."""
+
+    sender_name: str
+    text: str
+    sent_at: datetime
+    title: str
+
+
+class AgentReads(Protocol):
+    """The agent's reads, each confined to one tenant (row-level security)."""
+
+    async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
+        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds)."""
+        ...
+
+    async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None: ...
+
+    async def agent(self, tenant_id: str) -> AgentView | None:
+        """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
+        ...
+
+    async def plan_and_spend(self, tenant_id: str, now: datetime) -> tuple[str, int]:
+        """The tenant's plan and its model spend this calendar month (micro-dollars)."""
+        ...
+
+    async def runs_requested_since(
+        self, tenant_id: str, conversation_id: str, since: datetime, *, other_than: str
+    ) -> int:
+        """How many agent runs other than ``other_than`` were requested in the conversation
+        at or after ``since``."""
+        ...
+
+    async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
+        """The conversation's latest messages, oldest first (deleted ones left out)."""
+        ...
+
+    async def search(
+        self, tenant_id: str, query: str, *, conversation_id: str | None, limit: int = 5
+    ) -> list[FoundMessage]:
+        """The best matches for ``query`` in one conversation, or in the whole inbox when
+        ``conversation_id`` is None (the caller decides which; see ``domain.agent.search_scope``)."""
+        ...
+
+
+class ConnectionReads(Protocol):
+    """What connectors look up about connections, across every tenant."""
+
+    async def live(self, channel: str) -> set[str]:
+        """Connections of ``channel`` that should have a session: not deleted, not waiting
+        for a person to act (a revoked token stays down until it is connected again)."""
+        ...
+
+    async def owner(self, connection_id: str) -> str | None:
+        """The tenant a connection belongs to, or None when there is no such connection."""
+        ...

@@ -1,0 +1,61 @@
+"""The ``moltbot`` command line.
+
+Every command finds the servers through ``--data DIR`` (the folder ``moltbot up`` runs
+in, default ``./.moltbot``) or ``MOLTBOT_NATS_URL`` / ``MOLTBOT_DATABASE_URL``.
+
+One module per command group: ``run`` (``up`` and the single roles), ``inbox`` (the API
+client commands), ``streams`` (with ``nats``), ``events``, ``vault``, ``projections``;
+``common`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from moltbot import client, logs
+from moltbot.cli import events, inbox, projections, run, streams, vault
+from moltbot.cli.common import CommandError
+from moltbot.roles import GatewayStartError
+from moltbot.settings import NoStackError, Settings
+from moltbot.stack import StackAlreadyRunning
+
+__all__ = ["CommandError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moltbot",
+        description="Moltbot Cloud: one AI assistant across all your messaging apps.",
+        epilog="Servers are found through --data DIR (where `moltbot up` runs) or the"
+        " MOLTBOT_NATS_URL and MOLTBOT_DATABASE_URL environment variables.",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data folder of the embedded stack (default: $MOLTBOT_DATA_DIR or ./.moltbot)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (run, inbox, streams, events, vault, projections):  # the order `--help` lists them in
+        group.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load(os.environ, data_dir=args.data)
+    except ValueError as exc:
+        print(f"moltbot: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        exit_code: int = asyncio.run(args.handler(settings, args))
+        return exit_code
+    except KeyboardInterrupt:
+        return 130
+    except (CommandError, NoStackError, StackAlreadyRunning, client.ClientError, GatewayStartError) as exc:
+        print(f"moltbot: {exc}", file=sys.stderr)
+        return 1

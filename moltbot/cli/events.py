@@ -1,0 +1,128 @@
+"""``moltbot events``: read, export and import the event log."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from adapters.nats.event_store import EventStore
+from domain.errors import DomainError
+from moltbot import event_files
+from moltbot.cli.common import CommandError, add, event_store, event_subject
+from moltbot.settings import Settings
+
+
+async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise CommandError(f"{path}: no such file")
+    lines = path.read_bytes().splitlines()
+    async with event_store(settings) as store:
+        with tqdm(total=len(lines), unit="ev", desc="import", file=sys.stderr, disable=args.quiet) as bar:
+            report = await event_files.import_events(
+                store, lines, skip_invalid=args.skip_invalid, progress=bar.update
+            )
+    for error in report.invalid[:50]:
+        print(f"{path}:{error}", file=sys.stderr)
+    if len(report.invalid) > 50:
+        print(f"... and {len(report.invalid) - 50} more invalid lines", file=sys.stderr)
+    if report.invalid and not args.skip_invalid:
+        print(
+            f"Imported nothing: {len(report.invalid)} of {report.lines} lines are invalid."
+            " Fix them, or pass --skip-invalid to import the valid ones.",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"Imported {report.imported} events ({report.duplicates} already present,"
+        f" {len(report.invalid)} invalid lines skipped)."
+    )
+    return 0
+
+
+async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int:
+    async with event_store(settings) as store:
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
+            count = 0
+            async for _ in event_files.export_events(
+                store, out, subject=event_subject(args), since=args.since
+            ):
+                count += 1
+            out.flush()
+    print(f"Exported {count} events.", file=sys.stderr)
+    return 0
+
+
+async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    async with event_store(settings) as store:
+        since = args.since
+        if since is None:
+            since = max(await store.last_seq() - args.last + 1, 1)
+        shown = 0
+        async for record in store.read(since=since, subject=event_subject(args), follow=args.follow):
+            shown += 1
+            if args.json:
+                sys.stdout.buffer.write(event_files.export_line(record))
+            else:
+                print(_describe(store, record))
+            sys.stdout.flush()
+    if not shown:  # on stderr: with --json, stdout stays JSON lines
+        tenant = f" for tenant {args.tenant}" if args.tenant else ""
+        print(f"No events{tenant} from seq {since} on.", file=sys.stderr)
+    return 0
+
+
+def _describe(store: EventStore, record: Any) -> str:
+    try:
+        event = store.codec.decode(record.data)
+    except DomainError as exc:
+        return f"{record.seq:>8}  {'?':<27} {'(invalid)':<28} {record.subject}  {exc}"
+    return (
+        f"{record.seq:>8}  {event.occurred_at.isoformat(timespec='milliseconds'):<27}"
+        f" {event.type:<28} {event.tenant_id} {event.aggregate_id}  {event.actor}"
+    )
+
+
+async def cmd_events_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.loadgen import generate
+
+    events = list(generate(args.count, tenants=args.tenants, seed=args.seed))
+    async with event_store(settings) as store:
+        with tqdm(total=len(events), unit="ev", desc="append", file=sys.stderr) as bar:
+            for start in range(0, len(events), 2000):
+                results = await store.append_many(events[start : start + 2000])
+                bar.update(len(results))
+    print(f"Appended {len(events)} events.")
+    return 0
+
+
+def register(commands: Any) -> None:
+    events = commands.add_parser("events", help="read, export and import the event log").add_subparsers(
+        dest="events_command", metavar="ACTION", required=True
+    )
+    imp = add(events, "import", cmd_events_import, "Append the events of a JSON-lines file, in order.")
+    imp.add_argument("file", help="JSON lines, one event envelope per line (as `events export` writes)")
+    imp.add_argument(
+        "--skip-invalid", action="store_true", help="import the valid lines even if some are not"
+    )
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp = add(events, "export", cmd_events_export, "Write events as JSON lines, each with its stream seq.")
+    exp.add_argument("--tenant", help="only this tenant's events")
+    exp.add_argument("--since", type=int, default=1, metavar="SEQ", help="first sequence (default 1)")
+    exp.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    tail = add(events, "tail", cmd_events_tail, "Show the latest events; --follow waits for new ones.")
+    tail.add_argument("--tenant", help="only this tenant's events")
+    tail.add_argument("--since", type=int, metavar="SEQ", help="start at this sequence")
+    tail.add_argument("--last", type=int, default=20, metavar="N", help="without --since: the last N (20)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    tail.add_argument("--json", action="store_true", help="print JSON lines (the export format)")
+    gen = add(events, "generate", cmd_events_generate, "Append synthetic inbox traffic (demo and load).")
+    gen.add_argument("count", type=int, help="number of events")
+    gen.add_argument("--tenants", type=int, default=5)
+    gen.add_argument("--seed", type=int, default=7)

@@ -1,0 +1,74 @@
+"""The agent's reads (``domain.reads.AgentReads``) from the read models, each confined to
+one tenant by row-level security (the same role and setting the gateway uses)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from adapters.agent import byok
+from adapters.postgres import tenancy
+from adapters.vault.cipher import Keyring
+from domain.reads import AgentView, ConversationView, FoundMessage, PastMessage
+from projections import agents_queries, inbox_queries, usage_queries
+
+
+class AgentReads:
+    def __init__(self, database_url: str, *, max_size: int = 8) -> None:
+        self.pool: AsyncConnectionPool[Any] = tenancy.pool(database_url, max_size=max_size)
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
+        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds)."""
+        return await tenancy.wait_for_seq(self.pool, seq, read_models, within=wait)
+
+    async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None:
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await inbox_queries.conversation(conn, tenant_id, conversation_id)
+
+    async def agent(self, tenant_id: str) -> AgentView | None:
+        """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await agents_queries.first_agent(conn)
+
+    async def plan_and_spend(self, tenant_id: str, now: datetime) -> tuple[str, int]:
+        """The tenant's plan and its model spend this calendar month (micro-dollars)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await usage_queries.plan_and_spend(conn, tenant_id, now)
+
+    async def runs_requested_since(
+        self, tenant_id: str, conversation_id: str, since: datetime, *, other_than: str
+    ) -> int:
+        """How many agent runs other than ``other_than`` were requested in the conversation
+        at or after ``since``."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await agents_queries.runs_requested_since(
+                conn, conversation_id, since, other_than=other_than
+            )
+
+    async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
+        """The conversation's latest messages, oldest first (deleted ones left out)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await inbox_queries.recent_messages(conn, conversation_id, limit)
+
+    async def own_anthropic_key(self, tenant_id: str, keyring: Keyring) -> str | None:
+        """The tenant's own Anthropic key (BYOK), opened from the vault, or None."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await byok.read_key(conn, keyring, tenant_id)
+
+    async def search(
+        self, tenant_id: str, query: str, *, conversation_id: str | None, limit: int = 5
+    ) -> list[FoundMessage]:
+        """The best matches for ``query`` in one conversation, or in the whole inbox when
+        ``conversation_id`` is None (the caller decides which; see ``domain.agent.search_scope``)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await inbox_queries.find_messages(
+                conn, query, conversation_id=conversation_id, limit=limit
+            )

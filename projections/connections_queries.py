@@ -1,0 +1,62 @@
+"""Queries on the connections read model (``projections/connections.py``): a tenant's
+channels, and what connectors look up across tenants. Each takes a connection: in a
+tenant's transaction for the gateway, as the owner role for connectors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from adapters.postgres.database import Connection
+
+
+class Channel(msgspec.Struct, frozen=True):
+    connection_id: str
+    channel: str
+    display_name: str
+    state: str
+    state_code: str | None
+    state_message: str | None
+    suggested_action: str | None
+    created_at: datetime
+
+
+async def channels(conn: Connection, tenant_id: str) -> list[Channel]:
+    """The tenant's connections that are not removed, oldest first."""
+    cur = await conn.execute(
+        "SELECT * FROM rm_connections.connections WHERE tenant_id = %s AND deleted_at IS NULL"
+        " ORDER BY created_at",
+        (tenant_id,),
+    )
+    return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
+
+
+async def channel_of(conn: Connection, connection_id: str) -> str | None:
+    """The kind of a connection that is not removed, or None."""
+    cur = await conn.execute(
+        "SELECT channel FROM rm_connections.connections WHERE connection_id = %s AND deleted_at IS NULL",
+        (connection_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row["channel"])
+
+
+async def live(conn: Connection, channel: str) -> set[str]:
+    """Connections of ``channel`` that should have a session: not deleted, not waiting
+    for a person to act (a revoked token stays down until it is connected again)."""
+    cur = await conn.execute(
+        "SELECT connection_id FROM rm_connections.connections"
+        " WHERE channel = %s AND deleted_at IS NULL AND state <> 'action_required'",
+        (channel,),
+    )
+    return {row["connection_id"] for row in await cur.fetchall()}
+
+
+async def owner(conn: Connection, connection_id: str) -> str | None:
+    """The tenant of a connection (removed or not), or None."""
+    cur = await conn.execute(
+        "SELECT tenant_id FROM rm_connections.connections WHERE connection_id = %s", (connection_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row["tenant_id"])

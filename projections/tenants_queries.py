@@ -1,0 +1,68 @@
+"""Queries on the tenants read model (``projections/tenants.py``): inboxes, their people and
+plans. Each takes a connection already in a tenant's transaction and answers with Structs."""
+
+from __future__ import annotations
+
+import msgspec
+
+from adapters.postgres.database import Connection
+
+
+class Account(msgspec.Struct, frozen=True):
+    """A person as a member of an inbox (the person's fields are None until the read model has them)."""
+
+    email: str | None
+    display_name: str | None
+    tenant_name: str
+    plan: str
+
+
+class InboxNames(msgspec.Struct, frozen=True):
+    name: str
+    owner_email: str | None  # the first owner's
+
+
+async def member_role(conn: Connection, tenant_id: str, user_id: str) -> str | None:
+    """The user's role in the tenant, or None when not a member."""
+    cur = await conn.execute(
+        "SELECT role FROM rm_tenants.members WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row["role"])
+
+
+async def account(conn: Connection, tenant_id: str, user_id: str) -> Account | None:
+    """The inbox with the person's name and e-mail; None while the inbox is not in the read model."""
+    cur = await conn.execute(
+        "SELECT u.email, u.display_name, t.name AS tenant_name, t.plan FROM rm_tenants.tenants t"
+        " LEFT JOIN rm_tenants.users u ON u.user_id = %s WHERE t.tenant_id = %s",
+        (user_id, tenant_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, Account)
+
+
+async def inbox_names(conn: Connection, tenant_id: str) -> InboxNames | None:
+    """An inbox's name and its owner's e-mail, to show whose inbox an install joins."""
+    cur = await conn.execute(
+        "SELECT t.name, (SELECT u.email FROM rm_tenants.members m JOIN rm_tenants.users u"
+        " ON u.user_id = m.user_id WHERE m.tenant_id = t.tenant_id AND m.role = 'owner'"
+        " ORDER BY m.added_at LIMIT 1) AS owner_email FROM rm_tenants.tenants t WHERE t.tenant_id = %s",
+        (tenant_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, InboxNames)
+
+
+async def plan(conn: Connection, tenant_id: str) -> str | None:
+    """The tenant's plan, or None while the tenant is not in the read model."""
+    cur = await conn.execute("SELECT plan FROM rm_tenants.tenants WHERE tenant_id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row["plan"])
+
+
+async def display_name(conn: Connection, user_id: str) -> str | None:
+    """The person's display name, or None when unknown."""
+    cur = await conn.execute("SELECT display_name FROM rm_tenants.users WHERE user_id = %s", (user_id,))
+    row = await cur.fetchone()
+    return None if row is None else row["display_name"]

@@ -232,7 +232,7 @@ async def test_a_search_tool_call_sees_only_the_visitors_own_conversation(
     hits = json.loads(result["content"])
     assert [h["text"] for h in hits] == ["what goes with secretword42?"]  # Mallory's own message only
     assert {h["conversation"] for h in hits} == {"Mallory (website)"}
-    assert "4242" not in result["content"]
+    assert "card 4242" not in result["content"] and "Alice" not in result["content"]
     assert "Alice" not in json.dumps(answered)  # nothing of Alice's conversation reached the model
 
 

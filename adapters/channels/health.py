@@ -12,8 +12,8 @@ from typing import Any
 
 import stamina
 
-from adapters.nats.event_store import EventStore
 from domain import events as ev
+from domain.ports import EventStore
 
 
 async def record_state(

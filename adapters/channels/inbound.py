@@ -11,8 +11,8 @@ from typing import Any
 from adapters.channels.media import Download, fetch_media
 from adapters.media.store import MediaStore
 from adapters.nats.errors import ConcurrencyConflict
-from adapters.nats.event_store import Appended, EventStore
 from domain import events as ev
+from domain.ports import Appended, EventStore
 
 
 async def append_delivered(

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from adapters.media.store import MediaStore, media_key
-from adapters.nats.event_store import EventStore
 from domain import events as ev
 from domain import ids
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 

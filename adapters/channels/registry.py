@@ -26,7 +26,7 @@ from domain.connectors import Capabilities, Connector
 
 if TYPE_CHECKING:
     from adapters.media.store import MediaStore
-    from adapters.nats.event_store import EventStore
+    from domain.ports import EventStore
 
 Where = Literal["cloud", "bridge"]
 

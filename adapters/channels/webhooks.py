@@ -11,7 +11,7 @@ import msgspec
 if TYPE_CHECKING:
     from adapters.channels.endpoints import ProviderEndpoints
     from adapters.media.store import MediaStore
-    from adapters.nats.event_store import EventStore
+    from domain.ports import EventStore
 
 
 class HookTarget(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ from adapters.channels.discord.normalize import Json
 from adapters.channels.discord.session import DispatchInbox
 from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import EventStore
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 

@@ -13,8 +13,8 @@ from adapters.channels.discord.normalize import Json, actor, conversation_create
 from adapters.channels.errors import ProviderUnreachable
 from adapters.channels.inbound import store_delivered
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import EventStore
 from domain import events as ev
+from domain.ports import EventStore
 
 CDN = "https://cdn.discordapp.com"
 

@@ -34,8 +34,8 @@ from adapters.channels.slack.client import (
 )
 from adapters.channels.slack.normalize import actor, delivery, inner
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import EventStore
 from domain import events as ev
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 

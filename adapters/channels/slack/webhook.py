@@ -31,8 +31,8 @@ from adapters.channels.slack.client import download_file, validate_token
 from adapters.channels.slack.normalize import Delivery, actor, delivery
 from adapters.channels.webhooks import Hooks, HookTarget
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import Appended, EventStore
 from domain import events as ev
+from domain.ports import Appended, EventStore
 
 log = structlog.get_logger()
 

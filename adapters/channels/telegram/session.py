@@ -26,8 +26,8 @@ from adapters.channels.telegram import KIND
 from adapters.channels.telegram.client import api_server, download, new_bot
 from adapters.channels.telegram.normalize import actor, conversation_created, normalize
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import EventStore
 from domain import events as ev
+from domain.ports import EventStore
 
 log = structlog.get_logger()
 

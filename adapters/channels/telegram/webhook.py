@@ -15,8 +15,8 @@ from adapters.channels.inbound import append_delivered
 from adapters.channels.telegram import KIND
 from adapters.channels.telegram.normalize import conversation_created, normalize
 from adapters.channels.webhooks import Hooks
-from adapters.nats.event_store import EventStore
 from domain import events as ev
+from domain.ports import EventStore
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105  # a header name
 

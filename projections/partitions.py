@@ -155,15 +155,21 @@ async def ensure_partitions(conn: Connection, projection: Projection, buckets: i
         if live is None:
             raise PartitionError(f"{projection.name} has no live read model")
         cur = await conn.execute(
-            "SELECT DISTINCT buckets FROM moltbot.projection_partitions WHERE projection = %s",
+            "SELECT buckets, count(*) AS n FROM moltbot.projection_partitions WHERE projection = %s"
+            " GROUP BY buckets",
             (projection.name,),
         )
-        known = [int(row["buckets"]) for row in await cur.fetchall()]  # type: ignore[call-overload]
+        rows = await cur.fetchall()
+        known = [int(row["buckets"]) for row in rows]  # type: ignore[call-overload]
         if known and known != [buckets]:
             raise PartitionError(
                 f"{projection.name} was partitioned into {known} buckets, the feed now has {buckets}:"
                 f" rebuild it (`moltbot projections rebuild {projection.name}`) after changing P"
             )
+        if rows and int(rows[0]["n"]) == buckets:  # type: ignore[call-overload]
+            # Every bucket exists, and other workers may be applying: inserting anyway would
+            # wait on their bucket rows while holding 'live', which they wait for (deadlock).
+            return
         await conn.execute(
             "INSERT INTO moltbot.projection_partitions (projection, bucket, buckets, events_seq)"
             " SELECT %s, b, %s, %s FROM generate_series(0, %s - 1) AS b"

@@ -106,6 +106,8 @@ def decide(situation: Situation) -> Decision:
     agent, message = situation.agent, situation.message
     if agent is None or not agent.enabled:
         return Decision("skip", "no_agent")
+    if message.backfill:
+        return Decision("skip", "backfill")  # history brought in with a new channel
     if too_old(situation.received_at, situation.at):
         return Decision("skip", "too_old")
     if not situation.conversation_agent_enabled:

@@ -158,6 +158,9 @@ class UsageRecorded(Event, frozen=True, kw_only=True, tag="usage.recorded"):
 class ConnectionCreatedData(Payload, frozen=True):
     channel: str
     display_name: str
+    # "bridge": the channel runs on a device the user owns (the Personal Bridge), named here
+    mode: Literal["cloud", "bridge"] = "cloud"
+    device_id: str | None = None
 
 
 class ConnectionCreated(Event, frozen=True, kw_only=True, tag="connection.created"):
@@ -278,6 +281,9 @@ class MessageReceivedData(Payload, frozen=True):
     attachments: tuple[Attachment, ...] = ()
     reply_to_message_id: str | None = None
     mentions_agent: bool = False
+    # history brought in when a channel is first connected (the bridge's backfill): shown in
+    # the inbox, but it neither wakes the agent nor counts as unread
+    backfill: bool = False
 
 
 class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
@@ -323,6 +329,10 @@ class MessageSentData(Payload, frozen=True):
     model: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # None: sent by us (the outbox); "device": the owner wrote it on their own phone or Mac
+    # and the bridge saw it there
+    origin: Literal["device"] | None = None
+    backfill: bool = False  # as on message.received
 
 
 class MessageSent(Event, frozen=True, kw_only=True, tag="message.sent"):
@@ -488,14 +498,34 @@ class AgentRunFailed(Event, frozen=True, kw_only=True, tag="agent.run_failed"):
 
 
 class DevicePairedData(Payload, frozen=True):
+    """A Personal Bridge paired with a one-time code. ``public_key`` is the device's Ed25519
+    public key (raw, base64url): the tunnel checks the device's signatures with it. The
+    private key never leaves the device."""
+
     name: str
     platform: str
-    user_id: str
+    user_id: str  # who created the pairing code
+    public_key: str
+    fingerprint: str  # "SHA256:" + base64 of the key's SHA-256, as people compare keys
 
 
 class DevicePaired(Event, frozen=True, kw_only=True, tag="device.paired"):
     AGGREGATE = DEVICE
     data: DevicePairedData
+
+
+class DeviceStateChangedData(Payload, frozen=True):
+    state: Literal["online", "offline"]
+    reason: str  # "connected", "closed", "heartbeat_missed", "replaced", "revoked", ...
+    version: str | None = None  # the bridge's version, when it says hello
+    capabilities: tuple[str, ...] = ()  # what it offers: "imessage.read", "imessage.send", ...
+
+
+class DeviceStateChanged(Event, frozen=True, kw_only=True, tag="device.state_changed"):
+    """The device's tunnel opened (online, with what it offers) or closed (offline, why)."""
+
+    AGGREGATE = DEVICE
+    data: DeviceStateChangedData
 
 
 class DeviceRevokedData(Payload, frozen=True):
@@ -540,6 +570,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     AgentRunFailed,
     DevicePaired,
     DeviceRevoked,
+    DeviceStateChanged,
 ]
 
 EVENT_TYPES: tuple[type[Event], ...] = get_args(AnyEvent)

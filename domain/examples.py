@@ -263,7 +263,21 @@ def examples() -> list[ev.Event]:
             ev.DevicePaired,
             DEVICE_ID,
             user,
-            ev.DevicePairedData(name="Ada's Mac", platform="imessage-bridge", user_id=USER_ID),
+            ev.DevicePairedData(
+                name="Ada's Mac",
+                platform="macos",
+                user_id=USER_ID,
+                public_key="5cK1xjJHbW4c3hV8XGm1nO4wZt9sJdC5pQ0Rr2Ym9kA",
+                fingerprint="SHA256:q3v0t6hB2yK7cJmX4nW1sPz8fLd9rGe5uAo2iYkTbVc",
+            ),
+        ),
+        (
+            ev.DeviceStateChanged,
+            DEVICE_ID,
+            "device:" + DEVICE_ID,
+            ev.DeviceStateChangedData(
+                state="online", reason="connected", version="0.1.0", capabilities=("imessage.read", "imessage.send")
+            ),
         ),
         (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),
         (ev.MemberRemoved, TENANT_ID, user, ev.MemberRemovedData(user_id=USER_ID)),

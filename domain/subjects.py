@@ -118,3 +118,19 @@ def live_subject(tenant_id: str, *rest: str) -> str:
 
 def dlq_subject(origin: str, reason: str) -> str:
     return f"{DLQ_PREFIX}.{token('origin', origin)}.{token('reason', reason)}"
+
+
+BRIDGE_PREFIX = "bridge"
+
+
+def bridge_send_subject(channel: str, connection_id: str) -> str:
+    """Core NATS (not stored): a send handed to the device hosting a bridge connection,
+    answered by the gateway that holds the device's tunnel: ``bridge.<channel>.<connection>.send``."""
+    return ".".join(
+        (BRIDGE_PREFIX, token("channel", channel), token("connection_id", connection_id), "send")
+    )
+
+
+def bridge_close_subject(device_id: str) -> str:
+    """Core NATS: close the device's tunnel wherever it is open: ``bridge.device.<device>.close``."""
+    return f"{BRIDGE_PREFIX}.device.{token('device_id', device_id)}.close"

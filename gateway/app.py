@@ -11,7 +11,9 @@ from gateway.errors import HANDLERS
 from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
+from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
+from gateway.routes.devices import devices_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
@@ -39,6 +41,8 @@ def create_app(ctx: GatewayContext) -> Litestar:
             media_router,
             agents_router,
             channels_router,
+            devices_router,
+            bridge_router,
             webchat_router,
             realtime_router,
             index,

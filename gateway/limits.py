@@ -36,6 +36,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     login_per_account: int = 10
     signup_per_ip: int = 10
     refresh_per_ip: int = 60
+    pairing_per_ip: int = 10  # device pairings tried from one address (codes are guessable only so fast)
     webchat_per_ip: int = 30  # visitor messages from one address
     webchat_per_visitor: int = 12  # messages of one visitor
     webchat_per_widget: int = 600  # all visitors of one website together

@@ -31,6 +31,7 @@ from adapters.channels import registry as channel_registry
 from adapters.channels.directory import ConnectionDirectory
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.leases import BUCKET as LEASE_BUCKET
+from adapters.channels.relayed import RelayedConnector
 from adapters.channels.runtime import ConnectorRuntime, consumer_name
 from adapters.channels.sessions import SessionManager
 from adapters.media.store import MediaStore
@@ -124,8 +125,9 @@ async def run_outbox(nats: NatsTarget) -> None:
         await Outbox(nc, store=EventStore(nc)).run()
 
 
-# The kinds this cloud runs, from the channel registry (light: no provider SDK loads here).
-CONNECTOR_KINDS = tuple(kind for kind, entry in channel_registry.KINDS.items() if "cloud" in entry.runs_on)
+# The kinds this cloud runs connectors for, from the channel registry (light: no provider SDK
+# loads here): every kind, those that run on a device too (their connector relays sends).
+CONNECTOR_KINDS = tuple(channel_registry.KINDS)
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,10 @@ async def run_connectors(
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
             store = EventStore(nc)
             entry = channel_registry.entry(kind)
-            if entry.session is None:
-                connector: Connector = entry.connector(_no_credentials, ProviderEndpoints())
+            if entry.connector is None:
+                connector: Connector = RelayedConnector(kind, entry.capabilities, nc)
+            elif entry.session is None:
+                connector = entry.connector(_no_credentials, ProviderEndpoints())
             else:
                 if channels is None:
                     raise LookupError(f"the {kind} connector needs the database and the vault keys")
@@ -198,7 +202,7 @@ async def _provider(
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     kind, start_session = entry.kind, entry.session
-    assert start_session is not None
+    assert start_session is not None and entry.connector is not None
     made = entry.connector(directory.credentials, channels.endpoints)
     connector = cast("channel_registry.ProviderConnector", made)  # kinds with sessions cache clients
     stack.push_async_callback(connector.aclose)
@@ -310,6 +314,7 @@ async def gateway_context(
     from gateway.oidc import IDENTITIES_SQL, IdentityLinks, OidcVerifier
     from gateway.routes.accounts import CREDENTIALS_SQL, REFRESH_TOKENS_SQL
     from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
+    from gateway.routes.devices import PAIRING_CODES_SQL
     from gateway.routes.messages import IDEMPOTENCY_SQL
     from gateway.routes.webchat import WIDGETS_SQL
 
@@ -327,6 +332,7 @@ async def gateway_context(
                 WIDGETS_SQL,
                 WEBHOOKS_SQL,
                 OAUTH_STATES_SQL,
+                PAIRING_CODES_SQL,
             )
             for sql in (*gateway_tables, RATE_LIMITS_SQL):
                 await conn.execute(sql)

@@ -19,25 +19,32 @@ CREATE TABLE connections (
     key_id           text,
     created_at       timestamptz NOT NULL,
     state_changed_at timestamptz NOT NULL,
-    deleted_at       timestamptz
+    deleted_at       timestamptz,
+    mode             text NOT NULL DEFAULT 'cloud',
+    device_id        text
 );
 """
 
-INDEXES = "CREATE INDEX connections_tenant ON connections (tenant_id, channel);"
+INDEXES = """
+CREATE INDEX connections_tenant ON connections (tenant_id, channel);
+CREATE INDEX connections_device ON connections (device_id) WHERE device_id IS NOT NULL;
+"""
 
 
 def _created(seq: int, e: ev.ConnectionCreated) -> list[Statement]:
     return [
         (
             "INSERT INTO connections (connection_id, tenant_id, channel, display_name, state,"
-            " created_at, state_changed_at) VALUES (%(id)s, %(tenant)s, %(channel)s, %(name)s,"
-            " 'connecting', %(at)s, %(at)s) ON CONFLICT (connection_id) DO NOTHING",
+            " created_at, state_changed_at, mode, device_id) VALUES (%(id)s, %(tenant)s, %(channel)s,"
+            " %(name)s, 'connecting', %(at)s, %(at)s, %(mode)s, %(device)s) ON CONFLICT (connection_id) DO NOTHING",
             {
                 "id": e.aggregate_id,
                 "tenant": e.tenant_id,
                 "channel": e.data.channel,
                 "name": e.data.display_name,
                 "at": e.occurred_at,
+                "mode": e.data.mode,
+                "device": e.data.device_id,
             },
         )
     ]
@@ -89,7 +96,7 @@ HANDLERS: dict[str, Handler] = {
 
 class ConnectionsProjection:
     name: str = "connections"
-    version: int = 2  # 2: row-level security on every table
+    version: int = 3  # 2: row-level security on every table; 3: mode and device_id
     tables: tuple[str, ...] = ("connections",)
     handles: frozenset[str] = frozenset(HANDLERS)
 

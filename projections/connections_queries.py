@@ -20,6 +20,8 @@ class Channel(msgspec.Struct, frozen=True):
     state_message: str | None
     suggested_action: str | None
     created_at: datetime
+    mode: str = "cloud"  # "bridge": runs on the device named by device_id
+    device_id: str | None = None
 
 
 async def channels(conn: Connection, tenant_id: str) -> list[Channel]:
@@ -28,6 +30,16 @@ async def channels(conn: Connection, tenant_id: str) -> list[Channel]:
         "SELECT * FROM rm_connections.connections WHERE tenant_id = %s AND deleted_at IS NULL"
         " ORDER BY created_at",
         (tenant_id,),
+    )
+    return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
+
+
+async def of_device(conn: Connection, device_id: str) -> list[Channel]:
+    """The connections a device hosts that are not removed."""
+    cur = await conn.execute(
+        "SELECT * FROM rm_connections.connections WHERE device_id = %s AND deleted_at IS NULL"
+        " ORDER BY created_at",
+        (device_id,),
     )
     return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
 

@@ -424,7 +424,7 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
         len(getattr(d, "attachments", ())),
     ]
     target = _conversation(fold, event.aggregate_id, seq)
-    unread = 1 if direction == "in" else 0
+    unread = 1 if direction == "in" and not getattr(d, "backfill", False) else 0  # history is not news
     if isinstance(target, dict):
         target["message_count"] += 1
         target["unread_count"] += unread

@@ -209,3 +209,10 @@ async def media_file(conn: Connection, tenant_id: str, media_id: str) -> StoredM
     )
     row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, StoredMedia)
+
+
+async def conversation_of_message(conn: Connection, message_id: str) -> str | None:
+    """The conversation a message belongs to, or None (the caller's tenant only, by row security)."""
+    cur = await conn.execute("SELECT conversation_id FROM rm_inbox.messages WHERE message_id = %s", (message_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row["conversation_id"])

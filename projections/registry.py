@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.agents import AgentsProjection
 from projections.base import Projection
 from projections.connections import ConnectionsProjection
+from projections.devices import DevicesProjection
 from projections.inbox import InboxProjection
 from projections.tenants import TenantsProjection
 from projections.usage import UsageProjection
@@ -17,6 +18,7 @@ def all_projections() -> tuple[Projection, ...]:
         InboxProjection(),
         UsageProjection(),
         AgentsProjection(),
+        DevicesProjection(),
     )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
-from adapters.channels import discord, slack, telegram, webchat
+from adapters.channels import discord, imessage, slack, telegram, webchat
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
@@ -84,7 +84,9 @@ class ChannelKind:
     provider: str  # its name for people: "Connecting to Telegram…"
     capabilities: Capabilities
     runs_on: frozenset[Where]
-    connector: Callable[[Credentials, ProviderEndpoints], Connector]
+    # None: the kind runs on a device only; the cloud relays its sends to the device's
+    # tunnel (adapters/channels/relayed.py) and the tunnel makes its connections.
+    connector: Callable[[Credentials, ProviderEndpoints], Connector] | None = None
     connect_body: type[msgspec.Struct] | None = None  # None: not connected by a person
     connect: Callable[[Any, ConnectEnv], Awaitable[Connected]] | None = None
     session: Callable[[SessionEnv], Awaitable[None]] | None = None  # None: no live session
@@ -296,6 +298,12 @@ KINDS: Mapping[str, ChannelKind] = {
             connect_body=DiscordConnect,
             connect=_discord_connect,
             session=_discord_session,
+        ),
+        ChannelKind(
+            kind=imessage.KIND,
+            provider="iMessage",
+            capabilities=imessage.CAPABILITIES,
+            runs_on=frozenset({"bridge"}),
         ),
     )
 }

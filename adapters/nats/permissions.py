@@ -27,7 +27,6 @@ GATEWAY = "gateway"
 PROJECTIONS = "projections"
 AGENT = "agent"
 OUTBOX = "outbox"
-BRIDGE = "bridge"  # planned: the Personal Bridge's tunnel endpoint in the cloud
 INBOX = "_INBOX"
 
 # Changing a stream is the admin's alone, whatever an allow list above it says.
@@ -53,6 +52,8 @@ class Permissions:
     subscribe: tuple[str, ...]
     publish_deny: tuple[str, ...] = _STREAM_ADMIN
     subscribe_deny: tuple[str, ...] = field(default=())
+    # May answer requests it received (publish to their reply subjects, once, for a while).
+    allow_responses: bool = False
 
 
 def connector_role(kind: str) -> str:
@@ -107,6 +108,7 @@ def _connector(kind: str) -> Permissions:
             *_APPENDS,
             *_DEAD_LETTERS,
             *_durable("COMMANDS", role),
+            f"bridge.{kind}.>",  # a bridge kind hands its sends to the device's tunnel
             "$JS.API.STREAM.INFO.KV_connector_leases",
             f"$JS.API.DIRECT.GET.KV_connector_leases.{lease_keys}",
             lease_keys,
@@ -119,8 +121,11 @@ def _fixed_roles() -> dict[str, Permissions]:
     return {
         GATEWAY: Permissions(
             # Commands from people become events; live signals go out to their tenant's clients.
-            publish=(*_reads_events(), *_APPENDS),
-            subscribe=(*_own_inbox(GATEWAY), "live.>"),
+            # It holds the bridge tunnels: it answers the sends of the devices' connections,
+            # closes tunnels on any gateway, and dead-letters what a device sent that it refused.
+            publish=(*_reads_events(), *_APPENDS, *_DEAD_LETTERS, "bridge.device.>"),
+            subscribe=(*_own_inbox(GATEWAY), "live.>", "bridge.>"),
+            allow_responses=True,
         ),
         PROJECTIONS: Permissions(
             # Its durable consumers proj-<name>-v<version> on EVENTS are (re)created at start
@@ -155,12 +160,6 @@ def _fixed_roles() -> dict[str, Permissions]:
             ),
             subscribe=_own_inbox(OUTBOX),
             publish_deny=(*_STREAM_ADMIN, "cmd.agent.>"),
-        ),
-        BRIDGE: Permissions(
-            # Planned: appends what a device's channels produce and takes the commands of
-            # bridge-hosted connections; nothing else.
-            publish=(*_APPENDS, *_DEAD_LETTERS, *_durable("COMMANDS", "connector-bridge")),
-            subscribe=_own_inbox(BRIDGE),
         ),
     }
 
@@ -198,6 +197,7 @@ def render_user(role: str, password: str) -> str:
         + ", permissions: {\n"
         + f"      publish: {{allow: {_list(perms.publish)}, deny: {_list(perms.publish_deny)}}}\n"
         + f"      subscribe: {{allow: {_list(perms.subscribe)}, deny: {_list(perms.subscribe_deny)}}}\n"
+        + ("      allow_responses: true\n" if perms.allow_responses else "")
         + "    }}"
     )
 

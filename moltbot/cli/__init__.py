@@ -16,7 +16,7 @@ import os
 import sys
 
 from moltbot import client, logs
-from moltbot.cli import events, inbox, projections, run, streams, vault
+from moltbot.cli import bridge, events, inbox, projections, run, streams, vault
 from moltbot.cli.common import CommandError
 from moltbot.roles import GatewayStartError
 from moltbot.settings import NoStackError, Settings
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder of the embedded stack (default: $MOLTBOT_DATA_DIR or ./.moltbot)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (run, inbox, streams, events, vault, projections):  # the order `--help` lists them in
+    for group in (run, inbox, streams, events, vault, projections, bridge):  # the order `--help` lists them in
         group.register(commands)
     return parser
 

@@ -17,11 +17,13 @@ ASSISTANT = agent.TEMPLATES["personal_assistant"]
 
 
 def _message(
-    *, channel: str = "webchat", sender: str = "v_1", is_bot: bool = False, mention: bool = False
+    *, channel: str = "webchat", sender: str = "v_1", is_bot: bool = False, mention: bool = False,
+    backfill: bool = False,
 ) -> ev.MessageReceivedData:
     return ev.MessageReceivedData(
         message_id="m_1", connection_id="cn_1", channel=channel, provider_message_id="1",
         sender=ev.Sender(id=sender, name="Ada", is_bot=is_bot), text="hi", sent_at=AT, mentions_agent=mention,
+        backfill=backfill,
     )  # fmt: skip
 
 
@@ -46,6 +48,7 @@ def _rules(**rules: object) -> ev.AgentConfiguredData:
         ),
         ({"conversation_agent_enabled": False}, "skip", "conversation_disabled"),
         ({"message": _message(is_bot=True)}, "skip", "sender_is_bot"),
+        ({"message": _message(backfill=True)}, "skip", "backfill"),
         ({"conversation_kind": "group"}, "skip", "group_without_mention"),
         ({"conversation_kind": "group", "message": _message(mention=True)}, "answer", "answer"),
         ({"conversation_kind": "group", "agent": _rules(groups_require_mention=False)}, "answer", "answer"),

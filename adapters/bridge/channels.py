@@ -1,0 +1,64 @@
+"""What a channel kind hosted on the device provides to the bridge, and which kinds this
+device can host (the device-side twin of ``adapters/channels/registry.py``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from adapters.bridge.local_store import LocalStore
+from domain import tunnel as t
+from domain.commands import SendMessage
+
+Report = Callable[[t.State], Awaitable[None]]  # a channel's state, shown on the channels page
+
+
+class DeviceChannel(Protocol):
+    kind: str
+    capabilities: tuple[str, ...]  # what the cloud may ask of it: "<kind>.read", "<kind>.send"
+
+    async def produce(self, store: LocalStore, nudge: Callable[[], None], report: Report) -> None:
+        """Read the local source forever: queue its events (with the cursor) in ``store``,
+        ``nudge`` the tunnel after each batch, ``report`` the channel's state when it changes."""
+        ...
+
+    async def execute(self, command: SendMessage) -> t.Result:
+        """Carry out one command (the bridge has checked it was not carried out before)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeviceEnv:
+    """Where a device channel finds its local parts."""
+
+    tenant_id: str
+    device_id: str
+    connection_ids: dict[str, str]  # kind -> the connection the cloud knows it by
+    environ: dict[str, str]
+
+
+def imessage_paths(environ: dict[str, str]) -> tuple[Path, str] | None:
+    """chat.db and osascript, when this device can host iMessage: on macOS, or wherever both
+    overrides (``MOLTBOT_IMESSAGE_DB``, ``MOLTBOT_OSASCRIPT``) name usable files."""
+    db, osascript = environ.get("MOLTBOT_IMESSAGE_DB"), environ.get("MOLTBOT_OSASCRIPT")
+    if sys.platform == "darwin":
+        home = Path(environ.get("HOME", str(Path.home())))
+        return Path(db or home / "Library/Messages/chat.db"), osascript or "/usr/bin/osascript"
+    if db and osascript and Path(db).is_file() and os.access(osascript, os.X_OK):
+        return Path(db), osascript
+    return None
+
+
+def available(env: DeviceEnv) -> list[DeviceChannel]:
+    """The channels this device can host now."""
+    found: list[DeviceChannel] = []
+    paths = imessage_paths(env.environ)
+    if paths is not None:
+        from adapters.channels.imessage.device import IMessageChannel
+
+        found.append(IMessageChannel(env, chat_db=paths[0], osascript=paths[1]))
+    return found

@@ -1,0 +1,152 @@
+"""iMessage as the bridge hosts it: chat.db read into the local outbox, sends through
+AppleScript, and the states a person must act on (Full Disk Access, Automation).
+
+AppleScript's ``send`` returns no id and no receipt; the Mac writes the sent row into
+chat.db a moment later, where the poll would see it as the owner writing from the Mac.
+The channel remembers what it sent for a while and does not record those rows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from adapters.bridge.channels import DeviceEnv, Report
+from adapters.bridge.local_store import LocalStore
+from adapters.channels.imessage import KIND
+from adapters.channels.imessage.chatdb import FullDiskAccessRequired
+from adapters.channels.imessage.rows import Cursor
+from adapters.channels.imessage.send import AutomationPermissionRequired, OsascriptSender
+from adapters.channels.imessage.source import IMessageSource
+from domain import devices
+from domain import events as ev
+from domain import tunnel as t
+from domain.commands import SEND_EXPIRY, SendMessage
+from domain.connectors import SendDeferred, SendRejected
+
+log = structlog.get_logger()
+
+POLL_SECONDS = 0.5  # new rows show within a second
+BLOCKED_RETRY = 10.0  # how often to look again while macOS refuses access
+ECHO_SECONDS = 120.0  # how long a sent text is remembered, to know its row in chat.db
+
+FULL_DISK_ACCESS = t.State(
+    kind=KIND, state="action_required", code="full_disk_access_required",
+    message="The bridge cannot read your messages: open System Settings → Privacy & Security → Full Disk"
+    " Access and add the bridge (moltbot), then restart it.",
+    action="grant_full_disk_access",
+)  # fmt: skip
+AUTOMATION = t.State(
+    kind=KIND, state="action_required", code="automation_permission_required",
+    message="The bridge may not send through Messages: open System Settings → Privacy & Security →"
+    " Automation and allow the bridge to control Messages.",
+    action="grant_automation",
+)  # fmt: skip
+CONNECTED = t.State(
+    kind=KIND, state="connected", code="ok", message="Reading and sending iMessages on this Mac."
+)
+
+
+class IMessageChannel:
+    kind = KIND
+    capabilities = (f"{KIND}.read", f"{KIND}.send")
+
+    def __init__(self, env: DeviceEnv, *, chat_db: Path, osascript: str) -> None:
+        self._connection_id = env.connection_ids[KIND]
+        self._source = IMessageSource(
+            chat_db, tenant_id=env.tenant_id, connection_id=self._connection_id,
+            actor=devices.actor(env.device_id),
+        )  # fmt: skip
+        self._sender = OsascriptSender(osascript)
+        self._sent: list[tuple[str, str, float]] = []  # (conversation id, text, when) of our sends
+
+    # --- inbound ------------------------------------------------------------------------
+
+    async def produce(self, store: LocalStore, nudge: Callable[[], None], report: Report) -> None:
+        while True:
+            try:
+                moved = await self._read_once(store)
+            except FullDiskAccessRequired as exc:
+                log.warning("imessage_blocked", error=str(exc))
+                await report(FULL_DISK_ACCESS)
+                await asyncio.sleep(BLOCKED_RETRY)
+                continue
+            await report(CONNECTED)
+            if moved:
+                nudge()
+            else:
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def _read_once(self, store: LocalStore) -> bool:
+        """Queue what changed since the stored cursor; whether anything was queued. The first
+        time (no cursor), the recent history is queued as backfill and reading starts now."""
+        stored = await store.cursor(KIND)
+        if stored is None:
+            events = await self._source.backfill()
+            cursor = await self._source.start_cursor()
+        else:
+            before = msgspec.json.decode(stored, type=Cursor)
+            events, cursor = await self._source.poll(before)
+            if cursor == before:
+                return False
+            events = self._without_own_sends(events)
+        await store.record(events, KIND, msgspec.json.encode(cursor))
+        return bool(events)
+
+    def _without_own_sends(self, events: list[ev.Event]) -> list[ev.Event]:
+        now = time.monotonic()
+        self._sent = [s for s in self._sent if now - s[2] < ECHO_SECONDS]
+        kept: list[ev.Event] = []
+        for event in events:
+            if isinstance(event, ev.MessageSent):
+                match = next(
+                    (s for s in self._sent if s[0] == event.aggregate_id and s[1] == event.data.text), None
+                )
+                if match is not None:
+                    self._sent.remove(match)  # the row of a send the cloud asked for: recorded already
+                    continue
+            kept.append(event)
+        return kept
+
+    # --- outbound -----------------------------------------------------------------------
+
+    async def execute(self, command: SendMessage) -> t.Result:
+        try:
+            self._sent.append((command.conversation_id, command.text, time.monotonic()))
+            await self._sender.send_text(command.to, command.text)
+        except AutomationPermissionRequired as exc:
+            self._forget(command)
+            if datetime.now(UTC) - command.requested_at >= SEND_EXPIRY:
+                return _rejected(command, AUTOMATION.code, str(exc))
+            return t.Result(
+                id=command.command_id,
+                outcome="deferred",
+                code=AUTOMATION.code,
+                reason=str(exc),
+                retry_after=60.0,
+            )
+        except SendRejected as exc:
+            self._forget(command)
+            return _rejected(command, exc.code, exc.reason)
+        except SendDeferred as exc:
+            self._forget(command)
+            return t.Result(
+                id=command.command_id, outcome="deferred", reason=exc.reason, retry_after=exc.retry_after
+            )
+        return t.Result(
+            id=command.command_id, outcome="delivered", provider_message_id=f"sent:{command.message_id}",
+            sent_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    def _forget(self, command: SendMessage) -> None:
+        self._sent = [s for s in self._sent if (s[0], s[1]) != (command.conversation_id, command.text)]
+
+
+def _rejected(command: SendMessage, code: str, reason: str) -> t.Result:
+    return t.Result(id=command.command_id, outcome="rejected", code=code, reason=reason)

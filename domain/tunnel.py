@@ -1,0 +1,141 @@
+"""The bridge tunnel's frames (docs/bridge.md): JSON text frames, tagged by ``op``.
+
+The cloud speaks first (``challenge``); the device answers ``hello`` with its signature of
+:func:`domain.devices.challenge`; the cloud answers ``welcome`` with the device's
+connections. Then, both ways at once:
+
+- device → cloud: ``event`` (one canonical event with the device's local sequence),
+  ``state`` (a channel's state on the device), ``result`` (what became of a command),
+  ``ping`` every 15 s;
+- cloud → device: ``ack`` (every event up to ``seq`` is stored), ``refused`` (an event the
+  cloud will never store, with why: the device drops it), ``command`` (send this),
+  ``pong``.
+
+The cloud closes with a code that says why: 4400 a frame it cannot read, 4401 the identity
+was not proven, 4403 the device is revoked, 4408 no heartbeat, 4409 the device opened a newer
+tunnel.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from domain.commands import SendMessage
+from domain.events import ConnectionState
+
+HEARTBEAT_SECONDS = 15.0  # the device pings this often
+SILENCE_LIMIT = 45.0  # the cloud closes a tunnel that said nothing for this long
+
+CLOSE_BAD_FRAME = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_REVOKED = 4403
+CLOSE_SILENT = 4408
+CLOSE_REPLACED = 4409
+
+
+class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", forbid_unknown_fields=True):
+    pass
+
+
+# --- device → cloud ------------------------------------------------------------------------
+
+
+class Hello(_Frame, tag="hello"):
+    tenant_id: str  # the device's tenant and id, as pairing gave them
+    device_id: str
+    signature: str  # base64url Ed25519 signature of domain.devices.challenge(nonce, device_id)
+    version: str
+    platform: str
+    capabilities: tuple[str, ...] = ()
+
+
+class EventFrame(_Frame, tag="event"):
+    seq: int  # the device's local outbox sequence
+    event: msgspec.Raw  # one canonical event (domain/events.py), checked by the cloud
+
+
+Outcome = Literal["delivered", "rejected", "deferred"]
+
+
+class Result(_Frame, tag="result"):
+    id: str  # the command's id
+    outcome: Outcome
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    code: str | None = None
+    reason: str | None = None
+    retry_after: float | None = None
+
+
+class State(_Frame, tag="state"):
+    kind: str  # the channel kind on the device, e.g. "imessage"
+    state: ConnectionState
+    code: str
+    message: str
+    action: str | None = None
+
+
+class Ping(_Frame, tag="ping"):
+    pass
+
+
+FromDevice = Hello | EventFrame | Result | State | Ping
+
+
+# --- cloud → device ------------------------------------------------------------------------
+
+
+class Challenge(_Frame, tag="challenge"):
+    nonce: str  # base64url
+    protocol: str
+
+
+class Welcome(_Frame, tag="welcome"):
+    device_id: str
+    tenant_id: str
+    connections: dict[str, str]  # kind -> connection id
+    heartbeat: float = HEARTBEAT_SECONDS
+    fresh: tuple[str, ...] = ()  # kinds whose connection was just made (the device backfills them)
+
+
+class Ack(_Frame, tag="ack"):
+    seq: int  # every event up to and including this local sequence is stored
+
+
+class Refused(_Frame, tag="refused"):
+    seq: int
+    reason: str
+
+
+class Command(_Frame, tag="command"):
+    id: str
+    kind: str
+    command: SendMessage
+
+
+class Pong(_Frame, tag="pong"):
+    pass
+
+
+ToDevice = Challenge | Welcome | Ack | Refused | Command | Pong
+
+_from_device = msgspec.json.Decoder(FromDevice)
+_to_device = msgspec.json.Decoder(ToDevice)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: _Frame) -> str:
+    return _encoder.encode(frame).decode()
+
+
+def from_device(raw: str | bytes) -> FromDevice:
+    """A device's frame; msgspec.DecodeError (a ValidationError too) when it is not one."""
+    return _from_device.decode(raw)
+
+
+def to_device(raw: str | bytes) -> ToDevice:
+    """A cloud frame; msgspec.DecodeError when it is not one."""
+    return _to_device.decode(raw)

@@ -276,7 +276,10 @@ def examples() -> list[ev.Event]:
             DEVICE_ID,
             "device:" + DEVICE_ID,
             ev.DeviceStateChangedData(
-                state="online", reason="connected", version="0.1.0", capabilities=("imessage.read", "imessage.send")
+                state="online",
+                reason="connected",
+                version="0.1.0",
+                capabilities=("imessage.read", "imessage.send"),
             ),
         ),
         (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),

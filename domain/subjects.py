@@ -126,9 +126,7 @@ BRIDGE_PREFIX = "bridge"
 def bridge_send_subject(channel: str, connection_id: str) -> str:
     """Core NATS (not stored): a send handed to the device hosting a bridge connection,
     answered by the gateway that holds the device's tunnel: ``bridge.<channel>.<connection>.send``."""
-    return ".".join(
-        (BRIDGE_PREFIX, token("channel", channel), token("connection_id", connection_id), "send")
-    )
+    return ".".join((BRIDGE_PREFIX, token("channel", channel), token("connection_id", connection_id), "send"))
 
 
 def bridge_close_subject(device_id: str) -> str:

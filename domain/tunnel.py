@@ -43,7 +43,7 @@ class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", forbid_u
 # --- device → cloud ------------------------------------------------------------------------
 
 
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, frozen=True, tag="hello"):
     tenant_id: str  # the device's tenant and id, as pairing gave them
     device_id: str
     signature: str  # base64url Ed25519 signature of domain.devices.challenge(nonce, device_id)
@@ -52,7 +52,7 @@ class Hello(_Frame, tag="hello"):
     capabilities: tuple[str, ...] = ()
 
 
-class EventFrame(_Frame, tag="event"):
+class EventFrame(_Frame, frozen=True, tag="event"):
     seq: int  # the device's local outbox sequence
     event: msgspec.Raw  # one canonical event (domain/events.py), checked by the cloud
 
@@ -60,7 +60,7 @@ class EventFrame(_Frame, tag="event"):
 Outcome = Literal["delivered", "rejected", "deferred"]
 
 
-class Result(_Frame, tag="result"):
+class Result(_Frame, frozen=True, tag="result"):
     id: str  # the command's id
     outcome: Outcome
     provider_message_id: str | None = None
@@ -70,7 +70,7 @@ class Result(_Frame, tag="result"):
     retry_after: float | None = None
 
 
-class State(_Frame, tag="state"):
+class State(_Frame, frozen=True, tag="state"):
     kind: str  # the channel kind on the device, e.g. "imessage"
     state: ConnectionState
     code: str
@@ -78,7 +78,7 @@ class State(_Frame, tag="state"):
     action: str | None = None
 
 
-class Ping(_Frame, tag="ping"):
+class Ping(_Frame, frozen=True, tag="ping"):
     pass
 
 
@@ -88,12 +88,12 @@ FromDevice = Hello | EventFrame | Result | State | Ping
 # --- cloud → device ------------------------------------------------------------------------
 
 
-class Challenge(_Frame, tag="challenge"):
+class Challenge(_Frame, frozen=True, tag="challenge"):
     nonce: str  # base64url
     protocol: str
 
 
-class Welcome(_Frame, tag="welcome"):
+class Welcome(_Frame, frozen=True, tag="welcome"):
     device_id: str
     tenant_id: str
     connections: dict[str, str]  # kind -> connection id
@@ -101,29 +101,29 @@ class Welcome(_Frame, tag="welcome"):
     fresh: tuple[str, ...] = ()  # kinds whose connection was just made (the device backfills them)
 
 
-class Ack(_Frame, tag="ack"):
+class Ack(_Frame, frozen=True, tag="ack"):
     seq: int  # every event up to and including this local sequence is stored
 
 
-class Refused(_Frame, tag="refused"):
+class Refused(_Frame, frozen=True, tag="refused"):
     seq: int
     reason: str
 
 
-class Command(_Frame, tag="command"):
+class Command(_Frame, frozen=True, tag="command"):
     id: str
     kind: str
     command: SendMessage
 
 
-class Pong(_Frame, tag="pong"):
+class Pong(_Frame, frozen=True, tag="pong"):
     pass
 
 
 ToDevice = Challenge | Welcome | Ack | Refused | Command | Pong
 
-_from_device = msgspec.json.Decoder(FromDevice)
-_to_device = msgspec.json.Decoder(ToDevice)
+_from_device: msgspec.json.Decoder[FromDevice] = msgspec.json.Decoder(FromDevice)
+_to_device: msgspec.json.Decoder[ToDevice] = msgspec.json.Decoder(ToDevice)
 _encoder = msgspec.json.Encoder()
 
 

@@ -78,7 +78,7 @@ class TunnelSession:
         async with self._send_lock:
             await self._socket.send_text(t.encode(frame))
 
-    async def _receive(self, timeout: float) -> t.FromDevice:
+    async def _receive(self, timeout: float) -> t.FromDevice:  # noqa: ASYNC109 - a silence bound
         try:
             async with asyncio.timeout(timeout):
                 raw = await self._socket.receive_text()
@@ -324,15 +324,19 @@ class TunnelSession:
         )  # fmt: skip
         log.info("bridge_online", device_id=device.device_id, connections=len(self._connections))
         receiving = asyncio.ensure_future(self.receive_loop())
+        told = asyncio.ensure_future(self._until_told_to_close())
         try:
-            done, _ = await asyncio.wait({receiving, self._closing}, return_when=asyncio.FIRST_COMPLETED)
-            if self._closing in done:
-                raise self._closing.result()
-            receiving.result()  # raises why the device side ended
+            done, _ = await asyncio.wait((receiving, told), return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()  # raises why the tunnel ends
         finally:
-            receiving.cancel()
-            with contextlib.suppress(BaseException):
-                await receiving
+            for task in (receiving, told):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _until_told_to_close(self) -> None:
+        raise await self._closing
 
     async def aclose(self, reason: str) -> None:
         for subscription in self._subscriptions:

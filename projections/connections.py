@@ -36,7 +36,8 @@ def _created(seq: int, e: ev.ConnectionCreated) -> list[Statement]:
         (
             "INSERT INTO connections (connection_id, tenant_id, channel, display_name, state,"
             " created_at, state_changed_at, mode, device_id) VALUES (%(id)s, %(tenant)s, %(channel)s,"
-            " %(name)s, 'connecting', %(at)s, %(at)s, %(mode)s, %(device)s) ON CONFLICT (connection_id) DO NOTHING",
+            " %(name)s, 'connecting', %(at)s, %(at)s, %(mode)s, %(device)s)"
+            " ON CONFLICT (connection_id) DO NOTHING",
             {
                 "id": e.aggregate_id,
                 "tenant": e.tenant_id,

@@ -213,6 +213,8 @@ async def media_file(conn: Connection, tenant_id: str, media_id: str) -> StoredM
 
 async def conversation_of_message(conn: Connection, message_id: str) -> str | None:
     """The conversation a message belongs to, or None (the caller's tenant only, by row security)."""
-    cur = await conn.execute("SELECT conversation_id FROM rm_inbox.messages WHERE message_id = %s", (message_id,))
+    cur = await conn.execute(
+        "SELECT conversation_id FROM rm_inbox.messages WHERE message_id = %s", (message_id,)
+    )
     row = await cur.fetchone()
     return None if row is None else str(row["conversation_id"])

@@ -126,9 +126,8 @@ class Bridge:
                 received = error.rcvd
                 if received is not None and received.code == t.CLOSE_REVOKED:
                     raise Revoked(received.reason) from None
-                raise ConnectionError(
-                    f"tunnel closed: {received.code if received else '?'} {received.reason if received else ''}"
-                ) from None
+                why = f"{received.code} {received.reason}" if received is not None else "no close frame"
+                raise ConnectionError(f"tunnel closed: {why}") from None
             finally:
                 self._socket = None
 

@@ -31,7 +31,6 @@ PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, cursor BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS executed (command_id TEXT PRIMARY KEY, result BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -122,22 +121,5 @@ class LocalStore:
             lambda db: db.execute(
                 "INSERT INTO executed (command_id, result) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (result.id, encoded),
-            )
-        )
-
-    # --- facts (small settings the bridge keeps, e.g. which kinds it backfilled) ----------
-
-    async def fact(self, key: str) -> str | None:
-        def read(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
-            return None if row is None else str(row[0])
-
-        return await self._run(read)
-
-    async def set_fact(self, key: str, value: str) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO facts (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
             )
         )

@@ -24,7 +24,13 @@ class DeviceUnreachable(Exception):
     """No gateway holds a tunnel for the connection's device (it is offline)."""
 
 
-async def request_send(nc: Client, channel: str, connection_id: str, payload: bytes, timeout: float) -> bytes:
+async def request_send(
+    nc: Client,
+    channel: str,
+    connection_id: str,
+    payload: bytes,
+    timeout: float,  # noqa: ASYNC109 - a request bound
+) -> bytes:
     """The device's answer to a send; DeviceUnreachable when no tunnel serves the connection,
     TimeoutError when the device did not answer in ``timeout`` seconds."""
     try:

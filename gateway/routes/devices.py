@@ -44,7 +44,10 @@ GRANT USAGE ON SCHEMA gateway TO moltbot_gateway;
 GRANT SELECT, INSERT, UPDATE, DELETE ON gateway.pairing_codes TO moltbot_gateway;
 """
 
-INVALID_CODE = "This pairing code is not valid: it was used already, it expired (codes live 10 minutes) or it was mistyped. Make a new one on the Bridge page."
+INVALID_CODE = (
+    "This pairing code is not valid: it was used already, it expired (codes live 10 minutes) or it was"
+    " mistyped. Make a new one on the Bridge page."
+)
 
 
 class PairingCode(msgspec.Struct, frozen=True):
@@ -150,16 +153,16 @@ async def pair(ctx: Ctx, data: JSONBody[PairBody], request: Request[Any, Any, An
         if row is None:
             raise ApiError(400, "invalid_code", INVALID_CODE, field="code")
         tenant_id, user_id = row["tenant_id"], row["user_id"]
-        data = ev.DevicePairedData(
+        device = ev.DevicePairedData(
             name=name, platform=data.platform.strip()[:40] or "macos", user_id=user_id,
             public_key=devices.encode_key(key), fingerprint=devices.fingerprint(key),
         )  # fmt: skip
         paired = ev.new_event(
-            ev.DevicePaired, tenant_id=tenant_id, aggregate_id=device_id, actor=f"user:{user_id}", data=data
+            ev.DevicePaired, tenant_id=tenant_id, aggregate_id=device_id, actor=f"user:{user_id}", data=device
         )
         # Recorded before the code's use commits: if the append fails, the code stays usable.
         appended = await ctx.store.append(paired, expected_seq=0)
-    return Paired(device_id, tenant_id, name, data.fingerprint, appended.seq)
+    return Paired(device_id, tenant_id, name, device.fingerprint, appended.seq)
 
 
 async def _views(ctx: GatewayContext, tenant_id: str) -> list[DeviceView]:
@@ -183,7 +186,7 @@ async def _views(ctx: GatewayContext, tenant_id: str) -> list[DeviceView]:
             by_device.get(d.device_id, []),
             d.paired_at,
             d.last_seen_at,
-        )  # fmt: skip
+        )
         for d in found
     ]
 
@@ -220,10 +223,11 @@ async def revoke_device(ctx: Ctx, who: Who, device_id: FromPath[str]) -> Revoked
             data=ev.ConnectionStateChangedData(
                 state="action_required",
                 code="device_revoked",
-                message=f"The device {found.name} was revoked: pair a bridge again to use {channel.display_name}.",
+                message=f"The device {found.name} was revoked: pair a bridge again to use"
+                f" {channel.display_name}.",
                 action="pair_device",
             ),
-        )  # fmt: skip
+        )
         for channel in hosted
     ]
     if states:

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder of the embedded stack (default: $MOLTBOT_DATA_DIR or ./.moltbot)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (run, inbox, streams, events, vault, projections, bridge):  # the order `--help` lists them in
+    # the order `--help` lists them in
+    for group in (run, inbox, streams, events, vault, projections, bridge):
         group.register(commands)
     return parser
 

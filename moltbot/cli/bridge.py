@@ -87,9 +87,8 @@ async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     store = LocalStore(data_dir)
-    print(
-        f"Bridge {pairing.name} ({pairing.device_id}) → {pairing.gateway}: {', '.join(c.kind for c in channels) or 'no channels'}."
-    )
+    hosted = ", ".join(c.kind for c in channels) or "no channels"
+    print(f"Bridge {pairing.name} ({pairing.device_id}) → {pairing.gateway}: {hosted}.")
     bridge = Bridge(pairing, key, store, channels, version=VERSION, platform=_platform())
     try:
         await bridge.run()

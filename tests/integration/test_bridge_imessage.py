@@ -54,7 +54,9 @@ class Mac:
 @pytest.fixture
 def mac(tmp_path: Path) -> Iterator[Mac]:
     builder = ChatDBBuilder(tmp_path / "chat.db", start=datetime.now(UTC) - timedelta(days=1))
-    yield Mac(builder, fake_osascript.install(tmp_path / "bin"), tmp_path / "osascript.log", tmp_path / "bridge")
+    yield Mac(
+        builder, fake_osascript.install(tmp_path / "bin"), tmp_path / "osascript.log", tmp_path / "bridge"
+    )
     builder.close()
 
 
@@ -90,14 +92,14 @@ async def start_bridge(mac: Mac, runs: list[asyncio.subprocess.Process]) -> asyn
 async def paired(api: httpx.AsyncClient, account: dict[str, str], mac: Mac) -> str:
     code = await pairing_code(api, account)
     status, out = await moltbot(
-        "bridge", "pair", code, "--gateway", str(api.base_url), "--name", "Ada's Mac", "--data", str(mac.data),
+        "bridge", "pair", code, "--gateway", str(api.base_url), "--name", "Ada's Mac",
+        "--data", str(mac.data),
         env=mac.env(),
     )  # fmt: skip
     assert status == 0, out
     assert "Paired Ada's Mac" in out
     assert oct((mac.data / "device.key").stat().st_mode & 0o777) == "0o600"
-    device_id = out.split(" as ", 1)[1].split(" ", 1)[0]
-    return device_id
+    return out.split(" as ", 1)[1].split(" ", 1)[0]
 
 
 async def conversations(api: httpx.AsyncClient, account: dict[str, str]) -> list[dict[str, Any]]:
@@ -107,8 +109,12 @@ async def conversations(api: httpx.AsyncClient, account: dict[str, str]) -> list
     return items
 
 
-async def messages(api: httpx.AsyncClient, account: dict[str, str], conversation_id: str) -> list[dict[str, Any]]:
-    response = await api.get(f"/v1/conversations/{conversation_id}/messages", headers=_auth(account), params={"limit": 200})
+async def messages(
+    api: httpx.AsyncClient, account: dict[str, str], conversation_id: str
+) -> list[dict[str, Any]]:
+    response = await api.get(
+        f"/v1/conversations/{conversation_id}/messages", headers=_auth(account), params={"limit": 200}
+    )
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
@@ -143,11 +149,11 @@ async def test_a_new_user_pairs_a_mac_reads_and_replies_then_revokes(
     device_id = await paired(api, account, mac)
     bridge = await start_bridge(mac, bridge_runs)
 
-    conversation, seen = await until_texts(api, account, {"from last week"})
+    conversation, _ = await until_texts(api, account, {"from last week"})
     assert conversation["unread_count"] == 0
     started = asyncio.get_running_loop().time()
     hello_from(mac, chat, "Are we still on for Friday? 🎉")
-    conversation, seen = await until_texts(api, account, {"Are we still on for Friday? 🎉"})
+    conversation, _ = await until_texts(api, account, {"Are we still on for Friday? 🎉"})
     print(f"chat.db row to inbox: {asyncio.get_running_loop().time() - started:.2f}s")
     assert conversation["unread_count"] == 1
 
@@ -155,9 +161,13 @@ async def test_a_new_user_pairs_a_mac_reads_and_replies_then_revokes(
     assert (listed["device_id"], listed["state"]) == (device_id, "online")
     assert "imessage.send" in listed["capabilities"]
     [connection] = listed["connections"]
-    assert (connection["channel"], connection["mode"], connection["state"]) == ("imessage", "bridge", "connected")
+    assert (connection["channel"], connection["mode"], connection["state"]) == (
+        "imessage",
+        "bridge",
+        "connected",
+    )
 
-    reply = "Yes! \"7pm\" \\ see you\nthere — 👋"
+    reply = 'Yes! "7pm" \\ see you\nthere — 👋'
     sent = await api.post(
         "/v1/messages", json={"conversation_id": conversation["conversation_id"], "text": reply},
         headers={**_auth(account), "Idempotency-Key": "reply-1"},
@@ -165,7 +175,11 @@ async def test_a_new_user_pairs_a_mac_reads_and_replies_then_revokes(
     assert sent.status_code == 202, sent.text
     message_id = sent.json()["message_id"]
     for _ in range(300):
-        mine = [m for m in await messages(api, account, conversation["conversation_id"]) if m["message_id"] == message_id]
+        mine = [
+            m
+            for m in await messages(api, account, conversation["conversation_id"])
+            if m["message_id"] == message_id
+        ]
         if mine and mine[0]["status"] == "sent":
             break
         await asyncio.sleep(0.1)

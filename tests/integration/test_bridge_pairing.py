@@ -31,14 +31,18 @@ async def pairing_code(api: httpx.AsyncClient, account: dict[str, str]) -> str:
     return code
 
 
-async def pair(api: httpx.AsyncClient, code: str, key: Ed25519PrivateKey, name: str = "Ada's Mac") -> httpx.Response:
+async def pair(
+    api: httpx.AsyncClient, code: str, key: Ed25519PrivateKey, name: str = "Ada's Mac"
+) -> httpx.Response:
     return await api.post(
         "/v1/devices/pair",
         json={"code": code, "public_key": devices.encode_key(public_key(key)), "name": name},
     )
 
 
-async def paired_device(api: httpx.AsyncClient, account: dict[str, str]) -> tuple[dict[str, Any], Ed25519PrivateKey]:
+async def paired_device(
+    api: httpx.AsyncClient, account: dict[str, str]
+) -> tuple[dict[str, Any], Ed25519PrivateKey]:
     key = Ed25519PrivateKey.generate()
     response = await pair(api, await pairing_code(api, account), key)
     assert response.status_code == 201, response.text
@@ -51,7 +55,11 @@ def tunnel_url(api: httpx.AsyncClient) -> str:
 
 
 async def open_tunnel(
-    api: httpx.AsyncClient, device: dict[str, Any], key: Ed25519PrivateKey, *, capabilities: tuple[str, ...] = ()
+    api: httpx.AsyncClient,
+    device: dict[str, Any],
+    key: Ed25519PrivateKey,
+    *,
+    capabilities: tuple[str, ...] = (),
 ) -> tuple[ClientConnection, t.Welcome]:
     socket = await ws_connect(tunnel_url(api))
     challenge = t.to_device(await socket.recv())
@@ -115,7 +123,9 @@ async def test_a_code_pairs_one_device_once(api: httpx.AsyncClient, stack: Stack
     assert again.json()["error"] == "invalid_code"
 
     listed = await device_list(api, account, min_seq=paired["seq"])
-    assert [(d["device_id"], d["name"], d["state"]) for d in listed] == [(paired["device_id"], "Ada's Mac", "offline")]
+    assert [(d["device_id"], d["name"], d["state"]) for d in listed] == [
+        (paired["device_id"], "Ada's Mac", "offline")
+    ]
 
 
 async def test_wrong_and_expired_codes_store_nothing(api: httpx.AsyncClient, stack: Stack) -> None:
@@ -129,12 +139,17 @@ async def test_wrong_and_expired_codes_store_nothing(api: httpx.AsyncClient, sta
     async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as conn:
         await conn.execute(
             "UPDATE gateway.pairing_codes SET expires_at = %s WHERE code_hash = %s",
-            (datetime.now(UTC) - timedelta(seconds=1), devices.code_digest(devices.normalize_code(code) or "")),
+            (
+                datetime.now(UTC) - timedelta(seconds=1),
+                devices.code_digest(devices.normalize_code(code) or ""),
+            ),
         )
     expired = await pair(api, code, key)
     assert expired.status_code == 400
     assert expired.json()["error"] == "invalid_code"
-    bad_key = await api.post("/v1/devices/pair", json={"code": await pairing_code(api, account), "public_key": "abc"})
+    bad_key = await api.post(
+        "/v1/devices/pair", json={"code": await pairing_code(api, account), "public_key": "abc"}
+    )
     assert bad_key.status_code == 400
     assert bad_key.json()["field"] == "public_key"
     await stack.wait_caught_up()
@@ -212,7 +227,11 @@ async def test_revoking_closes_the_tunnel_for_good_and_only_in_its_own_inbox(api
 
     listed = await until_device(api, account, device["device_id"], "revoked")
     [imessage] = listed["connections"]
-    assert (imessage["channel"], imessage["mode"], imessage["device_id"]) == ("imessage", "bridge", device["device_id"])
+    assert (imessage["channel"], imessage["mode"], imessage["device_id"]) == (
+        "imessage",
+        "bridge",
+        device["device_id"],
+    )
     assert (imessage["state"], imessage["state_code"]) == ("action_required", "device_revoked")
 
     socket = await ws_connect(tunnel_url(api))

@@ -139,7 +139,7 @@ async def test_the_gateway_cannot_delete_purge_or_change_the_event_log(guarded: 
 
 
 def test_every_role_is_confined_and_the_config_loads(tmp_path: Path) -> None:
-    roles = [*permissions.roles(CONNECTOR_KINDS), permissions.BRIDGE]
+    roles = permissions.roles(CONNECTOR_KINDS)
     for role in roles:
         perms = permissions.role_permissions(role)
         if role == permissions.ADMIN:

@@ -17,7 +17,11 @@ ASSISTANT = agent.TEMPLATES["personal_assistant"]
 
 
 def _message(
-    *, channel: str = "webchat", sender: str = "v_1", is_bot: bool = False, mention: bool = False,
+    *,
+    channel: str = "webchat",
+    sender: str = "v_1",
+    is_bot: bool = False,
+    mention: bool = False,
     backfill: bool = False,
 ) -> ev.MessageReceivedData:
     return ev.MessageReceivedData(

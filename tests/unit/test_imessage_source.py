@@ -257,6 +257,21 @@ async def test_edits_and_unsends_in_place(db: ChatDBBuilder) -> None:
     assert (await source.poll(cursor)) == ([], cursor)
 
 
+async def test_edits_are_looked_for_among_the_newest_rows_only(db: ChatDBBuilder) -> None:
+    chat = db.direct_chat(ADA)
+    source = _source(db)
+    source.db.edit_window_rows = 2
+    cursor = await source.start_cursor()
+    old, recent = db.message(chat, "old"), db.message(chat, "recent")
+    db.message(chat, "newest")
+    events, cursor = await source.poll(cursor)
+    db.edit(old, "old, edited")  # cannot happen on a Mac: edits close after 15 minutes
+    db.edit(recent, "recent, edited")
+    events, cursor = await source.poll(cursor)
+    edits = [event.data.text for event in events if isinstance(event, ev.MessageEdited)]
+    assert edits == ["recent, edited"]
+
+
 async def test_older_macos_without_date_retracted(tmp_path: Path) -> None:
     profile: Profile = "macos14"
     db = ChatDBBuilder(tmp_path / "chat.db", profile=profile)

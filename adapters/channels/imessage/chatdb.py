@@ -33,6 +33,10 @@ __all__ = ["Batch", "ChatDB", "Cursor", "FullDiskAccessRequired"]
 T = TypeVar("T")
 
 _IN_CHUNK = 500  # ids per "IN (...)" list: far below SQLite's variable limit
+# Messages allows an edit for 15 minutes and an unsend for 2 after sending, so only the
+# newest rows can change in place: the edit and unsend scans read this many ROWIDs back (a
+# primary-key range) instead of the whole table on every poll.
+EDIT_WINDOW_ROWS = 20_000
 
 # Optional message columns and what they read as when a macOS version lacks them.
 _MESSAGE_OPTIONAL = {
@@ -131,6 +135,7 @@ class ChatDB:
         self.home = home if home is not None else Path.home()
         self.batch_size = batch_size
         self.orphan_grace = orphan_grace
+        self.edit_window_rows = EDIT_WINDOW_ROWS
         self._orphans_seen: dict[int, float] = {}  # ROWID → when this reader first saw it chatless
 
     # --- the async surface: each call is one connection in a worker thread -------------
@@ -168,7 +173,8 @@ class ChatDB:
                 try:
                     return work(conn, self._schema(conn))
                 finally:
-                    conn.execute("COMMIT")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")  # nothing was written: ending the read is all
         except PermissionError as exc:
             raise FullDiskAccessRequired(self.path, str(exc)) from exc
         except sqlite3.OperationalError as exc:
@@ -225,18 +231,20 @@ class ChatDB:
             ).fetchall()
         )
         upto = int(fresh[-1]["rowid"]) if fresh else cursor.rowid
-        # Only rows the cloud has already seen can be edited or retracted: newer ones are
-        # read as they are now.
+        # Only rows already handed out can be edited or retracted: newer ones are read as
+        # they are now.
+        window = (max(cursor.rowid - self.edit_window_rows, 0), cursor.rowid)
         edited = conn.execute(
-            f"{select} WHERE {schema.message_expr('date_edited')} > ? AND m.ROWID <= ? "
+            f"{select} WHERE m.ROWID > ? AND m.ROWID <= ? AND {schema.message_expr('date_edited')} > ? "
             "ORDER BY date_edited, m.ROWID",
-            (cursor.edit_mark, cursor.rowid),
+            (*window, cursor.edit_mark),
         ).fetchall()
         retracted: list[sqlite3.Row] = []
         if "date_retracted" in schema.message:
             retracted = conn.execute(
-                f"{select} WHERE m.date_retracted > ? AND m.ROWID <= ? ORDER BY m.date_retracted, m.ROWID",
-                (cursor.retract_mark, cursor.rowid),
+                f"{select} WHERE m.ROWID > ? AND m.ROWID <= ? AND m.date_retracted > ? "
+                "ORDER BY m.date_retracted, m.ROWID",
+                (*window, cursor.retract_mark),
             ).fetchall()
         changes: list[tuple[sqlite3.Row, Change]] = [
             *((row, "new") for row in fresh),

@@ -55,7 +55,7 @@ CONNECTED = t.State(
 
 class IMessageChannel:
     kind = KIND
-    capabilities = (f"{KIND}.read", f"{KIND}.send")
+    capabilities: tuple[str, ...] = (f"{KIND}.read", f"{KIND}.send")
 
     def __init__(self, env: DeviceEnv, *, chat_db: Path, osascript: str) -> None:
         self._connection_id = env.connection_ids[KIND]

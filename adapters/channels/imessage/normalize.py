@@ -31,7 +31,7 @@ ME = ev.Sender(id=f"{KIND}:me", name="Me")
 
 REACTION_ADD = range(2000, 2007)
 REACTION_REMOVE = range(3000, 3007)
-CUSTOM_EMOJI = 6  # 2006 / 3006: the emoji is in associated_message_emoji (macOS 15+)
+CUSTOM_EMOJI = 6  # 2006 / 3006: the emoji is in associated_message_emoji (macOS 26+), else in the text
 TAPBACK_EMOJI = {0: "❤️", 1: "👍", 2: "👎", 3: "😂", 4: "‼️", 5: "❓"}
 _REACTED_TEXT = re.compile(r"^(?:Reacted|Removed) (.+?) (?:to|from) ")
 _PLUGIN_PAYLOAD = ".pluginPayloadAttachment"  # the rich-link card of a URL, not a file

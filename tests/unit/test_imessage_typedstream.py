@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -107,19 +105,3 @@ def test_truncated_blob_gives_all_or_nothing(text: str, data: st.DataObject) -> 
     blob = encode_attributed_body(text)
     cut = data.draw(st.integers(min_value=0, max_value=len(blob)))
     assert decode_attributed_body(blob[:cut]) in (None, text)
-
-
-@pytest.mark.parametrize("text", ["hi", EMOJI, LONG_ASCII, HUGE, "a \ufffc b"])
-def test_pytypedstream_reads_the_fixture_too(text: str) -> None:
-    """The LGPL reference reader, only when it happens to be installed (not a dependency)."""
-    try:
-        typedstream = importlib.import_module("typedstream")
-    except ImportError:
-        pytest.skip("pytypedstream is not installed")
-    archived = typedstream.unarchive_from_data(encode_attributed_body(text))
-    assert archived.clazz.name == b"NSAttributedString"
-    strings = [
-        value.value for group in archived.contents for value in group.values if hasattr(value, "value")
-    ]
-    assert strings[0] == text
-    assert [list(group.encodings) for group in archived.contents] == [[b"@"], [b"i", b"I"], [b"@"]]

@@ -88,8 +88,8 @@ class IMessageChannel:
         time (no cursor), the recent history is queued as backfill and reading starts now."""
         stored = await store.cursor(KIND)
         if stored is None:
+            cursor = await self._source.start_cursor()  # first: what arrives meanwhile is polled
             events = await self._source.backfill()
-            cursor = await self._source.start_cursor()
         else:
             before = msgspec.json.decode(stored, type=Cursor)
             events, cursor = await self._source.poll(before)

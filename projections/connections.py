@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from domain import events as ev
-from projections.base import Batch
-from projections.statements import Handler, Statement, StatementBatch
+from projections.statements import Handler, StatementProjection, statement
 
 SCHEMA = """
 CREATE TABLE connections (
@@ -26,78 +24,31 @@ CREATE TABLE connections (
 INDEXES = "CREATE INDEX connections_tenant ON connections (tenant_id, channel);"
 
 
-def _created(seq: int, e: ev.ConnectionCreated) -> list[Statement]:
-    return [
-        (
-            "INSERT INTO connections (connection_id, tenant_id, channel, display_name, state,"
-            " created_at, state_changed_at) VALUES (%(id)s, %(tenant)s, %(channel)s, %(name)s,"
-            " 'connecting', %(at)s, %(at)s) ON CONFLICT (connection_id) DO NOTHING",
-            {
-                "id": e.aggregate_id,
-                "tenant": e.tenant_id,
-                "channel": e.data.channel,
-                "name": e.data.display_name,
-                "at": e.occurred_at,
-            },
-        )
-    ]
-
-
-def _state_changed(seq: int, e: ev.ConnectionStateChanged) -> list[Statement]:
-    return [
-        (
-            "UPDATE connections SET state = %(state)s, state_code = %(code)s,"
-            " state_message = %(message)s, suggested_action = %(action)s, state_changed_at = %(at)s"
-            " WHERE connection_id = %(id)s",
-            {
-                "id": e.aggregate_id,
-                "state": e.data.state,
-                "code": e.data.code,
-                "message": e.data.message,
-                "action": e.data.action,
-                "at": e.occurred_at,
-            },
-        )
-    ]
-
-
-def _credentials_rotated(seq: int, e: ev.ConnectionCredentialsRotated) -> list[Statement]:
-    return [
-        (
-            "UPDATE connections SET key_id = %(key)s WHERE connection_id = %(id)s",
-            {"id": e.aggregate_id, "key": e.data.key_id},
-        )
-    ]
-
-
-def _deleted(seq: int, e: ev.ConnectionDeleted) -> list[Statement]:
-    return [
-        (
-            "UPDATE connections SET deleted_at = %(at)s, state = 'disconnected' WHERE connection_id = %(id)s",
-            {"id": e.aggregate_id, "at": e.occurred_at},
-        )
-    ]
-
-
 HANDLERS: dict[str, Handler] = {
-    "connection.created": _created,
-    "connection.state_changed": _state_changed,
-    "connection.credentials_rotated": _credentials_rotated,
-    "connection.deleted": _deleted,
+    "connection.created": statement(
+        "INSERT INTO connections (connection_id, tenant_id, channel, display_name, state, created_at,"
+        " state_changed_at) VALUES (%(aggregate_id)s, %(tenant_id)s, %(channel)s, %(display_name)s,"
+        " 'connecting', %(occurred_at)s, %(occurred_at)s) ON CONFLICT (connection_id) DO NOTHING"
+    ),
+    "connection.state_changed": statement(
+        "UPDATE connections SET state = %(state)s, state_code = %(code)s, state_message = %(message)s,"
+        " suggested_action = %(action)s, state_changed_at = %(occurred_at)s"
+        " WHERE connection_id = %(aggregate_id)s"
+    ),
+    "connection.credentials_rotated": statement(
+        "UPDATE connections SET key_id = %(key_id)s WHERE connection_id = %(aggregate_id)s"
+    ),
+    "connection.deleted": statement(
+        "UPDATE connections SET deleted_at = %(occurred_at)s, state = 'disconnected'"
+        " WHERE connection_id = %(aggregate_id)s"
+    ),
 }
 
 
-class ConnectionsProjection:
-    name: str = "connections"
-    version: int = 2  # 2: row-level security on every table
+class ConnectionsProjection(StatementProjection):
+    name = "connections"
+    version = 2  # 2: row-level security on every table
     tables: tuple[str, ...] = ("connections",)
-    handles: frozenset[str] = frozenset(HANDLERS)
-
-    def schema_sql(self) -> str:
-        return SCHEMA
-
-    def index_sql(self) -> str:
-        return INDEXES
-
-    def new_batch(self) -> Batch:
-        return StatementBatch(HANDLERS)
+    schema = SCHEMA
+    indexes = INDEXES
+    handlers = HANDLERS

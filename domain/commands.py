@@ -87,18 +87,28 @@ def dispatch(event: ev.MessageSendRequested, now: datetime) -> SendMessage | ev.
     return send_command(event)
 
 
-def sent_event(
-    command: SendMessage, provider_message_id: str, sent_at: datetime, actor: str
-) -> ev.MessageSent:
-    """The connector's confirmation of a command the provider accepted."""
+def _outcome(event_cls: type[ev.E], command: SendMessage, actor: str, data: ev.Payload) -> ev.E:
+    """An event on the command's conversation, caused by the send request it came from."""
     return ev.new_event(
-        ev.MessageSent,
+        event_cls,
         tenant_id=command.tenant_id,
         aggregate_id=command.conversation_id,
         actor=actor,
         causation_id=command.causation_id,
         correlation_id=command.correlation_id,
-        data=ev.MessageSentData(
+        data=data,
+    )
+
+
+def sent_event(
+    command: SendMessage, provider_message_id: str, sent_at: datetime, actor: str
+) -> ev.MessageSent:
+    """The connector's confirmation of a command the provider accepted."""
+    return _outcome(
+        ev.MessageSent,
+        command,
+        actor,
+        ev.MessageSentData(
             message_id=command.message_id,
             connection_id=command.connection_id,
             channel=command.channel,
@@ -112,14 +122,11 @@ def sent_event(
 
 
 def failed_event(command: SendMessage, code: str, reason: str, actor: str) -> ev.MessageSendFailed:
-    return ev.new_event(
+    return _outcome(
         ev.MessageSendFailed,
-        tenant_id=command.tenant_id,
-        aggregate_id=command.conversation_id,
-        actor=actor,
-        causation_id=command.causation_id,
-        correlation_id=command.correlation_id,
-        data=ev.MessageSendFailedData(
+        command,
+        actor,
+        ev.MessageSendFailedData(
             message_id=command.message_id, connection_id=command.connection_id, code=code, reason=reason
         ),
     )

@@ -23,13 +23,13 @@ _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
 _AGENT = ev.Sender(id="agent:default", name="Moltbot", is_bot=True)
 
 
-def _make(cls: type[ev.E], aggregate_id: str, actor: str, data: object, n: int) -> ev.E:
+def _make(cls: type[ev.E], aggregate_id: str, actor: str, data: ev.Payload, n: int) -> ev.E:
     return ev.new_event(
         cls,
         tenant_id=TENANT_ID,
         aggregate_id=aggregate_id,
         actor=actor,
-        data=data,  # type: ignore[arg-type]
+        data=data,
         occurred_at=AT,
         event_id=f"01JD3V5W5{n:017d}",
         correlation_id="01JD3V5W500000000000000000" if n else None,
@@ -41,7 +41,7 @@ def examples() -> list[ev.Event]:
     user = f"user:{USER_ID}"
     connector = f"connector:telegram:{CONNECTION_ID}"
     agent = "agent:default"
-    specs: list[tuple[type[ev.Event], str, str, object]] = [
+    specs: list[tuple[type[ev.Event], str, str, ev.Payload]] = [
         (ev.TenantCreated, TENANT_ID, user, ev.TenantCreatedData(name="Personal")),
         (
             ev.UserRegistered,

@@ -13,7 +13,6 @@ from typing import Protocol
 
 import msgspec
 
-from domain import subjects
 from domain.codec import EventCodec
 from domain.events import Event
 
@@ -76,12 +75,14 @@ class EventStore(Protocol):
     def read(
         self,
         *,
-        since: int = 1,
-        subject: str = subjects.ALL_EVENTS,
-        until_seq: int | None = None,
-        follow: bool = False,
-        batch: int = 1000,
-        idle_timeout: float = 1.0,
+        since: int = ...,
+        subject: str = ...,
+        until_seq: int | None = ...,
+        follow: bool = ...,
+        batch: int = ...,
+        idle_timeout: float = ...,
     ) -> AsyncIterator[StoredRecord]:
-        """Stored messages from ``since`` matching ``subject``, in order (see the adapter)."""
+        """Stored messages matching ``subject`` (every event unless given), in order from
+        sequence ``since`` (the first unless given), to ``until_seq`` or, without ``follow``,
+        to the end of what is stored when reading began. The adapter sets the defaults."""
         ...

@@ -49,34 +49,28 @@ def event_type_of(subject_token: str) -> str:
     return f"{noun}.{verb}"
 
 
+def _subject(prefix: str, **tokens: str) -> str:
+    """``prefix`` and each value, checked as a token under its field name, joined by dots."""
+    return ".".join((prefix, *(token(field, value) for field, value in tokens.items())))
+
+
+def _aggregate_prefix(tenant_id: str, aggregate: str, aggregate_id: str) -> str:
+    """``ev.<tenant>.<aggregate>.<id>``: what every subject of one aggregate starts with."""
+    return _subject(EVENTS_PREFIX, tenant_id=tenant_id, aggregate=aggregate, aggregate_id=aggregate_id)
+
+
 def event_subject(tenant_id: str, aggregate: str, aggregate_id: str, event_type: str) -> str:
-    return ".".join(
-        (
-            EVENTS_PREFIX,
-            token("tenant_id", tenant_id),
-            token("aggregate", aggregate),
-            token("aggregate_id", aggregate_id),
-            event_token(event_type),
-        )
-    )
+    return f"{_aggregate_prefix(tenant_id, aggregate, aggregate_id)}.{event_token(event_type)}"
 
 
 def aggregate_filter(tenant_id: str, aggregate: str, aggregate_id: str) -> str:
     """Every event of one aggregate: ``ev.<tenant>.<aggregate>.<id>.>``."""
-    return ".".join(
-        (
-            EVENTS_PREFIX,
-            token("tenant_id", tenant_id),
-            token("aggregate", aggregate),
-            token("aggregate_id", aggregate_id),
-            ">",
-        )
-    )
+    return f"{_aggregate_prefix(tenant_id, aggregate, aggregate_id)}.>"
 
 
 def tenant_filter(tenant_id: str) -> str:
     """A tenant's whole history: ``ev.<tenant>.>``."""
-    return f"{EVENTS_PREFIX}.{token('tenant_id', tenant_id)}.>"
+    return f"{_subject(EVENTS_PREFIX, tenant_id=tenant_id)}.>"
 
 
 class EventSubject(NamedTuple):
@@ -94,20 +88,11 @@ def parse_event_subject(subject: str) -> EventSubject:
 
 
 def command_subject(channel: str, connection_id: str, kind: str) -> str:
-    return ".".join(
-        (
-            COMMANDS_PREFIX,
-            token("channel", channel),
-            token("connection_id", connection_id),
-            token("kind", kind),
-        )
-    )
+    return _subject(COMMANDS_PREFIX, channel=channel, connection_id=connection_id, kind=kind)
 
 
 def agent_command_subject(tenant_id: str, conversation_id: str) -> str:
-    return ".".join(
-        (COMMANDS_PREFIX, "agent", token("tenant_id", tenant_id), token("conversation_id", conversation_id))
-    )
+    return _subject(f"{COMMANDS_PREFIX}.agent", tenant_id=tenant_id, conversation_id=conversation_id)
 
 
 def live_subject(tenant_id: str, *rest: str) -> str:
@@ -117,7 +102,7 @@ def live_subject(tenant_id: str, *rest: str) -> str:
 
 
 def dlq_subject(origin: str, reason: str) -> str:
-    return f"{DLQ_PREFIX}.{token('origin', origin)}.{token('reason', reason)}"
+    return _subject(DLQ_PREFIX, origin=origin, reason=reason)
 
 
 BRIDGE_PREFIX = "bridge"
@@ -126,7 +111,7 @@ BRIDGE_PREFIX = "bridge"
 def bridge_send_subject(channel: str, connection_id: str) -> str:
     """Core NATS (not stored): a send handed to the device hosting a bridge connection,
     answered by the gateway that holds the device's tunnel: ``bridge.<channel>.<connection>.send``."""
-    return ".".join((BRIDGE_PREFIX, token("channel", channel), token("connection_id", connection_id), "send"))
+    return _subject(BRIDGE_PREFIX, channel=channel, connection_id=connection_id) + ".send"
 
 
 def bridge_close_subject(device_id: str) -> str:

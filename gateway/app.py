@@ -61,6 +61,9 @@ def create_app(ctx: GatewayContext) -> Litestar:
             path="/schema",
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        # Litestar's own logging set-up would replace the root handler: its records, and
+        # uvicorn's, go through the structlog one (moltbot/logs.py).
+        logging_config=None,
         debug=False,
     )
     app.state.ctx = ctx

@@ -21,8 +21,9 @@ import jwt
 import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
+from adapters.postgres import tenancy
 from gateway.errors import ApiError
 from projections import tenants_queries
 
@@ -74,11 +75,11 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def member_role(conn: AsyncConnection[Any], tenant_id: str, user_id: str) -> Role | None:
-    """The user's role in the tenant from the members read model, or ``None`` when not a
-    member. Call it inside a transaction: it confines ``conn`` to ``tenant_id`` (RLS)."""
-    await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
-    role = await tenants_queries.member_role(conn, tenant_id, user_id)
+async def member_role(pool: AsyncConnectionPool[Any], tenant_id: str, user_id: str) -> Role | None:
+    """The user's role in the tenant from the members read model (read in a transaction
+    confined to ``tenant_id``), or ``None`` when not a member."""
+    async with tenancy.tenant_transaction(pool, tenant_id) as conn:
+        role = await tenants_queries.member_role(conn, tenant_id, user_id)
     if role is None or role not in ROLES:
         return None
     return cast(Role, role)

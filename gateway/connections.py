@@ -20,7 +20,7 @@ from gateway.errors import ApiError
 if TYPE_CHECKING:
     from adapters.channels.endpoints import ProviderEndpoints
     from adapters.media.store import MediaStore
-    from adapters.nats.event_store import EventStore
+    from domain.ports import EventStore
     from gateway.context import GatewayContext
 
 WEBHOOKS_SQL = """

@@ -19,12 +19,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
-from adapters.nats.event_store import EventStore
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
+from gateway.feed import LiveEventStore
 from gateway.limits import Limiter, Limits
 from gateway.oidc import OidcVerifier, peek_issuer
 
@@ -43,7 +43,7 @@ class SlackApp:
 
 @dataclass(frozen=True)
 class GatewayContext:
-    store: EventStore
+    store: LiveEventStore  # the event log (domain.ports), and its NATS connection for live signals
     pool: AsyncConnectionPool[Any]
     tokens: Tokens
     oidc: OidcVerifier | None = None  # external identity provider, when configured

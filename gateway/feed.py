@@ -12,15 +12,25 @@ import asyncio
 import contextlib
 import fnmatch
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.nats.event_store import EventStore, StoredRecord
 from domain import subjects
+from domain.ports import EventStore, StoredRecord
 from gateway.errors import ApiError
 
 _PATTERN_CHARS = set("abcdefghijklmnopqrstuvwxyz_.*")
+
+
+class LiveEventStore(EventStore, Protocol):
+    """The event log and the NATS connection under it, which the feeds need besides the log:
+    agent deltas are live signals that are never stored, and a server that restarts forgets
+    a reader's consumer, which a feed notices by the connection's reconnects."""
+
+    @property
+    def nc(self) -> Client: ...
 
 
 def type_patterns(topics: list[str] | None, field: str) -> list[str] | None:
@@ -45,7 +55,7 @@ def event_type(record: StoredRecord) -> str:
 
 
 async def tenant_feed(
-    store: EventStore,
+    store: LiveEventStore,
     tenant_id: str,
     since: int,
     patterns: list[str] | None,
@@ -63,7 +73,7 @@ async def tenant_feed(
 
 
 async def subject_feed(
-    store: EventStore, subject: str, since: int, *, heartbeat: float
+    store: LiveEventStore, subject: str, since: int, *, heartbeat: float
 ) -> AsyncIterator[StoredRecord | None]:
     """Records on ``subject`` from ``since``, replayed then live, with ``None`` as a heartbeat
     after each ``heartbeat`` seconds of quiet (one consumer: no gap, no duplicate).
@@ -82,7 +92,7 @@ async def subject_feed(
 
 
 async def _read_until_reconnect(
-    store: EventStore, subject: str, since: int, heartbeat: float, reconnects: int
+    store: LiveEventStore, subject: str, since: int, heartbeat: float, reconnects: int
 ) -> AsyncIterator[StoredRecord | None]:
     records = store.read(since=since, subject=subject, follow=True).__aiter__()
     pending: asyncio.Future[StoredRecord] | None = None

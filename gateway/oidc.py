@@ -165,15 +165,15 @@ class IdentityLinks:
 
     async def caller(self, identity: ExternalIdentity) -> Caller:
         """The linked user with their role now; 401 when not linked or no longer a member."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT user_id, tenant_id FROM gateway.identities WHERE issuer = %s AND subject = %s",
                 (identity.issuer, identity.subject),
             )
             row: dict[str, Any] | None = await cur.fetchone()
-            if row is None:
-                raise not_linked(identity)
-            role = await member_role(conn, row["tenant_id"], row["user_id"])
+        if row is None:
+            raise not_linked(identity)
+        role = await member_role(self._pool, row["tenant_id"], row["user_id"])
         if role is None:
             raise ApiError(
                 401,

@@ -13,10 +13,10 @@ from typing import IO
 
 import msgspec
 
-from adapters.nats.event_store import EventStore, StoredRecord
 from domain.codec import EventCodec
 from domain.errors import InvalidEvent
 from domain.events import Event
+from domain.ports import EventStore, StoredRecord
 
 
 class LineError(msgspec.Struct, frozen=True):

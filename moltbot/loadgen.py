@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from domain import events as ev
 from domain import ids
@@ -20,6 +21,13 @@ _WORDS = (
     *("thanks", "sure", "great", "idea", "budget", "review", "launch", "bug", "fixed"),
     *("deploy", "friday", "monday", "lunch", "kids", "school", "doctor", "pharmacy"),
 )
+
+
+class _Stamp(NamedTuple):
+    """When an event occurs and its id, which sorts by that time."""
+
+    at: datetime
+    event_id: str
 
 
 def _text(rng: random.Random) -> str:
@@ -42,16 +50,31 @@ def generate(
         clock += timedelta(milliseconds=rng.randint(1, 2000))
         return clock
 
-    def make(cls: type[ev.E], tenant_id: str, aggregate_id: str, actor: str, data: object) -> ev.E:
+    def ulid_at(at: datetime) -> str:
+        return ids.ulid(int(at.timestamp() * 1000), rng.randbytes(10))
+
+    def next_stamp() -> _Stamp:
         at = tick()
+        return _Stamp(at, ulid_at(at))
+
+    def make(
+        cls: type[ev.E],
+        tenant_id: str,
+        aggregate_id: str,
+        actor: str,
+        data: ev.Payload,
+        stamp: _Stamp | None = None,
+    ) -> ev.E:
+        """The event, at ``stamp`` (drawn before its payload, to date it) or else at the next tick."""
+        at, event_id = stamp or next_stamp()
         return ev.new_event(
             cls,
             tenant_id=tenant_id,
             aggregate_id=aggregate_id,
             actor=actor,
-            data=data,  # type: ignore[arg-type]
+            data=data,
             occurred_at=at,
-            event_id=ids.ulid(int(at.timestamp() * 1000), rng.randbytes(10)),
+            event_id=event_id,
         )
 
     conversations: list[tuple[str, str, str, str]] = []  # tenant, conversation, connection, channel
@@ -115,42 +138,40 @@ def generate(
         roll = rng.random()
         provider_seq += 1
         if roll < 0.70:
-            at = tick()
-            yield ev.new_event(
+            stamp = next_stamp()
+            yield make(
                 ev.MessageReceived,
-                tenant_id=tenant_id,
-                aggregate_id=conversation_id,
-                actor=connector,
-                occurred_at=at,
-                event_id=ids.ulid(int(at.timestamp() * 1000), rng.randbytes(10)),
-                data=ev.MessageReceivedData(
+                tenant_id,
+                conversation_id,
+                connector,
+                ev.MessageReceivedData(
                     message_id=ids.stable_id("m", f"{channel}:{connection_id}:{provider_seq}"),
                     connection_id=connection_id,
                     channel=channel,
                     provider_message_id=str(provider_seq),
                     sender=ev.Sender(id=f"{channel}:{rng.randint(1, 50)}", name="Sender"),
                     text=_text(rng),
-                    sent_at=at,
+                    sent_at=stamp.at,
                 ),
+                stamp,
             )
         elif roll < 0.85:
-            at = tick()
-            yield ev.new_event(
+            stamp = next_stamp()
+            yield make(
                 ev.MessageSent,
-                tenant_id=tenant_id,
-                aggregate_id=conversation_id,
-                actor=connector,
-                occurred_at=at,
-                event_id=ids.ulid(int(at.timestamp() * 1000), rng.randbytes(10)),
-                data=ev.MessageSentData(
-                    message_id=f"m_{ids.ulid(int(at.timestamp() * 1000), rng.randbytes(10))}",
+                tenant_id,
+                conversation_id,
+                connector,
+                ev.MessageSentData(
+                    message_id=f"m_{ulid_at(stamp.at)}",
                     connection_id=connection_id,
                     channel=channel,
                     provider_message_id=f"out-{provider_seq}",
                     text=_text(rng),
-                    sent_at=at,
+                    sent_at=stamp.at,
                     sender=ev.Sender(id="agent:default", name="Moltbot", is_bot=True),
                 ),
+                stamp,
             )
         elif roll < 0.92:
             yield make(

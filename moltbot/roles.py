@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 import psycopg
 import structlog
@@ -53,9 +54,11 @@ from projections.connection_reads import ConnectionReadModel
 from projections.engine import ensure_core
 from projections.partition_worker import PartitionWorker
 from projections.partitions import Partitioning
-from projections.worker import DEFAULT_BATCH, ProjectionWorker
+from projections.worker import DEFAULT_BATCH, LiveWorker, ProjectionWorker
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from gateway.context import GatewayContext, SlackApp
     from gateway.limits import Limits
     from gateway.oidc import OidcConfig
@@ -84,39 +87,50 @@ async def run_projections(
     this process is partition worker ``partition`` of N for every read model: it folds only
     the tenants of its buckets. The N processes together replace the single workers.
     """
-    template = spec.consumer_templates["projection"]
     async with (
         connection(nats, name="moltbot-projections", role=permissions.PROJECTIONS) as nc,
         asyncio.TaskGroup() as tasks,
     ):
+        new_worker = _worker_kind(spec, partitioning, partitions, partition)
         jetstream = JetStreamApi(nc)
         store = EventStore(nc, codec=EventCodec())
         for projection in projections:
-            worker: ProjectionWorker | PartitionWorker
-            if partitions:
-                if partitioning is None:
-                    raise ValueError("partitioned workers need streams.yaml's partitioned_projections")
-                worker = PartitionWorker(
-                    jetstream=jetstream,
-                    store=store,
-                    database_url=database_url,
-                    projection=projection,
-                    partitioning=partitioning,
-                    partitions=partitions,
-                    partition=partition,
-                    batch_size=batch_size,
-                )
-            else:
-                worker = ProjectionWorker(
-                    jetstream=jetstream,
-                    store=store,
-                    database_url=database_url,
-                    projection=projection,
-                    consumer_template=template,
-                    batch_size=batch_size,
-                )
+            worker = new_worker(
+                jetstream=jetstream,
+                store=store,
+                database_url=database_url,
+                projection=projection,
+                batch_size=batch_size,
+            )
             tasks.create_task(worker.run(), name=worker.consumer)
         log.info("projections_running", read_models=[p.name for p in projections])
+
+
+class _NewWorker(Protocol):
+    """Makes the live worker of one read model; the arguments every kind of worker takes."""
+
+    def __call__(
+        self,
+        *,
+        jetstream: JetStreamApi,
+        store: EventStore,
+        database_url: str,
+        projection: Projection,
+        batch_size: int,
+    ) -> LiveWorker: ...
+
+
+def _worker_kind(
+    spec: StreamsFile, partitioning: Partitioning | None, partitions: int, partition: int
+) -> _NewWorker:
+    """The single worker of each read model, or with ``partitions`` this process's partition worker."""
+    if not partitions:
+        return functools.partial(ProjectionWorker, consumer_template=spec.consumer_templates["projection"])
+    if partitioning is None:
+        raise ValueError("partitioned workers need streams.yaml's partitioned_projections")
+    return functools.partial(
+        PartitionWorker, partitioning=partitioning, partitions=partitions, partition=partition
+    )
 
 
 async def run_outbox(nats: NatsTarget) -> None:
@@ -287,22 +301,25 @@ def _with_own_keys(
     return models.with_tenant_keys(own_key)
 
 
+class GatewayOptions(TypedDict, total=False):
+    """What the gateway may be given besides its servers and signing key (Settings.gateway_options
+    reads them from the environment); each one left out is off or its default."""
+
+    oidc: OidcConfig | None  # an external identity provider whose access tokens are accepted
+    models: ModelChoice | None
+    keyring: Keyring | None
+    endpoints: ProviderEndpoints | None  # None: the providers' public APIs
+    media: MediaStore | None
+    slack_app: SlackApp | None
+    public_url: str | None
+    limits: Limits | None  # None: gateway/limits.py's defaults
+    trusted_proxies: tuple[str, ...]
+    ops_token: str | None
+
+
 @contextlib.asynccontextmanager
 async def gateway_context(
-    nats: NatsTarget,
-    database_url: str,
-    key_file: Path,
-    *,
-    oidc: OidcConfig | None = None,
-    models: ModelChoice | None = None,
-    keyring: Keyring | None = None,
-    endpoints: ProviderEndpoints | None = None,
-    media: MediaStore | None = None,
-    slack_app: SlackApp | None = None,
-    public_url: str | None = None,
-    limits: Limits | None = None,
-    trusted_proxies: tuple[str, ...] = (),
-    ops_token: str | None = None,
+    nats: NatsTarget, database_url: str, key_file: Path, **options: Unpack[GatewayOptions]
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
@@ -340,6 +357,7 @@ async def gateway_context(
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()
+    oidc, keyring = options.get("oidc"), options.get("keyring")
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     try:
         async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
@@ -348,15 +366,15 @@ async def gateway_context(
                 pool=pool,
                 tokens=tokens,
                 oidc=verifier,
-                models=_with_own_keys(models, pool, keyring),
+                models=_with_own_keys(options.get("models"), pool, keyring),
                 keyring=keyring,
-                endpoints=endpoints or ProviderEndpoints(),
-                media=media,
-                slack_app=slack_app,
-                public_url=public_url,
-                limiter=Limiter(RateCounter(pool), limits or DefaultLimits()),
-                trusted_proxies=trusted_proxies,
-                ops_token=ops_token,
+                endpoints=options.get("endpoints") or ProviderEndpoints(),
+                media=options.get("media"),
+                slack_app=options.get("slack_app"),
+                public_url=options.get("public_url"),
+                limiter=Limiter(RateCounter(pool), options.get("limits") or DefaultLimits()),
+                trusted_proxies=options.get("trusted_proxies", ()),
+                ops_token=options.get("ops_token"),
             )
     finally:
         if verifier is not None:
@@ -372,35 +390,12 @@ async def run_gateway(
     host: str = "127.0.0.1",
     port: int = 8000,
     started: asyncio.Event | None = None,
-    oidc: OidcConfig | None = None,
-    models: ModelChoice | None = None,
-    keyring: Keyring | None = None,
-    endpoints: ProviderEndpoints | None = None,
-    media: MediaStore | None = None,
-    slack_app: SlackApp | None = None,
-    public_url: str | None = None,
-    limits: Limits | None = None,
-    trusted_proxies: tuple[str, ...] = (),
-    ops_token: str | None = None,
+    **options: Unpack[GatewayOptions],
 ) -> None:
     """Serve the HTTP API until cancelled."""
     from gateway.app import MAX_WS_MESSAGE_BYTES, create_app
 
-    async with gateway_context(
-        nats,
-        database_url,
-        key_file,
-        oidc=oidc,
-        models=models,
-        keyring=keyring,
-        endpoints=endpoints,
-        media=media,
-        slack_app=slack_app,
-        public_url=public_url,
-        limits=limits,
-        trusted_proxies=trusted_proxies,
-        ops_token=ops_token,
-    ) as ctx:
+    async with gateway_context(nats, database_url, key_file, **options) as ctx:
         config = uvicorn.Config(
             create_app(ctx),
             host=host,

@@ -28,7 +28,10 @@ from gateway.context import SlackApp
 from gateway.limits import Limits
 
 if TYPE_CHECKING:
+    from adapters.agent.choice import ModelChoice
+    from adapters.vault.cipher import Keyring
     from gateway.oidc import OidcConfig
+    from moltbot.roles import GatewayOptions
 
 DEFAULT_DATA_DIR = Path(".moltbot")
 STACK_FILE = "stack.json"
@@ -174,6 +177,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             signing_secret=self.slack_signing_secret,
             redirect_uri=f"{public}/v1/channels/slack/oauth/callback",
         )
+
+    def gateway_options(self, *, models: ModelChoice, keyring: Keyring, media: MediaStore) -> GatewayOptions:
+        """The gateway role's options (``run_gateway``'s keywords): these settings, and the
+        models, vault keys and media store its caller made."""
+        return {
+            "oidc": self.oidc_config(),
+            "models": models,
+            "keyring": keyring,
+            "endpoints": self.endpoints,
+            "media": media,
+            "slack_app": self.slack_app(),
+            "public_url": self.public_url,
+            "limits": self.limits,
+            "trusted_proxies": self.trusted_proxies,
+            "ops_token": self.ops_token,
+        }
 
     def media_store(self) -> MediaStore:
         """Where attachments are kept: the S3-compatible bucket if configured, else the folder."""

@@ -9,8 +9,7 @@ from typing import Any
 import msgspec
 
 from domain import events as ev
-from projections.base import Batch
-from projections.statements import Handler, Statement, StatementBatch
+from projections.statements import Handler, Statement, StatementProjection, event_fields, statement
 
 SCHEMA = """
 CREATE TABLE agents (
@@ -55,75 +54,33 @@ CREATE INDEX agent_runs_tenant ON agent_runs (tenant_id, requested_at);
 """
 
 
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def _configured(seq: int, e: ev.AgentConfigured) -> list[Statement]:
-    d = e.data
-    row = {
-        "id": e.aggregate_id,
-        "tenant": e.tenant_id,
-        "name": d.name,
-        "model": d.model,
-        "prompt": d.system_prompt,
-        "tools": list(d.tools),
-        "rules": msgspec.json.encode(d.rules).decode(),
-        "enabled": d.enabled,
-        "template": d.template,
-        "at": e.occurred_at,
-    }
     return [
         (
-            "INSERT INTO agents VALUES (%(id)s, %(tenant)s, %(name)s, %(model)s, %(prompt)s, %(tools)s,"
-            " %(rules)s, %(enabled)s, %(template)s, %(at)s, %(at)s, 1)"
+            "INSERT INTO agents VALUES (%(aggregate_id)s, %(tenant_id)s, %(name)s, %(model)s,"
+            " %(system_prompt)s, %(tools)s, %(rules)s, %(enabled)s, %(template)s, %(occurred_at)s,"
+            " %(occurred_at)s, 1)"
             " ON CONFLICT (agent_id) DO UPDATE SET name = EXCLUDED.name, model = EXCLUDED.model,"
             " system_prompt = EXCLUDED.system_prompt, tools = EXCLUDED.tools, rules = EXCLUDED.rules,"
             " enabled = EXCLUDED.enabled, template = EXCLUDED.template, updated_at = EXCLUDED.updated_at,"
             " version = agents.version + 1",
-            row,
-        )
-    ]
-
-
-def _requested(seq: int, e: ev.AgentRunRequested) -> list[Statement]:
-    d = e.data
-    return [
-        (
-            "INSERT INTO agent_runs (run_id, tenant_id, conversation_id, agent_id, trigger_message_id,"
-            " status, requested_at) VALUES (%s, %s, %s, %s, %s, 'requested', %s) ON CONFLICT DO NOTHING",
-            (d.run_id, e.tenant_id, e.aggregate_id, d.agent_id, d.trigger_message_id, e.occurred_at),
-        )
-    ]
-
-
-def _started(seq: int, e: ev.AgentRunStarted) -> list[Statement]:
-    return [
-        (
-            "UPDATE agent_runs SET status = 'started', model = %s WHERE run_id = %s AND status = 'requested'",
-            (e.data.model, e.data.run_id),
+            event_fields(e) | {"tools": list(e.data.tools), "rules": _json(e.data.rules)},
         )
     ]
 
 
 def _completed(seq: int, e: ev.AgentRunCompleted) -> list[Statement]:
-    d = e.data
     return [
         (
-            "UPDATE agent_runs SET status = 'completed', model = %s, tokens_in = %s, tokens_out = %s,"
-            " cost_micros = %s, reply_message_id = %s, tool_calls = %s, offline = %s, finished_at = %s"
-            " WHERE run_id = %s",
-            (
-                d.model, d.tokens_in, d.tokens_out, d.cost_micros, d.reply_message_id,
-                msgspec.json.encode(d.tool_calls).decode(), d.offline, e.occurred_at, d.run_id,
-            ),
-        )
-    ]  # fmt: skip
-
-
-def _failed(seq: int, e: ev.AgentRunFailed) -> list[Statement]:
-    d = e.data
-    return [
-        (
-            "UPDATE agent_runs SET status = 'failed', error_code = %s, error = %s, finished_at = %s"
-            " WHERE run_id = %s",
-            (d.code, d.reason, e.occurred_at, d.run_id),
+            "UPDATE agent_runs SET status = 'completed', model = %(model)s, tokens_in = %(tokens_in)s,"
+            " tokens_out = %(tokens_out)s, cost_micros = %(cost_micros)s,"
+            " reply_message_id = %(reply_message_id)s, tool_calls = %(tool_calls)s,"
+            " offline = %(offline)s, finished_at = %(occurred_at)s WHERE run_id = %(run_id)s",
+            event_fields(e) | {"tool_calls": _json(e.data.tool_calls)},
         )
     ]
 
@@ -143,24 +100,28 @@ def configuration(row: Mapping[str, Any]) -> ev.AgentConfiguredData:
 
 HANDLERS: dict[str, Handler] = {
     "agent.configured": _configured,
-    "agent.run_requested": _requested,
-    "agent.run_started": _started,
+    # aggregate_id: the conversation
+    "agent.run_requested": statement(
+        "INSERT INTO agent_runs (run_id, tenant_id, conversation_id, agent_id, trigger_message_id,"
+        " status, requested_at) VALUES (%(run_id)s, %(tenant_id)s, %(aggregate_id)s, %(agent_id)s,"
+        " %(trigger_message_id)s, 'requested', %(occurred_at)s) ON CONFLICT DO NOTHING"
+    ),
+    "agent.run_started": statement(
+        "UPDATE agent_runs SET status = 'started', model = %(model)s"
+        " WHERE run_id = %(run_id)s AND status = 'requested'"
+    ),
     "agent.run_completed": _completed,
-    "agent.run_failed": _failed,
+    "agent.run_failed": statement(
+        "UPDATE agent_runs SET status = 'failed', error_code = %(code)s, error = %(reason)s,"
+        " finished_at = %(occurred_at)s WHERE run_id = %(run_id)s"
+    ),
 }
 
 
-class AgentsProjection:
-    name: str = "agents"
-    version: int = 1
+class AgentsProjection(StatementProjection):
+    name = "agents"
+    version = 1
     tables: tuple[str, ...] = ("agents", "agent_runs")
-    handles: frozenset[str] = frozenset(HANDLERS)
-
-    def schema_sql(self) -> str:
-        return SCHEMA
-
-    def index_sql(self) -> str:
-        return INDEXES
-
-    def new_batch(self) -> Batch:
-        return StatementBatch(HANDLERS)
+    schema = SCHEMA
+    indexes = INDEXES
+    handlers = HANDLERS

@@ -19,7 +19,9 @@ step 3 turns into a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import msgspec
 import psycopg
@@ -33,7 +35,7 @@ from domain.codec import EventCodec
 from domain.errors import InvalidEvent
 from domain.events import Event
 from domain.text import replace_nul
-from projections.base import Projection, Rejected
+from projections.base import Batch, Projection, Rejected
 
 log = structlog.get_logger()
 
@@ -119,39 +121,47 @@ async def read_checkpoint(conn: Connection, projection: Projection, slot: str) -
     return await cur.fetchone()
 
 
-async def apply_batch(
-    conn: Connection,
-    projection: Projection,
-    codec: EventCodec,
-    records: Sequence[StoredRecord],
-    *,
-    slot: str,
-    schema: str,
-    consumer: str,
-    on_dead_letters: DeadLetterSink,
-) -> BatchOutcome:
-    async with conn.transaction():
-        await set_schema(conn, schema)
-        await conn.execute("SET LOCAL synchronous_commit TO off")  # derived data: replayable
-        cur = await conn.execute(
-            "SELECT last_seq FROM moltbot.projection_checkpoints"
-            " WHERE projection = %s AND slot = %s FOR UPDATE",
-            (projection.name, slot),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise NotInitialized(f"{projection.name}/{slot}")
-        checkpoint = int(row["last_seq"])  # type: ignore[call-overload]
+async def lock_checkpoint(conn: Connection, projection: Projection, slot: str) -> int | None:
+    """Lock the checkpoint row of ``slot`` until the transaction ends (which pauses whoever
+    writes under it); its ``last_seq``, or None when there is no such row."""
+    cur = await conn.execute(
+        "SELECT last_seq FROM moltbot.projection_checkpoints WHERE projection = %s AND slot = %s FOR UPDATE",
+        (projection.name, slot),
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row["last_seq"])  # type: ignore[call-overload]
 
-        applied, skipped, n_dead = await fold_records(
-            conn,
-            projection,
-            codec,
-            records,
-            [checkpoint] * len(records),
-            consumer=consumer,
-            on_dead_letters=on_dead_letters,
-        )
+
+@dataclass(frozen=True)
+class FoldTarget:
+    """Where and how batches are folded: the read model, the schema written (live, rebuild or
+    scratch), the codec that decodes the records, and the consumer that dead letters name
+    and the sink they go to."""
+
+    projection: Projection
+    schema: str
+    codec: EventCodec
+    consumer: str
+    on_dead_letters: DeadLetterSink
+
+    @asynccontextmanager
+    async def transaction(self, conn: Connection) -> AsyncIterator[None]:
+        """One batch's transaction, writing to ``schema``."""
+        async with conn.transaction():
+            await set_schema(conn, self.schema)
+            await conn.execute("SET LOCAL synchronous_commit TO off")  # derived data: replayable
+            yield
+
+
+async def apply_batch(
+    conn: Connection, target: FoldTarget, records: Sequence[StoredRecord], *, slot: str
+) -> BatchOutcome:
+    projection = target.projection
+    async with target.transaction(conn):
+        checkpoint = await lock_checkpoint(conn, projection, slot)
+        if checkpoint is None:
+            raise NotInitialized(f"{projection.name}/{slot}")
+        applied, skipped, n_dead = await fold_records(conn, target, records, [checkpoint] * len(records))
         last_seq = max((r.seq for r in records), default=checkpoint)
         if last_seq > checkpoint:
             await conn.execute(
@@ -163,17 +173,11 @@ async def apply_batch(
 
 
 async def fold_records(
-    conn: Connection,
-    projection: Projection,
-    codec: EventCodec,
-    records: Sequence[StoredRecord],
-    floors: Sequence[int],
-    *,
-    consumer: str,
-    on_dead_letters: DeadLetterSink,
+    conn: Connection, target: FoldTarget, records: Sequence[StoredRecord], floors: Sequence[int]
 ) -> tuple[int, int, int]:
     """Fold the records above their floors (each record's checkpoint) into the read model,
     inside the caller's transaction; (applied, skipped, dead-lettered)."""
+    projection, consumer = target.projection, target.consumer
     dead: list[DeadLetter] = []
     accepted: list[tuple[StoredRecord, Event]] = []
     batch = projection.new_batch()
@@ -183,7 +187,7 @@ async def fold_records(
             skipped += 1
             continue
         try:
-            event = codec.decode(replace_nul(record.data))  # PostgreSQL cannot store U+0000
+            event = target.codec.decode(replace_nul(record.data))  # PostgreSQL cannot store U+0000
         except InvalidEvent as exc:
             dead.append(_letter(record, consumer, exc.reason, exc.detail))
             continue
@@ -198,17 +202,13 @@ async def fold_records(
         accepted.append((record, event))
 
     if accepted:
-        try:
-            async with conn.transaction():
-                await batch.write(conn)
-        except psycopg.DatabaseError as exc:
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-                raise
-            log.warning("batch_refused_isolating", projection=projection.name, error=str(exc))
+        refused = await _write_or_refusal(conn, batch)
+        if refused is not None:
+            log.warning("batch_refused_isolating", projection=projection.name, error=str(refused))
             dead.extend(await _apply_one_by_one(conn, projection, consumer, accepted))
 
     if dead:
-        await on_dead_letters(dead)
+        await target.on_dead_letters(dead)
         for letter in dead:
             log.warning(
                 "event_dead_lettered",
@@ -218,6 +218,19 @@ async def fold_records(
                 error=letter.error,
             )
     return len(accepted) - len(dead), skipped, len(dead)
+
+
+async def _write_or_refusal(conn: Connection, batch: Batch) -> psycopg.DatabaseError | None:
+    """Write the batch in a savepoint; the error if the database refused its rows (rolled
+    back to the savepoint). A lost connection is no refusal: it raises."""
+    try:
+        async with conn.transaction():
+            await batch.write(conn)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.DatabaseError as exc:
+        return exc
+    return None
 
 
 async def _apply_one_by_one(
@@ -230,13 +243,9 @@ async def _apply_one_by_one(
     for record, event in accepted:
         single = projection.new_batch()
         single.add(record.seq, event)
-        try:
-            async with conn.transaction():
-                await single.write(conn)
-        except psycopg.DatabaseError as exc:
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-                raise
-            dead.append(_letter(record, consumer, "rejected", f"database refused it: {exc}"))
+        refused = await _write_or_refusal(conn, single)
+        if refused is not None:
+            dead.append(_letter(record, consumer, "rejected", f"database refused it: {refused}"))
     return dead
 
 

@@ -12,6 +12,7 @@ import msgspec
 
 from adapters.postgres.database import Connection
 from domain.reads import ConversationView, FoundMessage, PastMessage
+from projections.rows import one_row
 
 
 class Conversation(msgspec.Struct, frozen=True):
@@ -87,13 +88,13 @@ MEDIA_OF_MESSAGE = (
 
 
 async def conversation(conn: Connection, tenant_id: str, conversation_id: str) -> ConversationView | None:
-    cur = await conn.execute(
+    return await one_row(
+        conn,
+        ConversationView,
         "SELECT conversation_id, channel, connection_id, kind, external_id, agent_enabled"
         " FROM rm_inbox.conversations WHERE conversation_id = %s AND tenant_id = %s",
         (conversation_id, tenant_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, ConversationView)
 
 
 async def conversations(
@@ -203,12 +204,12 @@ async def find_messages(
 
 
 async def media_file(conn: Connection, tenant_id: str, media_id: str) -> StoredMedia | None:
-    cur = await conn.execute(
+    return await one_row(
+        conn,
+        StoredMedia,
         "SELECT mime, storage_key FROM rm_inbox.media WHERE media_id = %s AND tenant_id = %s",
         (media_id, tenant_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, StoredMedia)
 
 
 async def conversation_of_message(conn: Connection, message_id: str) -> str | None:

@@ -10,18 +10,15 @@ checkpoint follows them, is in projections/partitions.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
 from adapters.nats.event_store import EVENTS_STREAM
-from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.pull import ack_position
 from adapters.postgres.database import Connection
-from domain.ports import EventStore
-from projections.base import Projection, live_schema
 from projections.engine import BatchOutcome
 from projections.partitions import (
     Assignment,
@@ -33,7 +30,7 @@ from projections.partitions import (
     raise_idle,
     read_partitions,
 )
-from projections.worker import DEFAULT_BATCH, LiveWorker
+from projections.worker import LiveWorker, WorkerOptions
 
 log = structlog.get_logger()
 
@@ -44,26 +41,13 @@ class PartitionWorker(LiveWorker):
     def __init__(
         self,
         *,
-        jetstream: JetStreamApi,
-        store: EventStore,
-        database_url: str,
-        projection: Projection,
         partitioning: Partitioning,
         partitions: int,
         partition: int,
-        batch_size: int = DEFAULT_BATCH,
-        idle_timeout: float = 1.0,
+        **options: Unpack[WorkerOptions],
     ) -> None:
         self.assignment = Assignment(partitions, partition, partitioning.buckets)
-        super().__init__(
-            jetstream=jetstream,
-            store=store,
-            database_url=database_url,
-            projection=projection,
-            consumer=self.assignment.consumer(projection),
-            batch_size=batch_size,
-            idle_timeout=idle_timeout,
-        )
+        super().__init__(consumer=self.assignment.consumer(options["projection"]), **options)
         self._partitioning = partitioning
         self._feed = partitioning.stream_name
         self._idle_raised_to = 0  # the feed sequence the last idle raise covered
@@ -83,16 +67,8 @@ class PartitionWorker(LiveWorker):
         return self._feed
 
     async def _fold(self, conn: Connection, msgs: list[Msg]) -> BatchOutcome:
-        return await apply_partition_batch(
-            conn,
-            self.projection,
-            self._codec,
-            [from_feed(m.subject, ack_position(m.reply)[0], m.data, m.headers) for m in msgs],
-            owned=self.assignment.owned,
-            schema=live_schema(self.projection),
-            consumer=self.consumer,
-            on_dead_letters=self._publish_dead_letters,
-        )
+        records = [from_feed(m.subject, ack_position(m.reply)[0], m.data, m.headers) for m in msgs]
+        return await apply_partition_batch(conn, self._target, records, owned=self.assignment.owned)
 
     async def _when_idle(self, conn: Connection) -> None:
         """Nothing arrived: if nothing of ours is pending either, our buckets are applied up to

@@ -37,9 +37,8 @@ import yaml
 
 from adapters.nats.event_store import EVENTS_STREAM, StoredRecord
 from adapters.postgres.database import Connection
-from domain.codec import EventCodec
 from projections.base import Projection, consumer_name
-from projections.engine import BatchOutcome, DeadLetterSink, fold_records, set_schema
+from projections.engine import BatchOutcome, FoldTarget, fold_records, lock_checkpoint
 
 log = structlog.get_logger()
 
@@ -223,11 +222,7 @@ async def _raise(
     # Lock 'live' before reading the minimum: the read then sees every other worker that
     # raised 'live' before us committed (reading first, two workers could each miss the
     # other's uncommitted buckets and both write the old minimum).
-    await conn.execute(
-        "SELECT last_seq FROM moltbot.projection_checkpoints"
-        " WHERE projection = %s AND slot = 'live' FOR UPDATE",
-        (projection.name,),
-    )
+    await lock_checkpoint(conn, projection, "live")
     await conn.execute(
         "UPDATE moltbot.projection_checkpoints AS c SET last_seq = m.seq, updated_at = now()"
         " FROM (SELECT min(events_seq) AS seq FROM moltbot.projection_partitions WHERE projection = %s) AS m"
@@ -237,32 +232,17 @@ async def _raise(
 
 
 async def apply_partition_batch(
-    conn: Connection,
-    projection: Projection,
-    codec: EventCodec,
-    records: Sequence[PartitionRecord],
-    *,
-    owned: Sequence[int],
-    schema: str,
-    consumer: str,
-    on_dead_letters: DeadLetterSink,
+    conn: Connection, target: FoldTarget, records: Sequence[PartitionRecord], *, owned: Sequence[int]
 ) -> BatchOutcome:
     """One batch of one worker's feed, in one transaction with its bucket checkpoints."""
-    async with conn.transaction():
-        await set_schema(conn, schema)
-        await conn.execute("SET LOCAL synchronous_commit TO off")  # derived data: replayable
+    projection = target.projection
+    async with target.transaction(conn):
         checkpoints = await _lock(conn, projection, owned)
         foreign = {r.bucket for r in records} - checkpoints.keys()
         if foreign:
-            raise PartitionError(f"{consumer} was sent buckets {sorted(foreign)} it does not own")
+            raise PartitionError(f"{target.consumer} was sent buckets {sorted(foreign)} it does not own")
         applied, skipped, dead = await fold_records(
-            conn,
-            projection,
-            codec,
-            [r.record for r in records],
-            [checkpoints[r.bucket] for r in records],
-            consumer=consumer,
-            on_dead_letters=on_dead_letters,
+            conn, target, [r.record for r in records], [checkpoints[r.bucket] for r in records]
         )
         # Its consumer delivers the owned buckets in feed order: nothing of theirs is left below.
         events_seq = max(r.record.seq for r in records)

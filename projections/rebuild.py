@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -23,10 +24,12 @@ from adapters.postgres.database import Connection
 from domain.ports import EventStore, StoredRecord
 from projections.base import Projection, consumer_name, live_schema
 from projections.engine import (
+    FoldTarget,
     apply_batch,
     create_tables,
     discard_dead_letters,
     ensure_core,
+    lock_checkpoint,
     read_checkpoint,
     set_schema,
 )
@@ -73,38 +76,34 @@ async def _batches(
         yield chunk
 
 
-async def _replay(
-    conn: Connection,
-    projection: Projection,
-    store: EventStore,
-    *,
-    slot: str,
-    schema: str,
-    since: int,
-    until_seq: int,
-    batch_size: int,
-    progress: Progress | None,
-    keep: Callable[[StoredRecord], bool] | None = None,
-) -> int:
-    """Apply [since, until_seq] (only the records ``keep`` accepts, if given) to ``schema``
-    under ``slot``; the number of records read."""
-    count = 0
-    async for chunk in _batches(store, since, until_seq, batch_size):
-        kept = chunk if keep is None else [record for record in chunk if keep(record)]
-        await apply_batch(
-            conn,
-            projection,
-            store.codec,
-            kept,
-            slot=slot,
-            schema=schema,
-            consumer=f"{consumer_name(projection)}-{slot}",
-            on_dead_letters=discard_dead_letters,
-        )
-        count += len(chunk)
-        if progress:
-            progress(chunk[-1].seq, until_seq)
-    return count
+@dataclass(frozen=True)
+class _Replay:
+    """Replaying the log into a schema beside the live one, under its own checkpoint ``slot``."""
+
+    conn: Connection
+    store: EventStore
+    target: FoldTarget
+    slot: str
+    batch_size: int
+
+    async def run(
+        self,
+        *,
+        since: int,
+        until_seq: int,
+        progress: Progress | None,
+        keep: Callable[[StoredRecord], bool] | None = None,
+    ) -> int:
+        """Apply [since, until_seq] (only the records ``keep`` accepts, if given); the number
+        of records read."""
+        count = 0
+        async for chunk in _batches(self.store, since, until_seq, self.batch_size):
+            kept = chunk if keep is None else [record for record in chunk if keep(record)]
+            await apply_batch(self.conn, self.target, kept, slot=self.slot)
+            count += len(chunk)
+            if progress:
+                progress(chunk[-1].seq, until_seq)
+        return count
 
 
 async def _build_beside(
@@ -116,8 +115,9 @@ async def _build_beside(
     batch_size: int,
     progress: Progress | None,
     until_seq: int | None = None,
-) -> tuple[str, int, int]:
-    """Create ``rm_<name>__<slot>`` and replay into it; (schema, last seq, records read)."""
+) -> tuple[_Replay, int, int]:
+    """Create ``rm_<name>__<slot>`` and replay into it; (the replay, to continue it, the last
+    seq and the number of records read)."""
     await ensure_core(conn)
     schema = f"{live_schema(projection)}__{slot}"
     async with conn.transaction():
@@ -128,23 +128,28 @@ async def _build_beside(
             " SET version = EXCLUDED.version, schema_name = EXCLUDED.schema_name, last_seq = 0",
             (projection.name, slot, projection.version, schema),
         )
-    target = await store.last_seq() if until_seq is None else until_seq
-    count = await _replay(
-        conn,
-        projection,
-        store,
-        slot=slot,
+    target = FoldTarget(
+        projection=projection,
         schema=schema,
-        since=1,
-        until_seq=target,
-        batch_size=batch_size,
-        progress=progress,
+        codec=store.codec,
+        consumer=f"{consumer_name(projection)}-{slot}",
+        on_dead_letters=discard_dead_letters,  # the live worker dead-lettered them already
     )
+    replay = _Replay(conn, store, target, slot, batch_size)
+    last_seq = await store.last_seq() if until_seq is None else until_seq
+    count = await replay.run(since=1, until_seq=last_seq, progress=progress)
     if projection.index_sql().strip():
         async with conn.transaction():
             await set_schema(conn, schema)
             await conn.execute(projection.index_sql())
-    return schema, target, count
+    return replay, last_seq, count
+
+
+async def _pause_writers(conn: Connection, projection: Projection) -> int | None:
+    """Lock what the live workers lock, in their order (partition workers' buckets, if any,
+    then 'live'), until the transaction ends; the 'live' checkpoint, None if there is none."""
+    await lock_all(conn, projection)
+    return await lock_checkpoint(conn, projection, "live")
 
 
 async def rebuild(
@@ -156,31 +161,16 @@ async def rebuild(
     progress: Progress | None = None,
 ) -> RebuildReport:
     started = time.perf_counter()
-    schema, target, count = await _build_beside(
+    replay, built_to, count = await _build_beside(
         conn, projection, store, slot="next", batch_size=batch_size, progress=progress
     )
+    schema = replay.target.schema
     live = live_schema(projection)
     async with conn.transaction():
-        await lock_all(conn, projection)  # partition workers, if any: buckets first, then 'live'
-        cur = await conn.execute(
-            "SELECT last_seq FROM moltbot.projection_checkpoints"
-            " WHERE projection = %s AND slot = 'live' FOR UPDATE",
-            (projection.name,),
-        )
-        had_live = await cur.fetchone() is not None
+        had_live = await _pause_writers(conn, projection) is not None
         # The live worker is paused on the lock above: catch up with what it applied.
         latest = await store.last_seq()
-        count += await _replay(
-            conn,
-            projection,
-            store,
-            slot="next",
-            schema=schema,
-            since=target + 1,
-            until_seq=latest,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        count += await replay.run(since=built_to + 1, until_seq=latest, progress=progress)
         old = f"{live}__old"
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(old)))
         if had_live:
@@ -226,7 +216,7 @@ async def verify(
     live_row = await read_checkpoint(conn, projection, "live")
     if live_row is None:
         raise LookupError(f"{projection.name} has no live read model to verify")
-    schema, built_to, _ = await _build_beside(
+    replay, built_to, _ = await _build_beside(
         conn,
         projection,
         store,
@@ -235,18 +225,12 @@ async def verify(
         progress=progress,
         until_seq=int(live_row["last_seq"]),  # type: ignore[call-overload]
     )
+    schema = replay.target.schema
     live = live_schema(projection)
     try:
         async with conn.transaction():
-            await lock_all(conn, projection)
-            cur = await conn.execute(
-                "SELECT last_seq FROM moltbot.projection_checkpoints"
-                " WHERE projection = %s AND slot = 'live' FOR UPDATE",
-                (projection.name,),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            live_seq = int(row["last_seq"])
+            live_seq = await _pause_writers(conn, projection)
+            assert live_seq is not None
             # Partition workers may have applied some buckets beyond 'live': catch up each
             # bucket exactly to its own checkpoint.
             buckets = {b: events for b, (events, _) in (await read_partitions(conn, projection)).items()}
@@ -258,18 +242,7 @@ async def verify(
                     tenant_id = record.subject.split(".")[1]
                     return record.seq <= buckets[bucket_of(tenant_id, len(buckets))]
 
-            await _replay(
-                conn,
-                projection,
-                store,
-                slot="verify",
-                schema=schema,
-                since=built_to + 1,
-                until_seq=live_seq,
-                batch_size=batch_size,
-                progress=None,
-                keep=keep,
-            )
+            await replay.run(since=built_to + 1, until_seq=live_seq, progress=None, keep=keep)
             differences = [await _compare(conn, live, schema, table) for table in projection.tables]
     finally:
         async with conn.transaction():

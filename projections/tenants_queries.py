@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from adapters.postgres.database import Connection
+from projections.rows import one_row
 
 
 class Account(msgspec.Struct, frozen=True):
@@ -33,25 +34,25 @@ async def member_role(conn: Connection, tenant_id: str, user_id: str) -> str | N
 
 async def account(conn: Connection, tenant_id: str, user_id: str) -> Account | None:
     """The inbox with the person's name and e-mail; None while the inbox is not in the read model."""
-    cur = await conn.execute(
+    return await one_row(
+        conn,
+        Account,
         "SELECT u.email, u.display_name, t.name AS tenant_name, t.plan FROM rm_tenants.tenants t"
         " LEFT JOIN rm_tenants.users u ON u.user_id = %s WHERE t.tenant_id = %s",
         (user_id, tenant_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, Account)
 
 
 async def inbox_names(conn: Connection, tenant_id: str) -> InboxNames | None:
     """An inbox's name and its owner's e-mail, to show whose inbox an install joins."""
-    cur = await conn.execute(
+    return await one_row(
+        conn,
+        InboxNames,
         "SELECT t.name, (SELECT u.email FROM rm_tenants.members m JOIN rm_tenants.users u"
         " ON u.user_id = m.user_id WHERE m.tenant_id = t.tenant_id AND m.role = 'owner'"
         " ORDER BY m.added_at LIMIT 1) AS owner_email FROM rm_tenants.tenants t WHERE t.tenant_id = %s",
         (tenant_id,),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, InboxNames)
 
 
 async def plan(conn: Connection, tenant_id: str) -> str | None:

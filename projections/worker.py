@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import nats.errors
 import psycopg
@@ -33,7 +33,14 @@ from adapters.nats.pull import ConsumerGone, ack_position, raise_if_cancelled
 from adapters.postgres.database import Connection, connection
 from domain.ports import EventStore, StoredRecord
 from projections.base import Projection, consumer_name, live_schema
-from projections.engine import BatchOutcome, apply_batch, create_tables, ensure_core, read_checkpoint
+from projections.engine import (
+    BatchOutcome,
+    FoldTarget,
+    apply_batch,
+    create_tables,
+    ensure_core,
+    read_checkpoint,
+)
 from projections.partitions import PartitionsAhead, take_over_from_partitions
 from projections.rebuild import rebuild
 from projections.run_lock import wait_for_turn
@@ -64,31 +71,38 @@ def _recoverable(exc: Exception) -> bool:
     return isinstance(exc, _RECOVERABLE)
 
 
+class WorkerOptions(TypedDict):
+    """What every live worker is built with; each kind adds its own."""
+
+    jetstream: JetStreamApi
+    store: EventStore
+    database_url: str
+    projection: Projection
+    batch_size: NotRequired[int]  # DEFAULT_BATCH
+    idle_timeout: NotRequired[float]  # seconds without a message before the worker is idle
+
+
 class LiveWorker(ABC):
     """What every live worker does: claim the read model (projections/run_lock.py), bring it
     to the code's version, (re)create its consumer at the checkpoint, then fold batch after
     batch — one transaction each, acked after commit — restarting after outages."""
 
-    def __init__(
-        self,
-        *,
-        jetstream: JetStreamApi,
-        store: EventStore,
-        database_url: str,
-        projection: Projection,
-        consumer: str,
-        batch_size: int,
-        idle_timeout: float,
-    ) -> None:
-        self._jetstream = jetstream
-        self._store = store
-        self._database_url = database_url
-        self.projection = projection
+    def __init__(self, *, consumer: str, **options: Unpack[WorkerOptions]) -> None:
+        self._jetstream = options["jetstream"]
+        self._store = options["store"]
+        self._database_url = options["database_url"]
+        self.projection = options["projection"]
         self.consumer = consumer
-        self._codec = store.codec
-        self._batch_size = batch_size
-        self._idle_timeout = idle_timeout
-        self._dead_letters = jetstream.dead_letters()
+        self._batch_size = options.get("batch_size", DEFAULT_BATCH)
+        self._idle_timeout = options.get("idle_timeout", 1.0)
+        self._dead_letters = self._jetstream.dead_letters()
+        self._target = FoldTarget(
+            projection=self.projection,
+            schema=live_schema(self.projection),
+            codec=self._store.codec,
+            consumer=consumer,
+            on_dead_letters=self._publish_dead_letters,
+        )
         self.last_applied_seq = 0
 
     @abstractmethod
@@ -163,26 +177,8 @@ class LiveWorker(ABC):
 class ProjectionWorker(LiveWorker):
     """The single live worker of a read model: consumer ``proj-<name>-v<version>`` on EVENTS."""
 
-    def __init__(
-        self,
-        *,
-        jetstream: JetStreamApi,
-        store: EventStore,
-        database_url: str,
-        projection: Projection,
-        consumer_template: dict[str, Any],
-        batch_size: int = DEFAULT_BATCH,
-        idle_timeout: float = 1.0,
-    ) -> None:
-        super().__init__(
-            jetstream=jetstream,
-            store=store,
-            database_url=database_url,
-            projection=projection,
-            consumer=consumer_name(projection),
-            batch_size=batch_size,
-            idle_timeout=idle_timeout,
-        )
+    def __init__(self, *, consumer_template: dict[str, Any], **options: Unpack[WorkerOptions]) -> None:
+        super().__init__(consumer=consumer_name(options["projection"]), **options)
         self._template = {k: v for k, v in consumer_template.items() if k != "stream"}
 
     def _buckets(self) -> None:
@@ -203,16 +199,8 @@ class ProjectionWorker(LiveWorker):
         """Nothing to do: the checkpoint is every event up to the last batch."""
 
     async def _fold(self, conn: Connection, msgs: list[Msg]) -> BatchOutcome:
-        return await apply_batch(
-            conn,
-            self.projection,
-            self._codec,
-            [StoredRecord(ack_position(m.reply)[0], m.subject, m.data, m.headers) for m in msgs],
-            slot="live",
-            schema=live_schema(self.projection),
-            consumer=self.consumer,
-            on_dead_letters=self._publish_dead_letters,
-        )
+        records = [StoredRecord(ack_position(m.reply)[0], m.subject, m.data, m.headers) for m in msgs]
+        return await apply_batch(conn, self._target, records, slot="live")
 
 
 async def prepare_live(conn: Connection, projection: Projection, store: EventStore) -> int | None:

@@ -38,6 +38,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from adapters.agent import spend
 from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
 from adapters.nats.errors import ConcurrencyConflict
@@ -48,7 +49,7 @@ from domain import events as ev
 from domain import subjects
 from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
-from domain.models import ChatTurn, ModelRequest, ModelSource, ModelUnavailable
+from domain.models import ChatTurn, ModelReply, ModelRequest, ModelSource, ModelUnavailable, OnDelta
 from domain.ports import EventStore
 from domain.reads import AgentReads, ConversationView, PastMessage
 
@@ -188,10 +189,11 @@ class Orchestrator:
         claimed = await self._claim(trigger, run_id, agent.agent_id)
         if claimed != "go":
             return claimed
+        run = _Run(trigger, conversation, run_id, agent.config)
         if decision.verdict == "budget_reply":
-            await self._budget_reply(trigger, conversation, run_id, agent.config)
+            await self._budget_reply(run)
         else:
-            await self._answer(trigger, conversation, run_id, agent.config)
+            await self._answer(run)
         return "done"
 
     async def _superseded(self, trigger: ev.MessageReceived, seq: int) -> bool:
@@ -233,26 +235,36 @@ class Orchestrator:
             return "retry"  # another orchestrator claimed the lane first
         return "go"
 
-    async def _budget_reply(
-        self,
-        trigger: ev.MessageReceived,
-        conversation: ConversationView,
-        run_id: str,
-        agent: ev.AgentConfiguredData,
-    ) -> None:
-        to = _destination(conversation)
-        await self._record(policy.budget_reply_events(trigger, to, run_id, agent, at=self._clock()))
-        log.info("agent_budget_reply", run_id=run_id, tenant_id=trigger.tenant_id)
+    async def _budget_reply(self, run: _Run) -> None:
+        events = policy.budget_reply_events(
+            run.trigger, run.destination, run.run_id, run.agent, at=self._clock()
+        )
+        await self._record(events)
+        log.info("agent_budget_reply", run_id=run.run_id, tenant_id=run.trigger.tenant_id)
 
-    async def _answer(
-        self,
-        trigger: ev.MessageReceived,
-        conversation: ConversationView,
-        run_id: str,
-        agent: ev.AgentConfiguredData,
-    ) -> None:
-        model = await self._models.model_for(agent, trigger.tenant_id)
-        await self._record(policy.run_started(trigger, run_id, model.name, at=self._clock()))
+    async def _answer(self, run: _Run) -> None:
+        model = await self._models.model_for(run.agent, run.trigger.tenant_id)
+        await self._record(policy.run_started(run.trigger, run.run_id, model.name, at=self._clock()))
+        request, tools = await self._request(run)
+        typing = asyncio.create_task(self._typing(run.trigger.tenant_id, run.conversation))
+        try:
+            reply = await model.complete(request, tools, self._live_deltas(run))
+        except ModelUnavailable as exc:
+            await self._fail(run.trigger, run.run_id, exc.code, exc.reason)
+            return
+        except Exception as exc:  # a bug in a model adapter or a tool: fail the run, not the trigger
+            log.exception("agent_model_error", run_id=run.run_id)
+            reason = f"The agent hit an internal error ({type(exc).__name__})."
+            await self._fail(run.trigger, run.run_id, "agent_error", reason)
+            return
+        finally:
+            typing.cancel()
+        await self._reply(run, reply)
+
+    async def _request(self, run: _Run) -> tuple[ModelRequest, ToolBox]:
+        """What the model is asked: the agent's prompt with the conversation's memory, the
+        recent history that fits, and the tools, acting for the sender being answered."""
+        trigger, conversation, agent = run.trigger, run.conversation, run.agent
         history = await self._reads.recent_messages(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
         )
@@ -272,51 +284,41 @@ class Orchestrator:
             turns=tuple(ChatTurn("assistant" if m.direction == "out" else "user", m.text) for m in recent),
             tools=tools.specs(),
         )
-        live = subjects.live_subject(trigger.tenant_id, "agent", conversation.conversation_id, run_id)
+        return request, tools
+
+    def _live_deltas(self, run: _Run) -> OnDelta:
+        """Publishes each piece of the reply as the model writes it (live only, not logged)."""
+        conversation_id = run.conversation.conversation_id
+        live = subjects.live_subject(run.trigger.tenant_id, "agent", conversation_id, run.run_id)
         index = 0
 
         async def on_delta(text: str) -> None:
             nonlocal index
-            body = {
-                "run_id": run_id,
-                "conversation_id": conversation.conversation_id,
-                "index": index,
-                "delta": text,
-            }
+            body = {"run_id": run.run_id, "conversation_id": conversation_id, "index": index, "delta": text}
             index += 1
             await self._nc.publish(live, json.dumps(body).encode())
 
-        typing = asyncio.create_task(self._typing(trigger.tenant_id, conversation))
-        try:
-            reply = await model.complete(request, tools, on_delta)
-        except ModelUnavailable as exc:
-            await self._fail(trigger, run_id, exc.code, exc.reason)
-            return
-        except Exception as exc:  # a bug in a model adapter or a tool: fail the run, not the trigger
-            log.exception("agent_model_error", run_id=run_id)
-            await self._fail(
-                trigger, run_id, "agent_error", f"The agent hit an internal error ({type(exc).__name__})."
-            )
-            return
-        finally:
-            typing.cancel()
-        limit = self._max_text_for(conversation.channel)
-        to = _destination(conversation)
-        events = policy.reply_events(trigger, to, run_id, agent, reply, max_text=limit, at=self._clock())
+        return on_delta
+
+    async def _reply(self, run: _Run, reply: ModelReply) -> None:
+        """Record the model's reply: its parts, the usage at the catalog's price, the run completed."""
+        limit = self._max_text_for(run.conversation.channel)
+        events = policy.reply_events(
+            run.trigger, run.destination, run.run_id, run.agent, reply, max_text=limit, at=self._clock()
+        )
         await self._record(events)
-        charged = policy.charge(reply.model, reply.tokens_in, reply.tokens_out)
-        if not charged.priced:
-            log.warning(
-                "model_price_unknown",
-                model=reply.model,
-                tenant_id=trigger.tenant_id,
-                run_id=run_id,
-                cost_micros=charged.cost_micros,
-            )
+        completed = events[-1]  # priced by the policy: what the run cost is recorded on it
+        assert isinstance(completed, ev.AgentRunCompleted)
+        spend.warn_if_unpriced(
+            completed.data.model,
+            completed.data.cost_micros,
+            tenant_id=run.trigger.tenant_id,
+            run_id=run.run_id,
+        )
         self.runs_completed += 1
         log.info(
             "agent_run_completed",
-            run_id=run_id,
+            run_id=run.run_id,
             model=reply.model,
             parts=sum(isinstance(event, ev.MessageSendRequested) for event in events),
             tokens_out=reply.tokens_out,
@@ -359,8 +361,20 @@ class Orchestrator:
         await self._store.append(last)
 
 
-def _destination(conversation: ConversationView) -> policy.Destination:
-    return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
+@dataclass(frozen=True)
+class _Run:
+    """A run that answers: the message it answers, in which conversation, under which id, as which agent."""
+
+    trigger: ev.MessageReceived
+    conversation: ConversationView
+    run_id: str
+    agent: ev.AgentConfiguredData
+
+    @property
+    def destination(self) -> policy.Destination:
+        """Where the run's replies go: the conversation's channel, connection and provider id."""
+        conversation = self.conversation
+        return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
 
 
 def _fit(history: list[PastMessage], budget_chars: int) -> tuple[list[PastMessage], list[PastMessage]]:

@@ -3,15 +3,20 @@ its code) differs from the last one in the log, so a session restarted any numbe
 never repeats itself, and two writers never interleave (the append expects the sequence).
 
 Also what every provider session shares: :class:`StateReporter` (a session's reports),
-and :func:`stay_linked` (link, report, back off; a refusal ends it as ``action_required``)."""
+:func:`stay_linked` (link, report, back off; a refusal ends it as ``action_required``), and
+:class:`ReportingSession`, their base."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import stamina
 
+from adapters.channels.inbound import Intake
+from adapters.channels.normalize import connection_actor
+from adapters.media.store import MediaStore
 from domain import events as ev
 from domain.ports import EventStore
 
@@ -65,7 +70,7 @@ class StateReporter:
             return
         await record_state(
             self._store, tenant_id=self._tenant_id, connection_id=self._connection_id,
-            actor=f"connector:{self._kind}:{self._connection_id}", state=state, code=code,
+            actor=connection_actor(self._kind, self._connection_id), state=state, code=code,
             message=message, action=action,
         )  # fmt: skip
         self.state, self._code = state, code
@@ -166,11 +171,23 @@ async def stay_linked(
                     raise failure
 
 
-class ReportingSession:
-    """What every provider session has: its connection, a log bound to it, and its health
-    reports; ``state`` is the last state it recorded."""
+class ReportingSession(abc.ABC):
+    """What every provider session has: its connection, a log bound to it, its health
+    reports (``state`` is the last state it recorded), and the intake of what the provider
+    delivers (each event logged as ``stored_as``; attachments kept in ``media``, None: they
+    stay at the provider, which ``_download`` fetches them from)."""
 
-    def __init__(self, store: EventStore, *, kind: str, tenant_id: str, connection_id: str, log: Any) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        kind: str,
+        tenant_id: str,
+        connection_id: str,
+        log: Any,
+        media: MediaStore | None,
+        stored_as: str,
+    ) -> None:
         self._store = store
         self.tenant_id = tenant_id
         self.connection_id = connection_id
@@ -178,6 +195,14 @@ class ReportingSession:
         self._health = StateReporter(
             store, kind=kind, tenant_id=tenant_id, connection_id=connection_id, log=self._log
         )
+        self._intake = Intake(
+            store, media=media, download=self._download, actor=connection_actor(kind, connection_id),
+            log=self._log, stored_as=stored_as,
+        )  # fmt: skip
+
+    @abc.abstractmethod
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        """An attachment's bytes, from the provider."""
 
     @property
     def state(self) -> ev.ConnectionState | None:

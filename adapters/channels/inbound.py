@@ -1,11 +1,12 @@
 """Appending what a provider delivered: the conversation first when it is new (expected
 sequence 0; an existing one is left alone), then the events, whose dedupe keys store a
-redelivery once."""
+redelivery once; and a live session's :class:`Intake` of its deliveries."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.channels.media import Download, fetch_media
@@ -32,24 +33,36 @@ async def append_delivered(
     return [await store.append(event) for event in events]
 
 
-async def store_delivered(
-    store: EventStore,
-    created: ev.ConversationCreated | None,
-    events: Sequence[ev.Event],
-    known_conversations: set[str],
-    *,
-    media: MediaStore | None,
-    download: Download,
-    actor: str,
-    log: Any,
-    stored_as: str,
-    **context: Any,
-) -> None:
-    """What a session does with what it received: append it (:func:`append_delivered`), log
-    each event as ``stored_as`` with ``context``, and bring each received message's
-    attachments into ``media`` (None: they stay at the provider)."""
-    stored = await append_delivered(store, created, events, known_conversations)
-    for appended, event in zip(stored, events, strict=True):
-        log.info(stored_as, **context, event_type=event.type, seq=appended.seq, duplicate=appended.duplicate)
-        if media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
-            await fetch_media(store, media, event, download, actor=actor)
+@dataclass
+class Intake:
+    """Where a live session puts what its provider delivers: appended (:func:`append_delivered`,
+    each conversation created once per session), each event logged as ``stored_as``, and
+    each received message's attachments brought into ``media`` (None: they stay at the
+    provider, ``download`` fetches them)."""
+
+    store: EventStore
+    media: MediaStore | None
+    download: Download
+    actor: str
+    log: Any
+    stored_as: str
+    known_conversations: set[str] = field(default_factory=set)
+
+    async def take(
+        self, created: ev.ConversationCreated | None, events: Sequence[ev.Event], **context: Any
+    ) -> None:
+        """Store one delivery's events, logged with ``context``; a delivery without events
+        (our own bot's message, a service message) creates no conversation either."""
+        if not events:
+            return
+        stored = await append_delivered(self.store, created, events, self.known_conversations)
+        for appended, event in zip(stored, events, strict=True):
+            self.log.info(
+                self.stored_as,
+                **context,
+                event_type=event.type,
+                seq=appended.seq,
+                duplicate=appended.duplicate,
+            )
+            if self.media is not None and isinstance(event, ev.MessageReceived) and event.data.attachments:
+                await fetch_media(self.store, self.media, event, self.download, actor=self.actor)

@@ -7,13 +7,11 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-import nats
 import structlog
 
-from adapters.embedded.nats_server import NatsServer
-from adapters.embedded.processes import EmbeddedServerError, free_port
+from adapters.embedded.nats_server import NatsServer, jetstream_answers
+from adapters.embedded.processes import EmbeddedServerError, Supervisor, free_port
 from adapters.embedded.secrets import new_password
 from adapters.nats.permissions import ADMIN
 
@@ -22,28 +20,11 @@ log = structlog.get_logger()
 CLUSTER_SIZE = 3
 
 
-async def _meta_leader_elected(urls: Sequence[str], admin_password: str | None) -> bool:
-    """True when JetStream answers through a client that may use any node (a meta leader exists)."""
-    login = {"user": ADMIN, "password": admin_password} if admin_password is not None else {}
-    try:
-        nc = await nats.connect(servers=list(urls), connect_timeout=1, allow_reconnect=False, **login)
-    except Exception:
-        return False
-    try:
-        await nc.jetstream(timeout=2).account_info()
-    except Exception:
-        return False
-    else:
-        return True
-    finally:
-        await nc.close()
-
-
-class NatsCluster:
+class NatsCluster(Supervisor):
     """Three ``nats-server`` nodes routed into one JetStream cluster, each in ``base_dir/nats-<n>``.
 
-    Nodes are numbered from 0 in ``urls``, ``nodes``, ``kill(i)`` and ``start(i)``; their server
-    names are ``<name>-1`` .. ``<name>-3``. With ``users`` clients sign in as on a single
+    Nodes are numbered from 0 in ``urls``, ``nodes``, ``kill_node(i)`` and ``start_node(i)``;
+    their server names are ``<name>-1`` .. ``<name>-3``. With ``users`` clients sign in as on a single
     server (:class:`NatsServer`), and the nodes' routes authenticate with a password made
     for this cluster object (it is rewritten into every node's config at each start). Usage::
 
@@ -126,7 +107,7 @@ class NatsCluster:
                 return index
         raise KeyError(server_name)
 
-    async def start_all(self) -> None:
+    async def start(self) -> None:
         """Start the three processes together (none is ready alone: JetStream needs a quorum)."""
         started = time.monotonic()
         try:
@@ -141,33 +122,20 @@ class NatsCluster:
 
     async def _wait_meta_leader(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        admin_password = self.users[ADMIN] if self.users is not None else None
-        while not await _meta_leader_elected(self.urls, admin_password):
+        while not await jetstream_answers(self.urls, self.users, api_timeout=2):
             if time.monotonic() >= deadline:
                 raise EmbeddedServerError(
                     f"nats cluster {self.name}: no JetStream meta leader after {self.startup_timeout}s"
                 )
             await asyncio.sleep(0.1)
 
-    async def kill(self, index: int) -> None:
+    async def kill_node(self, index: int) -> None:
         """SIGKILL one node (crash simulation); the other two keep a quorum."""
         await self.nodes[index].kill()
 
-    async def start(self, index: int) -> None:
+    async def start_node(self, index: int) -> None:
         """Start one node again on its port and store; it rejoins the cluster and catches up."""
         await self.nodes[index].start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(node.stop() for node in self.nodes))
-
-    async def __aenter__(self) -> NatsCluster:
-        await self.start_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -8,14 +8,18 @@ import json
 import shutil
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import nats
 import structlog
 
-from adapters.embedded.processes import EmbeddedServerError, ManagedProcess, ensure_port_free, free_port
+from adapters.embedded.processes import (
+    EmbeddedServerError,
+    ManagedProcess,
+    ProcessSupervisor,
+    free_port,
+)
 from adapters.embedded.secrets import write_private
 from adapters.nats.permissions import ADMIN, render_authorization
 
@@ -48,16 +52,21 @@ async def _port_open(host: str, port: int) -> bool:
     return True
 
 
-async def _jetstream_ready(url: str, admin_password: str | None) -> bool:
-    login = {"user": ADMIN, "password": admin_password} if admin_password is not None else {}
+async def jetstream_answers(
+    urls: Sequence[str], users: Mapping[str, str] | None, *, api_timeout: float
+) -> bool:
+    """Whether JetStream answers an account-info request within ``api_timeout`` seconds through a
+    client of ``urls`` (any of them: on a cluster, whether it has a meta leader), signed in as
+    the admin when the servers have ``users``."""
+    login = {"user": ADMIN, "password": users[ADMIN]} if users is not None else {}
     try:
         nc = await nats.connect(
-            url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0, **login
+            servers=list(urls), connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0, **login
         )
     except Exception:
         return False
     try:
-        await nc.jetstream().account_info()
+        await nc.jetstream(timeout=api_timeout).account_info()
     except Exception:
         return False
     else:
@@ -66,7 +75,7 @@ async def _jetstream_ready(url: str, admin_password: str | None) -> bool:
         await nc.close()
 
 
-class NatsServer:
+class NatsServer(ProcessSupervisor):
     """A single ``nats-server`` with JetStream; acked messages are fsynced (``sync_interval: always``).
 
     With ``users`` (role -> password, ``admin`` among them) clients must sign in, each role
@@ -121,14 +130,6 @@ class NatsServer:
             return self.url
         return f"nats://{role}:{self.users[role]}@{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
     def render_config(self) -> str:
         """The server configuration written to ``store_dir/nats-server.conf`` on start."""
         jetstream_dir = json.dumps(str(self.store_dir / "jetstream"))
@@ -148,10 +149,8 @@ class NatsServer:
         return config
 
     async def start(self) -> None:
-        if self.running:
-            raise EmbeddedServerError(f"nats-server is already running at {self.url} (pid {self.pid})")
         binary = find_nats_server_binary()
-        ensure_port_free(self.host, self.port, "nats-server")
+        self._check_startable("nats-server", self.url)
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store_dir.chmod(0o700)
         write_private(self.config_file, self.render_config())
@@ -165,8 +164,9 @@ class NatsServer:
         await process.spawn()
 
         async def ready() -> bool:
-            admin_password = self.users[ADMIN] if self.users is not None else None
-            return await _port_open(self.host, self.port) and await _jetstream_ready(self.url, admin_password)
+            return await _port_open(self.host, self.port) and await jetstream_answers(
+                [self.url], self.users, api_timeout=5
+            )
 
         await process.wait_ready(ready, self.startup_timeout)
         log.info("nats_server_started", url=self.url, pid=process.pid, store_dir=str(self.store_dir))
@@ -188,20 +188,3 @@ class NatsServer:
         pid = process.pid
         await process.kill()
         log.info("nats_server_killed", url=self.url, pid=pid)
-
-    async def restart(self) -> None:
-        """Stop (if running) and start again on the same port and store."""
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> NatsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -19,7 +19,6 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psycopg
@@ -30,9 +29,9 @@ from adapters.embedded.access import grant_traverse
 from adapters.embedded.processes import (
     EmbeddedServerError,
     ManagedProcess,
+    ProcessSupervisor,
     RunAs,
     child_pids,
-    ensure_port_free,
     free_port,
     process_name,
     run_to_completion,
@@ -96,7 +95,7 @@ def _chown(path: Path, run_as: RunAs | None) -> None:
         os.chown(path, run_as.uid, run_as.gid)
 
 
-class PostgresServer:
+class PostgresServer(ProcessSupervisor):
     """One PostgreSQL cluster in ``data_dir/pgdata``, run as a direct child process.
 
     Usage::
@@ -145,21 +144,11 @@ class PostgresServer:
         userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
         return f"postgresql://{userinfo}@{self.host}:{self.port}/{database}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.running:
-            raise EmbeddedServerError(f"postgres is already running at {self.address} (pid {self.pid})")
         bin_dir = postgres_bin_dir()
-        ensure_port_free(self.host, self.port, "postgres")
+        self._check_startable("postgres", self.address)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         run_as = None
         if sys.platform != "win32" and os.geteuid() == 0:
@@ -231,22 +220,6 @@ class PostgresServer:
         await wait_gone(stragglers, orphan_timeout)
         self._remove_socket_dir()
         log.info("postgres_server_killed", address=self.address, pid=pid, children=len(children))
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> PostgresServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- databases -------------------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@ import signal
 import socket
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 import structlog
 
@@ -306,3 +308,54 @@ class ManagedProcess:
     async def kill(self) -> None:
         """SIGKILL the process and reap it."""
         await self._signal_and_wait(signal.SIGKILL, 30.0)
+
+
+class Supervisor(ABC):
+    """An embedded server (or cluster) as an async context manager: started on entry, stopped
+    on exit however the block ends."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    async def restart(self) -> None:
+        """Stop (if running) and start again on the same ports and data."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class ProcessSupervisor(Supervisor):
+    """A :class:`Supervisor` of one server process (its :class:`ManagedProcess` once started)
+    listening on ``host:port``."""
+
+    host: str
+    port: int
+    _process: ManagedProcess | None = None
+
+    def _check_startable(self, what: str, address: str) -> None:
+        """Refuse to start ``what`` while it runs, or while something else listens on its port."""
+        if self.running:
+            raise EmbeddedServerError(f"{what} is already running at {address} (pid {self.pid})")
+        ensure_port_free(self.host, self.port, what)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running

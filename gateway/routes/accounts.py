@@ -172,13 +172,11 @@ async def _check_password(
 
 async def _current_role(ctx: GatewayContext, tenant_id: str, user_id: str) -> Role | None:
     """The user's role now, from the members read model; ``None`` when not a member."""
-    async with ctx.pool.connection() as conn, conn.transaction():
-        role = await member_role(conn, tenant_id, user_id)
+    role = await member_role(ctx.pool, tenant_id, user_id)
     if role is None:
         # The read model may lag a sign-up by a few ms: decide once it has read the log.
         await ctx.wait_for(await ctx.store.last_seq(), ("tenants",), tenant_id)
-        async with ctx.pool.connection() as conn, conn.transaction():
-            role = await member_role(conn, tenant_id, user_id)
+        role = await member_role(ctx.pool, tenant_id, user_id)
     return role
 
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 from litestar import Router, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -45,8 +44,6 @@ from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from projections import agents_queries, tenants_queries, usage_queries
 from projections.agents_queries import Agent
-
-log = structlog.get_logger()
 
 MAX_PROMPT = 8000
 KNOWN_TOOLS = tuple(TOOLS)
@@ -346,19 +343,12 @@ async def _meter(
     ctx: GatewayContext, who: Caller, preview_id: str, model: str, tokens_in: int, tokens_out: int
 ) -> None:
     """Record a preview's tokens and cost as usage, as a run's are."""
-    charged = policy.charge(model, tokens_in, tokens_out)
-    if not charged.priced:
-        log.warning(
-            "model_price_unknown",
-            model=model,
-            tenant_id=who.tenant_id,
-            preview_id=preview_id,
-            cost_micros=charged.cost_micros,
-        )
+    cost = policy.charge(model, tokens_in, tokens_out).cost_micros
+    spend.warn_if_unpriced(model, cost, tenant_id=who.tenant_id, preview_id=preview_id)
     metrics: list[tuple[ev.UsageMetric, int]] = [
         ("tokens_in", tokens_in),
         ("tokens_out", tokens_out),
-        ("cost_micros", charged.cost_micros),
+        ("cost_micros", cost),
     ]
     await ctx.store.append_many(
         spend.usage_events(who.tenant_id, preview_id, metrics, actor=f"user:{who.user_id}")

@@ -17,7 +17,6 @@ A client that does not read for SEND_TIMEOUT seconds is closed with code 4008 an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import json
 from collections.abc import AsyncIterator
@@ -26,7 +25,6 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Router, WebSocket, get, websocket
 from litestar.di import Provide
-from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from nats.aio.msg import Msg
@@ -36,6 +34,7 @@ from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.feed import agent_deltas, event_type, live_signals, tenant_feed, type_patterns
 from gateway.limits import client_ip
+from gateway.sockets import Closed, Outbox, closing_with_reason, error_frame
 
 HEARTBEAT_SECONDS = 15.0
 AGENT_DELTA = "agent.delta"  # a piece of an agent's reply while it is written (live, no seq)
@@ -125,93 +124,54 @@ class Subscribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: str | None = None
 
 
-class _Closed(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class _Outbox:
-    """Serializes sends (events and pongs come from two tasks) and bounds each one in time."""
-
-    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        self._socket = socket
-        self._lock = asyncio.Lock()
-
-    async def send(self, message: bytes | str) -> None:
-        text = message if isinstance(message, str) else message.decode()
-        async with self._lock:
-            try:
-                async with asyncio.timeout(SEND_TIMEOUT):
-                    await self._socket.send_text(text)
-            except TimeoutError:
-                raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
-
-
-def _error(error: str, detail: str) -> str:
-    return json.dumps({"op": "error", "error": error, "detail": detail})
-
-
 async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -> tuple[Caller, Subscribe]:
     try:
         async with asyncio.timeout(AUTH_TIMEOUT):
             raw = await socket.receive_text()
         request = msgspec.json.decode(raw, type=Subscribe)
     except TimeoutError:
-        raise _Closed(4401, 'send {"op":"subscribe",…} first') from None
+        raise Closed(4401, 'send {"op":"subscribe",…} first') from None
     except msgspec.ValidationError as exc:
-        raise _Closed(4400, f"invalid subscribe message: {exc}") from None
+        raise Closed(4400, f"invalid subscribe message: {exc}") from None
     except msgspec.DecodeError:
-        raise _Closed(4400, "messages are JSON text") from None
+        raise Closed(4400, "messages are JSON text") from None
     if request.op != "subscribe":
-        raise _Closed(4400, 'the first message must be {"op":"subscribe",…}')
+        raise Closed(4400, 'the first message must be {"op":"subscribe",…}')
     token = request.token  # not in the URL: it would end up in logs and history
     if not token:
-        raise _Closed(4401, 'send an access token: "token" in the subscribe message')
+        raise Closed(4401, 'send an access token: "token" in the subscribe message')
     try:
         who = await ctx.verify_access(token)
     except ApiError as exc:
         # 1013 "try again later": the token could not be checked (identity provider down).
-        raise _Closed(1013 if exc.status == 503 else 4401, exc.detail) from None
+        raise Closed(1013 if exc.status == 503 else 4401, exc.detail) from None
     if request.since is not None and request.since < 1:
-        raise _Closed(4400, "since is an EVENTS sequence, 1 or more")
+        raise Closed(4400, "since is an EVENTS sequence, 1 or more")
     return who, request
 
 
 @websocket("/ws")
 async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
     await socket.accept()
-    try:
+    async with closing_with_reason(socket, FAREWELL_TIMEOUT):
         who, request = await _subscription(socket, ctx)
         try:
             patterns = type_patterns(request.topics, "topics")
         except ApiError as exc:
-            raise _Closed(4400, exc.detail) from None
+            raise Closed(4400, exc.detail) from None
         since = request.since or await ctx.store.last_seq() + 1
         try:
             slots = _stream_slots(who, client_ip(socket, ctx.trusted_proxies))
             async with ctx.limiter.hold(slots, TOO_MANY_STREAMS):
                 await _deliver(socket, ctx, who, since, patterns)
         except ApiError as exc:
-            raise _Closed(4429, exc.detail) from None
-    except* _Closed as closed:
-        reason = closed.exceptions[0]
-        assert isinstance(reason, _Closed)
-        # Bounded too: a client that does not read would hold the farewell (and this
-        # handler) forever; past the bound the server drops the connection.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(FAREWELL_TIMEOUT):
-                await socket.send_text(_error("closed", reason.reason))
-                await socket.close(code=reason.code, reason=reason.reason[:120])
-    except* (WebSocketDisconnect, ConnectionError):
-        pass
+            raise Closed(4429, exc.detail) from None
 
 
 async def _deliver(
     socket: WebSocket[Any, Any, Any], ctx: GatewayContext, who: Caller, since: int, patterns: list[str] | None
 ) -> None:
-    outbox = _Outbox(socket)
+    outbox = Outbox(socket, SEND_TIMEOUT)
     await outbox.send(json.dumps({"op": "subscribed", "since": since}))
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
     live_subject = agent_deltas(who.tenant_id)
@@ -230,13 +190,13 @@ def wants_deltas(patterns: list[str] | None) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(AGENT_DELTA, p) for p in patterns)
 
 
-async def _forward_deltas(live: asyncio.Queue[Msg], outbox: _Outbox) -> None:
+async def _forward_deltas(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
     while True:
         msg = await live.get()
         await outbox.send(b'{"op":"live","type":"%s","data":%s}' % (AGENT_DELTA.encode(), msg.data))
 
 
-async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: _Outbox) -> None:
+async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: Outbox) -> None:
     while True:
         raw = await socket.receive_text()
         try:
@@ -246,7 +206,9 @@ async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: _Outbox) -> No
         if op == "ping":
             await outbox.send('{"op":"pong"}')
         else:
-            await outbox.send(_error("unknown_op", 'after subscribing, only {"op":"ping"} is understood'))
+            await outbox.send(
+                error_frame("unknown_op", 'after subscribing, only {"op":"ping"} is understood')
+            )
 
 
 realtime_router = Router(

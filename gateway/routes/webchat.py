@@ -31,7 +31,6 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.di import Provide
-from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody
 from nats.aio.msg import Msg
 
@@ -44,6 +43,7 @@ from gateway.errors import ApiError
 from gateway.feed import agent_deltas, live_signals, subject_feed
 from gateway.limits import client_ip
 from gateway.routes.web import WEB, page_headers
+from gateway.sockets import Closed, Outbox, closing_with_reason, error_frame
 
 CHANNEL = "webchat"
 MAX_TEXT = 4000
@@ -239,12 +239,6 @@ class _Hello(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str | None = None
 
 
-class _Closed(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
 def _visible(record_subject: str, data: bytes, seq: int) -> str | None:
     """What a visitor sees of an event of their conversation: messages in and out."""
     kind = record_subject.rsplit(".", 1)[-1]
@@ -265,52 +259,34 @@ def _visible(record_subject: str, data: bytes, seq: int) -> str | None:
 @websocket("/v1/webchat/{key:str}/ws")
 async def visitor_socket(socket: WebSocket[Any, Any, Any], ctx: Ctx, key: FromPath[str]) -> None:
     await socket.accept()
-    lock = asyncio.Lock()
-
-    async def send(text: str) -> None:
-        async with lock:
-            try:
-                async with asyncio.timeout(SEND_TIMEOUT):
-                    await socket.send_text(text)
-            except TimeoutError:
-                raise _Closed(4008, f"client did not read for {SEND_TIMEOUT:.0f}s") from None
-
     ip = client_ip(socket, ctx.trusted_proxies)
-    try:
+    async with closing_with_reason(socket, FAREWELL_TIMEOUT):
         try:
             async with ctx.limiter.hold(
                 [("streams_per_ip", ip)], "Too many chats are open from your address."
             ):
-                await _visit(socket, ctx, key, ip, send)
+                await _visit(socket, ctx, key, ip, Outbox(socket, SEND_TIMEOUT))
         except ApiError as exc:
-            raise _Closed(4429, exc.detail) from None
-    except* _Closed as closed:
-        reason = closed.exceptions[0]
-        assert isinstance(reason, _Closed)
-        with contextlib.suppress(Exception):  # bounded: see gateway/routes/realtime.py
-            async with asyncio.timeout(FAREWELL_TIMEOUT):
-                farewell = {"op": "error", "error": "closed", "detail": reason.reason}
-                await socket.send_text(json.dumps(farewell))
-                await socket.close(code=reason.code, reason=reason.reason[:120])
-    except* (WebSocketDisconnect, ConnectionError):
-        pass
+            raise Closed(4429, exc.detail) from None
 
 
-async def _visit(socket: WebSocket[Any, Any, Any], ctx: GatewayContext, key: str, ip: str, send: Any) -> None:
+async def _visit(
+    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, key: str, ip: str, outbox: Outbox
+) -> None:
     try:
         widget = await _find_widget(ctx, key)
         async with asyncio.timeout(HELLO_TIMEOUT):
             hello = msgspec.json.decode(await socket.receive_text(), type=_Hello)
         if hello.op != "hello":
-            raise _Closed(4400, 'the first message must be {"op":"hello",…}')
+            raise Closed(4400, 'the first message must be {"op":"hello",…}')
         token = _visitor_token(hello.visitor_token)
     except ApiError as exc:
-        raise _Closed(4404 if exc.status == 404 else 4400, exc.detail) from None
+        raise Closed(4404 if exc.status == 404 else 4400, exc.detail) from None
     except TimeoutError:
-        raise _Closed(4400, 'send {"op":"hello"} first') from None
+        raise Closed(4400, 'send {"op":"hello"} first') from None
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _Closed(4400, f"invalid hello: {exc}") from None
-    await _converse(socket, ctx, _Visitor(key, widget, token, ip, hello.name), hello.since, send)
+        raise Closed(4400, f"invalid hello: {exc}") from None
+    await _converse(socket, ctx, _Visitor(key, widget, token, ip, hello.name), hello.since, outbox)
 
 
 class _Visitor(msgspec.Struct, frozen=True):
@@ -324,22 +300,26 @@ class _Visitor(msgspec.Struct, frozen=True):
 
 
 async def _converse(
-    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, visitor: _Visitor, since: int | None, send: Any
+    socket: WebSocket[Any, Any, Any],
+    ctx: GatewayContext,
+    visitor: _Visitor,
+    since: int | None,
+    outbox: Outbox,
 ) -> None:
     widget = visitor.widget
     conversation_id = _conversation_id(widget, visitor.token)
-    await send(
+    await outbox.send(
         json.dumps({"op": "welcome", "visitor_token": visitor.token, "conversation_id": conversation_id})
     )
     deltas = agent_deltas(widget.tenant_id, conversation_id)
     async with live_signals(ctx.store.nc, deltas) as live, asyncio.TaskGroup() as tasks:
-        tasks.create_task(_visitor_input(socket, ctx, visitor, send))
-        tasks.create_task(_typing(live, send))
-        await _conversation_feed(ctx, widget, conversation_id, max(since or 1, 1), send)
+        tasks.create_task(_visitor_input(socket, ctx, visitor, outbox))
+        tasks.create_task(_typing(live, outbox))
+        await _conversation_feed(ctx, widget, conversation_id, max(since or 1, 1), outbox)
 
 
 async def _conversation_feed(
-    ctx: GatewayContext, widget: _Widget, conversation_id: str, since: int, send: Any
+    ctx: GatewayContext, widget: _Widget, conversation_id: str, since: int, outbox: Outbox
 ) -> None:
     subject = subjects.aggregate_filter(widget.tenant_id, ev.CONVERSATION, conversation_id)
     async for record in subject_feed(ctx.store, subject, since, heartbeat=HEARTBEAT_SECONDS):
@@ -347,14 +327,14 @@ async def _conversation_feed(
             '{"op":"heartbeat"}' if record is None else _visible(record.subject, record.data, record.seq)
         )
         if visible is not None:
-            await send(visible)
+            await outbox.send(visible)
 
 
-async def _typing(live: asyncio.Queue[Msg], send: Any) -> None:
+async def _typing(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
     """The reply being written, piece by piece (live only; the sent message follows)."""
     while True:
         delta = json.loads((await live.get()).data)
-        await send(
+        await outbox.send(
             json.dumps(
                 {"op": "typing", "run_id": delta["run_id"], "index": delta["index"], "delta": delta["delta"]}
             )
@@ -362,7 +342,7 @@ async def _typing(live: asyncio.Queue[Msg], send: Any) -> None:
 
 
 async def _visitor_input(
-    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, visitor: _Visitor, send: Any
+    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, visitor: _Visitor, outbox: Outbox
 ) -> None:
     while True:
         raw = await socket.receive_text()
@@ -372,7 +352,7 @@ async def _visitor_input(
         except (ValueError, AttributeError):
             request, op = {}, None
         if op == "ping":
-            await send('{"op":"pong"}')
+            await outbox.send('{"op":"pong"}')
         elif op == "send":
             try:
                 message = VisitorMessage(
@@ -385,11 +365,13 @@ async def _visitor_input(
                 await admit(ctx, visitor.key, visitor.widget, visitor.ip, visitor.token)
                 accepted = await receive(ctx, visitor.widget, message)
             except ApiError as exc:
-                await send(json.dumps({"op": "error", "error": exc.error, "detail": exc.detail}))
+                await outbox.send(error_frame(exc.error, exc.detail))
                 continue
-            await send(json.dumps({"op": "sent", "message_id": accepted.message_id, "seq": accepted.seq}))
+            await outbox.send(
+                json.dumps({"op": "sent", "message_id": accepted.message_id, "seq": accepted.seq})
+            )
         else:
-            await send(json.dumps({"op": "error", "error": "unknown_op", "detail": 'use "send" or "ping"'}))
+            await outbox.send(error_frame("unknown_op", 'use "send" or "ping"'))
 
 
 @get("/webchat/{key:str}", include_in_schema=False)

@@ -466,52 +466,44 @@ async function loadChannels() {
   }
 }
 
-$("telegram-form").addEventListener("submit", async (submit) => {
-  submit.preventDefault();
-  const result = $("telegram-result");
-  result.textContent = "Checking the token with Telegram…";
-  try {
-    const accepted = await api("/v1/channels/telegram/connect", { method: "POST", body: { bot_token: $("telegram-token").value } });
-    $("telegram-token").value = "";
-    result.textContent = `Connected ${accepted.display_name}. Write to it in Telegram to try it.`;
-    await api("/v1/channels", { params: { min_seq: accepted.seq } });
-    loadChannels();
-  } catch (error) {
-    result.textContent = error.message;
-  }
-});
+// Channels connected by pasting their token(s): the provider checks them, then the list shows the channel.
+const TOKEN_CHANNELS = [
+  {
+    channel: "telegram",
+    checking: "Checking the token with Telegram…",
+    body: (form) => ({ bot_token: form.bot_token.value }),
+    tryIt: "Write to it in Telegram to try it.",
+  },
+  {
+    channel: "discord",
+    checking: "Checking the token with Discord…",
+    body: (form) => ({ bot_token: form.bot_token.value.trim() }),
+    tryIt: "Mention it in your server to try it.",
+  },
+  {
+    channel: "slack",
+    checking: "Checking the tokens with Slack…",
+    body: (form) => ({ bot_token: form.bot_token.value.trim(), app_token: form.app_token.value.trim() }),
+    tryIt: "Mention the app in a channel to try it.",
+  },
+];
 
-$("discord-form").addEventListener("submit", async (submit) => {
-  submit.preventDefault();
-  const result = $("discord-result");
-  result.textContent = "Checking the token with Discord…";
-  try {
-    const accepted = await api("/v1/channels/discord/connect", { method: "POST", body: { bot_token: $("discord-token").value.trim() } });
-    $("discord-token").value = "";
-    result.textContent = `Connected ${accepted.display_name}. Mention it in your server to try it.`;
-    await api("/v1/channels", { params: { min_seq: accepted.seq } });
-    loadChannels();
-  } catch (error) {
-    result.textContent = error.message;
-  }
-});
-
-$("slack-form").addEventListener("submit", async (submit) => {
-  submit.preventDefault();
-  const form = submit.target.elements;
-  const result = $("slack-result");
-  result.textContent = "Checking the tokens with Slack…";
-  try {
-    const body = { bot_token: form.bot_token.value.trim(), app_token: form.app_token.value.trim() };
-    const accepted = await api("/v1/channels/slack/connect", { method: "POST", body });
-    submit.target.reset();
-    result.textContent = `Connected ${accepted.display_name}. Mention the app in a channel to try it.`;
-    await api("/v1/channels", { params: { min_seq: accepted.seq } });
-    loadChannels();
-  } catch (error) {
-    result.textContent = error.message;
-  }
-});
+for (const { channel, checking, body, tryIt } of TOKEN_CHANNELS) {
+  $(`${channel}-form`).addEventListener("submit", async (submit) => {
+    submit.preventDefault();
+    const result = $(`${channel}-result`);
+    result.textContent = checking;
+    try {
+      const accepted = await api(`/v1/channels/${channel}/connect`, { method: "POST", body: body(submit.target.elements) });
+      submit.target.reset();
+      result.textContent = `Connected ${accepted.display_name}. ${tryIt}`;
+      await api("/v1/channels", { params: { min_seq: accepted.seq } });
+      loadChannels();
+    } catch (error) {
+      result.textContent = error.message;
+    }
+  });
+}
 
 async function loadUsage() {
   const rows = await api("/v1/usage");

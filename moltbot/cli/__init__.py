@@ -15,7 +15,7 @@ import asyncio
 import os
 import sys
 
-from moltbot import client, logs
+from moltbot import client, logs, retries
 from moltbot.cli import bridge, events, inbox, projections, run, streams, vault
 from moltbot.cli.common import CommandError
 from moltbot.roles import GatewayStartError
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moltbot: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
+    retries.configure()
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))
         return exit_code

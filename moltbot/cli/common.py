@@ -12,9 +12,10 @@ from typing import Any
 from tqdm import tqdm
 
 from adapters.nats.connection import connection
-from adapters.nats.event_store import EventStore
+from adapters.nats.event_store import EventStore as NatsEventStore
 from adapters.vault.cipher import Keyring, VaultError, load_keyring
 from domain import subjects
+from domain.ports import EventStore
 from moltbot.settings import Settings
 from projections.base import Projection
 from projections.registry import by_name
@@ -37,7 +38,7 @@ def add(group: Any, name: str, handler: Command, help_text: str) -> argparse.Arg
 async def event_store(settings: Settings) -> AsyncIterator[EventStore]:
     nats_url, _ = settings.servers()
     async with connection(nats_url, name="moltbot-cli") as nc:
-        yield EventStore(nc)
+        yield NatsEventStore(nc)
 
 
 def event_subject(args: argparse.Namespace) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from adapters.nats.event_store import EventStore
 from domain.errors import DomainError
+from domain.ports import EventStore, StoredRecord
 from moltbot import event_files
 from moltbot.cli.common import CommandError, add, event_store, event_subject
 from moltbot.settings import Settings
@@ -78,7 +78,7 @@ async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(store: EventStore, record: Any) -> str:
+def _describe(store: EventStore, record: StoredRecord) -> str:
     try:
         event = store.codec.decode(record.data)
     except DomainError as exc:

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from adapters.nats.streams import load_streams_file
+from adapters.postgres.database import Connection
 from adapters.postgres.database import connection as pg_connection
+from domain.ports import EventStore
 from moltbot.cli.common import CommandError, add, event_store, progress_bar, projection
 from moltbot.settings import Settings
 from projections import rebuild as rebuild_ops
+from projections.base import Projection
 from projections.partitions import Assignment, PartitionError, load_partitioning
 from projections.registry import all_projections
 from projections.worker import DEFAULT_BATCH
+
+Report = TypeVar("Report", covariant=True)
 
 
 async def cmd_projections_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -38,13 +43,27 @@ async def cmd_projections_status(settings: Settings, args: argparse.Namespace) -
     return 0
 
 
-async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    read_model = projection(args.name)
+class _Replay(Protocol[Report]):
+    """A replay of the log into a copy of a read model (rebuild_ops.rebuild or verify)."""
+
+    async def __call__(
+        self, conn: Connection, projection: Projection, store: EventStore, *, progress: rebuild_ops.Progress
+    ) -> Report: ...
+
+
+async def _replay_with_progress(
+    settings: Settings, read_model: Projection, replay: _Replay[Report], action: str
+) -> Report:
+    """Run ``replay`` on ``read_model`` with a progress bar labelled ``action``."""
     _, database_url = settings.servers()
-    bar, progress = progress_bar(f"rebuild {read_model.name}")
+    bar, progress = progress_bar(f"{action} {read_model.name}")
     with bar:
         async with event_store(settings) as store, pg_connection(database_url) as conn:
-            report = await rebuild_ops.rebuild(conn, read_model, store, progress=progress)
+            return await replay(conn, read_model, store, progress=progress)
+
+
+async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    report = await _replay_with_progress(settings, projection(args.name), rebuild_ops.rebuild, "rebuild")
     rate = report.events / report.seconds if report.seconds else 0.0
     print(
         f"Rebuilt {report.projection} v{report.version} from {report.events} events up to seq"
@@ -55,11 +74,7 @@ async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) 
 
 async def cmd_projections_verify(settings: Settings, args: argparse.Namespace) -> int:
     read_model = projection(args.name)
-    _, database_url = settings.servers()
-    bar, progress = progress_bar(f"verify {read_model.name}")
-    with bar:
-        async with event_store(settings) as store, pg_connection(database_url) as conn:
-            report = await rebuild_ops.verify(conn, read_model, store, progress=progress)
+    report = await _replay_with_progress(settings, read_model, rebuild_ops.verify, "verify")
     if report.identical:
         print(f"{read_model.name}: identical to a rebuild from the log (up to seq {report.last_seq}).")
         return 0

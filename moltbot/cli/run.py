@@ -26,23 +26,14 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import run_gateway
 
     nats_url, database_url = settings.servers()
-    media_store = settings.media_store()
+    models = ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
     await run_gateway(
         nats_url,
         database_url,
         key_file=settings.jwt_key_file,
         host=args.host,
         port=args.port or settings.gateway_port,
-        oidc=settings.oidc_config(),
-        models=ModelChoice(settings.anthropic_api_key, base_url=settings.anthropic_base_url),
-        keyring=keyring(settings),
-        endpoints=settings.endpoints,
-        media=media_store,
-        slack_app=settings.slack_app(),
-        public_url=settings.public_url,
-        limits=settings.limits,
-        trusted_proxies=settings.trusted_proxies,
-        ops_token=settings.ops_token,
+        **settings.gateway_options(models=models, keyring=keyring(settings), media=settings.media_store()),
     )
     return 0
 

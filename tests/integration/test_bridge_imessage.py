@@ -9,6 +9,7 @@ and doubles nothing, and a revoked device stops with a clear message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -21,8 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.embedded.processes import free_port
+from moltbot.roles import run_connectors, run_outbox
 from tests.fakes import osascript as fake_osascript
 from tests.fakes.imessage_chatdb import Chat, ChatDBBuilder
+from tests.integration.conftest import Stack
 from tests.integration.test_bridge_pairing import device_list, pairing_code, until_device
 from tests.integration.test_gateway import _auth, _signup
 
@@ -244,3 +248,81 @@ async def test_a_send_waits_for_an_offline_device_and_is_carried_out_once(
             break
         await asyncio.sleep(0.1)
     assert mac.sends() == [[chat.guid, "later it is"]]
+
+
+@pytest.fixture
+async def gateway_process(stack: Stack, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    """The gateway as its own process (so it can be killed), with the other roles in this one."""
+    gateway = GatewayProcess(stack, tmp_path / "gateway-data", free_port())
+    roles = [
+        asyncio.create_task(run_outbox(stack.roles)),
+        asyncio.create_task(run_connectors(stack.roles, stack.spec)),
+    ]
+    async with stack.projections():
+        await gateway.start()
+        try:
+            yield gateway
+        finally:
+            await gateway.kill()
+            for role in roles:
+                role.cancel()
+            await asyncio.gather(*roles, return_exceptions=True)
+
+
+@dataclass
+class GatewayProcess:
+    stack: Stack
+    data: Path
+    port: int
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        env = {
+            **os.environ,
+            "MOLTBOT_NATS_URL": self.stack.nats_url,
+            "MOLTBOT_DATABASE_URL": self.stack.database_url,
+            "MOLTBOT_LOG_FORMAT": "json",
+        }
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "moltbot", "--data", str(self.data), "gateway", "--port", str(self.port),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError("the gateway process did not start")
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+
+async def test_killing_the_gateway_mid_traffic_loses_and_doubles_nothing(
+    gateway_process: GatewayProcess, mac: Mac, bridge_runs: list[asyncio.subprocess.Process]
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway_process.url, timeout=30) as api:
+        account = await _signup(api, "imessage-gateway-kill@example.com")
+        chat = mac.db.direct_chat("+15552223333")
+        await paired(api, account, mac)
+        await start_bridge(mac, bridge_runs)
+        hello_from(mac, chat, "before")
+        await until_texts(api, account, {"before"})
+
+        texts = [f"through a crash {n}" for n in range(60)]
+        for n, text in enumerate(texts):
+            hello_from(mac, chat, text)
+            if n == 20:
+                await asyncio.sleep(0.3)  # some of the burst in flight
+                await gateway_process.kill()
+        await gateway_process.start()
+        _, seen = await until_texts(api, account, set(texts), timeout=90)
+        counted = [m["text"] for m in seen if m["text"].startswith("through a crash ")]
+        assert sorted(counted) == sorted(texts), "each message exactly once"

@@ -111,7 +111,7 @@ async def test_killing_the_event_log_leader_loses_no_acked_event(
                 assert info.cluster is not None and info.cluster.leader is not None
                 victim = cluster.index_of(info.cluster.leader)
                 acked_before_kill = len(load.acked)
-                await cluster.kill(victim)
+                await cluster.kill_node(victim)
                 load.killed_at = time.monotonic()
                 await asyncio.wait_for(appending, 60)
                 assert load.recovered_at is not None
@@ -132,7 +132,7 @@ async def test_killing_the_event_log_leader_loses_no_acked_event(
 
             # The killed node comes back and catches up: three current replicas again.
             restarted_at = time.monotonic()
-            await cluster.start(victim)
+            await cluster.start_node(victim)
             await _wait_replicas_current(store, 3)
             rejoin = time.monotonic() - restarted_at  # process start included
         finally:

@@ -420,6 +420,26 @@ async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(
     assert connected.data.message == "Connected to Slack workspace Analytical Engines as @moltbot"
 
 
+async def test_socket_mode_acks_but_does_not_store_another_workspaces_envelope(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    """An app installed in several workspaces has their events on one socket: the connection
+    stores only its own workspace's (as the Events API webhook does)."""
+    team = workspace.team
+    channel = fake.add_channel(team, "engine-room")
+    theirs = fake.add_workspace("Intruders Ltd")
+    foreign_payload = fake.message(theirs.team, channel, CHARLES, "not for this inbox")
+    foreign = fake.push_event(foreign_payload, app_token=workspace.app_token)
+    ours = fake.push_event(fake.message(team, channel, ADA, "for this inbox"))
+    session = _session(store, fake, workspace)
+    async with _running(session):
+        await _until(lambda: ours in fake.acks)
+        events = await _events(store)
+    assert fake.acks == [foreign, ours] == session.acked
+    assert [e.data.text for e in _of(events, ev.MessageReceived)] == ["for this inbox"]
+    assert len(_of(events, ev.ConversationCreated)) == 1
+
+
 async def test_socket_mode_follows_a_refresh_and_a_revoked_token_asks_for_a_reconnect(
     store: EventStore, fake: FakeSlack, workspace: Workspace
 ) -> None:

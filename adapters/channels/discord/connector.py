@@ -15,7 +15,7 @@ import hikari
 import structlog
 from hikari.impl import RESTClientImpl
 
-from adapters.channels.clients import ConnectionClients, Credentials
+from adapters.channels.clients import ClientPerConnection, Credentials
 from adapters.channels.discord import CAPABILITIES, KIND
 from adapters.channels.discord.client import DEFAULT_MAX_RATE_LIMIT, clean_token, is_token_shaped, rest_app
 from adapters.channels.discord.normalize import provider_message_id
@@ -51,7 +51,7 @@ def _rejected_for_forbidden(exc: hikari.ForbiddenError) -> SendRejected:
     return SendRejected("forbidden", f"Discord does not let the bot write here ({exc.message}).")
 
 
-class DiscordConnector:
+class DiscordConnector(ClientPerConnection[RESTClientImpl]):
     """Sends with one hikari REST client per connection (sharing one HTTP pool and rate-limit
     buckets); tokens come from ``credentials``."""
 
@@ -67,11 +67,11 @@ class DiscordConnector:
         max_retries: int = 1,
         request_timeout: float = 30.0,
     ) -> None:
+        super().__init__(credentials)
         self._app = rest_app(
             api_base, max_rate_limit=max_rate_limit, max_retries=max_retries, timeout=request_timeout
         )
         self._started = False
-        self._clients = ConnectionClients(credentials, self._new_client)
 
     async def _new_client(self, credentials: Mapping[str, Any]) -> RESTClientImpl:
         if not self._started:
@@ -85,14 +85,6 @@ class DiscordConnector:
         client.start()
         return client
 
-    async def client(self, connection_id: str) -> RESTClientImpl:
-        """The connection's REST client, built from its credentials on first use."""
-        return await self._clients.get(connection_id)
-
-    def forget(self, connection_id: str) -> None:
-        """Drop a cached client (its token was reset or revoked): the next use reads it anew."""
-        self._clients.forget(connection_id)  # it owns no connections: the app's pool does
-
     async def send(self, command: SendMessage) -> Delivered:
         try:
             channel = int(command.to)
@@ -103,10 +95,7 @@ class DiscordConnector:
         parts = chunk_text(command.text, CAPABILITIES.max_text_length)
         if not parts:
             raise SendRejected("empty", "There is nothing to send: the message is empty.")
-        try:
-            client = await self.client(command.connection_id)
-        except TokenRejected as exc:
-            raise SendRejected("token_invalid", str(exc)) from None
+        client = await self.sending_client(command)
         first: hikari.Message | None = None
         for part, text in enumerate(parts):
             # A retried command posts no part twice: Discord returns the message of a known nonce.

@@ -24,9 +24,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from adapters.channels.discord import KIND
 from adapters.channels.discord.client import clean_token, is_token_shaped, rest_app
 from adapters.channels.discord.normalize import Json
-from adapters.channels.discord.session import DispatchInbox
+from adapters.channels.discord.session import DispatchInbox, download_attachment
 from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
 from adapters.media.store import MediaStore
+from domain import events as ev
 from domain.ports import EventStore
 
 log = structlog.get_logger()
@@ -127,7 +128,11 @@ class DiscordSession(ReportingSession):
         media: MediaStore | None = None,
         cdn_base: str | None = None,
     ) -> None:
-        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
+        super().__init__(
+            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
+            stored_as="discord_dispatch_stored",
+        )  # fmt: skip
+        self._cdn_base = cdn_base
         self._token = clean_token(token)
         self._api_base = api_base
         self._configured_gateway = gateway_url
@@ -142,9 +147,8 @@ class DiscordSession(ReportingSession):
         self._resume_url: str | None = None
         self._awaiting_ack = False
         self._inbox = DispatchInbox(
-            store, tenant_id=tenant_id, connection_id=connection_id, media=media, cdn_base=cdn_base,
-            log=self._log,
-        )  # fmt: skip
+            self._intake, tenant_id=tenant_id, connection_id=connection_id, log=self._log
+        )
 
     async def run(self) -> None:
         if not is_token_shaped(self._token):
@@ -290,6 +294,9 @@ class DiscordSession(ReportingSession):
 
     def _forget_session(self) -> None:
         self.session_id, self.seq, self._resume_url = None, None, None
+
+    async def _download(self, attachment: ev.Attachment) -> bytes:
+        return await download_attachment(attachment, self._cdn_base)
 
     async def _dispatch(self, message: Json) -> None:
         name = message.get("t")

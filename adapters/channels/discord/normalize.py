@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from adapters.channels.discord import KIND
+from adapters.channels.normalize import Origin, connection_actor, file_kind
 from domain import events as ev
 from domain import ids
 
@@ -39,7 +39,7 @@ def message_id(connection_id: str, channel_id: int | str, discord_message_id: in
 
 
 def actor(connection_id: str) -> str:
-    return f"connector:{KIND}:{connection_id}"
+    return connection_actor(KIND, connection_id)
 
 
 def snowflake_time(snowflake: int | str) -> datetime:
@@ -49,13 +49,6 @@ def snowflake_time(snowflake: int | str) -> datetime:
 
 def _timestamp(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _derived_event_id(key: str, at: datetime) -> str:
-    """An event id derived from what happened, so the same dispatch again is stored once."""
-    return ids.ulid(
-        at_ms=int(at.timestamp() * 1000), randomness=hashlib.blake2b(key.encode(), digest_size=10).digest()
-    )
 
 
 def _name(user: Json, member: Json | None = None) -> str:
@@ -72,24 +65,13 @@ def _readable(content: str, mentions: Sequence[Json]) -> str:
     return _USER_MENTION.sub(lambda m: f"@{names[m[1]]}" if m[1] in names else m[0], content)
 
 
-def _attachment_kind(mime: str | None) -> Literal["image", "video", "audio", "document"]:
-    top = (mime or "").split("/", 1)[0]
-    if top == "image":
-        return "image"
-    if top == "video":
-        return "video"
-    if top == "audio":
-        return "audio"
-    return "document"
-
-
 def _attachments(data: Json) -> tuple[ev.Attachment, ...]:
     found: list[ev.Attachment] = []
     for attachment in data.get("attachments") or ():
         mime = attachment.get("content_type")
         found.append(
             ev.Attachment(
-                kind=_attachment_kind(mime),
+                kind=file_kind(mime),
                 # Discord's CDN url (signed, refreshable through the attachment id in it).
                 provider_file_id=str(attachment.get("url") or attachment["id"]),
                 mime=mime,
@@ -136,49 +118,30 @@ def conversation_created(
     in_guild = data.get("guild_id") is not None
     kind: ev.ConversationKind = "group" if in_guild else "direct"
     fallback = f"#{channel_id}" if in_guild else _name(author)
-    return ev.new_event(
-        ev.ConversationCreated,
-        tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, channel_id),
-        actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.ConversationCreatedData(
-            channel=KIND,
-            connection_id=connection_id,
-            kind=kind,
-            title=title or fallback,
-            external_id=channel_id,
-        ),
+    origin = Origin(KIND, tenant_id, connection_id, now)
+    return origin.conversation_created(
+        conversation_id(connection_id, channel_id), kind, title or fallback, channel_id
     )
 
 
 @dataclass(frozen=True)
-class _Origin:
-    """Where a dispatch comes from: whose inbox, which connection, which bot is ours."""
+class _Origin(Origin):
+    """Where a dispatch comes from, and which bot is ours; its events are a channel's."""
 
-    tenant_id: str
-    connection_id: str
     bot_user_id: str
-    now: datetime | None
 
-    def event(
+    def in_channel(
         self, event_cls: type[ev.E], channel_id: str, data: msgspec.Struct, event_id: str | None = None
     ) -> ev.E:
-        return ev.new_event(
-            event_cls,
-            tenant_id=self.tenant_id,
-            aggregate_id=conversation_id(self.connection_id, channel_id),
-            actor=actor(self.connection_id),
-            occurred_at=self.now,
-            event_id=event_id,
-            data=data,
-        )
+        return self.event(event_cls, conversation_id(self.connection_id, channel_id), data, event_id)
 
     def message_id(self, channel_id: str, discord_message_id: int | str) -> str:
         return message_id(self.connection_id, channel_id, discord_message_id)
 
-    def key(self, channel_id: str, discord_message_id: int | str, what: str) -> str:
-        return f"{KIND}:{self.connection_id}:{provider_message_id(channel_id, discord_message_id)}:{what}"
+    def message_event_id(
+        self, channel_id: str, discord_message_id: int | str, what: str, at: datetime
+    ) -> str:
+        return self.derived_event_id(provider_message_id(channel_id, discord_message_id), what, at)
 
 
 def normalize(
@@ -196,7 +159,7 @@ def normalize(
     data = payload.get("d")
     if not isinstance(data, Mapping):
         return []
-    origin = _Origin(tenant_id, connection_id, str(bot_user_id), now)
+    origin = _Origin(KIND, tenant_id, connection_id, now, bot_user_id=str(bot_user_id))
     found: list[ev.Event | None] = []
     if name == "MESSAGE_CREATE":
         found = [_received(data, origin)]
@@ -222,7 +185,7 @@ def _received(data: Json, origin: _Origin) -> ev.MessageReceived | None:
     channel_id = str(data["channel_id"])
     reference = data.get("message_reference") or {}
     is_reply = bool(reference.get("message_id")) and reference.get("type", 0) == 0  # 1 is a forward
-    return origin.event(
+    return origin.in_channel(
         ev.MessageReceived,
         channel_id,
         ev.MessageReceivedData(
@@ -255,7 +218,7 @@ def _edited(data: Json, origin: _Origin) -> ev.MessageEdited | None:
         return None
     channel_id = str(data["channel_id"])
     edited_at = _timestamp(data["edited_timestamp"])
-    return origin.event(
+    return origin.in_channel(
         ev.MessageEdited,
         channel_id,
         ev.MessageEditedData(
@@ -263,14 +226,14 @@ def _edited(data: Json, origin: _Origin) -> ev.MessageEdited | None:
             text=_readable(data.get("content") or "", data.get("mentions") or ()),
             edited_at=edited_at,
         ),
-        event_id=_derived_event_id(
-            origin.key(channel_id, data["id"], f"edited:{edited_at.isoformat()}"), edited_at
+        event_id=origin.message_event_id(
+            channel_id, data["id"], f"edited:{edited_at.isoformat()}", edited_at
         ),
     )
 
 
 def _deleted(channel_id: str, discord_message_id: int | str, origin: _Origin) -> ev.MessageDeleted:
-    return origin.event(
+    return origin.in_channel(
         ev.MessageDeleted,
         channel_id,
         ev.MessageDeletedData(
@@ -278,8 +241,8 @@ def _deleted(channel_id: str, discord_message_id: int | str, origin: _Origin) ->
             deleted_at=origin.now or datetime.now(UTC),
         ),
         # Discord does not say when; dated by the message, a repeat has the same id.
-        event_id=_derived_event_id(
-            origin.key(channel_id, discord_message_id, "deleted"), snowflake_time(discord_message_id)
+        event_id=origin.message_event_id(
+            channel_id, discord_message_id, "deleted", snowflake_time(discord_message_id)
         ),
     )
 
@@ -304,9 +267,9 @@ def _reaction(
     )
     # The dispatch's sequence tells a replay after RESUME (same seq) from a new reaction.
     what = f"reaction_{'added' if added else 'removed'}:{data['user_id']}:{emoji}:{seq}"
-    event_id = _derived_event_id(
-        origin.key(channel_id, data["message_id"], what), snowflake_time(data["message_id"])
+    event_id = origin.message_event_id(
+        channel_id, data["message_id"], what, snowflake_time(data["message_id"])
     )
     if added:
-        return origin.event(ev.ReactionAdded, channel_id, reaction, event_id)
-    return origin.event(ev.ReactionRemoved, channel_id, reaction, event_id)
+        return origin.in_channel(ev.ReactionAdded, channel_id, reaction, event_id)
+    return origin.in_channel(ev.ReactionRemoved, channel_id, reaction, event_id)

@@ -1,7 +1,8 @@
 """What one Discord bot's gateway delivers, into the log: the names of guilds and channels
 (for conversation titles), each message dispatch's canonical events (the channel's
-conversation first when it is new) and its attachments, fetched from Discord's CDN. The
-gateway protocol that delivers them is ``gateway_session.py``."""
+conversation first when it is new) and its attachments, fetched from Discord's CDN
+(:func:`download_attachment`). The gateway protocol that delivers them is
+``gateway_session.py``."""
 
 from __future__ import annotations
 
@@ -9,34 +10,20 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.discord.normalize import Json, actor, conversation_created, normalize
+from adapters.channels.discord.normalize import Json, conversation_created, normalize
 from adapters.channels.errors import ProviderUnreachable
-from adapters.channels.inbound import store_delivered
-from adapters.media.store import MediaStore
+from adapters.channels.inbound import Intake
 from domain import events as ev
-from domain.ports import EventStore
 
 CDN = "https://cdn.discordapp.com"
 
 
 class DispatchInbox:
-    def __init__(
-        self,
-        store: EventStore,
-        *,
-        tenant_id: str,
-        connection_id: str,
-        media: MediaStore | None,
-        cdn_base: str | None,
-        log: Any,
-    ) -> None:
-        self._store = store
+    def __init__(self, intake: Intake, *, tenant_id: str, connection_id: str, log: Any) -> None:
+        self._intake = intake
         self.tenant_id = tenant_id
         self.connection_id = connection_id
-        self._media = media  # where attachments are kept; None: they stay on Discord's CDN
-        self._cdn_base = cdn_base
         self._log = log
-        self._known_conversations: set[str] = set()
         self._guild_names: dict[str, str] = {}
         self._channel_titles: dict[str, str] = {}
 
@@ -73,23 +60,19 @@ class DispatchInbox:
                 "discord_dispatch_unreadable", event=message.get("t"), seq=message.get("s"), error=repr(exc)
             )
             return
-        if not events:
-            return
-        await store_delivered(
-            self._store, created, events, self._known_conversations, media=self._media,
-            download=self._download, actor=actor(self.connection_id), log=self._log,
-            stored_as="discord_dispatch_stored", gateway_seq=message.get("s"),
-        )  # fmt: skip
+        await self._intake.take(created, events, gateway_seq=message.get("s"))
 
-    async def _download(self, attachment: ev.Attachment) -> bytes:
-        """An attachment from Discord's CDN (its signed URL is the provider file id)."""
-        url = attachment.provider_file_id
-        if not url.startswith(CDN):
-            raise ProviderUnreachable(f"not a downloadable attachment: {attachment.kind}")
-        if self._cdn_base is not None:
-            url = self._cdn_base.rstrip("/") + url[len(CDN) :]
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.get(url)
-        if response.status_code != 200:
-            raise ProviderUnreachable(f"Discord's CDN answered {response.status_code} for an attachment")
-        return response.content
+
+async def download_attachment(attachment: ev.Attachment, cdn_base: str | None) -> bytes:
+    """An attachment from Discord's CDN (its signed URL is the provider file id); ``cdn_base``
+    stands in for the CDN (None: Discord's own)."""
+    url = attachment.provider_file_id
+    if not url.startswith(CDN):
+        raise ProviderUnreachable(f"not a downloadable attachment: {attachment.kind}")
+    if cdn_base is not None:
+        url = cdn_base.rstrip("/") + url[len(CDN) :]
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(url)
+    if response.status_code != 200:
+        raise ProviderUnreachable(f"Discord's CDN answered {response.status_code} for an attachment")
+    return response.content

@@ -42,21 +42,25 @@ TRANSIENT_ERRORS = frozenset(
 # Message subtypes that are conversation (others: joins, topic changes, ... are not).
 
 
-class WorkspaceIdentity(msgspec.Struct, frozen=True, kw_only=True):
+class WorkspaceBot(msgspec.Struct, frozen=True, kw_only=True):
+    """A workspace the app is in, and the user id of the app's bot there."""
+
     team_id: str
     team_name: str
     bot_user_id: str
+
+
+class WorkspaceIdentity(WorkspaceBot, frozen=True, kw_only=True):
+    """Whose a bot token is (``auth.test``)."""
+
     bot_name: str
     bot_id: str | None = None
     url: str | None = None
 
 
-class SlackInstall(msgspec.Struct, frozen=True, kw_only=True):
+class SlackInstall(WorkspaceBot, frozen=True, kw_only=True):
     """What an OAuth install gives: the workspace and its bot token (a secret: vault it)."""
 
-    team_id: str
-    team_name: str
-    bot_user_id: str
     bot_token: str
     app_id: str | None = None
     scopes: tuple[str, ...] = ()

@@ -11,8 +11,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.channels.clients import ConnectionClients, Credentials
-from adapters.channels.errors import TokenRejected
+from adapters.channels.clients import ClientPerConnection, Credentials, stored_token
 from adapters.channels.slack import CAPABILITIES, KIND
 from adapters.channels.slack.client import (
     SEND_ERRORS,
@@ -62,7 +61,7 @@ def _rejected_or_deferred(exc: SlackApiError) -> SendRejected | SendDeferred:
     return SendRejected("bad_request", f"Slack refused the message ({error}).")
 
 
-class SlackConnector:
+class SlackConnector(ClientPerConnection[AsyncWebClient]):
     """Sends with one slack_sdk client per connection; tokens come from ``credentials``."""
 
     kind = KIND
@@ -71,32 +70,21 @@ class SlackConnector:
     def __init__(
         self, credentials: Credentials, *, api_base: str | None = None, request_timeout: int = 30
     ) -> None:
+        super().__init__(credentials)
         self._api_base = api_base
         self._timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None  # one for every connection's client
-        self._clients = ConnectionClients(credentials, self._new_client)
 
     async def _new_client(self, credentials: Mapping[str, Any]) -> AsyncWebClient:
-        token = credentials.get("token")
-        if not isinstance(token, str) or not token:
-            raise TokenRejected("This Slack connection has no bot token; connect Slack again.")
+        token = stored_token(
+            credentials, missing="This Slack connection has no bot token; connect Slack again."
+        )
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
         return web_client(token, self._api_base, timeout=self._timeout, session=self._session, retries=False)
 
-    async def client(self, connection_id: str) -> AsyncWebClient:
-        """The connection's Web API client, built from its credentials on first use."""
-        return await self._clients.get(connection_id)
-
-    def forget(self, connection_id: str) -> None:
-        """Drop a cached client (its token was rotated or revoked): the next use reads it anew."""
-        self._clients.forget(connection_id)
-
     async def send(self, command: SendMessage) -> Delivered:
-        try:
-            client = await self.client(command.connection_id)
-        except TokenRejected as exc:
-            raise SendRejected("token_invalid", str(exc)) from None
+        client = await self.sending_client(command)
         channel, thread_ts = destination(command.to)
         try:
             answer = await client.chat_postMessage(channel=channel, text=command.text, thread_ts=thread_ts)

@@ -2,19 +2,21 @@
 
 ``message`` (and ``app_mention``) → ``message.received``; ``message_changed`` →
 ``message.edited``; ``message_deleted`` → ``message.deleted``; ``reaction_*`` →
-``reaction.*``; and the ``conversation.created`` of a channel, DM or thread.
+``reaction.*``; and the ``conversation.created`` of a channel, DM or thread. A delivery
+for another workspace than the connection's is refused (:func:`check_workspace`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from adapters.channels.errors import WrongWorkspace
+from adapters.channels.normalize import Origin, connection_actor, file_kind
 from adapters.channels.slack import KIND
 from domain import events as ev
 from domain import ids
@@ -39,7 +41,7 @@ def message_id(connection_id: str, channel: str, ts: str) -> str:
 
 
 def actor(connection_id: str) -> str:
-    return f"connector:{KIND}:{connection_id}"
+    return connection_actor(KIND, connection_id)
 
 
 def slack_time(ts: str) -> datetime:
@@ -49,15 +51,20 @@ def slack_time(ts: str) -> datetime:
     return datetime.fromtimestamp(int(seconds), UTC) + timedelta(microseconds=micros)
 
 
-def _event_id(key: str, at: datetime) -> str:
-    """An event id derived from what happened, so a redelivered event is stored once."""
-    digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
-    return ids.ulid(at_ms=int(at.timestamp() * 1000), randomness=digest)
-
-
 def inner(event_callback: Mapping[str, Any]) -> Mapping[str, Any]:
     inner = event_callback.get("event") if event_callback.get("type") == "event_callback" else None
     return inner if isinstance(inner, Mapping) else {}
+
+
+def check_workspace(payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None) -> None:
+    """Refuse (WrongWorkspace) a delivery that is not for this workspace, or not from this
+    app when the connection knows its app; ``url_verification`` names neither."""
+    if payload.get("type") == "url_verification":
+        return
+    if payload.get("team_id") != team_id:
+        raise WrongWorkspace("This Slack delivery is for another workspace than this connection's.")
+    if app_id is not None and payload.get("api_app_id") != app_id:
+        raise WrongWorkspace("This Slack delivery is from another app than this connection's.")
 
 
 class _Place(msgspec.Struct, frozen=True):
@@ -99,15 +106,6 @@ def _sender(message: Mapping[str, Any]) -> ev.Sender:
     return ev.Sender(id=f"{KIND}:{user}", name=name, is_bot="bot_id" in message)
 
 
-def _file_kind(mime: str | None) -> Literal["image", "video", "audio", "document"]:
-    major = (mime or "").split("/", 1)[0]
-    if major == "image":
-        return "image"
-    if major == "video":
-        return "video"
-    return "audio" if major == "audio" else "document"
-
-
 def _attachments(message: Mapping[str, Any]) -> tuple[ev.Attachment, ...]:
     found: list[ev.Attachment] = []
     for file in message.get("files") or ():
@@ -116,7 +114,7 @@ def _attachments(message: Mapping[str, Any]) -> tuple[ev.Attachment, ...]:
         mime = file.get("mimetype")
         found.append(
             ev.Attachment(
-                kind=_file_kind(mime),
+                kind=file_kind(mime),
                 provider_file_id=str(file["id"]),
                 mime=mime,
                 size=file.get("size"),
@@ -166,26 +164,22 @@ def normalize(
     event = inner(event_callback)
     kind = event.get("type")
     channel = event.get("channel")
+    origin = Origin(KIND, tenant_id, connection_id, now)
     if kind in ("message", "app_mention") and isinstance(channel, str):
         subtype = event.get("subtype")
         if subtype == "message_changed":
-            return _edited(event, channel, tenant_id, connection_id, bot_user_id, now)
+            return _edited(event, channel, origin, bot_user_id)
         if subtype == "message_deleted":
-            return _deleted(event, channel, tenant_id, connection_id, bot_user_id, now)
-        received = _received(event, channel, tenant_id, connection_id, bot_user_id, now)
+            return _deleted(event, channel, origin, bot_user_id)
+        received = _received(event, channel, origin, bot_user_id)
         return [received] if received is not None else []
     if kind in ("reaction_added", "reaction_removed"):
-        return _reaction(event, tenant_id, connection_id, now)
+        return _reaction(event, origin)
     return []
 
 
 def _received(
-    event: Mapping[str, Any],
-    channel: str,
-    tenant_id: str,
-    connection_id: str,
-    bot_user_id: str,
-    now: datetime | None,
+    event: Mapping[str, Any], channel: str, origin: Origin, bot_user_id: str
 ) -> ev.MessageReceived | None:
     ts = event.get("ts")
     if (
@@ -198,16 +192,14 @@ def _received(
     attachments = _attachments(event)
     if not text and not attachments:
         return None
+    connection_id = origin.connection_id
     place = _place(connection_id, channel, event.get("channel_type"), event)
     # In a thread the bot started, every reply is addressed to it.
     in_our_thread = place.thread_ts is not None and event.get("parent_user_id") == bot_user_id
-    return ev.new_event(
+    return origin.event(
         ev.MessageReceived,
-        tenant_id=tenant_id,
-        aggregate_id=place.conversation_id,
-        actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.MessageReceivedData(
+        place.conversation_id,
+        ev.MessageReceivedData(
             message_id=message_id(connection_id, channel, ts),
             connection_id=connection_id,
             channel=KIND,
@@ -223,14 +215,7 @@ def _received(
     )
 
 
-def _edited(
-    event: Mapping[str, Any],
-    channel: str,
-    tenant_id: str,
-    connection_id: str,
-    bot_user_id: str,
-    now: datetime | None,
-) -> list[ev.Event]:
+def _edited(event: Mapping[str, Any], channel: str, origin: Origin, bot_user_id: str) -> list[ev.Event]:
     message = event.get("message")
     if not isinstance(message, Mapping) or _is_ours(message, bot_user_id):
         return []
@@ -240,61 +225,34 @@ def _edited(
     if not isinstance(edited, Mapping) or not isinstance(ts, str):
         return []
     edited_at = slack_time(str(edited.get("ts") or event.get("event_ts") or ts))
-    place = _place(connection_id, channel, event.get("channel_type"), message)
-    provider_id = provider_message_id(channel, ts)
-    return [
-        ev.new_event(
-            ev.MessageEdited,
-            tenant_id=tenant_id,
-            aggregate_id=place.conversation_id,
-            actor=actor(connection_id),
-            occurred_at=now,
-            event_id=_event_id(
-                f"{KIND}:{connection_id}:{provider_id}:edited:{edited_at.isoformat()}", edited_at
-            ),
-            data=ev.MessageEditedData(
-                message_id=message_id(connection_id, channel, ts),
-                text=str(message.get("text") or ""),
-                edited_at=edited_at,
-            ),
-        )
-    ]
+    place = _place(origin.connection_id, channel, event.get("channel_type"), message)
+    data = ev.MessageEditedData(
+        message_id=message_id(origin.connection_id, channel, ts),
+        text=str(message.get("text") or ""),
+        edited_at=edited_at,
+    )
+    event_id = origin.derived_event_id(
+        provider_message_id(channel, ts), f"edited:{edited_at.isoformat()}", edited_at
+    )
+    return [origin.event(ev.MessageEdited, place.conversation_id, data, event_id)]
 
 
-def _deleted(
-    event: Mapping[str, Any],
-    channel: str,
-    tenant_id: str,
-    connection_id: str,
-    bot_user_id: str,
-    now: datetime | None,
-) -> list[ev.Event]:
+def _deleted(event: Mapping[str, Any], channel: str, origin: Origin, bot_user_id: str) -> list[ev.Event]:
     previous = event.get("previous_message")
     previous = previous if isinstance(previous, Mapping) else {}
     ts = event.get("deleted_ts") or previous.get("ts")
     if not isinstance(ts, str) or _is_ours(previous, bot_user_id):
         return []
     deleted_at = slack_time(str(event.get("event_ts") or event.get("ts") or ts))
-    place = _place(connection_id, channel, event.get("channel_type"), {"ts": ts, **previous})
-    provider_id = provider_message_id(channel, ts)
-    return [
-        ev.new_event(
-            ev.MessageDeleted,
-            tenant_id=tenant_id,
-            aggregate_id=place.conversation_id,
-            actor=actor(connection_id),
-            occurred_at=now,
-            event_id=_event_id(f"{KIND}:{connection_id}:{provider_id}:deleted", deleted_at),
-            data=ev.MessageDeletedData(
-                message_id=message_id(connection_id, channel, ts), deleted_at=deleted_at
-            ),
-        )
-    ]
+    place = _place(origin.connection_id, channel, event.get("channel_type"), {"ts": ts, **previous})
+    data = ev.MessageDeletedData(
+        message_id=message_id(origin.connection_id, channel, ts), deleted_at=deleted_at
+    )
+    event_id = origin.derived_event_id(provider_message_id(channel, ts), "deleted", deleted_at)
+    return [origin.event(ev.MessageDeleted, place.conversation_id, data, event_id)]
 
 
-def _reaction(
-    event: Mapping[str, Any], tenant_id: str, connection_id: str, now: datetime | None
-) -> list[ev.Event]:
+def _reaction(event: Mapping[str, Any], origin: Origin) -> list[ev.Event]:
     item = event.get("item")
     if not isinstance(item, Mapping) or item.get("type") != "message":
         return []  # reactions to files and file comments are not conversation
@@ -307,23 +265,14 @@ def _reaction(
     cls: type[ev.ReactionAdded | ev.ReactionRemoved] = (
         ev.ReactionAdded if kind == "reaction_added" else ev.ReactionRemoved
     )
-    provider_id = provider_message_id(channel, ts)
-    key = f"{KIND}:{connection_id}:{provider_id}:{kind}:{user}:{name}:{event.get('event_ts')}"
-    return [
-        ev.new_event(
-            cls,
-            tenant_id=tenant_id,
-            aggregate_id=channel_conversation_id(connection_id, channel),
-            actor=actor(connection_id),
-            occurred_at=now,
-            event_id=_event_id(key, at),
-            data=ev.ReactionData(
-                message_id=message_id(connection_id, channel, ts),
-                emoji=emoji(str(name)),
-                sender_id=f"{KIND}:{user}",
-            ),
-        )
-    ]
+    data = ev.ReactionData(
+        message_id=message_id(origin.connection_id, channel, ts),
+        emoji=emoji(str(name)),
+        sender_id=f"{KIND}:{user}",
+    )
+    what = f"{kind}:{user}:{name}:{event.get('event_ts')}"
+    event_id = origin.derived_event_id(provider_message_id(channel, ts), what, at)
+    return [origin.event(cls, channel_conversation_id(origin.connection_id, channel), data, event_id)]
 
 
 def conversation_created(
@@ -353,20 +302,8 @@ def conversation_created(
             title = f"Slack direct message with {message.get('user') or channel}"
         else:
             title = f"Slack channel {channel}"
-    return ev.new_event(
-        ev.ConversationCreated,
-        tenant_id=tenant_id,
-        aggregate_id=place.conversation_id,
-        actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.ConversationCreatedData(
-            channel=KIND,
-            connection_id=connection_id,
-            kind=place.kind,
-            title=title,
-            external_id=place.external_id,
-        ),
-    )
+    origin = Origin(KIND, tenant_id, connection_id, now)
+    return origin.conversation_created(place.conversation_id, place.kind, title, place.external_id)
 
 
 class Delivery(msgspec.Struct, frozen=True):

@@ -1,13 +1,14 @@
 """One workspace's Socket Mode session: slack_sdk's client (``apps.connections.open`` → a
 WebSocket) appends what arrives and acks each envelope only once its events are stored,
-so a crash repeats envelopes that dedupe stores once; it reports the connection's health."""
+so a crash repeats envelopes that dedupe stores once; it reports the connection's health.
+An envelope for another workspace (an app installed in several) is acked, not stored."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -19,8 +20,8 @@ from slack_sdk.socket_mode.websockets import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from websockets.exceptions import WebSocketException
 
+from adapters.channels.errors import WrongWorkspace
 from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
-from adapters.channels.inbound import store_delivered
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import (
     LINK_ERRORS,
@@ -32,7 +33,7 @@ from adapters.channels.slack.client import (
     identity_of,
     web_client,
 )
-from adapters.channels.slack.normalize import actor, delivery, inner
+from adapters.channels.slack.normalize import check_workspace, delivery, inner
 from adapters.media.store import MediaStore
 from domain import events as ev
 from domain.ports import EventStore
@@ -57,6 +58,22 @@ def _names_our_bot_revoked(event: Mapping[str, Any], bot_user_id: str) -> bool:
         and isinstance(tokens, Mapping)
         and bot_user_id in (tokens.get("bot") or ())
     )
+
+
+@contextlib.contextmanager
+def _slack_answers(
+    refused: Refused, call: str, network_errors: tuple[type[Exception], ...], over: str
+) -> Iterator[None]:
+    """What asking Slack for ``call`` (over ``over``) ended in, as a session's outcome: a
+    refused token is ``refused``; Slack's other errors and the network's are Unreachable."""
+    try:
+        yield
+    except SlackApiError as exc:
+        if error_of(exc) in TOKEN_ERRORS:
+            raise refused from None
+        raise Unreachable(f"{call}: {error_of(exc)}") from None
+    except network_errors as exc:
+        raise Unreachable(f"{over}: {exc!r}") from None
 
 
 class SlackSocketSession(ReportingSession):
@@ -85,18 +102,19 @@ class SlackSocketSession(ReportingSession):
         first_backoff: float = 1.0,
         max_backoff: float = MAX_BACKOFF,
     ) -> None:
-        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
+        super().__init__(
+            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
+            stored_as="slack_event_stored",
+        )  # fmt: skip
         self._app_token = app_token
         self._bot_token = bot_token
         self._api_base = api_base
-        self._media = media  # where shared files are kept; None: they stay at Slack
         self._ping_interval = ping_interval
         self._check_every = check_every
         self._hello_timeout = hello_timeout
         self._backoff = Backoff(first_backoff, max_backoff)
         self.identity: WorkspaceIdentity | None = None
         self.acked: list[str] = []  # envelope ids acknowledged, in order (all stored before)
-        self._known_conversations: set[str] = set()
         self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
         self._hello = asyncio.Event()
         self._recheck = asyncio.Event()  # Slack said tokens were revoked: ask again
@@ -110,14 +128,9 @@ class SlackSocketSession(ReportingSession):
         )  # fmt: skip
 
     async def _identify(self, web: AsyncWebClient) -> WorkspaceIdentity:
-        try:
+        refused = Refused("token_revoked", _BOT_REFUSED_MESSAGE)
+        with _slack_answers(refused, "auth.test", NETWORK_ERRORS, "auth.test"):
             answer = await web.auth_test()
-        except SlackApiError as exc:
-            if error_of(exc) in TOKEN_ERRORS:
-                raise Refused("token_revoked", _BOT_REFUSED_MESSAGE) from None
-            raise Unreachable(f"auth.test: {error_of(exc)}") from None
-        except NETWORK_ERRORS as exc:
-            raise Unreachable(f"auth.test: {exc!r}") from None
         return identity_of(answer)
 
     async def _link(self, web: AsyncWebClient) -> bool:
@@ -135,15 +148,10 @@ class SlackSocketSession(ReportingSession):
         client.message_listeners.append(self._on_message)
         client.socket_mode_request_listeners.append(self._on_request)
         try:
-            try:
+            refused = Refused("app_token_revoked", _APP_LEVEL_REFUSED_MESSAGE)
+            with _slack_answers(refused, "apps.connections.open", LINK_ERRORS, "socket mode"):
                 client.wss_uri = await client.issue_new_wss_url()
                 await client.connect()
-            except SlackApiError as exc:
-                if error_of(exc) in TOKEN_ERRORS:
-                    raise Refused("app_token_revoked", _APP_LEVEL_REFUSED_MESSAGE) from None
-                raise Unreachable(f"apps.connections.open: {error_of(exc)}") from None
-            except LINK_ERRORS as exc:
-                raise Unreachable(f"socket mode: {exc!r}") from None
             try:
                 async with asyncio.timeout(self._hello_timeout):
                     await self._hello.wait()
@@ -191,6 +199,14 @@ class SlackSocketSession(ReportingSession):
         if request.type != "events_api":
             return  # slash commands and interactivity are not carried: acknowledge them
         payload = request.payload
+        try:
+            check_workspace(payload, team_id=identity.team_id)
+        except WrongWorkspace:
+            self._log.warning(
+                "slack_delivery_refused", reason="wrong_workspace", envelope_id=request.envelope_id,
+                team_id=payload.get("team_id"),
+            )  # fmt: skip
+            return  # acknowledged: it is not this connection's to store
         if _names_our_bot_revoked(inner(payload), identity.bot_user_id):
             self._recheck.set()  # the next auth.test says whether our token is still good
             return
@@ -204,10 +220,8 @@ class SlackSocketSession(ReportingSession):
         except Exception as exc:  # one unreadable event must not stop the connection for good
             self._log.error("slack_event_unreadable", envelope_id=request.envelope_id, error=repr(exc))
             return
-        await store_delivered(
-            self._store, delivered.created, delivered.events, self._known_conversations,
-            media=self._media, download=self._download, actor=actor(self.connection_id), log=self._log,
-            stored_as="slack_event_stored", envelope_id=request.envelope_id,
+        await self._intake.take(
+            delivered.created, delivered.events, envelope_id=request.envelope_id,
             retry_attempt=request.retry_attempt,
         )  # fmt: skip
 

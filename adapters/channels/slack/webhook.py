@@ -28,7 +28,7 @@ from adapters.channels.inbound import append_delivered
 from adapters.channels.media import fetch_media
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import download_file, validate_token
-from adapters.channels.slack.normalize import Delivery, actor, delivery
+from adapters.channels.slack.normalize import Delivery, actor, check_workspace, delivery
 from adapters.channels.webhooks import Hooks, HookTarget
 from adapters.media.store import MediaStore
 from domain import events as ev
@@ -83,17 +83,6 @@ class EventsApiAnswer(msgspec.Struct, frozen=True, kw_only=True):
     challenge: str | None = None
     team_id: str | None = None
     delivery: Delivery | None = None
-
-
-def check_workspace(payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None) -> None:
-    """Refuse (WrongWorkspace) a delivery that is not for this workspace, or not from this
-    app when the connection knows its app; ``url_verification`` names neither."""
-    if payload.get("type") == "url_verification":
-        return
-    if payload.get("team_id") != team_id:
-        raise WrongWorkspace("This Slack delivery is for another workspace than this connection's.")
-    if app_id is not None and payload.get("api_app_id") != app_id:
-        raise WrongWorkspace("This Slack delivery is from another app than this connection's.")
 
 
 class SlackEvents:

@@ -23,8 +23,8 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
-from adapters.channels.clients import ConnectionClients, Credentials
-from adapters.channels.errors import ChannelError, TokenRejected
+from adapters.channels.clients import ClientPerConnection, Credentials, stored_token
+from adapters.channels.errors import ChannelError
 from adapters.channels.telegram import CAPABILITIES, KIND
 from adapters.channels.telegram.client import api_server, new_bot
 from adapters.channels.telegram.normalize import provider_message_id, utc
@@ -54,7 +54,7 @@ def _rejected_for_forbidden(exc: TelegramForbiddenError) -> SendRejected:
     return SendRejected("forbidden", f"Telegram does not let the bot write to this chat ({exc.message}).")
 
 
-class TelegramConnector:
+class TelegramConnector(ClientPerConnection[Bot]):
     """Sends with one aiogram Bot per connection; tokens come from ``credentials``."""
 
     kind = KIND
@@ -63,29 +63,16 @@ class TelegramConnector:
     def __init__(
         self, credentials: Credentials, *, api_base: str | None = None, request_timeout: float = 30.0
     ) -> None:
+        super().__init__(credentials)
         # One HTTP session for every bot: a request names its bot by the token in its URL.
         self._session = AiohttpSession(api=api_server(api_base), timeout=request_timeout)
-        self._bots = ConnectionClients(credentials, self._new_bot)
 
-    async def _new_bot(self, credentials: Mapping[str, Any]) -> Bot:
-        token = credentials.get("token")
-        if not isinstance(token, str) or not token:
-            raise TokenRejected("This Telegram connection has no bot token; connect the bot again.")
-        return new_bot(token, self._session)
-
-    async def bot(self, connection_id: str) -> Bot:
-        """The connection's bot, built from its credentials on first use."""
-        return await self._bots.get(connection_id)
-
-    def forget(self, connection_id: str) -> None:
-        """Drop a cached bot (its token was rotated or revoked): the next use reads it anew."""
-        self._bots.forget(connection_id)
+    async def _new_client(self, credentials: Mapping[str, Any]) -> Bot:
+        missing = "This Telegram connection has no bot token; connect the bot again."
+        return new_bot(stored_token(credentials, missing=missing), self._session)
 
     async def send(self, command: SendMessage) -> Delivered:
-        try:
-            bot = await self.bot(command.connection_id)
-        except TokenRejected as exc:
-            raise SendRejected("token_invalid", str(exc)) from None
+        bot = await self.sending_client(command)
         try:
             # reply_to_message_id names our message id; Telegram's is not known here, so no quote.
             sent = await bot.send_message(chat_id=_chat_id(command.to), text=command.text)
@@ -117,12 +104,12 @@ class TelegramConnector:
     async def typing(self, connection_id: str, chat_id: str | int) -> bool:
         """Show "typing…" in a chat for a few seconds; best effort (False when refused)."""
         try:
-            bot = await self.bot(connection_id)
+            bot = await self.client(connection_id)
             return await bot.send_chat_action(chat_id=_chat_id(str(chat_id)), action=ChatAction.TYPING.value)
         except (ChannelError, TelegramAPIError, ClientDecodeError) as exc:
             log.debug("telegram_typing_failed", connection_id=connection_id, error=str(exc))
             return False
 
     async def aclose(self) -> None:
-        self._bots.drain()
+        self._clients.drain()
         await self._session.close()

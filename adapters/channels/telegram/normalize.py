@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from aiogram.types import Chat, Message, Update, User
+from aiogram.types import Audio, Chat, Document, Message, Update, User, Video
 
+from adapters.channels.normalize import Origin, connection_actor
 from adapters.channels.telegram import KIND
 from domain import events as ev
 from domain import ids
@@ -31,7 +31,7 @@ def message_id(connection_id: str, chat_id: int, telegram_message_id: int) -> st
 
 
 def actor(connection_id: str) -> str:
-    return f"connector:{KIND}:{connection_id}"
+    return connection_actor(KIND, connection_id)
 
 
 def utc(moment: datetime) -> datetime:
@@ -69,39 +69,22 @@ def _attachments(message: Message) -> tuple[ev.Attachment, ...]:
                 kind="image", provider_file_id=largest.file_id, mime="image/jpeg", size=largest.file_size
             )
         )
-    if message.document is not None:
-        doc = message.document
-        found.append(
-            ev.Attachment(
-                kind="document",
-                provider_file_id=doc.file_id,
-                mime=doc.mime_type,
-                size=doc.file_size,
-                name=doc.file_name,
+    named: tuple[tuple[Literal["document", "video", "audio"], Document | Video | Audio | None], ...] = (
+        ("document", message.document),
+        ("video", message.video),
+        ("audio", message.audio),
+    )
+    for kind, file in named:
+        if file is not None:
+            found.append(
+                ev.Attachment(
+                    kind=kind,
+                    provider_file_id=file.file_id,
+                    mime=file.mime_type,
+                    size=file.file_size,
+                    name=file.file_name,
+                )
             )
-        )
-    if message.video is not None:
-        video = message.video
-        found.append(
-            ev.Attachment(
-                kind="video",
-                provider_file_id=video.file_id,
-                mime=video.mime_type,
-                size=video.file_size,
-                name=video.file_name,
-            )
-        )
-    if message.audio is not None:
-        audio = message.audio
-        found.append(
-            ev.Attachment(
-                kind="audio",
-                provider_file_id=audio.file_id,
-                mime=audio.mime_type,
-                size=audio.file_size,
-                name=audio.file_name,
-            )
-        )
     if message.voice is not None:
         voice = message.voice
         found.append(
@@ -144,16 +127,8 @@ def conversation_created(
     chat = message.chat
     kind: ev.ConversationKind = "direct" if chat.type == "private" else "group"
     title = chat.title or _person_name(chat)
-    return ev.new_event(
-        ev.ConversationCreated,
-        tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, chat.id),
-        actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.ConversationCreatedData(
-            channel=KIND, connection_id=connection_id, kind=kind, title=title, external_id=str(chat.id)
-        ),
-    )
+    origin = Origin(KIND, tenant_id, connection_id, now)
+    return origin.conversation_created(conversation_id(connection_id, chat.id), kind, title, str(chat.id))
 
 
 def normalize(
@@ -170,30 +145,27 @@ def normalize(
     conversation's ``conversation.created`` is the caller's (see :func:`conversation_created`).
     """
     parsed = _as_update(update)
+    origin = Origin(KIND, tenant_id, connection_id, now)
     if parsed.message is not None:
-        received = _received(parsed.message, tenant_id, connection_id, bot_username, now)
+        received = _received(parsed.message, origin, bot_username)
         return [received] if received is not None else []
     if parsed.edited_message is not None:
-        return [_edited(parsed.edited_message, tenant_id, connection_id, now)]
+        return [_edited(parsed.edited_message, origin)]
     return []
 
 
-def _received(
-    message: Message, tenant_id: str, connection_id: str, bot_username: str, now: datetime | None
-) -> ev.MessageReceived | None:
+def _received(message: Message, origin: Origin, bot_username: str) -> ev.MessageReceived | None:
     text = message.text or message.caption or ""
     attachments = _attachments(message)
     if not text and not attachments:
         return None  # service messages (members joined, pinned, ...) are not conversation
+    connection_id = origin.connection_id
     chat_id = message.chat.id
     reply_to = message.reply_to_message
-    return ev.new_event(
+    return origin.event(
         ev.MessageReceived,
-        tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, chat_id),
-        actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.MessageReceivedData(
+        conversation_id(connection_id, chat_id),
+        ev.MessageReceivedData(
             message_id=message_id(connection_id, chat_id, message.message_id),
             connection_id=connection_id,
             channel=KIND,
@@ -210,28 +182,23 @@ def _received(
     )
 
 
-def _edited(message: Message, tenant_id: str, connection_id: str, now: datetime | None) -> ev.MessageEdited:
+def _edited(message: Message, origin: Origin) -> ev.MessageEdited:
+    connection_id = origin.connection_id
     chat_id = message.chat.id
     edited_at = (
         datetime.fromtimestamp(message.edit_date, UTC) if message.edit_date is not None else utc(message.date)
     )
-    # message.edited is deduplicated by its event id: derive it from the edit itself, so a
-    # repeated update (a crash before the offset moved) is stored once.
-    key = f"{KIND}:{connection_id}:{provider_message_id(chat_id, message.message_id)}:{edited_at.isoformat()}"
-    event_id = ids.ulid(
-        at_ms=int(edited_at.timestamp() * 1000),
-        randomness=hashlib.blake2b(key.encode(), digest_size=10).digest(),
-    )
-    return ev.new_event(
+    return origin.event(
         ev.MessageEdited,
-        tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, chat_id),
-        actor=actor(connection_id),
-        occurred_at=now,
-        event_id=event_id,
-        data=ev.MessageEditedData(
+        conversation_id(connection_id, chat_id),
+        ev.MessageEditedData(
             message_id=message_id(connection_id, chat_id, message.message_id),
             text=message.text or message.caption or "",
             edited_at=edited_at,
+        ),
+        # message.edited is deduplicated by its event id: derive it from the edit itself, so
+        # a repeated update (a crash before the offset moved) is stored once.
+        origin.derived_event_id(
+            provider_message_id(chat_id, message.message_id), edited_at.isoformat(), edited_at
         ),
     )

@@ -21,10 +21,9 @@ from aiogram.types import Update, User
 
 from adapters.channels.errors import TokenRejected
 from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
-from adapters.channels.inbound import store_delivered
 from adapters.channels.telegram import KIND
 from adapters.channels.telegram.client import api_server, download, new_bot
-from adapters.channels.telegram.normalize import actor, conversation_created, normalize
+from adapters.channels.telegram.normalize import conversation_created, normalize
 from adapters.media.store import MediaStore
 from domain import events as ev
 from domain.ports import EventStore
@@ -65,15 +64,16 @@ class TelegramSession(ReportingSession):
         max_backoff: float = MAX_BACKOFF,
         media: MediaStore | None = None,
     ) -> None:
-        super().__init__(store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log)
-        self._media = media  # where attachments are kept; None: they stay at Telegram
+        super().__init__(
+            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
+            stored_as="telegram_update_stored",
+        )  # fmt: skip
         self._token = token
         self._api_base = api_base
         self._poll_timeout = poll_timeout
         self._backoff = Backoff(first_backoff, max_backoff)
         self.offset: int | None = None  # the next update to ask for (all before it are stored)
         self._me: User | None = None
-        self._known_conversations: set[str] = set()
 
     async def run(self) -> None:
         session = AiohttpSession(api=api_server(self._api_base))
@@ -129,13 +129,7 @@ class TelegramSession(ReportingSession):
         except Exception as exc:  # one unreadable update must not stop the connection for good
             self._log.error("telegram_update_unreadable", update_id=update.update_id, error=repr(exc))
             return
-        if not events:
-            return
-        await store_delivered(
-            self._store, created, events, self._known_conversations, media=self._media,
-            download=self._download, actor=actor(self.connection_id), log=self._log,
-            stored_as="telegram_update_stored", update_id=update.update_id,
-        )  # fmt: skip
+        await self._intake.take(created, events, update_id=update.update_id)
 
     async def _download(self, attachment: ev.Attachment) -> bytes:
         return await download(self._bot, attachment.provider_file_id)

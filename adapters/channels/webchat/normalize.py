@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from adapters.channels.normalize import Origin, connection_actor
 from adapters.channels.webchat import KIND
 from domain import events as ev
 from domain import ids
@@ -23,22 +24,19 @@ def conversation_id(connection_id: str, visitor_token: str) -> str:
 
 
 def actor(connection_id: str) -> str:
-    return f"connector:{KIND}:{connection_id}"
+    return connection_actor(KIND, connection_id)
 
 
 def conversation_created(
     *, tenant_id: str, connection_id: str, visitor_token: str, name: str, now: datetime | None = None
 ) -> ev.ConversationCreated:
     """The visitor's conversation: direct, titled with their name, external id their visitor id."""
-    return ev.new_event(
-        ev.ConversationCreated, tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, visitor_token), actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.ConversationCreatedData(
-            channel=KIND, connection_id=connection_id, kind="direct", title=f"{name} (website)",
-            external_id=visitor_id(connection_id, visitor_token),
-        ),
-    )  # fmt: skip
+    return Origin(KIND, tenant_id, connection_id, now).conversation_created(
+        conversation_id(connection_id, visitor_token),
+        "direct",
+        f"{name} (website)",
+        visitor_id(connection_id, visitor_token),
+    )
 
 
 def message_received(
@@ -57,11 +55,9 @@ def message_received(
     visitor = visitor_id(connection_id, visitor_token)
     provider_id = f"{visitor}:{client_message_id}"
     dedupe = f"{KIND}:{connection_id}:{provider_id}"  # = the event's Nats-Msg-Id
-    return ev.new_event(
-        ev.MessageReceived, tenant_id=tenant_id,
-        aggregate_id=conversation_id(connection_id, visitor_token), actor=actor(connection_id),
-        occurred_at=now,
-        data=ev.MessageReceivedData(
+    return Origin(KIND, tenant_id, connection_id, now).event(
+        ev.MessageReceived, conversation_id(connection_id, visitor_token),
+        ev.MessageReceivedData(
             message_id=ids.stable_id(ids.MESSAGE, dedupe), connection_id=connection_id, channel=KIND,
             provider_message_id=provider_id, sender=ev.Sender(id=f"{KIND}:{visitor}", name=name),
             text=text, sent_at=sent_at,

@@ -40,6 +40,7 @@ from domain import devices
 from domain import events as ev
 from domain import tunnel as t
 from domain.commands import SendMessage
+from domain.errors import InvalidEvent
 from gateway.context import GatewayContext
 from projections import connections_queries, devices_queries, inbox_queries
 
@@ -198,7 +199,7 @@ class TunnelSession:
         raw = bytes(frame.event)
         try:
             event = self._ctx.store.codec.decode(raw)
-        except (msgspec.DecodeError, ValueError, KeyError) as exc:
+        except InvalidEvent as exc:
             await self._refuse(frame.seq, raw, f"not a canonical event: {exc}")
             return
         reason = devices.refusal(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection
@@ -16,7 +17,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from adapters.bridge.identity import public_key, sign_challenge
-from domain import devices
+from domain import devices, ids
+from domain import events as ev
 from domain import tunnel as t
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
@@ -244,3 +246,68 @@ async def test_revoking_closes_the_tunnel_for_good_and_only_in_its_own_inbox(api
     )  # fmt: skip
     await socket.send(t.encode(hello))
     assert await closed_with(socket) == t.CLOSE_REVOKED
+
+
+def _conversation(
+    device: dict[str, Any], connection_id: str, guid: str, **envelope: Any
+) -> ev.ConversationCreated:
+    return ev.new_event(
+        ev.ConversationCreated,
+        tenant_id=envelope.get("tenant_id", device["tenant_id"]),
+        aggregate_id=ids.stable_id(ids.CONVERSATION, f"imessage:{connection_id}:{guid}"),
+        actor=envelope.get("actor", devices.actor(device["device_id"])),
+        data=ev.ConversationCreatedData(
+            channel="imessage", connection_id=connection_id, kind="direct", title=guid, external_id=guid
+        ),
+    )
+
+
+async def _answer_to(socket: ClientConnection, seq: int, event: ev.Event) -> t.ToDevice:
+    await socket.send(f'{{"op":"event","seq":{seq},"event":{msgspec.json.encode(event).decode()}}}')
+    while True:
+        frame = t.to_device(await asyncio.wait_for(socket.recv(), 10))
+        if isinstance(frame, t.Ack | t.Refused) and frame.seq == seq:
+            return frame
+
+
+async def test_a_device_writes_only_into_its_own_channels(api: httpx.AsyncClient, stack: Stack) -> None:
+    account = await _signup(api, "device-scope@example.com")
+    victim = await _signup(api, "device-victim@example.com")
+    device, key = await paired_device(api, account)
+    socket, welcome = await open_tunnel(api, device, key, capabilities=("imessage.read",))
+    connection_id = welcome.connections["imessage"]
+    assert connection_id == devices.connection_id(device["device_id"], "imessage")
+
+    own = _conversation(device, connection_id, "iMessage;-;+15550000001")
+    assert isinstance(await _answer_to(socket, 1, own), t.Ack)
+    probes: list[ev.Event] = [
+        _conversation(device, connection_id, "iMessage;-;+15550000002", tenant_id=victim["tenant_id"]),
+        _conversation(device, connection_id, "iMessage;-;+15550000003", actor="user:u_1"),
+        _conversation(device, devices.connection_id("d_other", "imessage"), "iMessage;-;+15550000004"),
+        msgspec.structs.replace(own, aggregate_id=ids.new_id(ids.CONVERSATION), id=ids.ulid()),
+        ev.new_event(
+            ev.TenantRenamed, tenant_id=device["tenant_id"], aggregate_id=device["tenant_id"],
+            actor=devices.actor(device["device_id"]), data=ev.TenantRenamedData(name="pwned"),
+        ),
+        ev.new_event(
+            ev.MessageEdited, tenant_id=device["tenant_id"], aggregate_id=ids.new_id(ids.CONVERSATION),
+            actor=devices.actor(device["device_id"]),
+            data=ev.MessageEditedData(message_id="m_x", text="edited", edited_at=own.occurred_at),
+        ),
+    ]  # fmt: skip
+    for seq, probe in enumerate(probes, start=2):
+        answer = await _answer_to(socket, seq, probe)
+        assert isinstance(answer, t.Refused), (probe, answer)
+    await socket.send('{"op":"event","seq":99,"event":{"type":"nonsense"}}')
+    refused = t.to_device(await asyncio.wait_for(socket.recv(), 10))
+    assert isinstance(refused, t.Refused) and refused.seq == 99
+    await socket.close()
+
+    await stack.wait_caught_up()
+    letters = await stack.store.nc.jetstream().stream_info("DLQ")
+    assert letters.state.messages >= len(probes) + 1
+    async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT tenant_id, external_id FROM rm_inbox.conversations WHERE channel = 'imessage'"
+        )
+        assert await cur.fetchall() == [(device["tenant_id"], "iMessage;-;+15550000001")]

@@ -106,12 +106,13 @@ function logout() {
 }
 
 function show(view) {
-  for (const id of ["auth", "inbox", "agent", "channels", "usage"]) $(id).hidden = id !== view;
+  for (const id of ["auth", "inbox", "agent", "channels", "bridge", "usage"]) $(id).hidden = id !== view;
   $("nav").hidden = view === "auth";
   for (const button of document.querySelectorAll("nav [data-view]")) {
     button.setAttribute("aria-current", button.dataset.view === view ? "page" : "false");
   }
   if (view === "channels") loadChannels();
+  if (view === "bridge") loadDevices();
   if (view === "agent") loadAgent();
   if (view === "usage") loadUsage();
 }
@@ -282,6 +283,9 @@ function follow(since) {
       pending = setTimeout(() => loadMessages(state.current), 50);
     }
     if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels().catch(() => {});
+    if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
+      loadDevices({ minSeq: state.lastSeq }).catch(() => {});
+    }
     if (event.type.startsWith("message.") || event.type.startsWith("conversation.")) {
       loadConversations({ minSeq: state.lastSeq }).catch(() => {});
     }
@@ -289,7 +293,7 @@ function follow(since) {
   };
   source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -462,7 +466,8 @@ async function loadChannels() {
         loadChannels();
       },
     }, "Remove");
-    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove));
+    const where = c.mode === "bridge" ? el("span", { class: "muted" }, " · on your bridge") : "";
+    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove));
   }
 }
 
@@ -504,6 +509,55 @@ for (const { channel, checking, body, tryIt } of TOKEN_CHANNELS) {
     }
   });
 }
+
+// --- the Personal Bridge: pairing and devices -------------------------------------------------
+
+let pairingDevices = null; // the device ids known when a code was made: a new one means "paired"
+
+async function loadDevices({ minSeq } = {}) {
+  const { items } = await api("/v1/devices", { params: minSeq ? { min_seq: minSeq } : {} });
+  const list = $("device-list");
+  list.replaceChildren();
+  if (!items.length) list.append(el("li", { class: "muted" }, "No device paired yet."));
+  for (const d of items) {
+    const revoke = d.state === "revoked" ? "" : el("button", {
+      class: "quiet",
+      onclick: async () => {
+        if (!confirm(`Revoke ${d.name}? The bridge on it stops at once and must be paired again.`)) return;
+        await api(`/v1/devices/${d.device_id}`, { method: "DELETE" });
+        loadDevices();
+      },
+    }, "Revoke");
+    const channels = d.connections.map((c) => `${c.channel}: ${c.state}${c.state_message ? ` (${c.state_message})` : ""}`).join("; ");
+    list.append(el("li", {},
+      el("span", { class: "badge" }, d.state), el("strong", {}, d.name),
+      el("span", { class: "muted" }, ` ${d.platform} · ${d.capabilities.join(", ") || "nothing offered yet"} · key ${d.fingerprint}`),
+      channels ? el("div", { class: "muted" }, channels) : "", revoke));
+  }
+  if (pairingDevices && items.some((d) => !pairingDevices.has(d.device_id) && d.state !== "revoked")) {
+    const paired = items.find((d) => !pairingDevices.has(d.device_id));
+    $("pairing-result").textContent = paired.state === "online" ? `${paired.name} is connected.` : `${paired.name} is paired; start it with moltbot bridge run.`;
+    if (paired.state === "online") pairingDevices = null;
+  }
+}
+
+$("pair-device").addEventListener("click", async () => {
+  try {
+    const { items } = await api("/v1/devices");
+    pairingDevices = new Set(items.map((d) => d.device_id));
+    const made = await api("/v1/devices/pairing-codes", { method: "POST" });
+    $("pairing").hidden = false;
+    $("pairing-code").textContent = made.code;
+    $("pairing-expiry").textContent = `valid until ${new Date(made.expires_at).toLocaleTimeString()}`;
+    $("pairing-command").textContent = `moltbot bridge pair ${made.code} --gateway ${location.origin}`;
+    // Parsed as HTML: the inline SVG (no xmlns) lands in the SVG namespace, and no script runs.
+    const svg = new DOMParser().parseFromString(made.qr_svg, "text/html").body.firstElementChild;
+    $("pairing-qr").replaceChildren(document.importNode(svg, true));
+    $("pairing-result").textContent = "Waiting for the device…";
+  } catch (error) {
+    status(error.message);
+  }
+});
 
 async function loadUsage() {
   const rows = await api("/v1/usage");

@@ -111,3 +111,38 @@ async def _token(page: Page) -> str:
     session = await page.evaluate("localStorage.getItem('moltbot.session')")
     token: str = json.loads(session)["access_token"]
     return token
+
+
+async def test_pairing_a_bridge_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.integration.test_bridge_pairing import open_tunnel, pair
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    expect.set_options(timeout=15_000)
+    await page.goto(str(api.base_url))
+    await page.get_by_label("E-mail").fill("bridge.owner@example.com")
+    await page.get_by_label("Password").fill("a long enough password")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.locator("#inbox")).to_be_visible()
+
+    await page.get_by_role("button", name="Bridge").click()
+    await expect(page.locator("#device-list")).to_contain_text("No device paired yet.")
+    await page.get_by_role("button", name="Make a pairing code").click()
+    await expect(page.locator("#pairing-qr svg")).to_be_visible()
+    code = (await page.locator("#pairing-code").inner_text()).strip()
+    await expect(page.locator("#pairing-command")).to_contain_text(f"moltbot bridge pair {code} --gateway")
+
+    key = Ed25519PrivateKey.generate()
+    paired = await pair(api, code, key, name="Ada's Mac")  # what `moltbot bridge pair` sends
+    assert paired.status_code == 201, paired.text
+    socket, _ = await open_tunnel(api, paired.json(), key, capabilities=("imessage.read", "imessage.send"))
+    await expect(page.locator("#pairing-result")).to_contain_text("Ada's Mac is connected.")
+    devices = page.locator("#device-list")
+    await expect(devices).to_contain_text("online")
+    await expect(devices).to_contain_text("imessage.read")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await devices.get_by_role("button", name="Revoke").click()
+    await expect(devices).to_contain_text("revoked")
+    await socket.close()

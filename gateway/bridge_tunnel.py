@@ -300,9 +300,12 @@ class TunnelSession:
         await self._ctx.store.append(changed)
 
     async def went_offline(self, reason: str) -> None:
-        """Record the device offline and its connections waiting for it (unless revoked or replaced)."""
+        """Record the device offline and its connections waiting for it. Not when a newer tunnel
+        replaced this one (the device is online there), nor when revoked (the revocation says so)."""
+        if reason == "replaced":
+            return
         await self.presence("offline", reason)
-        if reason in ("revoked", "replaced"):
+        if reason == "revoked":
             return
         name = self._device.name
         for connection_id in self._connections:

@@ -326,3 +326,34 @@ async def test_killing_the_gateway_mid_traffic_loses_and_doubles_nothing(
         _, seen = await until_texts(api, account, set(texts), timeout=90)
         counted = [m["text"] for m in seen if m["text"].startswith("through a crash ")]
         assert sorted(counted) == sorted(texts), "each message exactly once"
+
+
+async def test_a_mac_that_may_not_control_messages_says_what_to_allow(
+    api: httpx.AsyncClient,
+    mac: Mac,
+    bridge_runs: list[asyncio.subprocess.Process],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = await _signup(api, "imessage-automation@example.com")
+    chat = mac.db.direct_chat("+15554445555")
+    await paired(api, account, mac)
+    monkeypatch.setenv(fake_osascript.FAIL_ENV, "1743")  # macOS: "Not authorized to send Apple events"
+    await start_bridge(mac, bridge_runs)
+    hello_from(mac, chat, "can you answer?")
+    conversation, _ = await until_texts(api, account, {"can you answer?"})
+    sent = await api.post(
+        "/v1/messages", json={"conversation_id": conversation["conversation_id"], "text": "trying"},
+        headers=_auth(account),
+    )  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    for _ in range(300):
+        [device] = await device_list(api, account)
+        [connection] = device["connections"]
+        if connection["state_code"] == "automation_permission_required":
+            break
+        await asyncio.sleep(0.1)
+    assert (connection["state"], connection["state_code"]) == (
+        "action_required",
+        "automation_permission_required",
+    )
+    assert "Automation" in connection["state_message"]

@@ -65,10 +65,13 @@ class IMessageChannel:
         )  # fmt: skip
         self._sender = OsascriptSender(osascript)
         self._sent: list[tuple[str, str, float]] = []  # (conversation id, text, when) of our sends
+        self._report: Report | None = None  # where states go, once produce() runs
+        self._may_send = True  # False while macOS refuses the bridge control of Messages
 
     # --- inbound ------------------------------------------------------------------------
 
     async def produce(self, store: LocalStore, nudge: Callable[[], None], report: Report) -> None:
+        self._report = report
         while True:
             try:
                 moved = await self._read_once(store)
@@ -77,7 +80,7 @@ class IMessageChannel:
                 await report(FULL_DISK_ACCESS)
                 await asyncio.sleep(BLOCKED_RETRY)
                 continue
-            await report(CONNECTED)
+            await report(CONNECTED if self._may_send else AUTOMATION)
             if moved:
                 nudge()
             else:
@@ -122,6 +125,9 @@ class IMessageChannel:
             await self._sender.send_text(command.to, command.text)
         except AutomationPermissionRequired as exc:
             self._forget(command)
+            self._may_send = False
+            if self._report is not None:
+                await self._report(AUTOMATION)
             if datetime.now(UTC) - command.requested_at >= SEND_EXPIRY:
                 return _rejected(command, AUTOMATION.code, str(exc))
             return t.Result(
@@ -139,6 +145,7 @@ class IMessageChannel:
             return t.Result(
                 id=command.command_id, outcome="deferred", reason=exc.reason, retry_after=exc.retry_after
             )
+        self._may_send = True
         return t.Result(
             id=command.command_id, outcome="delivered", provider_message_id=f"sent:{command.message_id}",
             sent_at=datetime.now(UTC),

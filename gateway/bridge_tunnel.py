@@ -42,6 +42,7 @@ from domain import tunnel as t
 from domain.commands import SendMessage
 from domain.errors import InvalidEvent
 from gateway.context import GatewayContext
+from gateway.sockets import Closed
 from projections import connections_queries, devices_queries, inbox_queries
 
 log = structlog.get_logger()
@@ -51,13 +52,6 @@ COMMAND_TIMEOUT = 55.0  # a device that does not answer a send in this time: try
 PAIRING_LAG = 5.0  # a device paired a moment ago may not be in the read model yet
 # The kinds that run on a device only: their connections are made by the tunnel.
 BRIDGE_KINDS = tuple(kind for kind, entry in KINDS.items() if entry.runs_on == frozenset({"bridge"}))
-
-
-class Closed(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class TunnelSession:
@@ -149,7 +143,7 @@ class TunnelSession:
             last = await self._ctx.store.last_seq()
             await tenancy.wait_for_seq(self._ctx.pool, last, ("connections",), within=PAIRING_LAG)
         async with self._ctx.tenant(device.tenant_id) as conn:
-            hosted = await connections_queries.of_device(conn, device.device_id)
+            hosted = await connections_queries.channels(conn, device.tenant_id, device_id=device.device_id)
         for channel in hosted:  # a removed connection is not in this list: it stays removed
             self._connections[channel.connection_id] = channel.channel
             self._by_kind[channel.channel] = channel.connection_id

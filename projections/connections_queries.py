@@ -24,22 +24,13 @@ class Channel(msgspec.Struct, frozen=True):
     device_id: str | None = None
 
 
-async def channels(conn: Connection, tenant_id: str) -> list[Channel]:
-    """The tenant's connections that are not removed, oldest first."""
+async def channels(conn: Connection, tenant_id: str, *, device_id: str | None = None) -> list[Channel]:
+    """The tenant's connections that are not removed (those ``device_id`` hosts, when given),
+    oldest first."""
     cur = await conn.execute(
-        "SELECT * FROM rm_connections.connections WHERE tenant_id = %s AND deleted_at IS NULL"
-        " ORDER BY created_at",
-        (tenant_id,),
-    )
-    return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
-
-
-async def of_device(conn: Connection, device_id: str) -> list[Channel]:
-    """The connections a device hosts that are not removed."""
-    cur = await conn.execute(
-        "SELECT * FROM rm_connections.connections WHERE device_id = %s AND deleted_at IS NULL"
-        " ORDER BY created_at",
-        (device_id,),
+        "SELECT * FROM rm_connections.connections WHERE tenant_id = %(tenant)s AND deleted_at IS NULL"
+        " AND (%(device)s::text IS NULL OR device_id = %(device)s) ORDER BY created_at",
+        {"tenant": tenant_id, "device": device_id},
     )
     return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anthropic
 import structlog
@@ -30,6 +29,7 @@ from anthropic.types import (
 )
 from anthropic.types.parsed_message import ParsedMessage
 
+from adapters.closing import ClosesOnExit
 from domain.models import (
     ChatTurn,
     ModelReply,
@@ -49,7 +49,7 @@ MAX_RECORDED_OUTPUT = 2000  # characters of a tool's output kept on its ToolCall
 _ROUND_SEPARATOR = "\n\n"  # between the text before a tool round and the text after it
 
 
-class AnthropicModel:
+class AnthropicModel(ClosesOnExit):
     """Claude through the official SDK, streaming and running tools."""
 
     def __init__(
@@ -68,14 +68,6 @@ class AnthropicModel:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def complete(self, request: ModelRequest, tools: ToolRunner, on_delta: OnDelta) -> ModelReply:
         """Answer ``request``, streaming text through ``on_delta`` and running tools as needed."""

@@ -37,7 +37,6 @@ class DeviceEnv:
 
     tenant_id: str
     device_id: str
-    connection_ids: dict[str, str]  # kind -> the connection the cloud knows it by
     environ: dict[str, str]
 
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stamina
 
 from adapters.channels.inbound import Intake
 from adapters.channels.normalize import connection_actor
-from adapters.media.store import MediaStore
 from domain import events as ev
 from domain.ports import EventStore
+
+if TYPE_CHECKING:
+    from adapters.channels.registry import SessionEnv
+
+MAX_BACKOFF = 30.0  # seconds: the longest wait between a session's links
 
 
 async def record_state(
@@ -172,33 +176,32 @@ async def stay_linked(
 
 
 class ReportingSession(abc.ABC):
-    """What every provider session has: its connection, a log bound to it, its health
-    reports (``state`` is the last state it recorded), and the intake of what the provider
-    delivers (each event logged as ``stored_as``; attachments kept in ``media``, None: they
-    stay at the provider, which ``_download`` fetches them from)."""
+    """What every provider session has: its connection (the :class:`SessionEnv` it is
+    started with), a log bound to it, its health reports (``state`` is the last state it
+    recorded), the intake of what the provider delivers (each event logged as
+    ``stored_as``; attachments kept in the env's media, None: they stay at the provider,
+    which ``_download`` fetches them from), and the backoff between its links (from
+    ``first_backoff`` up to :data:`MAX_BACKOFF`)."""
 
-    def __init__(
-        self,
-        store: EventStore,
-        *,
-        kind: str,
-        tenant_id: str,
-        connection_id: str,
-        log: Any,
-        media: MediaStore | None,
-        stored_as: str,
-    ) -> None:
-        self._store = store
-        self.tenant_id = tenant_id
-        self.connection_id = connection_id
-        self._log = log.bind(tenant_id=tenant_id, connection_id=connection_id)
+    def __init__(self, env: SessionEnv, *, kind: str, log: Any, stored_as: str, first_backoff: float) -> None:
+        self.tenant_id = env.tenant_id
+        self.connection_id = env.connection_id
+        self._kind = kind
+        self._log = log.bind(tenant_id=env.tenant_id, connection_id=env.connection_id)
         self._health = StateReporter(
-            store, kind=kind, tenant_id=tenant_id, connection_id=connection_id, log=self._log
+            env.store, kind=kind, tenant_id=env.tenant_id, connection_id=env.connection_id, log=self._log
         )
         self._intake = Intake(
-            store, media=media, download=self._download, actor=connection_actor(kind, connection_id),
-            log=self._log, stored_as=stored_as,
+            env.store, media=env.media, download=self._download,
+            actor=connection_actor(kind, env.connection_id), log=self._log, stored_as=stored_as,
         )  # fmt: skip
+        self._backoff = Backoff(first_backoff, MAX_BACKOFF)
+
+    async def _stay_linked(self, link: Callable[[], Awaitable[bool]], *, unreachable: str) -> None:
+        """:func:`stay_linked` with this session's reports, backoff and log."""
+        await stay_linked(
+            link, self._health, self._backoff, kind=self._kind, unreachable=unreachable, log=self._log
+        )
 
     @abc.abstractmethod
     async def _download(self, attachment: ev.Attachment) -> bytes:

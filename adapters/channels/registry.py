@@ -155,10 +155,7 @@ async def _telegram_session(env: SessionEnv) -> None:
         return
     from adapters.channels.telegram.session import TelegramSession
 
-    await TelegramSession(
-        env.store, tenant_id=env.tenant_id, connection_id=env.connection_id, token=env.secret["token"],
-        api_base=env.endpoints.telegram_api_base, media=env.media,
-    ).run()  # fmt: skip
+    await TelegramSession(env).run()
 
 
 def _telegram_webhook() -> Webhook:
@@ -205,11 +202,7 @@ async def _slack_session(env: SessionEnv) -> None:
         return
     from adapters.channels.slack.session import SlackSocketSession
 
-    await SlackSocketSession(
-        env.store, tenant_id=env.tenant_id, connection_id=env.connection_id,
-        app_token=env.secret["app_token"], bot_token=env.secret["token"],
-        api_base=env.endpoints.slack_api_base, media=env.media,
-    ).run()  # fmt: skip
+    await SlackSocketSession(env).run()
 
 
 def _slack_webhook() -> Webhook:
@@ -247,11 +240,7 @@ def _discord_connector(credentials: Credentials, endpoints: ProviderEndpoints) -
 async def _discord_session(env: SessionEnv) -> None:
     from adapters.channels.discord.gateway_session import DiscordSession
 
-    await DiscordSession(
-        env.store, tenant_id=env.tenant_id, connection_id=env.connection_id, token=env.secret["token"],
-        api_base=env.endpoints.discord_api_base, gateway_url=env.endpoints.discord_gateway_url,
-        media=env.media, cdn_base=env.endpoints.discord_cdn_base,
-    ).run()  # fmt: skip
+    await DiscordSession(env).run()
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -270,7 +259,7 @@ KINDS: Mapping[str, ChannelKind] = {
             kind=telegram.KIND,
             provider="Telegram",
             capabilities=telegram.CAPABILITIES,
-            runs_on=frozenset({"cloud", "bridge"}),
+            runs_on=frozenset({"cloud"}),
             connector=_telegram_connector,
             connect_body=TelegramConnect,
             connect=_telegram_connect,
@@ -281,7 +270,7 @@ KINDS: Mapping[str, ChannelKind] = {
             kind=slack.KIND,
             provider="Slack",
             capabilities=slack.CAPABILITIES,
-            runs_on=frozenset({"cloud", "bridge"}),
+            runs_on=frozenset({"cloud"}),
             connector=_slack_connector,
             connect_body=SlackConnect,
             connect=_slack_connect,
@@ -293,7 +282,7 @@ KINDS: Mapping[str, ChannelKind] = {
             kind=discord.KIND,
             provider="Discord",
             capabilities=discord.CAPABILITIES,
-            runs_on=frozenset({"cloud", "bridge"}),
+            runs_on=frozenset({"cloud"}),
             connector=_discord_connector,
             connect_body=DiscordConnect,
             connect=_discord_connect,

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -21,6 +20,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+from adapters.closing import ClosesOnExit
 
 _HINTS = {
     "NoSuchBucket": "the bucket does not exist: create it or fix MOLTBOT_MEDIA_S3_BUCKET",
@@ -88,7 +89,7 @@ def _client_config(endpoint: str) -> AioConfig:
     )
 
 
-class S3MediaStore:
+class S3MediaStore(ClosesOnExit):
     """:class:`~adapters.media.store.MediaStore` on an S3-compatible bucket.
 
     One S3 client (with its connection pool), opened on first use and closed by :meth:`aclose`.
@@ -101,14 +102,6 @@ class S3MediaStore:
         self._client: Any = None
         self._opening = asyncio.Lock()
         self._exits = contextlib.AsyncExitStack()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._client = None

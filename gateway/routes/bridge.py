@@ -10,8 +10,9 @@ from litestar import Router, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from domain import tunnel as t
-from gateway.bridge_tunnel import Closed, TunnelSession
+from gateway.bridge_tunnel import TunnelSession
 from gateway.context import Ctx
+from gateway.sockets import Closed
 
 FAREWELL_TIMEOUT = 2.0
 

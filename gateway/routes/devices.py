@@ -204,7 +204,7 @@ async def revoke_device(ctx: Ctx, who: Who, device_id: FromPath[str]) -> Revoked
     may_connect(who)
     async with ctx.tenant(who.tenant_id) as conn:
         found = await devices_queries.device(conn, device_id)
-        hosted = await connections_queries.of_device(conn, device_id)
+        hosted = await connections_queries.channels(conn, who.tenant_id, device_id=device_id)
     if found is None or found.tenant_id != who.tenant_id:
         raise ApiError(404, "not_found", f"No device {device_id} in your inbox.", field="id")
     actor = f"user:{who.user_id}"

@@ -447,6 +447,18 @@ $("add-to-slack").addEventListener("click", async () => {
   location.assign(start.url);
 });
 
+// A button that asks, DELETEs `path`, then reloads its list.
+function deleteButton(label, question, path, reload) {
+  return el("button", {
+    class: "quiet",
+    onclick: async () => {
+      if (!confirm(question)) return;
+      await api(path, { method: "DELETE" });
+      reload();
+    },
+  }, label);
+}
+
 async function loadChannels() {
   // "Add to Slack" appears when this deployment has a Slack app configured. HEAD starts no
   // install (a GET would, replacing the cookie of one in progress in another tab).
@@ -458,14 +470,7 @@ async function loadChannels() {
   list.replaceChildren();
   if (!channels.length) list.append(el("li", { class: "muted" }, "No channels connected yet."));
   for (const c of channels) {
-    const remove = c.channel === "webchat" ? "" : el("button", {
-      class: "quiet",
-      onclick: async () => {
-        if (!confirm(`Remove ${c.display_name}? Its conversations stay in your inbox.`)) return;
-        await api(`/v1/channels/${c.connection_id}`, { method: "DELETE" });
-        loadChannels();
-      },
-    }, "Remove");
+    const remove = c.channel === "webchat" ? "" : deleteButton("Remove", `Remove ${c.display_name}? Its conversations stay in your inbox.`, `/v1/channels/${c.connection_id}`, loadChannels);
     const where = c.mode === "bridge" ? el("span", { class: "muted" }, " · on your bridge") : "";
     list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove));
   }
@@ -520,14 +525,7 @@ async function loadDevices({ minSeq } = {}) {
   list.replaceChildren();
   if (!items.length) list.append(el("li", { class: "muted" }, "No device paired yet."));
   for (const d of items) {
-    const revoke = d.state === "revoked" ? "" : el("button", {
-      class: "quiet",
-      onclick: async () => {
-        if (!confirm(`Revoke ${d.name}? The bridge on it stops at once and must be paired again.`)) return;
-        await api(`/v1/devices/${d.device_id}`, { method: "DELETE" });
-        loadDevices();
-      },
-    }, "Revoke");
+    const revoke = d.state === "revoked" ? "" : deleteButton("Revoke", `Revoke ${d.name}? The bridge on it stops at once and must be paired again.`, `/v1/devices/${d.device_id}`, loadDevices);
     const channels = d.connections.map((c) => `${c.channel}: ${c.state}${c.state_message ? ` (${c.state_message})` : ""}`).join("; ");
     list.append(el("li", {},
       el("span", { class: "badge" }, d.state), el("strong", {}, d.name),

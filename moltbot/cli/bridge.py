@@ -65,20 +65,20 @@ async def cmd_bridge_pair(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _channels(pairing: identity.Pairing) -> DeviceEnv:
-    kinds = ("imessage",)
-    return DeviceEnv(
-        tenant_id=pairing.tenant_id, device_id=pairing.device_id,
-        connection_ids={kind: devices.connection_id(pairing.device_id, kind) for kind in kinds},
-        environ=dict(os.environ),
-    )  # fmt: skip
+    return DeviceEnv(tenant_id=pairing.tenant_id, device_id=pairing.device_id, environ=dict(os.environ))
+
+
+def _paired(args: argparse.Namespace) -> tuple[Path, identity.Pairing]:
+    """The bridge's folder and what pairing gave it; a CommandError saying how to pair."""
+    data_dir = bridge_data_dir(args.bridge_data)
+    try:
+        return data_dir, identity.load_pairing(data_dir)
+    except identity.NotPaired as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
-    data_dir = bridge_data_dir(args.bridge_data)
-    try:
-        pairing = identity.load_pairing(data_dir)
-    except identity.NotPaired as exc:
-        raise CommandError(str(exc)) from None
+    data_dir, pairing = _paired(args)
     key = identity.load_or_create_key(data_dir)
     channels = available(_channels(pairing))
     if not channels:
@@ -105,11 +105,7 @@ async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_bridge_status(settings: Settings, args: argparse.Namespace) -> int:
-    data_dir = bridge_data_dir(args.bridge_data)
-    try:
-        pairing = identity.load_pairing(data_dir)
-    except identity.NotPaired as exc:
-        raise CommandError(str(exc)) from None
+    data_dir, pairing = _paired(args)
     store = LocalStore(data_dir)
     try:
         depth = await store.depth()

@@ -27,7 +27,9 @@ from adapters.channels.discord.client import BotIdentity, validate_token
 from adapters.channels.discord.connector import DiscordConnector
 from adapters.channels.discord.gateway_session import INTENTS, DiscordSession
 from adapters.channels.discord.normalize import conversation_id, message_id, normalize
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.errors import TokenRejected
+from adapters.channels.registry import SessionEnv
 from adapters.channels.runtime import ConnectorRuntime
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
@@ -92,16 +94,14 @@ def general(fake: FakeDiscord) -> str:
     return str(guild["channels"][0]["id"])
 
 
-def _session(store: EventStore, fake: FakeDiscord, token: str, **options: Any) -> DiscordSession:
+def _session(
+    store: EventStore, fake: FakeDiscord, token: str, gateway_url: str | None = None
+) -> DiscordSession:
+    endpoints = ProviderEndpoints(discord_api_base=fake.api_base, discord_gateway_url=gateway_url)
     return DiscordSession(
-        store,
-        tenant_id=TENANT,
-        connection_id=CONNECTION,
-        token=token,
-        api_base=fake.api_base,
+        SessionEnv(store, TENANT, CONNECTION, {"token": token}, endpoints, media=None),
         first_backoff=0.05,
         connect_timeout=5.0,
-        **options,
     )
 
 

@@ -29,6 +29,7 @@ from nats.aio.client import Client
 
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.errors import BadSignature, InstallRejected, TokenRejected, WrongWorkspace
+from adapters.channels.registry import SessionEnv
 from adapters.channels.runtime import ConnectorRuntime
 from adapters.channels.slack import CAPABILITIES as SLACK_CAPABILITIES
 from adapters.channels.slack.client import (
@@ -48,6 +49,7 @@ from adapters.channels.slack.normalize import (
 )
 from adapters.channels.slack.session import SlackSocketSession
 from adapters.channels.slack.webhook import SlackEvents, append_delivery, verify_request
+from adapters.channels.webhooks import HookTarget
 from adapters.nats.event_store import EventStore
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams
@@ -118,15 +120,13 @@ async def _wait_for(
 async def _webhook(store: EventStore, workspace: Workspace, payload: dict[str, Any]) -> Any:
     """What the gateway's Events API route does with a signed request: verify, answer, append."""
     headers, body = signed_request(SECRET, payload)
-    answer = SlackEvents(SECRET).handle(
-        headers,
-        body,
-        now=_now(),
+    target = HookTarget(
         tenant_id=TENANT,
         connection_id=CONNECTION,
-        bot_user_id=workspace.team.bot_user_id,
+        secret={"bot_user_id": workspace.team.bot_user_id},
         team_id=workspace.team.id,
     )
+    answer = SlackEvents(SECRET).handle(headers, body, target, now=_now())
     if answer.delivery is not None:
         await append_delivery(store, answer.delivery)
     return answer
@@ -215,12 +215,14 @@ def test_signatures_are_verified_and_stale_or_forged_requests_refused(fake: Fake
 
 def test_url_verification_answers_the_challenge() -> None:
     headers, body = signed_request(SECRET, url_verification("chall-3nge"))
-    options = {"tenant_id": TENANT, "connection_id": CONNECTION, "bot_user_id": "U0BOT", "team_id": "T0OURS"}
-    answer = SlackEvents(SECRET).handle(headers, body, now=_now(), **options)
+    target = HookTarget(
+        tenant_id=TENANT, connection_id=CONNECTION, secret={"bot_user_id": "U0BOT"}, team_id="T0OURS"
+    )
+    answer = SlackEvents(SECRET).handle(headers, body, target, now=_now())
     assert (answer.challenge, answer.delivery) == ("chall-3nge", None)
     forged_headers, _ = signed_request("not-our-secret", url_verification("chall-3nge"))
     with pytest.raises(BadSignature):
-        SlackEvents(SECRET).handle(forged_headers, body, now=_now(), **options)
+        SlackEvents(SECRET).handle(forged_headers, body, target, now=_now())
 
 
 def test_a_delivery_for_another_workspace_or_app_is_refused(fake: FakeSlack) -> None:
@@ -229,12 +231,18 @@ def test_a_delivery_for_another_workspace_or_app_is_refused(fake: FakeSlack) -> 
     ours = fake.add_workspace("Lovelace & Co", app_id="A0SHARED1")
     theirs = fake.add_workspace("Intruders Ltd", app_id="A0SHARED1")
     other_app = fake.add_workspace("Lovelace & Co, another app")
-    options = {"tenant_id": TENANT, "connection_id": CONNECTION, "bot_user_id": ours.team.bot_user_id}
+    target = HookTarget(
+        tenant_id=TENANT,
+        connection_id=CONNECTION,
+        secret={"bot_user_id": ours.team.bot_user_id},
+        team_id=ours.team.id,
+        app_id="A0SHARED1",
+    )
     events = SlackEvents(SECRET)
 
     def handle(payload: dict[str, Any]) -> Any:
         headers, body = signed_request(SECRET, payload)
-        return events.handle(headers, body, now=_now(), team_id=ours.team.id, app_id="A0SHARED1", **options)
+        return events.handle(headers, body, target, now=_now())
 
     for foreign in (
         fake.message(theirs.team, "C1", CHARLES, "not for this inbox"),
@@ -381,13 +389,10 @@ def test_normalize_skips_bots_our_own_messages_and_non_edits(fake: FakeSlack) ->
 
 
 def _session(store: EventStore, fake: FakeSlack, workspace: Workspace) -> SlackSocketSession:
+    secret = {"app_token": workspace.app_token, "token": workspace.bot_token}
+    endpoints = ProviderEndpoints(slack_api_base=fake.api_base)
     return SlackSocketSession(
-        store,
-        tenant_id=TENANT,
-        connection_id=CONNECTION,
-        app_token=workspace.app_token,
-        bot_token=workspace.bot_token,
-        api_base=fake.api_base,
+        SessionEnv(store, TENANT, CONNECTION, secret, endpoints, media=None),
         check_every=0.05,
         first_backoff=0.05,
     )

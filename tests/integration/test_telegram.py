@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
+from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.errors import TokenRejected
+from adapters.channels.registry import SessionEnv
 from adapters.channels.runtime import ConnectorRuntime
 from adapters.channels.telegram import CAPABILITIES as TELEGRAM_CAPABILITIES
 from adapters.channels.telegram.client import BotIdentity, validate_token
@@ -74,12 +76,9 @@ def token(fake: FakeTelegram) -> str:
 
 
 def _session(store: EventStore, fake: FakeTelegram, token: str) -> TelegramSession:
+    endpoints = ProviderEndpoints(telegram_api_base=fake.base_url)
     return TelegramSession(
-        store,
-        tenant_id=TENANT,
-        connection_id=CONNECTION,
-        token=token,
-        api_base=fake.base_url,
+        SessionEnv(store, TENANT, CONNECTION, {"token": token}, endpoints, media=None),
         poll_timeout=1,
         first_backoff=0.05,
     )

@@ -11,6 +11,7 @@ import contextlib
 import json
 import platform
 import random
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import hikari
@@ -25,10 +26,11 @@ from adapters.channels.discord import KIND
 from adapters.channels.discord.client import clean_token, is_token_shaped, rest_app
 from adapters.channels.discord.normalize import Json
 from adapters.channels.discord.session import DispatchInbox, download_attachment
-from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
-from adapters.media.store import MediaStore
+from adapters.channels.health import Refused, ReportingSession, Unreachable
 from domain import events as ev
-from domain.ports import EventStore
+
+if TYPE_CHECKING:
+    from adapters.channels.registry import SessionEnv
 
 log = structlog.get_logger()
 
@@ -42,7 +44,6 @@ INTENTS = (
     | hikari.Intents.DM_MESSAGE_REACTIONS
     | hikari.Intents.MESSAGE_CONTENT
 )
-MAX_BACKOFF = 30.0
 _MAX_GATEWAY_FRAME = 32 * 1024 * 1024  # GUILD_CREATE of a large server is big
 
 # Gateway opcodes.
@@ -113,32 +114,15 @@ class DiscordSession(ReportingSession):
     (the session manager restarts it, and a new session starts from Discord's present).
     """
 
-    def __init__(
-        self,
-        store: EventStore,
-        *,
-        tenant_id: str,
-        connection_id: str,
-        token: str,
-        api_base: str | None = None,
-        gateway_url: str | None = None,
-        first_backoff: float = 1.0,
-        max_backoff: float = MAX_BACKOFF,
-        connect_timeout: float = 15.0,
-        media: MediaStore | None = None,
-        cdn_base: str | None = None,
-    ) -> None:
+    def __init__(self, env: SessionEnv, *, connect_timeout: float = 15.0, first_backoff: float = 1.0) -> None:
         super().__init__(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
-            stored_as="discord_dispatch_stored",
-        )  # fmt: skip
-        self._cdn_base = cdn_base
-        self._token = clean_token(token)
-        self._api_base = api_base
-        self._configured_gateway = gateway_url
-        self._gateway_base = gateway_url  # None: asked of GET /gateway/bot
-        self._first_backoff = first_backoff
-        self._backoff = Backoff(first_backoff, max_backoff)
+            env, kind=KIND, log=log, stored_as="discord_dispatch_stored", first_backoff=first_backoff
+        )
+        self._token = clean_token(env.secret["token"])
+        self._api_base = env.endpoints.discord_api_base
+        self._cdn_base = env.endpoints.discord_cdn_base
+        self._configured_gateway = env.endpoints.discord_gateway_url
+        self._gateway_base = self._configured_gateway  # None: asked of GET /gateway/bot
         self._connect_timeout = connect_timeout
         self.session_id: str | None = None
         self.seq: int | None = None  # the last dispatch handled: all before it are stored
@@ -147,7 +131,7 @@ class DiscordSession(ReportingSession):
         self._resume_url: str | None = None
         self._awaiting_ack = False
         self._inbox = DispatchInbox(
-            self._intake, tenant_id=tenant_id, connection_id=connection_id, log=self._log
+            self._intake, tenant_id=self.tenant_id, connection_id=self.connection_id, log=self._log
         )
 
     async def run(self) -> None:
@@ -161,15 +145,9 @@ class DiscordSession(ReportingSession):
         await app.start()
         try:
             async with app.acquire(self._token, hikari.TokenType.BOT) as rest:
-                await self._stay_connected(rest)
+                await self._stay_linked(lambda: self._connect(rest), unreachable=_UNREACHABLE_MESSAGE)
         finally:
             await app.close()
-
-    async def _stay_connected(self, rest: RESTClientImpl) -> None:
-        await stay_linked(
-            lambda: self._connect(rest), self._health, self._backoff,
-            kind=KIND, unreachable=_UNREACHABLE_MESSAGE, log=self._log,
-        )  # fmt: skip
 
     async def _address(self, rest: RESTClientImpl) -> str:
         if self.session_id is not None and self._resume_url:
@@ -280,7 +258,7 @@ class DiscordSession(ReportingSession):
                     self._forget_session()
                 await socket.close(_RESUMABLE_CLOSE, "session invalidated")
                 # Discord asks for a random 1-5 s wait before identifying again.
-                await asyncio.sleep(random.uniform(1, 5) * self._first_backoff)
+                await asyncio.sleep(random.uniform(1, 5) * self._backoff.first)
                 return True
 
     def _closed(self, closed: ConnectionClosed) -> None:

@@ -19,12 +19,4 @@ KIND = "imessage"
 # AppleScript's Messages dictionary can only send text and files to a chat: it has no
 # verb for a tapback, an edit, an unsend or a typing indicator (those need Apple's private
 # API), so the agent must never count on them here.
-CAPABILITIES = Capabilities(
-    max_text_length=20_000,
-    edits=False,
-    deletes=False,
-    reactions=False,
-    typing=False,
-    media=True,
-    threads=False,
-)
+CAPABILITIES = Capabilities(max_text_length=20_000, media=True)

@@ -36,18 +36,24 @@ POLL_SECONDS = 0.5  # new rows show within a second
 BLOCKED_RETRY = 10.0  # how often to look again while macOS refuses access
 ECHO_SECONDS = 120.0  # how long a sent text is remembered, to know its row in chat.db
 
-FULL_DISK_ACCESS = t.State(
-    kind=KIND, state="action_required", code="full_disk_access_required",
-    message="The bridge cannot read your messages: open System Settings → Privacy & Security → Full Disk"
+
+def _needs(code: str, message: str, action: str) -> t.State:
+    """A state a person must act on, on this Mac."""
+    return t.State(kind=KIND, state="action_required", code=code, message=message, action=action)
+
+
+FULL_DISK_ACCESS = _needs(
+    "full_disk_access_required",
+    "The bridge cannot read your messages: open System Settings → Privacy & Security → Full Disk"
     " Access and add the bridge (moltbot), then restart it.",
-    action="grant_full_disk_access",
-)  # fmt: skip
-AUTOMATION = t.State(
-    kind=KIND, state="action_required", code="automation_permission_required",
-    message="The bridge may not send through Messages: open System Settings → Privacy & Security →"
+    "grant_full_disk_access",
+)
+AUTOMATION = _needs(
+    "automation_permission_required",
+    "The bridge may not send through Messages: open System Settings → Privacy & Security →"
     " Automation and allow the bridge to control Messages.",
-    action="grant_automation",
-)  # fmt: skip
+    "grant_automation",
+)
 CONNECTED = t.State(
     kind=KIND, state="connected", code="ok", message="Reading and sending iMessages on this Mac."
 )
@@ -58,7 +64,7 @@ class IMessageChannel:
     capabilities: tuple[str, ...] = (f"{KIND}.read", f"{KIND}.send")
 
     def __init__(self, env: DeviceEnv, *, chat_db: Path, osascript: str) -> None:
-        self._connection_id = env.connection_ids[KIND]
+        self._connection_id = devices.connection_id(env.device_id, KIND)  # as the cloud made it
         self._source = IMessageSource(
             chat_db, tenant_id=env.tenant_id, connection_id=self._connection_id,
             actor=devices.actor(env.device_id),

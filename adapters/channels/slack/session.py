@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from slack_sdk.errors import SlackApiError
@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from websockets.exceptions import WebSocketException
 
 from adapters.channels.errors import WrongWorkspace
-from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
+from adapters.channels.health import Refused, ReportingSession, Unreachable
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import (
     LINK_ERRORS,
@@ -34,13 +34,12 @@ from adapters.channels.slack.client import (
     web_client,
 )
 from adapters.channels.slack.normalize import check_workspace, delivery, inner
-from adapters.media.store import MediaStore
 from domain import events as ev
-from domain.ports import EventStore
+
+if TYPE_CHECKING:
+    from adapters.channels.registry import SessionEnv
 
 log = structlog.get_logger()
-
-MAX_BACKOFF = 30.0
 
 _UNREACHABLE_MESSAGE = "Slack cannot be reached right now; Moltbot keeps trying."
 _BOT_REFUSED_MESSAGE = "Slack no longer accepts this app's bot token"
@@ -88,31 +87,20 @@ class SlackSocketSession(ReportingSession):
 
     def __init__(
         self,
-        store: EventStore,
+        env: SessionEnv,
         *,
-        tenant_id: str,
-        connection_id: str,
-        app_token: str,
-        bot_token: str,
-        api_base: str | None = None,
-        media: MediaStore | None = None,
         ping_interval: float = 10.0,
         check_every: float = 0.5,
         hello_timeout: float = 10.0,
         first_backoff: float = 1.0,
-        max_backoff: float = MAX_BACKOFF,
     ) -> None:
-        super().__init__(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
-            stored_as="slack_event_stored",
-        )  # fmt: skip
-        self._app_token = app_token
-        self._bot_token = bot_token
-        self._api_base = api_base
+        super().__init__(env, kind=KIND, log=log, stored_as="slack_event_stored", first_backoff=first_backoff)
+        self._app_token = env.secret["app_token"]
+        self._bot_token = env.secret["token"]
+        self._api_base = env.endpoints.slack_api_base
         self._ping_interval = ping_interval
         self._check_every = check_every
         self._hello_timeout = hello_timeout
-        self._backoff = Backoff(first_backoff, max_backoff)
         self.identity: WorkspaceIdentity | None = None
         self.acked: list[str] = []  # envelope ids acknowledged, in order (all stored before)
         self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
@@ -122,10 +110,7 @@ class SlackSocketSession(ReportingSession):
     async def run(self) -> None:
         await self._health.report("connecting", "connecting", "Connecting to Slack…")
         web = web_client(self._bot_token, self._api_base)
-        await stay_linked(
-            lambda: self._link(web), self._health, self._backoff,
-            kind=KIND, unreachable=_UNREACHABLE_MESSAGE, log=self._log,
-        )  # fmt: skip
+        await self._stay_linked(lambda: self._link(web), unreachable=_UNREACHABLE_MESSAGE)
 
     async def _identify(self, web: AsyncWebClient) -> WorkspaceIdentity:
         refused = Refused("token_revoked", _BOT_REFUSED_MESSAGE)

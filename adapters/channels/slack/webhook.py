@@ -108,46 +108,33 @@ class SlackEvents:
         return payload
 
     def answer(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        tenant_id: str,
-        connection_id: str,
-        bot_user_id: str,
-        team_id: str,
-        app_id: str | None = None,
-        now: datetime | None = None,
+        self, payload: Mapping[str, Any], target: HookTarget, *, now: datetime | None = None
     ) -> EventsApiAnswer:
+        """Answer a verified request for ``target``, the connection it is for (its workspace
+        known: learned first where it was not recorded)."""
         if payload.get("type") == "url_verification":
             return EventsApiAnswer(challenge=str(payload.get("challenge") or ""))
-        check_workspace(payload, team_id=team_id, app_id=app_id)
+        team_id = target.team_id
+        assert team_id is not None
+        check_workspace(payload, team_id=team_id, app_id=target.app_id)
         if payload.get("type") != "event_callback":
             return EventsApiAnswer(team_id=team_id)
         return EventsApiAnswer(
             team_id=team_id,
             delivery=delivery(
-                payload, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id, now=now
+                payload,
+                tenant_id=target.tenant_id,
+                connection_id=target.connection_id,
+                bot_user_id=target.secret.get("bot_user_id", ""),
+                now=now,
             ),
         )
 
     def handle(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        *,
-        now: datetime,
-        tenant_id: str,
-        connection_id: str,
-        bot_user_id: str,
-        team_id: str,
-        app_id: str | None = None,
+        self, headers: Mapping[str, str], body: bytes, target: HookTarget, *, now: datetime
     ) -> EventsApiAnswer:
         """Verify, then answer: the whole webhook for a request whose connection is known."""
-        payload = self.verify(headers, body, now=now)
-        return self.answer(
-            payload, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id,
-            team_id=team_id, app_id=app_id,
-        )  # fmt: skip
+        return self.answer(self.verify(headers, body, now=now), target)
 
 
 async def fetch_delivery_media(
@@ -225,12 +212,8 @@ async def _deliver(
     hooks: Hooks, events: SlackEvents, payload: Mapping[str, Any], target: HookTarget
 ) -> dict[str, Any]:
     """Store a verified delivery for its connection, unless it is another workspace's (403)."""
-    assert target.team_id is not None
     try:
-        answer = events.answer(
-            payload, tenant_id=target.tenant_id, connection_id=target.connection_id,
-            bot_user_id=target.secret.get("bot_user_id", ""), team_id=target.team_id, app_id=target.app_id,
-        )  # fmt: skip
+        answer = events.answer(payload, target)
     except WrongWorkspace:
         log.warning(
             "slack_delivery_refused", reason="wrong_workspace", connection_id=target.connection_id,

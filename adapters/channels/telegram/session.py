@@ -6,6 +6,7 @@ aiogram is the HTTP client only: we own the polling loop to control offsets."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import structlog
 from aiogram import Bot
@@ -20,18 +21,18 @@ from aiogram.exceptions import (
 from aiogram.types import Update, User
 
 from adapters.channels.errors import TokenRejected
-from adapters.channels.health import Backoff, Refused, ReportingSession, Unreachable, stay_linked
+from adapters.channels.health import Refused, ReportingSession, Unreachable
 from adapters.channels.telegram import KIND
 from adapters.channels.telegram.client import api_server, download, new_bot
 from adapters.channels.telegram.normalize import conversation_created, normalize
-from adapters.media.store import MediaStore
 from domain import events as ev
-from domain.ports import EventStore
+
+if TYPE_CHECKING:
+    from adapters.channels.registry import SessionEnv
 
 log = structlog.get_logger()
 
 DEFAULT_POLL_TIMEOUT = 25  # seconds Telegram holds a getUpdates open when nothing is new
-MAX_BACKOFF = 30.0
 
 # --- in: one connection's long-polling session --------------------------------------------
 
@@ -52,26 +53,14 @@ class TelegramSession(ReportingSession):
     """
 
     def __init__(
-        self,
-        store: EventStore,
-        *,
-        tenant_id: str,
-        connection_id: str,
-        token: str,
-        api_base: str | None = None,
-        poll_timeout: int = DEFAULT_POLL_TIMEOUT,
-        first_backoff: float = 1.0,
-        max_backoff: float = MAX_BACKOFF,
-        media: MediaStore | None = None,
+        self, env: SessionEnv, *, poll_timeout: int = DEFAULT_POLL_TIMEOUT, first_backoff: float = 1.0
     ) -> None:
         super().__init__(
-            store, kind=KIND, tenant_id=tenant_id, connection_id=connection_id, log=log, media=media,
-            stored_as="telegram_update_stored",
-        )  # fmt: skip
-        self._token = token
-        self._api_base = api_base
+            env, kind=KIND, log=log, stored_as="telegram_update_stored", first_backoff=first_backoff
+        )
+        self._token = env.secret["token"]
+        self._api_base = env.endpoints.telegram_api_base
         self._poll_timeout = poll_timeout
-        self._backoff = Backoff(first_backoff, max_backoff)
         self.offset: int | None = None  # the next update to ask for (all before it are stored)
         self._me: User | None = None
 
@@ -86,10 +75,7 @@ class TelegramSession(ReportingSession):
                 return
             await self._health.report("connecting", "connecting", "Connecting to Telegram…")
             self._bot = bot
-            await stay_linked(
-                lambda: self._poll(bot), self._health, self._backoff,
-                kind=KIND, unreachable=_UNREACHABLE_MESSAGE, log=self._log,
-            )  # fmt: skip
+            await self._stay_linked(lambda: self._poll(bot), unreachable=_UNREACHABLE_MESSAGE)
         finally:
             await session.close()
 

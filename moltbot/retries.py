@@ -8,11 +8,10 @@ from __future__ import annotations
 import structlog
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
-log = structlog.get_logger("stamina")
-
-
 def log_retry(details: RetryDetails) -> None:
-    log.debug(
+    # Looked up at each retry (they are rare): a logger cached at import would keep whatever
+    # configuration was current when it was first used.
+    structlog.get_logger("stamina").debug(
         "retry_scheduled",
         callable=details.name,
         retry_num=details.retry_num,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import structlog
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
+
 def log_retry(details: RetryDetails) -> None:
     # Looked up at each retry (they are rare): a logger cached at import would keep whatever
     # configuration was current when it was first used.

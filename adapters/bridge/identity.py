@@ -42,19 +42,21 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
+def load_key(data_dir: Path) -> Ed25519PrivateKey:
     path = data_dir / KEY_FILE
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} does not hold an Ed25519 key")
-        return key
-    key = Ed25519PrivateKey.generate()
+    if not path.exists():
+        raise NotPaired(data_dir)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 key")
+    return key
+
+
+def save_key(data_dir: Path, key: Ed25519PrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(path, pem)
-    return key
+    _write_private(data_dir / KEY_FILE, pem)
 
 
 def public_key(key: Ed25519PrivateKey) -> bytes:

@@ -107,6 +107,8 @@ async def create_pairing_code(ctx: Ctx, who: Who, request: Request[Any, Any, Any
     expires_at = datetime.now(UTC) + devices.PAIRING_TTL
     digest = devices.code_digest(devices.normalize_code(code) or "")
     async with ctx.tenant(who.tenant_id) as conn:
+        # Spent and expired codes are kept a day (to tell "used" from "mistyped" in support), then go.
+        await conn.execute("DELETE FROM gateway.pairing_codes WHERE expires_at < now() - interval '1 day'")
         await conn.execute(
             "INSERT INTO gateway.pairing_codes (code_hash, tenant_id, user_id, expires_at)"
             " VALUES (%s, %s, %s, %s)",

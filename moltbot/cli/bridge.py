@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.bridge import identity
 from adapters.bridge.channels import DeviceEnv, available
@@ -31,8 +32,7 @@ def _platform() -> str:
 async def cmd_bridge_pair(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = bridge_data_dir(args.bridge_data)
     gateway = args.gateway.rstrip("/")
-    identity.forget_pairing(data_dir)  # a new pairing is a new identity, with a new key
-    key = identity.load_or_create_key(data_dir)
+    key = Ed25519PrivateKey.generate()  # a new pairing is a new identity; kept only once accepted
     body = {
         "code": args.code,
         "public_key": devices.encode_key(identity.public_key(key)),
@@ -52,6 +52,7 @@ async def cmd_bridge_pair(settings: Settings, args: argparse.Namespace) -> int:
         )
         raise CommandError(f"pairing refused ({answer.status_code}): {detail}")
     paired = answer.json()
+    identity.save_key(data_dir, key)
     identity.save_pairing(
         data_dir,
         identity.Pairing(
@@ -79,7 +80,7 @@ def _paired(args: argparse.Namespace) -> tuple[Path, identity.Pairing]:
 
 async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
     data_dir, pairing = _paired(args)
-    key = identity.load_or_create_key(data_dir)
+    key = identity.load_key(data_dir)
     channels = available(_channels(pairing))
     if not channels:
         print(

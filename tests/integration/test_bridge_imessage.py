@@ -357,3 +357,15 @@ async def test_a_mac_that_may_not_control_messages_says_what_to_allow(
         "automation_permission_required",
     )
     assert "Automation" in connection["state_message"]
+
+
+async def test_a_mistyped_code_keeps_the_pairing_the_device_has(api: httpx.AsyncClient, mac: Mac) -> None:
+    account = await _signup(api, "imessage-repair@example.com")
+    await paired(api, account, mac)
+    before = {name: (mac.data / name).read_bytes() for name in ("device.key", "device.json")}
+    status, out = await moltbot(
+        "bridge", "pair", "AAAA-AAAA", "--gateway", str(api.base_url), "--data", str(mac.data), env=mac.env()
+    )
+    assert status == 1
+    assert "pairing refused (400)" in out and "not valid" in out
+    assert {name: (mac.data / name).read_bytes() for name in before} == before

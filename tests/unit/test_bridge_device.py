@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.bridge.channels import Report
 from adapters.bridge.device import Bridge, tunnel_url
-from adapters.bridge.identity import Pairing, load_or_create_key
+from adapters.bridge.identity import Pairing, load_key, save_key
 from adapters.bridge.local_store import LocalStore
 from domain import events as ev
 from domain import tunnel as t
@@ -67,7 +68,7 @@ async def test_a_command_delivered_again_is_not_carried_out_again(tmp_path: Path
     pairing = Pairing(
         gateway="http://127.0.0.1:9", tenant_id="t_1", device_id="d_1", name="Mac", fingerprint="x"
     )
-    bridge = Bridge(pairing, load_or_create_key(tmp_path), store, [channel], version="t", platform="linux")
+    bridge = Bridge(pairing, Ed25519PrivateKey.generate(), store, [channel], version="t", platform="linux")
     command = SendMessage(
         command_id="send:t_1:m_1", tenant_id="t_1", conversation_id="c_1", connection_id="cn_1",
         channel="imessage", message_id="m_1", to="iMessage;-;+1555", text="hi",
@@ -88,5 +89,7 @@ def test_the_tunnel_address_follows_the_gateways_scheme() -> None:
 
 
 def test_the_private_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
-    load_or_create_key(tmp_path / "bridge")
+    key = Ed25519PrivateKey.generate()
+    save_key(tmp_path / "bridge", key)
     assert (tmp_path / "bridge" / "device.key").stat().st_mode & 0o777 == 0o600
+    assert load_key(tmp_path / "bridge").private_bytes_raw() == key.private_bytes_raw()

@@ -9,6 +9,7 @@ The channel remembers what it sent for a while and does not record those rows ag
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -54,6 +55,16 @@ AUTOMATION = _needs(
     " Automation and allow the bridge to control Messages.",
     "grant_automation",
 )
+
+
+def _unreadable(exc: Exception) -> t.State:
+    return t.State(
+        kind=KIND, state="degraded", code="chat_db_unreadable",
+        message=f"The bridge cannot read the Messages database right now ({exc}); it tries again every"
+        f" {BLOCKED_RETRY:.0f} seconds.",
+    )  # fmt: skip
+
+
 CONNECTED = t.State(
     kind=KIND, state="connected", code="ok", message="Reading and sending iMessages on this Mac."
 )
@@ -84,6 +95,11 @@ class IMessageChannel:
             except FullDiskAccessRequired as exc:
                 log.warning("imessage_blocked", error=str(exc))
                 await report(FULL_DISK_ACCESS)
+                await asyncio.sleep(BLOCKED_RETRY)
+                continue
+            except (OSError, sqlite3.Error) as exc:  # chat.db missing, moved, or being rebuilt
+                log.warning("imessage_unreadable", error=repr(exc))
+                await report(_unreadable(exc))
                 await asyncio.sleep(BLOCKED_RETRY)
                 continue
             await report(CONNECTED if self._may_send else AUTOMATION)

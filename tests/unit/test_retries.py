@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -14,11 +15,16 @@ from moltbot import retries
 
 @pytest.fixture
 def configured() -> Iterator[None]:
+    """The hook installed, and debug lines let through (an earlier test may have configured
+    structlog to drop them, as production does at info level)."""
+    before = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     retries.configure()
     try:
         yield
     finally:
         set_on_retry_hooks(None)  # stamina's defaults again
+        structlog.configure(**before)
 
 
 @pytest.mark.usefixtures("configured")

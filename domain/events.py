@@ -13,60 +13,27 @@ read by :mod:`domain.codec`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args
+from datetime import datetime
+from typing import Any, Literal, Union, get_args
 
 import msgspec
 
-from domain import ids, subjects
-
-# Aggregates: the middle token of an event subject.
-TENANT = "tenant"
-USER = "user"
-CONNECTION = "connection"
-CONVERSATION = "conversation"
-DEVICE = "device"
-AGENT = "agent"
-# One lane per conversation for the agent's runs (aggregate id = the conversation id):
-# appending with an expected sequence on it keeps at most one run at a time, without
-# contending with the conversation's own message traffic.
-ASSISTANT = "assistant"
-
-Role = Literal["owner", "admin", "member"]
-Plan = Literal["free", "pro", "byok"]
-ConnectionState = Literal["connecting", "connected", "degraded", "action_required", "disconnected"]
-ConversationKind = Literal["direct", "group", "thread"]
-UsageMetric = Literal["messages_in", "messages_out", "agent_runs", "tokens_in", "tokens_out", "cost_micros"]
-
-
-class Payload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every event payload: unknown fields are an error, not silently dropped."""
-
-
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """The envelope shared by every event; subclasses add ``data`` and a tag."""
-
-    AGGREGATE: ClassVar[str]
-    VERSION: ClassVar[int] = 1
-    TYPE: ClassVar[str]  # the tag, e.g. "message.received"; set for every class below
-
-    id: str
-    v: int
-    tenant_id: str
-    aggregate_id: str
-    occurred_at: datetime
-    causation_id: str | None = None
-    correlation_id: str | None = None
-    actor: str
-
-    @property
-    def type(self) -> str:
-        return self.TYPE
-
-    @property
-    def subject(self) -> str:
-        return subjects.event_subject(self.tenant_id, self.AGGREGATE, self.aggregate_id, self.type)
-
+from domain.envelope import AGENT as AGENT
+from domain.envelope import ASSISTANT as ASSISTANT
+from domain.envelope import CONNECTION as CONNECTION
+from domain.envelope import CONVERSATION as CONVERSATION
+from domain.envelope import DEVICE as DEVICE
+from domain.envelope import TENANT as TENANT
+from domain.envelope import USER as USER
+from domain.envelope import ConnectionState as ConnectionState
+from domain.envelope import ConversationKind as ConversationKind
+from domain.envelope import E as E
+from domain.envelope import Event as Event
+from domain.envelope import Payload as Payload
+from domain.envelope import Plan as Plan
+from domain.envelope import Role as Role
+from domain.envelope import UsageMetric as UsageMetric
+from domain.envelope import new_event as new_event
 
 # --- tenants, users, members ------------------------------------------------------------
 
@@ -585,33 +552,3 @@ def type_name(event_cls: type[Event]) -> str:
 BY_TYPE: dict[str, type[Event]] = {type_name(cls): cls for cls in EVENT_TYPES}
 for _name, _cls in BY_TYPE.items():
     _cls.TYPE = _name
-
-E = TypeVar("E", bound=Event)
-
-
-def new_event(
-    event_cls: type[E],
-    *,
-    tenant_id: str,
-    aggregate_id: str,
-    actor: str,
-    data: msgspec.Struct,
-    causation_id: str | None = None,
-    correlation_id: str | None = None,
-    occurred_at: datetime | None = None,
-    event_id: str | None = None,
-) -> E:
-    """Build an event of the current schema version with a fresh sortable id."""
-    subjects.token("tenant_id", tenant_id)
-    subjects.token("aggregate_id", aggregate_id)
-    return event_cls(
-        id=event_id or ids.ulid(),
-        v=event_cls.VERSION,
-        tenant_id=tenant_id,
-        aggregate_id=aggregate_id,
-        occurred_at=occurred_at or datetime.now(UTC),
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-        actor=actor,
-        data=data,  # type: ignore[call-arg]
-    )

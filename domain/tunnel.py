@@ -27,6 +27,11 @@ from domain.commands import SendMessage
 from domain.events import ConnectionState
 
 HEARTBEAT_SECONDS = 15.0  # the device pings this often
+# The gateway reads no WebSocket message over 32 KiB (before anyone is authenticated, too),
+# so a device sends a bigger frame (a long message, a file) as numbered parts of this size.
+PART_BYTES = 16 * 1024
+MAX_FRAME_BYTES = 24 * 1024  # a frame up to this size goes whole
+MAX_ASSEMBLED_BYTES = 32 * 1024 * 1024  # what the cloud assembles from parts at most
 SILENCE_LIMIT = 45.0  # the cloud closes a tunnel that said nothing for this long
 
 CLOSE_BAD_FRAME = 4400
@@ -82,7 +87,24 @@ class Ping(_Frame, frozen=True, tag="ping"):
     pass
 
 
-FromDevice = Hello | EventFrame | Result | State | Ping
+class File(_Frame, frozen=True, tag="file"):
+    """The answer to ``fetch``: the file's bytes, or why there are none."""
+
+    id: str
+    data: bytes | None = None  # base64 in JSON
+    error: str | None = None
+
+
+class Part(_Frame, frozen=True, tag="part"):
+    """Piece ``index`` (from 0) of ``count`` of one bigger frame's JSON (see :func:`parts`)."""
+
+    id: str
+    index: int
+    count: int
+    data: bytes
+
+
+FromDevice = Hello | EventFrame | Result | State | Ping | File | Part
 
 
 # --- cloud → device ------------------------------------------------------------------------
@@ -116,11 +138,19 @@ class Command(_Frame, frozen=True, tag="command"):
     command: SendMessage
 
 
+class Fetch(_Frame, frozen=True, tag="fetch"):
+    """Send the file an event named (an attachment's ``provider_file_id``), as ``file``."""
+
+    id: str
+    kind: str
+    file_id: str
+
+
 class Pong(_Frame, frozen=True, tag="pong"):
     pass
 
 
-ToDevice = Challenge | Welcome | Ack | Refused | Command | Pong
+ToDevice = Challenge | Welcome | Ack | Refused | Command | Fetch | Pong
 
 _from_device: msgspec.json.Decoder[FromDevice] = msgspec.json.Decoder(FromDevice)
 _to_device: msgspec.json.Decoder[ToDevice] = msgspec.json.Decoder(ToDevice)
@@ -129,6 +159,44 @@ _encoder = msgspec.json.Encoder()
 
 def encode(frame: _Frame) -> str:
     return _encoder.encode(frame).decode()
+
+
+def split(encoded: bytes, part_id: str) -> list[str]:
+    """A frame's JSON as the text messages to send: itself when small, else in parts."""
+    if len(encoded) <= MAX_FRAME_BYTES:
+        return [encoded.decode()]
+    pieces = [encoded[i : i + PART_BYTES] for i in range(0, len(encoded), PART_BYTES)]
+    return [
+        encode(Part(id=part_id, index=n, count=len(pieces), data=piece)) for n, piece in enumerate(pieces)
+    ]
+
+
+class Assembler:
+    """Joins a device's parts back into frames; bounded in size and in frames in flight."""
+
+    def __init__(self, max_bytes: int = MAX_ASSEMBLED_BYTES, max_open: int = 4) -> None:
+        self._max_bytes = max_bytes
+        self._max_open = max_open
+        self._open: dict[str, list[bytes]] = {}
+
+    def add(self, part: Part) -> FromDevice | None:
+        """The whole frame once its last part came (parts arrive in order); ValueError when
+        the parts do not make one (out of order, too big, too many at once)."""
+        pieces = self._open.setdefault(part.id, [])
+        if len(self._open) > self._max_open:
+            raise ValueError(f"more than {self._max_open} frames in parts at once")
+        if part.index != len(pieces) or not 0 < part.count <= self._max_bytes // PART_BYTES + 1:
+            raise ValueError(f"part {part.index} of {part.count} of {part.id} is out of order")
+        pieces.append(part.data)
+        if sum(map(len, pieces)) > self._max_bytes:
+            raise ValueError(f"a frame in parts is larger than {self._max_bytes} bytes")
+        if len(pieces) < part.count:
+            return None
+        del self._open[part.id]
+        whole = from_device(b"".join(pieces))
+        if isinstance(whole, Part | Hello):
+            raise ValueError(f"a {type(whole).__name__.lower()} frame cannot come in parts")
+        return whole
 
 
 def from_device(raw: str | bytes) -> FromDevice:

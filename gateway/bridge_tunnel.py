@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from typing import Any
 
@@ -31,7 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import WebSocket
 from nats.aio.subscription import Subscription
 
+from adapters.channels.media import fetch_media
 from adapters.channels.registry import KINDS
+from adapters.media.store import MediaStore
 from adapters.nats import bridge_relay
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import ConcurrencyConflict
@@ -48,6 +51,7 @@ from projections import connections_queries, devices_queries, inbox_queries
 log = structlog.get_logger()
 
 HELLO_TIMEOUT = 10.0
+FILE_TIMEOUT = 120.0  # an attachment of up to 20 MiB, through the tunnel
 COMMAND_TIMEOUT = 55.0  # a device that does not answer a send in this time: try again later
 PAIRING_LAG = 5.0  # a device paired a moment ago may not be in the read model yet
 # The kinds that run on a device only: their connections are made by the tunnel.
@@ -65,6 +69,9 @@ class TunnelSession:
         self._conversations: dict[str, str] = {}  # conversation id -> connection id (this session)
         self._closing: asyncio.Future[Closed] = asyncio.get_running_loop().create_future()
         self._subscriptions: list[Subscription] = []
+        self._assembler = t.Assembler()
+        self._files: dict[str, asyncio.Future[t.File]] = {}  # fetches waiting for their file
+        self._fetching: set[asyncio.Task[None]] = set()
         self.device: devices_queries.Device | None = None
 
     # --- the frames ---------------------------------------------------------------------
@@ -175,18 +182,33 @@ class TunnelSession:
     async def receive_loop(self) -> None:
         while True:
             frame = await self._receive(t.SILENCE_LIMIT)
-            if isinstance(frame, t.Ping):
-                await self.send(t.Pong())
-            elif isinstance(frame, t.EventFrame):
-                await self._store_event(frame)
-            elif isinstance(frame, t.Result):
-                waiting = self._pending.pop(frame.id, None)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(frame)
-            elif isinstance(frame, t.State):
-                await self._record_state(frame)
-            else:
-                raise Closed(t.CLOSE_BAD_FRAME, f"a {type(frame).__name__.lower()} frame after hello")
+            if isinstance(frame, t.Part):
+                try:
+                    whole = self._assembler.add(frame)
+                except ValueError as exc:
+                    raise Closed(t.CLOSE_BAD_FRAME, str(exc)) from None
+                if whole is None:
+                    continue
+                frame = whole
+            await self._handle(frame)
+
+    async def _handle(self, frame: t.FromDevice) -> None:
+        if isinstance(frame, t.Ping):
+            await self.send(t.Pong())
+        elif isinstance(frame, t.EventFrame):
+            await self._store_event(frame)
+        elif isinstance(frame, t.Result):
+            waiting = self._pending.pop(frame.id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(frame)
+        elif isinstance(frame, t.State):
+            await self._record_state(frame)
+        elif isinstance(frame, t.File):
+            wanted = self._files.pop(frame.id, None)
+            if wanted is not None and not wanted.done():
+                wanted.set_result(frame)
+        else:
+            raise Closed(t.CLOSE_BAD_FRAME, f"a {type(frame).__name__.lower()} frame after hello")
 
     async def _store_event(self, frame: t.EventFrame) -> None:
         device = self._device
@@ -209,6 +231,35 @@ class TunnelSession:
         else:
             await self._ctx.store.append(event)
         await self.send(t.Ack(seq=frame.seq))
+        if isinstance(event, ev.MessageReceived) and event.data.attachments and self._ctx.media is not None:
+            # In the background: the files come through this same receive loop.
+            fetching = asyncio.create_task(self._bring_media(event, self._ctx.media))
+            self._fetching.add(fetching)
+            fetching.add_done_callback(self._fetching.discard)
+
+    async def _bring_media(self, message: ev.MessageReceived, media: MediaStore) -> None:
+        device = self._device
+        try:
+            actor = devices.actor(device.device_id)
+            download = functools.partial(self._download, message.data.channel)
+            await fetch_media(self._ctx.store, media, message, download, actor=actor)
+        except Exception as exc:  # a file the Mac no longer has, a tunnel that closed: the text stays
+            log.warning("bridge_media_failed", message_id=message.data.message_id, error=repr(exc))
+
+    async def _download(self, kind: str, attachment: ev.Attachment) -> bytes:
+        """An attachment's bytes, asked of the device (``fetch``, answered by ``file``)."""
+        fetch_id = secrets.token_urlsafe(12)
+        answer: asyncio.Future[t.File] = asyncio.get_running_loop().create_future()
+        self._files[fetch_id] = answer
+        try:
+            await self.send(t.Fetch(id=fetch_id, kind=kind, file_id=attachment.provider_file_id))
+            async with asyncio.timeout(FILE_TIMEOUT):
+                file = await answer
+        finally:
+            self._files.pop(fetch_id, None)
+        if file.data is None:
+            raise FileNotFoundError(file.error or "the device has no such file")
+        return file.data
 
     async def _foreign_conversation(self, event: ev.Event) -> str | None:
         """Why an event's conversation (or message) is not the device's, or None."""
@@ -337,6 +388,8 @@ class TunnelSession:
         raise await self._closing
 
     async def aclose(self, reason: str) -> None:
+        for fetching in list(self._fetching):
+            fetching.cancel()
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

@@ -30,6 +30,11 @@ class DeviceChannel(Protocol):
         """Carry out one command (the bridge has checked it was not carried out before)."""
         ...
 
+    async def read_file(self, file_id: str) -> bytes:
+        """The file an event of this channel named (``Attachment.provider_file_id``);
+        FileNotFoundError when it is not (or no longer) on this device."""
+        ...
+
 
 @dataclass(frozen=True)
 class DeviceEnv:

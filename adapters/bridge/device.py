@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -148,11 +150,7 @@ class Bridge:
             raise ConnectionError(f"expected welcome, got {type(welcome).__name__}")
 
     async def _send(self, frame: Any) -> None:
-        socket = self._socket
-        if socket is None:
-            raise ConnectionError("not connected")
-        async with self._send_lock:
-            await socket.send(t.encode(frame))
+        await self._send_raw(msgspec.json.encode(frame))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -172,11 +170,13 @@ class Bridge:
                     await asyncio.wait_for(self._queued.wait(), 1.0)
 
     async def _send_raw(self, frame: bytes) -> None:
+        """One frame's JSON; in parts when the gateway would not read it whole."""
         socket = self._socket
         if socket is None:
             raise ConnectionError("not connected")
-        async with self._send_lock:
-            await socket.send(frame.decode())
+        async with self._send_lock:  # a frame's parts go together
+            for message in t.split(frame, secrets.token_urlsafe(8)):
+                await socket.send(message)
 
     async def _receive(self, socket: ClientConnection) -> None:
         async for raw in socket:
@@ -188,6 +188,8 @@ class Bridge:
                 await self._store.dropped(frame.seq)
             elif isinstance(frame, t.Command):
                 asyncio.create_task(self._execute(frame))  # noqa: RUF006 - answered through the socket
+            elif isinstance(frame, t.Fetch):
+                asyncio.create_task(self._send_file(frame))  # noqa: RUF006 - answered through the socket
         raise ConnectionError("the cloud closed the tunnel")
 
     async def _execute(self, frame: t.Command) -> None:
@@ -204,6 +206,17 @@ class Bridge:
                 await self._store.remember(result)
         with contextlib.suppress(Exception):  # the tunnel dropped: the command comes again
             await self._send(result)
+
+    async def _send_file(self, frame: t.Fetch) -> None:
+        channel = self._channels.get(frame.kind)
+        try:
+            if channel is None:
+                raise FileNotFoundError(f"no {frame.kind} channel here")
+            answer = t.File(id=frame.id, data=await channel.read_file(frame.file_id))
+        except OSError as exc:  # gone from the Mac (iCloud "optimize storage"), unreadable, too big
+            answer = t.File(id=frame.id, error=str(exc))
+        with contextlib.suppress(Exception):  # the tunnel dropped: the cloud asks again later
+            await self._send(answer)
 
 
 def bridge_data_dir(given: str | None) -> Path:

@@ -369,3 +369,39 @@ async def test_a_mistyped_code_keeps_the_pairing_the_device_has(api: httpx.Async
     assert status == 1
     assert "pairing refused (400)" in out and "not valid" in out
     assert {name: (mac.data / name).read_bytes() for name in before} == before
+
+
+async def test_a_photo_and_a_long_message_come_through_the_tunnel(
+    api: httpx.AsyncClient,
+    mac: Mac,
+    bridge_runs: list[asyncio.subprocess.Process],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = await _signup(api, "imessage-files@example.com")
+    chat = mac.db.direct_chat("+15556667777")
+    home = mac.data.parent / "home"
+    monkeypatch.setenv("HOME", str(home))  # where the bridge finds ~/Library/Messages/Attachments
+    await paired(api, account, mac)
+    await start_bridge(mac, bridge_runs)
+    photo = bytes(range(256)) * 400  # 100 KiB: more than one WebSocket message can carry
+    message = mac.db.message(chat, "look \ufffc", has_attachments=True)
+    filename = mac.db.attachment(message, "IMG_0001.jpeg", mime="image/jpeg", size=len(photo))
+    stored = home / filename.removeprefix("~/")
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(photo)
+    long_text = "🎉 " * 9000  # 27 KB of text in one message
+    hello_from(mac, chat, long_text)
+
+    conversation, _ = await until_texts(api, account, {"look ", long_text})
+    for _ in range(300):
+        [shown] = [
+            m for m in await messages(api, account, conversation["conversation_id"]) if m["text"] == "look "
+        ]
+        if shown["media"]:
+            break
+        await asyncio.sleep(0.1)
+    [media] = shown["media"]
+    assert (media["mime"], media["size"]) == ("image/jpeg", len(photo))
+    downloaded = await api.get(media["url"], headers=_auth(account))
+    assert downloaded.status_code == 200
+    assert downloaded.content == photo

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.bridge.channels import Report
@@ -93,3 +94,23 @@ def test_the_private_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     save_key(tmp_path / "bridge", key)
     assert (tmp_path / "bridge" / "device.key").stat().st_mode & 0o777 == 0o600
     assert load_key(tmp_path / "bridge").private_bytes_raw() == key.private_bytes_raw()
+
+
+def test_a_big_frame_goes_in_parts_and_comes_back_whole() -> None:
+    frame = t.File(id="f1", data=bytes(range(256)) * 1000)
+    messages = t.split(msgspec.json.encode(frame), "p1")
+    assert len(messages) > 1
+    assert all(len(m.encode()) <= 32 * 1024 for m in messages)
+    assembler = t.Assembler()
+    assembled = [assembler.add(msgspec.json.decode(m, type=t.Part)) for m in messages]
+    assert assembled[:-1] == [None] * (len(messages) - 1)
+    assert assembled[-1] == frame
+
+
+def test_parts_out_of_order_or_too_big_are_refused() -> None:
+    with pytest.raises(ValueError, match="out of order"):
+        t.Assembler().add(t.Part(id="x", index=1, count=2, data=b"{}"))
+    small = t.Assembler(max_bytes=t.PART_BYTES)
+    small.add(t.Part(id="x", index=0, count=2, data=b"a" * t.PART_BYTES))
+    with pytest.raises(ValueError, match="larger"):
+        small.add(t.Part(id="x", index=1, count=2, data=b"a"))

@@ -295,19 +295,17 @@ def test_attachments() -> None:
     assert received.data.text == "files "
     assert received.data.attachments == (
         ev.Attachment(
-            kind="image", provider_file_id=HOME_FILE, mime="image/heic", size=9, name="IMG_0001.heic"
+            kind="image", provider_file_id=IMAGE.guid, mime="image/heic", size=9, name="IMG_0001.heic"
         ),
-        ev.Attachment(kind="sticker", provider_file_id="/x/s.png", mime="image/png", name="s.png"),
+        ev.Attachment(kind="sticker", provider_file_id=sticker.guid, mime="image/png", name="s.png"),
         ev.Attachment(
             kind="audio",
-            provider_file_id="/x/Audio Message.caf",
+            provider_file_id="A4",
             mime="audio/x-caf",
             name="Audio Message.caf",
         ),
-        ev.Attachment(
-            kind="document", provider_file_id="/x/doc.pdf", mime="application/pdf", size=3, name="doc.pdf"
-        ),
-        ev.Attachment(kind="other", provider_file_id="/x/blob", name="blob"),
+        ev.Attachment(kind="document", provider_file_id="A5", mime="application/pdf", size=3, name="doc.pdf"),
+        ev.Attachment(kind="other", provider_file_id="A6", name="blob"),
     )
 
 

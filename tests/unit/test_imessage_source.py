@@ -225,12 +225,14 @@ async def test_attachments_are_local_paths(db: ChatDBBuilder) -> None:
     assert received[0].data.attachments == (
         ev.Attachment(
             kind="image",
-            provider_file_id="/Users/ada/" + filename.removeprefix("~/"),
+            provider_file_id=filename.split("/")[-2],  # Apple's attachment guid, not the Mac's path
             mime="image/heic",
             size=2048,
             name="IMG_0001.heic",
         ),
     )
+    found = await source.db.attachment_path(filename.split("/")[-2])
+    assert found == Path("/Users/ada/" + filename.removeprefix("~/"))
     assert received[1].data.text == "https://example.com"
     assert received[1].data.attachments == ()
 

@@ -161,6 +161,16 @@ class ChatDB:
         moment = now or datetime.now(UTC)
         return await self._run(lambda conn, schema: self._recent(conn, schema, days, per_chat, moment))
 
+    async def attachment_path(self, guid: str) -> Path | None:
+        """Where the Mac keeps the attachment ``guid`` (None: unknown, or not downloaded)."""
+
+        def find(conn: sqlite3.Connection, schema: _Schema) -> str | None:
+            row = conn.execute("SELECT filename FROM attachment WHERE guid = ?", (guid,)).fetchone()
+            return None if row is None else self._expand(row["filename"])
+
+        found = await self._run(find)
+        return None if found is None else Path(found)
+
     # --- connection and errors ------------------------------------------------------------
 
     async def _run(self, work: Callable[[sqlite3.Connection, _Schema], T]) -> T:

@@ -25,6 +25,7 @@ from adapters.channels.imessage.chatdb import FullDiskAccessRequired
 from adapters.channels.imessage.rows import Cursor
 from adapters.channels.imessage.send import AutomationPermissionRequired, OsascriptSender
 from adapters.channels.imessage.source import IMessageSource
+from adapters.channels.media import MAX_MEDIA_BYTES
 from domain import devices
 from domain import events as ev
 from domain import tunnel as t
@@ -35,6 +36,7 @@ log = structlog.get_logger()
 
 POLL_SECONDS = 0.5  # new rows show within a second
 BLOCKED_RETRY = 10.0  # how often to look again while macOS refuses access
+MAX_FILE_BYTES = MAX_MEDIA_BYTES  # what the cloud keeps of an attachment
 ECHO_SECONDS = 120.0  # how long a sent text is remembered, to know its row in chat.db
 
 
@@ -172,6 +174,16 @@ class IMessageChannel:
             id=command.command_id, outcome="delivered", provider_message_id=f"sent:{command.message_id}",
             sent_at=datetime.now(UTC),
         )  # fmt: skip
+
+    async def read_file(self, file_id: str) -> bytes:
+        """An attachment's file, by Apple's attachment guid (the id the events carry)."""
+        path = await self._source.db.attachment_path(file_id)
+        if path is None:
+            raise FileNotFoundError(f"no attachment {file_id} on this Mac (it may still be in iCloud)")
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        if size > MAX_FILE_BYTES:
+            raise OSError(f"{path.name} is {size} bytes; the cloud takes files up to {MAX_FILE_BYTES}")
+        return await asyncio.to_thread(path.read_bytes)
 
     def _forget(self, command: SendMessage) -> None:
         self._sent = [s for s in self._sent if (s[0], s[1]) != (command.conversation_id, command.text)]

@@ -118,7 +118,8 @@ def _attachment_kind(row: AttachmentRow) -> AttachmentKind:
 
 
 def attachments(row: MessageRow) -> tuple[ev.Attachment, ...]:
-    """The row's files (local paths on the Mac), rich-link cards left out."""
+    """The row's files, named by Apple's attachment guid (the bridge reads the file by it when
+    the cloud asks; the Mac's paths never leave it), rich-link cards left out."""
     found: list[ev.Attachment] = []
     for item in row.attachments:
         name = item.transfer_name or (item.path.rsplit("/", 1)[-1] if item.path else None)
@@ -127,7 +128,7 @@ def attachments(row: MessageRow) -> tuple[ev.Attachment, ...]:
         found.append(
             ev.Attachment(
                 kind=_attachment_kind(item),
-                provider_file_id=item.path,
+                provider_file_id=item.guid,
                 mime=item.mime,
                 size=item.total_bytes,
                 name=name,

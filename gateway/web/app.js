@@ -518,9 +518,12 @@ for (const { channel, checking, body, tryIt } of TOKEN_CHANNELS) {
 // --- the Personal Bridge: pairing and devices -------------------------------------------------
 
 let pairingDevices = null; // the device ids known when a code was made: a new one means "paired"
+let devicesAsked = 0; // events come in bursts: only the newest answer is shown, never an older one after it
 
 async function loadDevices({ minSeq } = {}) {
+  const ticket = ++devicesAsked;
   const { items } = await api("/v1/devices", { params: minSeq ? { min_seq: minSeq } : {} });
+  if (ticket !== devicesAsked) return;
   const list = $("device-list");
   list.replaceChildren();
   if (!items.length) list.append(el("li", { class: "muted" }, "No device paired yet."));

@@ -63,14 +63,14 @@ class TunnelSession:
         self._socket = socket
         self._ctx = ctx
         self._send_lock = asyncio.Lock()
-        self._pending: dict[str, asyncio.Future[t.Result]] = {}
+        # Commands waiting for their result and fetches for their file, by the id the device answers to.
+        self._asked: dict[str, asyncio.Future[Any]] = {}
         self._connections: dict[str, str] = {}  # connection id -> kind
         self._by_kind: dict[str, str] = {}  # kind -> connection id
         self._conversations: dict[str, str] = {}  # conversation id -> connection id (this session)
         self._closing: asyncio.Future[Closed] = asyncio.get_running_loop().create_future()
         self._subscriptions: list[Subscription] = []
         self._assembler = t.Assembler()
-        self._files: dict[str, asyncio.Future[t.File]] = {}  # fetches waiting for their file
         self._fetching: set[asyncio.Task[None]] = set()
         self.device: devices_queries.Device | None = None
 
@@ -197,16 +197,12 @@ class TunnelSession:
             await self.send(t.Pong())
         elif isinstance(frame, t.EventFrame):
             await self._store_event(frame)
-        elif isinstance(frame, t.Result):
-            waiting = self._pending.pop(frame.id, None)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(frame)
+        elif isinstance(frame, t.Result | t.File):
+            asked = self._asked.pop(frame.id, None)
+            if asked is not None and not asked.done():
+                asked.set_result(frame)
         elif isinstance(frame, t.State):
             await self._record_state(frame)
-        elif isinstance(frame, t.File):
-            wanted = self._files.pop(frame.id, None)
-            if wanted is not None and not wanted.done():
-                wanted.set_result(frame)
         else:
             raise Closed(t.CLOSE_BAD_FRAME, f"a {type(frame).__name__.lower()} frame after hello")
 
@@ -250,13 +246,13 @@ class TunnelSession:
         """An attachment's bytes, asked of the device (``fetch``, answered by ``file``)."""
         fetch_id = secrets.token_urlsafe(12)
         answer: asyncio.Future[t.File] = asyncio.get_running_loop().create_future()
-        self._files[fetch_id] = answer
+        self._asked[fetch_id] = answer
         try:
             await self.send(t.Fetch(id=fetch_id, kind=kind, file_id=attachment.provider_file_id))
             async with asyncio.timeout(FILE_TIMEOUT):
                 file = await answer
         finally:
-            self._files.pop(fetch_id, None)
+            self._asked.pop(fetch_id, None)
         if file.data is None:
             raise FileNotFoundError(file.error or "the device has no such file")
         return file.data
@@ -317,7 +313,7 @@ class TunnelSession:
         except msgspec.DecodeError as exc:
             return t.encode(t.Result(id="?", outcome="rejected", code="malformed", reason=str(exc))).encode()
         waiting: asyncio.Future[t.Result] = asyncio.get_running_loop().create_future()
-        self._pending[command.command_id] = waiting
+        self._asked[command.command_id] = waiting
         try:
             await self.send(t.Command(id=command.command_id, kind=command.channel, command=command))
             async with asyncio.timeout(COMMAND_TIMEOUT):
@@ -327,7 +323,7 @@ class TunnelSession:
                 id=command.command_id, outcome="deferred", reason=f"the device did not answer: {exc!r}"
             )
         finally:
-            self._pending.pop(command.command_id, None)
+            self._asked.pop(command.command_id, None)
         return t.encode(result).encode()
 
     # --- 5. presence --------------------------------------------------------------------
@@ -393,7 +389,7 @@ class TunnelSession:
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
-        for waiting in self._pending.values():
+        for waiting in self._asked.values():
             if not waiting.done():
                 waiting.set_exception(ConnectionError("the tunnel closed"))
         if self.device is not None:

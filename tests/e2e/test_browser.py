@@ -35,15 +35,20 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+async def signed_up(api: httpx.AsyncClient, browser: Browser, email: str, height: int = 900) -> Page:
+    """A new page where a new user has just created an account and sees the inbox."""
+    page = await browser.new_page(viewport={"width": 1280, "height": height})
     expect.set_options(timeout=15_000)
     await page.goto(str(api.base_url))
-
-    await page.get_by_label("E-mail").fill("first.user@example.com")
+    await page.get_by_label("E-mail").fill(email)
     await page.get_by_label("Password").fill("a long enough password")
     await page.get_by_role("button", name="Create account").click()
     await expect(page.locator("#inbox")).to_be_visible()
+    return page
+
+
+async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, browser: Browser) -> None:
+    page = await signed_up(api, browser, "first.user@example.com", height=800)
     await expect(page.locator("#empty")).to_be_visible()
 
     # Try it: the tenant's own website chat, as a visitor.
@@ -79,13 +84,7 @@ async def test_agent_settings_preview_and_save_in_the_browser(
     api: httpx.AsyncClient,
     browser: Browser,
 ) -> None:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    expect.set_options(timeout=15_000)
-    await page.goto(str(api.base_url))
-    await page.get_by_label("E-mail").fill("agent.owner@example.com")
-    await page.get_by_label("Password").fill("a long enough password")
-    await page.get_by_role("button", name="Create account").click()
-    await expect(page.locator("#inbox")).to_be_visible()
+    page = await signed_up(api, browser, "agent.owner@example.com")
 
     await page.get_by_role("button", name="Agent").click()
     form = page.locator("#agent-form")
@@ -118,13 +117,7 @@ async def test_pairing_a_bridge_in_the_browser(api: httpx.AsyncClient, browser: 
 
     from tests.integration.test_bridge_pairing import open_tunnel, pair
 
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    expect.set_options(timeout=15_000)
-    await page.goto(str(api.base_url))
-    await page.get_by_label("E-mail").fill("bridge.owner@example.com")
-    await page.get_by_label("Password").fill("a long enough password")
-    await page.get_by_role("button", name="Create account").click()
-    await expect(page.locator("#inbox")).to_be_visible()
+    page = await signed_up(api, browser, "bridge.owner@example.com")
 
     await page.get_by_role("button", name="Bridge").click()
     await expect(page.locator("#device-list")).to_contain_text("No device paired yet.")

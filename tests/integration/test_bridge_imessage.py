@@ -144,6 +144,19 @@ def hello_from(mac: Mac, chat: Chat, text: str) -> None:
     mac.db.message(chat, text)  # text NULL, the words in attributedBody (as on current macOS)
 
 
+async def talking(
+    api: httpx.AsyncClient, mac: Mac, runs: list[asyncio.subprocess.Process], email: str
+) -> tuple[dict[str, str], Chat, asyncio.subprocess.Process]:
+    """A new account whose paired bridge runs and has brought one message in."""
+    account = await _signup(api, email)
+    chat = mac.db.direct_chat("+15557654321")
+    await paired(api, account, mac)
+    bridge = await start_bridge(mac, runs)
+    hello_from(mac, chat, "first")
+    await until_texts(api, account, {"first"})
+    return account, chat, bridge
+
+
 async def test_a_new_user_pairs_a_mac_reads_and_replies_then_revokes(
     api: httpx.AsyncClient, mac: Mac, bridge_runs: list[asyncio.subprocess.Process]
 ) -> None:
@@ -203,12 +216,7 @@ async def test_a_new_user_pairs_a_mac_reads_and_replies_then_revokes(
 async def test_killing_the_bridge_mid_traffic_loses_and_doubles_nothing(
     api: httpx.AsyncClient, mac: Mac, bridge_runs: list[asyncio.subprocess.Process]
 ) -> None:
-    account = await _signup(api, "imessage-kill@example.com")
-    chat = mac.db.direct_chat("+15557654321")
-    await paired(api, account, mac)
-    bridge = await start_bridge(mac, bridge_runs)
-    hello_from(mac, chat, "first")
-    await until_texts(api, account, {"first"})
+    account, chat, bridge = await talking(api, mac, bridge_runs, "imessage-kill@example.com")
 
     texts = [f"burst {n}" for n in range(60)]
     for n, text in enumerate(texts):
@@ -309,12 +317,7 @@ async def test_killing_the_gateway_mid_traffic_loses_and_doubles_nothing(
     gateway_process: GatewayProcess, mac: Mac, bridge_runs: list[asyncio.subprocess.Process]
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway_process.url, timeout=30) as api:
-        account = await _signup(api, "imessage-gateway-kill@example.com")
-        chat = mac.db.direct_chat("+15552223333")
-        await paired(api, account, mac)
-        await start_bridge(mac, bridge_runs)
-        hello_from(mac, chat, "before")
-        await until_texts(api, account, {"before"})
+        account, chat, _ = await talking(api, mac, bridge_runs, "imessage-gateway-kill@example.com")
 
         texts = [f"through a crash {n}" for n in range(60)]
         for n, text in enumerate(texts):

@@ -56,6 +56,30 @@ def tunnel_url(api: httpx.AsyncClient) -> str:
     return str(api.base_url).replace("http://", "ws://") + "/v1/bridge/tunnel"
 
 
+async def say_hello(
+    api: httpx.AsyncClient,
+    device: dict[str, Any],
+    key: Ed25519PrivateKey,
+    *,
+    tenant_id: str | None = None,
+    nonce: bytes | None = None,
+    capabilities: tuple[str, ...] = (),
+) -> tuple[ClientConnection, bytes]:
+    """Open a tunnel and answer its challenge as ``device`` with ``key`` (signing ``nonce``
+    instead of the one offered, to replay); the socket and the nonce the cloud offered."""
+    socket = await ws_connect(tunnel_url(api))
+    challenge = t.to_device(await socket.recv())
+    assert isinstance(challenge, t.Challenge)
+    offered = devices.decode_key(challenge.nonce)
+    hello = t.Hello(
+        tenant_id=tenant_id or device["tenant_id"], device_id=device["device_id"],
+        signature=sign_challenge(key, nonce or offered, device["device_id"]), version="test",
+        platform="linux", capabilities=capabilities,
+    )  # fmt: skip
+    await socket.send(t.encode(hello))
+    return socket, offered
+
+
 async def open_tunnel(
     api: httpx.AsyncClient,
     device: dict[str, Any],
@@ -63,16 +87,7 @@ async def open_tunnel(
     *,
     capabilities: tuple[str, ...] = (),
 ) -> tuple[ClientConnection, t.Welcome]:
-    socket = await ws_connect(tunnel_url(api))
-    challenge = t.to_device(await socket.recv())
-    assert isinstance(challenge, t.Challenge)
-    nonce = devices.decode_key(challenge.nonce)
-    hello = t.Hello(
-        tenant_id=device["tenant_id"], device_id=device["device_id"],
-        signature=sign_challenge(key, nonce, device["device_id"]), version="test", platform="linux",
-        capabilities=capabilities,
-    )  # fmt: skip
-    await socket.send(t.encode(hello))
+    socket, _ = await say_hello(api, device, key, capabilities=capabilities)
     welcome = t.to_device(await asyncio.wait_for(socket.recv(), 15))
     assert isinstance(welcome, t.Welcome), welcome
     return socket, welcome
@@ -168,39 +183,16 @@ async def test_the_tunnel_wants_this_devices_signature_of_a_fresh_nonce(api: htt
     device, key = await paired_device(api, account)
 
     # a forged signature: another key
-    socket = await ws_connect(tunnel_url(api))
-    challenge = t.to_device(await socket.recv())
-    assert isinstance(challenge, t.Challenge)
-    nonce = devices.decode_key(challenge.nonce)
-    forged = t.Hello(
-        tenant_id=device["tenant_id"], device_id=device["device_id"],
-        signature=sign_challenge(Ed25519PrivateKey.generate(), nonce, device["device_id"]),
-        version="test", platform="linux",
-    )  # fmt: skip
-    await socket.send(t.encode(forged))
+    socket, nonce = await say_hello(api, device, Ed25519PrivateKey.generate())
     assert await closed_with(socket) == t.CLOSE_UNAUTHENTICATED
 
     # a replayed signature: right key, an old nonce
-    socket = await ws_connect(tunnel_url(api))
-    await socket.recv()
-    replayed = t.Hello(
-        tenant_id=device["tenant_id"], device_id=device["device_id"],
-        signature=sign_challenge(key, nonce, device["device_id"]), version="test", platform="linux",
-    )  # fmt: skip
-    await socket.send(t.encode(replayed))
+    socket, _ = await say_hello(api, device, key, nonce=nonce)
     assert await closed_with(socket) == t.CLOSE_UNAUTHENTICATED
 
     # the device under another tenant's name is unknown there
     other = await _signup(api, "tunnel-other@example.com")
-    socket = await ws_connect(tunnel_url(api))
-    challenge = t.to_device(await socket.recv())
-    assert isinstance(challenge, t.Challenge)
-    elsewhere = t.Hello(
-        tenant_id=other["tenant_id"], device_id=device["device_id"],
-        signature=sign_challenge(key, devices.decode_key(challenge.nonce), device["device_id"]),
-        version="test", platform="linux",
-    )  # fmt: skip
-    await socket.send(t.encode(elsewhere))
+    socket, _ = await say_hello(api, device, key, tenant_id=other["tenant_id"])
     assert await closed_with(socket) == t.CLOSE_UNAUTHENTICATED
 
     # the real one
@@ -236,15 +228,7 @@ async def test_revoking_closes_the_tunnel_for_good_and_only_in_its_own_inbox(api
     )
     assert (imessage["state"], imessage["state_code"]) == ("action_required", "device_revoked")
 
-    socket = await ws_connect(tunnel_url(api))
-    challenge = t.to_device(await socket.recv())
-    assert isinstance(challenge, t.Challenge)
-    hello = t.Hello(
-        tenant_id=device["tenant_id"], device_id=device["device_id"],
-        signature=sign_challenge(key, devices.decode_key(challenge.nonce), device["device_id"]),
-        version="test", platform="linux",
-    )  # fmt: skip
-    await socket.send(t.encode(hello))
+    socket, _ = await say_hello(api, device, key)
     assert await closed_with(socket) == t.CLOSE_REVOKED
 
 

@@ -7,7 +7,7 @@ LOCK   := requirements.lock
 DATA   ?= .moltbot
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench faults docs clean chromium lock
+.PHONY: help install run test test-fast lint format bench faults docs clean chromium libmagic lock
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ lock: $(STAMP) ## pin every dependency with hashes into requirements.lock (after
 run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA)); ARGS="--cluster 3"
 	$(BIN)/moltbot --data $(DATA) up $(ARGS)
 
-test: $(STAMP) chromium ## run every test suite (unit, integration with real servers, slow, browser)
+test: $(STAMP) chromium libmagic ## run every test suite (unit, integration with real servers, slow, browser)
 	$(BIN)/pytest -q
 
 chromium: ## install Debian's Chromium for the browser tests, when missing
@@ -38,7 +38,13 @@ chromium: ## install Debian's Chromium for the browser tests, when missing
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: $(STAMP) ## unit and integration tests without the slow suites
+libmagic: ## install libmagic (neonize, the WhatsApp library, needs it at import), when missing
+	@ldconfig -p | grep -q 'libmagic\.so\.1' || { \
+		echo "Installing libmagic1 (WhatsApp's neonize)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends libmagic1; }
+
+test-fast: $(STAMP) libmagic ## unit and integration tests without the slow suites
 	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy

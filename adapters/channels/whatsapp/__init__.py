@@ -1,0 +1,20 @@
+"""WhatsApp: a linked device of the user's own WhatsApp account, through neonize (whatsmeow).
+
+In progress (issue 15): ``normalize`` turns neonize's ``MessageEv`` into canonical events
+(pure, table-tested on real protobuf messages). The session (QR and phone-code pairing, the
+session store), the connector and the registry entry come next; until then WhatsApp is not
+a channel anyone can connect. This module stays light: nothing here imports neonize, whose
+import loads its native library and configures the root logger.
+
+Ids are derived from WhatsApp's: a chat is ``stable_id("c", "whatsapp:<connection>:<chat
+jid>")``, a message ``stable_id("m", "whatsapp:<connection>:<chat jid>:<message id>")``.
+"""
+
+from __future__ import annotations
+
+from domain.connectors import Capabilities
+
+KIND = "whatsapp"
+CAPABILITIES = Capabilities(
+    max_text_length=4096, edits=True, deletes=True, reactions=True, typing=True, media=True
+)

@@ -1,7 +1,8 @@
 """WhatsApp: a linked device of the user's own WhatsApp account, through neonize (whatsmeow).
 
 In progress (issue 15): ``normalize`` turns neonize's ``MessageEv`` into canonical events
-(pure, table-tested on real protobuf messages). The session (QR and phone-code pairing, the
+and ``states`` says what a session's happenings mean on the channels page (both pure,
+table-tested; the first on real protobuf messages). The session (QR and phone-code pairing, the
 session store), the connector and the registry entry come next; until then WhatsApp is not
 a channel anyone can connect. This module stays light: nothing here imports neonize, whose
 import loads its native library and configures the root logger.

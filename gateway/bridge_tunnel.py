@@ -291,18 +291,18 @@ class TunnelSession:
         connection_id = self._by_kind.get(frame.kind)
         if connection_id is None:
             return  # a channel the device runs but the cloud does not know (or removed): nothing to show
-        await self._connection_state(connection_id, frame.state, frame.code, frame.message, frame.action)
+        changed = self._connection_state(connection_id, frame.state, frame.code, frame.message, frame.action)
+        await self._ctx.store.append(changed)
 
-    async def _connection_state(
+    def _connection_state(
         self, connection_id: str, state: ev.ConnectionState, code: str, message: str, action: str | None
-    ) -> None:
+    ) -> ev.ConnectionStateChanged:
         device = self._device
-        changed = ev.new_event(
+        return ev.new_event(
             ev.ConnectionStateChanged, tenant_id=device.tenant_id, aggregate_id=connection_id,
             actor=devices.actor(device.device_id),
             data=ev.ConnectionStateChangedData(state=state, code=code, message=message, action=action),
         )  # fmt: skip
-        await self._ctx.store.append(changed)
 
     # --- 4. outbound --------------------------------------------------------------------
 
@@ -348,12 +348,15 @@ class TunnelSession:
         await self.presence("offline", reason)
         if reason == "revoked":
             return
-        name = self._device.name
-        for connection_id in self._connections:
-            await self._connection_state(
-                connection_id, "degraded", "device_offline",
-                f"{name} is offline: messages wait until the bridge is back (up to 15 minutes).", "open_app",
-            )  # fmt: skip
+        waiting = (
+            f"{self._device.name} is offline: messages wait until the bridge is back (up to 15 minutes)."
+        )
+        states = [
+            self._connection_state(connection_id, "degraded", "device_offline", waiting, "open_app")
+            for connection_id in self._connections
+        ]
+        if states:
+            await self._ctx.store.append_many(states)  # one round of appends, not one per connection
 
     async def run(self) -> None:
         hello = await self.authenticate()

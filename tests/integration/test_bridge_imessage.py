@@ -135,7 +135,13 @@ async def until_texts(
             if conversation["channel"] == "imessage":
                 seen = await messages(api, account, conversation["conversation_id"])
                 if wanted <= {m["text"] for m in seen}:
-                    return conversation, seen
+                    # The list was read before the messages: read it again, as of them.
+                    [fresh] = [
+                        c
+                        for c in await conversations(api, account)
+                        if c["conversation_id"] == conversation["conversation_id"]
+                    ]
+                    return fresh, seen
         await asyncio.sleep(0.1)
     raise AssertionError(f"never saw {wanted}: {[m['text'] for m in seen]}")
 

@@ -10,7 +10,7 @@ letters; a connector only says how to talk to its provider. See docs/connectors.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -62,6 +62,26 @@ def typing_subject(tenant_id: str, channel: str, connection_id: str) -> str:
 
 def typing_filter(channel: str) -> str:
     return f"{subjects.LIVE_PREFIX}.*.typing.{subjects.token('channel', channel)}.*"
+
+
+class PairingCode(msgspec.Struct, frozen=True, kw_only=True):
+    """What a connection that pairs with a phone shows its owner, on LIVE only
+    (``live.<tenant>.qr.<connection>``, :func:`qr_subject`): a QR code to scan or a code to
+    type, while it is valid. It is a secret: it is never logged or stored in EVENTS.
+    ``kind`` "none" says there is no code to show any more (paired, or stopped asking)."""
+
+    connection_id: str
+    kind: Literal["qr", "pair_code", "none"]
+    code: str | None = None
+    expires_at: datetime | None = None
+
+
+def qr_subject(tenant_id: str, connection_id: str) -> str:
+    return subjects.live_subject(tenant_id, "qr", connection_id)
+
+
+def qr_filter(tenant_id: str) -> str:
+    return subjects.live_subject(tenant_id, "qr") + ".*"
 
 
 class Connector(Protocol):

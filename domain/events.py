@@ -147,16 +147,6 @@ class ConnectionStateChanged(Event, frozen=True, kw_only=True, tag="connection.s
     data: ConnectionStateChangedData
 
 
-class ConnectionQrIssuedData(Payload, frozen=True):
-    qr: str
-    expires_at: datetime
-
-
-class ConnectionQrIssued(Event, frozen=True, kw_only=True, tag="connection.qr_issued"):
-    AGGREGATE = CONNECTION
-    data: ConnectionQrIssuedData
-
-
 class ConnectionCredentialsRotatedData(Payload, frozen=True):
     key_id: str  # the vault key now encrypting the credentials, never the credentials
 
@@ -515,7 +505,6 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     UsageRecorded,
     ConnectionCreated,
     ConnectionStateChanged,
-    ConnectionQrIssued,
     ConnectionCredentialsRotated,
     ConnectionDeleted,
     ConversationCreated,

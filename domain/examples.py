@@ -68,12 +68,6 @@ def examples() -> list[ev.Event]:
             ),
         ),
         (
-            ev.ConnectionQrIssued,
-            CONNECTION_ID,
-            "connector:whatsapp:cn_01JD3V5W3S4N5P6Q7R8S9T0V1W",
-            ev.ConnectionQrIssuedData(qr="2@AbCdEf...", expires_at=AT),
-        ),
-        (
             ev.ConnectionCredentialsRotated,
             CONNECTION_ID,
             "operator:vault",

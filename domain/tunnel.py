@@ -5,15 +5,15 @@ The cloud speaks first (``challenge``); the device answers ``hello`` with its si
 connections. Then, both ways at once:
 
 - device → cloud: ``event`` (one canonical event with the device's local sequence),
-  ``state`` (a channel's state on the device), ``result`` (what became of a command),
-  ``ping`` every 15 s;
+  ``state`` (a channel's state on the device), ``code`` (a pairing code to show the owner,
+  live only), ``result`` (what became of a command), ``ping`` every 15 s;
 - cloud → device: ``ack`` (every event up to ``seq`` is stored), ``refused`` (an event the
   cloud will never store, with why: the device drops it), ``command`` (send this),
   ``pong``.
 
 The cloud closes with a code that says why: 4400 a frame it cannot read, 4401 the identity
 was not proven, 4403 the device is revoked, 4408 no heartbeat, 4409 the device opened a newer
-tunnel.
+tunnel, 4410 the device's connections changed (reconnect at once for the new ``welcome``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from domain.commands import SendMessage
+from domain.connectors import PairingCode
 from domain.events import ConnectionState
 
 HEARTBEAT_SECONDS = 15.0  # the device pings this often
@@ -39,6 +40,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_REVOKED = 4403
 CLOSE_SILENT = 4408
 CLOSE_REPLACED = 4409
+CLOSE_RECONNECT = 4410
 
 
 class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", forbid_unknown_fields=True):
@@ -87,6 +89,14 @@ class Ping(_Frame, frozen=True, tag="ping"):
     pass
 
 
+class Code(_Frame, frozen=True, tag="code"):
+    """A pairing code a channel on the device shows its owner (WhatsApp's QR codes): the
+    cloud puts it on LIVE only, never in the log."""
+
+    kind: str
+    code: PairingCode
+
+
 class File(_Frame, frozen=True, tag="file"):
     """The answer to ``fetch``: the file's bytes, or why there are none."""
 
@@ -104,7 +114,7 @@ class Part(_Frame, frozen=True, tag="part"):
     data: bytes
 
 
-FromDevice = Hello | EventFrame | Result | State | Ping | File | Part
+FromDevice = Hello | EventFrame | Result | State | Ping | Code | File | Part
 
 
 # --- cloud → device ------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from nats.aio.subscription import Subscription
 from adapters.channels.media import fetch_media
 from adapters.channels.registry import KINDS
 from adapters.media.store import MediaStore
-from adapters.nats import bridge_relay
+from adapters.nats import bridge_relay, pairing_codes
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.postgres import tenancy
@@ -55,6 +55,12 @@ FILE_TIMEOUT = 120.0  # an attachment of up to 20 MiB, through the tunnel
 COMMAND_TIMEOUT = 55.0  # a device that does not answer a send in this time: try again later
 PAIRING_LAG = 5.0  # a device paired a moment ago may not be in the read model yet
 # The kinds that run on a device only: their connections are made by the tunnel.
+# Why the cloud closes a tunnel when told to (bridge_relay.close_device's reasons).
+_CLOSINGS = {
+    "revoked": (t.CLOSE_REVOKED, "this device was revoked"),
+    "replaced": (t.CLOSE_REPLACED, "the device opened a newer tunnel"),
+    "reconnect": (t.CLOSE_RECONNECT, "the device's connections changed: open the tunnel again"),
+}
 BRIDGE_KINDS = tuple(kind for kind, entry in KINDS.items() if entry.runs_on == frozenset({"bridge"}))
 
 
@@ -172,8 +178,7 @@ class TunnelSession:
             self._subscriptions.append(await bridge_relay.serve_sends(nc, kind, connection_id, self._relay))
 
     async def _told_to_close(self, reason: str) -> None:
-        code = t.CLOSE_REVOKED if reason == "revoked" else t.CLOSE_REPLACED
-        detail = "this device was revoked" if reason == "revoked" else "the device opened a newer tunnel"
+        code, detail = _CLOSINGS.get(reason, _CLOSINGS["replaced"])
         if not self._closing.done():
             self._closing.set_result(Closed(code, detail))
 
@@ -203,6 +208,8 @@ class TunnelSession:
                 asked.set_result(frame)
         elif isinstance(frame, t.State):
             await self._record_state(frame)
+        elif isinstance(frame, t.Code):
+            await self._show_code(frame)
         else:
             raise Closed(t.CLOSE_BAD_FRAME, f"a {type(frame).__name__.lower()} frame after hello")
 
@@ -286,6 +293,14 @@ class TunnelSession:
         )
         await DeadLetters(self._ctx.store.nc.jetstream(timeout=10)).publish(letter)
         await self.send(t.Refused(seq=seq, reason=reason))
+
+    async def _show_code(self, frame: t.Code) -> None:
+        """A channel's pairing code, to the owner's screens (LIVE only) if the connection is
+        this device's own of that kind."""
+        if self._connections.get(frame.code.connection_id) != frame.kind:
+            log.warning("bridge_code_refused", device_id=self._device.device_id, kind=frame.kind)
+            return
+        await pairing_codes.publish(self._ctx.store.nc, self._device.tenant_id, frame.code)
 
     async def _record_state(self, frame: t.State) -> None:
         connection_id = self._by_kind.get(frame.kind)

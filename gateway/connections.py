@@ -37,11 +37,15 @@ GRANT UPDATE (team_id) ON gateway.webhooks TO moltbot_gateway;
 """
 
 
-class ChannelAccepted(msgspec.Struct, frozen=True):
+class ChannelAccepted(msgspec.Struct, frozen=True, omit_defaults=True):
     connection_id: str
     display_name: str
     event_id: str
     seq: int
+    # Where a provider configured by hand (Meta's dashboard) posts, and the verify token it
+    # checks that address with; only for such kinds (WhatsApp Business), absent otherwise.
+    webhook_url: str | None = None
+    verify_token: str | None = None
 
 
 def may_connect(who: Caller) -> None:
@@ -64,9 +68,11 @@ async def record(
     *,
     team_id: str | None = None,
     app_id: str | None = None,
+    device_id: str | None = None,
 ) -> ChannelAccepted:
     """Seal the credentials, then record the connection (created, connecting), with its
-    workspace (``team_id``) and, when installed by OAuth, its app."""
+    workspace (``team_id``), when installed by OAuth its app, and the device it runs on
+    (``device_id``: the Personal Bridge) when not in the cloud."""
     assert ctx.keyring is not None
     connection_id = ids.new_id(ids.CONNECTION)
     async with ctx.tenant(who.tenant_id) as conn:
@@ -79,7 +85,10 @@ async def record(
     actor = f"user:{who.user_id}"
     created = ev.new_event(
         ev.ConnectionCreated, tenant_id=who.tenant_id, aggregate_id=connection_id, actor=actor,
-        data=ev.ConnectionCreatedData(channel=kind, display_name=display_name),
+        data=ev.ConnectionCreatedData(
+            channel=kind, display_name=display_name, mode="cloud" if device_id is None else "bridge",
+            device_id=device_id,
+        ),
     )  # fmt: skip
     connecting = ev.new_event(
         ev.ConnectionStateChanged, tenant_id=who.tenant_id, aggregate_id=connection_id, actor=actor,

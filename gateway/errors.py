@@ -81,6 +81,7 @@ CHANNEL_ERRORS: dict[type[channel.ChannelError], tuple[int, str]] = {
     channel.ProviderUnreachable: (503, "provider_unavailable"),
     channel.InstallRejected: (400, "install_rejected"),
     channel.BadSignature: (401, "bad_signature"),
+    channel.SubscriptionRefused: (403, "verify_token_mismatch"),
     channel.BadRequest: (400, "invalid_request"),
     channel.WrongWorkspace: (403, "wrong_workspace"),
     channel.NotConnected: (404, "not_found"),

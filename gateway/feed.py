@@ -121,8 +121,9 @@ LIVE_QUEUE = 1000  # agent deltas held for one slow client before the oldest are
 
 
 @contextlib.asynccontextmanager
-async def live_signals(nc: Client, subject: str) -> AsyncIterator[asyncio.Queue[Msg]]:
-    """Short-lived signals (agent token deltas) on ``subject`` as they happen, no replay.
+async def live_signals(nc: Client, *subjects: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+    """Short-lived signals (agent token deltas, pairing codes) on ``subjects`` as they
+    happen, no replay.
 
     They are not part of the log: a client that drops misses the ones sent meanwhile, and
     the finished reply arrives as a message event anyway. A bounded queue keeps a slow
@@ -135,12 +136,13 @@ async def live_signals(nc: Client, subject: str) -> AsyncIterator[asyncio.Queue[
             queue.get_nowait()
         queue.put_nowait(msg)
 
-    subscription = await nc.subscribe(subject, cb=deliver)
+    subscriptions = [await nc.subscribe(subject, cb=deliver) for subject in subjects]
     try:
         yield queue
     finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
 
 def agent_deltas(tenant_id: str, conversation_id: str | None = None) -> str:

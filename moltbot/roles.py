@@ -13,7 +13,8 @@ import functools
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
@@ -142,6 +143,7 @@ async def run_outbox(nats: NatsTarget) -> None:
 # The kinds this cloud runs connectors for, from the channel registry (light: no provider SDK
 # loads here): every kind, those that run on a device too (their connector relays sends).
 CONNECTOR_KINDS = tuple(channel_registry.KINDS)
+SWEEP_EVERY = 30.0  # seconds between looks for the session data of removed connections
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class ChannelSettings:
     keyring: Keyring
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
     media: MediaStore | None = None  # where attachments are kept; None: they stay at the provider
+    # A kind's protocol library instead of its default (kind -> the library's client factory).
+    clients: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -176,11 +180,7 @@ async def run_connectors(
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
             store = EventStore(nc)
             entry = channel_registry.entry(kind)
-            if entry.connector is None:
-                connector: Connector = RelayedConnector(kind, entry.capabilities, nc)
-            elif entry.session is None:
-                connector = entry.connector(_no_credentials, ProviderEndpoints())
-            else:
+            if entry.session is not None:
                 if channels is None:
                     raise LookupError(f"the {kind} connector needs the database and the vault keys")
                 if directory is None:
@@ -190,6 +190,10 @@ async def run_connectors(
                     stack.push_async_callback(directory.close)
                 connector, sessions = await _provider(entry, nc, store, channels, directory, stack)
                 work.append(sessions.run())
+            elif entry.connector is None:
+                connector = RelayedConnector(kind, entry.capabilities, nc)
+            else:
+                connector = entry.connector(_no_credentials, ProviderEndpoints())
             config = spec.consumer(consumer_name(kind)).config
             backoff = tuple(ns / 1e9 for ns in config.get("backoff", ()))
             runtime = ConnectorRuntime(
@@ -216,25 +220,39 @@ async def _provider(
 ) -> tuple[Connector, SessionManager]:
     """A provider-backed kind's connector (sends) and session manager (live connections)."""
     kind, start_session = entry.kind, entry.session
-    assert start_session is not None and entry.connector is not None
-    made = entry.connector(directory.credentials, channels.endpoints)
-    connector = cast("channel_registry.ProviderConnector", made)  # kinds with sessions cache clients
-    stack.push_async_callback(connector.aclose)
+    assert start_session is not None
+    if entry.connector is None:  # the session answers the sends it holds (relayed to it)
+        connector: Connector = RelayedConnector(kind, entry.capabilities, nc, holder=entry.provider)
+        forget: Callable[[str], None] = lambda connection_id: None  # noqa: E731 - nothing cached
+    else:
+        made = cast(
+            "channel_registry.ProviderConnector", entry.connector(directory.credentials, channels.endpoints)
+        )
+        stack.push_async_callback(made.aclose)
+        connector, forget = made, made.forget
+
+    def env(tenant_id: str, connection_id: str, secret: dict[str, str]) -> channel_registry.SessionEnv:
+        return channel_registry.SessionEnv(
+            store=store, tenant_id=tenant_id, connection_id=connection_id, secret=secret,
+            endpoints=channels.endpoints, media=channels.media, nc=nc, database_url=channels.database_url,
+            pool=directory.pool, new_client=channels.clients.get(kind),
+        )  # fmt: skip
 
     async def session(connection_id: str) -> None:
         tenant_id, secret = await directory.owner_and_credentials(connection_id)
-        if tenant_id is None or not secret.get("token"):
+        if tenant_id is None or not secret:
             log.warning("connection_without_credentials", kind=kind, connection_id=connection_id)
             return
-        connector.forget(connection_id)  # a reconnect may have brought new credentials
-        await start_session(
-            channel_registry.SessionEnv(
-                store=store, tenant_id=tenant_id, connection_id=connection_id, secret=secret,
-                endpoints=channels.endpoints, media=channels.media,
-            )
-        )  # fmt: skip
+        forget(connection_id)  # a reconnect may have brought new credentials
+        await start_session(env(tenant_id, connection_id, secret))
+
+    forget_removed, swept_at = entry.forget_removed, 0.0
 
     async def live() -> set[str]:
+        nonlocal swept_at
+        if forget_removed is not None and time.monotonic() - swept_at > SWEEP_EVERY:
+            swept_at = time.monotonic()
+            await forget_removed(env("", "", {}))
         return await directory.live(kind)
 
     typing = getattr(connector, "typing", None)

@@ -46,11 +46,12 @@ async def channel_of(conn: Connection, connection_id: str) -> str | None:
 
 
 async def live(conn: Connection, channel: str) -> set[str]:
-    """Connections of ``channel`` that should have a session: not deleted, not waiting
-    for a person to act (a revoked token stays down until it is connected again)."""
+    """Connections of ``channel`` that should have a session in the cloud: not deleted, not
+    on a device, not waiting for a person to act (a revoked token stays down until it is
+    connected again)."""
     cur = await conn.execute(
-        "SELECT connection_id FROM rm_connections.connections"
-        " WHERE channel = %s AND deleted_at IS NULL AND state <> 'action_required'",
+        "SELECT connection_id FROM rm_connections.connections WHERE channel = %s"
+        " AND deleted_at IS NULL AND state <> 'action_required' AND mode = 'cloud'",
         (channel,),
     )
     return {row["connection_id"] for row in await cur.fetchall()}

@@ -236,6 +236,13 @@ def slack_app() -> SlackApp | None:
 
 
 @pytest.fixture
+def channel_clients() -> dict[str, Any]:
+    """Protocol libraries the connectors use instead of a kind's own (kind -> client
+    factory; a module with a fake WhatsApp sets one)."""
+    return {}
+
+
+@pytest.fixture
 def limits() -> Limits:
     """The gateway's rate limits and stream caps (a module may set smaller ones)."""
     return Limits()
@@ -252,6 +259,7 @@ async def api(
     slack_app: SlackApp | None,
     public_url: str | None,
     media_store: MediaStore,
+    channel_clients: dict[str, Any],
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -284,6 +292,7 @@ async def api(
                     keyring,
                     endpoints=endpoints,
                     media=media_store,
+                    clients=channel_clients,
                 ),
             )
         ),

@@ -3,6 +3,7 @@ device can host (the device-side twin of ``adapters/channels/registry.py``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,25 @@ def imessage_paths(environ: dict[str, str]) -> tuple[Path, str] | None:
     if db and osascript and Path(db).is_file() and os.access(osascript, os.X_OK):
         return Path(db), osascript
     return None
+
+
+def chosen(env: DeviceEnv, data_dir: Path) -> dict[str, Callable[..., DeviceChannel]]:
+    """The channels this device can run when its owner connects them here (``"mode":
+    "bridge"``), by kind: each makes the channel for its connection id and how to show
+    pairing codes (``adapters.bridge.device.OnDemand``)."""
+    if importlib.util.find_spec("neonize") is None:
+        return {}
+
+    def whatsapp(connection_id: str, show: Callable[[t.Code], Awaitable[None]]) -> DeviceChannel:
+        from adapters.channels.whatsapp.device import WhatsAppDeviceChannel
+        from adapters.channels.whatsapp.neonize_client import new_client
+
+        return WhatsAppDeviceChannel(
+            tenant_id=env.tenant_id, device_id=env.device_id, connection_id=connection_id,
+            data_dir=data_dir, new_client=new_client, show=show,
+        )  # fmt: skip
+
+    return {"whatsapp": whatsapp}
 
 
 def available(env: DeviceEnv) -> list[DeviceChannel]:

@@ -6,6 +6,11 @@ On every (re)connect: prove the key (sign the nonce), resend every event not ack
 (oldest first), and report each channel's last state again. A command is answered from the
 ``executed`` table when it was carried out before, so a redelivery is never sent twice.
 A revocation (close code 4403) ends the program: the identity is gone for good.
+
+Channels the owner chooses to run here (WhatsApp: ``on_demand``) start when the cloud's
+``welcome`` names a connection of their kind, and stop (forgetting their session) when it
+no longer does; the cloud closes the tunnel with 4410 when that changes, and the bridge
+opens it again at once.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,14 @@ HEALTHY_AFTER = 60.0  # a tunnel up this long resets the backoff
 SEND_BATCH = 200
 
 
+OnDemand = Callable[[str, Callable[[t.Code], Awaitable[None]]], DeviceChannel]
+"""Makes a channel run by choice for its connection id, given how to show pairing codes."""
+
+
+class _Reconnect(Exception):
+    """The cloud asked for the tunnel to be opened again at once (the connections changed)."""
+
+
 class Revoked(Exception):
     """The cloud revoked this device: pair again to use the bridge."""
 
@@ -59,11 +72,15 @@ class Bridge:
         *,
         version: str,
         platform: str,
+        on_demand: Mapping[str, OnDemand] | None = None,
     ) -> None:
         self._pairing = pairing
         self._key = key
         self._store = store
         self._channels = {channel.kind: channel for channel in channels}
+        self._on_demand = dict(on_demand or {})
+        self._chosen: dict[str, tuple[str, asyncio.Task[None]]] = {}  # kind -> (connection, its task)
+        self._tasks: asyncio.TaskGroup | None = None
         self._version = version
         self._platform = platform
         self._queued = asyncio.Event()  # the outbox has something new
@@ -85,9 +102,35 @@ class Bridge:
     async def run(self) -> None:
         """Read the channels and keep the tunnel open until cancelled or revoked."""
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             for channel in self._channels.values():
                 tasks.create_task(channel.produce(self._store, self.nudge, self.report))
             tasks.create_task(self._keep_tunnel())
+
+    async def _run_chosen(self, welcome: t.Welcome) -> None:
+        """Start the channels run by choice that the cloud has a connection for; stop (and
+        forget) those it no longer has."""
+        assert self._tasks is not None
+        for kind, (connection_id, task) in list(self._chosen.items()):
+            if welcome.connections.get(kind) != connection_id:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                channel = self._channels.pop(kind, None)
+                forget = getattr(channel, "forget", None)
+                if forget is not None:
+                    await forget()
+                del self._chosen[kind]
+                log.info("bridge_channel_removed", kind=kind, connection_id=connection_id)
+        for kind, make in self._on_demand.items():
+            wanted = welcome.connections.get(kind)
+            if wanted is None or kind in self._chosen:
+                continue
+            channel = make(wanted, self._send)
+            self._channels[kind] = channel
+            task = self._tasks.create_task(channel.produce(self._store, self.nudge, self.report))
+            self._chosen[kind] = (wanted, task)
+            log.info("bridge_channel_started", kind=kind, connection_id=wanted)
 
     async def _keep_tunnel(self) -> None:
         delay = BACKOFF_FIRST
@@ -98,6 +141,9 @@ class Bridge:
                 await self._tunnel_once()
             except Revoked:
                 raise
+            except _Reconnect:
+                log.info("bridge_reconnecting_now")
+                continue
             except Exception as exc:  # the network, the gateway restarting, a refused hello
                 log.warning("bridge_tunnel_down", error=repr(exc))
             self.connected.clear()
@@ -128,6 +174,8 @@ class Bridge:
                 received = error.rcvd
                 if received is not None and received.code == t.CLOSE_REVOKED:
                     raise Revoked(received.reason) from None
+                if received is not None and received.code == t.CLOSE_RECONNECT:
+                    raise _Reconnect(received.reason) from None
                 why = f"{received.code} {received.reason}" if received is not None else "no close frame"
                 raise ConnectionError(f"tunnel closed: {why}") from None
             finally:
@@ -138,7 +186,12 @@ class Bridge:
         if not isinstance(challenge, t.Challenge):
             raise ConnectionError("the cloud did not start with a challenge")
         nonce = devices.decode_key(challenge.nonce)
-        capabilities = tuple(c for channel in self._channels.values() for c in channel.capabilities)
+        hostable = tuple(c for kind in self._on_demand for c in (f"{kind}.read", f"{kind}.send"))
+        capabilities = tuple(
+            dict.fromkeys(
+                (*(c for channel in self._channels.values() for c in channel.capabilities), *hostable)
+            )
+        )
         hello = t.Hello(
             tenant_id=self._pairing.tenant_id, device_id=self._pairing.device_id,
             signature=sign_challenge(self._key, nonce, self._pairing.device_id),
@@ -148,6 +201,7 @@ class Bridge:
         welcome = t.to_device(await asyncio.wait_for(socket.recv(), 30))
         if not isinstance(welcome, t.Welcome):
             raise ConnectionError(f"expected welcome, got {type(welcome).__name__}")
+        await self._run_chosen(welcome)
 
     async def _send(self, frame: Any) -> None:
         await self._send_raw(msgspec.json.encode(frame))

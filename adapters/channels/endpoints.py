@@ -14,6 +14,7 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     discord_api_base: str | None = None  # Discord REST base, …/api/v10
     discord_gateway_url: str | None = None  # Discord gateway WebSocket
     discord_cdn_base: str | None = None  # stands in for https://cdn.discordapp.com (attachments)
+    whatsapp_business_api_base: str | None = None  # Graph API base with its version, …/v21.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProviderEndpoints:
@@ -23,4 +24,5 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
             discord_api_base=environ.get("MOLTBOT_DISCORD_API_BASE") or None,
             discord_gateway_url=environ.get("MOLTBOT_DISCORD_GATEWAY_URL") or None,
             discord_cdn_base=environ.get("MOLTBOT_DISCORD_CDN_BASE") or None,
+            whatsapp_business_api_base=environ.get("MOLTBOT_WHATSAPP_BUSINESS_API_BASE") or None,
         )

@@ -34,6 +34,10 @@ class BadSignature(ChannelError):
     """A webhook request is not signed (or not fresh, or lacks the secret): store nothing."""
 
 
+class SubscriptionRefused(ChannelError):
+    """A provider's check of a webhook address (Meta's ``hub.challenge``) with another verify token."""
+
+
 class BadRequest(ChannelError):
     """A webhook or connect request whose body the provider's format does not allow."""
 

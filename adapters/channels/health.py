@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import stamina
 
@@ -81,6 +81,14 @@ class StateReporter:
         self._log.info(f"{self._kind}_connection_state", state=state, code=code)
 
 
+class Reports(Protocol):
+    """Where a link's states go: :class:`StateReporter` in the cloud, the tunnel on a device."""
+
+    async def report(
+        self, state: ev.ConnectionState, code: str, message: str, *, action: str | None = None
+    ) -> None: ...
+
+
 class Refused(Exception):
     """The provider refused the connection for good (token, settings): a person must act."""
 
@@ -116,7 +124,7 @@ class _Relink(Exception):
 
 async def stay_linked(
     link: Callable[[], Awaitable[bool]],
-    reporter: StateReporter,
+    reporter: Reports,
     backoff: Backoff,
     *,
     kind: str,

@@ -6,7 +6,7 @@ by the provider is stored once)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -32,12 +32,14 @@ def file_kind(mime: str | None) -> FileKind:
 @dataclass(frozen=True)
 class Origin:
     """Where a delivery comes from: the channel kind, whose inbox, which connection; ``now``
-    dates its events (None: when they are made)."""
+    dates its events (None: when they are made); ``actor`` records them (None: the
+    connection's connector; a Personal Bridge device records its own as ``device:<id>``)."""
 
     kind: str
     tenant_id: str
     connection_id: str
     now: datetime | None
+    actor: str | None = field(default=None, kw_only=True)
 
     def event(
         self, event_cls: type[ev.E], conversation_id: str, data: msgspec.Struct, event_id: str | None = None
@@ -47,7 +49,7 @@ class Origin:
             event_cls,
             tenant_id=self.tenant_id,
             aggregate_id=conversation_id,
-            actor=connection_actor(self.kind, self.connection_id),
+            actor=self.actor or connection_actor(self.kind, self.connection_id),
             occurred_at=self.now,
             event_id=event_id,
             data=data,

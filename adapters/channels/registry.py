@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from adapters.channels import discord, imessage, slack, telegram, webchat
+from adapters.channels import discord, imessage, slack, telegram, webchat, whatsapp, whatsapp_business
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
@@ -25,6 +25,10 @@ from domain.agent import DEFAULT_MAX_TEXT_LENGTH
 from domain.connectors import Capabilities, Connector
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from psycopg_pool import AsyncConnectionPool
+
+    from adapters.channels.whatsapp.client import NewClient as NewWhatsAppClient
     from adapters.media.store import MediaStore
     from domain.ports import EventStore
 
@@ -47,6 +51,16 @@ class Webhook(Protocol):
     ) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class SubscriptionCheck(Protocol):
+    """A webhook the provider checks before posting to it (Meta's ``hub.challenge``), on
+    ``GET /v1/webhooks/{kind}/{connection_id}``; a kind's webhook without it answers 404 there."""
+
+    async def confirm(self, hooks: Any, connection_id: str, query: Mapping[str, str]) -> str:
+        """The body to answer (the challenge); a channel error when the check fails."""
+        ...
+
+
 @dataclass(frozen=True)
 class ConnectEnv:
     """What a connect flow may use besides the body."""
@@ -63,7 +77,10 @@ class Connected:
     display_name: str
     secret: dict[str, str]
     team_id: str | None = None  # the workspace deliveries must name, where a provider has them
+    device_id: str | None = None  # the Personal Bridge device it runs on (None: the cloud)
     then: Callable[[str], Awaitable[None]] | None = None  # called with the new connection id
+    # shown once, with the connection's webhook URL, to paste in the provider's dashboard
+    verify_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,10 @@ class SessionEnv:
     secret: Mapping[str, str]
     endpoints: ProviderEndpoints
     media: MediaStore | None
+    nc: Client | None = None  # for what a session shows live or answers (pairing codes, relayed sends)
+    database_url: str | None = None  # the product's database (a session store of the kind's own)
+    pool: AsyncConnectionPool[Any] | None = None  # connections to it as the connectors' login
+    new_client: Callable[..., Any] | None = None  # the kind's protocol library, when not its default
 
 
 @dataclass(frozen=True)
@@ -84,14 +105,18 @@ class ChannelKind:
     provider: str  # its name for people: "Connecting to Telegram…"
     capabilities: Capabilities
     runs_on: frozenset[Where]
-    # None: the kind runs on a device only; the cloud relays its sends to the device's
-    # tunnel (adapters/channels/relayed.py) and the tunnel makes its connections.
+    # None: the cloud relays its sends (adapters/channels/relayed.py) to whoever holds the
+    # connection's session: a device's tunnel, or the connector replica holding a cloud
+    # session that answers them itself (WhatsApp).
     connector: Callable[[Credentials, ProviderEndpoints], Connector] | None = None
     connect_body: type[msgspec.Struct] | None = None  # None: not connected by a person
     connect: Callable[[Any, ConnectEnv], Awaitable[Connected]] | None = None
     session: Callable[[SessionEnv], Awaitable[None]] | None = None  # None: no live session
     webhook: Callable[[], Webhook] | None = None  # None: the provider does not push
     installer: Callable[[], Installer] | None = None  # None: no "Add to …" (OAuth) install
+    # Called now and then by the connectors with the env of no session in particular
+    # (tenant and connection ""): forget the session data of removed connections.
+    forget_removed: Callable[[SessionEnv], Awaitable[None]] | None = None
 
 
 async def _hold() -> None:
@@ -243,6 +268,134 @@ async def _discord_session(env: SessionEnv) -> None:
     await DiscordSession(env).run()
 
 
+# --- WhatsApp --------------------------------------------------------------------------------
+
+
+class WhatsAppConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Link the user's own WhatsApp account as a device: in the cloud (the session's keys in
+    the product's database) or on their Personal Bridge ``device_id`` (the keys stay on that
+    device). With ``phone_number`` the channels page shows a code to type on the phone
+    instead of a QR code to scan."""
+
+    mode: Literal["cloud", "bridge"] = "cloud"
+    device_id: str | None = None
+    phone_number: str | None = None  # with the country code: "+49 151 2345678"
+
+
+async def _whatsapp_connect(body: WhatsAppConnect, env: ConnectEnv) -> Connected:
+    from adapters.channels.errors import BadRequest
+
+    if body.mode == "bridge" and not body.device_id:
+        raise BadRequest(
+            "device_id names the paired device (GET /v1/devices) to run WhatsApp on.", field="device_id"
+        )
+    if body.mode == "cloud" and body.device_id:
+        raise BadRequest('device_id is for "mode": "bridge".', field="device_id")
+    if body.mode == "bridge" and body.phone_number:
+        raise BadRequest(
+            "On the Personal Bridge, link by QR code (a code to type instead is planned there).",
+            field="phone_number",
+        )
+    secret: dict[str, str] = {"mode": body.mode}
+    if body.phone_number is not None:
+        digits = "".join(ch for ch in body.phone_number if ch.isdigit())
+        if not 8 <= len(digits) <= 15 or body.phone_number.strip().lstrip("+")[:1] == "0":
+            raise BadRequest(
+                "phone_number must be your WhatsApp number with its country code, e.g. +49 151 2345678.",
+                field="phone_number",
+            )
+        secret["phone_number"] = digits
+    return Connected("WhatsApp", secret, device_id=body.device_id)
+
+
+async def _whatsapp_session(env: SessionEnv) -> None:
+    from adapters.channels.whatsapp.session import WhatsAppSession
+    from adapters.channels.whatsapp.store import SessionStore, ensure_schema, library_dsn
+
+    assert env.nc is not None and env.pool is not None and env.database_url is not None
+    async with env.pool.connection() as conn:
+        await ensure_schema(conn)
+    library: NewWhatsAppClient = env.new_client or _neonize()
+    session = WhatsAppSession(
+        env, nc=env.nc, new_client=library, database=library_dsn(env.database_url),
+        sessions=SessionStore(env.pool),
+    )  # fmt: skip
+    await session.run()
+
+
+def _neonize() -> NewWhatsAppClient:
+    """The real library, imported only here: it loads a native library and takes seconds."""
+    from adapters.channels.whatsapp.neonize_client import new_client
+
+    return new_client
+
+
+async def _whatsapp_forget_removed(env: SessionEnv) -> None:
+    from adapters.channels.whatsapp.store import SessionStore, ensure_schema
+
+    assert env.pool is not None
+    async with env.pool.connection() as conn:
+        await ensure_schema(conn)
+    await SessionStore(env.pool).forget_removed()
+
+
+# --- WhatsApp Business -----------------------------------------------------------------------
+
+
+class WhatsAppBusinessConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A business phone number on Meta's Cloud API: an access token that reaches it, its phone
+    number id, the app's secret (Meta signs deliveries with it) and, optionally, the verify
+    token to paste in Meta's dashboard (one is made when not given)."""
+
+    access_token: str
+    phone_number_id: str
+    app_secret: str
+    verify_token: str | None = None
+
+
+async def _whatsapp_business_connect(body: WhatsAppBusinessConnect, env: ConnectEnv) -> Connected:
+    import secrets
+
+    from adapters.channels.errors import BadRequest
+    from adapters.channels.whatsapp_business import client
+
+    if env.public_url is None:
+        raise BadRequest(
+            "Meta posts WhatsApp messages to this gateway, so it needs its public https address"
+            " (MOLTBOT_PUBLIC_URL); set it, then connect again."
+        )
+    app_secret = body.app_secret.strip()
+    if not app_secret:
+        detail = "The app secret is empty: copy it from Meta's dashboard, App settings → Basic."
+        raise BadRequest(detail, field="app_secret")
+    token, phone_number_id = body.access_token.strip(), body.phone_number_id.strip()
+    number = await client.connect(token, phone_number_id, api_base=env.endpoints.whatsapp_business_api_base)
+    verify_token = (body.verify_token or "").strip() or secrets.token_urlsafe(24)
+    secret = {
+        "token": token, "phone_number_id": phone_number_id, "app_secret": app_secret,
+        "verify_token": verify_token, "display_phone_number": number.display_phone_number,
+    }  # fmt: skip
+    return Connected(number.shown_as, secret, verify_token=verify_token)
+
+
+def _whatsapp_business_connector(credentials: Credentials, endpoints: ProviderEndpoints) -> Connector:
+    from adapters.channels.whatsapp_business.connector import WhatsAppBusinessConnector
+
+    return WhatsAppBusinessConnector(credentials, api_base=endpoints.whatsapp_business_api_base)
+
+
+async def _whatsapp_business_session(env: SessionEnv) -> None:
+    from adapters.channels.whatsapp_business.session import WhatsAppBusinessSession
+
+    await WhatsAppBusinessSession(env).run()  # Meta posts to the gateway; this checks the token
+
+
+def _whatsapp_business_webhook() -> Webhook:
+    from adapters.channels.whatsapp_business.webhook import WhatsAppBusinessWebhook
+
+    return WhatsAppBusinessWebhook()
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 KINDS: Mapping[str, ChannelKind] = {
@@ -289,10 +442,31 @@ KINDS: Mapping[str, ChannelKind] = {
             session=_discord_session,
         ),
         ChannelKind(
+            kind=whatsapp.KIND,
+            provider="WhatsApp",
+            capabilities=whatsapp.CAPABILITIES,
+            runs_on=frozenset({"cloud", "bridge"}),
+            connect_body=WhatsAppConnect,
+            connect=_whatsapp_connect,
+            session=_whatsapp_session,
+            forget_removed=_whatsapp_forget_removed,
+        ),
+        ChannelKind(
             kind=imessage.KIND,
             provider="iMessage",
             capabilities=imessage.CAPABILITIES,
             runs_on=frozenset({"bridge"}),
+        ),
+        ChannelKind(
+            kind=whatsapp_business.KIND,
+            provider="WhatsApp Business",
+            capabilities=whatsapp_business.CAPABILITIES,
+            runs_on=frozenset({"cloud"}),
+            connector=_whatsapp_business_connector,
+            connect_body=WhatsAppBusinessConnect,
+            connect=_whatsapp_business_connect,
+            session=_whatsapp_business_session,
+            webhook=_whatsapp_business_webhook,
         ),
     )
 }

@@ -1,10 +1,11 @@
-"""The cloud connector of a kind that runs on a device (the Personal Bridge): it hands each
-send to the gateway holding the device's tunnel (``adapters/nats/bridge_relay``) and turns
-the device's answer into what the shared runtime understands.
+"""The cloud connector of a kind whose sends go to whoever holds the connection's session:
+the gateway holding a device's tunnel (the Personal Bridge), or the connector replica
+holding a cloud WhatsApp session. It asks over ``adapters/nats/bridge_relay`` and turns the
+answer into what the shared runtime understands.
 
-A device that is offline defers the send; once the command is older than
-:data:`domain.commands.SEND_EXPIRY` (15 minutes) it fails with ``device_offline``, because a
-message sent that late is worse than one reported as not sent.
+A holder that is offline (nobody answers, or it answers "deferred") defers the send; once
+the command is older than :data:`domain.commands.SEND_EXPIRY` (15 minutes) it fails with
+``device_offline``, because a message sent that late is worse than one reported as not sent.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ ANSWER_TIMEOUT = 60.0  # the tunnel waits 55 s for the device; this is the reque
 
 
 class RelayedConnector:
-    def __init__(self, kind: str, capabilities: Capabilities, nc: Client) -> None:
+    def __init__(
+        self, kind: str, capabilities: Capabilities, nc: Client, *, holder: str = "The bridge device"
+    ) -> None:
         self.kind = kind
         self.capabilities = capabilities
         self._nc = nc
+        self._holder = holder  # who is offline, for people: "The bridge device", "WhatsApp"
 
     async def send(self, command: SendMessage) -> Delivered:
         payload = msgspec.json.encode(command)
@@ -36,17 +40,27 @@ class RelayedConnector:
                 self._nc, command.channel, command.connection_id, payload, ANSWER_TIMEOUT
             )
         except bridge_relay.DeviceUnreachable:
-            waited = datetime.now(UTC) - command.requested_at
-            if waited >= SEND_EXPIRY:
-                minutes = int(SEND_EXPIRY.total_seconds() // 60)
-                raise SendRejected(
-                    "device_offline", f"The bridge device was offline for more than {minutes} minutes."
-                ) from None
-            retry = min(OFFLINE_RETRY, max(1.0, (SEND_EXPIRY - waited).total_seconds()))
-            raise SendDeferred("the bridge device is offline", retry_after=retry) from None
+            self._expire(command)
+            raise SendDeferred(f"{self._holder} is offline", retry_after=_retry(command)) from None
         except TimeoutError as exc:
             raise SendDeferred(str(exc)) from None
-        return answered(msgspec.json.decode(raw, type=t.Result))
+        result = msgspec.json.decode(raw, type=t.Result)
+        if result.outcome == "deferred":
+            self._expire(command)
+        return answered(result)
+
+    def _expire(self, command: SendMessage) -> None:
+        """Fail a send that waited too long for its holder to be online."""
+        if datetime.now(UTC) - command.requested_at >= SEND_EXPIRY:
+            minutes = int(SEND_EXPIRY.total_seconds() // 60)
+            raise SendRejected(
+                "device_offline", f"{self._holder} was offline for more than {minutes} minutes."
+            )
+
+
+def _retry(command: SendMessage) -> float:
+    waited = datetime.now(UTC) - command.requested_at
+    return min(OFFLINE_RETRY, max(1.0, (SEND_EXPIRY - waited).total_seconds()))
 
 
 def answered(result: t.Result) -> Delivered:

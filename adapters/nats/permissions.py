@@ -99,7 +99,9 @@ def _own_inbox(role: str) -> tuple[str, ...]:
 
 def _connector(kind: str) -> Permissions:
     """A connector: its commands, its sessions' leases (keys ``<kind>.<connection>``),
-    the typing signals for its channel, and appending what its provider reports."""
+    the typing signals for its channel, appending what its provider reports, the pairing
+    codes its sessions show (``live.<tenant>.qr.<connection>``), and answering the sends
+    relayed to a session it holds (``bridge.<kind>.<connection>.send``, WhatsApp's)."""
     role = connector_role(kind)
     lease_keys = f"$KV.connector_leases.{kind}.>"
     return Permissions(
@@ -108,12 +110,14 @@ def _connector(kind: str) -> Permissions:
             *_APPENDS,
             *_DEAD_LETTERS,
             *_durable("COMMANDS", role),
-            f"bridge.{kind}.>",  # a bridge kind hands its sends to the device's tunnel
+            f"bridge.{kind}.>",  # a relayed kind hands its sends to whoever holds the session
             "$JS.API.STREAM.INFO.KV_connector_leases",
             f"$JS.API.DIRECT.GET.KV_connector_leases.{lease_keys}",
             lease_keys,
+            "live.*.qr.*",
         ),
-        subscribe=(*_own_inbox(role), f"live.*.typing.{kind}.*"),
+        subscribe=(*_own_inbox(role), f"live.*.typing.{kind}.*", f"bridge.{kind}.*.send"),
+        allow_responses=True,
     )
 
 
@@ -123,7 +127,16 @@ def _fixed_roles() -> dict[str, Permissions]:
             # Commands from people become events; live signals go out to their tenant's clients.
             # It holds the bridge tunnels: it answers the sends of the devices' connections,
             # closes tunnels on any gateway, and dead-letters what a device sent that it refused.
-            publish=(*_reads_events(), *_APPENDS, *_DEAD_LETTERS, "bridge.device.>"),
+            # It shows the pairing codes a device's channel sends up its tunnel (LIVE), and reads
+            # a connection's code back for a client that asks.
+            publish=(
+                *_reads_events(),
+                *_APPENDS,
+                *_DEAD_LETTERS,
+                "bridge.device.>",
+                "live.*.qr.*",
+                "$JS.API.DIRECT.GET.LIVE.live.*.qr.*",
+            ),
             subscribe=(*_own_inbox(GATEWAY), "live.>", "bridge.>"),
             allow_responses=True,
         ),

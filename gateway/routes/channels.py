@@ -10,7 +10,9 @@ credentials; its session stops.
 
 ``POST /v1/webhooks/{kind}/{connection_id}`` (a connection's own address) and
 ``POST /v1/webhooks/{kind}`` (the deployment app's Request URL) hand a provider's delivery
-to the kind's webhook, which checks its signature or secret before anything is stored.
+to the kind's webhook, which checks its signature or secret before anything is stored;
+``GET /v1/webhooks/{kind}/{connection_id}`` answers a provider's check of that address
+(Meta's ``hub.challenge``) for the kinds whose webhook makes one.
 OAuth installs ("Add to …") are ``gateway/routes/installs.py``. The errors of the channels
 are answered by ``gateway/errors.py``.
 """
@@ -21,11 +23,13 @@ import re
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, delete, post
+import segno
+from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 from litestar.params import FromPath
 
-from adapters.channels.registry import KINDS, ChannelKind, ConnectEnv
+from adapters.channels.registry import KINDS, ChannelKind, ConnectEnv, SubscriptionCheck
+from adapters.nats import bridge_relay, pairing_codes
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from gateway.auth import Caller
@@ -33,7 +37,7 @@ from gateway.connections import WEBHOOKS_SQL, ChannelAccepted, GatewayHooks, may
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.routes.installs import OAUTH_STATES_SQL, install_routes
-from projections import connections_queries
+from projections import connections_queries, devices_queries
 
 __all__ = ["OAUTH_STATES_SQL", "WEBHOOKS_SQL", "channels_router"]
 
@@ -71,12 +75,46 @@ async def connect(
     may_connect(who)
     need_vault(ctx)
     connected = await entry.connect(body, ConnectEnv(endpoints=ctx.endpoints, public_url=ctx.public_url))
+    if connected.device_id is not None:
+        await _may_host(ctx, who, kind, connected.device_id)
     accepted = await record(
-        ctx, who, kind, connected.display_name, connected.secret, entry.provider, team_id=connected.team_id
-    )
+        ctx, who, kind, connected.display_name, connected.secret, entry.provider, team_id=connected.team_id,
+        device_id=connected.device_id,
+    )  # fmt: skip
+    if connected.device_id is not None:  # the device opens its tunnel again and is welcomed with it
+        await bridge_relay.close_device(ctx.store.nc, connected.device_id, "reconnect")
     if connected.then is not None:
         await connected.then(accepted.connection_id)
+    if connected.verify_token is not None:  # the person pastes both in the provider's dashboard
+        url = f"{ctx.public_url or ''}/v1/webhooks/{kind}/{accepted.connection_id}"
+        accepted = msgspec.structs.replace(accepted, webhook_url=url, verify_token=connected.verify_token)
     return accepted
+
+
+async def _may_host(ctx: GatewayContext, who: Caller, kind: str, device_id: str) -> None:
+    """Refuse (4xx, saying why) to run ``kind`` on a device that cannot host it now."""
+    async with ctx.tenant(who.tenant_id) as conn:
+        device = await devices_queries.device(conn, device_id)
+        hosted = await connections_queries.channels(conn, who.tenant_id, device_id=device_id)
+    if device is None or device.tenant_id != who.tenant_id:
+        detail = f"No device {device_id} in your inbox (GET /v1/devices)."
+        raise ApiError(404, "not_found", detail, field="device_id")
+    if device.revoked_at is not None:
+        detail = f"{device.name} was revoked: pair it again first."
+        raise ApiError(409, "device_revoked", detail, field="device_id")
+    if f"{kind}.read" not in device.capabilities:
+        offers = ", ".join(device.capabilities) or "nothing"
+        raise ApiError(
+            409, "not_hostable",
+            f"The bridge on {device.name} cannot run {kind} (it offers: {offers});"
+            " update it to the latest moltbot and start it again.",
+            field="device_id",
+        )  # fmt: skip
+    if any(channel.channel == kind for channel in hosted):
+        raise ApiError(
+            409, "already_connected", f"{device.name} runs a {kind} channel already; remove it first.",
+            field="device_id",
+        )  # fmt: skip
 
 
 async def _webhook(
@@ -96,6 +134,20 @@ async def connection_webhook(
 ) -> Response[Any]:
     """A provider's delivery to one connection (its secret or signature is checked first)."""
     return await _webhook(ctx, kind, connection_id, request)
+
+
+@get("/webhooks/{kind:str}/{connection_id:str}", include_in_schema=False, cache=False)
+async def connection_webhook_check(
+    ctx: Ctx, kind: FromPath[str], connection_id: FromPath[str], request: Request[Any, Any, Any]
+) -> Response[str]:
+    """A provider checking a connection's address before posting there (Meta's ``hub.challenge``):
+    the kind's answer as text, 404 for kinds that make no such check."""
+    entry = _kind(kind)
+    webhook = entry.webhook() if entry.webhook is not None else None
+    if not isinstance(webhook, SubscriptionCheck):
+        raise ApiError(404, "not_found", f"{entry.provider} does not check this gateway's address.")
+    answer = await webhook.confirm(GatewayHooks(ctx), connection_id, dict(request.query_params))
+    return Response(answer, media_type="text/plain")
 
 
 @post("/webhooks/{kind:str}", status_code=200, include_in_schema=False)
@@ -128,16 +180,58 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
         actor=f"user:{who.user_id}",
         data=ev.ConnectionDeletedData(reason="removed by a person"),
     )
+    async with ctx.tenant(who.tenant_id) as conn:
+        found = await connections_queries.channels(conn, who.tenant_id)
+    devices = {c.device_id for c in found if c.connection_id == connection_id and c.device_id is not None}
     appended = await ctx.store.append(deleted)
     if ctx.keyring is not None:
         async with ctx.tenant(who.tenant_id) as conn:
             await CredentialStore(conn, ctx.keyring).delete(connection_id)
+    for device_id in devices:  # its device is welcomed again without it (WhatsApp stops, forgets its keys)
+        await bridge_relay.close_device(ctx.store.nc, device_id, "reconnect")
     return ChannelAccepted(connection_id, channel, appended.event_id, appended.seq)
+
+
+class PairingCodeView(msgspec.Struct, frozen=True):
+    connection_id: str
+    kind: str  # "qr": scan ``image`` (it encodes ``code``); "pair_code": type ``code`` on the phone
+    code: str
+    expires_at: str
+    image: str | None = None  # an SVG data URL of the QR code
+
+
+@get("/channels/{connection_id:str}/qr", cache=False)
+async def pairing_code(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> PairingCodeView:
+    """The code to link the channel with your phone while it is shown (WhatsApp): the
+    same as the live ``channel.qr`` signals of ``/v1/events`` and ``/v1/ws``."""
+    may_connect(who)
+    await _channel(ctx, who, connection_id)
+    code = await pairing_codes.latest(ctx.store.nc, who.tenant_id, connection_id)
+    if code is None or code.code is None or code.expires_at is None:
+        raise ApiError(
+            404, "not_found", "This channel shows no code now: it is paired, or not asking for one"
+            " (its state on GET /v1/channels says why).",
+        )  # fmt: skip
+    image = qr_image(code.code) if code.kind == "qr" else None
+    return PairingCodeView(connection_id, code.kind, code.code, code.expires_at.isoformat(), image)
+
+
+def qr_image(code: str) -> str:
+    """An SVG data URL of a QR code encoding ``code``."""
+    return str(segno.make_qr(code, error="l").svg_data_uri(scale=6, border=2))
 
 
 channels_router = Router(
     path="/v1",
-    route_handlers=[connect, *install_routes, connection_webhook, app_webhook, disconnect],
+    route_handlers=[
+        connect,
+        *install_routes,
+        connection_webhook,
+        connection_webhook_check,
+        app_webhook,
+        disconnect,
+        pairing_code,
+    ],
     tags=["channels"],
     dependencies={"who": Provide(caller)},
 )

@@ -10,6 +10,8 @@ WebSocket protocol (JSON text frames):
 - server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}``,
   ``{"op":"live","type":"agent.delta","data":{"run_id","conversation_id","index","delta"}}``
   (an agent's reply as it is written; live only, not replayed),
+  ``{"op":"live","type":"channel.qr","data":{"connection_id","kind","code","expires_at"}}``
+  (a channel's pairing code while it is shown: to the inbox's owner and admins only),
   ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error","error":…,"detail":…}``
 A client that does not read for SEND_TIMEOUT seconds is closed with code 4008 and a reason.
 """
@@ -29,6 +31,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from nats.aio.msg import Msg
 
+from domain.connectors import qr_filter
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
@@ -38,6 +41,7 @@ from gateway.sockets import Closed, Outbox, closing_with_reason, error_frame
 
 HEARTBEAT_SECONDS = 15.0
 AGENT_DELTA = "agent.delta"  # a piece of an agent's reply while it is written (live, no seq)
+CHANNEL_QR = "channel.qr"  # a channel's pairing code (domain.connectors.PairingCode; live, no seq)
 SEND_TIMEOUT = 10.0
 FAREWELL_TIMEOUT = 2.0  # for the closing frames to a client being dropped
 AUTH_TIMEOUT = 10.0
@@ -87,11 +91,12 @@ async def events(
             return
 
     async def merged() -> AsyncIterator[ServerSentEventMessage]:
-        if not wants_deltas(patterns):
+        subjects = _live_subjects(who, patterns)
+        if not subjects:
             async for message in logged():
                 yield message
             return
-        # Log events and live agent deltas, interleaved as they come; deltas carry no id,
+        # Log events and live signals, interleaved as they come; signals carry no id,
         # so Last-Event-ID stays the last logged event.
         together: asyncio.Queue[ServerSentEventMessage] = asyncio.Queue(64)
 
@@ -102,9 +107,9 @@ async def events(
         async def pump_deltas(live: asyncio.Queue[Msg]) -> None:
             while True:
                 msg = await live.get()
-                await together.put(ServerSentEventMessage(data=msg.data.decode(), event=AGENT_DELTA))
+                await together.put(ServerSentEventMessage(data=msg.data.decode(), event=_live_type(msg)))
 
-        async with live_signals(ctx.store.nc, agent_deltas(who.tenant_id)) as live:
+        async with live_signals(ctx.store.nc, *subjects) as live:
             pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
             try:
                 while True:
@@ -174,11 +179,11 @@ async def _deliver(
     outbox = Outbox(socket, SEND_TIMEOUT)
     await outbox.send(json.dumps({"op": "subscribed", "since": since}))
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
-    live_subject = agent_deltas(who.tenant_id)
-    async with live_signals(ctx.store.nc, live_subject) as live, asyncio.TaskGroup() as tasks:
+    subjects = _live_subjects(who, patterns)
+    async with live_signals(ctx.store.nc, *subjects) as live, asyncio.TaskGroup() as tasks:
         tasks.create_task(_answer_pings(socket, outbox))
-        if wants_deltas(patterns):
-            tasks.create_task(_forward_deltas(live, outbox))
+        if subjects:
+            tasks.create_task(_forward_live(live, outbox))
         async for record in feed:
             if record is None:
                 await outbox.send('{"op":"heartbeat"}')
@@ -186,14 +191,28 @@ async def _deliver(
                 await outbox.send(b'{"op":"event","seq":%d,"event":%s}' % (record.seq, record.data))
 
 
-def wants_deltas(patterns: list[str] | None) -> bool:
-    return not patterns or any(fnmatch.fnmatchcase(AGENT_DELTA, p) for p in patterns)
+def _wants(signal: str, patterns: list[str] | None) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(signal, p) for p in patterns)
 
 
-async def _forward_deltas(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
+def _live_subjects(who: Caller, patterns: list[str] | None) -> list[str]:
+    """The live signals the caller asked for and may see: agent deltas, and pairing codes
+    for those who may connect channels."""
+    subjects = [agent_deltas(who.tenant_id)] if _wants(AGENT_DELTA, patterns) else []
+    if who.role in ("owner", "admin") and _wants(CHANNEL_QR, patterns):
+        subjects.append(qr_filter(who.tenant_id))
+    return subjects
+
+
+def _live_type(msg: Msg) -> str:
+    """``live.<tenant>.qr.<connection>`` is a pairing code; the rest are agent deltas."""
+    return CHANNEL_QR if msg.subject.split(".")[2] == "qr" else AGENT_DELTA
+
+
+async def _forward_live(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
     while True:
         msg = await live.get()
-        await outbox.send(b'{"op":"live","type":"%s","data":%s}' % (AGENT_DELTA.encode(), msg.data))
+        await outbox.send(b'{"op":"live","type":"%s","data":%s}' % (_live_type(msg).encode(), msg.data))
 
 
 async def _answer_pings(socket: WebSocket[Any, Any, Any], outbox: Outbox) -> None:

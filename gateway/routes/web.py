@@ -12,8 +12,9 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 
 def page_headers(*, frameable: bool = False) -> dict[str, str]:
     """Our own script and styles only (the API is same-origin); no other site may frame the
-    page, except the website-chat widget, which websites embed."""
-    policy = "default-src 'self'; style-src 'self'; script-src 'self'"
+    page, except the website-chat widget, which websites embed. Images may also be data URLs:
+    the QR codes the API draws for linking WhatsApp."""
+    policy = "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:"
     return {
         "Cache-Control": "no-cache",
         "Content-Security-Policy": policy if frameable else f"{policy}; frame-ancestors 'none'",

@@ -292,6 +292,11 @@ function follow(since) {
     status(`Live · last event ${state.lastSeq}`);
   };
   source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
+  source.addEventListener("channel.qr", (message) => {
+    const code = JSON.parse(message.data);
+    const item = document.querySelector(`.qr[data-connection="${code.connection_id}"]`)?.parentElement;
+    if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
+  });
   source.addEventListener("media.available", onEvent);
   for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked"]) {
     source.addEventListener(type, onEvent);
@@ -472,9 +477,46 @@ async function loadChannels() {
   for (const c of channels) {
     const remove = c.channel === "webchat" ? "" : deleteButton("Remove", `Remove ${c.display_name}? Its conversations stay in your inbox.`, `/v1/channels/${c.connection_id}`, loadChannels);
     const where = c.mode === "bridge" ? el("span", { class: "muted" }, " · on your bridge") : "";
-    list.append(el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove));
+    const item = el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove);
+    list.append(item);
+    if (PAIRING_CODES.includes(c.state_code)) showPairingCode(item, c.connection_id).catch(() => {});
   }
 }
+
+// A channel that links with a phone (WhatsApp) shows its code while it asks for one; the
+// codes rotate, and each new one arrives on the event stream (channel.qr) too.
+const PAIRING_CODES = ["qr_required", "pair_code_required"];
+async function showPairingCode(item, connectionId) {
+  let code;
+  try {
+    code = await api(`/v1/channels/${connectionId}/qr`);
+  } catch (error) {
+    return; // no code right now (it expired, or the channel is paired): its state says why
+  }
+  const box = el("div", { class: "qr", "data-connection": connectionId });
+  if (code.kind === "qr") box.append(el("img", { src: code.image, alt: "QR code to scan with WhatsApp on your phone" }));
+  else box.append(el("p", {}, "Type this code on your phone: ", el("strong", { class: "code" }, code.code)));
+  box.append(el("small", { class: "muted" }, `Valid until ${new Date(code.expires_at).toLocaleTimeString()}.`));
+  const old = item.querySelector(".qr");
+  if (old) old.replaceWith(box);
+  else item.append(box);
+}
+
+$("whatsapp-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const result = $("whatsapp-result");
+  const phone = submit.target.elements.phone_number.value.trim();
+  result.textContent = "Starting WhatsApp…";
+  try {
+    const accepted = await api("/v1/channels/whatsapp/connect", { method: "POST", body: phone ? { mode: "cloud", phone_number: phone } : { mode: "cloud" } });
+    submit.target.reset();
+    result.textContent = phone ? "A code to type on your phone appears above in a moment." : "A QR code appears above in a moment: scan it with WhatsApp.";
+    await api("/v1/channels", { params: { min_seq: accepted.seq } });
+    loadChannels();
+  } catch (error) {
+    result.textContent = error.message;
+  }
+});
 
 // Channels connected by pasting their token(s): the provider checks them, then the list shows the channel.
 const TOKEN_CHANNELS = [

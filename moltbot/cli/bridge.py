@@ -14,7 +14,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.bridge import identity
-from adapters.bridge.channels import DeviceEnv, available
+from adapters.bridge.channels import DeviceEnv, available, chosen
 from adapters.bridge.device import Bridge, Revoked, bridge_data_dir, on_revoked
 from adapters.bridge.local_store import LocalStore
 from domain import devices
@@ -82,15 +82,17 @@ async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
     data_dir, pairing = _paired(args)
     key = identity.load_key(data_dir)
     channels = available(_channels(pairing))
-    if not channels:
+    on_demand = chosen(_channels(pairing), data_dir)
+    if not channels and not on_demand:
         print(
             "No channel can run here: iMessage needs macOS (or MOLTBOT_IMESSAGE_DB and MOLTBOT_OSASCRIPT).",
             file=sys.stderr,
         )
     store = LocalStore(data_dir)
     hosted = ", ".join(c.kind for c in channels) or "no channels"
-    print(f"Bridge {pairing.name} ({pairing.device_id}) → {pairing.gateway}: {hosted}.")
-    bridge = Bridge(pairing, key, store, channels, version=VERSION, platform=_platform())
+    offered = f"; when connected here: {', '.join(on_demand)}" if on_demand else ""
+    print(f"Bridge {pairing.name} ({pairing.device_id}) → {pairing.gateway}: {hosted}{offered}.")
+    bridge = Bridge(pairing, key, store, channels, version=VERSION, platform=_platform(), on_demand=on_demand)
     try:
         await bridge.run()
     except* Revoked:
@@ -122,6 +124,8 @@ async def cmd_bridge_status(settings: Settings, args: argparse.Namespace) -> int
     print(f"          {'reachable' if reachable else 'not reachable from here'}")
     for channel in available(_channels(pairing)):
         print(f"Channel:  {channel.kind} ({', '.join(channel.capabilities)})")
+    for kind in chosen(_channels(pairing), data_dir):
+        print(f'Channel:  {kind} (runs here when you connect it with "mode": "bridge")')
     print(f"Outbox:   {depth} event(s) waiting for the cloud")
     return 0
 

@@ -8,10 +8,13 @@ import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.fakes.whatsapp_client import FakeWhatsApp
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -139,3 +142,34 @@ async def test_pairing_a_bridge_in_the_browser(api: httpx.AsyncClient, browser: 
     await devices.get_by_role("button", name="Revoke").click()
     await expect(devices).to_contain_text("revoked")
     await socket.close()
+
+
+@pytest.fixture
+def phone() -> FakeWhatsApp:
+    return FakeWhatsApp()
+
+
+@pytest.fixture
+def channel_clients(phone: FakeWhatsApp) -> dict[str, Any]:
+    return {"whatsapp": phone.new_client}  # WhatsApp itself cannot be reached from here
+
+
+async def test_linking_whatsapp_by_qr_code_in_the_browser(
+    api: httpx.AsyncClient, browser: Browser, phone: FakeWhatsApp
+) -> None:
+    page = await signed_up(api, browser, "whatsapp.owner@example.com")
+    await page.get_by_role("button", name="Channels").click()
+    await page.get_by_role("button", name="Connect WhatsApp").click()
+    qr = page.get_by_role("img", name="QR code to scan with WhatsApp on your phone")
+    await expect(qr).to_be_visible()
+    first = await qr.get_attribute("src")
+    assert first is not None and first.startswith("data:image/svg+xml")
+    channels = page.locator("#channel-list")
+    await expect(channels).to_contain_text("Linked devices")
+
+    phone.rotate_qr()  # WhatsApp's next code replaces the one on the page
+    await expect(qr).not_to_have_attribute("src", first)
+    phone.scan()
+    await expect(channels).to_contain_text("Connected as Ada (+15551230000).")
+    await expect(qr).to_be_hidden()
+    await page.screenshot(path=str(ARTIFACTS / "whatsapp-linked.png"))

@@ -26,6 +26,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("EVENTS/agent", "created"),
         ("COMMANDS/connector-webchat", "created"),
         ("COMMANDS/connector-telegram", "created"),
+        ("COMMANDS/connector-whatsapp_business", "created"),
         ("COMMANDS/connector-slack", "created"),
         ("COMMANDS/connector-discord", "created"),
         ("COMMANDS/connector-imessage", "created"),

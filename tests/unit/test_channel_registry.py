@@ -18,6 +18,7 @@ from domain.agent import DEFAULT_MAX_TEXT_LENGTH
         ("telegram", 4096),
         ("slack", 40000),
         ("discord", 2000),
+        ("whatsapp_business", 4096),
         ("fax", DEFAULT_MAX_TEXT_LENGTH),
     ],
 )

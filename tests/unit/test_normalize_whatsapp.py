@@ -55,7 +55,8 @@ def test_a_direct_message_is_keyed_by_whatsapps_id_so_a_repeat_is_the_same_event
     first, again = (
         _only(_deliver(message_ev(Message(conversation="hi"))), ev.MessageReceived) for _ in range(2)
     )
-    assert (first.data.message_id, first.data.provider_message_id) == (again.data.message_id, "3EB0C0FFEE")
+    assert first.data.message_id == again.data.message_id
+    assert first.data.provider_message_id == f"{ALICE}@s.whatsapp.net:3EB0C0FFEE"
 
 
 def test_media_become_attachments_named_by_the_message_and_field() -> None:
@@ -111,7 +112,7 @@ def test_the_owners_own_message_from_the_phone_is_recorded_as_sent_from_the_devi
     sent = _only(delivery, ev.MessageSent)
     assert (sent.data.origin, sent.data.provider_message_id, sent.data.text) == (
         "device",
-        "MINE",
+        f"{ALICE}@s.whatsapp.net:MINE",
         "on my way",
     )
     assert sent.data.sender.id == f"wa:{ME}@s.whatsapp.net"

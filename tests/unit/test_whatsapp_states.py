@@ -10,12 +10,14 @@ from adapters.channels.whatsapp import states as s
 @pytest.mark.parametrize(
     ("happening", "state", "code", "action", "words"),
     [
-        (s.QrShown(), "action_required", "qr_required", "scan_qr", "Linked devices"),
+        (s.QrShown(), "connecting", "qr_required", "scan_qr", "Linked devices"),
+        (s.PairCodeShown(), "connecting", "pair_code_required", "enter_code", "Link with phone number"),
+        (s.QrExpired(), "action_required", "qr_expired", "scan_again", "not used in time"),
         (s.Connected("Ada", "15551230000"), "connected", "ok", None, "Connected as Ada (+15551230000)."),
         (s.Connected("", "15551230000"), "connected", "ok", None, "Connected as +15551230000."),
         (s.LoggedOut(), "action_required", "logged_out", "scan_again", "scan the QR code again"),
-        (s.TemporarilyBanned(3600), "action_required", "temporarily_banned", "wait", "about 60 minutes"),
-        (s.TemporarilyBanned(30), "action_required", "temporarily_banned", "wait", "about 1 minute;"),
+        (s.TemporarilyBanned(3600), "degraded", "temporarily_banned", "wait", "about 60 minutes"),
+        (s.TemporarilyBanned(30), "degraded", "temporarily_banned", "wait", "about 1 minute;"),
         (
             s.ClientOutdated(),
             "action_required",
@@ -23,8 +25,8 @@ from adapters.channels.whatsapp import states as s
             "contact_operator",
             "operator must update",
         ),
-        (s.Unreachable("no such host", 30), "degraded", "network_unreachable", None, "trying again in 30 s"),
-        (s.Replaced(), "degraded", "session_replaced", "reconnect", "somewhere else"),
+        (s.Unreachable("no such host"), "degraded", "network_unreachable", None, "host); Moltbot keeps"),
+        (s.Replaced(), "action_required", "session_replaced", "reconnect", "somewhere else"),
     ],
 )
 def test_each_happening_says_what_it_means_and_what_to_do(

@@ -39,8 +39,13 @@ def conversation_id(connection_id: str, chat: str) -> str:
     return ids.stable_id(ids.CONVERSATION, f"{KIND}:{connection_id}:{chat}")
 
 
+def provider_message_id(chat: str, whatsapp_id: str) -> str:
+    """WhatsApp names a message by its chat and its id there: ``<chat jid>:<id>``."""
+    return f"{chat}:{whatsapp_id}"
+
+
 def message_id(connection_id: str, chat: str, whatsapp_id: str) -> str:
-    return ids.stable_id(ids.MESSAGE, f"{KIND}:{connection_id}:{chat}:{whatsapp_id}")
+    return ids.stable_id(ids.MESSAGE, f"{KIND}:{connection_id}:{provider_message_id(chat, whatsapp_id)}")
 
 
 def jid(value: Any) -> str:
@@ -113,16 +118,18 @@ def _sender(source: Any, push_name: str) -> ev.Sender:
     return ev.Sender(id=f"wa:{who}", name=push_name or who.split("@", 1)[0])
 
 
-def delivery(event: Any, *, tenant_id: str, connection_id: str, me: str | None = None) -> Delivery:
+def delivery(
+    event: Any, *, tenant_id: str, connection_id: str, me: str | None = None, actor: str | None = None
+) -> Delivery:
     """The canonical events of one ``MessageEv``; ``me`` is the linked account's JID (for
-    mentions of it in groups)."""
+    mentions of it in groups); ``actor`` records them (None: the connector)."""
     info, message = event.Info, event.Message
     source = info.MessageSource
     chat = jid(source.Chat)
     if not chat or chat == STATUS_BROADCAST:
         return Delivery(None, ())
     at = moment(int(info.Timestamp))
-    origin = Origin(KIND, tenant_id, connection_id, at)
+    origin = Origin(KIND, tenant_id, connection_id, at, actor=actor)
     conversation = conversation_id(connection_id, chat)
 
     def about(target: str, what: str) -> tuple[str, str]:  # (message id, event id)
@@ -158,11 +165,11 @@ def delivery(event: Any, *, tenant_id: str, connection_id: str, me: str | None =
         if context is not None and context.stanzaID
         else None
     )
-    own = message_id(connection_id, chat, info.ID)
+    own, provider_id = message_id(connection_id, chat, info.ID), provider_message_id(chat, info.ID)
     if source.IsFromMe:
         sent = ev.MessageSentData(
-            message_id=own, connection_id=connection_id, channel=KIND, provider_message_id=info.ID, text=text,
-            sent_at=at, sender=ev.Sender(id=f"wa:{me or 'me'}", name="Me"), origin="device",
+            message_id=own, connection_id=connection_id, channel=KIND, provider_message_id=provider_id,
+            text=text, sent_at=at, sender=ev.Sender(id=f"wa:{me or 'me'}", name="Me"), origin="device",
         )  # fmt: skip
         return Delivery(
             _created(origin, conversation, source, chat, info.Pushname),
@@ -170,7 +177,7 @@ def delivery(event: Any, *, tenant_id: str, connection_id: str, me: str | None =
         )
     mentioned = bool(me) and context is not None and me in {_bare(m) for m in context.mentionedJID}
     received = ev.MessageReceivedData(
-        message_id=own, connection_id=connection_id, channel=KIND, provider_message_id=info.ID,
+        message_id=own, connection_id=connection_id, channel=KIND, provider_message_id=provider_id,
         sender=_sender(source, info.Pushname), text=text, sent_at=at, attachments=files,
         reply_to_message_id=reply_to, mentions_agent=mentioned,
     )  # fmt: skip

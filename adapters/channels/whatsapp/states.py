@@ -1,9 +1,12 @@
 """What happens to a WhatsApp session, as the connection states people see (pure).
 
-The session (next) turns neonize's events into these happenings; this module says what
-each one means for the channels page: the state, a machine code, a sentence a person
+The link (``link.py``) turns its client's events into these happenings; this module says
+what each one means for the channels page: the state, a machine code, a sentence a person
 understands and what they can do. WhatsApp's QR codes rotate on a fixed schedule with no
 event when the last one expires, so the pairing window is computed here too.
+
+While a code is shown the state stays ``connecting`` (the session is alive and waits for
+the phone); ``action_required`` ends the session until the person connects again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ PAIRING_WINDOW = sum(QR_LIFETIMES)
 @dataclass(frozen=True)
 class QrShown:
     """A QR code is on the channels page (the code itself travels on LIVE only)."""
+
+
+@dataclass(frozen=True)
+class PairCodeShown:
+    """An 8-character code to type on the phone is on the channels page (LIVE only)."""
+
+
+@dataclass(frozen=True)
+class QrExpired:
+    """Nobody scanned the codes of the last pairing attempts: the session stopped asking."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,6 @@ class ClientOutdated:
 @dataclass(frozen=True)
 class Unreachable:
     detail: str  # why the dial failed, as the library says it
-    retry_in: float  # seconds until the next try
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,17 @@ class Replaced:
     """The same session was opened somewhere else."""
 
 
-Happening = QrShown | Connected | LoggedOut | TemporarilyBanned | ClientOutdated | Unreachable | Replaced
+Happening = (
+    QrShown
+    | PairCodeShown
+    | QrExpired
+    | Connected
+    | LoggedOut
+    | TemporarilyBanned
+    | ClientOutdated
+    | Unreachable
+    | Replaced
+)
 
 
 def _minutes(seconds: float) -> str:
@@ -69,9 +91,20 @@ def state_for(happening: Happening) -> ev.ConnectionStateChangedData:
     match happening:
         case QrShown():
             return data(
-                state="action_required", code="qr_required", action="scan_qr",
+                state="connecting", code="qr_required", action="scan_qr",
                 message="Scan the QR code with WhatsApp on your phone:"
                 " Settings → Linked devices → Link a device.",
+            )  # fmt: skip
+        case PairCodeShown():
+            return data(
+                state="connecting", code="pair_code_required", action="enter_code",
+                message="On your phone, open WhatsApp → Settings → Linked devices → Link a device →"
+                " Link with phone number instead, and type the code shown here.",
+            )  # fmt: skip
+        case QrExpired():
+            return data(
+                state="action_required", code="qr_expired", action="scan_again",
+                message="The code was not used in time: connect WhatsApp again to get a new one.",
             )  # fmt: skip
         case Connected(name=name, number=number):
             who = f"{name} (+{number})" if name else f"+{number}"
@@ -83,7 +116,7 @@ def state_for(happening: Happening) -> ev.ConnectionStateChangedData:
             )  # fmt: skip
         case TemporarilyBanned(seconds=seconds):
             return data(
-                state="action_required", code="temporarily_banned", action="wait",
+                state="degraded", code="temporarily_banned", action="wait",
                 message=f"WhatsApp has paused this account for about {_minutes(seconds)};"
                 " it connects again after that.",
             )  # fmt: skip
@@ -93,15 +126,14 @@ def state_for(happening: Happening) -> ev.ConnectionStateChangedData:
                 message="WhatsApp no longer accepts this server's WhatsApp library:"
                 " the operator must update Moltbot.",
             )  # fmt: skip
-        case Unreachable(detail=detail, retry_in=retry_in):
+        case Unreachable(detail=detail):
             return data(
                 state="degraded", code="network_unreachable",
-                message=f"WhatsApp cannot be reached from this server ({detail});"
-                f" trying again in {retry_in:.0f} s.",
+                message=f"WhatsApp cannot be reached from here ({detail}); Moltbot keeps trying.",
             )  # fmt: skip
         case Replaced():
             return data(
-                state="degraded", code="session_replaced", action="reconnect",
+                state="action_required", code="session_replaced", action="reconnect",
                 message="This WhatsApp session was opened somewhere else; connect it here again to use it.",
             )  # fmt: skip
     raise AssertionError(f"no state for {happening!r}")

@@ -157,12 +157,15 @@ UPDATE messages SET
     -- a late failure report never turns a sent message into a failed one
     status = CASE WHEN status = 'sent' AND %(status)s = 'failed' THEN status
                   ELSE COALESCE(%(status)s, status) END
-WHERE message_id = %(message_id)s
+-- never another tenant's message, whatever id an event names
+WHERE message_id = %(message_id)s AND tenant_id = %(tenant_id)s
 """
 
 ADD_REACTION = "INSERT INTO reactions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 ADD_MEDIA = "INSERT INTO media VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-REMOVE_REACTION = "DELETE FROM reactions WHERE message_id = %s AND emoji = %s AND sender_id = %s"
+REMOVE_REACTION = (
+    "DELETE FROM reactions WHERE message_id = %s AND emoji = %s AND sender_id = %s AND tenant_id = %s"
+)
 
 
 @dataclass
@@ -185,6 +188,7 @@ class _ConversationChange:
 @dataclass
 class _MessageChange:
     message_id: str
+    tenant_id: str
     text: str | None = None
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
@@ -200,7 +204,7 @@ class _Fold:
     new_conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_messages: dict[str, list[Any]] = field(default_factory=dict)
     conversation_changes: dict[str, _ConversationChange] = field(default_factory=dict)
-    message_changes: dict[str, _MessageChange] = field(default_factory=dict)
+    message_changes: dict[tuple[str, str], _MessageChange] = field(default_factory=dict)  # (tenant, message)
     reaction_statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
@@ -344,13 +348,14 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
     elif isinstance(event, _MESSAGE_EVENTS):
         _fold_message(fold, seq, event, stored)
     elif isinstance(event, ev.MessageEdited):
-        _change_message(fold, event.data.message_id, text=event.data.text, edited_at=event.data.edited_at)
+        change = {"text": event.data.text, "edited_at": event.data.edited_at}
+        _change_message(fold, event.tenant_id, event.data.message_id, **change)
     elif isinstance(event, ev.MessageDeleted):
-        _change_message(fold, event.data.message_id, deleted_at=event.data.deleted_at)
+        _change_message(fold, event.tenant_id, event.data.message_id, deleted_at=event.data.deleted_at)
     elif isinstance(event, ev.MessageSendFailed):
         message_id = event.data.message_id
         if stored.get(message_id) != "sent":  # a late failure never undoes a confirmed send
-            _change_message(fold, message_id, status="failed")
+            _change_message(fold, event.tenant_id, message_id, status="failed")
             if message_id in stored:
                 stored[message_id] = "failed"
     elif isinstance(event, ev.MediaAvailable):
@@ -377,7 +382,7 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
     elif isinstance(event, ev.ReactionRemoved):
         removed = event.data
         fold.reaction_statements.append(
-            (REMOVE_REACTION, (removed.message_id, removed.emoji, removed.sender_id))
+            (REMOVE_REACTION, (removed.message_id, removed.emoji, removed.sender_id, event.tenant_id))
         )
 
 
@@ -389,7 +394,12 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
         # The confirmation of a requested message: it keeps its place, gains its provider id.
         sent = event.data
         _change_message(
-            fold, sent.message_id, status="sent", provider_message_id=provider_id, sent_at=sent.sent_at
+            fold,
+            event.tenant_id,
+            sent.message_id,
+            status="sent",
+            provider_message_id=provider_id,
+            sent_at=sent.sent_at,
         )
         stored[sent.message_id] = "sent"
         return
@@ -436,15 +446,18 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     _set(target, "last_message_preview", _preview(d.text))
 
 
-def _change_message(fold: _Fold, message_id: str, **values: Any) -> None:
+def _change_message(fold: _Fold, tenant_id: str, message_id: str, **values: Any) -> None:
+    """Change a message of ``tenant_id`` (another tenant's of the same id is left alone)."""
     row = fold.new_messages.get(message_id)
+    if row is not None and row[_MESSAGE_INDEX["tenant_id"]] != tenant_id:
+        return
     if row is not None:
         for name, value in values.items():
             if name == "status" and value == "failed" and row[_MESSAGE_INDEX["status"]] == "sent":
                 continue  # a late failure report never turns a sent message into a failed one
             row[_MESSAGE_INDEX[name]] = value
         return
-    change = fold.message_changes.setdefault(message_id, _MessageChange(message_id))
+    change = fold.message_changes.setdefault((tenant_id, message_id), _MessageChange(message_id, tenant_id))
     for name, value in values.items():
         setattr(change, name, value)
 

@@ -355,3 +355,35 @@ async def test_small_batches_give_the_same_result(stack: Stack, batch_size: int)
         await stack.wait_caught_up()
     assert await _unread(stack) == expectations.unread_counts(events)
     assert await _usage(stack) == expectations.usage_sums(events)
+
+
+async def test_an_event_naming_another_tenants_message_changes_nothing_of_it(stack: Stack) -> None:
+    """A connection can be made to report anything about any message id (a provider's
+    webhook echoes data we gave it; a tenant signs its own provider's deliveries): a failure,
+    edit or unsend naming another tenant's message must leave that message alone."""
+    events = list(generate(200, tenants=2))
+    theirs = next(e for e in events if isinstance(e, ev.MessageReceived))
+    intruder = next(e.tenant_id for e in events if e.tenant_id != theirs.tenant_id)
+    message_id, at = theirs.data.message_id, theirs.occurred_at
+
+    def forge(cls: type[ev.E], data: msgspec.Struct) -> ev.E:
+        return ev.new_event(
+            cls, tenant_id=intruder, aggregate_id=theirs.aggregate_id, actor="connector:x", data=data
+        )
+
+    forged: list[ev.Event] = [
+        forge(ev.MessageEdited, ev.MessageEditedData(message_id=message_id, text="forged", edited_at=at)),
+        forge(ev.MessageDeleted, ev.MessageDeletedData(message_id=message_id, deleted_at=at)),
+        forge(ev.MessageSendFailed, ev.MessageSendFailedData(message_id, "cn_x", "x", "forged")),
+    ]
+    await stack.store.append_many(events)
+    async with stack.projections(projections=[InboxProjection()]):
+        await stack.wait_caught_up(names=["inbox"])  # the message is stored first, then the forgeries
+        await stack.store.append_many(forged)
+        await stack.wait_caught_up(names=["inbox"])
+    async with pg_connection(stack.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT text, status, deleted_at FROM rm_inbox.messages WHERE message_id = %s", (message_id,)
+        )
+        row = await cur.fetchone()
+    assert row == {"text": theirs.data.text, "status": "received", "deleted_at": None}

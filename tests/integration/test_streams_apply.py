@@ -30,6 +30,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("COMMANDS/connector-slack", "created"),
         ("COMMANDS/connector-discord", "created"),
         ("COMMANDS/connector-imessage", "created"),
+        ("COMMANDS/connector-whatsapp", "created"),
     ]
     second = await apply_streams(nc, streams_spec)
     assert {r.action for r in second} == {"unchanged"}

@@ -26,6 +26,10 @@ from adapters.channels.whatsapp.store import SessionStore
 from adapters.postgres import tenancy
 from tests.fakes.whatsapp_client import FakeWhatsApp
 from tests.fakes.whatsapp_messages import ALICE, Message, message_ev
+
+# isort: split
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage
+
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
 from tests.integration.test_bridge_pairing import device_list, paired_device
@@ -142,6 +146,23 @@ async def test_connect_scan_receive_answer_and_log_out_a_whatsapp_account(
 
     messages = await _until(sent_in_inbox, "the reply recorded as sent")
     assert len(messages) == 2  # the question and one reply: WhatsApp's echo of it is not stored again
+
+    # A photo: its file is fetched while the session holds the message with its keys.
+    photo = ImageMessage(
+        caption="our menu", mimetype="image/jpeg", URL="https://mmg.whatsapp.net/x", directPath="/x",
+        mediaKey=b"k" * 32, fileLength=4,
+    )  # fmt: skip
+    phone.write(
+        message_ev(Message(imageMessage=photo), wa_id="3EB0F0705", timestamp=now_ms), file=b"\xff\xd8\xff\xe0"
+    )
+
+    async def media_stored() -> list[dict[str, Any]] | None:
+        log = [record async for record in stack.store.read(subject=f"ev.{owner['tenant_id']}.>")]
+        found = [json.loads(r.data) for r in log if b'"media.available"' in r.data]
+        return found or None
+
+    (available,) = await _until(media_stored, "the photo in the media store")
+    assert (available["data"]["size"], available["data"]["mime"]) == (4, "image/jpeg")
 
     # The session's keys: kept for the connection, out of the gateway role's reach.
     pool = tenancy.pool(stack.database_url, max_size=1, confined=False)

@@ -21,10 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 
-from tests.conftest import REPO_ROOT
+from projections.engine import ensure_core
+from tests.conftest import REPO_ROOT, Stack
 from tests.fakes.whatsapp_messages import ALICE, ME, Message, j, message_ev  # first: it keeps the root logger
+from tests.integration.test_agent import _until
+from tests.integration.test_gateway import _auth, _signup
 
 # isort: split
 from neonize.proto import Neonize_pb2 as P
@@ -38,6 +43,7 @@ from adapters.channels.whatsapp.neonize_client import (
     parse_jid,
     phone_digits,
 )
+from adapters.channels.whatsapp.store import ensure_schema, library_dsn
 
 DEVICE = "15551230000:7@s.whatsapp.net"
 
@@ -280,3 +286,49 @@ def test_a_phone_number_is_its_digits() -> None:
     assert phone_digits("+49 (151) 234-5678") == "491512345678"
     with pytest.raises(ValueError, match="country code"):
         phone_digits("+49 151 CALL ME")
+
+
+# --- in the product ----------------------------------------------------------------------------
+
+
+async def test_the_cloud_session_store_is_the_products_database_in_its_own_schema(stack: Stack) -> None:
+    """The library writes its tables into schema ``whatsapp`` of the product's PostgreSQL,
+    which the gateway's confined role cannot read."""
+    async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as conn:
+        await ensure_core(conn)  # type: ignore[arg-type]  # the confined role
+        await ensure_schema(conn)  # type: ignore[arg-type]
+    client = NeonizeClient(
+        c.ClientConfig(library_dsn(stack.database_url), "conn-pg", None), proxy=_refused_proxy()
+    )
+    await client.start()
+    events = await _all_events(client, within=30)
+    assert isinstance(events[-1], c.Ended) and events[-1].error is not None
+    await client.stop()
+    async with await psycopg.AsyncConnection.connect(stack.database_url, autocommit=True) as conn:
+        found = await (await conn.execute("SELECT to_regclass('whatsapp.whatsmeow_device')")).fetchone()
+        elsewhere = await (await conn.execute("SELECT to_regclass('public.whatsmeow_device')")).fetchone()
+        assert found is not None and found[0] is not None
+        assert elsewhere is not None and elsewhere[0] is None
+        await conn.execute("SET ROLE moltbot_gateway")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("SELECT count(*) FROM whatsapp.whatsmeow_device")
+
+
+async def test_with_no_network_the_channel_says_so_within_a_minute_and_stops(api: httpx.AsyncClient) -> None:
+    """The real library behind the whole product, on this machine without internet."""
+    owner = await _signup(api, "whatsapp-no-network@example.com")
+    connected = await api.post("/v1/channels/whatsapp/connect", json={"mode": "cloud"}, headers=_auth(owner))
+    assert connected.status_code == 202, connected.text
+    connection_id = connected.json()["connection_id"]
+
+    async def unreachable() -> dict[str, Any] | None:
+        channels = (await api.get("/v1/channels", headers=_auth(owner))).json()
+        found = next(ch for ch in channels if ch["connection_id"] == connection_id)
+        return found if found["state_code"] == "network_unreachable" else None
+
+    started = time.monotonic()
+    channel = await _until(unreachable, "network_unreachable", timeout=60)
+    assert time.monotonic() - started < 60
+    assert channel["state"] == "degraded" and "does not resolve" in channel["state_message"]
+    removed = await api.delete(f"/v1/channels/{connection_id}", headers=_auth(owner))
+    assert removed.status_code == 202

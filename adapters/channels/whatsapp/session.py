@@ -111,7 +111,10 @@ class WhatsAppSession(ReportingSession):
         self._recent[str(message.Info.ID)] = message
         while len(self._recent) > KEPT_FOR_DOWNLOAD:
             self._recent.popitem(last=False)
-        await self._intake.take(delivery.created, delivery.events, whatsapp_id=message.Info.ID)
+        try:
+            await self._intake.take(delivery.created, delivery.events, whatsapp_id=message.Info.ID)
+        except OSError as exc:  # the file could not be fetched: the message itself is stored
+            self._log.warning("whatsapp_media_failed", whatsapp_id=message.Info.ID, error=repr(exc))
 
     async def _download(self, attachment: ev.Attachment) -> bytes:
         whatsapp_id = attachment.provider_file_id.split(":", 1)[0]

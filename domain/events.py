@@ -119,6 +119,27 @@ class UsageRecorded(Event, frozen=True, kw_only=True, tag="usage.recorded"):
     data: UsageRecordedData
 
 
+class SubscriptionChangedData(Payload, frozen=True):
+    customer_id: str  # Stripe's ids
+    subscription_id: str
+    status: str  # Stripe's: active, trialing, past_due, canceled, unpaid, incomplete, …
+    plan: Plan  # the inbox's plan after this change
+    price_id: str | None = None
+    cancel_at_period_end: bool = False  # paid until current_period_end, then Stripe ends it
+    current_period_end: datetime | None = None
+    grace_until: datetime | None = None  # past due: the plan is kept while Stripe retries, until then
+    stripe_event_id: str | None = None  # the Stripe event that made the product read it again
+
+
+class SubscriptionChanged(Event, frozen=True, kw_only=True, tag="billing.subscription_changed"):
+    """The inbox's Stripe subscription as Stripe has it now (read back from Stripe on each of
+    its events, whatever their order): recorded when its status, price, period, cancellation
+    or grace changes. A change of plan it causes is its own ``plan.changed``."""
+
+    AGGREGATE = TENANT
+    data: SubscriptionChangedData
+
+
 # --- connections (a tenant's account on one channel) ---------------------------------
 
 
@@ -503,6 +524,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     MemberRemoved,
     PlanChanged,
     UsageRecorded,
+    SubscriptionChanged,
     ConnectionCreated,
     ConnectionStateChanged,
     ConnectionCredentialsRotated,

@@ -279,6 +279,20 @@ def examples() -> list[ev.Event]:
         (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),
         (ev.MemberRemoved, TENANT_ID, user, ev.MemberRemovedData(user_id=USER_ID)),
         (ev.ConnectionDeleted, CONNECTION_ID, user, ev.ConnectionDeletedData(reason="disconnected by user")),
+        (
+            ev.SubscriptionChanged,
+            TENANT_ID,
+            "billing:stripe",
+            ev.SubscriptionChangedData(
+                customer_id="cus_R2xY7bQ4mN8kLp",
+                subscription_id="sub_1QxY7bQ4mN8kLpZc3D5eF6gH",
+                status="active",
+                plan="pro",
+                price_id="price_1QxY7bQ4mN8kLpPro",
+                current_period_end=datetime(2026, 12, 24, 9, 30, 0, tzinfo=UTC),
+                stripe_event_id="evt_1QxY7bQ4mN8kLpZc9T8s7R6q",
+            ),
+        ),
     ]
     return [
         _make(cls, aggregate_id, actor, data, n) for n, (cls, aggregate_id, actor, data) in enumerate(specs)

@@ -11,6 +11,7 @@ from gateway.errors import HANDLERS
 from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
+from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
@@ -40,6 +41,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             messages_router,
             media_router,
             agents_router,
+            billing_router,
             channels_router,
             devices_router,
             bridge_router,

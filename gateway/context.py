@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.billing.stripe_billing import StripeBilling
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
@@ -61,6 +62,8 @@ class GatewayContext:
     # /metrics and /readyz: with a token, only for `Authorization: Bearer <it>`; without
     # one, only for clients on this machine (never for the public behind a proxy).
     ops_token: str | None = None
+    # Stripe (adapters/billing), when MOLTBOT_STRIPE_* are set; None: billing is off.
+    billing: StripeBilling | None = None
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

@@ -15,6 +15,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from adapters.billing import errors as billing
 from adapters.channels import errors as channel
 from adapters.nats.errors import ConcurrencyConflict
 from domain.errors import InvalidToken
@@ -98,6 +99,23 @@ def channel_error(request: Request[Any, Any, Any], exc: channel.ChannelError) ->
     return Response(_body(exc.code or code, str(exc), exc.field), status_code=status, headers=headers)
 
 
+# Each billing error as an answer: (status, code); Stripe out of reach is retried.
+BILLING_ERRORS: dict[type[billing.BillingError], tuple[int, str]] = {
+    billing.BillingError: (502, "billing_error"),
+    billing.BillingUnavailable: (503, "billing_unavailable"),
+    billing.BadStripeSignature: (400, "bad_signature"),
+    billing.BadStripeEvent: (400, "invalid_request"),
+}
+
+
+def billing_error(request: Request[Any, Any, Any], exc: billing.BillingError) -> Response[Any]:
+    status, code = next(BILLING_ERRORS[c] for c in type(exc).__mro__ if c in BILLING_ERRORS)
+    if status >= 500:
+        log.warning("billing_failed", path=request.url.path, error=str(exc))
+    headers = {"Retry-After": "10"} if isinstance(exc, billing.BillingUnavailable) else {}
+    return Response(_body(code, str(exc)), status_code=status, headers=headers)
+
+
 def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
     # Only a body nested thousands of levels deep gets here (JSON decoding recurses).
     return Response(_body("invalid_request", "The JSON body is nested too deeply."), status_code=400)
@@ -143,6 +161,7 @@ HANDLERS: dict[type[Exception] | int, Any] = {
     InvalidToken: invalid_token,
     ConcurrencyConflict: conflict,
     channel.ChannelError: channel_error,
+    billing.BillingError: billing_error,
     RecursionError: too_deep,
     UnicodeDecodeError: not_utf8,
     **dict.fromkeys(BACKEND_OUTAGES, unavailable),

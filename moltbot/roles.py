@@ -60,6 +60,7 @@ from projections.worker import DEFAULT_BATCH, LiveWorker, ProjectionWorker
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from adapters.billing.config import StripeConfig
     from gateway.context import GatewayContext, SlackApp
     from gateway.limits import Limits
     from gateway.oidc import OidcConfig
@@ -333,6 +334,7 @@ class GatewayOptions(TypedDict, total=False):
     limits: Limits | None  # None: gateway/limits.py's defaults
     trusted_proxies: tuple[str, ...]
     ops_token: str | None
+    billing: StripeConfig | None  # Stripe (MOLTBOT_STRIPE_*); None: billing is off
 
 
 @contextlib.asynccontextmanager
@@ -341,6 +343,7 @@ async def gateway_context(
 ) -> AsyncIterator[GatewayContext]:
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
+    from adapters.billing.stripe_billing import StripeBilling
     from adapters.postgres.rate_counter import RATE_LIMITS_SQL, RateCounter
     from gateway.auth import Tokens
     from gateway.context import GatewayContext
@@ -348,6 +351,7 @@ async def gateway_context(
     from gateway.limits import Limits as DefaultLimits
     from gateway.oidc import IDENTITIES_SQL, IdentityLinks, OidcVerifier
     from gateway.routes.accounts import CREDENTIALS_SQL, REFRESH_TOKENS_SQL
+    from gateway.routes.billing import BILLING_SQL
     from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
     from gateway.routes.devices import PAIRING_CODES_SQL
     from gateway.routes.messages import IDEMPOTENCY_SQL
@@ -368,6 +372,7 @@ async def gateway_context(
                 WEBHOOKS_SQL,
                 OAUTH_STATES_SQL,
                 PAIRING_CODES_SQL,
+                BILLING_SQL,
             )
             for sql in (*gateway_tables, RATE_LIMITS_SQL):
                 await conn.execute(sql)
@@ -377,6 +382,8 @@ async def gateway_context(
     await pool.open()
     oidc, keyring = options.get("oidc"), options.get("keyring")
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
+    stripe_config = options.get("billing")
+    billing = StripeBilling(stripe_config) if stripe_config is not None else None
     try:
         async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
             yield GatewayContext(
@@ -393,10 +400,13 @@ async def gateway_context(
                 limiter=Limiter(RateCounter(pool), options.get("limits") or DefaultLimits()),
                 trusted_proxies=options.get("trusted_proxies", ()),
                 ops_token=options.get("ops_token"),
+                billing=billing,
             )
     finally:
         if verifier is not None:
             await verifier.aclose()
+        if billing is not None:
+            await billing.aclose()
         await pool.close()
 
 

@@ -16,14 +16,18 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import msgspec
 
+from adapters.billing.config import STRIPE_API, StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import NatsAccess, NatsLogin
+from domain.billing import parse_prices
+from domain.envelope import Plan
+from domain.plans import parse_catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
 
@@ -81,6 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # of the gateway, whose X-Forwarded-For names the client (rate limits per address).
     trusted_proxies: tuple[str, ...] = ()
     ops_token: str | None = None  # MOLTBOT_OPS_TOKEN: bearer token for /metrics and /readyz
+    # Billing with Stripe (docs/billing.md): off unless MOLTBOT_STRIPE_SECRET_KEY is set (see billing).
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None  # MOLTBOT_STRIPE_WEBHOOK_SECRET: whsec_…
+    stripe_api_base: str | None = None  # MOLTBOT_STRIPE_API_BASE: a local fake; None: Stripe's API
+    stripe_prices: str | None = None  # MOLTBOT_STRIPE_PRICES: pro=price_…,team=price_…
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -135,8 +144,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             trusted_proxies=tuple(
                 p.strip() for p in environ.get("MOLTBOT_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
+            stripe_secret_key=environ.get("MOLTBOT_STRIPE_SECRET_KEY") or None,
+            stripe_webhook_secret=environ.get("MOLTBOT_STRIPE_WEBHOOK_SECRET") or None,
+            stripe_api_base=(environ.get("MOLTBOT_STRIPE_API_BASE") or "").rstrip("/") or None,
+            stripe_prices=environ.get("MOLTBOT_STRIPE_PRICES") or None,
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
+        settings.billing()  # and an incomplete Stripe setup
         return settings
 
     def oidc_config(self) -> OidcConfig | None:
@@ -166,6 +180,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             shown.append(f"{name}={'***' if secret and value is not None else repr(value)}")
         return f"Settings({', '.join(shown)})"
 
+    def billing(self) -> StripeConfig | None:
+        """Stripe, when MOLTBOT_STRIPE_SECRET_KEY is set (then the webhook secret and the prices
+        must be too); None: billing is off and operators set plans."""
+        if not self.stripe_secret_key:
+            given = [
+                name
+                for name, value in (
+                    ("MOLTBOT_STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
+                    ("MOLTBOT_STRIPE_PRICES", self.stripe_prices),
+                    ("MOLTBOT_STRIPE_API_BASE", self.stripe_api_base),
+                )
+                if value
+            ]
+            if given:
+                raise ValueError(f"{given[0]} is set: set MOLTBOT_STRIPE_SECRET_KEY too (or unset it).")
+            return None
+        if not self.stripe_webhook_secret:
+            raise ValueError(
+                "MOLTBOT_STRIPE_SECRET_KEY is set: set MOLTBOT_STRIPE_WEBHOOK_SECRET too (whsec_…, from the"
+                " webhook endpoint in Stripe's dashboard or `stripe listen`)."
+            )
+        if not self.stripe_prices:
+            raise ValueError("MOLTBOT_STRIPE_SECRET_KEY is set: set MOLTBOT_STRIPE_PRICES too (pro=price_…).")
+        return StripeConfig(
+            secret_key=self.stripe_secret_key,
+            webhook_secret=self.stripe_webhook_secret,
+            prices=parse_prices(self.stripe_prices, _paid_plans()),
+            api_base=self.stripe_api_base or STRIPE_API,
+        )
+
     def slack_app(self) -> SlackApp | None:
         """The Slack app for "Add to Slack", when its three secrets are all set."""
         if not (self.slack_client_id and self.slack_client_secret and self.slack_signing_secret):
@@ -192,6 +236,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "limits": self.limits,
             "trusted_proxies": self.trusted_proxies,
             "ops_token": self.ops_token,
+            "billing": self.billing(),
         }
 
     def media_store(self) -> MediaStore:
@@ -260,6 +305,13 @@ def _bundled_streams_file() -> Path:
     return Path(__file__).resolve().parent.parent / "streams.yaml"
 
 
+def _paid_plans() -> frozenset[str]:
+    """The plans of the bundled plans.yaml that cost money (the ones Stripe can sell)."""
+    catalog = parse_catalog((Path(__file__).resolve().parent.parent / "plans.yaml").read_text())
+    known = set(get_args(Plan))
+    return frozenset(p for p, spec in catalog.plans.items() if spec.monthly_price_cents > 0 and p in known)
+
+
 _SECRETS = frozenset(
     {
         "anthropic_api_key",
@@ -269,6 +321,8 @@ _SECRETS = frozenset(
         "database_url",
         "ops_token",
         "nats_password",
+        "stripe_secret_key",
+        "stripe_webhook_secret",
     }
 )
 

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings
+from adapters.billing.config import StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
@@ -243,6 +244,12 @@ def channel_clients() -> dict[str, Any]:
 
 
 @pytest.fixture
+def billing() -> StripeConfig | None:
+    """The gateway's Stripe settings: billing off (a module with the fake Stripe sets them)."""
+    return None
+
+
+@pytest.fixture
 def limits() -> Limits:
     """The gateway's rate limits and stream caps (a module may set smaller ones)."""
     return Limits()
@@ -260,6 +267,7 @@ async def api(
     public_url: str | None,
     media_store: MediaStore,
     channel_clients: dict[str, Any],
+    billing: StripeConfig | None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -280,6 +288,7 @@ async def api(
                 slack_app=slack_app,
                 public_url=public_url,
                 limits=limits,
+                billing=billing,
             )
         ),
         asyncio.create_task(run_outbox(stack.roles)),

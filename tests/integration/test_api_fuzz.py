@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,10 @@ from hypothesis.strategies import SearchStrategy
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.result import Err
 
+from adapters.billing.config import StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
 from gateway.context import SlackApp
+from tests.fakes.stripe_api import fake_stripe
 from tests.fakes.telegram_api import FakeTelegram
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
@@ -58,6 +61,16 @@ def slack_app() -> SlackApp:
         signing_secret="a-signing-secret",
         redirect_uri="https://moltbot.example/v1/channels/slack/oauth/callback",
     )
+
+
+@pytest.fixture
+async def billing() -> AsyncIterator[StripeConfig]:
+    """Stripe at a local fake (with billing off, checkout answers 503 billing_off by design)."""
+    async with fake_stripe("sk_test_fuzz", "whsec_fuzz", prices=["price_pro_fuzz"]) as stripe:
+        yield StripeConfig(
+            secret_key="sk_test_fuzz", webhook_secret="whsec_fuzz", prices={"pro": "price_pro_fuzz"},
+            api_base=stripe.base_url,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from adapters.bridge.device import Bridge
 from adapters.bridge.identity import Pairing
 from adapters.bridge.local_store import LocalStore
+from adapters.channels.whatsapp.client import Receipt
 from adapters.channels.whatsapp.device import WhatsAppDeviceChannel
 from adapters.channels.whatsapp.store import SessionStore
 from adapters.postgres import tenancy
@@ -146,6 +148,22 @@ async def test_connect_scan_receive_answer_and_log_out_a_whatsapp_account(
 
     messages = await _until(sent_in_inbox, "the reply recorded as sent")
     assert len(messages) == 2  # the question and one reply: WhatsApp's echo of it is not stored again
+
+    # WhatsApp's receipts move the reply forward: delivered, then read (never back).
+    reply = phone.sent[0]
+    chat = f"{ALICE}@s.whatsapp.net"
+    phone.happen(Receipt(chat, (reply.whatsapp_id,), "read", datetime.now(UTC)))
+    phone.happen(Receipt(chat, (reply.whatsapp_id,), "delivered", datetime.now(UTC)))
+
+    async def read_in_inbox() -> bool:
+        items = (
+            await api.get(f"/v1/conversations/{whatsapp['conversation_id']}/messages", headers=_auth(owner))
+        ).json()["items"]
+        return any(m["direction"] == "out" and m["status"] == "read" for m in items)
+
+    await _until(read_in_inbox, "the reply marked read")
+    await stack.wait_caught_up()
+    assert await read_in_inbox()  # the later "delivered" did not undo it
 
     # A photo: its file is fetched while the session holds the message with its keys.
     photo = ImageMessage(

@@ -24,7 +24,7 @@ AGENT = "agent"
 ASSISTANT = "assistant"
 
 Role = Literal["owner", "admin", "member"]
-Plan = Literal["free", "pro", "byok"]
+Plan = Literal["free", "pro", "team", "byok"]
 ConnectionState = Literal["connecting", "connected", "degraded", "action_required", "disconnected"]
 ConversationKind = Literal["direct", "group", "thread"]
 UsageMetric = Literal["messages_in", "messages_out", "agent_runs", "tokens_in", "tokens_out", "cost_micros"]

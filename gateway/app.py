@@ -11,6 +11,7 @@ from gateway.errors import HANDLERS
 from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
+from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
@@ -41,6 +42,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             media_router,
             agents_router,
             channels_router,
+            billing_router,
             devices_router,
             bridge_router,
             webchat_router,

@@ -22,6 +22,7 @@ from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
+from domain.plans import Catalog
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
 from gateway.feed import LiveEventStore
@@ -61,6 +62,7 @@ class GatewayContext:
     # /metrics and /readyz: with a token, only for `Authorization: Bearer <it>`; without
     # one, only for clients on this machine (never for the public behind a proxy).
     ops_token: str | None = None
+    catalog: Catalog | None = None  # the plans (plans.yaml): what each inbox may do (gateway/plan_limits.py)
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

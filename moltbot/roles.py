@@ -49,6 +49,7 @@ from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
+from domain.plans import Catalog
 from projections.agent_reads import AgentReads
 from projections.base import Projection
 from projections.connection_reads import ConnectionReadModel
@@ -278,9 +279,11 @@ async def run_agent(
     *,
     keyring: Keyring | None = None,
     settings: AgentSettings | None = None,
+    catalog: Catalog | None = None,
 ) -> None:
-    """Answer messages where the tenants' rules allow, until cancelled. With ``keyring``,
-    a tenant's own Anthropic key (BYOK) is preferred to the deployment's."""
+    """Answer messages where the tenants' rules allow (and their plans' AI allowance), until
+    cancelled. With ``keyring``, a tenant's own Anthropic key (BYOK) is preferred to the
+    deployment's. ``catalog``: the plans (None: the bundled plans.yaml)."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await ensure_core(conn)  # type: ignore[arg-type]  # the confined role the reads use
         await ensure_confined_access(conn)  # type: ignore[arg-type]
@@ -298,7 +301,7 @@ async def run_agent(
         async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
             orchestrator = Orchestrator(
                 nc, reads, source, store=EventStore(nc), settings=settings or AgentSettings(),
-                max_text_for=channel_registry.max_text_for,
+                max_text_for=channel_registry.max_text_for, catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
     finally:
@@ -333,6 +336,7 @@ class GatewayOptions(TypedDict, total=False):
     limits: Limits | None  # None: gateway/limits.py's defaults
     trusted_proxies: tuple[str, ...]
     ops_token: str | None
+    catalog: Catalog  # the plans (plans.yaml); left out: the bundled one
 
 
 @contextlib.asynccontextmanager
@@ -393,11 +397,18 @@ async def gateway_context(
                 limiter=Limiter(RateCounter(pool), options.get("limits") or DefaultLimits()),
                 trusted_proxies=options.get("trusted_proxies", ()),
                 ops_token=options.get("ops_token"),
+                catalog=options.get("catalog") or _bundled_catalog(),
             )
     finally:
         if verifier is not None:
             await verifier.aclose()
         await pool.close()
+
+
+def _bundled_catalog() -> Catalog:
+    from moltbot.settings import bundled_plans_file, load_catalog
+
+    return load_catalog(bundled_plans_file())
 
 
 async def run_gateway(

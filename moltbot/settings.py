@@ -24,6 +24,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import NatsAccess, NatsLogin
+from domain.plans import Catalog, parse_catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
 
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_creds: Path | None = None
     nats_tls_ca: Path | None = None  # MOLTBOT_NATS_TLS_CA
     streams_file: Path
+    plans_file: Path  # MOLTBOT_PLANS_FILE: the plan catalog (plans.yaml beside streams.yaml)
     log_format: LogFormat = "console"
     log_level: str = "info"
     gateway_port: int = 8000
@@ -104,6 +106,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_creds=Path(creds) if (creds := environ.get("MOLTBOT_NATS_CREDS")) else None,
             nats_tls_ca=Path(ca) if (ca := environ.get("MOLTBOT_NATS_TLS_CA")) else None,
             streams_file=Path(environ.get("MOLTBOT_STREAMS_FILE") or _bundled_streams_file()),
+            plans_file=Path(environ.get("MOLTBOT_PLANS_FILE") or bundled_plans_file()),
             log_format=log_format,  # type: ignore[arg-type]
             log_level=environ.get("MOLTBOT_LOG_LEVEL", "info").lower(),
             gateway_port=int(environ.get("MOLTBOT_GATEWAY_PORT", "8000")),
@@ -192,7 +195,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "limits": self.limits,
             "trusted_proxies": self.trusted_proxies,
             "ops_token": self.ops_token,
+            "catalog": self.catalog(),
         }
+
+    def catalog(self) -> Catalog:
+        """The plan catalog (``plans_file``)."""
+        return load_catalog(self.plans_file)
 
     def media_store(self) -> MediaStore:
         """Where attachments are kept: the S3-compatible bucket if configured, else the folder."""
@@ -258,6 +266,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 def _bundled_streams_file() -> Path:
     return Path(__file__).resolve().parent.parent / "streams.yaml"
+
+
+def bundled_plans_file() -> Path:
+    return Path(__file__).resolve().parent.parent / "plans.yaml"
+
+
+def load_catalog(path: Path) -> Catalog:
+    """The plan catalog in ``path``; ValueError says what is wrong with it."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the plan catalog {path}: {exc.strerror}") from None
+    return parse_catalog(text)
 
 
 _SECRETS = frozenset(

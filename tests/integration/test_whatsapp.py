@@ -26,6 +26,8 @@ from adapters.channels.whatsapp.client import Receipt
 from adapters.channels.whatsapp.device import WhatsAppDeviceChannel
 from adapters.channels.whatsapp.store import SessionStore
 from adapters.postgres import tenancy
+from domain.plans import Catalog
+from tests.conftest import roomy_catalog
 from tests.fakes.whatsapp_client import FakeWhatsApp
 from tests.fakes.whatsapp_messages import ALICE, Message, message_ev
 
@@ -36,6 +38,11 @@ from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
 from tests.integration.test_bridge_pairing import device_list, paired_device
 from tests.integration.test_gateway import _auth, _signup
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about WhatsApp; the limits: test_plan_limits.py
 
 
 @pytest.fixture

@@ -253,7 +253,6 @@ def chunk_text(text: str, limit: int) -> list[str]:
 
 # Monthly model spend included in each plan, in micro-dollars. BYOK tenants pay their
 # provider directly: no platform limit.
-PLAN_BUDGET_MICROS: dict[str, int | None] = {"free": 2_000_000, "pro": 50_000_000, "byok": None}
 
 
 @dataclass(frozen=True)
@@ -268,11 +267,6 @@ def charge(model: str, tokens_in: int, tokens_out: int) -> Charge:
     price, known = price_of(model)
     cost = (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) // 1_000_000
     return Charge(cost, known)
-
-
-def budget_left(plan: str, spent_micros: int) -> bool:
-    limit = PLAN_BUDGET_MICROS.get(plan, PLAN_BUDGET_MICROS["free"])
-    return limit is None or spent_micros < limit
 
 
 # --- the events of a run -------------------------------------------------------------------

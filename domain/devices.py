@@ -89,6 +89,7 @@ DEVICE_EVENT_TYPES = frozenset(
         "message.sent",
         "message.edited",
         "message.deleted",
+        "message.status_changed",
         "reaction.added",
         "reaction.removed",
     }
@@ -115,6 +116,9 @@ def refusal(event: ev.Event, *, tenant_id: str, device_id: str, connections: Map
         return "the event names another tenant"
     if event.actor != actor(device_id):
         return f"the actor must be {actor(device_id)}"
+    if isinstance(event, ev.MessageStatusChanged):  # names the connection whose messages it marks
+        hosted = event.data.connection_id in connections
+        return None if hosted else f"the connection {event.data.connection_id} is not hosted by this device"
     if event.type not in _NAMING_CONNECTION:
         return None
     data: Any = event.data  # type: ignore[attr-defined]

@@ -353,6 +353,21 @@ class MessageDeleted(Event, frozen=True, kw_only=True, tag="message.deleted"):
     data: MessageDeletedData
 
 
+class MessageStatusChangedData(Payload, frozen=True):
+    """The provider's receipt for a message we sent: it reached the person, or they read it.
+    Named by the provider's id (``message.sent``'s ``provider_message_id``)."""
+
+    connection_id: str
+    provider_message_id: str
+    status: Literal["delivered", "read"]
+    at: datetime
+
+
+class MessageStatusChanged(Event, frozen=True, kw_only=True, tag="message.status_changed"):
+    AGGREGATE = CONVERSATION
+    data: MessageStatusChangedData
+
+
 class ReactionData(Payload, frozen=True):
     message_id: str
     emoji: str
@@ -538,6 +553,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     MessageSendFailed,
     MessageEdited,
     MessageDeleted,
+    MessageStatusChanged,
     ReactionAdded,
     ReactionRemoved,
     MediaAvailable,

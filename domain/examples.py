@@ -248,6 +248,17 @@ def examples() -> list[ev.Event]:
             ev.MessageDeletedData(message_id=MESSAGE_ID, deleted_at=AT),
         ),
         (
+            ev.MessageStatusChanged,
+            CONVERSATION_ID,
+            "connector:whatsapp:cn_01JD3V5W3S4N5P6Q7R8S9T0V1W",
+            ev.MessageStatusChangedData(
+                connection_id=CONNECTION_ID,
+                provider_message_id="15551230000@s.whatsapp.net:3EB0C0FFEE",
+                status="read",
+                at=AT,
+            ),
+        ),
+        (
             ev.ConversationUpdated,
             CONVERSATION_ID,
             user,

@@ -10,6 +10,7 @@ from typing import Protocol
 import msgspec
 
 from domain import events as ev
+from domain.plans import Spend
 
 
 class ConversationView(msgspec.Struct, frozen=True):
@@ -58,8 +59,8 @@ class AgentReads(Protocol):
         """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
         ...
 
-    async def plan_and_spend(self, tenant_id: str, now: datetime) -> tuple[str, int]:
-        """The tenant's plan and its model spend this calendar month (micro-dollars)."""
+    async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
+        """The tenant's plan and its model spend this calendar month and today (micro-dollars)."""
         ...
 
     async def runs_requested_since(

@@ -23,6 +23,7 @@ from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.models import ModelSource
+from domain.plans import Catalog
 from gateway.auth import Caller, Tokens
 from gateway.errors import ApiError
 from gateway.feed import LiveEventStore
@@ -64,6 +65,7 @@ class GatewayContext:
     ops_token: str | None = None
     # Stripe (adapters/billing), when MOLTBOT_STRIPE_* are set; None: billing is off.
     billing: StripeBilling | None = None
+    catalog: Catalog | None = None  # the plans (plans.yaml): what each inbox may do (gateway/plan_limits.py)
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

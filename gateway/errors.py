@@ -32,6 +32,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,  # more members of the answer's body
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -39,6 +40,7 @@ class ApiError(Exception):
         self.detail = detail
         self.field = field
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 def _body(error: str, detail: str, field: str | None = None) -> dict[str, Any]:
@@ -49,7 +51,8 @@ def _body(error: str, detail: str, field: str | None = None) -> dict[str, Any]:
 
 
 def api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return Response(_body(exc.error, exc.detail, exc.field), status_code=exc.status, headers=exc.headers)
+    body = _body(exc.error, exc.detail, exc.field) | exc.extra
+    return Response(body, status_code=exc.status, headers=exc.headers)
 
 
 def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

@@ -49,6 +49,7 @@ from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
 from domain.models import ModelSource
+from domain.plans import Catalog
 from projections.agent_reads import AgentReads
 from projections.base import Projection
 from projections.connection_reads import ConnectionReadModel
@@ -279,9 +280,11 @@ async def run_agent(
     *,
     keyring: Keyring | None = None,
     settings: AgentSettings | None = None,
+    catalog: Catalog | None = None,
 ) -> None:
-    """Answer messages where the tenants' rules allow, until cancelled. With ``keyring``,
-    a tenant's own Anthropic key (BYOK) is preferred to the deployment's."""
+    """Answer messages where the tenants' rules allow (and their plans' AI allowance), until
+    cancelled. With ``keyring``, a tenant's own Anthropic key (BYOK) is preferred to the
+    deployment's. ``catalog``: the plans (None: the bundled plans.yaml)."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await ensure_core(conn)  # type: ignore[arg-type]  # the confined role the reads use
         await ensure_confined_access(conn)  # type: ignore[arg-type]
@@ -299,7 +302,7 @@ async def run_agent(
         async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
             orchestrator = Orchestrator(
                 nc, reads, source, store=EventStore(nc), settings=settings or AgentSettings(),
-                max_text_for=channel_registry.max_text_for,
+                max_text_for=channel_registry.max_text_for, catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
     finally:
@@ -335,6 +338,7 @@ class GatewayOptions(TypedDict, total=False):
     trusted_proxies: tuple[str, ...]
     ops_token: str | None
     billing: StripeConfig | None  # Stripe (MOLTBOT_STRIPE_*); None: billing is off
+    catalog: Catalog  # the plans (plans.yaml); left out: the bundled one
 
 
 @contextlib.asynccontextmanager
@@ -401,6 +405,7 @@ async def gateway_context(
                 trusted_proxies=options.get("trusted_proxies", ()),
                 ops_token=options.get("ops_token"),
                 billing=billing,
+                catalog=options.get("catalog") or _bundled_catalog(),
             )
     finally:
         if verifier is not None:
@@ -408,6 +413,12 @@ async def gateway_context(
         if billing is not None:
             await billing.aclose()
         await pool.close()
+
+
+def _bundled_catalog() -> Catalog:
+    from moltbot.settings import bundled_plans_file, load_catalog
+
+    return load_catalog(bundled_plans_file())
 
 
 async def run_gateway(

@@ -27,7 +27,7 @@ from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import NatsAccess, NatsLogin
 from domain.billing import parse_prices
 from domain.envelope import Plan
-from domain.plans import parse_catalog
+from domain.plans import Catalog, parse_catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
 
@@ -57,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_creds: Path | None = None
     nats_tls_ca: Path | None = None  # MOLTBOT_NATS_TLS_CA
     streams_file: Path
+    plans_file: Path  # MOLTBOT_PLANS_FILE: the plan catalog (plans.yaml beside streams.yaml)
     log_format: LogFormat = "console"
     log_level: str = "info"
     gateway_port: int = 8000
@@ -113,6 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_creds=Path(creds) if (creds := environ.get("MOLTBOT_NATS_CREDS")) else None,
             nats_tls_ca=Path(ca) if (ca := environ.get("MOLTBOT_NATS_TLS_CA")) else None,
             streams_file=Path(environ.get("MOLTBOT_STREAMS_FILE") or _bundled_streams_file()),
+            plans_file=Path(environ.get("MOLTBOT_PLANS_FILE") or bundled_plans_file()),
             log_format=log_format,  # type: ignore[arg-type]
             log_level=environ.get("MOLTBOT_LOG_LEVEL", "info").lower(),
             gateway_port=int(environ.get("MOLTBOT_GATEWAY_PORT", "8000")),
@@ -237,7 +239,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "trusted_proxies": self.trusted_proxies,
             "ops_token": self.ops_token,
             "billing": self.billing(),
+            "catalog": self.catalog(),
         }
+
+    def catalog(self) -> Catalog:
+        """The plan catalog (``plans_file``)."""
+        return load_catalog(self.plans_file)
 
     def media_store(self) -> MediaStore:
         """Where attachments are kept: the S3-compatible bucket if configured, else the folder."""
@@ -307,9 +314,22 @@ def _bundled_streams_file() -> Path:
 
 def _paid_plans() -> frozenset[str]:
     """The plans of the bundled plans.yaml that cost money (the ones Stripe can sell)."""
-    catalog = parse_catalog((Path(__file__).resolve().parent.parent / "plans.yaml").read_text())
+    catalog = load_catalog(bundled_plans_file())
     known = set(get_args(Plan))
     return frozenset(p for p, spec in catalog.plans.items() if spec.monthly_price_cents > 0 and p in known)
+
+
+def bundled_plans_file() -> Path:
+    return Path(__file__).resolve().parent.parent / "plans.yaml"
+
+
+def load_catalog(path: Path) -> Catalog:
+    """The plan catalog in ``path``; ValueError says what is wrong with it."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the plan catalog {path}: {exc.strerror}") from None
+    return parse_catalog(text)
 
 
 _SECRETS = frozenset(

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
+from domain.plans import Spend
 from domain.reads import AgentView, ConversationView, FoundMessage, PastMessage
 from projections import agents_queries, inbox_queries, usage_queries
 
@@ -38,7 +39,7 @@ class AgentReads:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await agents_queries.first_agent(conn)
 
-    async def plan_and_spend(self, tenant_id: str, now: datetime) -> tuple[str, int]:
+    async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
         """The tenant's plan and its model spend this calendar month (micro-dollars)."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await usage_queries.plan_and_spend(conn, tenant_id, now)

@@ -161,6 +161,13 @@ UPDATE messages SET
 WHERE message_id = %(message_id)s AND tenant_id = %(tenant_id)s
 """
 
+# A receipt moves a sent message forward only (sent → delivered → read), never back.
+MARK_STATUS = """
+UPDATE messages SET status = %(status)s
+WHERE tenant_id = %(tenant_id)s AND connection_id = %(connection_id)s AND direction = 'out'
+  AND provider_message_id = %(provider_message_id)s
+  AND (status = 'sent' OR (status = 'delivered' AND %(status)s = 'read'))
+"""
 ADD_REACTION = "INSERT INTO reactions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 ADD_MEDIA = "INSERT INTO media VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 REMOVE_REACTION = (
@@ -205,7 +212,9 @@ class _Fold:
     new_messages: dict[str, list[Any]] = field(default_factory=dict)
     conversation_changes: dict[str, _ConversationChange] = field(default_factory=dict)
     message_changes: dict[tuple[str, str], _MessageChange] = field(default_factory=dict)  # (tenant, message)
-    reaction_statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    reaction_statements: list[tuple[str, Any]] = field(
+        default_factory=list
+    )  # ordered: reactions, media, receipts
 
 
 def _preview(text: str) -> str:
@@ -358,6 +367,13 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             _change_message(fold, event.tenant_id, message_id, status="failed")
             if message_id in stored:
                 stored[message_id] = "failed"
+    elif isinstance(event, ev.MessageStatusChanged):
+        receipt = event.data
+        mark = {
+            "status": receipt.status, "tenant_id": event.tenant_id, "connection_id": receipt.connection_id,
+            "provider_message_id": receipt.provider_message_id,
+        }  # fmt: skip
+        fold.reaction_statements.append((MARK_STATUS, mark))  # after the batch's new rows and changes
     elif isinstance(event, ev.MediaAvailable):
         m = event.data
         row = (
@@ -499,6 +515,7 @@ class InboxProjection:
             "message.send_requested",
             "message.sent",
             "message.send_failed",
+            "message.status_changed",
             "message.edited",
             "message.deleted",
             "media.available",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from adapters.postgres.database import Connection
+from domain.plans import Spend
 from projections import tenants_queries
 
 
@@ -27,14 +28,16 @@ async def usage_days(conn: Connection, tenant_id: str, days: int) -> list[UsageD
     return [msgspec.convert(r, UsageDay) for r in await cur.fetchall()]
 
 
-async def plan_and_spend(conn: Connection, tenant_id: str, now: datetime) -> tuple[str, int]:
-    """The tenant's plan and its model spend this calendar month (micro-dollars)."""
-    month = now.astimezone(UTC).date().replace(day=1)
+async def plan_and_spend(conn: Connection, tenant_id: str, now: datetime) -> Spend:
+    """The tenant's plan and its model spend this calendar month and today (micro-dollars)."""
+    today = now.astimezone(UTC).date()
     plan = await tenants_queries.plan(conn, tenant_id)
     cur = await conn.execute(
-        "SELECT coalesce(sum(quantity), 0) AS spent FROM rm_usage.usage_daily"
+        "SELECT coalesce(sum(quantity), 0) AS month,"
+        " coalesce(sum(quantity) FILTER (WHERE day = %s), 0) AS today FROM rm_usage.usage_daily"
         " WHERE metric = 'cost_micros' AND day >= %s",
-        (month,),
+        (today, today.replace(day=1)),
     )
     spent = await cur.fetchone()
-    return (plan if plan is not None else "free"), int(spent["spent"] if spent else 0)
+    month, day = (int(spent["month"]), int(spent["today"])) if spent else (0, 0)
+    return Spend(plan if plan is not None else "free", month, day)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.client import Client
 
@@ -38,6 +39,7 @@ from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.postgres.database import provision_login_role
 from adapters.vault.cipher import Keyring
+from domain.plans import Catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
 from moltbot.roles import (
@@ -49,6 +51,7 @@ from moltbot.roles import (
     run_outbox,
     run_projections,
 )
+from moltbot.settings import bundled_plans_file, load_catalog
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
@@ -237,6 +240,25 @@ def slack_app() -> SlackApp | None:
 
 
 @pytest.fixture
+def plan_catalog() -> Catalog:
+    """The plans the gateway and the agent hold inboxes to: plans.yaml (a module whose
+    subject is not the plans may use :func:`roomy_catalog`)."""
+    return load_catalog(bundled_plans_file())
+
+
+def roomy_catalog() -> Catalog:
+    """plans.yaml with a Free plan that has room for devices, channels, agents and any model,
+    for tests of other things than the limits (tests/integration/test_plan_limits.py)."""
+    catalog = load_catalog(bundled_plans_file())
+    free = catalog.plans["free"]
+    roomy = msgspec.structs.replace(
+        free.limits, cloud_channels=None, bridge_channels=10, agents=None, models=None
+    )
+    plans = dict(catalog.plans) | {"free": msgspec.structs.replace(free, limits=roomy)}
+    return msgspec.structs.replace(catalog, plans=plans)
+
+
+@pytest.fixture
 def channel_clients() -> dict[str, Any]:
     """Protocol libraries the connectors use instead of a kind's own (kind -> client
     factory; a module with a fake WhatsApp sets one)."""
@@ -268,6 +290,7 @@ async def api(
     media_store: MediaStore,
     channel_clients: dict[str, Any],
     billing: StripeConfig | None,
+    plan_catalog: Catalog,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -289,6 +312,7 @@ async def api(
                 public_url=public_url,
                 limits=limits,
                 billing=billing,
+                catalog=plan_catalog,
             )
         ),
         asyncio.create_task(run_outbox(stack.roles)),
@@ -327,7 +351,7 @@ async def agent_models() -> AsyncIterator[ModelChoice]:
 
 @pytest.fixture
 async def assistant(
-    api: httpx.AsyncClient, stack: Stack, agent_models: ModelChoice, keyring: Keyring
+    api: httpx.AsyncClient, stack: Stack, agent_models: ModelChoice, keyring: Keyring, plan_catalog: Catalog
 ) -> AsyncIterator[None]:
     """The agent role beside ``api``, with a short debounce window."""
     role = asyncio.create_task(
@@ -337,6 +361,7 @@ async def assistant(
             agent_models,
             keyring=keyring,
             settings=AgentSettings(debounce=0.3),
+            catalog=plan_catalog,
         )
     )
     yield

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
+from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -46,7 +47,7 @@ from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.pull import ack_position, raise_if_cancelled
 from domain import agent as policy
 from domain import events as ev
-from domain import subjects
+from domain import plans, subjects
 from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
 from domain.models import ChatTurn, ModelReply, ModelRequest, ModelSource, ModelUnavailable, OnDelta
@@ -86,6 +87,7 @@ class Orchestrator:
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_text_for: Callable[[str], int] = lambda channel: policy.DEFAULT_MAX_TEXT_LENGTH,
+        catalog: plans.Catalog,
     ) -> None:
         self._nc = nc
         self._store = store
@@ -94,6 +96,7 @@ class Orchestrator:
         self._settings = settings
         self._clock = clock
         self._max_text_for = max_text_for  # a channel's longest message (from the channel registry)
+        self._catalog = catalog  # the plans: each tenant's AI allowance
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs_completed = 0
@@ -157,7 +160,7 @@ class Orchestrator:
         if conversation is None:
             return "done"
         agent = await self._reads.agent(tenant)
-        plan, spent = await self._reads.plan_and_spend(tenant, self._clock())
+        spend = await self._reads.plan_and_spend(tenant, self._clock())
         run_id = policy.run_id_for(trigger.id)
         max_runs = self._settings.agent_runs_per_conversation
         recent_runs = 0
@@ -171,7 +174,7 @@ class Orchestrator:
                 conversation_kind=conversation.kind,
                 conversation_agent_enabled=conversation.agent_enabled,
                 agent=agent.config if agent else None,
-                budget_left=policy.budget_left(plan, spent),
+                budget_left=plans.ai_allowance_left(self._catalog, spend),
                 at=self._clock(),
                 received_at=trigger.occurred_at,
                 runs_last_minute=recent_runs,
@@ -189,7 +192,10 @@ class Orchestrator:
         claimed = await self._claim(trigger, run_id, agent.agent_id)
         if claimed != "go":
             return claimed
-        run = _Run(trigger, conversation, run_id, agent.config)
+        # An agent set up before a downgrade answers with the plan's model, not its own.
+        model = plans.model_for_plan(self._catalog.limits(spend.plan), agent.config.model)
+        config = agent.config if model == agent.config.model else replace(agent.config, model=model)
+        run = _Run(trigger, conversation, run_id, config)
         if decision.verdict == "budget_reply":
             await self._budget_reply(run)
         else:

@@ -27,7 +27,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody, Parameter
 from psycopg import AsyncConnection
 
-from domain import agent, ids
+from domain import agent, ids, plans
 from domain import events as ev
 from gateway.auth import (
     DUMMY_PASSWORD_HASH,
@@ -42,6 +42,7 @@ from gateway.auth import (
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.limits import client_ip
+from gateway.plan_limits import plan_catalog
 from gateway.routes.webchat import new_widget_key, widget_events
 from projections import tenants_queries
 
@@ -245,9 +246,11 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx, request: Request[Any, Any
             (widget_key, tenant_id, webchat_id),
         )
         webchat = widget_events(tenant_id, webchat_id, actor)
+        template = agent.TEMPLATES["personal_assistant"]
+        model = plans.model_for_plan(plan_catalog(ctx).limits(plans.DEFAULT_PLAN), template.model)
         assistant = ev.new_event(
             ev.AgentConfigured, tenant_id=tenant_id, aggregate_id=agent.default_agent_id(tenant_id),
-            actor=actor, data=agent.TEMPLATES["personal_assistant"], correlation_id=created.id,
+            actor=actor, data=msgspec.structs.replace(template, model=model), correlation_id=created.id,
         )  # fmt: skip
         caller_ = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
         tokens = await _issue(conn, ctx, caller_, uuid.uuid4().hex)

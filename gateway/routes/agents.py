@@ -28,7 +28,7 @@ from adapters.agent.tools import TOOLS
 from adapters.vault.cipher import Keyring
 from domain import agent as policy
 from domain import events as ev
-from domain import ids, subjects
+from domain import ids, plans, subjects
 from domain.models import (
     KNOWN_MODELS,
     ChatTurn,
@@ -42,6 +42,7 @@ from domain.models import (
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
+from gateway.plan_limits import ensure_model, ensure_room, plan_catalog
 from projections import agents_queries, tenants_queries, usage_queries
 from projections.agents_queries import Agent
 
@@ -220,7 +221,8 @@ async def list_templates() -> list[Template]:
 async def create_agent(ctx: Ctx, who: Who, data: JSONBody[AgentBody]) -> AgentAccepted:
     """A new agent from a template (``personal_assistant`` unless given), adjusted by the body."""
     _may_configure(who)
-    config = _configuration(data, _template(data.template))
+    await ensure_room(ctx, who, "agents")
+    config = await _within_plan(ctx, who, data, _configuration(data, _template(data.template)))
     return await _configure(ctx, who, ids.new_id(ids.AGENT), config)
 
 
@@ -232,7 +234,22 @@ async def update_agent(
     _may_configure(who)
     current = await _current(ctx, who, agent_id)
     base = _template(data.template) if data.template and data.template != current.template else current
-    return await _configure(ctx, who, agent_id, _configuration(data, base))
+    config = await _within_plan(ctx, who, data, _configuration(data, base))
+    return await _configure(ctx, who, agent_id, config)
+
+
+async def _within_plan(
+    ctx: GatewayContext, who: Caller, body: AgentBody, config: ev.AgentConfiguredData
+) -> ev.AgentConfiguredData:
+    """A model chosen in ``body`` must be the plan's (402); one that comes from a template
+    or an earlier plan is replaced by the plan's own."""
+    if body.model is not None:
+        await ensure_model(ctx, who, config.model)
+        return config
+    async with ctx.tenant(who.tenant_id) as conn:
+        plan = await tenants_queries.plan(conn, who.tenant_id)
+    model = plans.model_for_plan(plan_catalog(ctx).limits(plan), config.model)
+    return config if model == config.model else msgspec.structs.replace(config, model=model)
 
 
 class OwnKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -329,8 +346,8 @@ class _PreviewTools:
 async def _within_budget(ctx: GatewayContext, who: Caller) -> None:
     """Refuse a preview once the plan's model budget for the month is used up (as runs are)."""
     async with ctx.tenant(who.tenant_id) as conn:
-        plan, spent = await usage_queries.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
-    if not policy.budget_left(plan, spent):
+        spend = await usage_queries.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
+    if not plans.ai_allowance_left(plan_catalog(ctx), spend):
         raise ApiError(
             402,
             "budget_exhausted",
@@ -369,7 +386,9 @@ async def test_agent(
         raise ApiError(400, "invalid_request", "Write a sample message of 1-4000 characters.", field="text")
     config = await _current(ctx, who, agent_id)
     if data.config is not None:
-        config = _configuration(data.config, config)
+        config = await _within_plan(ctx, who, data.config, _configuration(data.config, config))
+    else:
+        config = await _within_plan(ctx, who, AgentBody(), config)
     if ctx.models is None:
         raise ApiError(503, "agent_unavailable", "No model is configured on this gateway.")
     await _within_budget(ctx, who)

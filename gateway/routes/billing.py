@@ -1,4 +1,5 @@
-"""Paying for a plan with Stripe (docs/billing.md).
+"""The inbox's plan (``GET /v1/billing``: its limits with their use, the plans on offer) and
+paying for one with Stripe (docs/billing.md).
 
 ``POST /v1/billing/checkout`` ``{"plan"}`` (the owner) answers the URL of a Stripe Checkout
 Session for the plan's price; the inbox's Stripe customer is made the first time and kept.
@@ -14,21 +15,22 @@ page shows of an inbox's subscription.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Router, post
+from litestar import Request, Router, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
 from adapters.billing import subscriptions
 from adapters.billing.stripe_billing import StripeBilling
-from domain import billing, ids
+from domain import billing, ids, plans
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from projections import tenants_queries
+from gateway.plan_limits import counts, plan_catalog
+from projections import tenants_queries, usage_queries
 
 BILLING_SQL = subscriptions.BILLING_SQL
 BILLING_OFF = (
@@ -188,12 +190,81 @@ async def subscription_of(ctx: GatewayContext, tenant_id: str) -> SubscriptionVi
     )
 
 
-# --- GET /v1/billing: added by the plans-and-limits engineer (calls subscription_of) ---
+# --- GET /v1/billing: the plan, its limits with their use, the plans on offer -----------------
+
+_COUNTED: tuple[plans.LimitName, ...] = ("cloud_channels", "bridge_channels", "agents", "seats")
+
+
+class LimitUse(msgspec.Struct, frozen=True):
+    limit: str
+    allowed: int | None  # None: no limit
+    used: int
+    over: bool  # more than the plan allows (after a downgrade): they keep working, none can be added
+
+
+class AiUse(msgspec.Struct, frozen=True):
+    allowance_micros: int | None  # a month's AI spend included (None: not metered: your own key)
+    spent_this_month_micros: int
+    daily_ceiling_micros: int | None
+    spent_today_micros: int
+
+
+class PlanOffer(msgspec.Struct, frozen=True):
+    plan: str
+    name: str
+    monthly_price_cents: int
+    summary: str
+    limits: plans.Limits
+
+
+class Billing(msgspec.Struct, frozen=True):
+    plan: str
+    name: str
+    monthly_price_cents: int
+    billing: str  # "stripe", or "off": plans are set by an operator (moltbot tenants set-plan)
+    limits: list[LimitUse]
+    ai: AiUse
+    history_days: int | None
+    models: tuple[str, ...] | None
+    upgrade: str | None  # the next plan up, if any
+    plans: list[PlanOffer]
+    subscription: SubscriptionView | None  # with Stripe: the inbox's subscription, once it has one
+
+
+@get("/billing", cache=False)
+async def billing_page(ctx: Ctx, who: Who) -> Billing:
+    """Your plan, its limits with what you use of them, and the plans on offer."""
+    catalog = plan_catalog(ctx)
+    plan, used = await counts(ctx, who.tenant_id)
+    async with ctx.tenant(who.tenant_id) as conn:
+        spend = await usage_queries.plan_and_spend(conn, who.tenant_id, datetime.now(UTC))
+    spec = catalog.spec(plan)
+    limits = spec.limits
+    uses = []
+    for limit in _COUNTED:
+        allowed = getattr(limits, limit)
+        uses.append(LimitUse(limit, allowed, used[limit], allowed is not None and used[limit] > allowed))
+    ai = AiUse(
+        limits.ai_allowance_micros, spend.month_micros, limits.daily_ai_ceiling_micros, spend.today_micros
+    )
+    order = catalog.upgrade_order
+    upgrade = next(iter(order[order.index(plan) + 1 :]), None) if plan in order else order[1]
+    offers = [
+        PlanOffer(key, p.name, p.monthly_price_cents, p.summary, p.limits)
+        for key, p in catalog.plans.items()
+        if p.listed
+    ]
+    return Billing(
+        plan=plans.catalog_name(catalog, plan), name=spec.name, monthly_price_cents=spec.monthly_price_cents,
+        billing="stripe" if ctx.billing is not None else "off", limits=uses, ai=ai,
+        history_days=limits.history_days, models=limits.models, upgrade=upgrade, plans=offers,
+        subscription=await subscription_of(ctx, who.tenant_id),
+    )  # fmt: skip
 
 
 billing_router = Router(
     path="/v1",
-    route_handlers=[checkout, portal, stripe_webhook],
+    route_handlers=[billing_page, checkout, portal, stripe_webhook],
     tags=["billing"],
     dependencies={"who": Provide(caller)},
 )

@@ -36,6 +36,7 @@ from gateway.auth import Caller
 from gateway.connections import WEBHOOKS_SQL, ChannelAccepted, GatewayHooks, may_connect, need_vault, record
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
+from gateway.plan_limits import ensure_room
 from gateway.routes.installs import OAUTH_STATES_SQL, install_routes
 from projections import connections_queries, devices_queries
 
@@ -74,6 +75,8 @@ async def connect(
     body = _decoded(await request.body(), entry.connect_body)
     may_connect(who)
     need_vault(ctx)
+    # Before asking the provider: the plan has room for one more (record() checks again).
+    await ensure_room(ctx, who, "bridge_channels" if getattr(body, "device_id", None) else "cloud_channels")
     connected = await entry.connect(body, ConnectEnv(endpoints=ctx.endpoints, public_url=ctx.public_url))
     if connected.device_id is not None:
         await _may_host(ctx, who, kind, connected.device_id)

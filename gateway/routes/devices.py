@@ -27,6 +27,7 @@ from gateway.connections import may_connect
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.limits import client_ip
+from gateway.plan_limits import ensure_room
 from projections import connections_queries, devices_queries
 
 PAIRING_CODES_SQL = """
@@ -101,8 +102,10 @@ def _qr_svg(link: str) -> str:
 
 @post("/devices/pairing-codes", status_code=201)
 async def create_pairing_code(ctx: Ctx, who: Who, request: Request[Any, Any, Any]) -> PairingCode:
-    """A one-time code to pair a device: ``moltbot bridge pair CODE --gateway URL``."""
+    """A one-time code to pair a device: ``moltbot bridge pair CODE --gateway URL`` (402
+    when the plan has no room for a channel on a device)."""
     may_connect(who)
+    await ensure_room(ctx, who, "bridge_channels")
     code = devices.new_pairing_code()
     expires_at = datetime.now(UTC) + devices.PAIRING_TTL
     digest = devices.code_digest(devices.normalize_code(code) or "")

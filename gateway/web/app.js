@@ -208,7 +208,7 @@ async function openConversation(c) {
 function messageItem(m) {
   const when = new Date(m.sent_at).toLocaleString();
   const body = m.deleted_at ? el("em", {}, "deleted") : text(m.text);
-  const delivery = { pending: " · sending…", failed: " · not sent" }[m.status] || "";
+  const delivery = { pending: " · sending…", failed: " · not sent", delivered: " · delivered", read: " · read" }[m.status] || "";
   const token = encodeURIComponent(state.session.access_token);
   const media = (m.media || []).map((item) => item.mime.startsWith("image/")
     ? el("img", { class: "media", src: `${item.url}?access_token=${token}`, alt: "Photo", loading: "lazy" })
@@ -298,7 +298,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {

@@ -14,7 +14,15 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from domain.plans import Catalog
+from tests.conftest import roomy_catalog
 from tests.fakes.whatsapp_client import FakeWhatsApp
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about the pages; the limits: test_plan_limits.py
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from psycopg.rows import dict_row
@@ -20,10 +21,17 @@ from adapters.agent.orchestrator import CONSUMER as AGENT_CONSUMER
 from adapters.nats.event_store import EVENTS_STREAM
 from domain import events as ev
 from domain.agent import BUDGET_REPLY
+from domain.plans import Catalog
 from gateway.auth import Caller, Tokens
+from tests.conftest import roomy_catalog
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _next, _visitor_says, _visitor_socket, _widget
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about agents; the limits: test_plan_limits.py
 
 
 async def _runs(stack: Stack, tenant_id: str) -> list[dict[str, Any]]:

@@ -25,12 +25,19 @@ from adapters.agent.choice import ModelChoice
 from adapters.nats.streams import ConsumerSpec, StreamsFile, apply_streams
 from domain import events as ev
 from domain import ids
+from domain.plans import Catalog
 from moltbot.roles import run_agent
+from tests.conftest import roomy_catalog
 from tests.fakes.anthropic_api import FakeAnthropic, Stall, error, fake_anthropic, text, tool_use
 from tests.integration.conftest import REPO_ROOT, Stack
 from tests.integration.test_agent import _replies, _runs, _sse, _until
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _visitor_says, _widget
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about models and their prices; the limits: test_plan_limits.py
 
 
 @pytest.fixture

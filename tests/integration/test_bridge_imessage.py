@@ -23,12 +23,20 @@ import httpx
 import pytest
 
 from adapters.embedded.processes import free_port
+from domain.plans import Catalog
 from moltbot.roles import run_connectors, run_outbox
+from tests.conftest import roomy_catalog
 from tests.fakes import osascript as fake_osascript
 from tests.fakes.imessage_chatdb import Chat, ChatDBBuilder
 from tests.integration.conftest import Stack
 from tests.integration.test_bridge_pairing import device_list, pairing_code, until_device
 from tests.integration.test_gateway import _auth, _signup
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about iMessage on a device; the limits: test_plan_limits.py
+
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 import psycopg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -20,8 +21,15 @@ from adapters.bridge.identity import public_key, sign_challenge
 from domain import devices, ids
 from domain import events as ev
 from domain import tunnel as t
+from domain.plans import Catalog
+from tests.conftest import roomy_catalog
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth, _signup
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about pairing devices; the limits: test_plan_limits.py
 
 
 async def pairing_code(api: httpx.AsyncClient, account: dict[str, str]) -> str:

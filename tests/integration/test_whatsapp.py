@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,12 @@ import pytest
 from adapters.bridge.device import Bridge
 from adapters.bridge.identity import Pairing
 from adapters.bridge.local_store import LocalStore
+from adapters.channels.whatsapp.client import Receipt
 from adapters.channels.whatsapp.device import WhatsAppDeviceChannel
 from adapters.channels.whatsapp.store import SessionStore
 from adapters.postgres import tenancy
+from domain.plans import Catalog
+from tests.conftest import roomy_catalog
 from tests.fakes.whatsapp_client import FakeWhatsApp
 from tests.fakes.whatsapp_messages import ALICE, Message, message_ev
 
@@ -34,6 +38,11 @@ from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
 from tests.integration.test_bridge_pairing import device_list, paired_device
 from tests.integration.test_gateway import _auth, _signup
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about WhatsApp; the limits: test_plan_limits.py
 
 
 @pytest.fixture
@@ -146,6 +155,22 @@ async def test_connect_scan_receive_answer_and_log_out_a_whatsapp_account(
 
     messages = await _until(sent_in_inbox, "the reply recorded as sent")
     assert len(messages) == 2  # the question and one reply: WhatsApp's echo of it is not stored again
+
+    # WhatsApp's receipts move the reply forward: delivered, then read (never back).
+    reply = phone.sent[0]
+    chat = f"{ALICE}@s.whatsapp.net"
+    phone.happen(Receipt(chat, (reply.whatsapp_id,), "read", datetime.now(UTC)))
+    phone.happen(Receipt(chat, (reply.whatsapp_id,), "delivered", datetime.now(UTC)))
+
+    async def read_in_inbox() -> bool:
+        items = (
+            await api.get(f"/v1/conversations/{whatsapp['conversation_id']}/messages", headers=_auth(owner))
+        ).json()["items"]
+        return any(m["direction"] == "out" and m["status"] == "read" for m in items)
+
+    await _until(read_in_inbox, "the reply marked read")
+    await stack.wait_caught_up()
+    assert await read_in_inbox()  # the later "delivered" did not undo it
 
     # A photo: its file is fetched while the session holds the message with its keys.
     photo = ImageMessage(

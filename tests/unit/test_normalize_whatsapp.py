@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.channels.whatsapp import normalize
+from domain import devices, ids
 from domain import events as ev
-from domain import ids
 from tests.fakes.whatsapp_messages import ALICE, AT_MS, GROUP, ME, Message, j, message_ev
 
 CONNECTION = "cn_whatsapp"
@@ -164,3 +164,36 @@ def test_the_timestamp_of_a_message_is_milliseconds() -> None:
         _deliver(message_ev(Message(conversation="x"), timestamp=AT_MS + 1500)), ev.MessageReceived
     )
     assert received.data.sent_at == datetime(2026, 1, 1, 0, 0, 1, 500000, tzinfo=UTC)
+
+
+def test_a_receipt_marks_each_of_our_messages_by_its_chat_and_id() -> None:
+    chat = f"{ALICE}@s.whatsapp.net"
+    first = normalize.receipt(chat, ("3EB0A", "3EB0B"), "read", AT, tenant_id="t_1", connection_id=CONNECTION)
+    again = normalize.receipt(chat, ("3EB0A", "3EB0B"), "read", AT, tenant_id="t_1", connection_id=CONNECTION)
+    assert first.created is None
+    marks = [e for e in first.events if isinstance(e, ev.MessageStatusChanged)]
+    assert [(m.data.provider_message_id, m.data.status) for m in marks] == [
+        (f"{chat}:3EB0A", "read"),
+        (f"{chat}:3EB0B", "read"),
+    ]
+    assert {m.aggregate_id for m in marks} == {normalize.conversation_id(CONNECTION, chat)}
+    assert [e.id for e in first.events] == [e.id for e in again.events]  # WhatsApp repeating it: stored once
+    delivered = normalize.receipt(
+        chat, ("3EB0A",), "delivered", AT, tenant_id="t_1", connection_id=CONNECTION
+    )
+    assert delivered.events[0].id != first.events[0].id
+
+
+def test_a_device_may_mark_only_its_own_connections_messages() -> None:
+    chat = f"{ALICE}@s.whatsapp.net"
+    actor = devices.actor("d_1")
+    mine = normalize.receipt(
+        chat, ("3EB0A",), "read", AT, tenant_id="t_1", connection_id=CONNECTION, actor=actor
+    )
+    other = normalize.receipt(
+        chat, ("3EB0A",), "read", AT, tenant_id="t_1", connection_id="cn_other", actor=actor
+    )
+    hosted = {CONNECTION: "whatsapp"}
+    assert devices.refusal(mine.events[0], tenant_id="t_1", device_id="d_1", connections=hosted) is None
+    refused = devices.refusal(other.events[0], tenant_id="t_1", device_id="d_1", connections=hosted)
+    assert refused is not None and "not hosted by this device" in refused

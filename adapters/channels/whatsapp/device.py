@@ -112,13 +112,14 @@ class WhatsAppDeviceChannel:
         if jid is None:
             self._delete_keys()
 
-    async def take(self, delivery: normalize.Delivery, message: Any) -> None:
+    async def take(self, delivery: normalize.Delivery, message: Any | None) -> None:
         assert self._store is not None
         if not delivery.events:
             return
-        self._recent[str(message.Info.ID)] = message
-        while len(self._recent) > KEPT_FOR_DOWNLOAD:
-            self._recent.popitem(last=False)
+        if message is not None:
+            self._recent[str(message.Info.ID)] = message
+            while len(self._recent) > KEPT_FOR_DOWNLOAD:
+                self._recent.popitem(last=False)
         created = [delivery.created] if delivery.created is not None else []
         await self._store.record([*created, *delivery.events])
         self._nudge()

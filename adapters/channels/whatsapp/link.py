@@ -56,8 +56,9 @@ class Outlet(Protocol):
         """The paired device to resume next time (None: forget the session)."""
         ...
 
-    async def take(self, delivery: normalize.Delivery, message: Any) -> None:
-        """Store a received message's events (``message`` is the client's, for downloads)."""
+    async def take(self, delivery: normalize.Delivery, message: Any | None) -> None:
+        """Store a delivery's events (``message``: the client's message they come from, for
+        its files; None for receipts)."""
         ...
 
 
@@ -183,8 +184,12 @@ class WhatsAppLink:
             case c.Dropped():
                 self.online = False
                 self._log.info("whatsapp_dropped")  # the library reconnects by itself
-            case c.Receipt():
-                pass  # delivery receipts are not recorded yet (docs/connectors.md)
+            case c.Receipt(chat=chat, message_ids=message_ids, status=status, at=at):
+                receipts = normalize.receipt(
+                    chat, message_ids, status, at, tenant_id=self.tenant_id, connection_id=self.connection_id,
+                    actor=self._actor,
+                )  # fmt: skip
+                await self._outlet.take(receipts, None)
 
     async def _pairing(self, qr: str, client: c.WhatsAppClient, attempt: _Attempt) -> None:
         """Show the attempt's next code; the first one starts the attempt's window."""

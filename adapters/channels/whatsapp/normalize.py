@@ -12,7 +12,7 @@ defensively); in many groups the sender is a ``…@lid`` hidden id whose phone J
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -185,6 +185,26 @@ def delivery(
         _created(origin, conversation, source, chat, info.Pushname),
         (origin.event(ev.MessageReceived, conversation, received),),
     )
+
+
+def receipt(
+    chat: str, whatsapp_ids: tuple[str, ...], status: Literal["delivered", "read"], at: datetime, *,
+    tenant_id: str, connection_id: str, actor: str | None = None,
+) -> Delivery:  # fmt: skip
+    """WhatsApp's receipt for messages we sent in ``chat``: one ``message.status_changed`` each."""
+    origin = Origin(KIND, tenant_id, connection_id, at, actor=actor)
+    conversation = conversation_id(connection_id, chat)
+
+    def mark(whatsapp_id: str) -> ev.MessageStatusChanged:
+        data = ev.MessageStatusChangedData(
+            connection_id=connection_id, provider_message_id=provider_message_id(chat, whatsapp_id),
+            status=status, at=at,
+        )  # fmt: skip
+        event_id = origin.derived_event_id(f"{chat}:{whatsapp_id}", f"status:{status}", at)
+        return origin.event(ev.MessageStatusChanged, conversation, data, event_id)
+
+    events = tuple(mark(whatsapp_id) for whatsapp_id in whatsapp_ids)
+    return Delivery(None, events)
 
 
 def _created(

@@ -107,14 +107,16 @@ class WhatsAppSession(ReportingSession):
     async def remember(self, jid: str | None) -> None:
         await self._sessions.remember(self.tenant_id, self.connection_id, jid)
 
-    async def take(self, delivery: normalize.Delivery, message: Any) -> None:
-        self._recent[str(message.Info.ID)] = message
-        while len(self._recent) > KEPT_FOR_DOWNLOAD:
-            self._recent.popitem(last=False)
+    async def take(self, delivery: normalize.Delivery, message: Any | None) -> None:
+        whatsapp_id = None if message is None else str(message.Info.ID)
+        if message is not None:
+            self._recent[str(whatsapp_id)] = message
+            while len(self._recent) > KEPT_FOR_DOWNLOAD:
+                self._recent.popitem(last=False)
         try:
-            await self._intake.take(delivery.created, delivery.events, whatsapp_id=message.Info.ID)
+            await self._intake.take(delivery.created, delivery.events, whatsapp_id=whatsapp_id)
         except OSError as exc:  # the file could not be fetched: the message itself is stored
-            self._log.warning("whatsapp_media_failed", whatsapp_id=message.Info.ID, error=repr(exc))
+            self._log.warning("whatsapp_media_failed", whatsapp_id=whatsapp_id, error=repr(exc))
 
     async def _download(self, attachment: ev.Attachment) -> bytes:
         whatsapp_id = attachment.provider_file_id.split(":", 1)[0]

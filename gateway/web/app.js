@@ -40,6 +40,9 @@ async function api(path, { method = "GET", body, params, headers: extra } = {}) 
     response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
   }
   const data = response.status === 204 ? null : await response.json();
+  if (response.status === 402 && data && data.error === "plan_limit") {
+    throw new Error(data.upgrade ? `${data.detail} Upgrade on the Usage page.` : data.detail);
+  }
   if (!response.ok) throw new Error(data && data.detail ? data.detail : `HTTP ${response.status}`);
   return data;
 }
@@ -283,6 +286,7 @@ function follow(since) {
       pending = setTimeout(() => loadMessages(state.current), 50);
     }
     if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels().catch(() => {});
+    if ((event.type === "plan.changed" || event.type === "billing.subscription_changed") && !$("usage").hidden) loadUsage().catch(() => {});
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
       loadDevices({ minSeq: state.lastSeq }).catch(() => {});
     }
@@ -298,7 +302,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -602,11 +606,82 @@ $("pair-device").addEventListener("click", async () => {
   }
 });
 
+const LIMIT_NAMES = { cloud_channels: "Channels", bridge_channels: "Channels on your devices", agents: "Agents", seats: "People" };
+const dollars = (micros) => `$${(micros / 1e6).toFixed(2)}`;
+
 async function loadUsage() {
-  const rows = await api("/v1/usage");
+  const [billing, rows] = await Promise.all([api("/v1/billing"), api("/v1/usage")]);
+  showPlan(billing);
+  // Daily bars: messages (in and out) and AI spend, each scaled to its own busiest day.
+  const days = {};
+  for (const r of rows) {
+    const day = (days[r.day] ||= { messages: 0, spend: 0 });
+    if (r.metric === "messages_in" || r.metric === "messages_out") day.messages += r.quantity;
+    if (r.metric === "cost_micros") day.spend += r.quantity;
+  }
+  const order = Object.keys(days).sort();
+  const most = (key) => Math.max(1, ...order.map((d) => days[d][key]));
+  const [topMessages, topSpend] = [most("messages"), most("spend")];
+  const bar = (cls, share) => {
+    const node = el("div", { class: cls });
+    node.style.height = `${50 * share}%`; // through the DOM: the page's CSP allows no inline style
+    return node;
+  };
+  $("usage-chart").replaceChildren(...order.map((d) => el("div", { class: "day", title: `${d}: ${days[d].messages} messages, ${dollars(days[d].spend)} of AI` },
+    bar("msgs", days[d].messages / topMessages), bar("spend", days[d].spend / topSpend))));
+  if (!order.length) $("usage-chart").append(el("p", { class: "muted" }, "No usage yet."));
   $("usage-rows").replaceChildren(...rows.map((r) => el("tr", {}, el("td", {}, r.day), el("td", {}, r.metric), el("td", {}, String(r.quantity)))));
-  if (!rows.length) $("usage-rows").append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, "No usage yet.")));
 }
+
+function showPlan(billing) {
+  const price = billing.monthly_price_cents ? `$${(billing.monthly_price_cents / 100).toFixed(2)} a month` : "no charge";
+  $("plan-name").textContent = `You are on ${billing.name} (${price}).`;
+  const sub = billing.subscription;
+  let state = billing.billing === "off" ? "Billing is off on this server: an operator changes plans (moltbot tenants set-plan)." : "";
+  if (sub && sub.grace_until) state = `Your last payment failed: update your card before ${new Date(sub.grace_until).toLocaleDateString()}, or the inbox goes back to Free.`;
+  else if (sub && sub.cancel_at_period_end) state = `Cancelled: ${billing.name} ends on ${new Date(sub.current_period_end).toLocaleDateString()}.`;
+  else if (sub && sub.current_period_end) state = `Renews on ${new Date(sub.current_period_end).toLocaleDateString()}.`;
+  $("billing-state").textContent = state;
+  const offer = billing.plans.find((p) => p.plan === billing.upgrade);
+  const upgrade = $("upgrade");
+  upgrade.hidden = !offer;
+  if (offer) {
+    upgrade.textContent = `Upgrade to ${offer.name} ($${(offer.monthly_price_cents / 100).toFixed(2)} a month)`;
+    upgrade.disabled = billing.billing === "off";
+    upgrade.title = billing.billing === "off" ? "Billing is off on this server" : "";
+    upgrade.dataset.plan = offer.plan;
+  }
+  $("manage-billing").hidden = !(sub && sub.portal);
+  $("plan-limits").replaceChildren(...billing.limits.map((l) => {
+    const allowed = l.allowed === null ? "no limit" : String(l.allowed);
+    const note = l.over ? el("span", { class: "over" }, " over the plan: they keep working; remove some to add others") : "";
+    return el("li", { class: l.over ? "over" : "" }, el("span", {}, LIMIT_NAMES[l.limit] || l.limit),
+      l.allowed === null ? el("span", { class: "muted" }, "") : el("meter", { min: "0", max: String(Math.max(l.allowed, 1)), value: String(l.used) }),
+      el("span", {}, `${l.used} of ${allowed}`, note));
+  }));
+  const ai = billing.ai;
+  $("ai-meter").replaceChildren(ai.allowance_micros === null
+    ? `${dollars(ai.spent_this_month_micros)} spent (your own key: not counted against the plan).`
+    : el("span", {}, el("meter", { min: "0", max: String(ai.allowance_micros), value: String(ai.spent_this_month_micros) }),
+      ` ${dollars(ai.spent_this_month_micros)} of ${dollars(ai.allowance_micros)} included this month`));
+}
+
+$("upgrade").addEventListener("click", async (click) => {
+  try {
+    const checkout = await api("/v1/billing/checkout", { method: "POST", body: { plan: click.target.dataset.plan } });
+    location.assign(checkout.url);
+  } catch (error) {
+    $("billing-result").textContent = error.message;
+  }
+});
+
+$("manage-billing").addEventListener("click", async () => {
+  try {
+    location.assign((await api("/v1/billing/portal", { method: "POST" })).url);
+  } catch (error) {
+    $("billing-result").textContent = error.message;
+  }
+});
 
 // --- start ---------------------------------------------------------------------------------------
 

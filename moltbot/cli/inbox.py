@@ -66,6 +66,48 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+_LIMIT_NAMES = {
+    "cloud_channels": "channels", "bridge_channels": "device channels", "agents": "agents", "seats": "people",
+}  # fmt: skip
+
+
+def _dollars(micros: int) -> str:
+    return f"${micros / 1e6:.2f}"
+
+
+async def cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
+    async with _api() as api:
+        billing = await api.get("/v1/billing")
+        days = await api.get("/v1/usage", days=args.days)
+    price = (
+        f"${billing['monthly_price_cents'] / 100:.2f} a month"
+        if billing["monthly_price_cents"]
+        else "no charge"
+    )
+    print(f"plan      {billing['name']} ({price})" + ("" if billing["billing"] != "off" else ", billing off"))
+    for use in billing["limits"]:
+        allowed = "no limit" if use["allowed"] is None else use["allowed"]
+        over = "  (over the plan: remove some to add others)" if use["over"] else ""
+        print(f"  {_LIMIT_NAMES.get(use['limit'], use['limit']):<16} {use['used']} of {allowed}{over}")
+    ai = billing["ai"]
+    allowance = (
+        "not counted (your own key)" if ai["allowance_micros"] is None else _dollars(ai["allowance_micros"])
+    )
+    print(f"AI        {_dollars(ai['spent_this_month_micros'])} this month of {allowance}")
+    per_day: dict[str, dict[str, int]] = {}
+    for row in days:
+        per_day.setdefault(row["day"], {})[row["metric"]] = row["quantity"]
+    top = max((d.get("messages_in", 0) + d.get("messages_out", 0) for d in per_day.values()), default=0) or 1
+    for day in sorted(per_day):
+        counts = per_day[day]
+        messages = counts.get("messages_in", 0) + counts.get("messages_out", 0)
+        bar = "█" * round(30 * messages / top)
+        print(f"{day}  {messages:>6} messages {_dollars(counts.get('cost_micros', 0)):>8}  {bar}")
+    if billing["upgrade"]:
+        print(f"upgrade   {billing['upgrade']}: in the web app, Usage → Upgrade")
+    return 0
+
+
 async def cmd_channels_list(settings: Settings, args: argparse.Namespace) -> int:
     async with _api() as api:
         channels = await api.get("/v1/channels")
@@ -167,6 +209,10 @@ def register(commands: Any) -> None:
     login_cmd.add_argument("--signup", action="store_true", help="create the account first")
     login_cmd.add_argument("--gateway", metavar="URL", help=gateway_help)
     add(commands, "status", cmd_status, "Who you are, your channels and unread conversations.")
+    usage_cmd = add(
+        commands, "usage", cmd_usage, "Your plan, its limits with what you use, AI spend and daily usage."
+    )
+    usage_cmd.add_argument("--days", type=int, default=31, help="days of daily usage to show (default 31)")
     channels = commands.add_parser("channels", help="your connected channels").add_subparsers(
         dest="channels_command", metavar="ACTION", required=True
     )

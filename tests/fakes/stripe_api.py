@@ -137,6 +137,9 @@ class FakeStripe:
         method, path = scope["method"], scope["path"]
         params = parse_form(body or scope.get("query_string", b"").decode())
         self.requests.append(Request(method, path, params, headers))
+        if method == "GET" and path.startswith("/pay/"):  # where Checkout sends the browser
+            await _page(send, f"Stripe Checkout (fake): {path.removeprefix('/pay/')}")
+            return
         key = headers.get("idempotency-key") if method == "POST" else None
         try:
             if headers.get("authorization") != f"Bearer {self.secret_key}":
@@ -367,6 +370,13 @@ class FakeStripe:
             },
             "period_start": item["current_period_start"], "period_end": item["current_period_end"],
         }  # fmt: skip
+
+
+async def _page(send: Send, title: str) -> None:
+    body = f"<!doctype html><title>{title}</title><h1>{title}</h1>".encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive) -> bytes:

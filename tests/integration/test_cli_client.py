@@ -118,6 +118,11 @@ async def test_login_status_and_listing(gateway: Gateway, stack: Stack, tmp_path
     assert status.returncode == 0, status.stderr
     assert "cli@example.com" in status.stdout
     assert "unread    1 conversations" in status.stdout
+    usage = await _moltbot(tmp_path, "usage")
+    assert usage.returncode == 0, usage.stderr
+    assert "plan      Free (no charge), billing off" in usage.stdout
+    assert "  channels         0 of 2" in usage.stdout and "AI        $0.00 this month of $2.00" in usage.stdout
+    assert "upgrade   pro" in usage.stdout
     listing = await _moltbot(tmp_path, "conversations", "list")
     assert "see you at lunch number 2" in listing.stdout
     channels = await _moltbot(tmp_path, "channels", "list")

@@ -4,15 +4,19 @@ Stripe is the system of record for subscriptions; the product never trusts the o
 Stripe's events. On each one it reads the subscription again and decides from its status
 and price alone, with :func:`decide`. :func:`follows` says which of a customer's
 subscriptions decides the plan, and :func:`parse_prices` reads ``MOLTBOT_STRIPE_PRICES``.
+:func:`overage_by_day`, :func:`metered_allowance` and :func:`meter_window` decide the AI
+overage that the billing worker reports to Stripe (``adapters/billing/metering.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 import msgspec
+
+from domain.plans import Catalog
 
 # Stripe's subscription statuses, by what they mean for the plan.
 PAID = frozenset({"active", "trialing"})  # the plan its price names
@@ -132,3 +136,62 @@ def standing(subscription: Subscription, decision: Decision, plan: str | None) -
         current_period_end=subscription.current_period_end,
         grace_until=decision.grace_until,
     )
+
+
+# --- Metered overage: AI spend beyond a paid plan's monthly allowance (adapters/billing/metering.py)
+
+OVERAGE_METRIC = "cost_micros"  # the usage read model's metric of AI spend (micro-dollars)
+# Stripe takes a meter event whose timestamp is at most 35 days old: one day of margin.
+METER_WINDOW = timedelta(days=34)
+# A day is reported this long after it ends (UTC), so usage recorded at 23:59 is folded first.
+SETTLE = timedelta(minutes=10)
+
+
+def overage_by_day(spent: Mapping[date, int], allowance_micros: int) -> dict[date, int]:
+    """Each day's share of the spend beyond a month's allowance: for day d of a calendar
+    month, max(0, spent that month through d - allowance) - max(0, through d - 1 - allowance).
+    ``spent`` is the spend (micro-dollars) per day, over any months (days left out spent
+    nothing); the answer holds only the days with a share above zero. The shares of a month
+    add up to its whole overage, and no day's depends on a later day's spend."""
+    overage: dict[date, int] = {}
+    month_to_date: dict[tuple[int, int], int] = {}
+    for day in sorted(spent):
+        if spent[day] < 0:
+            raise ValueError(f"the spend of {day} is negative ({spent[day]})")
+        month = (day.year, day.month)
+        before = month_to_date.get(month, 0)
+        after = before + spent[day]
+        month_to_date[month] = after
+        share = max(0, after - allowance_micros) - max(0, before - allowance_micros)
+        if share > 0:
+            overage[day] = share
+    return overage
+
+
+def metered_allowance(catalog: Catalog, plan: str | None) -> int | None:
+    """The monthly AI allowance beyond which ``plan``'s spend is billed as overage; None for a
+    plan that costs nothing or has no allowance (free, byok): nothing of it is metered."""
+    spec = catalog.spec(plan)
+    if plan not in catalog.plans or spec.monthly_price_cents <= 0:
+        return None
+    return spec.limits.ai_allowance_micros
+
+
+def meter_window(now: datetime) -> tuple[date, date]:
+    """The first and last day to report at ``now``: the closed (and settled) UTC days of this
+    month and the previous one that Stripe still takes."""
+    today = now.astimezone(UTC).date()
+    last = (now.astimezone(UTC) - SETTLE).date() - timedelta(days=1)
+    previous_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return max(previous_month, today - METER_WINDOW), last
+
+
+def meter_identifier(tenant_id: str, day: date, metric: str) -> str:
+    """The meter event's identifier (and Idempotency-Key): the same for a tenant-day-metric
+    whoever sends it, so Stripe keeps one event however often it is sent."""
+    return f"{tenant_id}:{day.isoformat()}:{metric}"
+
+
+def end_of_day(day: date) -> int:
+    """The last second of a UTC day (Unix time): the meter event's timestamp."""
+    return int(datetime.combine(day + timedelta(days=1), time(), UTC).timestamp()) - 1

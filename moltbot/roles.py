@@ -309,6 +309,28 @@ async def run_agent(
         await reads.close()
 
 
+async def run_billing(
+    database_url: str, config: StripeConfig, *, catalog: Catalog | None = None, interval: float = 300.0
+) -> None:
+    """Report the AI overage of paid plans to Stripe's meter (adapters/billing/metering.py),
+    every ``interval`` seconds until cancelled. ``catalog``: the plans (None: plans.yaml)."""
+    from adapters.billing.metering import OverageReporter, ensure_tables
+    from adapters.billing.stripe_billing import StripeBilling
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_core(conn)  # type: ignore[arg-type]  # the confined role billing.customers grants to
+        await ensure_tables(conn)  # type: ignore[arg-type]
+    pool = tenancy.pool(database_url, max_size=2, confined=False)  # the owner: every inbox's usage
+    await pool.open()
+    stripe = StripeBilling(config)
+    try:
+        reporter = OverageReporter(pool, stripe, catalog or _bundled_catalog(), interval=interval)
+        await reporter.run()
+    finally:
+        await stripe.aclose()
+        await pool.close()
+
+
 def _with_own_keys(
     models: ModelChoice | None, pool: AsyncConnectionPool[Any], keyring: Keyring | None
 ) -> ModelSource | None:

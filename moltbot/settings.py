@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import msgspec
 
-from adapters.billing.config import STRIPE_API, StripeConfig
+from adapters.billing.config import METER_EVENT, STRIPE_API, StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
@@ -91,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stripe_webhook_secret: str | None = None  # MOLTBOT_STRIPE_WEBHOOK_SECRET: whsec_…
     stripe_api_base: str | None = None  # MOLTBOT_STRIPE_API_BASE: a local fake; None: Stripe's API
     stripe_prices: str | None = None  # MOLTBOT_STRIPE_PRICES: pro=price_…,team=price_…
+    stripe_meter_event: str | None = None  # MOLTBOT_STRIPE_METER_EVENT: the overage's meter
+    billing_interval: float = 300.0  # MOLTBOT_BILLING_INTERVAL: seconds between overage reports
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -150,6 +152,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stripe_webhook_secret=environ.get("MOLTBOT_STRIPE_WEBHOOK_SECRET") or None,
             stripe_api_base=(environ.get("MOLTBOT_STRIPE_API_BASE") or "").rstrip("/") or None,
             stripe_prices=environ.get("MOLTBOT_STRIPE_PRICES") or None,
+            stripe_meter_event=environ.get("MOLTBOT_STRIPE_METER_EVENT") or None,
+            billing_interval=_positive_seconds(environ, "MOLTBOT_BILLING_INTERVAL", 300.0),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
         settings.billing()  # and an incomplete Stripe setup
@@ -192,6 +196,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     ("MOLTBOT_STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
                     ("MOLTBOT_STRIPE_PRICES", self.stripe_prices),
                     ("MOLTBOT_STRIPE_API_BASE", self.stripe_api_base),
+                    ("MOLTBOT_STRIPE_METER_EVENT", self.stripe_meter_event),
                 )
                 if value
             ]
@@ -210,6 +215,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             webhook_secret=self.stripe_webhook_secret,
             prices=parse_prices(self.stripe_prices, _paid_plans()),
             api_base=self.stripe_api_base or STRIPE_API,
+            meter_event=self.stripe_meter_event or METER_EVENT,
         )
 
     def slack_app(self) -> SlackApp | None:
@@ -306,6 +312,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "admin", NatsLogin(user=stack["nats_user"], password=stack.get("nats_password"))
             )
         return NatsAccess(nats_url, logins, tls_ca_file=self.nats_tls_ca)
+
+
+def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds above zero from ``name``, else ``default``; ValueError names it."""
+    given = environ.get(name)
+    if not given:
+        return default
+    try:
+        seconds = float(given)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {given!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"{name} must be above zero, not {given!r}")
+    return seconds
 
 
 def _bundled_streams_file() -> Path:

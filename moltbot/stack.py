@@ -51,6 +51,7 @@ from moltbot.roles import (
     ChannelSettings,
     GatewayStartError,
     run_agent,
+    run_billing,
     run_connectors,
     run_gateway,
     run_outbox,
@@ -287,6 +288,17 @@ async def _up(settings: Settings, cluster: int) -> None:
                         media=media_store,
                     )
                     roles.create_task(run_connectors(nats, spec, channels=channels), name="connectors")
+                    stripe_config = settings.billing()
+                    if stripe_config is not None:  # billing on: the AI overage goes to Stripe's meter
+                        roles.create_task(
+                            run_billing(
+                                description["database_url"],
+                                stripe_config,
+                                catalog=settings.catalog(),
+                                interval=settings.billing_interval,
+                            ),
+                            name="billing",
+                        )
                     roles.create_task(
                         run_gateway(
                             nats,

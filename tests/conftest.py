@@ -258,6 +258,14 @@ def roomy_catalog() -> Catalog:
     return msgspec.structs.replace(catalog, plans=plans)
 
 
+def roomy_plans_file(folder: Path) -> Path:
+    """:func:`roomy_catalog` as a plans file in ``folder`` (MOLTBOT_PLANS_FILE of a process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plans.yaml"
+    path.write_bytes(msgspec.yaml.encode(roomy_catalog()))
+    return path
+
+
 @pytest.fixture
 def channel_clients() -> dict[str, Any]:
     """Protocol libraries the connectors use instead of a kind's own (kind -> client

@@ -1,5 +1,5 @@
 """The Stripe API as the product uses it: customers, Checkout and Customer Portal sessions,
-reading a subscription back, and checking a webhook's signature.
+reading a subscription back, checking a webhook's signature, and meter events (the AI overage).
 
 One ``stripe.StripeClient`` (async methods, over httpx) pointed at ``StripeConfig.api_base``
 (Stripe, or a local fake in tests). Every write carries an ``Idempotency-Key`` derived from the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -23,6 +23,9 @@ from domain.billing import Subscription
 
 T = TypeVar("T")
 SIGNATURE_TOLERANCE = 300  # seconds: an older signed delivery is refused (a replayed capture)
+# How Stripe refuses a meter event whose identifier it has already (within at least 24 hours).
+_IDENTIFIER_TAKEN = "already exists with identifier"
+MeterOutcome = Literal["accepted", "already_reported"]
 
 
 class StripeEvent(msgspec.Struct, frozen=True):
@@ -127,6 +130,30 @@ class StripeBilling:
             return None
         return subscription_of(found.to_dict())
 
+    async def meter_event(
+        self, *, event_name: str, identifier: str, customer_id: str, value: int, timestamp: int
+    ) -> MeterOutcome:
+        """Report ``value`` on the meter ``event_name`` for ``customer_id`` at ``timestamp``, once:
+        ``identifier`` is also the Idempotency-Key, so a resend gets Stripe's first answer again
+        (``accepted``). Stripe refusing the identifier as taken, or the key as used with other
+        parameters, means it has this event already: ``already_reported``."""
+        params: dict[str, Any] = {
+            "event_name": event_name,
+            "identifier": identifier,
+            "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+            "timestamp": timestamp,
+        }
+        try:
+            await _asked(
+                self._client.v1.billing.meter_events.create_async(
+                    params=params,  # type: ignore[arg-type]
+                    options={"idempotency_key": identifier},
+                )
+            )
+        except _Duplicate:
+            return "already_reported"
+        return "accepted"
+
     def verify(self, body: bytes, signature: str | None) -> StripeEvent:
         """The event ``body`` holds, if ``signature`` (Stripe-Signature) is Stripe's for it."""
         import stripe
@@ -183,8 +210,14 @@ class _Missing(BillingError):
     """Stripe answered 404 (resource_missing)."""
 
 
+class _Duplicate(BillingError):
+    """Stripe has it already: a meter event's identifier, or an Idempotency-Key used with other
+    parameters."""
+
+
 async def _asked(call: Awaitable[T]) -> T:
-    """The call's answer; Stripe's errors as the product's (a 404 as :class:`_Missing`)."""
+    """The call's answer; Stripe's errors as the product's (a 404 as :class:`_Missing`, what
+    Stripe has already as :class:`_Duplicate`)."""
     import stripe
 
     try:
@@ -193,9 +226,13 @@ async def _asked(call: Awaitable[T]) -> T:
         raise BillingUnavailable(f"Stripe could not be reached: {exc.user_message or exc}") from None
     except stripe.APIError as exc:
         raise BillingUnavailable(f"Stripe had an error: {exc.user_message or exc}") from None
+    except stripe.IdempotencyError as exc:
+        raise _Duplicate(f"Stripe refused the request: {exc.user_message or exc}") from None
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             raise _Missing(str(exc)) from None
+        if _IDENTIFIER_TAKEN in str(exc.user_message or exc):
+            raise _Duplicate(f"Stripe refused the request: {exc.user_message or exc}") from None
         raise BillingError(f"Stripe refused the request: {exc.user_message or exc}") from None
     except stripe.AuthenticationError:
         raise BillingError("Stripe refused MOLTBOT_STRIPE_SECRET_KEY.") from None

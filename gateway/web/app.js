@@ -285,7 +285,7 @@ function follow(since) {
       clearTimeout(pending);
       pending = setTimeout(() => loadMessages(state.current), 50);
     }
-    if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels().catch(() => {});
+    if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels({ minSeq: state.lastSeq }).catch(() => {});
     if ((event.type === "plan.changed" || event.type === "billing.subscription_changed") && !$("usage").hidden) loadUsage().catch(() => {});
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
       loadDevices({ minSeq: state.lastSeq }).catch(() => {});
@@ -468,13 +468,14 @@ function deleteButton(label, question, path, reload) {
   }, label);
 }
 
-async function loadChannels() {
+async function loadChannels({ minSeq } = {}) {
   // "Add to Slack" appears when this deployment has a Slack app configured. HEAD starts no
   // install (a GET would, replacing the cookie of one in progress in another tab).
   fetch("/v1/channels/slack/install", { method: "HEAD", headers: { Authorization: `Bearer ${state.session.access_token}` } })
     .then((response) => { $("add-to-slack").hidden = !response.ok; })
     .catch(() => {});
-  const channels = await api("/v1/channels");
+  // As of the event that asked for it: the read model may not have it yet.
+  const channels = await api("/v1/channels", { params: { min_seq: minSeq } });
   const list = $("channel-list");
   list.replaceChildren();
   if (!channels.length) list.append(el("li", { class: "muted" }, "No channels connected yet."));

@@ -67,6 +67,21 @@ async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_billing(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_billing
+
+    config = settings.billing()
+    if config is None:
+        raise CommandError(
+            "Billing is off: set MOLTBOT_STRIPE_SECRET_KEY, MOLTBOT_STRIPE_WEBHOOK_SECRET and"
+            " MOLTBOT_STRIPE_PRICES to report AI overage to Stripe (docs/billing.md)."
+        )
+    await run_billing(
+        settings.database(), config, catalog=settings.catalog(), interval=settings.billing_interval
+    )
+    return 0
+
+
 async def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     from moltbot.roles import ChannelSettings, run_connectors
 
@@ -112,6 +127,13 @@ def register(commands: Any) -> None:
         " MOLTBOT_ANTHROPIC_API_KEY, the built-in offline model without).",
     )
     add(commands, "outbox", cmd_outbox, "Run the outbox only: send requests become channel commands.")
+    add(
+        commands,
+        "billing",
+        cmd_billing,
+        "Run the billing worker only: reports AI spend beyond paid plans' allowance to Stripe's"
+        " meter (needs the MOLTBOT_STRIPE_* settings; every MOLTBOT_BILLING_INTERVAL seconds, 300).",
+    )
     conn_cmd = add(
         commands, "connector", cmd_connector, "Run connectors only: they execute channel commands."
     )

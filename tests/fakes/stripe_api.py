@@ -8,7 +8,11 @@ a request repeated with the same ``Idempotency-Key`` gets the first successful a
 (the same key with other parameters is an ``idempotency_error``).
 
 Served: ``POST /v1/customers``, ``POST /v1/checkout/sessions``, ``POST /v1/billing_portal/sessions``,
-``GET /v1/subscriptions/{id}``, ``POST /v1/billing/meter_events`` (one per ``identifier``).
+``GET /v1/subscriptions/{id}``, ``POST /v1/billing/meter_events`` (one per ``identifier``: as
+Stripe does, a repeated identifier under another Idempotency-Key is refused with ``400 An event
+already exists with identifier …``, and a timestamp older than 35 days or over 5 minutes ahead
+is refused; ``meter_event_delay`` holds each answer back after the event is kept, as a slow
+network would, so a client can die between Stripe keeping an event and hearing so).
 
 Test controls play Stripe's side of a subscription and post signed events (the
 ``Stripe-Signature`` of ``stripe.WebhookSignature``) to ``webhook_url``:
@@ -44,6 +48,8 @@ Json = dict[str, Any]
 
 API_VERSION = "2026-10-28.endive"
 PERIOD = 30 * 24 * 3600  # seconds in the fake's billing period
+METER_EVENT_PAST = 35 * 24 * 3600  # a meter event's timestamp may be this old at most
+METER_EVENT_FUTURE = 5 * 60  # and this far ahead
 _KEY = re.compile(r"[^\[\]]+")
 _SUBSCRIPTION_PATH = re.compile(r"^/v1/subscriptions/(?P<id>[A-Za-z0-9_]+)$")
 
@@ -115,6 +121,7 @@ class FakeStripe:
         self.portal_sessions: dict[str, Json] = {}
         self.subscriptions: dict[str, Json] = {}
         self.meter_events: dict[str, Json] = {}
+        self.meter_event_delay = 0.0  # seconds each meter event's answer waits after it is kept
         self.events: dict[str, Json] = {}
         self.requests: list[Request] = []
         self.deliveries: list[Delivery] = []
@@ -152,6 +159,8 @@ class FakeStripe:
             status, answer = exc.status, {"error": exc.body}
         if key is not None and key not in self._answers and status < 400:  # Stripe keeps what ran
             self._answers[key] = (f"{method} {path}", params, status, answer)
+        if path == "/v1/billing/meter_events" and self.meter_event_delay:
+            await asyncio.sleep(self.meter_event_delay)
         await _json(send, status, answer, key)
 
     def _replay(self, key: str, route: str, params: Json) -> tuple[int, Json]:
@@ -242,13 +251,22 @@ class FakeStripe:
 
     def _meter_event(self, params: Json) -> Json:
         identifier = params.get("identifier") or self._id("mev")
-        if identifier not in self.meter_events:
-            self.meter_events[identifier] = {
-                "object": "billing.meter_event", "event_name": params.get("event_name"),
-                "identifier": identifier, "payload": params.get("payload", {}),
-                "timestamp": int(params.get("timestamp") or time.time()), "livemode": False,
-                "created": int(time.time()),
-            }  # fmt: skip
+        if identifier in self.meter_events:
+            raise StripeApiError(
+                400, "invalid_request_error", f"An event already exists with identifier {identifier}."
+            )
+        now = int(time.time())
+        timestamp = int(params.get("timestamp") or now)
+        if not now - METER_EVENT_PAST <= timestamp <= now + METER_EVENT_FUTURE:
+            raise StripeApiError(
+                400, "invalid_request_error", "Timestamp must be within the past 35 calendar days or up to"
+                " 5 minutes in the future.", code="parameter_invalid_integer", param="timestamp",
+            )  # fmt: skip
+        self.meter_events[identifier] = {
+            "object": "billing.meter_event", "event_name": params.get("event_name"),
+            "identifier": identifier, "payload": params.get("payload", {}), "timestamp": timestamp,
+            "livemode": False, "created": now,
+        }  # fmt: skip
         return self.meter_events[identifier]
 
     # --- Stripe's side of a subscription (test controls) ------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
@@ -18,12 +19,20 @@ from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from domain import events as ev
 from domain.models import KNOWN_MODELS
+from domain.plans import Catalog
 from gateway.auth import Caller, Tokens
 from projections.agent_reads import AgentReads
+from tests.conftest import roomy_catalog
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _replies, _runs, _sse, _until
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _visitor_says, _widget
+
+
+@pytest.fixture
+def plan_catalog() -> Catalog:
+    return roomy_catalog()  # these tests are about the agent's own guards; the plans': test_plan_limits.py
+
 
 SECRET = "secretword42"
 _FOUND = re.compile(r"found (\d+) matching")
@@ -195,7 +204,9 @@ async def test_a_flooded_conversation_gets_a_bounded_number_of_runs(
     try:
         async with connection(stack.nats_url, name="test-agent") as nc:
             settings = AgentSettings(debounce=0.3, agent_runs_per_conversation=2)
-            orchestrator = Orchestrator(nc, reads, agent_models, store=EventStore(nc), settings=settings)
+            orchestrator = Orchestrator(
+                nc, reads, agent_models, store=EventStore(nc), settings=settings, catalog=roomy_catalog()
+            )
             running = asyncio.create_task(orchestrator.run())
             try:
                 owner = await _signup(api, "flood-shop@example.com")

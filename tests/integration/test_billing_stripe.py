@@ -353,14 +353,14 @@ async def test_the_fake_answers_the_real_client_as_stripe_does(stripe_fake: Fake
             }
         )
     assert no_price.value.param == "line_items[0][price]"
-    for _ in range(2):
-        await client.v1.billing.meter_events.create_async(
-            params={
-                "event_name": "ai_tokens",
-                "identifier": "t_1-2026-11-24-tokens",
-                "payload": {"value": "12"},
-            }
-        )
+    metered: Any = {"event_name": "ai_tokens", "identifier": "t_1-2026-11-24-tokens"}
+    metered["payload"] = {"value": "12"}
+    once: Any = {"idempotency_key": "mev-1"}
+    for _ in range(2):  # a resend under the same key gets the first answer again
+        await client.v1.billing.meter_events.create_async(params=metered, options=once)
+    with pytest.raises(stripe.InvalidRequestError) as taken:  # the identifier under another key
+        await client.v1.billing.meter_events.create_async(params=metered)
+    assert taken.value.user_message == "An event already exists with identifier t_1-2026-11-24-tokens."
     assert [e["payload"] for e in stripe_fake.meter_events.values()] == [{"value": "12"}]
     wrong_key = stripe.StripeClient(
         "sk_test_wrong", base_addresses={"api": stripe_fake.base_url}, http_client=stripe.HTTPXClient()

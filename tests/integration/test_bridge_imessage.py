@@ -25,7 +25,7 @@ import pytest
 from adapters.embedded.processes import free_port
 from domain.plans import Catalog
 from moltbot.roles import run_connectors, run_outbox
-from tests.conftest import roomy_catalog
+from tests.conftest import roomy_catalog, roomy_plans_file
 from tests.fakes import osascript as fake_osascript
 from tests.fakes.imessage_chatdb import Chat, ChatDBBuilder
 from tests.integration.conftest import Stack
@@ -308,6 +308,7 @@ class GatewayProcess:
             "MOLTBOT_NATS_URL": self.stack.nats_url,
             "MOLTBOT_DATABASE_URL": self.stack.database_url,
             "MOLTBOT_LOG_FORMAT": "json",
+            "MOLTBOT_PLANS_FILE": str(roomy_plans_file(self.data)),  # as the in-process gateway's
         }
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "moltbot", "--data", str(self.data), "gateway", "--port", str(self.port),

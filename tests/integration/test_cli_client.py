@@ -121,7 +121,8 @@ async def test_login_status_and_listing(gateway: Gateway, stack: Stack, tmp_path
     usage = await _moltbot(tmp_path, "usage")
     assert usage.returncode == 0, usage.stderr
     assert "plan      Free (no charge), billing off" in usage.stdout
-    assert "  channels         0 of 2" in usage.stdout and "AI        $0.00 this month of $2.00" in usage.stdout
+    assert "  channels         0 of 2" in usage.stdout
+    assert "AI        $0.00 this month of $2.00" in usage.stdout
     assert "upgrade   pro" in usage.stdout
     listing = await _moltbot(tmp_path, "conversations", "list")
     assert "see you at lunch number 2" in listing.stdout

@@ -470,7 +470,7 @@ async def test_discords_refusals_map_to_deferred_or_rejected(
         with pytest.raises(SendDeferred) as deferred:
             await connector.send(_command("too fast", staff))
         assert deferred.value.retry_after is not None
-        assert 29 < deferred.value.retry_after <= 30
+        assert 29 < deferred.value.retry_after < 31  # Discord's reset time, read back as a wait
         fake.fail(CREATE_MESSAGE, 502, "Bad Gateway")
         with pytest.raises(SendDeferred):
             await connector.send(_command("provider down", general))

@@ -38,6 +38,7 @@ def test_the_stripe_settings_make_billing_on_at_stripe_or_a_fake() -> None:
         ({k: v for k, v in STRIPE.items() if k != "MOLTBOT_STRIPE_PRICES"}, "MOLTBOT_STRIPE_PRICES"),
         ({"MOLTBOT_STRIPE_PRICES": "pro=price_pro"}, "MOLTBOT_STRIPE_SECRET_KEY"),
         ({"MOLTBOT_STRIPE_API_BASE": "http://127.0.0.1:1"}, "MOLTBOT_STRIPE_SECRET_KEY"),
+        ({"MOLTBOT_STRIPE_METER_EVENT": "ai_spend"}, "MOLTBOT_STRIPE_SECRET_KEY"),
         (STRIPE | {"MOLTBOT_STRIPE_PRICES": "free=price_free"}, "'free' is not a paid plan of plans.yaml"),
         (STRIPE | {"MOLTBOT_STRIPE_PRICES": "byok=price_byok"}, "'byok' is not a paid plan of plans.yaml"),
     ],
@@ -57,3 +58,17 @@ def test_the_stripe_secrets_never_show() -> None:
     assert "whsec_very_secret_signing" not in shown
     assert "stripe_secret_key=***" in shown
     assert "price_pro" in shown  # prices are not secrets
+
+
+def test_the_overage_meter_and_how_often_it_is_reported() -> None:
+    default = Settings.load(STRIPE)
+    assert (default.billing() or pytest.fail("billing is on")).meter_event == "ai_overage_micros"
+    assert default.billing_interval == 300.0
+    given = Settings.load(
+        STRIPE | {"MOLTBOT_STRIPE_METER_EVENT": "ai_spend", "MOLTBOT_BILLING_INTERVAL": "2.5"}
+    )
+    assert (given.billing() or pytest.fail("billing is on")).meter_event == "ai_spend"
+    assert given.billing_interval == 2.5
+    for wrong in ("0", "-1", "soon", "nan"):
+        with pytest.raises(ValueError, match="MOLTBOT_BILLING_INTERVAL"):
+            Settings.load(STRIPE | {"MOLTBOT_BILLING_INTERVAL": wrong})

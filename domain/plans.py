@@ -8,6 +8,7 @@ plan of :attr:`Catalog.upgrade_order` that would allow one more.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
 import msgspec
@@ -147,6 +148,19 @@ def _allowance(catalog: Catalog, plan: str, limit: LimitName, one: str, many: st
 def model_allowed(limits: Limits, model: str) -> bool:
     """Whether an agent on a plan with ``limits`` may use ``model`` (a family or dated id)."""
     return limits.models is None or model_family(model) in limits.models
+
+
+def ai_paused_until(catalog: Catalog, spend: Spend, now: datetime) -> str | None:
+    """When the agent answers again after its allowance ran out (ISO time, UTC), or None: the
+    next day after the daily ceiling, the next month after the monthly allowance."""
+    if ai_allowance_left(catalog, spend):
+        return None
+    limits = catalog.limits(spend.plan)
+    today = now.astimezone(UTC).date()
+    if limits.ai_allowance_micros is not None and spend.month_micros >= limits.ai_allowance_micros:
+        first = today.replace(day=1) + timedelta(days=32)
+        return datetime.combine(first.replace(day=1), time(), UTC).isoformat()
+    return datetime.combine(today + timedelta(days=1), time(), UTC).isoformat()
 
 
 def model_for_plan(limits: Limits, model: str) -> str:

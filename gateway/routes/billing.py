@@ -207,6 +207,8 @@ class AiUse(msgspec.Struct, frozen=True):
     spent_this_month_micros: int
     daily_ceiling_micros: int | None
     spent_today_micros: int
+    # The agent answers with its short "allowance used up" note until then (None: it answers).
+    paused_until: str | None = None
 
 
 class PlanOffer(msgspec.Struct, frozen=True):
@@ -245,7 +247,11 @@ async def billing_page(ctx: Ctx, who: Who) -> Billing:
         allowed = getattr(limits, limit)
         uses.append(LimitUse(limit, allowed, used[limit], allowed is not None and used[limit] > allowed))
     ai = AiUse(
-        limits.ai_allowance_micros, spend.month_micros, limits.daily_ai_ceiling_micros, spend.today_micros
+        limits.ai_allowance_micros,
+        spend.month_micros,
+        limits.daily_ai_ceiling_micros,
+        spend.today_micros,
+        paused_until=plans.ai_paused_until(catalog, spend, datetime.now(UTC)),
     )
     order = catalog.upgrade_order
     upgrade = next(iter(order[order.index(plan) + 1 :]), None) if plan in order else order[1]

@@ -287,6 +287,7 @@ function follow(since) {
     }
     if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels({ minSeq: state.lastSeq }).catch(() => {});
     if ((event.type === "plan.changed" || event.type === "billing.subscription_changed") && !$("usage").hidden) loadUsage().catch(() => {});
+    if (event.type === "plan.changed" || event.type === "agent.run_failed") checkAllowance().catch(() => {});
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
       loadDevices({ minSeq: state.lastSeq }).catch(() => {});
     }
@@ -302,7 +303,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -686,10 +687,22 @@ $("manage-billing").addEventListener("click", async () => {
 
 // --- start ---------------------------------------------------------------------------------------
 
+// The owner learns when the agent stops answering for the plan's AI allowance.
+async function checkAllowance() {
+  const billing = await api("/v1/billing");
+  const until = billing.ai.paused_until;
+  const notice = $("notice");
+  notice.hidden = !until;
+  if (!until) return;
+  const month = billing.ai.allowance_micros !== null && billing.ai.spent_this_month_micros >= billing.ai.allowance_micros;
+  notice.textContent = `${month ? "This month's" : "Today's"} AI allowance is used up: your agent answers with a short note until ${new Date(until).toLocaleString()}.${billing.upgrade ? " Upgrade on the Usage page for more." : ""}`;
+}
+
 async function start(minSeq) {
   show("inbox");
   try {
     await loadConversations({ minSeq });
+    checkAllowance().catch(() => {});
     follow();
     status("Live");
   } catch (error) {

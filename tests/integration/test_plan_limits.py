@@ -10,11 +10,13 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from adapters.agent import spend
 from adapters.channels.endpoints import ProviderEndpoints
 from tests.conftest import REPO_ROOT, Stack
 from tests.fakes.telegram_api import FakeTelegram
@@ -120,6 +122,18 @@ async def test_a_free_inbox_meets_its_limits_and_an_upgrade_lifts_them(
         headers=_auth(owner),
     )
     assert (fourth.status_code, fourth.json()["used"]) == (402, 3)
+
+
+async def test_the_owner_is_told_when_the_allowance_is_used_up(api: httpx.AsyncClient, stack: Stack) -> None:
+    owner = await _signup(api, "plans-allowance@example.com")
+    assert (await _billing(api, owner))["ai"]["paused_until"] is None
+    spent = spend.usage_events(owner["tenant_id"], "preview_x", [("cost_micros", 2_000_000)], actor="test")
+    await stack.store.append_many(spent)
+    await stack.wait_caught_up()
+    ai = (await _billing(api, owner))["ai"]
+    assert ai["spent_this_month_micros"] == 2_000_000
+    first_of_next_month = (datetime.now(UTC).date().replace(day=1) + timedelta(days=32)).replace(day=1)
+    assert ai["paused_until"] == f"{first_of_next_month.isoformat()}T00:00:00+00:00"
 
 
 async def test_an_operator_is_told_what_is_wrong(stack: Stack, api: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,15 @@ def test_a_catalog_without_the_free_plan_or_with_unknown_upgrades_is_refused() -
         p.parse_catalog(
             f"plans: {{{FREE.replace('limits: {}', 'limits: {seat: 1}')}}}\nupgrade_order: [free]"
         )
+
+
+def test_the_owner_is_told_until_when_the_agent_is_paused() -> None:
+    now = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    assert p.ai_paused_until(CATALOG, p.Spend("free", 1_000, 1_000), now) is None
+    assert p.ai_paused_until(CATALOG, p.Spend("free", 2_000_000, 0), now) == "2026-12-01T00:00:00+00:00"
+    assert (
+        p.ai_paused_until(CATALOG, p.Spend("free", 1_500_000, 1_000_000), now) == "2026-11-26T00:00:00+00:00"
+    )
+    december = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+    assert p.ai_paused_until(CATALOG, p.Spend("free", 2_000_000, 0), december) == "2027-01-01T00:00:00+00:00"
+    assert p.ai_paused_until(CATALOG, p.Spend("byok", 10**12, 10**12), now) is None

@@ -16,7 +16,6 @@ from domain import events as ev
 from domain import ids
 from gateway.auth import Caller
 from gateway.errors import ApiError
-from gateway.plan_limits import ensure_room
 
 if TYPE_CHECKING:
     from adapters.channels.endpoints import ProviderEndpoints
@@ -73,10 +72,9 @@ async def record(
 ) -> ChannelAccepted:
     """Seal the credentials, then record the connection (created, connecting), with its
     workspace (``team_id``), when installed by OAuth its app, and the device it runs on
-    (``device_id``: the Personal Bridge) when not in the cloud. One more channel than the
-    plan allows is refused (402) first."""
+    (``device_id``: the Personal Bridge) when not in the cloud. The callers have checked
+    the plan's room for one more (``gateway.plan_limits.ensure_room``) before asking the provider."""
     assert ctx.keyring is not None
-    await ensure_room(ctx, who, "cloud_channels" if device_id is None else "bridge_channels")
     connection_id = ids.new_id(ids.CONNECTION)
     async with ctx.tenant(who.tenant_id) as conn:
         await CredentialStore(conn, ctx.keyring).put(who.tenant_id, connection_id, kind, secret)

@@ -35,14 +35,14 @@ async def channels(conn: Connection, tenant_id: str, *, device_id: str | None = 
     return [msgspec.convert(r, Channel, strict=False) for r in await cur.fetchall()]
 
 
-async def channel_of(conn: Connection, connection_id: str) -> str | None:
-    """The kind of a connection that is not removed, or None."""
+async def connection(conn: Connection, connection_id: str) -> Channel | None:
+    """A connection that is not removed (where it runs included), or None."""
     cur = await conn.execute(
-        "SELECT channel FROM rm_connections.connections WHERE connection_id = %s AND deleted_at IS NULL",
+        "SELECT * FROM rm_connections.connections WHERE connection_id = %s AND deleted_at IS NULL",
         (connection_id,),
     )
     row = await cur.fetchone()
-    return None if row is None else str(row["channel"])
+    return None if row is None else msgspec.convert(row, Channel, strict=False)
 
 
 async def live(conn: Connection, channel: str) -> set[str]:

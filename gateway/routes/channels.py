@@ -75,7 +75,7 @@ async def connect(
     body = _decoded(await request.body(), entry.connect_body)
     may_connect(who)
     need_vault(ctx)
-    # Before asking the provider: the plan has room for one more (record() checks again).
+    # Before asking the provider: the plan has room for one more.
     await ensure_room(ctx, who, "bridge_channels" if getattr(body, "device_id", None) else "cloud_channels")
     connected = await entry.connect(body, ConnectEnv(endpoints=ctx.endpoints, public_url=ctx.public_url))
     if connected.device_id is not None:
@@ -159,20 +159,20 @@ async def app_webhook(ctx: Ctx, kind: FromPath[str], request: Request[Any, Any, 
     return await _webhook(ctx, kind, None, request)
 
 
-async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> str:
+async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> connections_queries.Channel:
     async with ctx.tenant(who.tenant_id) as conn:
-        channel = await connections_queries.channel_of(conn, connection_id)
-    if channel is None:
+        found = await connections_queries.connection(conn, connection_id)
+    if found is None:
         raise ApiError(404, "not_found", f"No channel {connection_id} in your inbox.", field="id")
-    return channel
+    return found
 
 
 @delete("/channels/{connection_id:str}", status_code=202)
 async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> ChannelAccepted:
     """Remove a channel: its conversations stay in your inbox, nothing more comes in or goes out."""
     may_connect(who)
-    channel = await _channel(ctx, who, connection_id)
-    if channel == "webchat":
+    found = await _channel(ctx, who, connection_id)
+    if found.channel == "webchat":
         raise ApiError(
             400, "invalid_request", "The website chat belongs to every inbox and cannot be removed."
         )
@@ -183,16 +183,15 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
         actor=f"user:{who.user_id}",
         data=ev.ConnectionDeletedData(reason="removed by a person"),
     )
-    async with ctx.tenant(who.tenant_id) as conn:
-        found = await connections_queries.channels(conn, who.tenant_id)
-    devices = {c.device_id for c in found if c.connection_id == connection_id and c.device_id is not None}
     appended = await ctx.store.append(deleted)
     if ctx.keyring is not None:
         async with ctx.tenant(who.tenant_id) as conn:
             await CredentialStore(conn, ctx.keyring).delete(connection_id)
-    for device_id in devices:  # its device is welcomed again without it (WhatsApp stops, forgets its keys)
-        await bridge_relay.close_device(ctx.store.nc, device_id, "reconnect")
-    return ChannelAccepted(connection_id, channel, appended.event_id, appended.seq)
+    if (
+        found.device_id is not None
+    ):  # its device is welcomed again without it (WhatsApp stops, forgets its keys)
+        await bridge_relay.close_device(ctx.store.nc, found.device_id, "reconnect")
+    return ChannelAccepted(connection_id, found.channel, appended.event_id, appended.seq)
 
 
 class PairingCodeView(msgspec.Struct, frozen=True):

@@ -31,6 +31,7 @@ from gateway.auth import Caller
 from gateway.connections import GatewayHooks, may_connect, need_vault, record
 from gateway.context import Ctx, GatewayContext, Who
 from gateway.errors import ApiError
+from gateway.plan_limits import ensure_room
 from projections import tenants_queries
 
 log = structlog.get_logger()
@@ -209,6 +210,7 @@ async def oauth_confirm(
     app = _app(ctx, entry)
     who = await _installer(ctx, entry, data.state, request.cookies.get(cookie_name(kind)), use=True)
     need_vault(ctx)
+    await ensure_room(ctx, who, "cloud_channels")  # before the provider's code is exchanged
     installed = await installer.finish(app, data.code, ctx.endpoints)
     existing = await GatewayHooks(ctx).targets_in(kind, installed.app_id or "", installed.team_id)
     if existing:  # deliveries are routed by workspace: one connection receives each

@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
-import uvicorn
+
+from tests.fakes.serving import serving
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -267,24 +267,6 @@ async def _event(send: Send, name: str, data: dict[str, Any]) -> None:
 async def fake_anthropic(script: Iterable[Scripted] = ()) -> AsyncIterator[FakeAnthropic]:
     """Serve a :class:`FakeAnthropic` on a free port of 127.0.0.1 for the block's duration."""
     fake = FakeAnthropic(script)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    fake.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    config = uvicorn.Config(
-        fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the fake Anthropic API stopped while starting")
-            await asyncio.sleep(0.01)
+    async with serving(fake, "Anthropic API") as port:
+        fake.base_url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        listener.close()

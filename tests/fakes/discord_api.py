@@ -44,7 +44,6 @@ import json
 import math
 import re
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
+from tests.fakes.serving import serving
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -746,34 +745,12 @@ async def _json(send: Send, status: int, body: Any, headers: Sequence[tuple[byte
 async def fake_discord() -> AsyncIterator[FakeDiscord]:
     """Serve a :class:`FakeDiscord` on a free port of 127.0.0.1 for the block's duration."""
     fake = FakeDiscord()
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    fake.api_base = f"http://127.0.0.1:{port}{API}"
-    fake.gateway_url = f"ws://127.0.0.1:{port}"
-    fake.resume_gateway_url = f"ws://127.0.0.1:{port}/resume"
-    config = uvicorn.Config(
-        fake,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-        ws_ping_interval=None,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the fake Discord stopped while starting")
-            await asyncio.sleep(0.01)
-        yield fake
-    finally:
-        fake.close()
-        await asyncio.sleep(0.05)  # let the writers send their close frames
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        listener.close()
+    async with serving(fake, "Discord", ws_ping_interval=None) as port:
+        fake.api_base = f"http://127.0.0.1:{port}{API}"
+        fake.gateway_url = f"ws://127.0.0.1:{port}"
+        fake.resume_gateway_url = f"ws://127.0.0.1:{port}/resume"
+        try:
+            yield fake
+        finally:
+            fake.close()
+            await asyncio.sleep(0.05)  # let the writers send their close frames

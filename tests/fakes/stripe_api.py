@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 import stripe
-import uvicorn
+
+from tests.fakes.serving import serving
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -421,24 +421,6 @@ async def fake_stripe(
 ) -> AsyncIterator[FakeStripe]:
     """Serve a :class:`FakeStripe` on a free port of 127.0.0.1 for the block's duration."""
     fake = FakeStripe(secret_key, webhook_secret, prices)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    fake.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    config = uvicorn.Config(
-        fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the fake Stripe API stopped while starting")
-            await asyncio.sleep(0.01)
+    async with serving(fake, "Stripe API") as port:
+        fake.base_url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        listener.close()

@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import json
 import re
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
+from tests.fakes.serving import serving
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -521,25 +520,9 @@ async def _json(send: Send, status: int, body: Json) -> None:
 async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     """Serve a :class:`FakeTelegram` on a free port of 127.0.0.1 for the block's duration."""
     fake = FakeTelegram()
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    fake.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    config = uvicorn.Config(
-        fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the fake Telegram API stopped while starting")
-            await asyncio.sleep(0.01)
-        yield fake
-    finally:
-        fake.close()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        listener.close()
+    async with serving(fake, "Telegram API") as port:
+        fake.base_url = f"http://127.0.0.1:{port}"
+        try:
+            yield fake
+        finally:
+            fake.close()

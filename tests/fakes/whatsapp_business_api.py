@@ -22,7 +22,6 @@ was done: ``sent``, ``requests``. Builders of what Meta posts to a webhook:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -30,14 +29,13 @@ import itertools
 import json
 import re
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
+from tests.fakes.serving import serving
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -377,24 +375,6 @@ async def _reply(
 async def fake_whatsapp_business() -> AsyncIterator[FakeWhatsAppBusiness]:
     """Serve a :class:`FakeWhatsAppBusiness` on a free port of 127.0.0.1 for the block's duration."""
     fake = FakeWhatsAppBusiness()
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    fake.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    config = uvicorn.Config(
-        fake, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the fake Graph API stopped while starting")
-            await asyncio.sleep(0.01)
+    async with serving(fake, "Graph API") as port:
+        fake.base_url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        listener.close()

@@ -4,7 +4,7 @@
 Imported only by the session factory (``registry._neonize``): importing neonize loads its
 native library and runs ``logging.basicConfig`` on the root logger, which is undone here.
 
-neonize traps this module handles (docs: /work/shared/facts/CHANNELS.md §1):
+neonize traps this module handles (docs/connectors.md, "WhatsApp"):
 
 - Resuming a device the store does not hold crashes the whole process (a nil pointer in
   whatsmeow's ``NewClient``): the store is asked first, and a missing device is

@@ -11,6 +11,7 @@ from gateway.errors import HANDLERS
 from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agents import agents_router
+from gateway.routes.audit import audit_router
 from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
@@ -18,8 +19,11 @@ from gateway.routes.devices import devices_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
+from gateway.routes.members import invitations_router, members_router
 from gateway.routes.messages import messages_router
 from gateway.routes.realtime import realtime_router
+from gateway.routes.recovery import me_recovery_router, recovery_router
+from gateway.routes.security import security_router
 from gateway.routes.web import index, static_router
 from gateway.routes.webchat import webchat_router
 from gateway.security_headers import security_headers
@@ -37,6 +41,12 @@ def create_app(ctx: GatewayContext) -> Litestar:
             health_router,
             auth_router,
             me_router,
+            recovery_router,
+            me_recovery_router,
+            security_router,
+            members_router,
+            invitations_router,
+            audit_router,
             inbox_router,
             messages_router,
             media_router,

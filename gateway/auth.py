@@ -1,16 +1,14 @@
-"""Passwords and tokens.
+"""Tokens and callers.
 
-Passwords are hashed with scrypt (memory-hard, in the standard library); hashes live in
-the gateway's own ``gateway.credentials`` table, never in the event log, so an export of
-the log carries no secrets. Access and refresh tokens are JWTs signed with Ed25519; each
-refresh token carries a unique ``jti`` so the server can keep its digest and accept it once.
+Access and refresh tokens are JWTs signed with Ed25519; each refresh token carries a unique
+``jti`` so the server can keep its digest and accept it once. Both carry ``sid``, the
+session (``gateway.sessions``) they belong to, so ending a session ends its access tokens
+too (``gateway/context.py`` checks it on every request). Password hashes: ``gateway/passwords.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import os
 import secrets
 import time
@@ -27,47 +25,9 @@ from adapters.postgres import tenancy
 from gateway.errors import ApiError
 from projections import tenants_queries
 
-# scrypt cost: 2**15 x 8 x 1 needs 32 MiB per hash; about 0.1 s on one core.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
-
 Role = Literal["owner", "admin", "member"]
 ROLES: Final = ("owner", "admin", "member")
 TokenKind = Literal["access", "refresh"]
-
-# Verified in place of a stored hash when the e-mail is unknown: the same scrypt work, so
-# the answer's timing does not tell which addresses have an account. It matches nothing.
-DUMMY_PASSWORD_HASH: Final = (
-    f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${base64.b64encode(bytes(16)).decode()}"
-    f"${base64.b64encode(bytes(64)).decode()}"
-)
-
-
-def hash_password(password: str) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM
-    )
-    encoded_salt, encoded_digest = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded_salt}${encoded_digest}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(
-        password.encode(),
-        salt=base64.b64decode(salt),
-        n=int(n),
-        r=int(r),
-        p=int(p),
-        maxmem=_SCRYPT_MAXMEM,
-    )
-    return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
 def token_digest(token: str) -> str:
@@ -91,6 +51,7 @@ class Caller(msgspec.Struct, frozen=True):
     user_id: str
     tenant_id: str
     role: Role
+    session_id: str | None = None  # the sign-in these tokens belong to; None: an OIDC token
 
 
 class TokenPair(msgspec.Struct, frozen=True):
@@ -151,6 +112,8 @@ class Tokens:
             "iat": now,
             "exp": now + ttl,
         }
+        if caller.session_id is not None:
+            claims["sid"] = caller.session_id
         if kind == "refresh":  # unique, so two refreshes in one second still differ
             claims["jti"] = secrets.token_urlsafe(16)
         return jwt.encode(claims, self._private, algorithm="EdDSA")
@@ -172,4 +135,9 @@ class Tokens:
             raise ApiError(401, "invalid_token", f"The token is not valid: {exc}.") from None
         if claims.get("typ") != kind:
             raise ApiError(401, "invalid_token", f"Expected an {kind} token.")
-        return Caller(user_id=claims["sub"], tenant_id=claims["tid"], role=claims.get("role", "member"))
+        return Caller(
+            user_id=claims["sub"],
+            tenant_id=claims["tid"],
+            role=claims.get("role", "member"),
+            session_id=claims.get("sid"),
+        )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
+import msgspec
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -22,14 +23,17 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
+from domain.mail import Mailer
 from domain.models import ModelSource
 from domain.plans import Catalog
-from gateway.auth import Caller, Tokens
+from gateway import sessions
+from gateway.auth import ROLES, Caller, Role, Tokens
 from gateway.errors import ApiError
 from gateway.feed import LiveEventStore
 from gateway.limits import Limiter, Limits
 from gateway.oidc import OidcVerifier, peek_issuer
 
+EmailVerification = Literal["required", "optional"]
 MIN_SEQ_WAIT = 5.0  # seconds a read with ?min_seq= may wait for the read models
 
 
@@ -66,6 +70,10 @@ class GatewayContext:
     # Stripe (adapters/billing), when MOLTBOT_STRIPE_* are set; None: billing is off.
     billing: StripeBilling | None = None
     catalog: Catalog | None = None  # the plans (plans.yaml): what each inbox may do (gateway/plan_limits.py)
+    mailer: Mailer | None = None  # account mail (adapters/mail): SMTP, or the data folder's outbox
+    # MOLTBOT_EMAIL_VERIFICATION: "required" keeps channels and billing shut until verified.
+    email_verification: EmailVerification = "optional"
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # mail on its way
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""
@@ -82,6 +90,27 @@ class GatewayContext:
             if issuer is not None and issuer != Tokens.ISSUER:
                 return await self.oidc.verify(token)
         return self.tokens.verify(token)
+
+    async def standing(self, who: Caller) -> Caller:
+        """``who`` with its role in the members read model now: 401 once the session has
+        ended (signed out, revoked, password reset) or the membership is gone, so a removed
+        member or a revoked device is refused at once, not when its access token expires."""
+        async with self.tenant(who.tenant_id) as conn:
+            role, going = await sessions.standing(conn, who)
+        if role is None and going:
+            # The read model may lag a sign-up or an accepted invitation by a few ms.
+            await self.wait_for(await self.store.last_seq(), ("tenants",), who.tenant_id)
+            async with self.tenant(who.tenant_id) as conn:
+                role, going = await sessions.standing(conn, who)
+        if not going:
+            raise ApiError(
+                401, "session_ended", "This session has ended (signed out or revoked): log in again."
+            )
+        if role is None or role not in ROLES:
+            raise ApiError(
+                401, "not_a_member", "You are no longer a member of this inbox: log in again to reach yours."
+            )
+        return msgspec.structs.replace(who, role=cast(Role, role))
 
     def tenant(self, tenant_id: str) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Any]]:
         """A transaction that row-level security confines to ``tenant_id``."""
@@ -152,7 +181,7 @@ async def caller(request: Request[Any, Any, Any]) -> Caller:
     ctx = context(request.app.state)
     who = await ctx.verify_access(token)
     await ctx.limiter.check("api_per_tenant", who.tenant_id, "Your inbox is making too many API requests.")
-    return who
+    return await ctx.standing(who)
 
 
 # Route parameter types: the request's context and its authenticated caller.

@@ -36,6 +36,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     login_per_account: int = 10
     signup_per_ip: int = 10
     refresh_per_ip: int = 60
+    otp_per_account: int = 5  # two-factor codes tried for one account (a code is 1 in 10^6)
+    password_reset_per_ip: int = 10  # reset mails asked for, and mailed links tried, from one address
+    password_reset_per_account: int = 3  # reset and verification mails to one address
+    invitations_per_tenant: int = 20  # invitations sent by one inbox
     pairing_per_ip: int = 10  # device pairings tried from one address (codes are guessable only so fast)
     webchat_per_ip: int = 30  # visitor messages from one address
     webchat_per_visitor: int = 12  # messages of one visitor

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain import plans
+from gateway import one_time_tokens
 from gateway.auth import Caller
 from gateway.context import GatewayContext
 from gateway.errors import ApiError
@@ -38,11 +39,14 @@ async def counts(ctx: GatewayContext, tenant_id: str) -> tuple[str, dict[str, in
         plan = await tenants_queries.plan(conn, tenant_id) or plans.DEFAULT_PLAN
         channels = await connections_queries.channels(conn, tenant_id)
         agents = await agents_queries.agents(conn)
+        people = await tenants_queries.members(conn, tenant_id)
+    async with ctx.pool.connection() as conn:
+        invited = await one_time_tokens.invitations(conn, tenant_id)
     return plan, {
         "cloud_channels": sum(1 for c in channels if c.mode == "cloud" and c.channel != "webchat"),
         "bridge_channels": sum(1 for c in channels if c.mode == "bridge"),
         "agents": len(agents),
-        "seats": 1,  # inviting people is planned (issue: accounts); every inbox has its owner
+        "seats": len(people) + len(invited),  # open invitations hold a seat
     }
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 
 import psycopg
 import structlog
@@ -43,11 +43,12 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
-from adapters.postgres import tenancy
+from adapters.postgres import audit, tenancy
 from adapters.vault.cipher import Keyring
 from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
+from domain.mail import Mailer
 from domain.models import ModelSource
 from domain.plans import Catalog
 from projections.agent_reads import AgentReads
@@ -189,6 +190,9 @@ async def run_connectors(
                     pool = tenancy.pool(channels.database_url, max_size=4, confined=False)
                     directory = ConnectionDirectory(pool, channels.keyring, ConnectionReadModel(pool))
                     await directory.open()
+                    async with pool.connection() as conn:  # credential reads are counted there
+                        await ensure_core(conn)  # type: ignore[arg-type]
+                        await audit.ensure_schema(conn)  # type: ignore[arg-type]
                     stack.push_async_callback(directory.close)
                 connector, sessions = await _provider(entry, nc, store, channels, directory, stack)
                 work.append(sessions.run())
@@ -361,6 +365,8 @@ class GatewayOptions(TypedDict, total=False):
     ops_token: str | None
     billing: StripeConfig | None  # Stripe (MOLTBOT_STRIPE_*); None: billing is off
     catalog: Catalog  # the plans (plans.yaml); left out: the bundled one
+    mailer: Mailer | None  # account mail; None: mails are logged as not sent
+    email_verification: Literal["required", "optional"]
 
 
 @contextlib.asynccontextmanager
@@ -373,15 +379,18 @@ async def gateway_context(
     from adapters.postgres.rate_counter import RATE_LIMITS_SQL, RateCounter
     from gateway.auth import Tokens
     from gateway.context import GatewayContext
+    from gateway.credentials import CREDENTIALS_SQL
     from gateway.limits import Limiter
     from gateway.limits import Limits as DefaultLimits
     from gateway.oidc import IDENTITIES_SQL, IdentityLinks, OidcVerifier
-    from gateway.routes.accounts import CREDENTIALS_SQL, REFRESH_TOKENS_SQL
+    from gateway.one_time_tokens import ONE_TIME_TOKENS_SQL
     from gateway.routes.billing import BILLING_SQL
     from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
     from gateway.routes.devices import PAIRING_CODES_SQL
     from gateway.routes.messages import IDEMPOTENCY_SQL
     from gateway.routes.webchat import WIDGETS_SQL
+    from gateway.sessions import SESSIONS_SQL
+    from gateway.two_factor import TWO_FACTOR_SQL
 
     tokens = Tokens.from_pem_file(key_file)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -391,7 +400,9 @@ async def gateway_context(
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
             gateway_tables = (
                 CREDENTIALS_SQL,
-                REFRESH_TOKENS_SQL,
+                SESSIONS_SQL,
+                ONE_TIME_TOKENS_SQL,
+                TWO_FACTOR_SQL,
                 IDENTITIES_SQL,
                 IDEMPOTENCY_SQL,
                 WIDGETS_SQL,
@@ -402,6 +413,7 @@ async def gateway_context(
             )
             for sql in (*gateway_tables, RATE_LIMITS_SQL):
                 await conn.execute(sql)
+        await audit.ensure_schema(conn)  # type: ignore[arg-type]
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
@@ -412,7 +424,7 @@ async def gateway_context(
     billing = StripeBilling(stripe_config) if stripe_config is not None else None
     try:
         async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
-            yield GatewayContext(
+            ctx = GatewayContext(
                 store=EventStore(nc),
                 pool=pool,
                 tokens=tokens,
@@ -428,7 +440,14 @@ async def gateway_context(
                 ops_token=options.get("ops_token"),
                 billing=billing,
                 catalog=options.get("catalog") or _bundled_catalog(),
+                mailer=options.get("mailer"),
+                email_verification=options.get("email_verification", "optional"),
             )
+            try:
+                yield ctx
+            finally:  # mail on its way gets a moment to leave
+                if ctx.background:
+                    await asyncio.wait(ctx.background, timeout=5)
     finally:
         if verifier is not None:
             await verifier.aclose()

@@ -22,11 +22,14 @@ import msgspec
 
 from adapters.billing.config import METER_EVENT, STRIPE_API, StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
+from adapters.mail.factory import mailer as make_mailer
+from adapters.mail.outbox import outbox_folder
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import NatsAccess, NatsLogin
 from domain.billing import parse_prices
 from domain.envelope import Plan
+from domain.mail import Mailer
 from domain.plans import Catalog, parse_catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
@@ -93,6 +96,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stripe_prices: str | None = None  # MOLTBOT_STRIPE_PRICES: pro=price_…,team=price_…
     stripe_meter_event: str | None = None  # MOLTBOT_STRIPE_METER_EVENT: the overage's meter
     billing_interval: float = 300.0  # MOLTBOT_BILLING_INTERVAL: seconds between overage reports
+    # Account mail (docs/accounts.md): MOLTBOT_SMTP_URL, else .eml files in <data>/mail/outbox/.
+    smtp_url: str | None = None
+    mail_from: str = "Moltbot Cloud <no-reply@moltbot.localhost>"  # MOLTBOT_MAIL_FROM
+    # MOLTBOT_EMAIL_VERIFICATION: "required" keeps channels and billing shut until verified.
+    email_verification: Literal["required", "optional"] = "optional"
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -154,9 +162,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stripe_prices=environ.get("MOLTBOT_STRIPE_PRICES") or None,
             stripe_meter_event=environ.get("MOLTBOT_STRIPE_METER_EVENT") or None,
             billing_interval=_positive_seconds(environ, "MOLTBOT_BILLING_INTERVAL", 300.0),
+            smtp_url=environ.get("MOLTBOT_SMTP_URL") or None,
+            mail_from=environ.get("MOLTBOT_MAIL_FROM") or "Moltbot Cloud <no-reply@moltbot.localhost>",
+            email_verification=_email_verification(environ),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
         settings.billing()  # and an incomplete Stripe setup
+        settings.mailer()  # and a malformed MOLTBOT_SMTP_URL
         return settings
 
     def oidc_config(self) -> OidcConfig | None:
@@ -246,7 +258,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "ops_token": self.ops_token,
             "billing": self.billing(),
             "catalog": self.catalog(),
+            "mailer": self.mailer(),
+            "email_verification": self.email_verification,
         }
+
+    def mailer(self) -> Mailer:
+        """Account mail: the SMTP server of ``smtp_url``, else the data folder's outbox."""
+        return make_mailer(self.smtp_url, outbox_folder(self.data_dir), self.mail_from)
 
     def catalog(self) -> Catalog:
         """The plan catalog (``plans_file``)."""
@@ -312,6 +330,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "admin", NatsLogin(user=stack["nats_user"], password=stack.get("nats_password"))
             )
         return NatsAccess(nats_url, logins, tls_ca_file=self.nats_tls_ca)
+
+
+def _email_verification(environ: Mapping[str, str]) -> Literal["required", "optional"]:
+    value = environ.get("MOLTBOT_EMAIL_VERIFICATION") or "optional"
+    if value not in ("required", "optional"):
+        raise ValueError(f"MOLTBOT_EMAIL_VERIFICATION must be 'required' or 'optional', not {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -26,6 +26,18 @@ CREATE TABLE members (
     added_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, user_id)
 );
+-- Besides its own inbox's rows (every table's tenant_isolation policy), the gateway sees the
+-- memberships and inboxes of the user in moltbot.user_id (which inboxes may I switch to?) and
+-- the people who are members of the inbox in moltbot.tenant_id (who is in my inbox?).
+CREATE POLICY own_memberships ON members TO moltbot_gateway
+    USING (user_id = current_setting('moltbot.user_id', true));
+CREATE POLICY member_inboxes ON tenants TO moltbot_gateway
+    USING (tenant_id IN (SELECT m.tenant_id FROM members m
+                         WHERE m.user_id = current_setting('moltbot.user_id', true)));
+CREATE POLICY fellow_members ON users TO moltbot_gateway
+    USING (user_id IN (SELECT m.user_id FROM members m
+                       WHERE m.tenant_id = current_setting('moltbot.tenant_id', true))
+           OR user_id = current_setting('moltbot.user_id', true));
 """
 
 INDEXES = """
@@ -65,7 +77,7 @@ HANDLERS: dict[str, Handler] = {
 
 class TenantsProjection(StatementProjection):
     name = "tenants"
-    version = 2  # 2: row-level security on every table
+    version = 3  # 2: row-level security on every table; 3: members see each other, users their inboxes
     tables: tuple[str, ...] = ("tenants", "users", "members")
     schema = SCHEMA
     indexes = INDEXES

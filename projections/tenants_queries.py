@@ -3,6 +3,8 @@ plans. Each takes a connection already in a tenant's transaction and answers wit
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from adapters.postgres.database import Connection
@@ -21,6 +23,45 @@ class Account(msgspec.Struct, frozen=True):
 class InboxNames(msgspec.Struct, frozen=True):
     name: str
     owner_email: str | None  # the first owner's
+
+
+class Membership(msgspec.Struct, frozen=True):
+    """An inbox a person belongs to."""
+
+    tenant_id: str
+    name: str
+    role: str
+
+
+class Member(msgspec.Struct, frozen=True):
+    """A person in an inbox (email and name None while the read model lacks their account)."""
+
+    user_id: str
+    email: str | None
+    display_name: str | None
+    role: str
+    added_at: datetime
+
+
+async def memberships(conn: Connection, user_id: str) -> list[Membership]:
+    """Every inbox the user belongs to, oldest first (in a ``tenancy.user_transaction``)."""
+    cur = await conn.execute(
+        "SELECT m.tenant_id, t.name, m.role FROM rm_tenants.members m"
+        " JOIN rm_tenants.tenants t ON t.tenant_id = m.tenant_id WHERE m.user_id = %s ORDER BY m.added_at",
+        (user_id,),
+    )
+    return [msgspec.convert(row, Membership) for row in await cur.fetchall()]
+
+
+async def members(conn: Connection, tenant_id: str) -> list[Member]:
+    """The inbox's people, owners first, then by when they joined."""
+    cur = await conn.execute(
+        "SELECT m.user_id, u.email, u.display_name, m.role, m.added_at FROM rm_tenants.members m"
+        " LEFT JOIN rm_tenants.users u ON u.user_id = m.user_id WHERE m.tenant_id = %s"
+        " ORDER BY m.role <> 'owner', m.added_at",
+        (tenant_id,),
+    )
+    return [msgspec.convert(row, Member) for row in await cur.fetchall()]
 
 
 async def member_role(conn: Connection, tenant_id: str, user_id: str) -> str | None:

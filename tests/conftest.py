@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -31,6 +31,7 @@ from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.embedded.secrets import new_password
+from adapters.mail.outbox import FolderOutbox, outbox_folder
 from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats import permissions
 from adapters.nats.connection import NatsAccess, NatsLogin, NatsTarget, connect
@@ -39,6 +40,7 @@ from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.postgres.database import provision_login_role
 from adapters.vault.cipher import Keyring
+from domain.mail import Mailer
 from domain.plans import Catalog
 from gateway.context import SlackApp
 from gateway.limits import Limits
@@ -252,7 +254,7 @@ def roomy_catalog() -> Catalog:
     catalog = load_catalog(bundled_plans_file())
     free = catalog.plans["free"]
     roomy = msgspec.structs.replace(
-        free.limits, cloud_channels=None, bridge_channels=10, agents=None, models=None
+        free.limits, cloud_channels=None, bridge_channels=10, agents=None, models=None, seats=None
     )
     plans = dict(catalog.plans) | {"free": msgspec.structs.replace(free, limits=roomy)}
     return msgspec.structs.replace(catalog, plans=plans)
@@ -286,8 +288,22 @@ def limits() -> Limits:
 
 
 @pytest.fixture
+def mailer(tmp_path: Path) -> Mailer:
+    """Where the gateway's account mail goes: .eml files in ``tmp_path/mail/outbox`` (as on
+    the embedded default); a module may send it to a local SMTP server instead."""
+    return FolderOutbox(outbox_folder(tmp_path), "Moltbot Cloud <no-reply@moltbot.localhost>")
+
+
+@pytest.fixture
+def email_verification() -> Literal["required", "optional"]:
+    return "optional"
+
+
+@pytest.fixture
 async def api(
     stack: Stack,
+    mailer: Mailer,
+    email_verification: Literal["required", "optional"],
     limits: Limits,
     tmp_path: Path,
     agent_models: ModelChoice,
@@ -321,6 +337,8 @@ async def api(
                 limits=limits,
                 billing=billing,
                 catalog=plan_catalog,
+                mailer=mailer,
+                email_verification=email_verification,
             )
         ),
         asyncio.create_task(run_outbox(stack.roles)),

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.postgres import audit
 from adapters.vault.cipher import Keyring
 from adapters.vault.store import CredentialStore
 from domain.reads import ConnectionReads
@@ -41,4 +42,6 @@ class ConnectionDirectory:
         if tenant_id is None:
             return None, {}
         async with self.pool.connection() as conn:
-            return tenant_id, await CredentialStore(conn, self._keyring).get(tenant_id, connection_id) or {}
+            secret = await CredentialStore(conn, self._keyring).get(tenant_id, connection_id) or {}
+            await audit.count(conn, tenant_id, "credential.read", actor="connector", target=connection_id)
+        return tenant_id, secret

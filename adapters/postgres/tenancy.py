@@ -44,6 +44,15 @@ async def tenant_transaction(
         yield conn
 
 
+@contextlib.asynccontextmanager
+async def user_transaction(connections: AsyncConnectionPool[Any], user_id: str) -> AsyncIterator[Connection]:
+    """A transaction that sees the inboxes ``user_id`` is a member of (and nothing of their
+    content): for listing and switching inboxes."""
+    async with connections.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('moltbot.user_id', %s, true)", (user_id,))
+        yield conn
+
+
 async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[str, ...]) -> int:
     """The lowest live checkpoint among ``read_models`` (0 while one has none), a pooled
     connection held only for the look."""

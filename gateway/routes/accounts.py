@@ -1,15 +1,14 @@
-"""Sign-up, log-in, token refresh, log-out, ``/me`` and linking external identities.
+"""Sign-up, sign-in (with the second factor when enrolled), token refresh, sign-out,
+switching inboxes, ``/me`` and linking external identities.
 
 Sign-up is events (``user.registered``, ``tenant.created``, ``member.added``, the
 tenant's website chat connection and its default agent) plus a credentials row and a
 widget row; their transaction commits only after the events are stored, and a taken
-e-mail is refused before anything is appended.
+e-mail is refused before anything is appended. It mails a verification link.
 
-Refresh tokens rotate: each works once. A sign-up or log-in starts a *family*; a refresh
-marks the presented token used and answers a new pair of the same family. A used token
-presented again means two parties hold it, so the whole family is revoked. Every refresh
-reads the membership again (the role may have changed; no membership, no tokens). Only
-digests of refresh tokens are stored (``gateway.refresh_tokens``).
+A sign-in starts a session (``gateway/sessions.py``): its refresh tokens rotate, a reused
+one ends it, every refresh and every request reads the membership again. A password of an
+older scheme (scrypt) is rehashed as argon2id at the first sign-in that proves it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import uuid
 from typing import Annotated, Any
 
 import msgspec
@@ -27,21 +25,17 @@ from litestar.di import Provide
 from litestar.params import JSONBody, Parameter
 from psycopg import AsyncConnection
 
+from adapters.postgres import tenancy
 from domain import agent, ids, plans
 from domain import events as ev
-from gateway.auth import (
-    DUMMY_PASSWORD_HASH,
-    Caller,
-    Role,
-    TokenPair,
-    hash_password,
-    member_role,
-    token_digest,
-    verify_password,
-)
+from gateway import credentials, one_time_tokens, sessions, two_factor
+from gateway.audit_log import note
+from gateway.auth import Caller, Role, TokenPair, member_role
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.limits import client_ip
+from gateway.mailing import link, send_later
+from gateway.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from gateway.plan_limits import plan_catalog
 from gateway.routes.webchat import new_widget_key, widget_events
 from projections import tenants_queries
@@ -50,43 +44,7 @@ log = structlog.get_logger()
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MIN_PASSWORD = 10
-
-CREDENTIALS_SQL = """
-CREATE SCHEMA IF NOT EXISTS gateway;
-CREATE TABLE IF NOT EXISTS gateway.credentials (
-    email         text PRIMARY KEY,  -- lower-cased
-    user_id       text NOT NULL UNIQUE,
-    tenant_id     text NOT NULL,
-    password_hash text NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
-);
-GRANT USAGE ON SCHEMA gateway TO moltbot_gateway;
-GRANT SELECT, INSERT ON gateway.credentials TO moltbot_gateway;
-"""
-
-REFRESH_TOKENS_SQL = """
-CREATE SCHEMA IF NOT EXISTS gateway;
-CREATE TABLE IF NOT EXISTS gateway.refresh_tokens (
-    token_hash text PRIMARY KEY,  -- SHA-256 of the token; the token itself is never stored
-    family_id  text NOT NULL,     -- every token of one log-in, each rotated from the one before
-    user_id    text NOT NULL,
-    tenant_id  text NOT NULL,
-    issued_at  timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL,
-    used_at    timestamptz,       -- exchanged for a new pair: presenting it again is reuse
-    revoked_at timestamptz        -- log-out, reuse or a lost membership ended its family
-);
-CREATE INDEX IF NOT EXISTS refresh_tokens_family ON gateway.refresh_tokens (family_id);
-CREATE INDEX IF NOT EXISTS refresh_tokens_user ON gateway.refresh_tokens (user_id, expires_at);
-GRANT USAGE ON SCHEMA gateway TO moltbot_gateway;
-GRANT SELECT, INSERT, UPDATE, DELETE ON gateway.refresh_tokens TO moltbot_gateway;
-"""
-
-_REVOKE_FAMILY = """
-UPDATE gateway.refresh_tokens SET revoked_at = now()
-WHERE revoked_at IS NULL
-  AND family_id = (SELECT family_id FROM gateway.refresh_tokens WHERE token_hash = %s)
-"""
+VERIFY_EMAIL_S = 2 * 86400  # a verification link works for two days
 
 
 class SignupBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -98,10 +56,15 @@ class SignupBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LoginBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     email: str
     password: str
+    otp: str | None = None  # the authenticator's 6 digits, or a recovery code, once 2FA is on
 
 
 class RefreshBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     refresh_token: str
+
+
+class SwitchBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tenant_id: str
 
 
 class LinkIdentityBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -132,46 +95,107 @@ class Me(msgspec.Struct, frozen=True):
     display_name: str | None
     tenant_name: str | None
     plan: str | None
+    email_verified: bool = False
+    two_factor: bool = False
+    inboxes: list[tenants_queries.Membership] = msgspec.field(default_factory=list)  # to switch to
 
 
-def _email(value: str) -> str:
+def valid_email(value: str) -> str:
     email = value.strip().lower()
-    if not _EMAIL.fullmatch(email):
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
         raise ApiError(400, "invalid_request", "Give an e-mail address like ada@example.com.", field="email")
     return email
 
 
-def _account_key(email: str) -> str:
+def valid_password(password: str, field: str = "password") -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ApiError(
+            400, "invalid_request", f"Use a password of at least {MIN_PASSWORD} characters.", field=field
+        )
+    if len(password) > 1024:
+        raise ApiError(400, "invalid_request", "Use a password of at most 1,024 characters.", field=field)
+    return password
+
+
+def account_key(email: str) -> str:
     """The per-account rate-limit key: a digest, so the counters hold no addresses."""
     return hashlib.sha256(email.encode()).hexdigest()[:32]
 
 
-async def _check_password(
+async def check_password(
     ctx: GatewayContext, request: Request[Any, Any, Any], email: str, password: str
-) -> dict[str, Any]:
-    """The credentials row of ``email`` if ``password`` is its password; 401 otherwise.
+) -> credentials.Credentials:
+    """The account of ``email`` if ``password`` is its password; 401 otherwise.
 
-    Limits are checked before any hashing; an unknown address costs the same scrypt work
-    as a known one, so neither the time nor the answer tells whether it has an account."""
+    Limits are checked before any hashing; an unknown address costs the same argon2id work
+    as a known one, so neither the time nor the answer tells whether it has an account. A
+    wrong password is written to the account's audit log."""
     address = client_ip(request, ctx.trusted_proxies)
     await ctx.limiter.check("login_per_ip", address, "Too many sign-in attempts from your address.")
     await ctx.limiter.check(
-        "login_per_account", _account_key(email), "Too many sign-in attempts for this account."
+        "login_per_account", account_key(email), "Too many sign-in attempts for this account."
     )
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT email, user_id, tenant_id, password_hash FROM gateway.credentials WHERE email = %s",
-            (email,),
-        )
-        row: dict[str, Any] | None = await cur.fetchone()
-    stored = row["password_hash"] if row is not None else DUMMY_PASSWORD_HASH
+        account = await credentials.by_email(conn, email)
+    stored = account.password_hash if account is not None else DUMMY_HASH
     matches = await asyncio.to_thread(verify_password, password, stored)
-    if row is None or not matches:
+    if account is None or not matches:
+        if account is not None:
+            await note(
+                ctx, request, account.tenant_id, "signin.failed", actor=f"user:{account.user_id}",
+                target=account.user_id, detail={"reason": "password"},
+            )  # fmt: skip
         raise ApiError(401, "invalid_credentials", "E-mail or password is wrong.")
-    return row
+    if needs_rehash(account.password_hash):
+        rehashed = await asyncio.to_thread(hash_password, password)
+        async with ctx.pool.connection() as conn:
+            await credentials.set_password(conn, account.user_id, rehashed, changed=False)
+        log.info("password_rehashed", user_id=account.user_id)
+    return account
 
 
-async def _current_role(ctx: GatewayContext, tenant_id: str, user_id: str) -> Role | None:
+async def check_second_factor(
+    ctx: GatewayContext, request: Request[Any, Any, Any], account: credentials.Credentials, otp: str | None
+) -> None:
+    """With 2FA on, ``otp`` must be a fresh authenticator code or an unused recovery code."""
+    async with ctx.pool.connection() as conn:
+        if not await two_factor.enabled(conn, account.user_id):
+            return
+    if not otp:
+        raise ApiError(
+            401,
+            "otp_required",
+            "This account has two-factor sign-in: send the 6-digit code from your authenticator app"
+            " (or a recovery code) as otp.",
+            field="otp",
+        )
+    await ctx.limiter.check(
+        "otp_per_account", account_key(account.email), "Too many two-factor codes tried for this account."
+    )
+    if ctx.keyring is None:
+        raise ApiError(503, "vault_unavailable", "This gateway has no vault keys configured.")
+    async with ctx.pool.connection() as conn, conn.transaction():
+        used = await two_factor.verify(conn, ctx.keyring, account.user_id, otp)
+        left = (
+            await two_factor.recovery_codes_left(conn, account.user_id) if used == "recovery_code" else None
+        )
+    actor = f"user:{account.user_id}"
+    if used is None:
+        await note(
+            ctx, request, account.tenant_id, "signin.failed", actor=actor, target=account.user_id,
+            detail={"reason": "otp"},
+        )  # fmt: skip
+        raise ApiError(
+            401, "invalid_otp", "That code is wrong or already used: try the next one.", field="otp"
+        )
+    if used == "recovery_code":
+        await note(
+            ctx, request, account.tenant_id, "2fa.recovery_code_used", actor=actor, target=account.user_id,
+            detail={"left": left},
+        )  # fmt: skip
+
+
+async def current_role(ctx: GatewayContext, tenant_id: str, user_id: str) -> Role | None:
     """The user's role now, from the members read model; ``None`` when not a member."""
     role = await member_role(ctx.pool, tenant_id, user_id)
     if role is None:
@@ -181,7 +205,7 @@ async def _current_role(ctx: GatewayContext, tenant_id: str, user_id: str) -> Ro
     return role
 
 
-def _not_a_member() -> ApiError:
+def not_a_member() -> ApiError:
     return ApiError(
         401,
         "not_a_member",
@@ -189,28 +213,42 @@ def _not_a_member() -> ApiError:
     )
 
 
-async def _issue(conn: AsyncConnection[Any], ctx: GatewayContext, who: Caller, family_id: str) -> TokenPair:
-    """A new token pair, its refresh token recorded in ``family_id``."""
-    tokens = ctx.tokens.issue(who)
-    # Expired tokens are refused by their signature's exp already: forget the user's old ones.
-    await conn.execute(
-        "DELETE FROM gateway.refresh_tokens WHERE user_id = %s AND expires_at < now()", (who.user_id,)
-    )
-    await conn.execute(
-        "INSERT INTO gateway.refresh_tokens (token_hash, family_id, user_id, tenant_id, expires_at)"
-        " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))",
-        (token_digest(tokens.refresh_token), family_id, who.user_id, who.tenant_id, ctx.tokens.refresh_ttl),
-    )
-    return tokens
+async def landing(ctx: GatewayContext, account: credentials.Credentials) -> Caller:
+    """Where a sign-in lands: the home inbox, else the first inbox the user still belongs to."""
+    role = await current_role(ctx, account.tenant_id, account.user_id)
+    if role is not None:
+        return Caller(user_id=account.user_id, tenant_id=account.tenant_id, role=role)
+    async with tenancy.user_transaction(ctx.pool, account.user_id) as conn:
+        inboxes = await tenants_queries.memberships(conn, account.user_id)
+    if not inboxes:
+        raise not_a_member()
+    first = inboxes[0]
+    return Caller(user_id=account.user_id, tenant_id=first.tenant_id, role=first.role)  # type: ignore[arg-type]
+
+
+async def start_session(
+    ctx: GatewayContext,
+    request: Request[Any, Any, Any],
+    who: Caller,
+    conn: AsyncConnection[Any] | None = None,
+) -> TokenPair:
+    """A new session of ``who`` from this request's client; its first token pair."""
+    device = sessions.device_name(request.headers.get("user-agent"))
+    address = client_ip(request, ctx.trusted_proxies)
+    if conn is not None:
+        return (await sessions.start(conn, ctx.tokens, who, device=device, ip=address))[1]
+    async with ctx.pool.connection() as own, own.transaction():
+        return (await sessions.start(own, ctx.tokens, who, device=device, ip=address))[1]
+
+
+def send_verification(ctx: GatewayContext, request: Request[Any, Any, Any], email: str, token: str) -> None:
+    send_later(ctx, "verify_email", email, {"link": link(ctx, request, f"verify={token}")})
 
 
 @post("/signup", status_code=201)
 async def signup(data: JSONBody[SignupBody], ctx: Ctx, request: Request[Any, Any, Any]) -> Session:
-    email = _email(data.email)
-    if len(data.password) < MIN_PASSWORD:
-        raise ApiError(
-            400, "invalid_request", f"Use a password of at least {MIN_PASSWORD} characters.", field="password"
-        )
+    email = valid_email(data.email)
+    valid_password(data.password)
     address = client_ip(request, ctx.trusted_proxies)
     await ctx.limiter.check("signup_per_ip", address, "Too many sign-ups from your address.")
     user_id, tenant_id = ids.new_id(ids.USER), ids.new_id(ids.TENANT)
@@ -218,12 +256,9 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx, request: Request[Any, Any
     actor = f"user:{user_id}"
     name = (data.display_name or email.split("@")[0]).strip()[:100]
     async with ctx.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO gateway.credentials (email, user_id, tenant_id, password_hash)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (email) DO NOTHING RETURNING user_id",
-            (email, user_id, tenant_id, password_hash),
-        )
-        if await cur.fetchone() is None:
+        if not await credentials.create(
+            conn, email=email, user_id=user_id, tenant_id=tenant_id, password_hash=password_hash
+        ):
             raise ApiError(
                 409, "email_taken", "An account with this e-mail exists: log in instead.", field="email"
             )
@@ -252,22 +287,34 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx, request: Request[Any, Any
             ev.AgentConfigured, tenant_id=tenant_id, aggregate_id=agent.default_agent_id(tenant_id),
             actor=actor, data=msgspec.structs.replace(template, model=model), correlation_id=created.id,
         )  # fmt: skip
-        caller_ = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
-        tokens = await _issue(conn, ctx, caller_, uuid.uuid4().hex)
+        who = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
+        tokens = await start_session(ctx, request, who, conn)
+        token, _ = await one_time_tokens.issue(
+            conn, "verify_email", email, valid_s=VERIFY_EMAIL_S, user_id=user_id
+        )
         appended = await ctx.store.append_many([created, registered, member, *webchat, assistant])
+    await note(ctx, request, tenant_id, "account.created", actor=actor, target=user_id)
+    send_verification(ctx, request, email, token)
     return Session(user_id, tenant_id, "owner", tokens, appended[-1].seq)
 
 
 @post("/login", status_code=200)
 async def login(data: JSONBody[LoginBody], ctx: Ctx, request: Request[Any, Any, Any]) -> Session:
-    row = await _check_password(ctx, request, _email(data.email), data.password)
-    role = await _current_role(ctx, row["tenant_id"], row["user_id"])
-    if role is None:
-        raise _not_a_member()
-    caller_ = Caller(user_id=row["user_id"], tenant_id=row["tenant_id"], role=role)
-    async with ctx.pool.connection() as conn, conn.transaction():
-        tokens = await _issue(conn, ctx, caller_, uuid.uuid4().hex)
-    return Session(caller_.user_id, caller_.tenant_id, role, tokens, 0)
+    account = await check_password(ctx, request, valid_email(data.email), data.password)
+    await check_second_factor(ctx, request, account, data.otp)
+    try:
+        who = await landing(ctx, account)
+    except ApiError:
+        await note(
+            ctx, request, account.tenant_id, "signin.failed", actor=f"user:{account.user_id}",
+            target=account.user_id, detail={"reason": "not_a_member"},
+        )  # fmt: skip
+        raise
+    tokens = await start_session(ctx, request, who)
+    await note(
+        ctx, request, who.tenant_id, "signin.succeeded", actor=f"user:{who.user_id}", target=who.user_id
+    )
+    return Session(who.user_id, who.tenant_id, who.role, tokens, 0)
 
 
 @post("/refresh", status_code=200)
@@ -275,49 +322,70 @@ async def refresh(data: JSONBody[RefreshBody], ctx: Ctx, request: Request[Any, A
     address = client_ip(request, ctx.trusted_proxies)
     await ctx.limiter.check("refresh_per_ip", address, "Too many token refreshes from your address.")
     presented = ctx.tokens.verify(data.refresh_token, kind="refresh")
-    digest = token_digest(data.refresh_token)
-    role = await _current_role(ctx, presented.tenant_id, presented.user_id)
+    role = await current_role(ctx, presented.tenant_id, presented.user_id)
     if role is None:
         async with ctx.pool.connection() as conn:
-            await conn.execute(_REVOKE_FAMILY, (digest,))
-        raise _not_a_member()
+            await sessions.end_by_token(conn, data.refresh_token, "removed")
+        raise not_a_member()
     async with ctx.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(
-            "SELECT family_id, used_at, revoked_at FROM gateway.refresh_tokens"
-            " WHERE token_hash = %s FOR UPDATE",
-            (digest,),
-        )
-        row: dict[str, Any] | None = await cur.fetchone()
-        if row is None:
+        state = await sessions.presented(conn, data.refresh_token)
+        if state is None:
             refusal = ApiError(401, "invalid_token", "This refresh token is not known here: log in again.")
-        elif row["revoked_at"] is not None:
+        elif state.ended:
             refusal = ApiError(
                 401, "session_ended", "This session has ended (logged out or revoked): log in again."
             )
-        elif row["used_at"] is not None:
+        elif state.used:
             # Used before: someone else holds a copy. End the session for both.
-            await conn.execute(_REVOKE_FAMILY, (digest,))
-            log.warning("refresh_token_reused", user_id=presented.user_id, family_id=row["family_id"])
+            await sessions.end(conn, state.session_id, "token_reused")
+            log.warning("refresh_token_reused", user_id=presented.user_id, session_id=state.session_id)
             refusal = ApiError(
                 401,
                 "refresh_token_reused",
                 "This refresh token was already used, so the session is ended for safety: log in again.",
             )
         else:
-            await conn.execute(
-                "UPDATE gateway.refresh_tokens SET used_at = now() WHERE token_hash = %s", (digest,)
-            )
-            who = Caller(user_id=presented.user_id, tenant_id=presented.tenant_id, role=role)
-            return await _issue(conn, ctx, who, row["family_id"])
-    raise refusal  # after the commit, so a revocation stays
+            await sessions.mark_used(conn, data.refresh_token, ip=address)
+            who = msgspec.structs.replace(presented, role=role, session_id=state.session_id)
+            return await sessions.issue(conn, ctx.tokens, who)
+    raise refusal  # after the commit, so an ended session stays ended
 
 
 @post("/logout", status_code=204)
 async def logout(data: JSONBody[RefreshBody], ctx: Ctx) -> None:
-    """End the session: every refresh token of its log-in stops working."""
+    """End the session: its refresh tokens and access tokens stop working."""
     ctx.tokens.verify(data.refresh_token, kind="refresh")
     async with ctx.pool.connection() as conn:
-        await conn.execute(_REVOKE_FAMILY, (token_digest(data.refresh_token),))
+        await sessions.end_by_token(conn, data.refresh_token, "logged_out")
+
+
+@post("/switch", status_code=200, dependencies={"who": Provide(caller)})
+async def switch(data: JSONBody[SwitchBody], ctx: Ctx, who: Who, request: Request[Any, Any, Any]) -> Session:
+    """Tokens for another inbox the caller belongs to, in the same session (so signing out
+    ends both); the next sign-in lands there too."""
+    role = await member_role(ctx.pool, data.tenant_id, who.user_id)
+    if role is None:
+        raise ApiError(
+            403,
+            "not_a_member",
+            "You are not a member of that inbox: see GET /v1/me for yours.",
+            field="tenant_id",
+        )
+    target = Caller(user_id=who.user_id, tenant_id=data.tenant_id, role=role, session_id=who.session_id)
+    async with ctx.pool.connection() as conn, conn.transaction():
+        if who.session_id is not None:
+            tokens = await sessions.issue(conn, ctx.tokens, target)
+        else:  # an OIDC caller has no session of ours: start one
+            device = sessions.device_name(request.headers.get("user-agent"))
+            _, tokens = await sessions.start(
+                conn, ctx.tokens, target, device=device, ip=client_ip(request, ctx.trusted_proxies)
+            )
+        await credentials.set_home(conn, who.user_id, data.tenant_id)
+    await note(
+        ctx, request, data.tenant_id, "signin.switched", actor=f"user:{who.user_id}", target=who.user_id,
+        detail={"from": who.tenant_id},
+    )  # fmt: skip
+    return Session(who.user_id, data.tenant_id, role, tokens, 0)
 
 
 @get("/me")
@@ -329,15 +397,25 @@ async def me(
     await ctx.wait_for(min_seq, ("tenants",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         found = await tenants_queries.account(conn, who.tenant_id, who.user_id)
+    async with tenancy.user_transaction(ctx.pool, who.user_id) as conn:
+        inboxes = await tenants_queries.memberships(conn, who.user_id)
+    async with ctx.pool.connection() as conn:
+        account = await credentials.by_user(conn, who.user_id)
+        second_factor = await two_factor.enabled(conn, who.user_id)
+    # An account known only to the identity provider (OIDC) has no address of ours to verify.
+    verified = account.verified if account is not None else True
     if found is None:  # the read model lags a brand-new inbox
-        return Me(who.user_id, who.tenant_id, who.role, None, None, None, None)
+        return Me(
+            who.user_id, who.tenant_id, who.role, None, None, None, None, verified, second_factor, inboxes
+        )
     return Me(
-        who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan
-    )
+        who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan,
+        verified, second_factor, inboxes,
+    )  # fmt: skip
 
 
 @post("/me/identities", status_code=201)
-async def link(
+async def link_identity(
     data: JSONBody[LinkIdentityBody], ctx: Ctx, who: Who, request: Request[Any, Any, Any]
 ) -> LinkedIdentity:
     """Link an identity of the configured OIDC provider to the caller's account: its access
@@ -345,24 +423,29 @@ async def link(
     if ctx.oidc is None or ctx.oidc.links is None:
         raise ApiError(404, "oidc_off", "No external identity provider is configured on this gateway.")
     async with ctx.pool.connection() as conn:
-        cur = await conn.execute("SELECT email FROM gateway.credentials WHERE user_id = %s", (who.user_id,))
-        account: dict[str, Any] | None = await cur.fetchone()
+        account = await credentials.by_user(conn, who.user_id)
     if account is None:
         raise ApiError(403, "forbidden", "Only an account with a password can link identities.")
-    await _check_password(ctx, request, account["email"], data.password)
+    await check_password(ctx, request, account.email, data.password)
     identity = await ctx.oidc.identity(data.token)
     if not await ctx.oidc.links.link(identity, who):
         raise ApiError(
             409, "identity_taken", "This identity is already linked to another account.", field="token"
         )
     log.info("identity_linked", user_id=who.user_id, tenant_id=who.tenant_id, issuer=identity.issuer)
+    await note(
+        ctx, request, who.tenant_id, "identity.linked", actor=f"user:{who.user_id}", target=who.user_id,
+        detail={"issuer": identity.issuer},
+    )  # fmt: skip
     return LinkedIdentity(identity.issuer, identity.subject, who.user_id, who.tenant_id)
 
 
-auth_router = Router(path="/v1/auth", route_handlers=[signup, login, refresh, logout], tags=["accounts"])
+auth_router = Router(
+    path="/v1/auth", route_handlers=[signup, login, refresh, logout, switch], tags=["accounts"]
+)
 me_router = Router(
     path="/v1",
-    route_handlers=[me, link],
+    route_handlers=[me, link_identity],
     tags=["accounts"],
     dependencies={"who": Provide(caller)},
 )

@@ -30,6 +30,7 @@ from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.plan_limits import counts, plan_catalog
+from gateway.routes.recovery import ensure_verified
 from projections import tenants_queries, usage_queries
 
 BILLING_SQL = subscriptions.BILLING_SQL
@@ -101,6 +102,7 @@ async def checkout(
     when Stripe confirms the payment."""
     stripe = billing_on(ctx)
     _owner(who)
+    await ensure_verified(ctx, who, "paying for a plan")
     if data.plan not in stripe.prices:
         sold = ", ".join(sorted(stripe.prices))
         raise ApiError(
@@ -145,6 +147,7 @@ async def portal(ctx: Ctx, who: Who, request: Request[Any, Any, Any]) -> PortalV
     see invoices, cancel."""
     stripe = billing_on(ctx)
     _owner(who)
+    await ensure_verified(ctx, who, "managing billing")
     async with ctx.pool.connection() as conn:
         customer = await subscriptions.customer_of(conn, who.tenant_id)
     if customer is None or customer.customer_id is None:

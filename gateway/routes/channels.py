@@ -32,12 +32,14 @@ from adapters.channels.registry import KINDS, ChannelKind, ConnectEnv, Subscript
 from adapters.nats import bridge_relay, pairing_codes
 from adapters.vault.store import CredentialStore
 from domain import events as ev
+from gateway.audit_log import note
 from gateway.auth import Caller
 from gateway.connections import WEBHOOKS_SQL, ChannelAccepted, GatewayHooks, may_connect, need_vault, record
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.plan_limits import ensure_room
 from gateway.routes.installs import OAUTH_STATES_SQL, install_routes
+from gateway.routes.recovery import ensure_verified
 from projections import connections_queries, devices_queries
 
 __all__ = ["OAUTH_STATES_SQL", "WEBHOOKS_SQL", "channels_router"]
@@ -75,6 +77,7 @@ async def connect(
     body = _decoded(await request.body(), entry.connect_body)
     may_connect(who)
     need_vault(ctx)
+    await ensure_verified(ctx, who, "connecting channels")
     # Before asking the provider: the plan has room for one more.
     await ensure_room(ctx, who, "bridge_channels" if getattr(body, "device_id", None) else "cloud_channels")
     connected = await entry.connect(body, ConnectEnv(endpoints=ctx.endpoints, public_url=ctx.public_url))
@@ -88,6 +91,10 @@ async def connect(
         await bridge_relay.close_device(ctx.store.nc, connected.device_id, "reconnect")
     if connected.then is not None:
         await connected.then(accepted.connection_id)
+    await note(
+        ctx, request, who.tenant_id, "channel.connected", actor=f"user:{who.user_id}",
+        target=accepted.connection_id, detail={"kind": kind},
+    )  # fmt: skip
     if connected.verify_token is not None:  # the person pastes both in the provider's dashboard
         url = f"{ctx.public_url or ''}/v1/webhooks/{kind}/{accepted.connection_id}"
         accepted = msgspec.structs.replace(accepted, webhook_url=url, verify_token=connected.verify_token)
@@ -168,7 +175,9 @@ async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> conn
 
 
 @delete("/channels/{connection_id:str}", status_code=202)
-async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> ChannelAccepted:
+async def disconnect(
+    ctx: Ctx, who: Who, connection_id: FromPath[str], request: Request[Any, Any, Any]
+) -> ChannelAccepted:
     """Remove a channel: its conversations stay in your inbox, nothing more comes in or goes out."""
     may_connect(who)
     found = await _channel(ctx, who, connection_id)
@@ -191,6 +200,10 @@ async def disconnect(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Channe
         found.device_id is not None
     ):  # its device is welcomed again without it (WhatsApp stops, forgets its keys)
         await bridge_relay.close_device(ctx.store.nc, found.device_id, "reconnect")
+    await note(
+        ctx, request, who.tenant_id, "channel.disconnected", actor=f"user:{who.user_id}",
+        target=connection_id, detail={"kind": found.channel},
+    )  # fmt: skip
     return ChannelAccepted(connection_id, found.channel, appended.event_id, appended.seq)
 
 

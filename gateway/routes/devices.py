@@ -28,6 +28,7 @@ from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.limits import client_ip
 from gateway.plan_limits import ensure_room
+from gateway.routes.recovery import ensure_verified
 from projections import connections_queries, devices_queries
 
 PAIRING_CODES_SQL = """
@@ -105,6 +106,7 @@ async def create_pairing_code(ctx: Ctx, who: Who, request: Request[Any, Any, Any
     """A one-time code to pair a device: ``moltbot bridge pair CODE --gateway URL`` (402
     when the plan has no room for a channel on a device)."""
     may_connect(who)
+    await ensure_verified(ctx, who, "pairing a device")
     await ensure_room(ctx, who, "bridge_channels")
     code = devices.new_pairing_code()
     expires_at = datetime.now(UTC) + devices.PAIRING_TTL

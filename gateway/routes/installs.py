@@ -27,11 +27,13 @@ from litestar.response import Redirect
 from adapters.channels.errors import AlreadyConnected, InstallStateInvalid, NotConfigured, WrongBrowser
 from adapters.channels.installs import Installer, OAuthApp
 from adapters.channels.registry import KINDS, ChannelKind
+from gateway.audit_log import note
 from gateway.auth import Caller
 from gateway.connections import GatewayHooks, may_connect, need_vault, record
 from gateway.context import Ctx, GatewayContext, Who
 from gateway.errors import ApiError
 from gateway.plan_limits import ensure_room
+from gateway.routes.recovery import ensure_verified
 from projections import tenants_queries
 
 log = structlog.get_logger()
@@ -106,6 +108,7 @@ async def install(ctx: Ctx, who: Who, kind: FromPath[str]) -> Response[InstallSt
     that only this browser holds; only this browser can complete the install."""
     entry, installer = _installable(kind)
     may_connect(who)
+    await ensure_verified(ctx, who, "connecting channels")
     app = _app(ctx, entry)
     state, browser = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     async with ctx.pool.connection() as conn:
@@ -217,9 +220,13 @@ async def oauth_confirm(
         where = "this inbox" if existing[0].tenant_id == who.tenant_id else "another Moltbot inbox"
         name = installed.display_name
         raise AlreadyConnected(f"{name} is already connected to {where}; remove it there to connect it here.")
-    await record(
+    accepted = await record(
         ctx, who, kind, installed.display_name, installed.secret, entry.provider,
         team_id=installed.team_id, app_id=installed.app_id,
+    )  # fmt: skip
+    await note(
+        ctx, request, who.tenant_id, "channel.connected", actor=f"user:{who.user_id}",
+        target=accepted.connection_id, detail={"kind": kind, "install": True},
     )  # fmt: skip
     forget = install_cookie(app, "", kind=kind, max_age=0)
     return Redirect(f"/?{kind}=connected#channels", status_code=303, cookies=[forget])

@@ -27,24 +27,41 @@ function status(message) {
   $("status").textContent = message;
 }
 
-async function api(path, { method = "GET", body, params, headers: extra } = {}) {
+// 401s about what was sent (a wrong password or code), not about the session: shown as they
+// are. Any other 401 asks for a fresh access token (and signs out when that fails).
+const CREDENTIAL_ERRORS = ["invalid_credentials", "otp_required", "invalid_otp"];
+
+// A failed call throws an Error with the API's words as message, and its status, error code
+// and field. `anonymous`: a call that needs no session (sign-in, links from mail).
+async function api(path, { method = "GET", body, params, headers: extra, anonymous = false } = {}) {
   const url = new URL(path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
   const headers = { "Content-Type": "application/json", ...(extra || {}) };
-  if (state.session) headers.Authorization = `Bearer ${state.session.access_token}`;
-  let response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
-  if (response.status === 401 && state.session && (await refresh())) {
+  const signedIn = state.session && !anonymous;
+  if (signedIn) headers.Authorization = `Bearer ${state.session.access_token}`;
+  const send = () => fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  let response = await send();
+  let data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (response.status === 401 && signedIn && !CREDENTIAL_ERRORS.includes(data && data.error) && (await refresh())) {
     headers.Authorization = `Bearer ${state.session.access_token}`;
-    response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+    response = await send();
+    data = response.status === 204 ? null : await response.json().catch(() => null);
   }
-  const data = response.status === 204 ? null : await response.json();
   if (response.status === 402 && data && data.error === "plan_limit") {
-    throw new Error(data.upgrade ? `${data.detail} Upgrade on the Usage page.` : data.detail);
+    throw apiError(response.status, data, data.upgrade ? `${data.detail} Upgrade on the Usage page.` : data.detail);
   }
-  if (!response.ok) throw new Error(data && data.detail ? data.detail : `HTTP ${response.status}`);
+  if (!response.ok) throw apiError(response.status, data, data && data.detail ? data.detail : `HTTP ${response.status}`);
   return data;
+}
+
+function apiError(status, data, message) {
+  const error = new Error(message);
+  error.status = status;
+  error.code = data ? data.error : undefined;
+  error.field = data ? data.field : undefined;
+  return error;
 }
 
 // A refresh token works once (the gateway rotates it; a second use ends the session), so
@@ -101,44 +118,99 @@ function saveSession(session) {
 function logout() {
   localStorage.removeItem("moltbot.session");
   state.session = null;
+  state.me = null;
   if (state.events) state.events.close();
-  $("try-panel").hidden = true;
-  document.body.classList.remove("trying");
-  $("try-frame").removeAttribute("src");
+  leaveInbox();
   show("auth");
 }
 
+// What belongs to the inbox on screen: gone when signing out or switching to another inbox.
+function leaveInbox() {
+  $("try-panel").hidden = true;
+  document.body.classList.remove("trying");
+  $("try-it").setAttribute("aria-expanded", "false");
+  $("try-frame").removeAttribute("src");
+  state.current = null;
+  state.cursor = null;
+  $("conversations").replaceChildren();
+  $("conversation").replaceChildren(el("p", { class: "muted" }, "Choose a conversation."));
+  $("results").hidden = true;
+  $("notice").hidden = true;
+}
+
+const VIEWS = ["auth", "account", "inbox", "agent", "channels", "bridge", "usage", "settings"];
+
 function show(view) {
-  for (const id of ["auth", "inbox", "agent", "channels", "bridge", "usage"]) $(id).hidden = id !== view;
-  $("nav").hidden = view === "auth";
+  for (const id of VIEWS) $(id).hidden = id !== view;
+  $("nav").hidden = view === "auth" || view === "account";
   for (const button of document.querySelectorAll("nav [data-view]")) {
     button.setAttribute("aria-current", button.dataset.view === view ? "page" : "false");
   }
+  // Forms with passwords exist only while on screen (each view builds them when it opens).
+  if (view !== "settings") $("settings-body").replaceChildren();
+  if (view !== "account") $("account-body").replaceChildren();
+  if (view !== "auth") resetSignIn();
   if (view === "channels") loadChannels();
   if (view === "bridge") loadDevices();
   if (view === "agent") loadAgent();
   if (view === "usage") loadUsage();
+  if (view === "settings") showSettings();
 }
 
 // --- accounts ---------------------------------------------------------------------------
 
+// Sign-in asks for the second factor only when the account has one (401 otp_required).
 $("auth-form").addEventListener("submit", async (submit) => {
   submit.preventDefault();
-  const form = new FormData(submit.target);
+  const form = submit.target.elements;
   const mode = submit.submitter ? submit.submitter.value : "login";
   $("auth-error").textContent = "";
+  $("auth-info").textContent = "";
+  const body = { email: form.email.value, password: form.password.value };
+  const otp = form.otp.value.trim();
+  if (mode === "login" && !$("otp-field").hidden && otp) body.otp = otp;
   try {
-    const data = await api(`/v1/auth/${mode}`, {
-      method: "POST",
-      body: { email: form.get("email"), password: form.get("password") },
-    });
-    saveSession({ ...data.tokens, tenant_id: data.tenant_id, user_id: data.user_id, seq: data.seq });
+    const data = await api(`/v1/auth/${mode}`, { method: "POST", body, anonymous: true });
+    signedIn(data);
     await start(data.seq);
   } catch (error) {
+    if (error.code === "otp_required") {
+      $("otp-field").hidden = false;
+      $("auth-info").textContent = "Two-factor sign-in is on for this account: enter the code from your authenticator app, then Log in.";
+      $("login-otp").focus();
+      return;
+    }
     $("auth-error").textContent = error.message;
+    if (error.code === "invalid_otp") {
+      form.otp.value = "";
+      $("login-otp").focus();
+    }
   }
 });
 
+// A session from sign-in, sign-up, an accepted invitation or a switch of inbox.
+function signedIn(data) {
+  saveSession({ ...data.tokens, tenant_id: data.tenant_id, user_id: data.user_id, role: data.role, seq: data.seq });
+  state.me = null;
+}
+
+// The sign-in card as new: no password, no code, no messages left on it.
+function resetSignIn() {
+  const form = $("auth-form").elements;
+  form.password.value = "";
+  form.otp.value = "";
+  $("otp-field").hidden = true;
+  $("auth-error").textContent = "";
+  $("auth-info").textContent = "";
+}
+
+// Back to the sign-in card, with a message on it (after a reset, a sign-out from Settings…).
+function showSignIn(message) {
+  show("auth");
+  $("auth-info").textContent = message || "";
+}
+
+$("forgot").addEventListener("click", () => showForgotPassword($("auth-form").elements.email.value));
 $("logout").addEventListener("click", signOut);
 for (const button of document.querySelectorAll("nav [data-view]")) {
   button.addEventListener("click", () => show(button.dataset.view));

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
 from domain import ids
-from gateway.auth import Caller, Tokens, hash_password
+from gateway.auth import Caller, Tokens
+from gateway.passwords import hash_password
 from gateway.limits import Limits
 from moltbot import client
 from tests.integration.conftest import Stack

@@ -68,21 +68,32 @@ def _raise_for(response: httpx.Response) -> None:
     )
 
 
-async def login(gateway_url: str, email: str, password: str, *, signup: bool = False) -> Session:
+class OtpRequired(ClientError):
+    """The account has two-factor sign-in: log in again with its code."""
+
+
+async def login(
+    gateway_url: str, email: str, password: str, *, signup: bool = False, otp: str | None = None
+) -> Session:
     path = "/v1/auth/signup" if signup else "/v1/auth/login"
+    body: dict[str, str] = {"email": email, "password": password}
+    if otp and not signup:
+        body["otp"] = otp
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
         try:
-            response = await http.post(path, json={"email": email, "password": password})
+            response = await http.post(path, json=body)
         except httpx.TransportError as exc:
             raise ClientError(f"Cannot reach the gateway at {gateway_url}: {exc}") from None
+    if response.status_code == 401 and response.json().get("error") == "otp_required":
+        raise OtpRequired(response.json()["detail"])
     _raise_for(response)
-    body = response.json()
+    answer = response.json()
     return Session(
         gateway_url=gateway_url,
-        access_token=body["tokens"]["access_token"],
-        refresh_token=body["tokens"]["refresh_token"],
-        tenant_id=body["tenant_id"],
-        user_id=body["user_id"],
+        access_token=answer["tokens"]["access_token"],
+        refresh_token=answer["tokens"]["refresh_token"],
+        tenant_id=answer["tenant_id"],
+        user_id=answer["user_id"],
         email=email,
     )
 

@@ -26,6 +26,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.billing.stripe_billing import StripeBilling, StripeEvent
+from adapters.postgres import audit
 from adapters.postgres.database import Connection
 from domain import billing, ids, subjects
 from domain import events as ev
@@ -290,6 +291,10 @@ class StripeEvents:
         seq = None
         if events:
             seq = (await self._store.append_many(events))[-1].seq
+        for changed in (e for e in events if isinstance(e, ev.PlanChanged)):
+            await conn.execute("SELECT set_config('moltbot.tenant_id', %s, true)", (tenant_id,))
+            moved = {"from": changed.data.previous_plan, "to": changed.data.plan, "stripe_event": event.id}
+            await audit.record(conn, tenant_id, "plan.changed", actor=ACTOR, target=tenant_id, detail=moved)
         if now_standing != previous:
             await conn.execute(
                 "UPDATE billing.customers SET subscription_id = %s, status = %s, plan = %s, price_id = %s,"

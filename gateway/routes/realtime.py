@@ -14,6 +14,9 @@ WebSocket protocol (JSON text frames):
   (a channel's pairing code while it is shown: to the inbox's owner and admins only),
   ``{"op":"pong"}``, ``{"op":"heartbeat"}``, ``{"op":"error","error":…,"detail":…}``
 A client that does not read for SEND_TIMEOUT seconds is closed with code 4008 and a reason.
+
+An open stream reads its caller's standing again every RECHECK_SECONDS: once the session
+has ended or the membership is gone, the SSE stream ends and the socket closes with 4401.
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ SEND_TIMEOUT = 10.0
 FAREWELL_TIMEOUT = 2.0  # for the closing frames to a client being dropped
 AUTH_TIMEOUT = 10.0
 TOO_MANY_STREAMS = "Too many event streams are open for your inbox or address; close one first."
+RECHECK_SECONDS = 15.0
+
+
+class StillAllowed:
+    """Whether the caller of an open stream may still read it: its session going and its
+    membership there, read again at most every RECHECK_SECONDS."""
+
+    def __init__(self, ctx: GatewayContext, who: Caller) -> None:
+        self._ctx, self._who = ctx, who
+        self._next = asyncio.get_running_loop().time() + RECHECK_SECONDS
+
+    async def __call__(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if now < self._next:
+            return True
+        self._next = now + RECHECK_SECONDS
+        try:
+            await self._ctx.standing(self._who)
+        except ApiError:
+            return False
+        return True
 
 
 def _stream_slots(who: Caller, ip: str) -> list[tuple[str, str]]:
@@ -73,8 +97,12 @@ async def events(
     ctx.limiter.ensure_room(slots, TOO_MANY_STREAMS)
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
 
+    allowed = StillAllowed(ctx, who)
+
     async def logged() -> AsyncIterator[ServerSentEventMessage]:
         async for record in feed:
+            if not await allowed():
+                return  # signed out or removed: the client's reconnect gets the 401
             if record is None:
                 yield ServerSentEventMessage(comment="keep-alive")
             else:
@@ -98,11 +126,12 @@ async def events(
             return
         # Log events and live signals, interleaved as they come; signals carry no id,
         # so Last-Event-ID stays the last logged event.
-        together: asyncio.Queue[ServerSentEventMessage] = asyncio.Queue(64)
+        together: asyncio.Queue[ServerSentEventMessage | None] = asyncio.Queue(64)
 
         async def pump_log() -> None:
             async for message in logged():
                 await together.put(message)
+            await together.put(None)  # the log's stream ended (the caller lost access): end both
 
         async def pump_deltas(live: asyncio.Queue[Msg]) -> None:
             while True:
@@ -112,8 +141,8 @@ async def events(
         async with live_signals(ctx.store.nc, *subjects) as live:
             pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
             try:
-                while True:
-                    yield await together.get()
+                while (coming := await together.get()) is not None:
+                    yield coming
             finally:
                 for pump in pumps:
                     pump.cancel()
@@ -146,7 +175,7 @@ async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -
     if not token:
         raise Closed(4401, 'send an access token: "token" in the subscribe message')
     try:
-        who = await ctx.verify_access(token)
+        who = await ctx.standing(await ctx.verify_access(token))
     except ApiError as exc:
         # 1013 "try again later": the token could not be checked (identity provider down).
         raise Closed(1013 if exc.status == 503 else 4401, exc.detail) from None
@@ -184,7 +213,10 @@ async def _deliver(
         tasks.create_task(_answer_pings(socket, outbox))
         if subjects:
             tasks.create_task(_forward_live(live, outbox))
+        allowed = StillAllowed(ctx, who)
         async for record in feed:
+            if not await allowed():
+                raise Closed(4401, "this session has ended or you are no longer a member of the inbox")
             if record is None:
                 await outbox.send('{"op":"heartbeat"}')
             else:

@@ -99,15 +99,18 @@ async function refreshOnce() {
 }
 
 function signOut() {
-  // End the session on the server too: its refresh token stops working everywhere.
-  if (state.session) {
-    fetch("/v1/auth/logout", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ refresh_token: state.session.refresh_token }),
-    }).catch(() => {});
-  }
+  endServerSession();
   logout();
+}
+
+// End the session on the server too: its refresh token stops working everywhere.
+function endServerSession() {
+  if (!state.session) return;
+  fetch("/v1/auth/logout", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: state.session.refresh_token }),
+  }).catch(() => {});
 }
 
 function saveSession(session) {
@@ -757,6 +760,570 @@ $("manage-billing").addEventListener("click", async () => {
   }
 });
 
+// --- settings: profile, password, two-factor sign-in, sessions, people, inboxes, audit log ------
+
+const MANAGERS = ["owner", "admin"];
+const ROLES = ["owner", "admin", "member"];
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const th = (label) => el("th", { scope: "col" }, label);
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+// A labelled input: its <label for> and the <input>, in one block.
+function field(label, attrs) {
+  return el("div", { class: "field" }, el("label", { for: attrs.id }, label), el("input", attrs));
+}
+
+// A labelled <select> of `options` ([value, text]), `selected` chosen.
+function choice(label, attrs, options, selected) {
+  const select = el("select", attrs, ...options.map(([value, words]) => el("option", { value, ...(value === selected ? { selected: "" } : {}) }, words)));
+  return el("div", { class: "field" }, el("label", { for: attrs.id }, label), select);
+}
+
+// One part of the Settings page: a box with a heading.
+function part(id, title, ...children) {
+  return el("section", { id, class: "part", "aria-labelledby": `${id}-title` }, el("h3", { id: `${id}-title` }, title), ...children);
+}
+
+// The line under a form or list that says how an action went.
+function outcome(id) {
+  return el("p", { id, class: "muted", role: "status" });
+}
+
+function say(line, message, isError = false) {
+  if (!line) return;
+  line.textContent = message;
+  line.className = isError ? "error" : "muted";
+}
+
+// Run `action` for a button (disabled meanwhile); a failure is said on `line`.
+async function act(button, line, action) {
+  button.disabled = true;
+  say(line, "");
+  try {
+    await action();
+  } catch (error) {
+    say(line, error.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// A form that runs `action(form.elements)` when submitted; a failure is said on `line`.
+function actionForm(attrs, children, line, action) {
+  const form = el("form", { ...attrs, class: "stack" }, ...children);
+  form.addEventListener("submit", async (submit) => {
+    submit.preventDefault();
+    const buttons = [...form.querySelectorAll("button")];
+    for (const button of buttons) button.disabled = true;
+    say(line, "");
+    try {
+      await action(form.elements);
+    } catch (error) {
+      say(line, error.message, true);
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  });
+  return form;
+}
+
+// Fill one part of the page; when it cannot load, say why in its place.
+function load(boxId, render) {
+  return render().catch((error) => {
+    const box = $(boxId);
+    if (box) box.replaceChildren(el("p", { class: "error" }, error.message));
+  });
+}
+
+let settingsOpened = 0; // only the newest opening fills the page
+
+async function showSettings() {
+  const ticket = ++settingsOpened;
+  const body = $("settings-body");
+  body.replaceChildren(el("p", { class: "muted" }, "Loading…"));
+  let me;
+  try {
+    me = await api("/v1/me");
+  } catch (error) {
+    if (ticket === settingsOpened) body.replaceChildren(el("p", { class: "error" }, error.message));
+    return;
+  }
+  if (ticket !== settingsOpened || $("settings").hidden) return;
+  state.me = me;
+  const manager = MANAGERS.includes(me.role);
+  body.replaceChildren(
+    profilePart(me),
+    passwordPart(),
+    part("settings-2fa", "Two-factor sign-in", el("div", { id: "two-factor" })),
+    part("settings-sessions", "Sessions",
+      el("p", { class: "muted" }, "Where your account is signed in. Signing out a device ends its session at once."),
+      el("div", { id: "sessions" })),
+    part("settings-people", "People", el("div", { id: "people" })),
+    inboxesPart(me),
+    manager ? part("settings-audit", "Audit log",
+      el("p", { class: "muted" }, "Sign-ins, security changes and changes to the inbox's people, newest first."),
+      el("div", { id: "audit" })) : "",
+    part("settings-notifications", "Notifications",
+      el("p", {}, "E-mail and push notifications for messages: planned."),
+      el("p", { class: "muted" }, "Mail about your account (password resets, invitations, changes to how you sign in) is sent already.")),
+  );
+  await Promise.all([
+    load("two-factor", renderTwoFactor),
+    load("sessions", renderSessions),
+    load("people", renderPeople).then(() => (manager ? load("audit", renderAudit) : null)),
+  ]);
+}
+
+function profilePart(me) {
+  const line = outcome("verify-result");
+  const verified = me.email_verified
+    ? el("p", {}, el("span", { class: "badge ok" }, "E-mail verified"))
+    : el("p", {}, el("span", { class: "badge warn" }, "Not verified"), " ",
+      el("button", {
+        type: "button",
+        class: "secondary",
+        onclick: (click) => act(click.target, line, async () => {
+          const sent = await api("/v1/me/verify-email", { method: "POST" });
+          say(line, sent.detail);
+        }),
+      }, "Resend verification mail"));
+  return part("settings-profile", "Profile",
+    el("dl", { class: "facts" },
+      el("dt", {}, "E-mail"), el("dd", {}, me.email || "—"),
+      el("dt", {}, "Display name"), el("dd", {}, me.display_name || "—"),
+      el("dt", {}, "Inbox"), el("dd", {}, me.tenant_name || "—"),
+      el("dt", {}, "Role"), el("dd", {}, me.role)),
+    verified, line);
+}
+
+function passwordPart() {
+  const line = outcome("password-result");
+  const form = actionForm({ id: "password-form" }, [
+    field("Current password", { id: "password-current", name: "current_password", type: "password", autocomplete: "current-password", required: "" }),
+    field("New password", { id: "password-new", name: "new_password", type: "password", minlength: "10", autocomplete: "new-password", required: "" }),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Change password")),
+  ], line, async (fields) => {
+    const changed = await api("/v1/me/password", {
+      method: "POST",
+      body: { current_password: fields.current_password.value, new_password: fields.new_password.value },
+    });
+    form.reset();
+    say(line, changed.detail);
+    load("sessions", renderSessions);
+  });
+  return part("settings-password", "Password", el("p", { class: "muted" }, "Changing it signs out every other device."), form, line);
+}
+
+// Two-factor sign-in: off → turn on (QR, confirm a code, recovery codes shown once) → on.
+async function renderTwoFactor() {
+  const factor = await api("/v1/me/2fa");
+  const box = $("two-factor");
+  if (!box) return;
+  const line = outcome("two-factor-result");
+  if (!factor.enabled) {
+    box.replaceChildren(
+      el("p", {}, el("span", { class: "badge" }, "Off"), " With it on, signing in also asks for a code from an authenticator app on your phone."),
+      el("p", {}, el("button", { type: "button", onclick: (click) => act(click.target, line, startTwoFactor) }, "Turn on two-factor sign-in")),
+      line);
+    return;
+  }
+  const form = actionForm({ id: "two-factor-off" }, [
+    field("Your password", { id: "two-factor-password", name: "password", type: "password", autocomplete: "current-password", required: "" }),
+    field("Code from the app, or a recovery code", { id: "two-factor-otp", name: "otp", autocomplete: "one-time-code", spellcheck: "false", maxlength: "20", required: "" }),
+    el("div", { class: "row" }, el("button", { type: "submit", class: "secondary" }, "Turn off")),
+  ], line, async (fields) => {
+    await api("/v1/me/2fa/disable", { method: "POST", body: { password: fields.password.value, otp: fields.otp.value.trim() } });
+    await renderTwoFactor();
+    say($("two-factor-result"), "Two-factor sign-in is off.");
+  });
+  box.replaceChildren(
+    el("p", {}, el("span", { class: "badge ok" }, "On"), ` ${plural(factor.recovery_codes_left, "recovery code")} left.`),
+    el("p", { class: "muted" }, "To turn it off, confirm with your password and a code."),
+    form, line);
+}
+
+async function startTwoFactor() {
+  const enrolment = await api("/v1/me/2fa", { method: "POST" });
+  const line = outcome("two-factor-result");
+  const form = actionForm({ id: "two-factor-confirm" }, [
+    field("Code from the app", { id: "two-factor-code", name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: "7", required: "" }),
+    el("div", { class: "row" },
+      el("button", { type: "submit" }, "Confirm"),
+      el("button", { type: "button", class: "secondary", onclick: () => load("two-factor", renderTwoFactor) }, "Cancel")),
+  ], line, async (fields) => {
+    const confirmed = await api("/v1/me/2fa/confirm", { method: "POST", body: { code: fields.code.value.replace(/\s/g, "") } });
+    showRecoveryCodes(confirmed);
+  });
+  const secret = enrolment.secret.replace(/(.{4})/g, "$1 ").trim(); // in fours, to type it
+  $("two-factor").replaceChildren(
+    el("ol", {},
+      el("li", {}, "Scan this QR code with an authenticator app (1Password, Google Authenticator, Aegis…)."),
+      el("li", {}, "Cannot scan? Type this key into the app instead: ", el("code", { id: "totp-secret", class: "secret" }, secret)),
+      el("li", {}, "Enter the 6-digit code the app shows, and confirm.")),
+    el("div", { class: "qr" }, svgImage(enrolment.qr_svg, "QR code to scan with your authenticator app")),
+    form, line);
+  $("two-factor-code").focus();
+}
+
+// An SVG our server drew (a QR code), shown as an image: nothing in an <img> runs.
+function svgImage(svg, alt) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(svg)) binary += String.fromCharCode(byte);
+  return el("img", { src: `data:image/svg+xml;base64,${btoa(binary)}`, alt });
+}
+
+function showRecoveryCodes(confirmed) {
+  const line = outcome("two-factor-result");
+  const copy = el("button", {
+    type: "button",
+    class: "secondary",
+    onclick: (click) => act(click.target, line, async () => {
+      await navigator.clipboard.writeText(confirmed.recovery_codes.join("\n"));
+      say(line, "Copied.");
+    }),
+  }, "Copy the codes");
+  $("two-factor").replaceChildren(
+    el("p", { class: "done" }, confirmed.detail),
+    el("ol", { id: "recovery-codes", class: "codes" }, ...confirmed.recovery_codes.map((code) => el("li", {}, el("code", {}, code)))),
+    el("div", { class: "row" }, copy, el("button", { type: "button", onclick: () => load("two-factor", renderTwoFactor) }, "I have saved them")),
+    line);
+}
+
+async function renderSessions() {
+  const { sessions } = await api("/v1/me/sessions");
+  const box = $("sessions");
+  if (!box) return;
+  const line = outcome("sessions-result");
+  const rows = sessions.map((s) => el("tr", {},
+    el("td", {}, s.device, s.current ? el("span", { class: "badge ok this" }, "This device") : ""),
+    el("td", { title: `Signed in from ${s.ip}` }, s.last_ip || s.ip),
+    el("td", {}, when(s.last_used_at)),
+    el("td", {}, el("button", { type: "button", class: "quiet", onclick: (click) => act(click.target, line, () => endSession(s)) }, "Sign out"))));
+  box.replaceChildren(
+    el("table", { id: "session-list" },
+      el("thead", {}, el("tr", {}, th("Device"), th("Address"), th("Last used"), th(el("span", { class: "sr-only" }, "Action")))),
+      el("tbody", {}, ...rows)),
+    line);
+}
+
+async function endSession(s) {
+  await api(`/v1/me/sessions/${encodeURIComponent(s.id)}`, { method: "DELETE" });
+  if (s.current) {
+    logout(); // ended on the server already
+    $("auth-info").textContent = "This device is signed out.";
+    return;
+  }
+  await renderSessions();
+  say($("sessions-result"), `${s.device} is signed out.`);
+}
+
+// The inbox's people: members (roles, removal, leaving) and, for owners and admins, invitations.
+async function renderPeople() {
+  const { members, invitations } = await api("/v1/members");
+  const box = $("people");
+  const me = state.me;
+  if (!box || !me) return;
+  const manager = MANAGERS.includes(me.role);
+  state.people = new Map(members.map((m) => [m.user_id, m.email || m.display_name || m.user_id]));
+  const line = outcome("people-result");
+  const parts = [
+    el("table", { id: "members" },
+      el("thead", {}, el("tr", {}, th("Name"), th("E-mail"), th("Role"), th("Added"), th(el("span", { class: "sr-only" }, "Action")))),
+      el("tbody", {}, ...members.map((m) => memberRow(m, me, line)))),
+  ];
+  if (manager) {
+    parts.push(el("h4", {}, "Open invitations"));
+    parts.push(invitations.length
+      ? el("table", { id: "invitations" },
+        el("thead", {}, el("tr", {}, th("E-mail"), th("Role"), th("Valid until"), th(el("span", { class: "sr-only" }, "Action")))),
+        el("tbody", {}, ...invitations.map((invitation) => invitationRow(invitation, line))))
+      : el("p", { id: "invitations", class: "muted" }, "No open invitations."));
+    parts.push(inviteForm(me, line));
+  }
+  parts.push(line);
+  box.replaceChildren(...parts);
+}
+
+function memberRow(m, me, line) {
+  const self = m.user_id === me.user_id;
+  const who = m.email || m.display_name || "this person";
+  // Owners manage everyone; admins manage members and admins, never owners (domain/members.py).
+  const manageable = MANAGERS.includes(me.role) && (me.role === "owner" || m.role !== "owner");
+  const role = manageable
+    ? el("select", { "aria-label": `Role of ${who}`, onchange: (change) => changeRole(m, change.target, line) },
+      ...ROLES.map((r) => el("option", {
+        value: r,
+        ...(r === m.role ? { selected: "" } : {}),
+        ...(r === "owner" && me.role !== "owner" ? { disabled: "" } : {}),
+      }, r)))
+    : m.role;
+  const label = self ? "Leave" : manageable ? "Remove" : "";
+  const remove = label
+    ? el("button", { type: "button", class: "quiet", onclick: (click) => act(click.target, line, () => removeMember(m, self)) }, label)
+    : "";
+  return el("tr", { "data-user": m.user_id },
+    el("td", {}, m.display_name || "", self ? el("span", { class: "badge this" }, "You") : ""),
+    el("td", {}, m.email || ""), el("td", {}, role), el("td", {}, when(m.added_at)), el("td", {}, remove));
+}
+
+async function changeRole(m, select, line) {
+  const who = m.email || m.display_name || "This person";
+  select.disabled = true;
+  say(line, "");
+  try {
+    await api(`/v1/members/${encodeURIComponent(m.user_id)}`, { method: "PATCH", body: { role: select.value } });
+    m.role = select.value;
+    if (m.user_id === state.me.user_id) {
+      await showSettings(); // what you may do here changed
+      status(`You are now ${m.role} of this inbox.`);
+      return;
+    }
+    say(line, `${who} is now ${m.role}.`);
+  } catch (error) {
+    select.value = m.role;
+    say(line, error.message, true);
+  } finally {
+    select.disabled = false;
+  }
+}
+
+async function removeMember(m, self) {
+  const who = m.email || m.display_name || "this person";
+  const inbox = (state.me && state.me.tenant_name) || "this inbox";
+  const question = self ? `Leave ${inbox}? You lose access to it at once.` : `Remove ${who} from ${inbox}? They lose access at once.`;
+  if (!confirm(question)) return;
+  await api(`/v1/members/${encodeURIComponent(m.user_id)}`, { method: "DELETE" });
+  if (self) {
+    signOut();
+    $("auth-info").textContent = `You left ${inbox}. Sign in again to open your other inboxes.`;
+    return;
+  }
+  await renderPeople();
+  say($("people-result"), `${who} is removed from ${inbox}.`);
+}
+
+function invitationRow(invitation, line) {
+  const withdraw = el("button", {
+    type: "button",
+    class: "quiet",
+    onclick: (click) => act(click.target, line, async () => {
+      await api(`/v1/members/invitations/${encodeURIComponent(invitation.id)}`, { method: "DELETE" });
+      await renderPeople();
+      say($("people-result"), `The invitation to ${invitation.email} is withdrawn.`);
+    }),
+  }, "Withdraw");
+  return el("tr", {}, el("td", {}, invitation.email), el("td", {}, invitation.role), el("td", {}, when(invitation.expires_at)), el("td", {}, withdraw));
+}
+
+function inviteForm(me, line) {
+  const roles = (me.role === "owner" ? ROLES : ["admin", "member"]).map((r) => [r, r]);
+  const form = actionForm({ id: "invite-form", "aria-labelledby": "invite-title" }, [
+    field("E-mail of the person to invite", { id: "invite-email", name: "email", type: "email", autocomplete: "off", required: "" }),
+    choice("Role", { id: "invite-role", name: "role" }, roles, "member"),
+    el("p", { class: "muted" }, "Owners may do everything; admins manage people and channels, never owners; members use the inbox."),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Invite")),
+  ], line, async (fields) => {
+    const invitation = await api("/v1/members/invitations", { method: "POST", body: { email: fields.email.value.trim(), role: fields.role.value } });
+    await renderPeople();
+    say($("people-result"), `Invitation sent to ${invitation.email}: its link works until ${when(invitation.expires_at)}.`);
+  });
+  return el("div", {}, el("h4", { id: "invite-title" }, "Invite someone"), form);
+}
+
+function inboxesPart(me) {
+  const inboxes = me.inboxes || [];
+  if (inboxes.length <= 1) {
+    return part("settings-inboxes", "Inboxes", el("p", {}, `You belong to one inbox: ${me.tenant_name || "this one"}.`));
+  }
+  const line = outcome("inboxes-result");
+  const options = inboxes.map((i) => [i.tenant_id, `${i.name} (${i.role})${i.tenant_id === me.tenant_id ? " · open now" : ""}`]);
+  const form = actionForm({ id: "switch-form" }, [
+    choice("Inbox", { id: "inbox-choice", name: "tenant_id" }, options, me.tenant_id),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Switch")),
+  ], line, async (fields) => {
+    const target = inboxes.find((i) => i.tenant_id === fields.tenant_id.value);
+    if (target.tenant_id === me.tenant_id) {
+      say(line, `${target.name} is open already.`);
+      return;
+    }
+    await switchInbox(target);
+  });
+  return part("settings-inboxes", "Inboxes", el("p", { class: "muted" }, `You belong to ${inboxes.length} inboxes.`), form, line);
+}
+
+async function switchInbox(target) {
+  const data = await api("/v1/auth/switch", { method: "POST", body: { tenant_id: target.tenant_id } });
+  if (state.events) state.events.close();
+  leaveInbox();
+  signedIn(data);
+  await start(data.seq);
+  status(`Switched to ${target.name}.`);
+}
+
+// The audit log, newest first; "Older" appends the next page.
+async function renderAudit(cursor) {
+  const page = await api("/v1/audit", { params: { cursor, limit: 50 } });
+  const box = $("audit");
+  if (!box) return;
+  let rows = $("audit-rows");
+  if (!cursor || !rows) {
+    rows = el("tbody", { id: "audit-rows" });
+    box.replaceChildren(
+      el("table", { class: "compact" }, el("thead", {}, el("tr", {}, th("When"), th("What"), th("Who"), th("About"), th("From"))), rows),
+      el("p", {}, el("button", { id: "audit-older", type: "button", class: "secondary" }, "Older")),
+      outcome("audit-result"));
+  }
+  rows.append(...page.entries.map(auditRow));
+  if (!rows.children.length) rows.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "Nothing recorded yet.")));
+  const older = $("audit-older");
+  older.hidden = !page.next_cursor;
+  older.onclick = () => act(older, $("audit-result"), () => renderAudit(page.next_cursor));
+}
+
+function auditRow(entry) {
+  // People by address where the inbox knows them (user ids otherwise).
+  const person = (ref) => {
+    const id = String(ref ?? "").replace(/^user:/, "");
+    return (state.people && state.people.get(id)) || String(ref ?? "");
+  };
+  const details = Object.entries(entry.detail || {})
+    .map(([key, value]) => `${key}: ${typeof value === "object" ? JSON.stringify(value) : person(value)}`).join(", ");
+  return el("tr", {},
+    el("td", {}, when(entry.at)),
+    el("td", {}, entry.action, entry.count > 1 ? ` ×${entry.count}` : "", details ? el("small", { class: "muted" }, ` (${details})`) : ""),
+    el("td", {}, person(entry.actor)),
+    el("td", {}, person(entry.target)),
+    el("td", { title: entry.user_agent || "" }, entry.ip || ""));
+}
+
+// --- links from account mail (#reset=, #verify=, #invite=) and forgotten passwords ------------
+
+function showAccountCard(title, ...children) {
+  show("account");
+  $("account-title").textContent = title;
+  $("account-body").replaceChildren(...children);
+}
+
+// Leave the card: to the inbox when signed in, else to the sign-in card.
+function backButton(label) {
+  return el("button", { type: "button", class: "quiet", onclick: () => (state.session ? start() : showSignIn()) }, label);
+}
+
+function showForgotPassword(email) {
+  const line = outcome("forgot-result");
+  const form = actionForm({ id: "forgot-form" }, [
+    el("p", { class: "muted" }, "We mail you a link to choose a new password. It works once, for 30 minutes."),
+    field("E-mail", { id: "forgot-email", name: "email", type: "email", autocomplete: "email", required: "", value: email || "" }),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Send reset link"), backButton("Back to sign in")),
+  ], line, async (fields) => {
+    const sent = await api("/v1/auth/password-reset", { method: "POST", body: { email: fields.email.value }, anonymous: true });
+    say(line, sent.detail);
+  });
+  showAccountCard("Reset your password", form, line);
+  $("forgot-email").focus();
+}
+
+function showReset(token) {
+  const line = outcome("reset-result");
+  const form = actionForm({ id: "reset-form" }, [
+    el("p", { class: "muted" }, "At least 10 characters. Setting it signs out every device signed in to your account."),
+    field("New password", { id: "reset-password", name: "password", type: "password", minlength: "10", autocomplete: "new-password", required: "" }),
+    field("Repeat it", { id: "reset-again", name: "again", type: "password", minlength: "10", autocomplete: "new-password", required: "" }),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Set new password"), backButton("Cancel")),
+  ], line, async (fields) => {
+    if (fields.password.value !== fields.again.value) throw new Error("The two passwords differ: type the same one twice.");
+    const done = await api("/v1/auth/password-reset/confirm", { method: "POST", body: { token, password: fields.password.value }, anonymous: true });
+    if (state.session) logout(); // the reset ended every session, this one too
+    showSignIn(done.detail);
+  });
+  showAccountCard("Choose a new password", form, line);
+  $("reset-password").focus();
+}
+
+async function verifyEmail(token) {
+  try {
+    const verified = await api("/v1/auth/verify-email", { method: "POST", body: { token }, anonymous: true });
+    const message = `Your address ${verified.email} is verified.`;
+    status(message);
+    if (!state.session) $("auth-info").textContent = `${message} Sign in to continue.`;
+    if (!$("settings").hidden) showSettings();
+  } catch (error) {
+    status(error.message);
+    if (!state.session) $("auth-error").textContent = error.message;
+  }
+}
+
+async function showInvitation(token) {
+  let invitation;
+  try {
+    invitation = await api("/v1/auth/invitations/preview", { method: "POST", body: { token }, anonymous: true });
+  } catch (error) {
+    showAccountCard("This invitation cannot be used",
+      el("p", { class: "error", role: "alert" }, error.message),
+      el("div", { class: "row" }, backButton(state.session ? "Open my inbox" : "Back to sign in")));
+    return;
+  }
+  const line = outcome("invite-result");
+  const fields = invitation.account_exists
+    ? [
+      el("p", {}, `${invitation.email} has an account: sign in with its password to join.`),
+      field("Password", { id: "invite-password", name: "password", type: "password", autocomplete: "current-password", required: "" }),
+      field("Authentication code (only with two-factor sign-in)", { id: "invite-otp", name: "otp", autocomplete: "one-time-code", spellcheck: "false", maxlength: "20" }),
+      el("div", { class: "row" }, el("button", { type: "submit" }, "Sign in and join"), backButton("Not now")),
+    ]
+    : [
+      el("p", {}, `Create your account for ${invitation.email}.`),
+      field("Your name", { id: "invite-name", name: "display_name", autocomplete: "name", maxlength: "100" }),
+      field("Choose a password", { id: "invite-password", name: "password", type: "password", minlength: "10", autocomplete: "new-password", required: "" }),
+      el("div", { class: "row" }, el("button", { type: "submit" }, "Create account and join"), backButton("Not now")),
+    ];
+  const form = actionForm({ id: "invite-accept" }, fields, line, async (inputs) => {
+    const body = { token, password: inputs.password.value };
+    if (inputs.display_name && inputs.display_name.value.trim()) body.display_name = inputs.display_name.value.trim();
+    if (inputs.otp && inputs.otp.value.trim()) body.otp = inputs.otp.value.trim();
+    let data;
+    try {
+      data = await api("/v1/auth/invitations/accept", { method: "POST", body, anonymous: true });
+    } catch (error) {
+      if (error.code === "otp_required" || error.code === "invalid_otp") $("invite-otp").focus();
+      throw error;
+    }
+    if (state.session) endServerSession(); // one session per browser: the new one replaces it
+    if (state.events) state.events.close();
+    leaveInbox();
+    signedIn(data);
+    await start(data.seq);
+    status(`Welcome to ${invitation.inbox}.`);
+  });
+  const inviter = invitation.invited_by || "Someone";
+  showAccountCard(`Join ${invitation.inbox}`,
+    el("p", { class: "invited" }, `${inviter} invited you to `, el("strong", {}, invitation.inbox), ` as ${invitation.role}.`),
+    el("p", { class: "muted" }, `The invitation is valid until ${when(invitation.expires_at)}.`),
+    form, line);
+}
+
+// A link from account mail: its token is in the fragment (never sent to a server), taken out
+// of the address bar at once so it stays in no history or bookmark.
+function takeLink() {
+  const match = location.hash.match(/^#(reset|verify|invite)=([A-Za-z0-9_-]+)$/);
+  if (!match) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  return { kind: match[1], token: match[2] };
+}
+
+function openLink(link) {
+  if (link.kind === "reset") showReset(link.token);
+  else if (link.kind === "invite") showInvitation(link.token);
+  else verifyEmail(link.token);
+}
+
+window.addEventListener("hashchange", () => {
+  const link = takeLink();
+  if (!link) return;
+  if (link.kind === "verify" && !state.session) showSignIn();
+  openLink(link);
+});
+
 // --- start ---------------------------------------------------------------------------------------
 
 // The owner learns when the agent stops answering for the plan's AI allowance.
@@ -782,5 +1349,12 @@ async function start(minSeq) {
   }
 }
 
-if (state.session) start();
-else show("auth");
+// A link from mail first: a reset or an invitation takes the screen; a verification is said
+// over the inbox (or the sign-in card).
+const link = takeLink();
+if (link && link.kind !== "verify") openLink(link);
+else {
+  if (state.session) start();
+  else show("auth");
+  if (link) openLink(link);
+}

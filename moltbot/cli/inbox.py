@@ -47,7 +47,16 @@ async def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
         if args.password_stdin
         else await asyncio.to_thread(getpass.getpass, "Password: ")
     )
-    session = await client.login(_gateway_url(settings, args), email.strip(), password, signup=args.signup)
+    gateway = _gateway_url(settings, args)
+    try:
+        session = await client.login(gateway, email.strip(), password, signup=args.signup, otp=args.otp)
+    except client.OtpRequired:
+        if args.otp or not sys.stdin.isatty():
+            raise client.ClientError(
+                "This account has two-factor sign-in: pass --otp CODE (the app's code or a recovery code)."
+            ) from None
+        code = await asyncio.to_thread(input, "Authentication code (or a recovery code): ")
+        session = await client.login(gateway, email.strip(), password, otp=code.strip())
     client.save_session(client.session_path(os.environ), session)
     print(f"Logged in to {session.gateway_url} as {email} (tenant {session.tenant_id}).")
     return 0
@@ -207,6 +216,11 @@ def register(commands: Any) -> None:
     login_cmd.add_argument("--email")
     login_cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login_cmd.add_argument("--signup", action="store_true", help="create the account first")
+    login_cmd.add_argument(
+        "--otp",
+        metavar="CODE",
+        help="with two-factor sign-in: the app's code or a recovery code (else asked)",
+    )
     login_cmd.add_argument("--gateway", metavar="URL", help=gateway_help)
     add(commands, "status", cmd_status, "Who you are, your channels and unread conversations.")
     usage_cmd = add(

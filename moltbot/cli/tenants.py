@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adapters.postgres import audit
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
 from domain import plans
@@ -38,6 +39,12 @@ async def cmd_set_plan(settings: Settings, args: argparse.Namespace) -> int:
     )  # fmt: skip
     async with event_store(settings) as store:
         appended = await store.append(changed)
+    _, database_url = settings.servers()
+    async with pg_connection(database_url, application_name="moltbot-tenants") as conn:
+        await audit.record(
+            conn, args.tenant, "plan.changed", actor="operator:cli", target=args.tenant,
+            detail={"from": previous, "to": args.plan},
+        )  # fmt: skip
     print(
         f"{args.tenant} is on {spec.name} now (was {catalog.spec(previous).name}); event seq {appended.seq}."
     )

@@ -3,16 +3,38 @@ helpers tests import by name are re-exported here, with the provider fakes a mod
 for by name (``tg``, ``slack_fake``, ``discord_fake``; ``all_fakes_endpoints`` for all three)."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from adapters.channels.endpoints import ProviderEndpoints
+from domain import events as ev
+from domain import ids
+from domain.envelope import Role
+from gateway.auth import Caller, Tokens
 from tests.conftest import REPO_ROOT, Stack
 from tests.fakes.discord_api import FakeDiscord, fake_discord
 from tests.fakes.slack_api import FakeSlack, fake_slack
 from tests.fakes.telegram_api import FakeTelegram, fake_telegram
 
-__all__ = ["REPO_ROOT", "Stack"]
+__all__ = ["REPO_ROOT", "Stack", "member_token"]
+
+
+async def member_token(stack: Stack, key_file: Path, tenant_id: str, role: Role) -> str:
+    """An access token of a new person added to ``tenant_id`` as ``role`` (a ``member.added``
+    event, folded before this returns): every request reads the role from the read model."""
+    user_id = ids.new_id(ids.USER)
+    added = ev.new_event(
+        ev.MemberAdded, tenant_id=tenant_id, aggregate_id=tenant_id, actor="user:test",
+        data=ev.MemberAddedData(user_id=user_id, role=role),
+    )  # fmt: skip
+    await stack.store.append(added)
+    await stack.wait_caught_up()
+    return (
+        Tokens.from_pem_file(key_file)
+        .issue(Caller(user_id=user_id, tenant_id=tenant_id, role=role))
+        .access_token
+    )
 
 
 @pytest.fixture

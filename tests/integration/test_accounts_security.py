@@ -23,8 +23,8 @@ from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
 from domain import ids
 from gateway.auth import Caller, Tokens
-from gateway.passwords import hash_password
 from gateway.limits import Limits
+from gateway.passwords import hash_password
 from moltbot import client
 from tests.integration.conftest import Stack
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import re
 import time
@@ -24,6 +25,7 @@ import httpx
 import pyotp
 import pytest
 import stamina
+from websockets.asyncio.client import connect as ws_connect
 
 from adapters.mail.outbox import list_mail, outbox_folder, read_mail, text_body
 from adapters.mail.smtp import SmtpMailer
@@ -31,6 +33,7 @@ from adapters.postgres.database import connection as pg_connection
 from domain.mail import Mailer
 from domain.plans import Catalog
 from gateway.limits import Limits
+from gateway.routes import realtime
 from tests.conftest import roomy_catalog
 from tests.fakes.smtp_server import FakeSmtp, smtp_server
 from tests.integration.conftest import Stack
@@ -494,6 +497,41 @@ async def test_invite_accept_change_role_remove_and_the_last_owner(
     joined_entry = next(e for e in await _audit(api, owner_access) if e["action"] == "member.joined")
     assert joined_entry["ip"] == "127.0.0.1"
     assert joined_entry["detail"]["new_account"] is True
+
+
+async def test_a_removed_member_loses_the_open_streams_and_cannot_open_one(
+    api: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.1)
+    monkeypatch.setattr(realtime, "HEARTBEAT_SECONDS", 0.2)  # a quiet stream is looked at as often
+    owner = await _signup(api, "streams-owner@example.com")
+    owner_access = owner["tokens"]["access_token"]
+    token = await _invite(api, owner_access, "watcher@example.com", "member", outbox_folder(tmp_path))
+    watcher = (
+        await api.post("/v1/auth/invitations/accept", json={"token": token, "password": PASSWORD})
+    ).json()
+    watcher_access = watcher["tokens"]["access_token"]
+    url = str(api.base_url).replace("http://", "ws://") + "/v1/ws"
+    async with ws_connect(url) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "token": watcher_access}))
+        assert json.loads(await socket.recv())["op"] == "subscribed"
+        async with api.stream("GET", "/v1/events", params={"since": 1}, headers=_auth(watcher_access)) as sse:
+            assert sse.status_code == 200
+            await asyncio.sleep(0.3)
+            removed = await api.delete(f"/v1/members/{watcher['user_id']}", headers=_auth(owner_access))
+            assert removed.status_code == 200
+            lines = [line async for line in sse.aiter_lines()]  # the stream ends by itself
+        assert any(line.startswith("data:") for line in lines)  # it had delivered the history
+        farewell = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        while farewell["op"] in ("event", "heartbeat"):
+            farewell = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert farewell["op"] == "error"
+        assert "no longer a member" in farewell["detail"]
+    async with ws_connect(url) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "token": watcher_access}))
+        refused = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert refused["op"] == "error"
+        assert "no longer a member" in refused["detail"]
 
 
 async def test_an_existing_account_joins_a_second_inbox_and_switches(

@@ -22,9 +22,8 @@ from adapters.nats.event_store import EVENTS_STREAM
 from domain import events as ev
 from domain.agent import BUDGET_REPLY
 from domain.plans import Catalog
-from gateway.auth import Caller, Tokens
 from tests.conftest import roomy_catalog
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, member_token
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _next, _visitor_says, _visitor_socket, _widget
 
@@ -179,7 +178,9 @@ async def _sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-async def test_agents_are_configured_through_the_api(api: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_agents_are_configured_through_the_api(
+    api: httpx.AsyncClient, stack: Stack, tmp_path: Path
+) -> None:
     owner = await _signup(api, "config-shop@example.com")
     listed = await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))
     [default] = listed.json()
@@ -229,12 +230,11 @@ async def test_agents_are_configured_through_the_api(api: httpx.AsyncClient, tmp
         if field:
             assert response.json()["field"] == field
 
-    member = Caller(user_id="u_member", tenant_id=owner["tenant_id"], role="member")
-    member_token = Tokens.from_pem_file(tmp_path / "jwt.pem").issue(member).access_token
+    member = await member_token(stack, tmp_path / "jwt.pem", owner["tenant_id"], "member")
     refused = await api.put(
         f"/v1/agents/{default['agent_id']}",
         json={"name": "mine"},
-        headers={"Authorization": f"Bearer {member_token}"},
+        headers={"Authorization": f"Bearer {member}"},
     )
     assert refused.status_code == 403
 

@@ -20,10 +20,9 @@ from adapters.nats.event_store import EventStore
 from domain import events as ev
 from domain.models import KNOWN_MODELS
 from domain.plans import Catalog
-from gateway.auth import Caller, Tokens
 from projections.agent_reads import AgentReads
 from tests.conftest import roomy_catalog
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, member_token
 from tests.integration.test_agent import _replies, _runs, _sse, _until
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _visitor_says, _widget
@@ -130,13 +129,14 @@ async def _preview(api: httpx.AsyncClient, account: dict[str, str], agent_id: st
     )
 
 
-async def test_a_preview_is_for_owners_and_admins(api: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_a_preview_is_for_owners_and_admins(
+    api: httpx.AsyncClient, stack: Stack, tmp_path: Path
+) -> None:
     owner = await _signup(api, "preview-roles@example.com")
     [agent] = (await api.get("/v1/agents", params={"min_seq": owner["seq"]}, headers=_auth(owner))).json()
-    tokens = Tokens.from_pem_file(tmp_path / "jwt.pem")
     for role, status in (("member", 403), ("admin", 200)):
-        caller = Caller(user_id=f"u_{role}", tenant_id=owner["tenant_id"], role=role)  # type: ignore[arg-type]
-        account = {"token": tokens.issue(caller).access_token}
+        token = await member_token(stack, tmp_path / "jwt.pem", owner["tenant_id"], role)  # type: ignore[arg-type]
+        account = {"token": token}
         response = await _preview(api, account, agent["agent_id"])
         assert response.status_code == status, (role, response.text)
     assert response.headers["content-type"].startswith("text/event-stream")

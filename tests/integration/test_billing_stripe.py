@@ -24,11 +24,11 @@ from adapters.billing.stripe_billing import StripeBilling
 from adapters.postgres import tenancy
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
-from gateway.auth import Caller, Tokens
+from gateway.auth import Tokens
 from gateway.context import GatewayContext
 from gateway.routes.billing import SubscriptionView, subscription_of
 from tests.fakes.stripe_api import FakeStripe, fake_stripe
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, member_token
 from tests.integration.test_gateway import _auth, _signup
 
 SECRET_KEY = "sk_test_moltbot_fake"
@@ -144,11 +144,9 @@ async def test_checkout_then_stripe_confirms_and_the_inbox_is_pro_once(
         assert refused.status_code == 400, refused.text
         assert refused.json()["field"] == "plan"
         assert "pro, team" in refused.json()["detail"]
-    admin = Tokens.from_pem_file(tmp_path / "jwt.pem").issue(
-        Caller(user_id="u_admin", tenant_id=owner["tenant_id"], role="admin")
-    )
+    admin = await member_token(stack, tmp_path / "jwt.pem", owner["tenant_id"], "admin")
     for path in ("/v1/billing/checkout", "/v1/billing/portal"):
-        forbidden = await api.post(path, json={"plan": "pro"}, headers=_auth({"token": admin.access_token}))
+        forbidden = await api.post(path, json={"plan": "pro"}, headers=_auth({"token": admin}))
         assert forbidden.status_code == 403, forbidden.text
 
     seq_before = await stack.store.last_seq()
@@ -164,6 +162,10 @@ async def test_checkout_then_stripe_confirms_and_the_inbox_is_pro_once(
     assert isinstance(plan_changed, ev.PlanChanged)
     assert (plan_changed.data.plan, plan_changed.data.previous_plan) == ("pro", "free")
     assert plan_changed.actor == "billing:stripe"
+    audit = (await api.get("/v1/audit", headers=_auth(owner))).json()["entries"]
+    [moved] = [entry for entry in audit if entry["action"] == "plan.changed"]
+    assert moved["actor"] == "billing:stripe"
+    assert (moved["detail"]["from"], moved["detail"]["to"]) == ("free", "pro")
     [changed] = await _tenant_events(stack, owner["tenant_id"], "billing.subscription_changed")
     assert isinstance(changed, ev.SubscriptionChanged)
     assert changed.data.subscription_id == subscription_id

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from adapters.embedded.processes import free_port
+from adapters.vault.cipher import Keyring
 from moltbot import client
 from moltbot.roles import run_connectors, run_gateway, run_outbox
 from tests.integration.conftest import REPO_ROOT, Stack
@@ -26,9 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 class Gateway:
-    def __init__(self, stack: Stack, key_file: Path) -> None:
+    def __init__(self, stack: Stack, key_file: Path, keyring: Keyring) -> None:
         self.stack = stack
         self.key_file = key_file
+        self.keyring = keyring
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._task: asyncio.Task[None] | None = None
@@ -42,6 +45,7 @@ class Gateway:
                 key_file=self.key_file,
                 port=self.port,
                 started=started,
+                keyring=self.keyring,
             )
         )
         await asyncio.wait_for(started.wait(), 20)
@@ -54,8 +58,8 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway(stack: Stack, tmp_path: Path) -> AsyncIterator[Gateway]:
-    server = Gateway(stack, tmp_path / "jwt.pem")
+async def gateway(stack: Stack, tmp_path: Path, keyring: Keyring) -> AsyncIterator[Gateway]:
+    server = Gateway(stack, tmp_path / "jwt.pem", keyring)
     sending = [
         asyncio.create_task(run_outbox(stack.roles)),
         asyncio.create_task(run_connectors(stack.roles, stack.spec, ["webchat"])),
@@ -227,3 +231,27 @@ async def test_the_event_stream_skips_deltas_and_keep_alives_and_resumes_after_t
         seen = [await asyncio.wait_for(anext(stream), 10) for _ in range(3)]
     assert seen == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]
     assert asked_after == [None, "2"]
+
+
+async def test_login_with_two_factor_sign_in(gateway: Gateway, tmp_path: Path) -> None:
+    signup = await _signup(tmp_path, gateway, "cli-2fa@example.com")
+    assert signup.returncode == 0, signup.stderr
+    access = json.loads((tmp_path / "config" / "moltbot" / "session.json").read_text())["access_token"]
+    headers = {"Authorization": f"Bearer {access}"}
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        secret = (await http.post("/v1/me/2fa", headers=headers)).json()["secret"]
+        confirmed = await http.post(
+            "/v1/me/2fa/confirm", headers=headers, json={"code": pyotp.TOTP(secret).now()}
+        )
+    recovery = confirmed.json()["recovery_codes"]
+
+    login = ["login", "--email", "cli-2fa@example.com", "--password-stdin", "--gateway", gateway.url]
+    asked = await _moltbot(tmp_path, *login, stdin="a long enough password\n")
+    assert asked.returncode == 1
+    assert "pass --otp CODE" in asked.stderr
+    wrong = await _moltbot(tmp_path, *login, "--otp", "000000", stdin="a long enough password\n")
+    assert wrong.returncode == 1
+    assert "already used" in wrong.stderr
+    signed_in = await _moltbot(tmp_path, *login, "--otp", recovery[0], stdin="a long enough password\n")
+    assert signed_in.returncode == 0, signed_in.stderr
+    assert "Logged in" in signed_in.stdout

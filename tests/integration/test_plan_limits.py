@@ -94,6 +94,10 @@ async def test_a_free_inbox_meets_its_limits_and_an_upgrade_lifts_them(
     moved = await _moltbot(stack, "tenants", "set-plan", owner["tenant_id"], "pro")
     assert moved.returncode == 0, moved.stderr
     assert "is on Pro now (was Free)" in moved.stdout
+    audit = (await api.get("/v1/audit", headers=_auth(owner))).json()["entries"]
+    assert [(e["actor"], e["detail"]) for e in audit if e["action"] == "plan.changed"] == [
+        ("operator:cli", {"from": "free", "to": "pro"})
+    ]
     await stack.wait_caught_up()
     billing = await _billing(api, owner)
     assert (billing["plan"], billing["upgrade"]) == ("pro", "team")

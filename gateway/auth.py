@@ -52,6 +52,9 @@ class Caller(msgspec.Struct, frozen=True):
     tenant_id: str
     role: Role
     session_id: str | None = None  # the sign-in these tokens belong to; None: an OIDC token
+    # The EVENTS seq of the membership's event when the tokens were issued before the members
+    # read model had it (a sign-up): until the read model reaches it, the role claimed stands.
+    membership_seq: int = 0
 
 
 class TokenPair(msgspec.Struct, frozen=True):
@@ -114,6 +117,8 @@ class Tokens:
         }
         if caller.session_id is not None:
             claims["sid"] = caller.session_id
+        if caller.membership_seq:
+            claims["mseq"] = caller.membership_seq
         if kind == "refresh":  # unique, so two refreshes in one second still differ
             claims["jti"] = secrets.token_urlsafe(16)
         return jwt.encode(claims, self._private, algorithm="EdDSA")
@@ -140,4 +145,5 @@ class Tokens:
             tenant_id=claims["tid"],
             role=claims.get("role", "member"),
             session_id=claims.get("sid"),
+            membership_seq=int(claims.get("mseq", 0)),
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import msgspec
+import psycopg
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -95,14 +96,16 @@ class GatewayContext:
         """``who`` with its role in the members read model now: 401 once the session has
         ended (signed out, revoked, password reset) or the membership is gone, so a removed
         member or a revoked device is refused at once, not when its access token expires."""
-        async with self.tenant(who.tenant_id) as conn:
-            role, going = await sessions.standing(conn, who)
-        if role is None and going:
-            # The read model may lag a sign-up or an accepted invitation by a few ms.
-            await self.wait_for(await self.store.last_seq(), ("tenants",), who.tenant_id)
+        try:
             async with self.tenant(who.tenant_id) as conn:
-                role, going = await sessions.standing(conn, who)
-        if not going:
+                now = await sessions.standing(conn, who)
+        except psycopg.errors.UndefinedTable:  # the projections have never run here yet
+            async with self.pool.connection() as conn:
+                now = await sessions.standing(conn, who, members=False)
+        role = now.role
+        if role is None and now.members_seq < who.membership_seq:
+            role = who.role  # a sign-up the read model has not read yet: its token's role stands
+        if not now.going:
             raise ApiError(
                 401, "session_ended", "This session has ended (signed out or revoked): log in again."
             )

@@ -201,15 +201,30 @@ async def listing(conn: Connection, user_id: str, current: str | None) -> list[S
     return [msgspec.convert(row, SessionView) for row in await cur.fetchall()]
 
 
-async def standing(conn: Connection, who: Caller) -> tuple[str | None, bool]:
-    """The caller's role in its tenant now (None: not a member) and whether its session is
-    still going (always, for tokens without one) — one query, in a transaction of the tenant."""
+class Standing(msgspec.Struct, frozen=True):
+    role: str | None  # in the members read model now; None: not a member (as far as it has read)
+    going: bool  # the session has not ended (always, for tokens without one)
+    members_seq: int  # how far the members read model has read the log
+
+
+async def standing(conn: Connection, who: Caller, *, members: bool = True) -> Standing:
+    """The caller's standing now — one query, in a transaction of the caller's tenant;
+    ``members=False`` before the members read model exists (nothing read yet)."""
+    if not members:
+        cur = await conn.execute(
+            "SELECT %s::text IS NULL OR EXISTS (SELECT 1 FROM gateway.sessions WHERE session_id = %s"
+            " AND ended_at IS NULL) AS going",
+            (who.session_id, who.session_id),
+        )
+        found = await cur.fetchone()
+        return Standing(None, bool(found and found["going"]), 0)
     cur = await conn.execute(
         "SELECT (SELECT role FROM rm_tenants.members WHERE tenant_id = %s AND user_id = %s) AS role,"
         " (%s::text IS NULL OR EXISTS (SELECT 1 FROM gateway.sessions WHERE session_id = %s"
-        " AND ended_at IS NULL)) AS going",
+        " AND ended_at IS NULL)) AS going, coalesce((SELECT last_seq FROM moltbot.projection_checkpoints"
+        " WHERE projection = 'tenants' AND slot = 'live'), 0) AS members_seq",
         (who.tenant_id, who.user_id, who.session_id, who.session_id),
     )
     row: dict[str, Any] | None = await cur.fetchone()
     assert row is not None  # a SELECT without FROM answers one row
-    return row["role"], bool(row["going"])
+    return Standing(row["role"], bool(row["going"]), int(row["members_seq"]))

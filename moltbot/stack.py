@@ -38,6 +38,7 @@ from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.embedded.secrets import read_or_create_secret, read_or_create_users, write_private
+from adapters.mail.outbox import outbox_folder
 from adapters.nats import permissions
 from adapters.nats.connection import NatsAccess, NatsLogin, connection
 from adapters.nats.streams import apply_streams, load_streams_file
@@ -350,6 +351,10 @@ def banner(settings: Settings, inbox_url: str) -> str:
     else:
         model = f"{OFFLINE_MODEL}, the built-in offline model (MOLTBOT_ANTHROPIC_API_KEY selects Claude)"
     data = "" if settings.data_dir == DEFAULT_DATA_DIR.resolve() else f" --data {settings.data_dir}"
+    if settings.smtp_url:
+        mail = "sent through MOLTBOT_SMTP_URL"
+    else:
+        mail = f"written to {outbox_folder(settings.data_dir)} (moltbot{data} mail list)"
     return "\n".join(
         [
             "",
@@ -357,6 +362,7 @@ def banner(settings: Settings, inbox_url: str) -> str:
             f"  inbox  {inbox_url}",
             f"  data   {settings.data_dir}",
             f"  agent  {model}",
+            f"  mail   {mail}",
             "Next:",
             "  1. Open the inbox, create an account and press Try it: write as a website visitor.",
             f"  2. In another terminal: moltbot{data} login --signup, then moltbot conversations list",

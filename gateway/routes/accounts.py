@@ -287,12 +287,14 @@ async def signup(data: JSONBody[SignupBody], ctx: Ctx, request: Request[Any, Any
             ev.AgentConfigured, tenant_id=tenant_id, aggregate_id=agent.default_agent_id(tenant_id),
             actor=actor, data=msgspec.structs.replace(template, model=model), correlation_id=created.id,
         )  # fmt: skip
-        who = Caller(user_id=user_id, tenant_id=tenant_id, role="owner")
-        tokens = await start_session(ctx, request, who, conn)
         token, _ = await one_time_tokens.issue(
             conn, "verify_email", email, valid_s=VERIFY_EMAIL_S, user_id=user_id
         )
         appended = await ctx.store.append_many([created, registered, member, *webchat, assistant])
+        # The members read model has not read the membership yet: the tokens name its seq.
+        membership_seq = appended[2].seq
+        who = Caller(user_id=user_id, tenant_id=tenant_id, role="owner", membership_seq=membership_seq)
+        tokens = await start_session(ctx, request, who, conn)
     await note(ctx, request, tenant_id, "account.created", actor=actor, target=user_id)
     send_verification(ctx, request, email, token)
     return Session(user_id, tenant_id, "owner", tokens, appended[-1].seq)

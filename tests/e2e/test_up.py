@@ -169,6 +169,7 @@ def _assert_first_start_is_clean(output: str, gateway_port: int) -> None:
     assert "data   " in banner and "stack" in banner
     assert "agent  offline-1" in banner  # no MOLTBOT_ANTHROPIC_API_KEY in the test's environment
     assert "login --signup" in banner
+    assert "mail   written to " in banner and "mail list" in banner  # no MOLTBOT_SMTP_URL: the outbox
 
 
 def _assert_locked_down(data: Path, stack: dict[str, str], log: Path) -> None:

@@ -39,6 +39,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON gateway.one_time_tokens TO moltbot_gatew
 """
 
 Purpose = Literal["password_reset", "verify_email", "invitation"]
+_COLUMNS = "id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at"
 
 
 class OneTimeToken(msgspec.Struct, frozen=True):
@@ -79,7 +80,7 @@ async def issue(
     cur = await conn.execute(
         "INSERT INTO gateway.one_time_tokens (token_hash, id, purpose, email, user_id, tenant_id, role,"
         " created_by, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
-        " RETURNING id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at",
+        f" RETURNING {_COLUMNS}",
         (
             _digest(token),
             uuid.uuid4().hex[:16],
@@ -99,13 +100,12 @@ async def issue(
 async def peek(conn: Connection, token: str, purpose: Purpose) -> OneTimeToken | None:
     """The token's row if it is unused and unexpired, without using it up."""
     cur = await conn.execute(
-        "SELECT id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at"
-        " FROM gateway.one_time_tokens WHERE token_hash = %s AND purpose = %s AND used_at IS NULL"
+        f"SELECT {_COLUMNS} FROM gateway.one_time_tokens WHERE token_hash = %s AND purpose = %s"
+        " AND used_at IS NULL"
         " AND expires_at > now()",
         (_digest(token), purpose),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, OneTimeToken)
+    return await _one(cur)
 
 
 async def take(conn: Connection, token: str, purpose: Purpose) -> OneTimeToken | None:
@@ -113,9 +113,13 @@ async def take(conn: Connection, token: str, purpose: Purpose) -> OneTimeToken |
     cur = await conn.execute(
         "UPDATE gateway.one_time_tokens SET used_at = now() WHERE token_hash = %s AND purpose = %s"
         " AND used_at IS NULL AND expires_at > now()"
-        " RETURNING id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at",
+        f" RETURNING {_COLUMNS}",
         (_digest(token), purpose),
     )
+    return await _one(cur)
+
+
+async def _one(cur: Any) -> OneTimeToken | None:
     row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, OneTimeToken)
 
@@ -123,8 +127,7 @@ async def take(conn: Connection, token: str, purpose: Purpose) -> OneTimeToken |
 async def invitations(conn: Connection, tenant_id: str) -> list[OneTimeToken]:
     """The inbox's invitations still open, newest first."""
     cur = await conn.execute(
-        "SELECT id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at"
-        " FROM gateway.one_time_tokens WHERE tenant_id = %s AND purpose = 'invitation'"
+        f"SELECT {_COLUMNS} FROM gateway.one_time_tokens WHERE tenant_id = %s AND purpose = 'invitation'"
         " AND used_at IS NULL AND expires_at > now() ORDER BY created_at DESC LIMIT 200",
         (tenant_id,),
     )
@@ -136,8 +139,7 @@ async def withdraw(conn: Connection, tenant_id: str, invitation_id: str) -> OneT
     cur = await conn.execute(
         "UPDATE gateway.one_time_tokens SET used_at = now() WHERE id = %s AND tenant_id = %s"
         " AND purpose = 'invitation' AND used_at IS NULL"
-        " RETURNING id, purpose, email, user_id, tenant_id, role, created_by, created_at, expires_at",
+        f" RETURNING {_COLUMNS}",
         (invitation_id, tenant_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, OneTimeToken)
+    return await _one(cur)

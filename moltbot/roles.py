@@ -45,6 +45,7 @@ from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
 from adapters.postgres import audit, tenancy
 from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import Sealer, sealing
 from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
@@ -84,8 +85,10 @@ async def run_projections(
     partitioning: Partitioning | None = None,
     partitions: int = 0,
     partition: int = 0,
+    keyring: Keyring | None = None,
 ) -> None:
-    """Run one live worker per read model until cancelled.
+    """Run one live worker per read model until cancelled; with ``keyring`` (the vault's),
+    sealed personal fields are opened as they are folded (docs/privacy.md).
 
     With ``partitions`` N (and ``partitioning``, streams.yaml's ``partitioned_projections``)
     this process is partition worker ``partition`` of N for every read model: it folds only
@@ -93,11 +96,12 @@ async def run_projections(
     """
     async with (
         connection(nats, name="moltbot-projections", role=permissions.PROJECTIONS) as nc,
+        personal_data(nc, database_url, keyring) as sealer,
         asyncio.TaskGroup() as tasks,
     ):
         new_worker = _worker_kind(spec, partitioning, partitions, partition)
         jetstream = JetStreamApi(nc)
-        store = EventStore(nc, codec=EventCodec())
+        store = EventStore(nc, codec=EventCodec(), sealer=sealer)
         for projection in projections:
             worker = new_worker(
                 jetstream=jetstream,
@@ -108,6 +112,19 @@ async def run_projections(
             )
             tasks.create_task(worker.run(), name=worker.consumer)
         log.info("projections_running", read_models=[p.name for p in projections])
+
+
+@contextlib.asynccontextmanager
+async def personal_data(
+    nc: Client, database_url: str, keyring: Keyring | None
+) -> AsyncIterator[Sealer | None]:
+    """The process's sealer of personal fields (adapters/vault/sealing.py), given the vault's
+    keys; without them, events are appended and read as they are."""
+    if keyring is None:
+        yield None
+        return
+    async with sealing(nc, database_url, keyring) as sealer:
+        yield sealer
 
 
 class _NewWorker(Protocol):
@@ -181,7 +198,12 @@ async def run_connectors(
         for kind in kinds:
             role = permissions.connector_role(kind)
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
-            store = EventStore(nc)
+            sealer = (
+                await stack.enter_async_context(personal_data(nc, channels.database_url, channels.keyring))
+                if channels is not None
+                else None
+            )
+            store = EventStore(nc, sealer=sealer)
             entry = channel_registry.entry(kind)
             if entry.session is not None:
                 if channels is None:
@@ -270,7 +292,7 @@ async def _provider(
             # replica has the session, but any replica may show it (it is idempotent).
             connection_id = msg.subject.rsplit(".", 1)[-1]
             with contextlib.suppress(Exception):
-                await show(connection_id, json.loads(msg.data)["to"])
+                await show(connection_id, json.loads(await store.open(msg.data))["to"])
 
         await nc.subscribe(typing_filter(kind), queue=f"typing-{kind}", cb=show_typing)
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
@@ -303,9 +325,12 @@ async def run_agent(
 
         source = models.with_tenant_keys(own_key)
     try:
-        async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
+        async with (
+            connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc,
+            personal_data(nc, database_url, keyring) as sealer,
+        ):
             orchestrator = Orchestrator(
-                nc, reads, source, store=EventStore(nc), settings=settings or AgentSettings(),
+                nc, reads, source, store=EventStore(nc, sealer=sealer), settings=settings or AgentSettings(),
                 max_text_for=channel_registry.max_text_for, catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
@@ -423,9 +448,12 @@ async def gateway_context(
     stripe_config = options.get("billing")
     billing = StripeBilling(stripe_config) if stripe_config is not None else None
     try:
-        async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
+        async with (
+            connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc,
+            personal_data(nc, database_url, keyring) as sealer,
+        ):
             ctx = GatewayContext(
-                store=EventStore(nc),
+                store=EventStore(nc, sealer=sealer),
                 pool=pool,
                 tokens=tokens,
                 oidc=verifier,

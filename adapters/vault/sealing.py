@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.aio.client import Client
 from psycopg_pool import AsyncConnectionPool
 
-from adapters.vault.cipher import Keyring, Sealed
+from adapters.vault.cipher import Keyring, Sealed, VaultError
 from domain import personal
 from domain.events import Event
 
@@ -264,6 +264,32 @@ async def sealing(nc: Client, database_url: str, keyring: Keyring) -> AsyncItera
             yield sealer
     finally:
         await pool.close()
+
+
+async def rewrap(conn: Any, keyring: Keyring) -> tuple[int, int]:
+    """Wrap every data key not under the keyring's current key with it (a key rotation);
+    (re-wrapped, failed: their vault key is not configured). The log is never re-encrypted."""
+    current = keyring.current_id
+    cur = await conn.execute(
+        "SELECT tenant_id, day, key_id, nonce, wrapped FROM vault.data_keys WHERE key_id <> %s", (current,)
+    )
+    rewrapped = failed = 0
+    for row in await cur.fetchall():
+        associated = _associated(row["tenant_id"], row["day"])
+        try:
+            sealed = Sealed(key_id=row["key_id"], nonce=bytes(row["nonce"]), ciphertext=bytes(row["wrapped"]))
+            key = keyring.decrypt(sealed, associated=associated)
+        except VaultError:
+            failed += 1
+            continue
+        again = keyring.encrypt(key, associated=associated)
+        await conn.execute(
+            "UPDATE vault.data_keys SET key_id = %s, nonce = %s, wrapped = %s"
+            " WHERE tenant_id = %s AND day = %s",
+            (again.key_id, again.nonce, again.ciphertext, row["tenant_id"], row["day"]),
+        )
+        rewrapped += 1
+    return rewrapped, failed
 
 
 async def announce_shredded(nc: Client, tenant_id: str) -> None:

@@ -57,6 +57,20 @@ class TenantRenamed(Event, frozen=True, kw_only=True, tag="tenant.renamed"):
     data: TenantRenamedData
 
 
+class TenantErasedData(Payload, frozen=True):
+    reason: Literal["deleted_by_owner", "account_deleted"] = "deleted_by_owner"
+    data_keys_shredded: int = 0  # how many data keys of its personal fields were deleted
+
+
+class TenantErased(Event, frozen=True, kw_only=True, tag="tenant.erased"):
+    """An inbox and everything of it are gone: its data keys were deleted before this was
+    appended (its personal fields in the log read "[erased]" from then on), and every read
+    model, store and index drops its rows (docs/privacy.md)."""
+
+    AGGREGATE = TENANT
+    data: TenantErasedData
+
+
 class UserRegisteredData(Payload, frozen=True):
     email: str
     display_name: str
@@ -533,6 +547,7 @@ class DeviceRevoked(Event, frozen=True, kw_only=True, tag="device.revoked"):
 AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     TenantCreated,
     TenantRenamed,
+    TenantErased,
     UserRegistered,
     MemberAdded,
     MemberRoleChanged,

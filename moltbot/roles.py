@@ -443,6 +443,8 @@ async def gateway_context(
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()
+    owner_pool = tenancy.pool(database_url, max_size=2, confined=False)  # erasures only
+    await owner_pool.open()
     oidc, keyring = options.get("oidc"), options.get("keyring")
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     stripe_config = options.get("billing")
@@ -470,6 +472,8 @@ async def gateway_context(
                 catalog=options.get("catalog") or _bundled_catalog(),
                 mailer=options.get("mailer"),
                 email_verification=options.get("email_verification", "optional"),
+                sealer=sealer,
+                owner_pool=owner_pool,
             )
             try:
                 yield ctx
@@ -481,6 +485,7 @@ async def gateway_context(
             await verifier.aclose()
         if billing is not None:
             await billing.aclose()
+        await owner_pool.close()
         await pool.close()
 
 

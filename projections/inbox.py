@@ -224,8 +224,12 @@ def _preview(text: str) -> str:
 class InboxBatch:
     def __init__(self) -> None:
         self._events: list[tuple[int, Event]] = []
+        self._erased: list[str] = []  # tenants whose every row goes once the batch is written
 
     def add(self, seq: int, event: Event) -> None:
+        if isinstance(event, ev.TenantErased):
+            self._erased.append(event.tenant_id)
+            return
         data = getattr(event, "data", None)
         message_id = getattr(data, "message_id", None)
         if message_id is not None and not message_id:
@@ -238,6 +242,8 @@ class InboxBatch:
         for seq, event in self._events:
             _fold_event(fold, seq, event, stored)
         await _write_fold(conn, fold)
+        for table in InboxProjection.tables if self._erased else ():
+            await conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY(%s)", (self._erased,))
 
     async def _already_stored(self, conn: Connection) -> dict[str, str]:
         """This batch's messages already in the table: message id → status, provider key → ""."""
@@ -521,6 +527,7 @@ class InboxProjection:
             "media.available",
             "reaction.added",
             "reaction.removed",
+            "tenant.erased",
         }
     )
 

@@ -290,7 +290,12 @@ def examples() -> list[ev.Event]:
         (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),
         (ev.MemberRemoved, TENANT_ID, user, ev.MemberRemovedData(user_id=USER_ID)),
         (ev.ConnectionDeleted, CONNECTION_ID, user, ev.ConnectionDeletedData(reason="disconnected by user")),
-        (ev.TenantErased, TENANT_ID, user, ev.TenantErasedData(reason="deleted_by_owner", data_keys_shredded=42)),
+        (
+            ev.TenantErased,
+            TENANT_ID,
+            user,
+            ev.TenantErasedData(reason="deleted_by_owner", data_keys_shredded=42),
+        ),
         (
             ev.SubscriptionChanged,
             TENANT_ID,

@@ -24,8 +24,8 @@ from domain.events import Event
 MARK: Final = "\x1bS1:"  # JSON-encoded by msgspec as "\u001bS1:"
 MARK_JSON: Final = b'"\\u001bS1:'  # how a token starts in the stored JSON bytes
 ERASED: Final = "[erased]"  # what a field reads as once its key is gone
-# A token inside JSON: its tenant (opaque id), its key's day, its ciphertext.
-TOKEN_JSON: Final = re.compile(rb'"\\u001bS1:([A-Za-z0-9_-]{1,64}):(\d{8}):([A-Za-z0-9_-]+)"')
+# A token inside JSON: its label (tenant and key day: "<tenant>:<yyyymmdd>"), its ciphertext.
+TOKEN_JSON: Final = re.compile(rb'"\\u001bS1:([A-Za-z0-9_-]{1,64}:\d{8}):([A-Za-z0-9_-]+)"')
 
 # Paths in an event's ``data``: "a.b" goes into a nested struct, "*" into each item of a tuple.
 PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {

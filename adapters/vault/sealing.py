@@ -76,9 +76,15 @@ class DataKeys:
         self._pool = pool  # as the database's owner role: every tenant's keys
         self._keyring = keyring
         self._keys: dict[tuple[str, date], AESGCM | None] = {}  # None: shredded (or never made)
+        # The same keys by a token's label, b"<tenant>:<yyyymmdd>" (also its associated data).
+        self.by_label: dict[bytes, AESGCM | None] = {}
 
     def get(self, tenant_id: str, day: date) -> AESGCM | None:
         return self._keys.get((tenant_id, day))
+
+    def _hold(self, tenant_id: str, day: date, key: AESGCM | None) -> None:
+        self._keys[(tenant_id, day)] = key
+        self.by_label[_field_associated(tenant_id, day)] = key
 
     def known(self, tenant_id: str, day: date) -> bool:
         return (tenant_id, day) in self._keys
@@ -87,6 +93,7 @@ class DataKeys:
         """Drop every key of the tenant held here (it was shredded)."""
         for pair in [pair for pair in self._keys if pair[0] == tenant_id]:
             del self._keys[pair]
+            self.by_label.pop(_field_associated(*pair), None)
 
     async def for_sealing(self, tenant_id: str, day: date) -> AESGCM:
         """The key that seals ``tenant_id``'s events of ``day``, made on first use."""
@@ -122,13 +129,13 @@ class DataKeys:
                 ([tenant for tenant, _ in wanted], [day for _, day in wanted]),
             )
             rows = await cur.fetchall()
-        for pair in wanted:
-            self._keys[pair] = None
+        for tenant_id, day in wanted:
+            self._hold(tenant_id, day, None)
         for row in rows:
             tenant_id, day = row["tenant_id"], row["day"]
             sealed = Sealed(key_id=row["key_id"], nonce=bytes(row["nonce"]), ciphertext=bytes(row["wrapped"]))
             key = self._keyring.decrypt(sealed, associated=_associated(tenant_id, day))
-            self._keys[(tenant_id, day)] = AESGCM(key)
+            self._hold(tenant_id, day, AESGCM(key))
 
     async def shred_tenant(self, tenant_id: str) -> int:
         """Delete every key of the tenant and refuse it new ones; how many keys went."""
@@ -195,32 +202,42 @@ class Sealer:
         """``raw`` JSON with every sealed value opened (``"[erased]"`` once its key is gone)."""
         if personal.MARK_JSON not in raw:
             return raw
-        await self.keys.load(_pairs([raw]))
-        return personal.TOKEN_JSON.sub(self._opened, raw)
+        missing: set[bytes] = set()
+        opened = self._open_held(raw, missing)
+        if not missing:
+            return opened
+        await self.keys.load([_pair(label) for label in missing])
+        return self._open_held(raw, set())
 
     async def open_many(self, raws: Sequence[bytes]) -> list[bytes]:
-        sealed = [raw for raw in raws if personal.MARK_JSON in raw]
-        if not sealed:
-            return list(raws)
-        await self.keys.load(_pairs(sealed))
-        return [
-            personal.TOKEN_JSON.sub(self._opened, raw) if personal.MARK_JSON in raw else raw for raw in raws
-        ]
+        missing: set[bytes] = set()
+        opened = [self._open_held(raw, missing) if personal.MARK_JSON in raw else raw for raw in raws]
+        if not missing:
+            return opened
+        await self.keys.load([_pair(label) for label in missing])
+        return [self._open_held(raw, set()) if personal.MARK_JSON in raw else raw for raw in raws]
 
-    def _opened(self, match: Any) -> bytes:
-        tenant_id, day_text, body = match.group(1).decode(), match.group(2), match.group(3)
-        day = _day(day_text)
-        aead = self.keys.get(tenant_id, day)
-        if aead is None:
-            return _ERASED_JSON
-        try:
-            blob = base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4))
-            plaintext = aead.decrypt(
-                blob[:NONCE_BYTES], blob[NONCE_BYTES:], _field_associated(tenant_id, day)
-            )
-        except (InvalidTag, ValueError):
-            return bytes(match.group(0))  # not ours (someone's text that looks like a token): as it is
-        return msgspec.json.encode(plaintext.decode())
+    def _open_held(self, raw: bytes, missing: set[bytes]) -> bytes:
+        """``raw`` opened with the keys held here; labels of keys not held yet go to ``missing``."""
+        held = self.keys.by_label
+
+        def opened(match: Any) -> bytes:
+            label = match.group(1)
+            if label not in held:
+                missing.add(label)
+                return bytes(match.group(0))
+            aead = held[label]
+            if aead is None:
+                return _ERASED_JSON
+            body = match.group(2)
+            try:
+                blob = base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4))
+                plaintext = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], label)
+            except (InvalidTag, ValueError):
+                return bytes(match.group(0))  # not ours (someone's text that looks like a token)
+            return msgspec.json.encode(plaintext.decode())
+
+        return personal.TOKEN_JSON.sub(opened, raw)
 
     # --- shredding -----------------------------------------------------------------
 
@@ -298,15 +315,7 @@ async def announce_shredded(nc: Client, tenant_id: str) -> None:
     await nc.flush()
 
 
-def _pairs(raws: Sequence[bytes]) -> list[tuple[str, date]]:
-    pairs = set()
-    for raw in raws:
-        for match in personal.TOKEN_JSON.finditer(raw):
-            day = _day(match.group(2))
-            pairs.add((match.group(1).decode(), day))
-    return list(pairs)
-
-
-def _day(text: bytes) -> date:
-    """A key's day from its ``yyyymmdd``."""
-    return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+def _pair(label: bytes) -> tuple[str, date]:
+    """(tenant, day) of a token's label ``b"<tenant>:<yyyymmdd>"``."""
+    tenant_id, day = label.decode().rsplit(":", 1)
+    return tenant_id, date(int(day[:4]), int(day[4:6]), int(day[6:8]))

@@ -126,7 +126,6 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
     generated = list(generate(events, tenants=1))
     tenant_id = generated[0].tenant_id
     key_file = work_dir / "jwt.pem"
-    token = Tokens.from_pem_file(key_file).issue(Caller(user_id="u_bench", tenant_id=tenant_id, role="owner"))
     async with PostgresServer(work_dir / "pg-rt") as pg, NatsServer(work_dir / "nats-rt") as srv:
         await pg.create_database("bench")
         nc = await nats.connect(srv.url)
@@ -135,6 +134,19 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
         progress(f"realtime: append {events:,} events for one tenant")
         for start in range(0, len(generated), 5000):
             await store.append_many(generated[start : start + 5000])
+        # The reader is a member, as a sign-up makes one: its token names the membership's seq,
+        # so the gateway believes its role though no read model runs here.
+        joined = await store.append(
+            ev.new_event(
+                ev.MemberAdded,
+                tenant_id=tenant_id,
+                aggregate_id=tenant_id,
+                actor="user:u_bench",
+                data=ev.MemberAddedData(user_id="u_bench", role="owner"),
+            )  # fmt: skip
+        )
+        reader = Caller(user_id="u_bench", tenant_id=tenant_id, role="owner", membership_seq=joined.seq)
+        token = Tokens.from_pem_file(key_file).issue(reader)
         port = free_port()
         env = os.environ | {
             "MOLTBOT_NATS_URL": srv.url,

@@ -143,7 +143,7 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
                 aggregate_id=tenant_id,
                 actor="user:u_bench",
                 data=ev.MemberAddedData(user_id="u_bench", role="owner"),
-            )  # fmt: skip
+            )
         )
         reader = Caller(user_id="u_bench", tenant_id=tenant_id, role="owner", membership_seq=joined.seq)
         token = Tokens.from_pem_file(key_file).issue(reader)

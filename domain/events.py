@@ -13,7 +13,7 @@ read by :mod:`domain.codec`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Union, get_args
 
 import msgspec
@@ -69,6 +69,21 @@ class TenantErased(Event, frozen=True, kw_only=True, tag="tenant.erased"):
 
     AGGREGATE = TENANT
     data: TenantErasedData
+
+
+class RetentionAppliedData(Payload, frozen=True):
+    before: date  # what was recorded before this UTC day is gone
+    history_days: int  # the plan's window
+    data_keys_shredded: int = 0
+
+
+class RetentionApplied(Event, frozen=True, kw_only=True, tag="retention.applied"):
+    """The plan's history window moved on: the data keys of the days before ``before`` were
+    deleted (their personal fields read "[erased]"), and the read models drop the messages
+    sent before it (docs/privacy.md)."""
+
+    AGGREGATE = TENANT
+    data: RetentionAppliedData
 
 
 class UserRegisteredData(Payload, frozen=True):
@@ -548,6 +563,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     TenantCreated,
     TenantRenamed,
     TenantErased,
+    RetentionApplied,
     UserRegistered,
     MemberAdded,
     MemberRoleChanged,

@@ -475,9 +475,13 @@ async def gateway_context(
                 sealer=sealer,
                 owner_pool=owner_pool,
             )
+            daily = asyncio.create_task(_retention_daily(ctx)) if sealer is not None else None
             try:
                 yield ctx
             finally:  # mail on its way gets a moment to leave
+                if daily is not None:
+                    daily.cancel()
+                    await asyncio.gather(daily, return_exceptions=True)
                 if ctx.background:
                     await asyncio.wait(ctx.background, timeout=5)
     finally:
@@ -487,6 +491,39 @@ async def gateway_context(
             await billing.aclose()
         await owner_pool.close()
         await pool.close()
+
+
+RETENTION_FIRST, RETENTION_EVERY = 60.0, 86400.0  # seconds after start, then between runs
+
+
+async def _retention_daily(ctx: GatewayContext) -> None:
+    """Apply the plans' history windows once a day (adapters/vault/retention.py); with several
+    gateways, the one holding the lock does it, and a second run the same day finds nothing."""
+    from datetime import UTC, datetime
+
+    from adapters.vault.retention import apply_retention
+
+    await asyncio.sleep(RETENTION_FIRST)
+    while True:
+        assert ctx.owner_pool is not None and ctx.sealer is not None and ctx.catalog is not None
+        try:
+            async with ctx.owner_pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(hashtext('moltbot.retention')) AS mine"
+                )
+                row = await cur.fetchone()
+                if row is not None and row["mine"]:
+                    await apply_retention(
+                        ctx.owner_pool,
+                        ctx.store,
+                        ctx.sealer,
+                        ctx.store.nc,
+                        ctx.catalog,
+                        datetime.now(UTC).date(),
+                    )
+        except Exception as exc:  # the next day tries again; the log says why this one did not
+            log.error("retention_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        await asyncio.sleep(RETENTION_EVERY)
 
 
 def _bundled_catalog() -> Catalog:

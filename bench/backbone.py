@@ -30,6 +30,8 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
+from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import sealing
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event, MessageReceived
 from moltbot.loadgen import generate
@@ -200,12 +202,17 @@ async def _raw_copy_indexed(database_url: str, rows: list[tuple[Any, ...]]) -> f
 
 
 async def _fold(
-    nc: Any, database_url: str, template: dict[str, Any], projections: list[Any], last_seq: int
+    nc: Any,
+    database_url: str,
+    template: dict[str, Any],
+    projections: list[Any],
+    last_seq: int,
+    store: EventStore | None = None,
 ) -> float:
     workers = [
         ProjectionWorker(
             jetstream=JetStreamApi(nc),
-            store=EventStore(nc),
+            store=store or EventStore(nc),
             database_url=database_url,
             projection=p,
             consumer_template=template,
@@ -292,6 +299,31 @@ class Log:
             "fold_inbox": fold,
             "rebuild_inbox": report.events / report.seconds,
         }
+
+
+async def _sealed(
+    pg: PostgresServer, work_dir: Path, spec: Any, template: dict[str, Any], generated: list[Event]
+) -> tuple[float, float]:
+    """Append rate and inbox fold rate of the same events with their personal fields sealed
+    (docs/privacy.md), on a server and database of their own."""
+    await pg.create_database("bench_sealed")
+    database_url = pg.url_for("bench_sealed")
+    key_id, key = Keyring.generate_key()
+    async with NatsServer(work_dir / "nats-sealed") as srv:
+        nc = await nats.connect(srv.url)
+        await apply_streams(nc, spec)
+        async with pg_connection(database_url) as conn:
+            await ensure_core(conn)
+        async with sealing(nc, database_url, Keyring({key_id: key}, key_id)) as sealer:
+            store = EventStore(nc, sealer=sealer)
+            started = time.perf_counter()
+            for start in range(0, len(generated), 5000):
+                await store.append_many(generated[start : start + 5000])
+            append_rate = len(generated) / (time.perf_counter() - started)
+            last_seq = await store.last_seq()
+            fold_rate = await _fold(nc, database_url, template, [InboxProjection()], last_seq, store)
+        await nc.close()
+    return append_rate, fold_rate
 
 
 # Which rates the scaling plot draws, and whether each is a raw component (dashed).
@@ -411,6 +443,24 @@ async def run(
                 "events/s",
                 "min(raw consume, raw COPY)",
                 slower,
+            ),
+        ]
+        progress("the same log with personal fields sealed: append, then the inbox fold")
+        sealed_append, sealed_fold = await _sealed(pg, work_dir, spec, template, generated)
+        figures += [
+            Figure(
+                "EventStore.append_many, personal fields sealed",
+                sealed_append,
+                "events/s",
+                "EventStore.append_many, stored as they are",
+                append_rate,
+            ),
+            Figure(
+                "projection fold, inbox, personal fields sealed",
+                sealed_fold,
+                "events/s",
+                "projection fold, inbox, stored as they are",
+                inbox_rate,
             ),
         ]
         if at_full_size is not None:

@@ -13,7 +13,7 @@ read by :mod:`domain.codec`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Union, get_args
 
 import msgspec
@@ -55,6 +55,35 @@ class TenantRenamedData(Payload, frozen=True):
 class TenantRenamed(Event, frozen=True, kw_only=True, tag="tenant.renamed"):
     AGGREGATE = TENANT
     data: TenantRenamedData
+
+
+class TenantErasedData(Payload, frozen=True):
+    reason: Literal["deleted_by_owner", "account_deleted"] = "deleted_by_owner"
+    data_keys_shredded: int = 0  # how many data keys of its personal fields were deleted
+
+
+class TenantErased(Event, frozen=True, kw_only=True, tag="tenant.erased"):
+    """An inbox and everything of it are gone: its data keys were deleted before this was
+    appended (its personal fields in the log read "[erased]" from then on), and every read
+    model, store and index drops its rows (docs/privacy.md)."""
+
+    AGGREGATE = TENANT
+    data: TenantErasedData
+
+
+class RetentionAppliedData(Payload, frozen=True):
+    before: date  # what was recorded before this UTC day is gone
+    history_days: int  # the plan's window
+    data_keys_shredded: int = 0
+
+
+class RetentionApplied(Event, frozen=True, kw_only=True, tag="retention.applied"):
+    """The plan's history window moved on: the data keys of the days before ``before`` were
+    deleted (their personal fields read "[erased]"), and the read models drop the messages
+    sent before it (docs/privacy.md)."""
+
+    AGGREGATE = TENANT
+    data: RetentionAppliedData
 
 
 class UserRegisteredData(Payload, frozen=True):
@@ -533,6 +562,8 @@ class DeviceRevoked(Event, frozen=True, kw_only=True, tag="device.revoked"):
 AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     TenantCreated,
     TenantRenamed,
+    TenantErased,
+    RetentionApplied,
     UserRegistered,
     MemberAdded,
     MemberRoleChanged,

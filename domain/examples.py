@@ -4,7 +4,7 @@ are stable."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from domain import events as ev
 
@@ -290,6 +290,18 @@ def examples() -> list[ev.Event]:
         (ev.DeviceRevoked, DEVICE_ID, user, ev.DeviceRevokedData(reason="lost laptop")),
         (ev.MemberRemoved, TENANT_ID, user, ev.MemberRemovedData(user_id=USER_ID)),
         (ev.ConnectionDeleted, CONNECTION_ID, user, ev.ConnectionDeletedData(reason="disconnected by user")),
+        (
+            ev.RetentionApplied,
+            TENANT_ID,
+            "retention",
+            ev.RetentionAppliedData(before=date(2026, 10, 27), history_days=30, data_keys_shredded=1),
+        ),
+        (
+            ev.TenantErased,
+            TENANT_ID,
+            user,
+            ev.TenantErasedData(reason="deleted_by_owner", data_keys_shredded=42),
+        ),
         (
             ev.SubscriptionChanged,
             TENANT_ID,

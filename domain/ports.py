@@ -72,6 +72,22 @@ class EventStore(Protocol):
         """The sequence of the log's last message (0 when empty)."""
         ...
 
+    async def open(self, raw: bytes) -> bytes:
+        """Stored bytes with their sealed personal fields opened (docs/privacy.md)."""
+        ...
+
+    async def open_many(self, raws: Sequence[bytes]) -> list[bytes]:
+        """Many stored messages opened at once (keys loaded once)."""
+        ...
+
+    async def decode(self, raw: bytes) -> Event:
+        """Stored bytes as an event, its personal fields opened."""
+        ...
+
+    async def seal_text(self, tenant_id: str, text: str) -> str:
+        """One personal value sealed, for what is published beside the log (live signals)."""
+        ...
+
     def read(
         self,
         *,

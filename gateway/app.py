@@ -16,6 +16,7 @@ from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
+from gateway.routes.erasure import erasure_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
@@ -47,6 +48,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             members_router,
             invitations_router,
             audit_router,
+            erasure_router,
             inbox_router,
             messages_router,
             media_router,

@@ -24,6 +24,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import Sealer
 from domain.mail import Mailer
 from domain.models import ModelSource
 from domain.plans import Catalog
@@ -75,6 +76,10 @@ class GatewayContext:
     # MOLTBOT_EMAIL_VERIFICATION: "required" keeps channels and billing shut until verified.
     email_verification: EmailVerification = "optional"
     background: set[asyncio.Task[None]] = field(default_factory=set)  # mail on its way
+    # Personal fields: their data keys (None: events are stored as they are), and the
+    # database's owner role, which only an erasure uses (gateway/routes/erasure.py).
+    sealer: Sealer | None = None
+    owner_pool: AsyncConnectionPool[Any] | None = None
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import fnmatch
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -120,23 +120,31 @@ async def _read_until_reconnect(
 LIVE_QUEUE = 1000  # agent deltas held for one slow client before the oldest are dropped
 
 
+class Signal(NamedTuple):
+    """A live signal as clients get it: its subject, and its data with sealed fields opened."""
+
+    subject: str
+    data: bytes
+
+
 @contextlib.asynccontextmanager
-async def live_signals(nc: Client, *subjects: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+async def live_signals(store: LiveEventStore, *subjects: str) -> AsyncIterator[asyncio.Queue[Signal]]:
     """Short-lived signals (agent token deltas, pairing codes) on ``subjects`` as they
-    happen, no replay.
+    happen, no replay; their sealed fields opened (``store.open``).
 
     They are not part of the log: a client that drops misses the ones sent meanwhile, and
     the finished reply arrives as a message event anyway. A bounded queue keeps a slow
     client from holding more than ``LIVE_QUEUE`` of them.
     """
-    queue: asyncio.Queue[Msg] = asyncio.Queue(LIVE_QUEUE)
+    queue: asyncio.Queue[Signal] = asyncio.Queue(LIVE_QUEUE)
 
     async def deliver(msg: Msg) -> None:
+        signal = Signal(msg.subject, await store.open(msg.data))
         if queue.full():
             queue.get_nowait()
-        queue.put_nowait(msg)
+        queue.put_nowait(signal)
 
-    subscriptions = [await nc.subscribe(subject, cb=deliver) for subject in subjects]
+    subscriptions = [await store.nc.subscribe(subject, cb=deliver) for subject in subjects]
     try:
         yield queue
     finally:

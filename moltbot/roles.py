@@ -45,6 +45,7 @@ from adapters.nats.outbox import Outbox
 from adapters.nats.streams import StreamsFile
 from adapters.postgres import audit, tenancy
 from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import Sealer, sealing
 from adapters.vault.store import ensure_confined_access
 from domain.codec import EventCodec
 from domain.connectors import Connector, typing_filter
@@ -84,8 +85,10 @@ async def run_projections(
     partitioning: Partitioning | None = None,
     partitions: int = 0,
     partition: int = 0,
+    keyring: Keyring | None = None,
 ) -> None:
-    """Run one live worker per read model until cancelled.
+    """Run one live worker per read model until cancelled; with ``keyring`` (the vault's),
+    sealed personal fields are opened as they are folded (docs/privacy.md).
 
     With ``partitions`` N (and ``partitioning``, streams.yaml's ``partitioned_projections``)
     this process is partition worker ``partition`` of N for every read model: it folds only
@@ -93,11 +96,12 @@ async def run_projections(
     """
     async with (
         connection(nats, name="moltbot-projections", role=permissions.PROJECTIONS) as nc,
+        personal_data(nc, database_url, keyring) as sealer,
         asyncio.TaskGroup() as tasks,
     ):
         new_worker = _worker_kind(spec, partitioning, partitions, partition)
         jetstream = JetStreamApi(nc)
-        store = EventStore(nc, codec=EventCodec())
+        store = EventStore(nc, codec=EventCodec(), sealer=sealer)
         for projection in projections:
             worker = new_worker(
                 jetstream=jetstream,
@@ -108,6 +112,19 @@ async def run_projections(
             )
             tasks.create_task(worker.run(), name=worker.consumer)
         log.info("projections_running", read_models=[p.name for p in projections])
+
+
+@contextlib.asynccontextmanager
+async def personal_data(
+    nc: Client, database_url: str, keyring: Keyring | None
+) -> AsyncIterator[Sealer | None]:
+    """The process's sealer of personal fields (adapters/vault/sealing.py), given the vault's
+    keys; without them, events are appended and read as they are."""
+    if keyring is None:
+        yield None
+        return
+    async with sealing(nc, database_url, keyring) as sealer:
+        yield sealer
 
 
 class _NewWorker(Protocol):
@@ -181,7 +198,12 @@ async def run_connectors(
         for kind in kinds:
             role = permissions.connector_role(kind)
             nc = await stack.enter_async_context(connection(nats, name=f"moltbot-{role}", role=role))
-            store = EventStore(nc)
+            sealer = (
+                await stack.enter_async_context(personal_data(nc, channels.database_url, channels.keyring))
+                if channels is not None
+                else None
+            )
+            store = EventStore(nc, sealer=sealer)
             entry = channel_registry.entry(kind)
             if entry.session is not None:
                 if channels is None:
@@ -270,7 +292,7 @@ async def _provider(
             # replica has the session, but any replica may show it (it is idempotent).
             connection_id = msg.subject.rsplit(".", 1)[-1]
             with contextlib.suppress(Exception):
-                await show(connection_id, json.loads(msg.data)["to"])
+                await show(connection_id, json.loads(await store.open(msg.data))["to"])
 
         await nc.subscribe(typing_filter(kind), queue=f"typing-{kind}", cb=show_typing)
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
@@ -303,9 +325,12 @@ async def run_agent(
 
         source = models.with_tenant_keys(own_key)
     try:
-        async with connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc:
+        async with (
+            connection(nats, name="moltbot-agent", role=permissions.AGENT) as nc,
+            personal_data(nc, database_url, keyring) as sealer,
+        ):
             orchestrator = Orchestrator(
-                nc, reads, source, store=EventStore(nc), settings=settings or AgentSettings(),
+                nc, reads, source, store=EventStore(nc, sealer=sealer), settings=settings or AgentSettings(),
                 max_text_for=channel_registry.max_text_for, catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
@@ -418,14 +443,19 @@ async def gateway_context(
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()
+    owner_pool = tenancy.pool(database_url, max_size=2, confined=False)  # erasures only
+    await owner_pool.open()
     oidc, keyring = options.get("oidc"), options.get("keyring")
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     stripe_config = options.get("billing")
     billing = StripeBilling(stripe_config) if stripe_config is not None else None
     try:
-        async with connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc:
+        async with (
+            connection(nats, name="moltbot-gateway", role=permissions.GATEWAY) as nc,
+            personal_data(nc, database_url, keyring) as sealer,
+        ):
             ctx = GatewayContext(
-                store=EventStore(nc),
+                store=EventStore(nc, sealer=sealer),
                 pool=pool,
                 tokens=tokens,
                 oidc=verifier,
@@ -442,10 +472,16 @@ async def gateway_context(
                 catalog=options.get("catalog") or _bundled_catalog(),
                 mailer=options.get("mailer"),
                 email_verification=options.get("email_verification", "optional"),
+                sealer=sealer,
+                owner_pool=owner_pool,
             )
+            daily = asyncio.create_task(_retention_daily(ctx)) if sealer is not None else None
             try:
                 yield ctx
             finally:  # mail on its way gets a moment to leave
+                if daily is not None:
+                    daily.cancel()
+                    await asyncio.gather(daily, return_exceptions=True)
                 if ctx.background:
                     await asyncio.wait(ctx.background, timeout=5)
     finally:
@@ -453,7 +489,41 @@ async def gateway_context(
             await verifier.aclose()
         if billing is not None:
             await billing.aclose()
+        await owner_pool.close()
         await pool.close()
+
+
+RETENTION_FIRST, RETENTION_EVERY = 60.0, 86400.0  # seconds after start, then between runs
+
+
+async def _retention_daily(ctx: GatewayContext) -> None:
+    """Apply the plans' history windows once a day (adapters/vault/retention.py); with several
+    gateways, the one holding the lock does it, and a second run the same day finds nothing."""
+    from datetime import UTC, datetime
+
+    from adapters.vault.retention import apply_retention
+
+    await asyncio.sleep(RETENTION_FIRST)
+    while True:
+        assert ctx.owner_pool is not None and ctx.sealer is not None and ctx.catalog is not None
+        try:
+            async with ctx.owner_pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(hashtext('moltbot.retention')) AS mine"
+                )
+                row = await cur.fetchone()
+                if row is not None and row["mine"]:
+                    await apply_retention(
+                        ctx.owner_pool,
+                        ctx.store,
+                        ctx.sealer,
+                        ctx.store.nc,
+                        ctx.catalog,
+                        datetime.now(UTC).date(),
+                    )
+        except Exception as exc:  # the next day tries again; the log says why this one did not
+            log.error("retention_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        await asyncio.sleep(RETENTION_EVERY)
 
 
 def _bundled_catalog() -> Catalog:

@@ -263,7 +263,9 @@ async def _up(settings: Settings, cluster: int) -> None:
             try:
                 async with asyncio.TaskGroup() as roles:
                     roles.create_task(
-                        run_projections(nats, description["database_url"], spec, all_projections()),
+                        run_projections(
+                            nats, description["database_url"], spec, all_projections(), keyring=keyring
+                        ),
                         name="projections",
                     )
                     # Connectors, the agent and the gateway query read models at once: not before they exist.

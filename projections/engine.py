@@ -143,6 +143,9 @@ class FoldTarget:
     codec: EventCodec
     consumer: str
     on_dead_letters: DeadLetterSink
+    # Opens the sealed personal fields of stored bytes (EventStore.open_many); the log's
+    # bytes as they are when None. A field whose key was shredded reads "[erased]".
+    open_many: Callable[[Sequence[bytes]], Awaitable[list[bytes]]] | None = None
 
     @asynccontextmanager
     async def transaction(self, conn: Connection) -> AsyncIterator[None]:
@@ -182,12 +185,15 @@ async def fold_records(
     accepted: list[tuple[StoredRecord, Event]] = []
     batch = projection.new_batch()
     skipped = 0
-    for record, applied_up_to in zip(records, floors, strict=True):
-        if record.seq <= applied_up_to or not record.data:
+    datas = [r.data for r in records]
+    if target.open_many is not None:
+        datas = await target.open_many(datas)
+    for record, data, applied_up_to in zip(records, datas, floors, strict=True):
+        if record.seq <= applied_up_to or not data:
             skipped += 1
             continue
         try:
-            event = target.codec.decode(replace_nul(record.data))  # PostgreSQL cannot store U+0000
+            event = target.codec.decode(replace_nul(data))  # PostgreSQL cannot store U+0000
         except InvalidEvent as exc:
             dead.append(_letter(record, consumer, exc.reason, exc.detail))
             continue

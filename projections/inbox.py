@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.postgres.database import Connection
@@ -224,8 +224,17 @@ def _preview(text: str) -> str:
 class InboxBatch:
     def __init__(self) -> None:
         self._events: list[tuple[int, Event]] = []
+        self._erased: list[str] = []  # tenants whose every row goes once the batch is written
+        self._expired: list[tuple[str, datetime]] = []  # (tenant, before): older messages go
 
     def add(self, seq: int, event: Event) -> None:
+        if isinstance(event, ev.TenantErased):
+            self._erased.append(event.tenant_id)
+            return
+        if isinstance(event, ev.RetentionApplied):
+            before = datetime.combine(event.data.before, datetime.min.time(), tzinfo=UTC)
+            self._expired.append((event.tenant_id, before))
+            return
         data = getattr(event, "data", None)
         message_id = getattr(data, "message_id", None)
         if message_id is not None and not message_id:
@@ -238,6 +247,11 @@ class InboxBatch:
         for seq, event in self._events:
             _fold_event(fold, seq, event, stored)
         await _write_fold(conn, fold)
+        for table in InboxProjection.tables if self._erased else ():
+            await conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY(%s)", (self._erased,))
+        for tenant_id, before in self._expired:
+            for statement in EXPIRE:
+                await conn.execute(statement, {"tenant_id": tenant_id, "before": before})
 
     async def _already_stored(self, conn: Connection) -> dict[str, str]:
         """This batch's messages already in the table: message id → status, provider key → ""."""
@@ -280,6 +294,18 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS m
 """
+
+# A plan's history window moving on: messages sent before it go, with their files' rows and
+# reactions, and conversations with nothing newer.
+EXPIRE = (
+    "DELETE FROM messages WHERE tenant_id = %(tenant_id)s AND sent_at < %(before)s",
+    "DELETE FROM media m WHERE m.tenant_id = %(tenant_id)s"
+    " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = m.message_id)",
+    "DELETE FROM reactions r WHERE r.tenant_id = %(tenant_id)s"
+    " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = r.message_id)",
+    "DELETE FROM conversations WHERE tenant_id = %(tenant_id)s"
+    " AND coalesce(last_message_at, created_at) < %(before)s",
+)
 
 _MESSAGE_EVENTS = (ev.MessageReceived, ev.MessageSendRequested, ev.MessageSent)
 MessageEvent = ev.MessageReceived | ev.MessageSendRequested | ev.MessageSent
@@ -521,6 +547,8 @@ class InboxProjection:
             "media.available",
             "reaction.added",
             "reaction.removed",
+            "tenant.erased",
+            "retention.applied",
         }
     )
 

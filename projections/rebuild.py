@@ -134,6 +134,7 @@ async def _build_beside(
         codec=store.codec,
         consumer=f"{consumer_name(projection)}-{slot}",
         on_dead_letters=discard_dead_letters,  # the live worker dead-lettered them already
+        open_many=None,  # store.read opens what it replays already
     )
     replay = _Replay(conn, store, target, slot, batch_size)
     last_seq = await store.last_seq() if until_seq is None else until_seq

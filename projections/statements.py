@@ -40,6 +40,16 @@ def statement(query: str) -> Handler:
     return handle
 
 
+def erase_tenant(tables: tuple[str, ...]) -> Handler:
+    """The handler of ``tenant.erased``: every row of the tenant goes, from every table."""
+
+    def handle(seq: int, event: Event) -> list[Statement]:
+        erased = {"tenant_id": event.tenant_id}
+        return [(f"DELETE FROM {table} WHERE tenant_id = %(tenant_id)s", erased) for table in tables]
+
+    return handle
+
+
 class StatementBatch:
     def __init__(self, handlers: dict[str, Handler]) -> None:
         self._handlers = handlers
@@ -68,6 +78,8 @@ class StatementProjection:
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
+        # Every read model forgets an erased tenant: all its rows, from all its tables.
+        cls.handlers = {**cls.handlers, "tenant.erased": erase_tenant(cls.tables)}
         cls.handles = frozenset(cls.handlers)
 
     def schema_sql(self) -> str:

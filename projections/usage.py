@@ -53,8 +53,12 @@ class UsageBatch:
     def __init__(self) -> None:
         self._once: dict[tuple[str, str], tuple[Sum, int]] = {}  # (tenant, key) -> what it adds
         self._always: list[tuple[Sum, int]] = []  # usage with no source: nothing to repeat by
+        self._erased: list[str] = []  # tenants whose every row goes once the batch is written
 
     def add(self, seq: int, event: Event) -> None:
+        if isinstance(event, ev.TenantErased):
+            self._erased.append(event.tenant_id)
+            return
         if isinstance(event, ev.MessageReceived | ev.MessageSent):
             inbound = isinstance(event, ev.MessageReceived)
             metric = "messages_in" if inbound else "messages_out"
@@ -85,13 +89,17 @@ class UsageBatch:
                 sums[key][0] += quantity
                 sums[key][1] += 1
             await cur.executemany(UPSERT, [(*key, total, n) for key, (total, n) in sums.items()])
+            for table in UsageProjection.tables if self._erased else ():
+                await cur.execute(f"DELETE FROM {table} WHERE tenant_id = ANY(%s)", (self._erased,))
 
 
 class UsageProjection:
     name: str = "usage"
     version: int = 4  # 2: row-level security on every table; 3: message counts; 4: counted once
     tables: tuple[str, ...] = ("usage_daily", "usage_counted")
-    handles: frozenset[str] = frozenset({"usage.recorded", "message.received", "message.sent"})
+    handles: frozenset[str] = frozenset(
+        {"usage.recorded", "message.received", "message.sent", "tenant.erased"}
+    )
 
     def schema_sql(self) -> str:
         return SCHEMA

@@ -102,6 +102,7 @@ class LiveWorker(ABC):
             codec=self._store.codec,
             consumer=consumer,
             on_dead_letters=self._publish_dead_letters,
+            open_many=self._store.open_many,
         )
         self.last_applied_seq = 0
 

@@ -40,6 +40,7 @@ from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.postgres.database import provision_login_role
 from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import sealing
 from domain.mail import Mailer
 from domain.plans import Catalog
 from gateway.context import SlackApp
@@ -132,6 +133,16 @@ class Stack:
     store: EventStore
     spec: StreamsFile
     nats: NatsAccess | None = None
+    keyring: Keyring | None = None  # the vault's keys: personal fields sealed and opened with them
+
+    def vault_environ(self) -> dict[str, str]:
+        """The vault's keys as a ``moltbot`` process of this stack reads them: every process of
+        a deployment shares them (they wrap the data keys of personal fields)."""
+        if self.keyring is None:
+            return {}
+        key_file = self.keyring.to_key_file()
+        keys = ",".join(f"{key_id}:{key}" for key_id, key in key_file.keys.items())
+        return {"MOLTBOT_VAULT_KEYS": keys, "MOLTBOT_VAULT_KEY_ID": key_file.current}
 
     @property
     def roles(self) -> NatsTarget:
@@ -150,6 +161,7 @@ class Stack:
                 self.spec,
                 list(projections or all_projections()),
                 batch_size=batch_size,
+                keyring=self.keyring,
             )
         )
         try:
@@ -204,10 +216,15 @@ async def snapshot(
 
 
 @pytest.fixture
-async def stack(nats_server: NatsServer, nc: Client, database_url: str, streams_spec: StreamsFile) -> Stack:
-    return Stack(
-        nats_server.login_url(), database_url, EventStore(nc), streams_spec, nats=nats_access(nats_server)
-    )
+async def stack(
+    nats_server: NatsServer, nc: Client, database_url: str, streams_spec: StreamsFile, keyring: Keyring
+) -> AsyncIterator[Stack]:
+    """The servers, with a store that seals and opens personal fields as the product's roles do."""
+    async with sealing(nc, database_url, keyring) as sealer:
+        yield Stack(
+            nats_server.login_url(), database_url, EventStore(nc, sealer=sealer), streams_spec,
+            nats=nats_access(nats_server), keyring=keyring,
+        )  # fmt: skip
 
 
 @pytest.fixture

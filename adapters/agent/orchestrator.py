@@ -129,7 +129,7 @@ class Orchestrator:
         keep_alive = asyncio.create_task(_keep_in_progress(msg))
         try:
             try:
-                trigger = self._store.codec.decode(msg.data)
+                trigger = await self._store.decode(msg.data)
             except InvalidEvent as exc:  # the projections dead-letter it; nothing to answer
                 log.warning("agent_trigger_unreadable", seq=seq, error=str(exc))
                 await msg.ack()
@@ -300,7 +300,8 @@ class Orchestrator:
 
         async def on_delta(text: str) -> None:
             nonlocal index
-            body = {"run_id": run.run_id, "conversation_id": conversation_id, "index": index, "delta": text}
+            delta = await self._store.seal_text(run.trigger.tenant_id, text)
+            body = {"run_id": run.run_id, "conversation_id": conversation_id, "index": index, "delta": delta}
             index += 1
             await self._nc.publish(live, json.dumps(body).encode())
 
@@ -334,7 +335,7 @@ class Orchestrator:
         """Tell the channel's connector to show "typing…" while the model writes (channels
         show it for about five seconds, so it is repeated)."""
         subject = typing_subject(tenant_id, conversation.channel, conversation.connection_id)
-        body = json.dumps({"to": conversation.external_id}).encode()
+        body = json.dumps({"to": await self._store.seal_text(tenant_id, conversation.external_id)}).encode()
         with contextlib.suppress(*RECOVERABLE):
             while True:
                 await self._nc.publish(subject, body)

@@ -75,7 +75,7 @@ class ConnectorRuntime:
         try:
             if kind != SEND_MESSAGE:
                 raise ValueError(f"{self.connector.kind} connectors do not understand {kind!r} commands")
-            command = msgspec.json.decode(msg.data, type=SendMessage)
+            command = msgspec.json.decode(await self._store.open(msg.data), type=SendMessage)
         except (ValueError, msgspec.DecodeError) as exc:  # msgspec.ValidationError is a ValueError
             await self._dead_letter(msg, "malformed", str(exc))
             await msg.term()

@@ -145,6 +145,20 @@ class S3MediaStore(ClosesOnExit):
             raise
         return True
 
+    async def delete_tenant(self, tenant_id: str) -> int:
+        """Delete every object under the tenant's prefix, a page (up to 1,000) at a time."""
+        prefix, s3 = self.object_key(tenant_id) + "/", await self._s3()
+        deleted = 0
+        while True:
+            with self._errors("LIST", prefix):
+                page = await s3.list_objects_v2(Bucket=self._config.bucket, Prefix=prefix, MaxKeys=1000)
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if not keys:
+                return deleted
+            with self._errors("DELETE", prefix):
+                await s3.delete_objects(Bucket=self._config.bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+
     async def _s3(self) -> Any:
         async with self._opening:  # concurrent first calls share one client
             if self._client is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,10 @@ class MediaStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def exists(self, key: str) -> bool: ...
+
+    async def delete_tenant(self, tenant_id: str) -> int:
+        """Delete every file of the tenant (an erasure); how many there were."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -55,6 +60,18 @@ class LocalMediaStore:
 
     async def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    async def delete_tenant(self, tenant_id: str) -> int:
+        folder = self._path(tenant_id)
+        return await asyncio.to_thread(self._delete_folder, folder)
+
+    @staticmethod
+    def _delete_folder(folder: Path) -> int:
+        if not folder.is_dir():
+            return 0
+        files = [path for path in folder.rglob("*") if path.is_file()]
+        shutil.rmtree(folder)
+        return len(files)
 
     async def aclose(self) -> None:
         return None

@@ -9,6 +9,10 @@
   sequence, and on conflict reload and decide again.
 - ``read`` replays from a sequence with a subject filter through an ephemeral pull
   consumer (no acks), prefetching the next batch while the caller works.
+
+With a :class:`~adapters.vault.sealing.Sealer`, personal fields are sealed before every
+append and opened in everything read back (``open`` / ``open_many`` for bytes the caller
+pulled itself); without one, events are stored and read as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -27,6 +32,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from adapters.nats.errors import ConcurrencyConflict, EventStoreError
 from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.pull import PullStream, ack_position
+from adapters.vault.sealing import Sealer
 from domain import subjects
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event
@@ -51,8 +57,10 @@ class EventStore:
         stream: str = EVENTS_STREAM,
         window: int = 512,
         timeout: float = 10.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self._nc = nc
+        self.sealer = sealer
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
         self.codec = codec or EventCodec()
         self.stream = stream
@@ -67,6 +75,11 @@ class EventStore:
 
     async def append(self, event: Event, *, expected_seq: int | None = None) -> Appended:
         """Append one event. ``expected_seq`` is the aggregate's last sequence (0 = new)."""
+        if self.sealer is not None:
+            (event,) = await self.sealer.seal_events([event])
+        return await self._append_sealed(event, expected_seq)
+
+    async def _append_sealed(self, event: Event, expected_seq: int | None = None) -> Appended:
         key = dedupe_key(event)
         headers = {"Nats-Msg-Id": key}
         aggregate = subjects.aggregate_filter(event.tenant_id, event.AGGREGATE, event.aggregate_id)
@@ -97,11 +110,13 @@ class EventStore:
     async def append_many(self, events: Sequence[Event]) -> list[Appended]:
         """Append events in order, a window of publishes in flight at a time."""
         results: list[Appended] = []
+        if self.sealer is not None:  # first: sealing may wait for a key, which would reorder
+            events = await self.sealer.seal_events(events)
         for start in range(0, len(events), self._window):
             chunk = events[start : start + self._window]
             # Tasks start in creation order and each writes its request before its first
             # suspension, so the server receives (and sequences) them in this order.
-            results.extend(await asyncio.gather(*(self.append(event) for event in chunk)))
+            results.extend(await asyncio.gather(*(self._append_sealed(event) for event in chunk)))
         return results
 
     async def last_on(self, subject: str) -> StoredRecord | None:
@@ -111,7 +126,7 @@ class EventStore:
         except NotFoundError:
             return None
         headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-Stream")}
-        return StoredRecord(raw.seq or 0, raw.subject or subject, raw.data or b"", headers)
+        return StoredRecord(raw.seq or 0, raw.subject or subject, await self.open(raw.data or b""), headers)
 
     async def get(self, seq: int) -> Event | None:
         """The event stored at ``seq``, or None."""
@@ -119,7 +134,22 @@ class EventStore:
             raw = await self._js.get_msg(self.stream, seq, direct=True)
         except NotFoundError:
             return None
-        return self.codec.decode(raw.data or b"")
+        return await self.decode(raw.data or b"")
+
+    async def open(self, raw: bytes) -> bytes:
+        """Stored bytes with their personal fields opened (as they are without a sealer)."""
+        return raw if self.sealer is None else await self.sealer.open(raw)
+
+    async def open_many(self, raws: Sequence[bytes]) -> list[bytes]:
+        return list(raws) if self.sealer is None else await self.sealer.open_many(raws)
+
+    async def seal_text(self, tenant_id: str, text: str) -> str:
+        """One personal value sealed for a live signal (as it is without a sealer)."""
+        return text if self.sealer is None else await self.sealer.seal_text(tenant_id, text)
+
+    async def decode(self, raw: bytes) -> Event:
+        """Stored bytes as an event, its personal fields opened."""
+        return self.codec.decode(await self.open(raw))
 
     async def load(self, tenant_id: str, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
         """An aggregate's events and its last sequence (0 when it has none)."""
@@ -193,14 +223,19 @@ class EventStore:
         reader = _PullReader(self._js, self.stream, subject, since, batch, idle_timeout, follow)
         await reader.start()
         try:
-            async for record in reader.records():
-                if until_seq is not None and record.seq > until_seq:
+            async for stored in reader.records():
+                if until_seq is not None and stored.seq > until_seq:
                     return
+                record = stored if self.sealer is None else await self._opened(stored)
                 yield record
                 if until_seq is not None and record.seq >= until_seq:
                     return
         finally:
             await reader.close()
+
+    async def _opened(self, record: StoredRecord) -> StoredRecord:
+        data = await self.open(record.data)
+        return record if data is record.data else msgspec.structs.replace(record, data=data)
 
     async def read_events(self, **kwargs: Any) -> AsyncIterator[StoredEvent]:
         async for record in self.read(**kwargs):

@@ -85,6 +85,9 @@ def _reads_events() -> tuple[str, ...]:
 
 
 _APPENDS = ("ev.>",)
+# Every process that seals or opens personal fields drops a tenant's data keys when told
+# (adapters/vault/sealing.py); the gateway tells, when a tenant is erased.
+_SHREDDED = ("keys.shredded.*",)
 _DEAD_LETTERS = ("dlq.>",)
 
 
@@ -116,7 +119,7 @@ def _connector(kind: str) -> Permissions:
             lease_keys,
             "live.*.qr.*",
         ),
-        subscribe=(*_own_inbox(role), f"live.*.typing.{kind}.*", f"bridge.{kind}.*.send"),
+        subscribe=(*_own_inbox(role), f"live.*.typing.{kind}.*", f"bridge.{kind}.*.send", *_SHREDDED),
         allow_responses=True,
     )
 
@@ -136,8 +139,9 @@ def _fixed_roles() -> dict[str, Permissions]:
                 "bridge.device.>",
                 "live.*.qr.*",
                 "$JS.API.DIRECT.GET.LIVE.live.*.qr.*",
+                *_SHREDDED,
             ),
-            subscribe=(*_own_inbox(GATEWAY), "live.>", "bridge.>"),
+            subscribe=(*_own_inbox(GATEWAY), "live.>", "bridge.>", *_SHREDDED),
             allow_responses=True,
         ),
         PROJECTIONS: Permissions(
@@ -155,13 +159,13 @@ def _fixed_roles() -> dict[str, Permissions]:
                 "$JS.API.CONSUMER.MSG.NEXT.EVENTS_PARTITIONED.*",
                 "$JS.ACK.EVENTS_PARTITIONED.>",
             ),
-            subscribe=_own_inbox(PROJECTIONS),
+            subscribe=(*_own_inbox(PROJECTIONS), *_SHREDDED),
             # The one stream a non-admin may create: the derived feed, never EVENTS.
             publish_deny=tuple(p for p in _STREAM_ADMIN if p != "$JS.API.STREAM.CREATE.>"),
         ),
         AGENT: Permissions(
             publish=(*_reads_events(), *_APPENDS, *_DEAD_LETTERS, *_durable("EVENTS", AGENT), "live.>"),
-            subscribe=_own_inbox(AGENT),
+            subscribe=(*_own_inbox(AGENT), *_SHREDDED),
         ),
         OUTBOX: Permissions(
             publish=(

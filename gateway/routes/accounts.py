@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import msgspec
 import structlog
-from litestar import Request, Router, get, post
+from litestar import Request, Router, delete, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody, Parameter
 from psycopg import AsyncConnection
@@ -32,6 +32,7 @@ from gateway import credentials, one_time_tokens, sessions, two_factor
 from gateway.audit_log import note
 from gateway.auth import Caller, Role, TokenPair, member_role
 from gateway.context import Ctx, GatewayContext, Who, caller
+from gateway.erasure import AccountDeleted, delete_account
 from gateway.errors import ApiError
 from gateway.limits import client_ip
 from gateway.mailing import link, send_later
@@ -65,6 +66,13 @@ class RefreshBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class SwitchBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tenant_id: str
+
+
+class ConfirmBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a destructive request asks again: the password (and a code with 2FA on)."""
+
+    password: str
+    otp: str | None = None
 
 
 class LinkIdentityBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -416,6 +424,28 @@ async def me(
     )  # fmt: skip
 
 
+async def confirm_identity(
+    ctx: GatewayContext, request: Request[Any, Any, Any], who: Caller, body: ConfirmBody
+) -> None:
+    """The password (and second factor) prove it is the person, not a stolen token."""
+    async with ctx.pool.connection() as conn:
+        account = await credentials.by_user(conn, who.user_id)
+    if account is None:
+        raise ApiError(409, "no_password_account", "This account signs in elsewhere: ask an operator.")
+    account = await check_password(ctx, request, account.email, body.password)
+    await check_second_factor(ctx, request, account, body.otp)
+
+
+@delete("/me", status_code=200)
+async def delete_me(
+    data: JSONBody[ConfirmBody], ctx: Ctx, who: Who, request: Request[Any, Any, Any]
+) -> AccountDeleted:
+    """Delete the caller's account (``gateway/erasure.py``): the inboxes only they are in
+    are erased, the others are left."""
+    await confirm_identity(ctx, request, who, data)
+    return await delete_account(ctx, who)
+
+
 @post("/me/identities", status_code=201)
 async def link_identity(
     data: JSONBody[LinkIdentityBody], ctx: Ctx, who: Who, request: Request[Any, Any, Any]
@@ -447,7 +477,7 @@ auth_router = Router(
 )
 me_router = Router(
     path="/v1",
-    route_handlers=[me, link_identity],
+    route_handlers=[me, delete_me, link_identity],
     tags=["accounts"],
     dependencies={"who": Provide(caller)},
 )

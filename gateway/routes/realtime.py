@@ -32,13 +32,12 @@ from litestar import Request, Router, WebSocket, get, websocket
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from nats.aio.msg import Msg
 
 from domain.connectors import qr_filter
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from gateway.feed import agent_deltas, event_type, live_signals, tenant_feed, type_patterns
+from gateway.feed import Signal, agent_deltas, event_type, live_signals, tenant_feed, type_patterns
 from gateway.limits import client_ip
 from gateway.sockets import Closed, Outbox, closing_with_reason, error_frame
 
@@ -133,12 +132,12 @@ async def events(
                 await together.put(message)
             await together.put(None)  # the log's stream ended (the caller lost access): end both
 
-        async def pump_deltas(live: asyncio.Queue[Msg]) -> None:
+        async def pump_deltas(live: asyncio.Queue[Signal]) -> None:
             while True:
                 msg = await live.get()
                 await together.put(ServerSentEventMessage(data=msg.data.decode(), event=_live_type(msg)))
 
-        async with live_signals(ctx.store.nc, *subjects) as live:
+        async with live_signals(ctx.store, *subjects) as live:
             pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
             try:
                 while (coming := await together.get()) is not None:
@@ -209,7 +208,7 @@ async def _deliver(
     await outbox.send(json.dumps({"op": "subscribed", "since": since}))
     feed = tenant_feed(ctx.store, who.tenant_id, since, patterns, heartbeat=HEARTBEAT_SECONDS)
     subjects = _live_subjects(who, patterns)
-    async with live_signals(ctx.store.nc, *subjects) as live, asyncio.TaskGroup() as tasks:
+    async with live_signals(ctx.store, *subjects) as live, asyncio.TaskGroup() as tasks:
         tasks.create_task(_answer_pings(socket, outbox))
         if subjects:
             tasks.create_task(_forward_live(live, outbox))
@@ -236,12 +235,12 @@ def _live_subjects(who: Caller, patterns: list[str] | None) -> list[str]:
     return subjects
 
 
-def _live_type(msg: Msg) -> str:
+def _live_type(msg: Signal) -> str:
     """``live.<tenant>.qr.<connection>`` is a pairing code; the rest are agent deltas."""
     return CHANNEL_QR if msg.subject.split(".")[2] == "qr" else AGENT_DELTA
 
 
-async def _forward_live(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
+async def _forward_live(live: asyncio.Queue[Signal], outbox: Outbox) -> None:
     while True:
         msg = await live.get()
         await outbox.send(b'{"op":"live","type":"%s","data":%s}' % (_live_type(msg).encode(), msg.data))

@@ -32,7 +32,6 @@ import msgspec
 from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
-from nats.aio.msg import Msg
 
 from adapters.channels.webchat import normalize as visitor
 from adapters.nats.errors import ConcurrencyConflict
@@ -40,7 +39,7 @@ from domain import events as ev
 from domain import ids, subjects
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from gateway.feed import agent_deltas, live_signals, subject_feed
+from gateway.feed import Signal, agent_deltas, live_signals, subject_feed
 from gateway.limits import client_ip
 from gateway.routes.web import WEB, page_headers
 from gateway.sockets import Closed, Outbox, closing_with_reason, error_frame
@@ -312,7 +311,7 @@ async def _converse(
         json.dumps({"op": "welcome", "visitor_token": visitor.token, "conversation_id": conversation_id})
     )
     deltas = agent_deltas(widget.tenant_id, conversation_id)
-    async with live_signals(ctx.store.nc, deltas) as live, asyncio.TaskGroup() as tasks:
+    async with live_signals(ctx.store, deltas) as live, asyncio.TaskGroup() as tasks:
         tasks.create_task(_visitor_input(socket, ctx, visitor, outbox))
         tasks.create_task(_typing(live, outbox))
         await _conversation_feed(ctx, widget, conversation_id, max(since or 1, 1), outbox)
@@ -330,7 +329,7 @@ async def _conversation_feed(
             await outbox.send(visible)
 
 
-async def _typing(live: asyncio.Queue[Msg], outbox: Outbox) -> None:
+async def _typing(live: asyncio.Queue[Signal], outbox: Outbox) -> None:
     """The reply being written, piece by piece (live only; the sent message follows)."""
     while True:
         delta = json.loads((await live.get()).data)

@@ -866,6 +866,7 @@ async function showSettings() {
     part("settings-notifications", "Notifications",
       el("p", {}, "E-mail and push notifications for messages: planned."),
       el("p", { class: "muted" }, "Mail about your account (password resets, invitations, changes to how you sign in) is sent already.")),
+    deletePart(me),
   );
   await Promise.all([
     load("two-factor", renderTwoFactor),
@@ -894,6 +895,27 @@ function profilePart(me) {
       el("dt", {}, "Inbox"), el("dd", {}, me.tenant_name || "—"),
       el("dt", {}, "Role"), el("dd", {}, me.role)),
     verified, line);
+}
+
+// Deleting the account: the inboxes only you are in are erased (messages, channels, files),
+// the others are left; the password (and a 2FA code when on) confirm it.
+function deletePart(me) {
+  const line = outcome("delete-result");
+  const form = actionForm({ id: "delete-form" }, [
+    field("Your password", { id: "delete-password", name: "password", type: "password", autocomplete: "current-password", required: "" }),
+    me.two_factor ? field("Authentication code", { id: "delete-otp", name: "otp", autocomplete: "one-time-code", required: "" }) : "",
+    el("div", { class: "row" }, el("button", { type: "submit", class: "danger" }, "Delete my account")),
+  ], line, async (fields) => {
+    if (!confirm("Delete your account? Inboxes only you are in are erased for good: their messages, channels and files.")) return;
+    const body = { password: fields.password.value };
+    if (fields.otp) body.otp = fields.otp.value;
+    await api("/v1/me", { method: "DELETE", body });
+    logout();
+    status("Your account is deleted. Nothing of the inboxes only you were in is kept.");
+  });
+  return part("settings-delete", "Delete account",
+    el("p", { class: "muted" }, "Inboxes where you are the only person are erased with everything in them; from the others you are removed. This cannot be undone."),
+    form, line);
 }
 
 function passwordPart() {

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore as NatsEventStore
 from adapters.vault.cipher import Keyring, VaultError, load_keyring
+from adapters.vault.sealing import sealing
 from domain import subjects
 from domain.ports import EventStore
 from moltbot.settings import Settings
@@ -35,10 +36,16 @@ def add(group: Any, name: str, handler: Command, help_text: str) -> argparse.Arg
 
 
 @asynccontextmanager
-async def event_store(settings: Settings) -> AsyncIterator[EventStore]:
-    nats_url, _ = settings.servers()
+async def event_store(settings: Settings, *, personal: bool = True) -> AsyncIterator[EventStore]:
+    """The event log; ``personal``: it seals what it appends and opens what it reads (the
+    vault's keys); without, it shows the stored bytes as they are, sealed fields sealed."""
+    nats_url, database_url = settings.servers()
     async with connection(nats_url, name="moltbot-cli") as nc:
-        yield NatsEventStore(nc)
+        if not personal:
+            yield NatsEventStore(nc)
+            return
+        async with sealing(nc, database_url, keyring(settings)) as sealer:
+            yield NatsEventStore(nc, sealer=sealer)
 
 
 def event_subject(args: argparse.Namespace) -> str:

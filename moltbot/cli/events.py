@@ -46,7 +46,7 @@ async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int
 
 
 async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int:
-    async with event_store(settings) as store:
+    async with event_store(settings, personal=False) as store:  # as stored: personal fields sealed
         with contextlib.ExitStack() as files:
             out = files.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
             count = 0
@@ -60,7 +60,7 @@ async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int
 
 
 async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
-    async with event_store(settings) as store:
+    async with event_store(settings, personal=False) as store:  # as stored: personal fields sealed
         since = args.since
         if since is None:
             since = max(await store.last_seq() - args.last + 1, 1)

@@ -11,7 +11,7 @@ from adapters.nats.streams import load_streams_file
 from adapters.postgres.database import Connection
 from adapters.postgres.database import connection as pg_connection
 from domain.ports import EventStore
-from moltbot.cli.common import CommandError, add, event_store, progress_bar, projection
+from moltbot.cli.common import CommandError, add, event_store, keyring, progress_bar, projection
 from moltbot.settings import Settings
 from projections import rebuild as rebuild_ops
 from projections.base import Projection
@@ -114,6 +114,7 @@ async def cmd_projections_run(settings: Settings, args: argparse.Namespace) -> i
             partitioning=partitioning,
             partitions=args.partitions,
             partition=args.partition,
+            keyring=keyring(settings),
         )
     except* PartitionError as failures:
         raise CommandError(str(failures.exceptions[0])) from None

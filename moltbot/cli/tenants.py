@@ -4,13 +4,18 @@ way plans change when billing is off, as on the embedded default)."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, date, datetime
 from typing import Any
 
-from adapters.postgres import audit
+from adapters.nats.connection import connection
+from adapters.nats.event_store import EventStore
+from adapters.postgres import audit, tenancy
 from adapters.postgres.database import connection as pg_connection
+from adapters.vault.retention import apply_retention
+from adapters.vault.sealing import sealing
 from domain import events as ev
 from domain import plans
-from moltbot.cli.common import CommandError, add, event_store
+from moltbot.cli.common import CommandError, add, event_store, keyring
 from moltbot.settings import Settings
 from projections import tenants_queries
 
@@ -62,6 +67,27 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply every inbox's history window now (the gateway does it once a day by itself)."""
+    nats_url, database_url = settings.servers()
+    today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
+    pool = tenancy.pool(database_url, max_size=2, confined=False)
+    await pool.open()
+    try:
+        async with (
+            connection(nats_url, name="moltbot-retention") as nc,
+            sealing(nc, database_url, keyring(settings)) as sealer,
+        ):
+            store = EventStore(nc, sealer=sealer)
+            applied = await apply_retention(pool, store, sealer, nc, settings.catalog(), today)
+    finally:
+        await pool.close()
+    for one in applied:
+        print(f"{one.tenant_id}: before {one.before}: {one.messages} messages, {one.data_keys} days of keys")
+    print(f"Retention as of {today}: {len(applied)} inboxes had something older than their plan keeps.")
+    return 0
+
+
 def register(commands: Any) -> None:
     tenants = commands.add_parser("tenants", help="inboxes' plans (an operator's commands)").add_subparsers(
         dest="tenants_command", metavar="ACTION", required=True
@@ -77,3 +103,13 @@ def register(commands: Any) -> None:
     set_plan.add_argument("plan", help="the plan's key in plans.yaml")
     show = add(tenants, "show", cmd_show, "An inbox's plan and its limits.")
     show.add_argument("tenant", help="the inbox's id (t_…)")
+    retention = add(
+        tenants,
+        "retention",
+        cmd_retention,
+        "Erase what each inbox's plan no longer keeps (history_days): the sealed personal fields of"
+        " older days and the older messages. The gateway does it once a day by itself.",
+    )
+    retention.add_argument(
+        "--today", metavar="YYYY-MM-DD", help="apply the windows as of this day (default: today, UTC)"
+    )

@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 from adapters.postgres.database import connection as pg_connection
 from adapters.vault.cipher import Keyring, VaultError, add_key_to_file, format_key
+from adapters.vault.sealing import ensure_schema as ensure_data_keys
+from adapters.vault.sealing import rewrap
 from adapters.vault.store import CredentialStore, ensure_schema
 from moltbot.cli.common import CommandError, add, keyring
 from moltbot.settings import Settings
@@ -28,13 +30,16 @@ async def cmd_vault_rotate(settings: Settings, args: argparse.Namespace) -> int:
                 bar.refresh()
 
             report = await CredentialStore(conn, keys).rotate(batch=args.batch_size, progress=progress)
+        await ensure_data_keys(conn)
+        rewrapped, unwrappable = await rewrap(conn, keys)
     for connection_id in report.failed:
         print(f"{connection_id}: cannot decrypt with the configured keys", file=sys.stderr)
     print(
         f"Re-encrypted {report.rotated} credentials under key {report.key_id}"
-        f" ({report.already_current} already current, {len(report.failed)} failed)."
+        f" ({report.already_current} already current, {len(report.failed)} failed);"
+        f" re-wrapped {rewrapped} data keys of personal fields ({unwrappable} failed)."
     )
-    return 1 if report.failed else 0
+    return 1 if report.failed or unwrappable else 0
 
 
 async def cmd_vault_new_key(settings: Settings, args: argparse.Namespace) -> int:

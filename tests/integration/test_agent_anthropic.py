@@ -117,6 +117,7 @@ async def test_an_agent_killed_mid_run_replies_exactly_once_after_restart(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
         "MOLTBOT_NATS_URL": stack.nats_url,
         "MOLTBOT_DATABASE_URL": stack.database_url,
+        **stack.vault_environ(),
         "MOLTBOT_ANTHROPIC_API_KEY": "sk-test-key",
         "MOLTBOT_ANTHROPIC_BASE_URL": fake.base_url,
         "MOLTBOT_AGENT_DEBOUNCE": "0.2",

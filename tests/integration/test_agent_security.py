@@ -205,7 +205,12 @@ async def test_a_flooded_conversation_gets_a_bounded_number_of_runs(
         async with connection(stack.nats_url, name="test-agent") as nc:
             settings = AgentSettings(debounce=0.3, agent_runs_per_conversation=2)
             orchestrator = Orchestrator(
-                nc, reads, agent_models, store=EventStore(nc), settings=settings, catalog=roomy_catalog()
+                nc,
+                reads,
+                agent_models,
+                store=EventStore(nc, sealer=stack.store.sealer),
+                settings=settings,
+                catalog=roomy_catalog(),
             )
             running = asyncio.create_task(orchestrator.run())
             try:

@@ -262,6 +262,7 @@ DAILY = 30 * M  # a Pro inbox spending $30 a day: the 2nd day is $10 over, each 
 def _start_worker(stack: Stack, fake: FakeStripe, log_file: Path) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "MOLTBOT_DATABASE_URL": stack.database_url,
+        **stack.vault_environ(),
         "MOLTBOT_DATA_DIR": str(log_file.parent / "data"),
         "MOLTBOT_STRIPE_SECRET_KEY": SECRET_KEY,
         "MOLTBOT_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,

@@ -307,6 +307,7 @@ class GatewayProcess:
             **os.environ,
             "MOLTBOT_NATS_URL": self.stack.nats_url,
             "MOLTBOT_DATABASE_URL": self.stack.database_url,
+            **self.stack.vault_environ(),
             "MOLTBOT_LOG_FORMAT": "json",
             "MOLTBOT_PLANS_FILE": str(roomy_plans_file(self.data)),  # as the in-process gateway's
         }

@@ -28,6 +28,7 @@ def _start_worker(stack: Stack) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "MOLTBOT_NATS_URL": stack.nats_url,
         "MOLTBOT_DATABASE_URL": stack.database_url,
+        **stack.vault_environ(),
         "MOLTBOT_LOG_FORMAT": "json",
     }
     return subprocess.Popen(

@@ -88,7 +88,11 @@ async def test_cli_import_reports_line_numbers(stack: Stack, tmp_path: Path) -> 
     path = tmp_path / "events.jsonl"
     good = _lines(generate(3, tenants=1))
     path.write_bytes(b"\n".join([good[0], b"{broken", good[1]]) + b"\n")
-    env = os.environ | {"MOLTBOT_NATS_URL": stack.nats_url, "MOLTBOT_DATABASE_URL": stack.database_url}
+    env = (
+        os.environ
+        | {"MOLTBOT_NATS_URL": stack.nats_url, "MOLTBOT_DATABASE_URL": stack.database_url}
+        | stack.vault_environ()
+    )
     result = subprocess.run(
         [sys.executable, "-m", "moltbot", "events", "import", str(path), "--quiet"],
         cwd=REPO_ROOT,

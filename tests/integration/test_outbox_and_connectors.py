@@ -54,7 +54,13 @@ class ScriptedProvider:
 async def _running(
     stack: Stack, nc: Client, provider: ScriptedProvider, max_deliver: int = 3
 ) -> AsyncIterator[None]:
-    runtime = ConnectorRuntime(nc, provider, store=EventStore(nc), max_deliver=max_deliver, backoff=(0.05,))
+    runtime = ConnectorRuntime(
+        nc,
+        provider,
+        store=EventStore(nc, sealer=stack.store.sealer),
+        max_deliver=max_deliver,
+        backoff=(0.05,),
+    )
     tasks = [asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()), asyncio.create_task(runtime.run())]
     async with stack.projections([by_name("inbox")]):
         yield
@@ -201,7 +207,9 @@ async def test_a_slow_provider_keeps_its_command_and_sends_once(stack: Stack, nc
 
     provider = SlowProvider(lambda attempt: None)
     conversation = await _conversation(stack)
-    runtime = ConnectorRuntime(nc, provider, store=EventStore(nc))  # the consumer as streams.yaml declares it
+    runtime = ConnectorRuntime(
+        nc, provider, store=EventStore(nc, sealer=stack.store.sealer)
+    )  # the consumer as streams.yaml declares it
     tasks = [asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()), asyncio.create_task(runtime.run())]
     try:
         async with stack.projections([by_name("inbox")]):

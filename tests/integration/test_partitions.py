@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 
 from adapters.embedded.postgres_server import PostgresServer
+from adapters.nats.event_store import EventStore
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
 from moltbot.loadgen import generate
@@ -78,6 +79,7 @@ def partition_workers(
             partitioning=partitioning,
             partitions=n,
             partition=k,
+            keyring=stack.keyring,
         )
         for k in (range(n) if only is None else [only])
     ]
@@ -112,13 +114,20 @@ async def test_three_partition_workers_build_what_one_worker_builds(
     async with pg_connection(stack.database_url) as conn:
         await ensure_core(conn)
     events = list(generate(3000, tenants=6))
-    await stack.store.append_many(events[:2000])
+    # Stored as they are (not sealed): the second database has none of the first's data keys.
+    plain = EventStore(stack.store.nc)
+    await plain.append_many(events[:2000])
     single = run_projections(
-        stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=400
+        stack.roles,
+        stack.database_url,
+        stack.spec,
+        list(all_projections()),
+        batch_size=400,
+        keyring=stack.keyring,
     )
     async with running(single, *partition_workers(stack, second_database, partitioning, 3)):
         # two thirds before the workers start, a third while they run
-        await stack.store.append_many(events[2000:])
+        await plain.append_many(events[2000:])
         last = await stack.store.last_seq()
         await wait_caught_up(stack.database_url, last, timeout=60)
         await wait_caught_up(second_database, last, timeout=60)  # 'live' = every bucket has reached it
@@ -136,9 +145,14 @@ async def test_three_partition_workers_build_what_one_worker_builds(
 
     # N changes between runs: two workers take over the buckets from their checkpoints.
     more = list(generate(600, tenants=6, seed=11))
-    await stack.store.append_many(more)
+    await plain.append_many(more)
     single = run_projections(
-        stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=400
+        stack.roles,
+        stack.database_url,
+        stack.spec,
+        list(all_projections()),
+        batch_size=400,
+        keyring=stack.keyring,
     )
     async with running(single, *partition_workers(stack, second_database, partitioning, 2)):
         last = await stack.store.last_seq()
@@ -206,8 +220,9 @@ async def test_one_kind_of_worker_folds_at_a_time_and_a_waiting_one_takes_over(
 
     def single() -> Any:
         return run_projections(
-            stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=200
-        )
+            stack.roles, stack.database_url, stack.spec, list(all_projections()), batch_size=200,
+            keyring=stack.keyring,
+        )  # fmt: skip
 
     try:
         two = start(*partition_workers(stack, stack.database_url, partitioning, 2))

@@ -32,6 +32,7 @@ async def _moltbot(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
         "MOLTBOT_NATS_URL": stack.nats_url,
         "MOLTBOT_DATABASE_URL": stack.database_url,
+        **stack.vault_environ(),
         "MOLTBOT_LOG_FORMAT": "json",
     }
     return await asyncio.to_thread(

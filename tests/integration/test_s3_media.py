@@ -183,3 +183,13 @@ async def test_a_store_never_used_closes_without_a_server() -> None:
     )
     store = S3MediaStore(config)  # the client is made on first use, not here
     await store.aclose()
+
+
+async def test_deleting_a_tenant_deletes_its_objects_only(store: S3MediaStore) -> None:
+    for n in range(3):
+        await store.put(f"t_gone/m{n}", b"erase me")
+    await store.put("t_kept/m0", b"keep me")
+    assert await store.delete_tenant("t_gone") == 3
+    assert [await store.exists(f"t_gone/m{n}") for n in range(3)] == [False, False, False]
+    assert await store.get("t_kept/m0") == b"keep me"
+    assert await store.delete_tenant("t_gone") == 0

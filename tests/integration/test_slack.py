@@ -603,7 +603,9 @@ async def test_a_send_request_reaches_the_slack_thread_and_is_confirmed(
         fake.message(team, channel, ADA, f"<@{team.bot_user_id}> what time is it?", thread_ts=parent_ts)
     )
     async with _connector(fake, workspace) as connector, stack.projections([by_name("inbox")]):
-        runtime = ConnectorRuntime(nc, connector, store=EventStore(nc), max_deliver=3, backoff=(0.05,))
+        runtime = ConnectorRuntime(
+            nc, connector, store=EventStore(nc, sealer=stack.store.sealer), max_deliver=3, backoff=(0.05,)
+        )
         tasks = [
             asyncio.create_task(_session(store, fake, workspace).run()),
             asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()),

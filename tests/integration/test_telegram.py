@@ -369,7 +369,9 @@ async def test_a_send_request_reaches_the_telegram_chat_and_is_confirmed(
     store = stack.store
     fake.push_message(private_chat(ADA), ADA, "What time is it in London?")
     async with _connector(fake, token) as connector, stack.projections([by_name("inbox")]):
-        runtime = ConnectorRuntime(nc, connector, store=EventStore(nc), max_deliver=3, backoff=(0.05,))
+        runtime = ConnectorRuntime(
+            nc, connector, store=EventStore(nc, sealer=stack.store.sealer), max_deliver=3, backoff=(0.05,)
+        )
         tasks = [
             asyncio.create_task(_session(store, fake, token).run()),
             asyncio.create_task(Outbox(nc, store=EventStore(nc)).run()),

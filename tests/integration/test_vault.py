@@ -179,10 +179,10 @@ async def test_cli_rotate_with_keys_from_the_environment(
 
     first = await _moltbot(env, "rotate")
     assert first.returncode == 0, first.stderr
-    assert "Re-encrypted 2 credentials under key k2 (0 already current, 0 failed)." in first.stdout
+    assert "Re-encrypted 2 credentials under key k2 (0 already current, 0 failed);" in first.stdout
     second = await _moltbot(env, "rotate", "--quiet")
     assert second.returncode == 0, second.stderr
-    assert "Re-encrypted 0 credentials under key k2 (2 already current, 0 failed)." in second.stdout
+    assert "Re-encrypted 0 credentials under key k2 (2 already current, 0 failed);" in second.stdout
 
     assert await _key_ids(conn) == {"cn_1": "k2", "cn_2": "k2"}
     for output in (first.stdout, first.stderr, second.stdout, second.stderr):
@@ -213,7 +213,7 @@ async def test_cli_rotation_with_the_local_key_file(
 
     rotated = await _moltbot(env, "rotate")
     assert rotated.returncode == 0, rotated.stderr
-    assert f"Re-encrypted 1 credentials under key {new_id} (0 already current, 0 failed)." in rotated.stdout
+    assert f"Re-encrypted 1 credentials under key {new_id} (0 already current, 0 failed);" in rotated.stdout
     assert await _key_ids(conn) == {"cn_1": new_id}
 
 
@@ -227,7 +227,7 @@ async def test_cli_rotate_fails_when_a_key_is_missing(
 
     assert result.returncode == 1
     assert "cn_1: cannot decrypt with the configured keys" in result.stderr
-    assert "Re-encrypted 0 credentials under key k2 (0 already current, 1 failed)." in result.stdout
+    assert "Re-encrypted 0 credentials under key k2 (0 already current, 1 failed);" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
 
 

@@ -56,6 +56,7 @@ class WhatsAppSession(ReportingSession):
             env, kind=KIND, log=log, stored_as="whatsapp_message_stored", first_backoff=first_backoff
         )
         self._nc = nc
+        self._store = env.store  # opens the sealed chat of a typing signal
         self._new_client = new_client
         self._database = database
         self._sessions = sessions
@@ -91,7 +92,7 @@ class WhatsAppSession(ReportingSession):
 
     async def _typing(self, msg: Msg) -> None:
         try:
-            chat = msgspec.json.decode(msg.data, type=dict[str, str])["to"]
+            chat = msgspec.json.decode(await self._store.open(msg.data), type=dict[str, str])["to"]
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
             return
         await self.link.typing(chat)

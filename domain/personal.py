@@ -1,0 +1,91 @@
+"""Which fields carry a tenant's personal content, and how a sealed value is written (pure).
+
+Every such field is a string; sealed, it stays a string — a *token* naming the tenant and
+the UTC day of its data key, then the ciphertext — so events keep their schema and a reader
+can open a message without knowing its type (``adapters/vault/sealing.py``):
+
+    "\\x1bS1:<tenant>:<yyyymmdd>:<base64url(nonce | AES-256-GCM ciphertext and tag)>"
+
+Deleting a tenant's (or a day's) data key makes every copy of its tokens unreadable, in
+every stream, block file and backup: crypto-shredding (docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any, Final
+
+import msgspec
+
+from domain.events import Event
+
+MARK: Final = "\x1bS1:"  # JSON-encoded by msgspec as "\u001bS1:"
+MARK_JSON: Final = b'"\\u001bS1:'  # how a token starts in the stored JSON bytes
+ERASED: Final = "[erased]"  # what a field reads as once its key is gone
+# A token inside JSON: its label (tenant and key day: "<tenant>:<yyyymmdd>"), its ciphertext.
+TOKEN_JSON: Final = re.compile(rb'"\\u001bS1:([A-Za-z0-9_-]{1,64}:\d{8}):([A-Za-z0-9_-]+)"')
+
+# Paths in an event's ``data``: "a.b" goes into a nested struct, "*" into each item of a tuple.
+PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "tenant.created": ("name",),
+    "tenant.renamed": ("name",),
+    "user.registered": ("email", "display_name"),
+    "connection.created": ("display_name",),
+    "conversation.created": ("title", "external_id"),
+    "conversation.updated": ("title",),
+    "conversation.summarized": ("summary",),
+    "message.received": (
+        "text", "sender.id", "sender.name", "attachments.*.name", "attachments.*.provider_file_id",
+    ),
+    "message.send_requested": ("text", "to", "sender.id", "sender.name"),
+    "message.sent": ("text", "sender.id", "sender.name"),
+    "message.edited": ("text",),
+    "reaction.added": ("sender_id",),
+    "reaction.removed": ("sender_id",),
+    "agent.configured": ("system_prompt", "rules.allowed_senders.*", "rules.inbox_search_senders.*"),
+    "device.paired": ("name",),
+}  # fmt: skip
+
+Seal = Callable[[str], str]
+
+
+def key_day(event: Event) -> date:
+    """The day whose data key seals an event: the UTC day it was recorded."""
+    return event.occurred_at.date()
+
+
+def is_token(value: str) -> bool:
+    return value.startswith(MARK)
+
+
+def token(tenant_id: str, day: date, sealed: str) -> str:
+    """A sealed value: ``sealed`` is the base64url of nonce and ciphertext."""
+    return f"{MARK}{tenant_id}:{day:%Y%m%d}:{sealed}"
+
+
+def seal_event(event: Event, seal: Seal) -> Event:
+    """``event`` with each personal field (not yet sealed, not empty) replaced by ``seal(value)``."""
+    paths = PERSONAL_FIELDS.get(event.type)
+    if not paths:
+        return event
+    data = getattr(event, "data")  # noqa: B009 - every event with personal fields has data
+    for path in paths:
+        data = _sealed(data, path.split("."), seal)
+    return msgspec.structs.replace(event, data=data)  # type: ignore[call-arg]
+
+
+def _sealed(value: Any, path: list[str], seal: Seal) -> Any:
+    if not path:
+        if isinstance(value, str) and value and not is_token(value):
+            return seal(value)
+        return value
+    head, rest = path[0], path[1:]
+    if head == "*":
+        return tuple(_sealed(item, rest, seal) for item in value) if value else value
+    if value is None:
+        return None
+    inner = getattr(value, head)
+    changed = _sealed(inner, rest, seal)
+    return value if changed is inner else msgspec.structs.replace(value, **{head: changed})

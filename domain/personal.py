@@ -89,3 +89,31 @@ def _sealed(value: Any, path: list[str], seal: Seal) -> Any:
     inner = getattr(value, head)
     changed = _sealed(inner, rest, seal)
     return value if changed is inner else msgspec.structs.replace(value, **{head: changed})
+
+
+def seal_document(document: dict[str, Any], seal: Seal) -> int:
+    """Seal, in place, the personal fields of a stored event read as plain JSON (a dict), so
+    that a rewrite keeps every other byte's meaning (fields this build does not know
+    included); how many values were sealed. Paths this payload lacks are skipped."""
+    data = document.get("data")
+    paths = PERSONAL_FIELDS.get(str(document.get("type")))
+    if not paths or not isinstance(data, dict):
+        return 0
+    return sum(_seal_in(data, path.split("."), seal) for path in paths)
+
+
+def _seal_in(container: Any, path: list[str], seal: Seal) -> int:
+    head, rest = path[0], path[1:]
+    items: list[tuple[Any, Any]]
+    if head == "*":
+        items = list(enumerate(container)) if isinstance(container, list) else []
+    else:
+        items = [(head, container[head])] if isinstance(container, dict) and head in container else []
+    count = 0
+    for key, value in items:
+        if rest:
+            count += _seal_in(value, rest, seal)
+        elif isinstance(value, str) and value and not is_token(value):
+            container[key] = seal(value)
+            count += 1
+    return count

@@ -183,6 +183,15 @@ async def has_partitions(conn: Connection) -> bool:
     return bool(row and row["present"])
 
 
+async def feed_replaced(conn: Connection) -> int:
+    """The feed was deleted (it is made again from EVENTS' start): every bucket resumes from
+    the new feed's first message, skipping what it applied (``events_seq``); rows changed."""
+    if not await has_partitions(conn):
+        return 0
+    cur = await conn.execute("UPDATE moltbot.projection_partitions SET source_seq = 0, updated_at = now()")
+    return int(cur.rowcount)
+
+
 async def read_partitions(conn: Connection, projection: Projection) -> dict[int, tuple[int, int]]:
     """bucket → (events_seq, source_seq); empty when the read model never ran partitioned."""
     if not await has_partitions(conn):

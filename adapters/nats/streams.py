@@ -17,6 +17,8 @@ from nats.aio.client import Client
 from adapters.nats.errors import StreamConfigError
 from adapters.nats.jetstream import JetStreamApi
 
+_START_POSITION = ("deliver_policy", "opt_start_seq", "opt_start_time")
+
 Action = Literal["created", "unchanged", "updated", "drift"]
 
 
@@ -135,6 +137,9 @@ async def _apply_consumer(nc: Client, spec: ConsumerSpec, replicas: int | None) 
             raise StreamConfigError(f"{label}: {created['error'].get('description')}")
         return StreamReport(label, "created")
     actual = info["config"]
+    # Where a consumer starts matters only when it is made: one made again where it stood
+    # (`moltbot events seal`) starts by sequence, and that is no drift.
+    desired = {k: v for k, v in desired.items() if k not in _START_POSITION}
     changes = _differences(desired, actual)
     if not changes:
         return StreamReport(label, "unchanged")

@@ -184,6 +184,20 @@ class Sealer:
         aead = await self.keys.for_sealing(tenant_id, day)
         return self._sealing(aead, tenant_id, day)(text)
 
+    async def seal_stored(self, raw: bytes) -> bytes:
+        """Stored event bytes with their plaintext personal fields sealed, by the key of the day
+        the event was recorded (a log written before sealing, rewritten); "[erased]" for an
+        erased tenant. Anything that is not such an event comes back as it is."""
+        document = stored_document(raw)
+        if document is None:
+            return raw
+        tenant_id, day = document["tenant_id"], _recorded_day(document)
+        try:
+            seal = self._sealing(await self.keys.for_sealing(tenant_id, day), tenant_id, day)
+        except TenantErased:
+            seal = _erased
+        return msgspec.json.encode(document) if personal.seal_document(document, seal) else raw
+
     @staticmethod
     def _sealing(aead: AESGCM, tenant_id: str, day: date) -> personal.Seal:
         associated = _field_associated(tenant_id, day)
@@ -313,6 +327,37 @@ async def announce_shredded(nc: Client, tenant_id: str) -> None:
     """Tell every process to drop the tenant's keys (it keeps none of them after this)."""
     await nc.publish(f"{SHREDDED_SUBJECT}.{tenant_id}", b"")
     await nc.flush()
+
+
+def stored_document(raw: bytes) -> dict[str, Any] | None:
+    """Stored bytes as a JSON event with personal fields, or None (another kind, or not an event)."""
+    if not raw.startswith(b"{"):
+        return None
+    try:
+        document: dict[str, Any] = msgspec.json.decode(raw, type=dict[str, Any])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if document.get("type") not in personal.PERSONAL_FIELDS or not isinstance(document.get("tenant_id"), str):
+        return None
+    try:
+        _recorded_day(document)
+    except (TypeError, ValueError):
+        return None
+    return document
+
+
+def unsealed_fields(raw: bytes) -> int:
+    """How many personal fields of stored bytes are plaintext (what a rewrite would seal)."""
+    document = stored_document(raw)
+    return 0 if document is None else personal.seal_document(document, _erased)
+
+
+def _recorded_day(document: dict[str, Any]) -> date:
+    return datetime.fromisoformat(document["occurred_at"]).astimezone(UTC).date()
+
+
+def _erased(_value: str) -> str:
+    return personal.ERASED
 
 
 def _pair(label: bytes) -> tuple[str, date]:

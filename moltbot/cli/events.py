@@ -10,11 +10,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from adapters.nats.connection import connection
+from adapters.nats.event_store import EventStore as NatsEventStore
+from adapters.nats.log_rewrite import COPY, PARTITIONED, LogRewrite, RewriteError, RewritePlan
+from adapters.postgres.database import connection as pg_connection
+from adapters.vault.sealing import sealing, unsealed_fields
 from domain.errors import DomainError
 from domain.ports import EventStore, StoredRecord
 from moltbot import event_files
-from moltbot.cli.common import CommandError, add, event_store, event_subject
+from moltbot.cli.common import CommandError, add, event_store, event_subject, keyring, progress_bar
 from moltbot.settings import Settings
+from projections.partitions import feed_replaced
 
 
 async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,6 +108,60 @@ async def cmd_events_generate(settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
+async def cmd_events_seal(settings: Settings, args: argparse.Namespace) -> int:
+    nats_url, database_url = settings.servers()
+    async with connection(nats_url, name="moltbot-cli") as nc:
+        rewrite = LogRewrite(nc)
+        plan = await rewrite.plan()
+        print(_describe_plan(plan))
+        if args.dry_run:
+            messages, fields = await _unsealed(NatsEventStore(nc), plan)
+            print(f"{messages} of {plan.messages} events carry {fields} plaintext personal fields to seal.")
+            print("Dry run: nothing changed.")
+            return 0
+        bar, progress = progress_bar("seal")
+        async with sealing(nc, database_url, keyring(settings)) as sealer:
+            with bar:
+                try:
+                    report = await rewrite.run(sealer.seal_stored, progress)
+                except RewriteError as exc:
+                    raise CommandError(str(exc)) from None
+        if report.partitioned_deleted:
+            async with pg_connection(database_url, application_name="moltbot-events") as conn:
+                await feed_replaced(conn)
+    print(
+        f"Sealed the log: {report.changed} of {report.copied} events rewritten, sequences"
+        f" {report.first_seq}..{report.last_seq} kept."
+    )
+    if report.consumers:
+        print(f"Consumers made again where they stood: {', '.join(report.consumers)}.")
+    if report.partitioned_deleted:
+        print(f"{PARTITIONED} was deleted: the first partition worker makes it again from the new log.")
+    return 0
+
+
+def _describe_plan(plan: RewritePlan) -> str:
+    if plan.resuming:
+        return f"A rewrite stopped during its swap: {COPY} holds the rewritten log; finishing it."
+    lines = [f"EVENTS: {plan.messages} events, sequences {plan.first_seq}..{plan.last_seq}."]
+    for consumer in plan.consumers:
+        lines.append(f"  consumer {consumer.name}: acknowledged up to {consumer.ack_floor}")
+    if plan.partitioned:
+        lines.append(f"  {PARTITIONED} exists: it is deleted and made again by its first worker")
+    return "\n".join(lines)
+
+
+async def _unsealed(store: NatsEventStore, plan: RewritePlan) -> tuple[int, int]:
+    messages = fields = 0
+    with tqdm(total=plan.messages, unit="ev", desc="scan", file=sys.stderr) as bar:
+        async for record in store.read(since=plan.first_seq, until_seq=plan.last_seq):
+            found = unsealed_fields(record.data)
+            messages += found > 0
+            fields += found
+            bar.update(1)
+    return messages, fields
+
+
 def register(commands: Any) -> None:
     events = commands.add_parser("events", help="read, export and import the event log").add_subparsers(
         dest="events_command", metavar="ACTION", required=True
@@ -122,6 +182,14 @@ def register(commands: Any) -> None:
     tail.add_argument("--last", type=int, default=20, metavar="N", help="without --since: the last N (20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.add_argument("--json", action="store_true", help="print JSON lines (the export format)")
+    seal = add(
+        events,
+        "seal",
+        cmd_events_seal,
+        "Rewrite a log written before sealing: every personal field sealed, the same sequence"
+        " numbers (stop the product first; see docs/privacy.md).",
+    )
+    seal.add_argument("--dry-run", action="store_true", help="say what would be sealed, change nothing")
     gen = add(events, "generate", cmd_events_generate, "Append synthetic inbox traffic (demo and load).")
     gen.add_argument("count", type=int, help="number of events")
     gen.add_argument("--tenants", type=int, default=5)

@@ -2,6 +2,8 @@
 
 - replay to one SSE client and one WebSocket client   vs a raw nats-py ordered consumer
   reading the same tenant's events
+- the same replays of a second tenant whose personal fields are sealed
+                                                      vs the first tenant's (stored as they are)
 - message.received append -> delivery on a subscribed WebSocket, p50/p99
                                                       vs a raw NATS request/reply round trip
 """
@@ -28,6 +30,8 @@ from adapters.embedded.postgres_server import PostgresServer
 from adapters.embedded.processes import free_port
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
+from adapters.vault.cipher import Keyring
+from adapters.vault.sealing import sealing
 from bench.backbone import REPO_ROOT, Figure, Progress, raw_ordered
 from domain import events as ev
 from domain import ids
@@ -121,38 +125,57 @@ async def _nats_round_trips(nc: Any) -> list[float]:
     return samples
 
 
+async def _reader_token(store: EventStore, key_file: Path, tenant_id: str) -> str:
+    """An owner's access token for ``tenant_id``. The reader is a member, as a sign-up makes
+    one: its token names the membership's seq, so the gateway believes its role though no
+    read model runs here."""
+    joined = await store.append(
+        ev.new_event(
+            ev.MemberAdded,
+            tenant_id=tenant_id,
+            aggregate_id=tenant_id,
+            actor="user:u_bench",
+            data=ev.MemberAddedData(user_id="u_bench", role="owner"),
+        )
+    )
+    reader = Caller(user_id="u_bench", tenant_id=tenant_id, role="owner", membership_seq=joined.seq)
+    return Tokens.from_pem_file(key_file).issue(reader).access_token
+
+
+async def _append(store: EventStore, events: list[ev.Event]) -> None:
+    for start in range(0, len(events), 5000):
+        await store.append_many(events[start : start + 5000])
+
+
 async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
     spec = load_streams_file(REPO_ROOT / "streams.yaml")
     generated = list(generate(events, tenants=1))
     tenant_id = generated[0].tenant_id
+    sealed_generated = list(generate(events, tenants=1, seed=8))  # another tenant
     key_file = work_dir / "jwt.pem"
+    key_id, key = Keyring.generate_key()
+    keyring = Keyring({key_id: key}, key_id)
     async with PostgresServer(work_dir / "pg-rt") as pg, NatsServer(work_dir / "nats-rt") as srv:
         await pg.create_database("bench")
         nc = await nats.connect(srv.url)
         await apply_streams(nc, spec)
         store = EventStore(nc)
-        progress(f"realtime: append {events:,} events for one tenant")
-        for start in range(0, len(generated), 5000):
-            await store.append_many(generated[start : start + 5000])
-        # The reader is a member, as a sign-up makes one: its token names the membership's seq,
-        # so the gateway believes its role though no read model runs here.
-        joined = await store.append(
-            ev.new_event(
-                ev.MemberAdded,
-                tenant_id=tenant_id,
-                aggregate_id=tenant_id,
-                actor="user:u_bench",
-                data=ev.MemberAddedData(user_id="u_bench", role="owner"),
-            )
-        )
-        reader = Caller(user_id="u_bench", tenant_id=tenant_id, role="owner", membership_seq=joined.seq)
-        token = Tokens.from_pem_file(key_file).issue(reader)
+        progress(f"realtime: append {events:,} events for one tenant, and as many sealed for another")
+        await _append(store, generated)
+        token = await _reader_token(store, key_file, tenant_id)
+        async with sealing(nc, pg.url_for("bench"), keyring) as sealer:
+            sealed_store = EventStore(nc, sealer=sealer)
+            await _append(sealed_store, sealed_generated)
+            sealed_token = await _reader_token(sealed_store, key_file, sealed_generated[0].tenant_id)
+        key_entries = keyring.to_key_file()
         port = free_port()
         env = os.environ | {
             "MOLTBOT_NATS_URL": srv.url,
             "MOLTBOT_DATABASE_URL": pg.url_for("bench"),
             "MOLTBOT_JWT_KEY_FILE": str(key_file),
             "MOLTBOT_LOG_LEVEL": "warning",
+            "MOLTBOT_VAULT_KEYS": ",".join(f"{k}:{v}" for k, v in key_entries.keys.items()),
+            "MOLTBOT_VAULT_KEY_ID": key_entries.current,
         }
         gateway = subprocess.Popen(
             [sys.executable, "-m", "moltbot", "gateway", "--port", str(port)],
@@ -172,10 +195,13 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
                         await asyncio.sleep(0.1)
             progress("realtime: raw ordered consumer, SSE and WebSocket replay")
             raw = await raw_ordered(nc, len(generated), f"ev.{tenant_id}.>")
-            sse = await _sse_replay(url, token.access_token, len(generated))
-            websocket = await _ws_replay(url, token.access_token, len(generated))
+            sse = await _sse_replay(url, token, len(generated))
+            websocket = await _ws_replay(url, token, len(generated))
+            progress("realtime: SSE and WebSocket replay of the sealed tenant")
+            sealed_sse = await _sse_replay(url, sealed_token, len(sealed_generated))
+            sealed_websocket = await _ws_replay(url, sealed_token, len(sealed_generated))
             progress(f"realtime: {LATENCY_SAMPLES} appends -> WebSocket delivery, and NATS round trips")
-            latencies = await _ws_latency(url, token.access_token, store, tenant_id)
+            latencies = await _ws_latency(url, token, store, tenant_id)
             round_trips = await _nats_round_trips(nc)
         finally:
             gateway.terminate()
@@ -185,6 +211,20 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
         Figure("raw nats-py ordered consumer, one tenant", raw, "events/s"),
         Figure("SSE replay to one client", sse, "events/s", "raw ordered consumer", raw),
         Figure("WebSocket replay to one client", websocket, "events/s", "raw ordered consumer", raw),
+        Figure(
+            "SSE replay, personal fields sealed",
+            sealed_sse,
+            "events/s",
+            "SSE replay, stored as they are",
+            sse,
+        ),
+        Figure(
+            "WebSocket replay, personal fields sealed",
+            sealed_websocket,
+            "events/s",
+            "WebSocket replay, stored as they are",
+            websocket,
+        ),
         Figure("raw NATS request/reply round trip p50", _percentile(round_trips, 50), "ms"),
         Figure("raw NATS request/reply round trip p99", _percentile(round_trips, 99), "ms"),
         Figure(

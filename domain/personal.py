@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Final
 
 import msgspec
@@ -27,7 +27,8 @@ ERASED: Final = "[erased]"  # what a field reads as once its key is gone
 # A token inside JSON: its label (tenant and key day: "<tenant>:<yyyymmdd>"), its ciphertext.
 TOKEN_JSON: Final = re.compile(rb'"\\u001bS1:([A-Za-z0-9_-]{1,64}:\d{8}):([A-Za-z0-9_-]+)"')
 
-# Paths in an event's ``data``: "a.b" goes into a nested struct, "*" into each item of a tuple.
+# Paths in an event's ``data``: "a.b" goes into a nested struct, "*" into each item of a tuple,
+# "**" (last) into every string anywhere inside free-form JSON (its keys stay as they are).
 PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "tenant.created": ("name",),
     "tenant.renamed": ("name",),
@@ -44,16 +45,35 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "message.edited": ("text",),
     "reaction.added": ("sender_id",),
     "reaction.removed": ("sender_id",),
+    "message.send_failed": ("reason",),
     "agent.configured": ("system_prompt", "rules.allowed_senders.*", "rules.inbox_search_senders.*"),
+    "agent.run_completed": ("tool_calls.*.input.**",),
+    "agent.run_failed": ("reason",),
     "device.paired": ("name",),
 }  # fmt: skip
 
 Seal = Callable[[str], str]
 
 
+# Message content: sealed with the key of the UTC day it was recorded, so a plan's history
+# window drops it a day at a time. Every other personal field (a name, a title, an address,
+# a prompt) lasts as long as the inbox: it is sealed with the tenant's standing key, which
+# only deleting the inbox shreds.
+DAILY: Final = frozenset({
+    "message.received", "message.send_requested", "message.sent", "message.edited",
+    "message.send_failed", "reaction.added", "reaction.removed", "conversation.summarized",
+    "agent.run_completed", "agent.run_failed",
+})  # fmt: skip
+STANDING: Final = date(1970, 1, 1)  # the "day" of the standing key (no event is recorded then)
+
+
+def key_day_of(event_type: str, recorded: datetime) -> date:
+    """The day whose data key seals an event of ``event_type`` recorded at ``recorded``."""
+    return recorded.date() if event_type in DAILY else STANDING
+
+
 def key_day(event: Event) -> date:
-    """The day whose data key seals an event: the UTC day it was recorded."""
-    return event.occurred_at.date()
+    return key_day_of(event.type, event.occurred_at)
 
 
 def is_token(value: str) -> bool:
@@ -82,6 +102,8 @@ def _sealed(value: Any, path: list[str], seal: Seal) -> Any:
             return seal(value)
         return value
     head, rest = path[0], path[1:]
+    if head == "**":
+        return _sealed_json(value, seal)
     if head == "*":
         return tuple(_sealed(item, rest, seal) for item in value) if value else value
     if value is None:
@@ -89,6 +111,17 @@ def _sealed(value: Any, path: list[str], seal: Seal) -> Any:
     inner = getattr(value, head)
     changed = _sealed(inner, rest, seal)
     return value if changed is inner else msgspec.structs.replace(value, **{head: changed})
+
+
+def _sealed_json(value: Any, seal: Seal) -> Any:
+    """Every string inside free-form JSON sealed (dict keys left as they are)."""
+    if isinstance(value, str):
+        return _sealed(value, [], seal)
+    if isinstance(value, dict):
+        return {key: _sealed_json(item, seal) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_sealed_json(item, seal) for item in value)
+    return value
 
 
 def seal_document(document: dict[str, Any], seal: Seal) -> int:
@@ -111,9 +144,21 @@ def _seal_in(container: Any, path: list[str], seal: Seal) -> int:
         items = [(head, container[head])] if isinstance(container, dict) and head in container else []
     count = 0
     for key, value in items:
-        if rest:
+        if rest == ["**"]:
+            sealed: list[int] = []
+            container[key] = _sealed_json(value, _counting(seal, sealed))
+            count += len(sealed)
+        elif rest:
             count += _seal_in(value, rest, seal)
         elif isinstance(value, str) and value and not is_token(value):
             container[key] = seal(value)
             count += 1
     return count
+
+
+def _counting(seal: Seal, sealed: list[int]) -> Seal:
+    def counted(value: str) -> str:
+        sealed.append(1)
+        return seal(value)
+
+    return counted

@@ -520,6 +520,7 @@ async def _retention_daily(ctx: GatewayContext) -> None:
                         ctx.store.nc,
                         ctx.catalog,
                         datetime.now(UTC).date(),
+                        ctx.media,
                     )
         except Exception as exc:  # the next day tries again; the log says why this one did not
             log.error("retention_failed", error=type(exc).__name__, detail=str(exc)[:300])

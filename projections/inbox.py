@@ -296,7 +296,7 @@ CROSS JOIN LATERAL (
 """
 
 # A plan's history window moving on: messages sent before it go, with their files' rows and
-# reactions, and conversations with nothing newer.
+# reactions, and conversations with nothing newer; the others count what they keep.
 EXPIRE = (
     "DELETE FROM messages WHERE tenant_id = %(tenant_id)s AND sent_at < %(before)s",
     "DELETE FROM media m WHERE m.tenant_id = %(tenant_id)s"
@@ -305,6 +305,10 @@ EXPIRE = (
     " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = r.message_id)",
     "DELETE FROM conversations WHERE tenant_id = %(tenant_id)s"
     " AND coalesce(last_message_at, created_at) < %(before)s",
+    "UPDATE conversations c SET message_count = k.n, unread_count = least(c.unread_count, k.n)"
+    " FROM (SELECT conversation_id, count(*) AS n FROM messages WHERE tenant_id = %(tenant_id)s"
+    " GROUP BY conversation_id) AS k"
+    " WHERE c.conversation_id = k.conversation_id AND c.message_count <> k.n",
 )
 
 _MESSAGE_EVENTS = (ev.MessageReceived, ev.MessageSendRequested, ev.MessageSent)

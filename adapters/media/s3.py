@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,6 +144,17 @@ class S3MediaStore(ClosesOnExit):
                 return False
             raise
         return True
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Delete these objects, up to 1,000 a request (S3 does not say which existed)."""
+        s3 = await self._s3()
+        for start in range(0, len(keys), 1000):
+            objects = [{"Key": self.object_key(key)} for key in keys[start : start + 1000]]
+            with self._errors("DELETE", objects[0]["Key"]):
+                await s3.delete_objects(
+                    Bucket=self._config.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+        return len(keys)
 
     async def delete_tenant(self, tenant_id: str) -> int:
         """Delete every object under the tenant's prefix, a page (up to 1,000) at a time."""

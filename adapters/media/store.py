@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,10 @@ class MediaStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Delete these files (what retention no longer keeps); how many there were."""
+        ...
 
     async def delete_tenant(self, tenant_id: str) -> int:
         """Delete every file of the tenant (an erasure); how many there were."""
@@ -61,6 +66,10 @@ class LocalMediaStore:
     async def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    async def delete(self, keys: Sequence[str]) -> int:
+        paths = [self._path(key) for key in keys]
+        return await asyncio.to_thread(lambda: sum(_unlinked(path) for path in paths))
+
     async def delete_tenant(self, tenant_id: str) -> int:
         folder = self._path(tenant_id)
         return await asyncio.to_thread(self._delete_folder, folder)
@@ -75,3 +84,11 @@ class LocalMediaStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def _unlinked(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,7 +1,8 @@
 """Sealing personal content before it is published, opening it when it is read, and
 shredding it (docs/privacy.md).
 
-Data keys: one random AES-256 key per tenant and UTC day (``vault.data_keys``), stored
+Data keys: one random AES-256 key per tenant and UTC day of message content, and one
+standing key per tenant for what lasts as long as the inbox (``vault.data_keys``), stored
 wrapped by the deployment's vault keyring and unwrapped into this process's memory on
 first use. A tenant in ``vault.erased_tenants`` gets no new key, so nothing of an erased
 tenant can be sealed readably again. Shredding deletes keys and announces it on NATS
@@ -39,7 +40,7 @@ DATA_KEYS_SQL = """
 CREATE SCHEMA IF NOT EXISTS vault;
 CREATE TABLE IF NOT EXISTS vault.data_keys (
     tenant_id  text NOT NULL,
-    day        date NOT NULL,      -- the UTC day of the events it seals
+    day        date NOT NULL,      -- the UTC day of the message content it seals (1970-01-01: standing)
     key_id     text NOT NULL,      -- the vault key that wraps it
     nonce      bytea NOT NULL,
     wrapped    bytea NOT NULL,     -- the data key, sealed by the vault key
@@ -149,10 +150,12 @@ class DataKeys:
         return int(cur.rowcount)
 
     async def shred_before(self, tenant_id: str, day: date) -> int:
-        """Delete the tenant's keys of the days before ``day`` (retention); how many went."""
+        """Delete the tenant's keys of the days before ``day`` (retention), its standing key
+        excepted; how many went."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "DELETE FROM vault.data_keys WHERE tenant_id = %s AND day < %s", (tenant_id, day)
+                "DELETE FROM vault.data_keys WHERE tenant_id = %s AND day < %s AND day <> %s",
+                (tenant_id, day, personal.STANDING),
             )
         self.forget(tenant_id)
         return int(cur.rowcount)
@@ -191,7 +194,7 @@ class Sealer:
         document = stored_document(raw)
         if document is None:
             return raw
-        tenant_id, day = document["tenant_id"], _recorded_day(document)
+        tenant_id, day = document["tenant_id"], _key_day(document)
         try:
             seal = self._sealing(await self.keys.for_sealing(tenant_id, day), tenant_id, day)
         except TenantErased:
@@ -340,7 +343,7 @@ def stored_document(raw: bytes) -> dict[str, Any] | None:
     if document.get("type") not in personal.PERSONAL_FIELDS or not isinstance(document.get("tenant_id"), str):
         return None
     try:
-        _recorded_day(document)
+        _key_day(document)
     except (TypeError, ValueError):
         return None
     return document
@@ -352,8 +355,9 @@ def unsealed_fields(raw: bytes) -> int:
     return 0 if document is None else personal.seal_document(document, _erased)
 
 
-def _recorded_day(document: dict[str, Any]) -> date:
-    return datetime.fromisoformat(document["occurred_at"]).astimezone(UTC).date()
+def _key_day(document: dict[str, Any]) -> date:
+    recorded = datetime.fromisoformat(document["occurred_at"])
+    return personal.key_day_of(document["type"], recorded)
 
 
 def _erased(_value: str) -> str:

@@ -79,11 +79,18 @@ async def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
             sealing(nc, database_url, keyring(settings)) as sealer,
         ):
             store = EventStore(nc, sealer=sealer)
-            applied = await apply_retention(pool, store, sealer, nc, settings.catalog(), today)
+            media = settings.media_store()
+            try:
+                applied = await apply_retention(pool, store, sealer, nc, settings.catalog(), today, media)
+            finally:
+                await media.aclose()
     finally:
         await pool.close()
     for one in applied:
-        print(f"{one.tenant_id}: before {one.before}: {one.messages} messages, {one.data_keys} days of keys")
+        print(
+            f"{one.tenant_id}: before {one.before}: {one.messages} messages, {one.media_files} media files,"
+            f" {one.data_keys} days of keys"
+        )
     print(f"Retention as of {today}: {len(applied)} inboxes had something older than their plan keeps.")
     return 0
 

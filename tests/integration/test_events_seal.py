@@ -122,7 +122,7 @@ async def test_a_log_being_read_is_not_rewritten(stack: Stack) -> None:
     reader = await js.pull_subscribe_bind("outbox", "EVENTS")
     waiting = asyncio.create_task(reader.fetch(1000, timeout=10))  # a process waiting for more
     await asyncio.sleep(0.3)
-    with pytest.raises(RewriteError, match="outbox .* stop the product's processes first"):
+    with pytest.raises(RewriteError, match=r"outbox .* stop the product's processes first"):
         await LogRewrite(stack.store.nc).run(stack.store.sealer.seal_stored)  # type: ignore[union-attr]
     assert (await JetStreamApi(stack.store.nc).stream_info("EVENTS"))["config"] == config
     waiting.cancel()

@@ -193,3 +193,11 @@ async def test_deleting_a_tenant_deletes_its_objects_only(store: S3MediaStore) -
     assert [await store.exists(f"t_gone/m{n}") for n in range(3)] == [False, False, False]
     assert await store.get("t_kept/m0") == b"keep me"
     assert await store.delete_tenant("t_gone") == 0
+
+
+async def test_deleting_named_objects_leaves_the_others(store: S3MediaStore) -> None:
+    for n in range(3):
+        await store.put(f"t_old/m{n}", b"expired")
+    assert await store.delete(["t_old/m0", "t_old/m2"]) == 2
+    assert [await store.exists(f"t_old/m{n}") for n in range(3)] == [False, True, False]
+    assert await store.delete([]) == 0

@@ -84,3 +84,51 @@ def test_events_without_personal_fields_are_left_as_they_are() -> None:
         data=ev.UsageRecordedData(metric="tokens_in", quantity=3),
     )  # fmt: skip
     assert personal.seal_event(usage, lambda value: pytest.fail("nothing to seal")) is usage
+
+
+def _run_with_tools() -> ev.AgentRunCompleted:
+    return ev.new_event(
+        ev.AgentRunCompleted, tenant_id=TENANT, aggregate_id=TENANT, actor="agent",
+        data=ev.AgentRunCompletedData(
+            run_id="r_1", model="claude", tokens_in=1, tokens_out=2, cost_micros=3,
+            tool_calls=(
+                ev.AgentToolUse(name="search_inbox", input={"query": "door code 4711", "limit": 5,
+                                                            "senders": ["Ada Lovelace"]}),
+            ),
+        ),
+    )  # fmt: skip
+
+
+async def test_the_strings_inside_a_tool_calls_input_are_sealed_and_its_shape_kept() -> None:
+    sealer, codec = _sealer(), EventCodec()
+    event = _run_with_tools()
+    (sealed,) = await sealer.seal_events([event])
+    raw = codec.encode(sealed)
+    assert b"4711" not in raw and b"Ada Lovelace" not in raw
+    assert b'"limit":5' in raw and b'"query":' in raw  # numbers and keys stay as they are
+    assert codec.decode(await sealer.open(raw)) == event
+
+
+async def test_a_stored_plaintext_event_is_sealed_as_an_append_would_seal_it() -> None:
+    """``seal_stored`` (the rewrite of an older log) seals the fields ``seal_events`` seals,
+    on the JSON as stored, and leaves events without personal fields byte for byte."""
+    from adapters.vault.sealing import unsealed_fields
+
+    sealer, codec = _sealer(), EventCodec()
+    for event in (_message("my door code is 4711"), _run_with_tools()):
+        raw = codec.encode(event)
+        (appended,) = await sealer.seal_events([event])
+        assert unsealed_fields(raw) == codec.encode(appended).count(personal.MARK_JSON) > 0
+        rewritten = await sealer.seal_stored(raw)
+        assert rewritten.count(personal.MARK_JSON) == unsealed_fields(raw)
+        assert unsealed_fields(rewritten) == 0
+        assert await sealer.seal_stored(rewritten) == rewritten  # sealed once only
+        assert codec.decode(await sealer.open(rewritten)) == event
+    usage = codec.encode(
+        ev.new_event(
+            ev.UsageRecorded, tenant_id=TENANT, aggregate_id=TENANT, actor="agent",
+            data=ev.UsageRecordedData(metric="tokens_in", quantity=3),
+        )
+    )  # fmt: skip
+    assert await sealer.seal_stored(usage) is usage
+    assert await sealer.seal_stored(b"{not json") == b"{not json"

@@ -11,6 +11,7 @@ models, and the other inbox is untouched.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from adapters.postgres.database import connection as pg_connection
 from projections import rebuild as rebuild_ops
 from projections.registry import all_projections
 from tests.conftest import roomy_catalog
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import ADA, FakeTelegram, private_chat
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import _auth
 from tests.integration.test_webchat import _visitor_says, _widget
@@ -55,8 +56,13 @@ def _store_holds(store_dir: Path, needle: bytes) -> list[str]:
     return [str(path) for path in store_dir.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
-async def _conversation_texts(api: httpx.AsyncClient, account: dict[str, Any], want: int) -> list[str]:
-    for _ in range(200):
+async def _conversation_texts(
+    api: httpx.AsyncClient, account: dict[str, Any], want: int, including: Sequence[str] = ()
+) -> list[str]:
+    """The texts of every conversation of the inbox, once there are ``want``, ``including``
+    these (the agent's replies come from its own process: under a loaded machine, seconds)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
         listing = (await api.get("/v1/conversations", headers=_auth(account))).json()["items"]
         texts: list[str] = []
         for conversation in listing:
@@ -64,7 +70,7 @@ async def _conversation_texts(api: httpx.AsyncClient, account: dict[str, Any], w
                 f"/v1/conversations/{conversation['conversation_id']}/messages", headers=_auth(account)
             )
             texts += [m["text"] for m in page.json()["items"]]
-        if len(texts) >= want:
+        if len(texts) >= want and set(including) <= set(texts):
             return texts
         await asyncio.sleep(0.05)
     raise AssertionError(f"only {texts}")
@@ -94,6 +100,10 @@ async def test_deleting_an_inbox_leaves_nothing_of_it_readable(
         "/v1/channels/telegram/connect", json={"bot_token": bot_token}, headers=_auth(leaving)
     )
     assert connected.status_code == 202, connected.text
+    # Someone writes on Telegram too, with a photo: the connector keeps it in the media store.
+    secrets.append("erase-me-telegram-kestrel")
+    tg.push_message(private_chat(ADA), ADA, caption=secrets[-1], photo=True, token=bot_token)
+    await _conversation_texts(api, leaving, len(secrets), including=secrets)
     await media_store.put(media_key(leaving["tenant_id"], "m_photo"), b"a photo of erase-me-media-bytes")
     await stack.wait_caught_up()
 
@@ -113,7 +123,7 @@ async def test_deleting_an_inbox_leaves_nothing_of_it_readable(
     assert erased.status_code == 200, erased.text
     report = erased.json()
     assert report["data_keys_shredded"] >= 1
-    assert report["media_files"] == 1
+    assert report["media_files"] == 2  # the Telegram photo and the one put there
     assert report["accounts_deleted"] == 1
 
     # Sign-in is over at once.

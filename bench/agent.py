@@ -51,6 +51,7 @@ def setup_events(tenant_id: str) -> tuple[list[ev.Event], list[str]]:
             kind="direct",
             title="Visitor",
             external_id=conversation,
+            preview=True,  # the owner's own "Try it" chat: the offline model answers there
         )
         events.append(
             ev.new_event(

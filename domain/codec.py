@@ -110,6 +110,8 @@ def dedupe_key(event: Event) -> str:
         return f"{event.type}:{event.tenant_id}:{data.message_id}"  # type: ignore[union-attr]
     if event.type in _KEYED_BY_RUN:
         return f"{event.type}:{event.tenant_id}:{data.run_id}"  # type: ignore[union-attr]
+    if event.type == "message.draft_proposed":
+        return f"{event.type}:{event.tenant_id}:{data.draft_id}"  # type: ignore[union-attr]
     if event.type == "media.available":
         return f"media:{event.tenant_id}:{data.media_id}"  # type: ignore[union-attr]
     if event.type == "usage.recorded" and data.source_id:  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ Role = Literal["owner", "admin", "member"]
 Plan = Literal["free", "pro", "team", "byok"]
 ConnectionState = Literal["connecting", "connected", "degraded", "action_required", "disconnected"]
 ConversationKind = Literal["direct", "group", "thread"]
+AgentMode = Literal["auto", "draft", "off"]  # answer, propose drafts, stay out
 UsageMetric = Literal["messages_in", "messages_out", "agent_runs", "tokens_in", "tokens_out", "cost_micros"]
 
 

@@ -25,6 +25,7 @@ from domain.envelope import CONVERSATION as CONVERSATION
 from domain.envelope import DEVICE as DEVICE
 from domain.envelope import TENANT as TENANT
 from domain.envelope import USER as USER
+from domain.envelope import AgentMode as AgentMode
 from domain.envelope import ConnectionState as ConnectionState
 from domain.envelope import ConversationKind as ConversationKind
 from domain.envelope import E as E
@@ -206,6 +207,25 @@ class ConnectionCredentialsRotated(Event, frozen=True, kw_only=True, tag="connec
     data: ConnectionCredentialsRotatedData
 
 
+class ConnectionAgentSettingsChangedData(Payload, frozen=True):
+    """Only the fields that are set change."""
+
+    agent_mode: AgentMode | None = None  # its conversations' mode unless one has its own
+    takeover_minutes: int | None = None  # how long the agent steps back after a person answers
+
+
+class ConnectionAgentSettingsChanged(
+    Event, frozen=True, kw_only=True, tag="connection.agent_settings_changed"
+):
+    """How the agent behaves in the connection's conversations: answer (``auto``), propose
+    drafts for a person to send (``draft``) or stay out (``off``), and how long it steps back
+    when a person answers. Until set, the website chat is ``auto``, every other channel
+    ``draft``; the takeover lasts 30 minutes."""
+
+    AGGREGATE = CONNECTION
+    data: ConnectionAgentSettingsChangedData
+
+
 class ConnectionDeletedData(Payload, frozen=True):
     reason: str | None = None
 
@@ -225,6 +245,7 @@ class ConversationCreatedData(Payload, frozen=True):
     title: str
     external_id: str  # the provider's chat / channel / thread id
     agent_enabled: bool = True
+    preview: bool = False  # the owner's own "Try it" chat (the website chat, as a visitor)
 
 
 class ConversationCreated(Event, frozen=True, kw_only=True, tag="conversation.created"):
@@ -233,12 +254,15 @@ class ConversationCreated(Event, frozen=True, kw_only=True, tag="conversation.cr
 
 
 class ConversationUpdatedData(Payload, frozen=True):
-    """Only the fields that are set change; ``marked_read`` clears the unread count."""
+    """Only the fields that are set change; ``marked_read`` clears the unread count,
+    ``marked_unread`` makes it at least one."""
 
     title: str | None = None
-    agent_enabled: bool | None = None
+    agent_enabled: bool | None = None  # older events: False is agent_mode "off", True "auto"
     pinned: bool | None = None
     marked_read: bool = False
+    agent_mode: AgentMode | None = None  # this conversation's own mode (over its connection's)
+    marked_unread: bool = False
 
 
 class ConversationUpdated(Event, frozen=True, kw_only=True, tag="conversation.updated"):
@@ -246,6 +270,31 @@ class ConversationUpdated(Event, frozen=True, kw_only=True, tag="conversation.up
 
     AGGREGATE = CONVERSATION
     data: ConversationUpdatedData
+
+
+class ConversationAgentPausedData(Payload, frozen=True):
+    reason: Literal["human_replied", "owner_command"]
+    until: datetime
+    message_id: str | None = None  # the person's message that made it step back
+
+
+class ConversationAgentPaused(Event, frozen=True, kw_only=True, tag="conversation.agent_paused"):
+    """The agent steps back in this conversation until ``until``: a person answered (human
+    takeover) or the owner said so. A later pause replaces it; ``agent_resumed`` ends it."""
+
+    AGGREGATE = CONVERSATION
+    data: ConversationAgentPausedData
+
+
+class ConversationAgentResumedData(Payload, frozen=True):
+    reason: Literal["owner", "owner_command"] = "owner"
+
+
+class ConversationAgentResumed(Event, frozen=True, kw_only=True, tag="conversation.agent_resumed"):
+    """The agent answers again in this conversation before its pause ran out."""
+
+    AGGREGATE = CONVERSATION
+    data: ConversationAgentResumedData
 
 
 class ConversationSummarizedData(Payload, frozen=True):
@@ -313,6 +362,38 @@ class MessageSendRequestedData(Payload, frozen=True):
     sender: Sender
     reply_to_message_id: str | None = None
     agent_run_id: str | None = None
+    draft_id: str | None = None  # a person sent the agent's draft (maybe edited)
+
+
+class MessageDraftProposedData(Payload, frozen=True):
+    draft_id: str
+    run_id: str
+    connection_id: str
+    channel: str
+    to: str  # where it would go: the conversation's provider id
+    text: str
+    reply_to_message_id: str | None = None  # the message it answers
+    reason: Literal["draft_mode", "offline_model", "injection_suspected"] = "draft_mode"
+    flag: str | None = None  # injection_suspected: what looked like an attack, for the person deciding
+
+
+class MessageDraftProposed(Event, frozen=True, kw_only=True, tag="message.draft_proposed"):
+    """The agent's reply, kept for a person to send, edit or discard instead of sent: the
+    conversation is in ``draft`` mode, the offline model wrote it (it never writes to a third
+    party by itself), or the message it answers looked like a prompt injection (``flag``
+    says why). Sending it is a ``message.send_requested`` naming the draft."""
+
+    AGGREGATE = CONVERSATION
+    data: MessageDraftProposedData
+
+
+class MessageDraftDiscardedData(Payload, frozen=True):
+    draft_id: str
+
+
+class MessageDraftDiscarded(Event, frozen=True, kw_only=True, tag="message.draft_discarded"):
+    AGGREGATE = CONVERSATION
+    data: MessageDraftDiscardedData
 
 
 class MessageSendRequested(Event, frozen=True, kw_only=True, tag="message.send_requested"):
@@ -462,10 +543,35 @@ class AgentConfigured(Event, frozen=True, kw_only=True, tag="agent.configured"):
     data: AgentConfiguredData
 
 
+class RoutingRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which agent answers a message: every condition set must hold (none set: any message)."""
+
+    agent_id: str
+    name: str | None = None  # for people, e.g. "Support on Slack"
+    connection_id: str | None = None
+    channel: str | None = None  # a channel kind: "slack", "webchat", ...
+    conversation_kind: ConversationKind | None = None  # direct, group, thread
+    sender_id: str | None = None  # as messages show it in sender_id
+    keyword: str | None = None  # a word or phrase the message contains (any case)
+
+
+class AgentRoutingSetData(Payload, frozen=True):
+    rules: tuple[RoutingRule, ...] = ()
+
+
+class AgentRoutingSet(Event, frozen=True, kw_only=True, tag="agent.routing_set"):
+    """The tenant's routing table, whole (the latest replaces it): the first rule a message
+    matches picks the agent that answers it; no rule matching, the default agent (the first)."""
+
+    AGGREGATE = TENANT
+    data: AgentRoutingSetData
+
+
 class AgentRunRequestedData(Payload, frozen=True):
     run_id: str
     agent_id: str
     trigger_message_id: str
+    routed_by: int | None = None  # the routing rule (its place, from 0) that chose the agent; None: default
 
 
 class AgentRunRequested(Event, frozen=True, kw_only=True, tag="agent.run_requested"):
@@ -575,11 +681,16 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConnectionStateChanged,
     ConnectionCredentialsRotated,
     ConnectionDeleted,
+    ConnectionAgentSettingsChanged,
     ConversationCreated,
     ConversationUpdated,
     ConversationSummarized,
+    ConversationAgentPaused,
+    ConversationAgentResumed,
     MessageReceived,
     MessageSendRequested,
+    MessageDraftProposed,
+    MessageDraftDiscarded,
     MessageSent,
     MessageSendFailed,
     MessageEdited,
@@ -589,6 +700,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ReactionRemoved,
     MediaAvailable,
     AgentConfigured,
+    AgentRoutingSet,
     AgentRunRequested,
     AgentRunStarted,
     AgentRunCompleted,

@@ -17,6 +17,7 @@ REPLY_ID = "m_01JD3V5W4A1B2C3D4E5F6G7H8J"
 RUN_ID = "r_01JD3V5W4B9K8M7N6P5Q4R3S2T"
 DEVICE_ID = "d_01JD3V5W4C2V3W4X5Y6Z7A8B9C"
 AGENT_ID = "ag_01JD3V5W4D3X4Y5Z6A7B8C9D0E"
+DRAFT_ID = "dr_01JD3V5W4E4Y5Z6A7B8C9D0E1F"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -262,7 +263,60 @@ def examples() -> list[ev.Event]:
             ev.ConversationUpdated,
             CONVERSATION_ID,
             user,
-            ev.ConversationUpdatedData(agent_enabled=False, pinned=True, marked_read=True),
+            ev.ConversationUpdatedData(pinned=True, marked_read=True, agent_mode="draft"),
+        ),
+        (
+            ev.AgentRoutingSet,
+            TENANT_ID,
+            user,
+            ev.AgentRoutingSetData(
+                rules=(
+                    ev.RoutingRule(agent_id=AGENT_ID, name="Refunds to Support", keyword="refund"),
+                    ev.RoutingRule(agent_id=AGENT_ID, channel="slack", conversation_kind="thread"),
+                )
+            ),
+        ),
+        (
+            ev.ConnectionAgentSettingsChanged,
+            CONNECTION_ID,
+            user,
+            ev.ConnectionAgentSettingsChangedData(agent_mode="auto", takeover_minutes=45),
+        ),
+        (
+            ev.ConversationAgentPaused,
+            CONVERSATION_ID,
+            user,
+            ev.ConversationAgentPausedData(
+                reason="human_replied",
+                until=datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC),
+                message_id=REPLY_ID,
+            ),
+        ),
+        (
+            ev.ConversationAgentResumed,
+            CONVERSATION_ID,
+            user,
+            ev.ConversationAgentResumedData(reason="owner"),
+        ),
+        (
+            ev.MessageDraftProposed,
+            CONVERSATION_ID,
+            agent,
+            ev.MessageDraftProposedData(
+                draft_id=DRAFT_ID,
+                run_id=RUN_ID,
+                connection_id=CONNECTION_ID,
+                channel="telegram",
+                to="5551234",
+                text="Friday at 9:00 works. See you then!",
+                reply_to_message_id=MESSAGE_ID,
+            ),
+        ),
+        (
+            ev.MessageDraftDiscarded,
+            CONVERSATION_ID,
+            user,
+            ev.MessageDraftDiscardedData(draft_id=DRAFT_ID),
         ),
         (
             ev.DevicePaired,

@@ -21,6 +21,7 @@ RUN = "r"
 DEVICE = "d"
 MEDIA = "md"
 AGENT = "ag"
+DRAFT = "dr"
 
 
 def _encode(value: int, length: int) -> str:

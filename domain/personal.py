@@ -43,10 +43,12 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "message.send_requested": ("text", "to", "sender.id", "sender.name"),
     "message.sent": ("text", "sender.id", "sender.name"),
     "message.edited": ("text",),
+    "message.draft_proposed": ("text", "to", "flag"),
     "reaction.added": ("sender_id",),
     "reaction.removed": ("sender_id",),
     "message.send_failed": ("reason",),
     "agent.configured": ("system_prompt", "rules.allowed_senders.*", "rules.inbox_search_senders.*"),
+    "agent.routing_set": ("rules.*.name", "rules.*.sender_id", "rules.*.keyword"),
     "agent.run_completed": ("tool_calls.*.input.**",),
     "agent.run_failed": ("reason",),
     "device.paired": ("name",),
@@ -61,8 +63,8 @@ Seal = Callable[[str], str]
 # only deleting the inbox shreds.
 DAILY: Final = frozenset({
     "message.received", "message.send_requested", "message.sent", "message.edited",
-    "message.send_failed", "reaction.added", "reaction.removed", "conversation.summarized",
-    "agent.run_completed", "agent.run_failed",
+    "message.send_failed", "message.draft_proposed", "reaction.added", "reaction.removed",
+    "conversation.summarized", "agent.run_completed", "agent.run_failed",
 })  # fmt: skip
 STANDING: Final = date(1970, 1, 1)  # the "day" of the standing key (no event is recorded then)
 

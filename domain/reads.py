@@ -22,11 +22,23 @@ class ConversationView(msgspec.Struct, frozen=True):
     kind: str
     external_id: str
     agent_enabled: bool
+    agent_mode: str | None = None  # its own mode (None: its connection's)
+    connection_agent_mode: str | None = None  # its connection's (None: the channel kind's default)
+    takeover_minutes: int | None = None  # its connection's (None: the default)
+    agent_paused_until: datetime | None = None
+    preview: bool = False  # the owner's own "Try it" chat
 
 
 class AgentView(msgspec.Struct, frozen=True):
     agent_id: str
     config: ev.AgentConfiguredData
+
+
+class RoutedAgents(msgspec.Struct, frozen=True):
+    """A tenant's agents, the default (the first created) first, and its routing."""
+
+    agents: list[AgentView]
+    rules: tuple[ev.RoutingRule, ...] = ()
 
 
 class PastMessage(msgspec.Struct, frozen=True):
@@ -57,6 +69,10 @@ class AgentReads(Protocol):
 
     async def agent(self, tenant_id: str) -> AgentView | None:
         """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
+        ...
+
+    async def routed_agents(self, tenant_id: str) -> RoutedAgents:
+        """The tenant's agents (the default first) and its routing rules."""
         ...
 
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:

@@ -10,12 +10,14 @@ from gateway.context import GatewayContext, context
 from gateway.errors import HANDLERS
 from gateway.nul_guard import refuse_nul
 from gateway.routes.accounts import auth_router, me_router
+from gateway.routes.agent_routing import routing_router
 from gateway.routes.agents import agents_router
 from gateway.routes.audit import audit_router
 from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
+from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
@@ -51,7 +53,9 @@ def create_app(ctx: GatewayContext) -> Litestar:
             erasure_router,
             inbox_router,
             messages_router,
+            drafts_router,
             media_router,
+            routing_router,
             agents_router,
             billing_router,
             channels_router,

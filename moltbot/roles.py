@@ -331,7 +331,8 @@ async def run_agent(
         ):
             orchestrator = Orchestrator(
                 nc, reads, source, store=EventStore(nc, sealer=sealer), settings=settings or AgentSettings(),
-                max_text_for=channel_registry.max_text_for, catalog=catalog or _bundled_catalog(),
+                max_text_for=channel_registry.max_text_for, agent_mode_for=channel_registry.agent_mode_for,
+                catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
     finally:

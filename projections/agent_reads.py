@@ -12,7 +12,7 @@ from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.plans import Spend
-from domain.reads import AgentView, ConversationView, FoundMessage, PastMessage
+from domain.reads import AgentView, ConversationView, FoundMessage, PastMessage, RoutedAgents
 from projections import agents_queries, inbox_queries, usage_queries
 
 
@@ -38,6 +38,11 @@ class AgentReads:
         """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await agents_queries.first_agent(conn)
+
+    async def routed_agents(self, tenant_id: str) -> RoutedAgents:
+        """The tenant's agents (the default first) and its routing rules."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return RoutedAgents(await agents_queries.all_agents(conn), await agents_queries.routing(conn))
 
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
         """The tenant's plan and its model spend this calendar month (micro-dollars)."""

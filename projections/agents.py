@@ -43,7 +43,13 @@ CREATE TABLE agent_runs (
     error_code       text,
     error            text,
     requested_at     timestamptz NOT NULL,
-    finished_at      timestamptz
+    finished_at      timestamptz,
+    routed_by        integer  -- the routing rule that chose the agent (NULL: the default agent)
+);
+CREATE TABLE routing (
+    tenant_id  text PRIMARY KEY,
+    rules      jsonb NOT NULL,  -- ordered: the first a message matches picks the agent
+    updated_at timestamptz NOT NULL
 );
 """
 
@@ -85,6 +91,16 @@ def _completed(seq: int, e: ev.AgentRunCompleted) -> list[Statement]:
     ]
 
 
+def _routing(seq: int, e: ev.AgentRoutingSet) -> list[Statement]:
+    return [
+        (
+            "INSERT INTO routing VALUES (%(tenant_id)s, %(rules)s, %(occurred_at)s)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET rules = EXCLUDED.rules, updated_at = EXCLUDED.updated_at",
+            {"tenant_id": e.tenant_id, "rules": _json(e.data.rules), "occurred_at": e.occurred_at},
+        )
+    ]
+
+
 def configuration(row: Mapping[str, Any]) -> ev.AgentConfiguredData:
     """An ``agents`` row back as the configuration it was folded from."""
     return ev.AgentConfiguredData(
@@ -101,10 +117,12 @@ def configuration(row: Mapping[str, Any]) -> ev.AgentConfiguredData:
 HANDLERS: dict[str, Handler] = {
     "agent.configured": _configured,
     # aggregate_id: the conversation
+    "agent.routing_set": _routing,
     "agent.run_requested": statement(
         "INSERT INTO agent_runs (run_id, tenant_id, conversation_id, agent_id, trigger_message_id,"
-        " status, requested_at) VALUES (%(run_id)s, %(tenant_id)s, %(aggregate_id)s, %(agent_id)s,"
-        " %(trigger_message_id)s, 'requested', %(occurred_at)s) ON CONFLICT DO NOTHING"
+        " status, requested_at, routed_by) VALUES (%(run_id)s, %(tenant_id)s, %(aggregate_id)s,"
+        " %(agent_id)s, %(trigger_message_id)s, 'requested', %(occurred_at)s, %(routed_by)s)"
+        " ON CONFLICT DO NOTHING"
     ),
     "agent.run_started": statement(
         "UPDATE agent_runs SET status = 'started', model = %(model)s"
@@ -120,8 +138,8 @@ HANDLERS: dict[str, Handler] = {
 
 class AgentsProjection(StatementProjection):
     name = "agents"
-    version = 1
-    tables: tuple[str, ...] = ("agents", "agent_runs")
+    version = 2  # 2: the routing table, and which rule chose a run's agent
+    tables: tuple[str, ...] = ("agents", "agent_runs", "routing")
     schema = SCHEMA
     indexes = INDEXES
     handlers = HANDLERS

@@ -45,6 +45,19 @@ async def first_agent(conn: Connection) -> AgentView | None:
     return None if row is None else AgentView(row["agent_id"], configuration(row))
 
 
+async def all_agents(conn: Connection) -> list[AgentView]:
+    """The tenant's agents, oldest (the default) first."""
+    cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id")
+    return [AgentView(row["agent_id"], configuration(row)) for row in await cur.fetchall()]
+
+
+async def routing(conn: Connection) -> tuple[ev.RoutingRule, ...]:
+    """The tenant's routing rules, in order (none set: empty)."""
+    cur = await conn.execute("SELECT rules FROM rm_agents.routing")
+    row = await cur.fetchone()
+    return () if row is None else msgspec.convert(row["rules"], tuple[ev.RoutingRule, ...])
+
+
 async def runs_requested_since(
     conn: Connection, conversation_id: str, since: datetime, *, other_than: str
 ) -> int:

@@ -19,7 +19,9 @@ CREATE TABLE connections (
     state_changed_at timestamptz NOT NULL,
     deleted_at       timestamptz,
     mode             text NOT NULL DEFAULT 'cloud',  -- "bridge": runs on the device device_id names
-    device_id        text
+    device_id        text,
+    agent_mode       text,     -- auto, draft, off (NULL: the channel kind's default)
+    takeover_minutes integer   -- NULL: the default (30)
 );
 """
 
@@ -44,6 +46,11 @@ HANDLERS: dict[str, Handler] = {
     "connection.credentials_rotated": statement(
         "UPDATE connections SET key_id = %(key_id)s WHERE connection_id = %(aggregate_id)s"
     ),
+    "connection.agent_settings_changed": statement(
+        "UPDATE connections SET agent_mode = COALESCE(%(agent_mode)s, agent_mode),"
+        " takeover_minutes = COALESCE(%(takeover_minutes)s, takeover_minutes)"
+        " WHERE connection_id = %(aggregate_id)s"
+    ),
     "connection.deleted": statement(
         "UPDATE connections SET deleted_at = %(occurred_at)s, state = 'disconnected'"
         " WHERE connection_id = %(aggregate_id)s"
@@ -53,7 +60,9 @@ HANDLERS: dict[str, Handler] = {
 
 class ConnectionsProjection(StatementProjection):
     name = "connections"
-    version = 3  # 2: row-level security on every table; 3: mode and device_id (the Personal Bridge)
+    # 2: row-level security on every table; 3: mode and device_id (the Personal Bridge);
+    # 4: the agent's mode and takeover time
+    version = 4
     tables: tuple[str, ...] = ("connections",)
     schema = SCHEMA
     indexes = INDEXES

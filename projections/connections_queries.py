@@ -22,6 +22,8 @@ class Channel(msgspec.Struct, frozen=True):
     created_at: datetime
     mode: str = "cloud"  # "bridge": runs on the device named by device_id
     device_id: str | None = None
+    agent_mode: str | None = None  # set by the owner (None: the channel kind's default)
+    takeover_minutes: int | None = None  # set by the owner (None: the default)
 
 
 async def channels(conn: Connection, tenant_id: str, *, device_id: str | None = None) -> list[Channel]:

@@ -39,7 +39,10 @@ CREATE TABLE conversations (
     last_message_preview text,
     message_count        integer NOT NULL DEFAULT 0,
     unread_count         integer NOT NULL DEFAULT 0,
-    last_seq             bigint NOT NULL
+    last_seq             bigint NOT NULL,
+    agent_mode           text,            -- its own: auto, draft, off (NULL: its connection's)
+    agent_paused_until   timestamptz,     -- the agent stepped back until then
+    preview              boolean NOT NULL DEFAULT false  -- the owner's own "Try it" chat
 );
 CREATE TABLE messages (
     message_id          text PRIMARY KEY,
@@ -74,6 +77,20 @@ CREATE TABLE media (
     sha256          text NOT NULL,
     storage_key     text NOT NULL
 );
+CREATE TABLE drafts (
+    draft_id            text PRIMARY KEY,
+    tenant_id           text NOT NULL,
+    conversation_id     text NOT NULL,
+    run_id              text NOT NULL,
+    text                text NOT NULL,
+    reply_to_message_id text,
+    reason              text NOT NULL,
+    flag                text,           -- injection_suspected: what looked like an attack
+    status              text NOT NULL,  -- pending, sent, discarded
+    sent_message_id     text,
+    created_at          timestamptz NOT NULL,
+    seq                 bigint NOT NULL
+);
 CREATE TABLE reactions (
     message_id text NOT NULL,
     tenant_id  text NOT NULL,
@@ -90,6 +107,7 @@ CREATE INDEX messages_conversation_seq ON messages (conversation_id, seq);
 CREATE INDEX messages_tenant ON messages (tenant_id, seq);
 CREATE INDEX messages_search ON messages USING gin (search);
 CREATE INDEX media_message ON media (message_id);
+CREATE INDEX drafts_conversation ON drafts (conversation_id, created_at);
 """
 
 CONVERSATION_COLUMNS = (
@@ -109,6 +127,9 @@ CONVERSATION_COLUMNS = (
     "message_count",
     "unread_count",
     "last_seq",
+    "agent_mode",
+    "agent_paused_until",
+    "preview",
 )
 MESSAGE_COLUMNS = (
     "message_id",
@@ -137,8 +158,13 @@ UPDATE_CONVERSATION = """
 UPDATE conversations SET
     title = COALESCE(%(title)s, title),
     agent_enabled = COALESCE(%(agent_enabled)s, agent_enabled),
+    agent_mode = CASE WHEN %(mode_set)s THEN %(agent_mode)s ELSE agent_mode END,
+    agent_paused_until = CASE WHEN %(pause_set)s THEN %(agent_paused_until)s ELSE agent_paused_until END,
     pinned = COALESCE(%(pinned)s, pinned),
-    unread_count = CASE WHEN %(reset_unread)s THEN 0 ELSE unread_count END + %(unread_add)s,
+    unread_count = GREATEST(
+        CASE WHEN %(reset_unread)s THEN 0 ELSE unread_count END + %(unread_add)s,
+        CASE WHEN %(at_least_one)s THEN 1 ELSE 0 END
+    ),
     message_count = message_count + %(count_add)s,
     last_message_id = COALESCE(%(last_message_id)s, last_message_id),
     last_message_at = COALESCE(%(last_message_at)s, last_message_at),
@@ -169,6 +195,16 @@ WHERE tenant_id = %(tenant_id)s AND connection_id = %(connection_id)s AND direct
   AND (status = 'sent' OR (status = 'delivered' AND %(status)s = 'read'))
 """
 ADD_REACTION = "INSERT INTO reactions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+ADD_DRAFT = (
+    "INSERT INTO drafts (draft_id, tenant_id, conversation_id, run_id, text, reply_to_message_id, reason,"
+    " flag, status, created_at, seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+# A draft is settled once: sent (by a send request naming it) or discarded, never both.
+SETTLE_DRAFT = (
+    "UPDATE drafts SET status = %s, sent_message_id = %s"
+    " WHERE draft_id = %s AND tenant_id = %s AND status = 'pending'"
+)
 ADD_MEDIA = "INSERT INTO media VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 REMOVE_REACTION = (
     "DELETE FROM reactions WHERE message_id = %s AND emoji = %s AND sender_id = %s AND tenant_id = %s"
@@ -183,8 +219,13 @@ class _ConversationChange:
     last_seq: int = 0
     title: str | None = None
     agent_enabled: bool | None = None
+    mode_set: bool = False
+    agent_mode: str | None = None
+    pause_set: bool = False
+    agent_paused_until: datetime | None = None
     pinned: bool | None = None
     reset_unread: bool = False
+    at_least_one: bool = False  # marked unread: one unread at least
     unread_add: int = 0
     count_add: int = 0
     last_message_id: str | None = None
@@ -303,6 +344,7 @@ EXPIRE = (
     " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = m.message_id)",
     "DELETE FROM reactions r WHERE r.tenant_id = %(tenant_id)s"
     " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = r.message_id)",
+    "DELETE FROM drafts WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s",
     "DELETE FROM conversations WHERE tenant_id = %(tenant_id)s"
     " AND coalesce(last_message_at, created_at) < %(before)s",
     "UPDATE conversations c SET message_count = k.n, unread_count = least(c.unread_count, k.n)"
@@ -364,6 +406,9 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             "title": d.title,
             "external_id": d.external_id,
             "agent_enabled": d.agent_enabled,
+            "agent_mode": None if d.agent_enabled else "off",
+            "agent_paused_until": None,
+            "preview": d.preview,
             "pinned": False,
             "created_at": event.occurred_at,
             "last_message_id": None,
@@ -379,13 +424,46 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             value = getattr(event.data, name)
             if value is not None:
                 _set(target, name, value)
+        mode = event.data.agent_mode
+        if mode is None and event.data.agent_enabled is not None:  # the older switch
+            mode = "auto" if event.data.agent_enabled else "off"
+        if mode is not None:
+            _set(target, "agent_mode", mode)
+            _set(target, "agent_enabled", mode != "off")
+            if not isinstance(target, dict):
+                target.mode_set = True
         if event.data.marked_read:
             if isinstance(target, dict):
                 target["unread_count"] = 0
             else:
-                target.reset_unread, target.unread_add = True, 0
+                target.reset_unread, target.unread_add, target.at_least_one = True, 0, False
+        if event.data.marked_unread:
+            if isinstance(target, dict):
+                target["unread_count"] = max(target["unread_count"], 1)
+            else:
+                target.at_least_one = True
+    elif isinstance(event, ev.ConversationAgentPaused | ev.ConversationAgentResumed):
+        target = _conversation(fold, event.aggregate_id, seq)
+        until = event.data.until if isinstance(event, ev.ConversationAgentPaused) else None
+        _set(target, "agent_paused_until", until)
+        if not isinstance(target, dict):
+            target.pause_set = True
+    elif isinstance(event, ev.MessageDraftProposed):
+        draft = event.data
+        proposed = (
+            draft.draft_id, event.tenant_id, event.aggregate_id, draft.run_id, draft.text,
+            draft.reply_to_message_id, draft.reason, draft.flag, event.occurred_at, seq,
+        )  # fmt: skip
+        fold.reaction_statements.append((ADD_DRAFT, proposed))
+    elif isinstance(event, ev.MessageDraftDiscarded):
+        discarded = ("discarded", None, event.data.draft_id, event.tenant_id)
+        fold.reaction_statements.append((SETTLE_DRAFT, discarded))
     elif isinstance(event, _MESSAGE_EVENTS):
         _fold_message(fold, seq, event, stored)
+        draft_id = getattr(event.data, "draft_id", None)
+        if draft_id is not None:
+            sent = ("sent", event.data.message_id, draft_id, event.tenant_id)
+            fold.reaction_statements.append((SETTLE_DRAFT, sent))
     elif isinstance(event, ev.MessageEdited):
         change = {"text": event.data.text, "edited_at": event.data.edited_at}
         _change_message(fold, event.tenant_id, event.data.message_id, **change)
@@ -535,12 +613,18 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 
 class InboxProjection:
     name: str = "inbox"
-    version: int = 4  # 2: row-level security on every table; 3: send requests (pending); 4: media
-    tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions")
+    # 2: row-level security on every table; 3: send requests (pending); 4: media;
+    # 5: the agent's modes, pauses and drafts
+    version: int = 5
+    tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts")
     handles: frozenset[str] = frozenset(
         {
             "conversation.created",
             "conversation.updated",
+            "conversation.agent_paused",
+            "conversation.agent_resumed",
+            "message.draft_proposed",
+            "message.draft_discarded",
             "message.received",
             "message.send_requested",
             "message.sent",

@@ -28,11 +28,40 @@ class Conversation(msgspec.Struct, frozen=True):
     last_message_at: datetime | None
     last_message_preview: str | None
     created_at: datetime
+    agent_mode: str = "draft"  # what the agent does here: auto, draft, off (its own or its connection's)
+    agent_paused_until: datetime | None = None  # a person answered: the agent is quiet until then
+    preview: bool = False  # the owner's own "Try it" chat
 
     @property
     def active_at(self) -> datetime:
         """When the conversation last saw a message (or began): the list's order."""
         return self.last_message_at or self.created_at
+
+
+class Draft(msgspec.Struct, frozen=True):
+    """What the agent proposes to send; a person sends (maybe edited) or discards it."""
+
+    draft_id: str
+    conversation_id: str
+    run_id: str
+    text: str
+    reply_to_message_id: str | None
+    # draft_mode: the conversation drafts; offline_model: the offline model wrote it;
+    # injection_suspected: the message it answers looked like an attack (``flag`` says why)
+    reason: str
+    status: str  # pending, sent, discarded
+    sent_message_id: str | None
+    created_at: datetime
+    flag: str | None = None
+
+
+# A conversation's mode: its own, else its connection's, else its channel kind's default
+# (%(auto_kinds)s: the kinds that start in auto, from the channel registry).
+EFFECTIVE_MODE = (
+    "coalesce(c.agent_mode, n.agent_mode,"
+    " CASE WHEN c.channel = ANY(%(auto_kinds)s) THEN 'auto' ELSE 'draft' END) AS agent_mode"
+)
+WITH_CONNECTION = " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
 
 
 class MediaRef(msgspec.Struct, frozen=True):
@@ -42,6 +71,11 @@ class MediaRef(msgspec.Struct, frozen=True):
     mime: str
     size: int
     url: str
+
+
+class Reaction(msgspec.Struct, frozen=True):
+    emoji: str
+    sender_id: str
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -59,6 +93,7 @@ class Message(msgspec.Struct, frozen=True):
     status: str
     agent_run_id: str | None
     media: list[MediaRef] = []
+    reactions: list[Reaction] = []  # oldest first
 
 
 class SearchHit(msgspec.Struct, frozen=True):
@@ -79,6 +114,12 @@ class StoredMedia(msgspec.Struct, frozen=True):
     storage_key: str
 
 
+# A message's reactions as a JSON list of Reaction, oldest first.
+REACTIONS_OF_MESSAGE = (
+    "coalesce((SELECT json_agg(json_build_object('emoji', r.emoji, 'sender_id', r.sender_id)"
+    " ORDER BY r.added_at, r.emoji, r.sender_id) FROM rm_inbox.reactions r"
+    " WHERE r.message_id = m.message_id), '[]')"
+)
 # A message's stored attachments as a JSON list of MediaRef.
 MEDIA_OF_MESSAGE = (
     "coalesce((SELECT json_agg(json_build_object('media_id', d.media_id, 'mime', d.mime, 'size', d.size,"
@@ -91,8 +132,11 @@ async def conversation(conn: Connection, tenant_id: str, conversation_id: str) -
     return await one_row(
         conn,
         ConversationView,
-        "SELECT conversation_id, channel, connection_id, kind, external_id, agent_enabled"
-        " FROM rm_inbox.conversations WHERE conversation_id = %s AND tenant_id = %s",
+        "SELECT c.conversation_id, c.channel, c.connection_id, c.kind, c.external_id, c.agent_enabled,"
+        " c.agent_mode, n.agent_mode AS connection_agent_mode, n.takeover_minutes, c.agent_paused_until,"
+        " c.preview FROM rm_inbox.conversations c"
+        " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
+        " WHERE c.conversation_id = %s AND c.tenant_id = %s",
         (conversation_id, tenant_id),
     )
 
@@ -102,33 +146,83 @@ async def conversations(
     tenant_id: str,
     *,
     limit: int,
+    auto_kinds: list[str],
     channel: str | None = None,
     unread: bool | None = None,
     agent_enabled: bool | None = None,
-    before: tuple[datetime, str] | None = None,
+    pinned: bool | None = None,
+    person: str | None = None,
+    active_since: datetime | None = None,
+    before: tuple[bool, datetime, str] | None = None,
 ) -> list[Conversation]:
-    """Most recently active first (``active_at``, then id), those before ``before`` only."""
-    where = ["tenant_id = %(tenant)s"]
-    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
+    """Pinned ones first, then the most recently active (``active_at``, then id); those after
+    the cursor ``before`` (pinned, active_at, id) only. ``person``: in the title (a contact's
+    name), any case."""
+    where = ["c.tenant_id = %(tenant)s"]
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit, "auto_kinds": auto_kinds}
     if channel is not None:
-        where.append("channel = %(channel)s")
+        where.append("c.channel = %(channel)s")
         params["channel"] = channel
     if unread is not None:
-        where.append("(unread_count > 0) = %(unread)s")
+        where.append("(c.unread_count > 0) = %(unread)s")
         params["unread"] = unread
     if agent_enabled is not None:
-        where.append("agent_enabled = %(agent)s")
+        where.append("c.agent_enabled = %(agent)s")
         params["agent"] = agent_enabled
+    if pinned is not None:
+        where.append("c.pinned = %(pinned)s")
+        params["pinned"] = pinned
+    if person is not None:
+        where.append("c.title ILIKE %(person)s")
+        params["person"] = "%" + person.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if active_since is not None:
+        where.append("coalesce(c.last_message_at, c.created_at) >= %(since)s")
+        params["since"] = active_since
     if before is not None:
-        where.append("(coalesce(last_message_at, created_at), conversation_id) < (%(c_at)s, %(c_id)s)")
-        params |= {"c_at": before[0], "c_id": before[1]}
+        where.append(
+            "(c.pinned, coalesce(c.last_message_at, c.created_at), c.conversation_id)"
+            " < (%(c_pin)s, %(c_at)s, %(c_id)s)"
+        )
+        params |= {"c_pin": before[0], "c_at": before[1], "c_id": before[2]}
     query = (
-        "SELECT * FROM rm_inbox.conversations"
+        f"SELECT c.*, {EFFECTIVE_MODE} FROM rm_inbox.conversations c{WITH_CONNECTION}"
         f" WHERE {' AND '.join(where)}"
-        " ORDER BY coalesce(last_message_at, created_at) DESC, conversation_id DESC LIMIT %(limit)s"
+        " ORDER BY c.pinned DESC, coalesce(c.last_message_at, c.created_at) DESC, c.conversation_id DESC"
+        " LIMIT %(limit)s"
     )
     rows = await (await conn.execute(query, params)).fetchall()
     return [msgspec.convert(r, Conversation, strict=False) for r in rows]
+
+
+async def conversation_detail(
+    conn: Connection, tenant_id: str, conversation_id: str, *, auto_kinds: list[str]
+) -> Conversation | None:
+    cur = await conn.execute(
+        f"SELECT c.*, {EFFECTIVE_MODE} FROM rm_inbox.conversations c{WITH_CONNECTION}"
+        " WHERE c.conversation_id = %(id)s AND c.tenant_id = %(tenant)s",
+        {"id": conversation_id, "tenant": tenant_id, "auto_kinds": auto_kinds},
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, Conversation, strict=False)
+
+
+async def drafts(conn: Connection, tenant_id: str, conversation_id: str, *, pending: bool) -> list[Draft]:
+    """The conversation's drafts, newest first (only those waiting for a person: ``pending``)."""
+    cur = await conn.execute(
+        "SELECT * FROM rm_inbox.drafts WHERE tenant_id = %s AND conversation_id = %s"
+        " AND (NOT %s OR status = 'pending') ORDER BY created_at DESC, draft_id DESC LIMIT 50",
+        (tenant_id, conversation_id, pending),
+    )
+    return [msgspec.convert(r, Draft, strict=False) for r in await cur.fetchall()]
+
+
+async def draft(conn: Connection, tenant_id: str, draft_id: str) -> Draft | None:
+    return await one_row(
+        conn,
+        Draft,
+        "SELECT * FROM rm_inbox.drafts WHERE draft_id = %s AND tenant_id = %s",
+        (draft_id, tenant_id),
+    )
 
 
 async def messages(
@@ -142,7 +236,8 @@ async def messages(
         before = "AND m.seq < %(before)s"
     rows = await (
         await conn.execute(
-            f"SELECT m.*, {MEDIA_OF_MESSAGE} AS media FROM rm_inbox.messages m"
+            f"SELECT m.*, {MEDIA_OF_MESSAGE} AS media, {REACTIONS_OF_MESSAGE} AS reactions"
+            " FROM rm_inbox.messages m"
             " WHERE m.tenant_id = %(tenant)s"
             f" AND m.conversation_id = %(conversation)s {before} ORDER BY m.seq DESC LIMIT %(limit)s",
             params,

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from domain.agent import unwrapped
 from domain.models import (
     OFFLINE_MODEL,
     ChatTurn,
@@ -73,7 +74,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def _last_user_text(turns: tuple[ChatTurn, ...]) -> str:
-    return next((turn.text.strip() for turn in reversed(turns) if turn.role == "user"), "")
+    return next((unwrapped(turn.text).strip() for turn in reversed(turns) if turn.role == "user"), "")
 
 
 def asks_for_time(question: str) -> bool:

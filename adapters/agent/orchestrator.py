@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -50,7 +51,15 @@ from domain import events as ev
 from domain import plans, subjects
 from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
-from domain.models import ChatTurn, ModelReply, ModelRequest, ModelSource, ModelUnavailable, OnDelta
+from domain.models import (
+    OFFLINE_MODEL,
+    ChatTurn,
+    ModelReply,
+    ModelRequest,
+    ModelSource,
+    ModelUnavailable,
+    OnDelta,
+)
 from domain.ports import EventStore
 from domain.reads import AgentReads, ConversationView, PastMessage
 
@@ -59,6 +68,7 @@ log = structlog.get_logger()
 CONSUMER = "agent"
 READ_MODELS = ("inbox", "agents", "tenants", "usage")
 _MESSAGE_RECEIVED = ".message_received"
+_MESSAGE_SENT = ".message_sent"  # the owner's own, from their device: a takeover
 TYPING_EVERY = 4.0  # seconds between "typing…" signals while a run writes
 RUNS_WINDOW = timedelta(minutes=1)  # what agent_runs_per_conversation counts over
 
@@ -87,6 +97,7 @@ class Orchestrator:
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_text_for: Callable[[str], int] = lambda channel: policy.DEFAULT_MAX_TEXT_LENGTH,
+        agent_mode_for: Callable[[str], ev.AgentMode] = lambda channel: "draft",
         catalog: plans.Catalog,
     ) -> None:
         self._nc = nc
@@ -96,6 +107,7 @@ class Orchestrator:
         self._settings = settings
         self._clock = clock
         self._max_text_for = max_text_for  # a channel's longest message (from the channel registry)
+        self._agent_mode_for = agent_mode_for  # a channel kind's default mode (the registry too)
         self._catalog = catalog  # the plans: each tenant's AI allowance
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +124,9 @@ class Orchestrator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def handle(self, msg: Msg) -> None:
+        if msg.subject.endswith(_MESSAGE_SENT):
+            await self._owner_wrote(msg)
+            return
         if not msg.subject.endswith(_MESSAGE_RECEIVED):
             await msg.ack()
             return
@@ -150,6 +165,36 @@ class Orchestrator:
             else:
                 await msg.nak(delay=1.0)
 
+    async def _owner_wrote(self, msg: Msg) -> None:
+        """The owner wrote in a conversation from their own device: the agent steps back
+        there (or "/stop", "/start"), recorded once the inbox knows the conversation."""
+        seq = ack_position(msg.reply)[0]
+        try:
+            sent = await self._store.decode(msg.data)
+            events: list[ev.Event] = []
+            recent = not policy.too_old(sent.occurred_at, self._clock())
+            if isinstance(sent, ev.MessageSent) and sent.data.origin == "device" and recent:
+                if not await self._reads.caught_up(
+                    seq, ("inbox", "connections"), wait=self._settings.catch_up_wait
+                ):
+                    await msg.nak(delay=1.0)
+                    return
+                conversation = await self._reads.conversation(sent.tenant_id, sent.aggregate_id)
+                takeover = conversation.takeover_minutes if conversation is not None else None
+                events = policy.owner_wrote(sent, takeover, at=self._clock())
+            await self._store.append_many(events)
+            if events:
+                log.info("agent_stepped_back", conversation_id=sent.aggregate_id, recorded=events[0].type)
+        except InvalidEvent:
+            pass  # the projections dead-letter it
+        except Exception as exc:  # a bug here must not stop the triggers: the message is retried
+            log.warning("agent_owner_message_retry", seq=seq, error=repr(exc))
+            with contextlib.suppress(*RECOVERABLE):
+                await msg.nak(delay=1.0)
+            return
+        with contextlib.suppress(*RECOVERABLE):
+            await msg.ack()
+
     async def _trigger(self, trigger: ev.MessageReceived, seq: int) -> Outcome:
         tenant, conversation_id = trigger.tenant_id, trigger.aggregate_id
         if policy.too_old(trigger.occurred_at, self._clock()):
@@ -159,7 +204,11 @@ class Orchestrator:
         conversation = await self._reads.conversation(tenant, conversation_id)
         if conversation is None:
             return "done"
-        agent = await self._reads.agent(tenant)
+        routed = await self._reads.routed_agents(tenant)
+        by_id = {view.agent_id: view for view in routed.agents}
+        enabled = {view.agent_id for view in routed.agents if view.config.enabled}
+        chosen, routed_by = policy.route(routed.rules, trigger.data, conversation.kind, enabled)
+        agent = by_id[chosen] if chosen is not None else (routed.agents[0] if routed.agents else None)
         spend = await self._reads.plan_and_spend(tenant, self._clock())
         run_id = policy.run_id_for(trigger.id)
         max_runs = self._settings.agent_runs_per_conversation
@@ -172,7 +221,12 @@ class Orchestrator:
             policy.Situation(
                 message=trigger.data,
                 conversation_kind=conversation.kind,
-                conversation_agent_enabled=conversation.agent_enabled,
+                mode=policy.effective_mode(
+                    conversation.agent_mode,
+                    conversation.connection_agent_mode,
+                    self._agent_mode_for(conversation.channel),
+                ),
+                paused_until=conversation.agent_paused_until,
                 agent=agent.config if agent else None,
                 budget_left=plans.ai_allowance_left(self._catalog, spend),
                 at=self._clock(),
@@ -181,6 +235,8 @@ class Orchestrator:
                 max_runs_per_minute=max_runs,
             )
         )
+        screening = policy.screen_message(trigger.data)
+        decision = policy.guarded(decision, screening)
         self.decisions[decision.reason] += 1
         if decision.verdict == "skip" or agent is None:
             if decision.reason == "rate_limited":
@@ -189,13 +245,13 @@ class Orchestrator:
             return "done"
         if await self._superseded(trigger, seq):
             return "done"
-        claimed = await self._claim(trigger, run_id, agent.agent_id)
+        claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by)
         if claimed != "go":
             return claimed
         # An agent set up before a downgrade answers with the plan's model, not its own.
         model = plans.model_for_plan(self._catalog.limits(spend.plan), agent.config.model)
         config = agent.config if model == agent.config.model else replace(agent.config, model=model)
-        run = _Run(trigger, conversation, run_id, config)
+        run = _Run(trigger, conversation, run_id, config, decision, screening.reason())
         if decision.verdict == "budget_reply":
             await self._budget_reply(run)
         else:
@@ -221,7 +277,7 @@ class Orchestrator:
         return True
 
     async def _claim(
-        self, trigger: ev.MessageReceived, run_id: str, agent_id: str
+        self, trigger: ev.MessageReceived, run_id: str, agent_id: str, routed_by: int | None
     ) -> Outcome | Literal["go"]:
         lane = subjects.aggregate_filter(trigger.tenant_id, ev.ASSISTANT, trigger.aggregate_id)
         last = await self._store.last_on(lane)
@@ -235,7 +291,10 @@ class Orchestrator:
             log.info("agent_run_resumed", run_id=run_id)
         expected = last.seq if last is not None else 0
         try:
-            for event in policy.claim_events(trigger, state, last_event, run_id, agent_id, at=self._clock()):
+            claims = policy.claim_events(
+                trigger, state, last_event, run_id, agent_id, at=self._clock(), routed_by=routed_by
+            )
+            for event in claims:
                 expected = (await self._store.append(event, expected_seq=expected)).seq
         except ConcurrencyConflict:
             return "retry"  # another orchestrator claimed the lane first
@@ -250,11 +309,21 @@ class Orchestrator:
 
     async def _answer(self, run: _Run) -> None:
         model = await self._models.model_for(run.agent, run.trigger.tenant_id)
+        run = replace_run(
+            run,
+            policy.offline_delivery(
+                run.decision, offline_model=model.name == OFFLINE_MODEL, preview=run.conversation.preview
+            ),
+        )
         await self._record(policy.run_started(run.trigger, run.run_id, model.name, at=self._clock()))
         request, tools = await self._request(run)
-        typing = asyncio.create_task(self._typing(run.trigger.tenant_id, run.conversation))
+        drafting = run.decision.verdict == "draft"
+        # A draft is for the owner: the contact sees neither "typing…" nor the words as written.
+        typing = (
+            None if drafting else asyncio.create_task(self._typing(run.trigger.tenant_id, run.conversation))
+        )
         try:
-            reply = await model.complete(request, tools, self._live_deltas(run))
+            reply = await model.complete(request, tools, _quiet if drafting else self._live_deltas(run))
         except ModelUnavailable as exc:
             await self._fail(run.trigger, run.run_id, exc.code, exc.reason)
             return
@@ -264,12 +333,29 @@ class Orchestrator:
             await self._fail(run.trigger, run.run_id, "agent_error", reason)
             return
         finally:
-            typing.cancel()
-        await self._reply(run, reply)
+            if typing is not None:
+                typing.cancel()
+        if drafting:
+            await self._draft(run, reply)
+        else:
+            await self._reply(run, reply)
+
+    async def _draft(self, run: _Run, reply: ModelReply) -> None:
+        """Keep the model's reply as a draft for a person (the conversation drafts, or the
+        offline model wrote it), with its usage and the run completed."""
+        reason = policy.draft_reason(run.decision)
+        flag = run.flag if reason == "injection_suspected" else None
+        events = policy.draft_events(
+            run.trigger, run.destination, run.run_id, reply, reason=reason, at=self._clock(), flag=flag
+        )
+        await self._record(events)
+        self.runs_completed += 1
+        log.info("agent_draft_proposed", run_id=run.run_id, reason=reason, tokens_out=reply.tokens_out)
 
     async def _request(self, run: _Run) -> tuple[ModelRequest, ToolBox]:
-        """What the model is asked: the agent's prompt with the conversation's memory, the
-        recent history that fits, and the tools, acting for the sender being answered."""
+        """What the model is asked: the agent's prompt (with the notice on untrusted text), the
+        conversation's memory and the recent history that fits, each delimited and labelled,
+        and the tools, acting for the sender being answered."""
         trigger, conversation, agent = run.trigger, run.conversation, run.agent
         history = await self._reads.recent_messages(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
@@ -284,10 +370,19 @@ class Orchestrator:
                 trigger.tenant_id, conversation.conversation_id, sender_id, self._reads, self._clock, scope
             ),
         )
+        channel = conversation.channel
+        turns = [
+            ChatTurn("assistant", m.text)
+            if m.direction == "out"
+            else ChatTurn("user", policy.from_contact(m.sender_name, channel, m.text))
+            for m in recent
+        ]
+        if summary:
+            turns.insert(0, ChatTurn("user", policy.summary_turn(summary)))
         request = ModelRequest(
             model=agent.model,
-            system=policy.with_memory(agent.system_prompt, summary),
-            turns=tuple(ChatTurn("assistant" if m.direction == "out" else "user", m.text) for m in recent),
+            system=policy.guarded_prompt(agent.system_prompt),
+            turns=tuple(turns),
             tools=tools.specs(),
         )
         return request, tools
@@ -370,18 +465,29 @@ class Orchestrator:
 
 @dataclass(frozen=True)
 class _Run:
-    """A run that answers: the message it answers, in which conversation, under which id, as which agent."""
+    """A run that answers: the message it answers, in which conversation, under which id, as
+    which agent, and whether it sends or proposes a draft."""
 
     trigger: ev.MessageReceived
     conversation: ConversationView
     run_id: str
     agent: ev.AgentConfiguredData
+    decision: policy.Decision
+    flag: str | None = None  # what made the trigger look like a prompt injection
 
     @property
     def destination(self) -> policy.Destination:
         """Where the run's replies go: the conversation's channel, connection and provider id."""
         conversation = self.conversation
         return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
+
+
+def replace_run(run: _Run, decision: policy.Decision) -> _Run:
+    return run if decision == run.decision else dataclasses.replace(run, decision=decision)
+
+
+async def _quiet(text: str) -> None:
+    """Deltas of a draft go nowhere: the contact must not see them, the owner gets the draft."""
 
 
 def _fit(history: list[PastMessage], budget_chars: int) -> tuple[list[PastMessage], list[PastMessage]]:

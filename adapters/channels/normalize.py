@@ -56,7 +56,13 @@ class Origin:
         )
 
     def conversation_created(
-        self, conversation_id: str, kind: ev.ConversationKind, title: str, external_id: str
+        self,
+        conversation_id: str,
+        kind: ev.ConversationKind,
+        title: str,
+        external_id: str,
+        *,
+        preview: bool = False,
     ) -> ev.ConversationCreated:
         """The ``conversation.created`` of one of the connection's conversations."""
         data = ev.ConversationCreatedData(
@@ -65,6 +71,7 @@ class Origin:
             kind=kind,
             title=title,
             external_id=external_id,
+            preview=preview,
         )
         return self.event(ev.ConversationCreated, conversation_id, data)
 

@@ -23,6 +23,7 @@ from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
 from domain.agent import DEFAULT_MAX_TEXT_LENGTH
 from domain.connectors import Capabilities, Connector
+from domain.events import AgentMode
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -117,6 +118,9 @@ class ChannelKind:
     # Called now and then by the connectors with the env of no session in particular
     # (tenant and connection ""): forget the session data of removed connections.
     forget_removed: Callable[[SessionEnv], Awaitable[None]] | None = None
+    # How the agent starts in a new connection of the kind: "draft" (a person sends what it
+    # proposes) unless the kind is the owner's own front door (the website chat answers).
+    agent_mode: AgentMode = "draft"
 
 
 async def _hold() -> None:
@@ -407,6 +411,7 @@ KINDS: Mapping[str, ChannelKind] = {
             capabilities=webchat.CAPABILITIES,
             runs_on=frozenset({"cloud"}),
             connector=_webchat_connector,
+            agent_mode="auto",
         ),
         ChannelKind(
             kind=telegram.KIND,
@@ -478,6 +483,17 @@ def entry(kind: str) -> ChannelKind:
     if found is None:
         raise LookupError(f"no channel kind {kind!r}; known: {', '.join(KINDS)}")
     return found
+
+
+def agent_mode_for(channel: str) -> AgentMode:
+    """How the agent starts in a connection of ``channel`` until the owner says otherwise."""
+    found = KINDS.get(channel)
+    return found.agent_mode if found is not None else "draft"
+
+
+def answering_kinds() -> list[str]:
+    """The kinds whose new connections start with the agent answering (``auto``)."""
+    return [kind for kind, found in KINDS.items() if found.agent_mode == "auto"]
 
 
 def max_text_for(channel: str) -> int:

@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 import segno
-from litestar import Request, Response, Router, delete, get, post
+from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from adapters.channels.registry import KINDS, ChannelKind, ConnectEnv, SubscriptionCheck
 from adapters.nats import bridge_relay, pairing_codes
@@ -207,6 +207,43 @@ async def disconnect(
     return ChannelAccepted(connection_id, found.channel, appended.event_id, appended.seq)
 
 
+class ChannelPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    agent_mode: ev.AgentMode | None = None  # auto, draft or off in the channel's conversations
+    takeover_minutes: int | None = None  # how long the agent steps back after a person answers
+
+
+@patch("/channels/{connection_id:str}", status_code=202)
+async def update_channel(
+    ctx: Ctx,
+    who: Who,
+    connection_id: FromPath[str],
+    data: JSONBody[ChannelPatch],
+    request: Request[Any, Any, Any],
+) -> ChannelAccepted:
+    """How the agent behaves in the channel's conversations (each may still have its own mode)."""
+    may_connect(who)
+    if data == ChannelPatch():
+        raise ApiError(400, "invalid_request", "Send agent_mode, takeover_minutes or both.")
+    if data.takeover_minutes is not None and not 1 <= data.takeover_minutes <= 1440:
+        raise ApiError(
+            400, "invalid_request", "takeover_minutes is 1-1440 (a day at most).", field="takeover_minutes"
+        )
+    found = await _channel(ctx, who, connection_id)
+    changed = ev.new_event(
+        ev.ConnectionAgentSettingsChanged, tenant_id=who.tenant_id, aggregate_id=connection_id,
+        actor=f"user:{who.user_id}",
+        data=ev.ConnectionAgentSettingsChangedData(
+            agent_mode=data.agent_mode, takeover_minutes=data.takeover_minutes
+        ),
+    )  # fmt: skip
+    appended = await ctx.store.append(changed)
+    await note(
+        ctx, request, who.tenant_id, "channel.agent_settings_changed", actor=f"user:{who.user_id}",
+        target=connection_id, detail=msgspec.to_builtins(changed.data),
+    )  # fmt: skip
+    return ChannelAccepted(connection_id, found.channel, appended.event_id, appended.seq)
+
+
 class PairingCodeView(msgspec.Struct, frozen=True):
     connection_id: str
     kind: str  # "qr": scan ``image`` (it encodes ``code``); "pair_code": type ``code`` on the phone
@@ -245,6 +282,7 @@ channels_router = Router(
         connection_webhook_check,
         app_webhook,
         disconnect,
+        update_channel,
         pairing_code,
     ],
     tags=["channels"],

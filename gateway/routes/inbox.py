@@ -14,13 +14,14 @@ from litestar import Router, get, patch
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from adapters.channels.registry import answering_kinds
 from domain import events as ev
 from domain.reads import ConversationView
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
 from projections import connections_queries, inbox_queries, usage_queries
 from projections.connections_queries import Channel
-from projections.inbox_queries import SearchHit
+from projections.inbox_queries import Conversation, SearchHit
 from projections.usage_queries import UsageDay
 
 MinSeq = Annotated[int | None, Parameter(ge=0, description="wait until the read models reach this seq")]
@@ -39,7 +40,8 @@ class Accepted(msgspec.Struct, frozen=True):
 
 class ConversationPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     read: bool | None = None
-    agent_enabled: bool | None = None
+    agent_mode: ev.AgentMode | None = None  # auto: answers; draft: proposes; off: stays out
+    agent_enabled: bool | None = None  # the older switch: false is agent_mode "off", true "auto"
     pinned: bool | None = None
     title: str | None = None
 
@@ -83,28 +85,55 @@ async def list_conversations(
     channel: FromQuery[str | None] = None,
     unread: FromQuery[bool | None] = None,
     agent_enabled: FromQuery[bool | None] = None,
+    pinned: FromQuery[bool | None] = None,
+    person: Annotated[
+        str | None, Parameter(min_length=1, max_length=100, description="a name in the conversation's title")
+    ] = None,
+    active_since: Annotated[
+        datetime | None, Parameter(description="only conversations active since (ISO 8601)")
+    ] = None,
     min_seq: MinSeq = None,
 ) -> Page:
-    """Most recently active first; ``next_cursor`` fetches the following page."""
+    """Pinned ones first, then the most recently active; ``next_cursor`` fetches the next page."""
     await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
-    before: tuple[datetime, str] | None = None
+    before: tuple[bool, datetime, str] | None = None
     if cursor:
-        active_at, conversation_id = _decode_cursor(cursor, datetime, str)
-        before = (active_at, conversation_id)
+        was_pinned, active_at, conversation_id = _decode_cursor(cursor, bool, datetime, str)
+        before = (was_pinned, active_at, conversation_id)
+    if active_since is not None and active_since.tzinfo is None:
+        raise ApiError(
+            400, "invalid_request", "Give active_since with its time zone, e.g. Z.", field="active_since"
+        )
     async with ctx.tenant(who.tenant_id) as conn:
         items = await inbox_queries.conversations(
-            conn, who.tenant_id, limit=limit + 1, channel=channel, unread=unread,
-            agent_enabled=agent_enabled, before=before,
+            conn, who.tenant_id, limit=limit + 1, auto_kinds=answering_kinds(), channel=channel,
+            unread=unread, agent_enabled=agent_enabled, pinned=pinned, person=person,
+            active_since=active_since, before=before,
         )  # fmt: skip
     more = len(items) > limit
     items = items[:limit]
     last = items[-1] if items and more else None
-    return Page(items, _encode_cursor(last.active_at, last.conversation_id) if last else None)
+    return Page(items, _encode_cursor(last.pinned, last.active_at, last.conversation_id) if last else None)
 
 
 async def _conversation_or_404(ctx: Ctx, who: Who, conversation_id: str) -> ConversationView:
     async with ctx.tenant(who.tenant_id) as conn:
         found = await inbox_queries.conversation(conn, who.tenant_id, conversation_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"No conversation {conversation_id} in your inbox.", field="id")
+    return found
+
+
+@get("/conversations/{conversation_id:str}")
+async def get_conversation(
+    ctx: Ctx, who: Who, conversation_id: FromPath[str], min_seq: MinSeq = None
+) -> Conversation:
+    """One conversation: what the list shows of it, the agent's mode and pause included."""
+    await ctx.wait_for(min_seq, ("inbox", "connections"), who.tenant_id)
+    async with ctx.tenant(who.tenant_id) as conn:
+        found = await inbox_queries.conversation_detail(
+            conn, who.tenant_id, conversation_id, auto_kinds=answering_kinds()
+        )
     if found is None:
         raise ApiError(404, "not_found", f"No conversation {conversation_id} in your inbox.", field="id")
     return found
@@ -136,9 +165,16 @@ async def list_messages(
 async def update_conversation(
     ctx: Ctx, who: Who, conversation_id: FromPath[str], data: JSONBody[ConversationPatch]
 ) -> Accepted:
-    """Mark read, switch the agent on or off, pin, rename."""
+    """Mark read, set the agent's mode (auto, draft, off), pin, rename."""
     if data == ConversationPatch():
-        raise ApiError(400, "invalid_request", "Send at least one of read, agent_enabled, pinned, title.")
+        raise ApiError(
+            400, "invalid_request", "Send at least one of read, agent_mode, agent_enabled, pinned, title."
+        )
+    if data.agent_mode is not None and data.agent_enabled is not None:
+        raise ApiError(
+            400, "invalid_request", "Send agent_mode or agent_enabled (its older form), not both.",
+            field="agent_enabled",
+        )  # fmt: skip
     await _conversation_or_404(ctx, who, conversation_id)
     event = ev.new_event(
         ev.ConversationUpdated,
@@ -148,8 +184,10 @@ async def update_conversation(
         data=ev.ConversationUpdatedData(
             title=data.title,
             agent_enabled=data.agent_enabled,
+            agent_mode=data.agent_mode,
             pinned=data.pinned,
-            marked_read=bool(data.read),
+            marked_read=data.read is True,
+            marked_unread=data.read is False,
         ),
     )
     appended = await ctx.store.append(event)
@@ -192,7 +230,15 @@ async def usage(
 
 inbox_router = Router(
     path="/v1",
-    route_handlers=[list_conversations, list_messages, update_conversation, search, list_channels, usage],
+    route_handlers=[
+        list_conversations,
+        get_conversation,
+        list_messages,
+        update_conversation,
+        search,
+        list_channels,
+        usage,
+    ],
     tags=["inbox"],
     dependencies={"who": Provide(caller)},
 )

@@ -3,7 +3,9 @@
 The answer is ``202 {"event_id","seq","message_id"}``: the request is in the log
 (``message.send_requested``), the outbox queues it for the channel, and the
 conversation shows it as ``pending`` until the connector confirms (``sent``) or gives
-up (``failed``); ``?min_seq=<seq>`` reads it back.
+up (``failed``); ``?min_seq=<seq>`` reads it back. A person answering is a takeover: the
+agent steps back in the conversation for its connection's ``takeover_minutes``
+(``conversation.agent_paused``, default 30).
 
 With an ``Idempotency-Key`` header a retried request gets the first answer and never
 sends twice: the key is claimed in ``gateway.idempotency`` in the transaction that
@@ -14,6 +16,7 @@ a crash between the append and the commit names the same message.
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Annotated
 
 import msgspec
@@ -21,6 +24,7 @@ from litestar import Router, post
 from litestar.di import Provide
 from litestar.params import HeaderParameter, JSONBody
 
+from domain import agent as policy
 from domain import events as ev
 from domain import ids
 from domain.reads import ConversationView
@@ -118,13 +122,31 @@ def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: 
     )
 
 
-async def _append(ctx: GatewayContext, event: ev.Event) -> SendAccepted:
+async def send_accepted(ctx: GatewayContext, event: ev.Event) -> SendAccepted:
+    """Append a send request; the answer names the stored one (a retry's, the first)."""
     appended = await ctx.store.append(event)
     event_id = appended.event_id
     if appended.duplicate:  # a retry after a lost answer: the stored event is the one to name
         stored = await ctx.store.get(appended.seq)
         event_id = stored.id if stored is not None else event_id
     return SendAccepted(event_id, appended.seq, event.data.message_id)  # type: ignore[attr-defined]
+
+
+async def _append(ctx: GatewayContext, who: Caller, event: ev.Event, to: _Recipient) -> SendAccepted:
+    """A person's message, and the agent stepping back in the conversation (human takeover)."""
+    accepted = await send_accepted(ctx, event)
+    conversation = to.conversation
+    minutes = conversation.takeover_minutes or policy.TAKEOVER_MINUTES
+    paused = ev.new_event(
+        ev.ConversationAgentPaused, tenant_id=who.tenant_id, aggregate_id=conversation.conversation_id,
+        actor=f"user:{who.user_id}", causation_id=accepted.event_id,
+        data=ev.ConversationAgentPausedData(
+            reason="human_replied", until=event.occurred_at + timedelta(minutes=minutes),
+            message_id=accepted.message_id,
+        ),
+    )  # fmt: skip
+    await ctx.store.append(paused)
+    return accepted
 
 
 @post("/messages", status_code=202)
@@ -142,7 +164,7 @@ async def send_message(
     key = _key(idempotency_key)
     to = await _recipient(ctx, who, data.conversation_id)
     if key is None:
-        return await _append(ctx, _request_event(who, data, text, ids.new_id(ids.MESSAGE), to))
+        return await _append(ctx, who, _request_event(who, data, text, ids.new_id(ids.MESSAGE), to), to)
     body_hash = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
     message_id = ids.stable_id(ids.MESSAGE, f"send:{who.tenant_id}:{key}")
     async with ctx.pool.connection() as conn, conn.transaction():
@@ -168,7 +190,7 @@ async def send_message(
                     field="Idempotency-Key",
                 )
             return SendAccepted(first["event_id"], first["seq"], first["message_id"])
-        accepted = await _append(ctx, _request_event(who, data, text, message_id, to))
+        accepted = await _append(ctx, who, _request_event(who, data, text, message_id, to), to)
         await conn.execute(
             "UPDATE gateway.idempotency SET event_id = %s, seq = %s WHERE tenant_id = %s AND key = %s",
             (accepted.event_id, accepted.seq, who.tenant_id, key),

@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS gateway.webchat_widgets (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 GRANT SELECT, INSERT ON gateway.webchat_widgets TO moltbot_gateway;
+-- The owner's own visitor token for "Try it": its conversation is marked preview.
+ALTER TABLE gateway.webchat_widgets ADD COLUMN IF NOT EXISTS preview_token text;
+GRANT UPDATE (preview_token) ON gateway.webchat_widgets TO moltbot_gateway;
 """
 
 
@@ -67,6 +70,9 @@ class Widget(msgspec.Struct, frozen=True):
     widget_key: str
     connection_id: str
     widget_url: str  # the page a website embeds (an iframe) or links to
+    # The owner's own "Try it" chat (keep it private): the agent answers there even where it
+    # only drafts for visitors (with the offline model).
+    preview_url: str
 
 
 class VisitorMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,6 +92,7 @@ class VisitorAccepted(msgspec.Struct, frozen=True):
 class _Widget(msgspec.Struct, frozen=True):
     tenant_id: str
     connection_id: str
+    preview_token: str | None = None
 
 
 def widget_events(tenant_id: str, connection_id: str, actor: str) -> list[ev.Event]:
@@ -108,29 +115,44 @@ def new_widget_key() -> str:
     return "wk_" + secrets.token_urlsafe(18)
 
 
-def _widget(key: str, connection_id: str) -> Widget:
-    return Widget(key, connection_id, f"/webchat/{key}")
+def new_preview_token() -> str:
+    return "vt_p" + secrets.token_urlsafe(24)
+
+
+def _widget(key: str, connection_id: str, preview_token: str) -> Widget:
+    url = f"/webchat/{key}"
+    return Widget(key, connection_id, url, f"{url}#preview={preview_token}")
 
 
 async def ensure_widget(ctx: GatewayContext, tenant_id: str, actor: str) -> Widget:
     """The tenant's widget, created (row and events) if it has none yet."""
     async with ctx.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            "SELECT widget_key, connection_id FROM gateway.webchat_widgets WHERE tenant_id = %s", (tenant_id,)
+            "SELECT widget_key, connection_id, preview_token FROM gateway.webchat_widgets"
+            " WHERE tenant_id = %s",
+            (tenant_id,),
         )
         row = await cur.fetchone()
         if row is not None:
-            return _widget(row["widget_key"], row["connection_id"])
-        key, connection_id = new_widget_key(), ids.new_id(ids.CONNECTION)
+            preview = row["preview_token"]
+            if preview is None:  # a widget made before "Try it" had its own token
+                cur = await conn.execute(
+                    "UPDATE gateway.webchat_widgets SET preview_token = coalesce(preview_token, %s)"
+                    " WHERE tenant_id = %s RETURNING preview_token",
+                    (new_preview_token(), tenant_id),
+                )
+                preview = (await cur.fetchone() or {}).get("preview_token")
+            return _widget(row["widget_key"], row["connection_id"], preview)
+        key, connection_id, preview = new_widget_key(), ids.new_id(ids.CONNECTION), new_preview_token()
         cur = await conn.execute(
-            "INSERT INTO gateway.webchat_widgets (widget_key, tenant_id, connection_id) VALUES (%s, %s, %s)"
-            " ON CONFLICT (tenant_id) DO NOTHING RETURNING widget_key",
-            (key, tenant_id, connection_id),
+            "INSERT INTO gateway.webchat_widgets (widget_key, tenant_id, connection_id, preview_token)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO NOTHING RETURNING widget_key",
+            (key, tenant_id, connection_id, preview),
         )
         if await cur.fetchone() is None:  # created meanwhile by a concurrent request
             return await ensure_widget(ctx, tenant_id, actor)
         await ctx.store.append_many(widget_events(tenant_id, connection_id, actor))
-    return _widget(key, connection_id)
+    return _widget(key, connection_id, preview)
 
 
 @get("/v1/webchat")
@@ -144,12 +166,14 @@ async def _find_widget(ctx: GatewayContext, key: str) -> _Widget:
         raise ApiError(404, "not_found", "No website chat has this key.", field="key")
     async with ctx.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT tenant_id, connection_id FROM gateway.webchat_widgets WHERE widget_key = %s", (key,)
+            "SELECT tenant_id, connection_id, preview_token FROM gateway.webchat_widgets"
+            " WHERE widget_key = %s",
+            (key,),
         )
         row = await cur.fetchone()
     if row is None:
         raise ApiError(404, "not_found", "No website chat has this key.", field="key")
-    return _Widget(row["tenant_id"], row["connection_id"])
+    return _Widget(row["tenant_id"], row["connection_id"], row["preview_token"])
 
 
 def _visitor_id(widget: _Widget, token: str) -> str:
@@ -192,8 +216,9 @@ async def receive(ctx: GatewayContext, widget: _Widget, message: VisitorMessage)
     text, name = _clean(message)
     token = _visitor_token(message.visitor_token)
     tenant_id, connection_id = widget.tenant_id, widget.connection_id
+    preview = widget.preview_token is not None and secrets.compare_digest(token, widget.preview_token)
     created = visitor.conversation_created(
-        tenant_id=tenant_id, connection_id=connection_id, visitor_token=token, name=name
+        tenant_id=tenant_id, connection_id=connection_id, visitor_token=token, name=name, preview=preview
     )
     with contextlib.suppress(ConcurrencyConflict):  # a returning visitor: it exists
         await ctx.store.append(created, expected_seq=0)

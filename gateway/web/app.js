@@ -228,6 +228,7 @@ function conversationItem(c) {
     { "aria-current": String(c.conversation_id === state.current), onclick: () => openConversation(c) },
     unread,
     el("span", { class: "badge" }, c.channel),
+    c.pinned ? el("span", { class: "pin", "aria-label": "pinned" }, "📌") : "",
     el("strong", {}, c.title),
     el("span", { class: "preview" }, c.last_message_preview || "No messages yet"),
   );
@@ -235,7 +236,16 @@ function conversationItem(c) {
 }
 
 async function loadConversations({ append = false, minSeq } = {}) {
-  const params = { limit: 50, unread: $("unread-only").checked ? "true" : undefined, min_seq: minSeq };
+  const since = $("since-filter").value;
+  const params = {
+    limit: 50,
+    min_seq: minSeq,
+    unread: $("unread-only").checked ? "true" : undefined,
+    pinned: $("pinned-only").checked ? "true" : undefined,
+    channel: $("channel-filter").value || undefined,
+    person: $("person-filter").value.trim() || undefined,
+    active_since: since ? new Date(`${since}T00:00:00`).toISOString() : undefined,
+  };
   if (append) params.cursor = state.cursor;
   const page = await api("/v1/conversations", { params });
   state.cursor = page.next_cursor;
@@ -250,14 +260,23 @@ async function openConversation(c) {
   state.current = c.conversation_id;
   $("results").hidden = true;
   const pane = $("conversation");
-  const toggle = el("label", {}, el("input", {
-    type: "checkbox",
-    ...(c.agent_enabled ? { checked: "" } : {}),
+  const modes = { auto: "answers", draft: "drafts for you", off: "is off" };
+  const mode = el("select", {
+    id: "agent-mode",
     onchange: async (change) => {
-      await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { agent_enabled: change.target.checked } });
-      status(change.target.checked ? "The agent may answer here." : "The agent stays quiet here.");
+      const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { agent_mode: change.target.value } });
+      status(`Here the agent ${modes[change.target.value]}.`);
+      await showAgentState(c.conversation_id, accepted.seq);
     },
-  }), " Agent answers in this conversation");
+  }, ...Object.entries(modes).map(([value, label]) => el("option", { value, ...(c.agent_mode === value ? { selected: "" } : {}) }, `Agent ${label}`)));
+  const toggle = el("label", {}, el("span", { class: "sr-only" }, "Agent in this conversation"), mode);
+  const patch = async (body, done) => {
+    const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body });
+    status(done);
+    await loadConversations({ minSeq: accepted.seq });
+  };
+  const pin = el("button", { type: "button", class: "secondary", onclick: () => patch({ pinned: !c.pinned }, c.pinned ? "Unpinned." : "Pinned: it stays on top.") }, c.pinned ? "Unpin" : "Pin");
+  const unread = el("button", { type: "button", class: "secondary", onclick: () => patch({ read: false }, "Marked unread.") }, "Mark unread");
   const compose = el(
     "form",
     { class: "compose", onsubmit: (submit) => sendMessage(submit, c.conversation_id) },
@@ -272,15 +291,72 @@ async function openConversation(c) {
     }
   });
   pane.replaceChildren(
-    el("header", {}, el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle),
+    el("header", {}, el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread),
+    el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
+    el("section", { id: "drafts", "aria-label": "Drafts of the agent" }),
     compose,
   );
-  await loadMessages(c.conversation_id);
+  showPaused(c);
+  await Promise.all([loadMessages(c.conversation_id), loadDrafts(c.conversation_id)]);
   if (c.unread_count) {
     const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
     await loadConversations({ minSeq: accepted.seq });
   }
+}
+
+// The agent steps back where a person answered: "paused until 14:32 · Resume".
+function showPaused(c) {
+  const banner = $("agent-paused");
+  if (!banner) return;
+  const until = c.agent_paused_until ? new Date(c.agent_paused_until) : null;
+  banner.hidden = !until || until <= new Date() || c.agent_mode === "off";
+  if (banner.hidden) return;
+  const resume = el("button", { type: "button", class: "link", onclick: async () => {
+    const accepted = await api(`/v1/conversations/${c.conversation_id}/agent/resume`, { method: "POST" });
+    status("The agent answers here again.");
+    await showAgentState(c.conversation_id, accepted.seq);
+  } }, "Resume");
+  banner.replaceChildren(`Agent paused until ${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} · `, resume);
+}
+
+async function showAgentState(conversationId, minSeq) {
+  if (conversationId !== state.current) return;
+  const c = await api(`/v1/conversations/${conversationId}`, { params: { min_seq: minSeq } });
+  const select = $("agent-mode");
+  if (select) select.value = c.agent_mode;
+  showPaused(c);
+}
+
+function draftItem(draft) {
+  const box = el("textarea", { "aria-label": "Draft", maxlength: "4000", readonly: "" });
+  box.value = draft.text;
+  const act = async (how) => {
+    try {
+      const accepted = how === "send"
+        ? await api(`/v1/drafts/${draft.draft_id}/send`, { method: "POST", body: { text: box.value } })
+        : await api(`/v1/drafts/${draft.draft_id}`, { method: "DELETE" });
+      status(how === "send" ? "Draft sent." : "Draft discarded.");
+      await Promise.all([loadDrafts(draft.conversation_id, accepted.seq), loadMessages(draft.conversation_id, accepted.seq)]);
+    } catch (error) {
+      status(error.message);
+    }
+  };
+  const why = { offline_model: "the offline model only drafts", injection_suspected: "the message looks like a prompt injection" }[draft.reason] || "this conversation drafts";
+  return el("article", { class: "draft", id: `draft-${draft.draft_id}` },
+    el("small", {}, `Draft of the agent (${why}) · ${new Date(draft.created_at).toLocaleTimeString()}`),
+    draft.flag ? el("p", { class: "flag" }, draft.flag) : "",
+    box,
+    el("div", { class: "actions" },
+      el("button", { type: "button", onclick: () => act("send") }, "Send"),
+      el("button", { type: "button", class: "secondary", onclick: () => { box.readOnly = false; box.focus(); } }, "Edit"),
+      el("button", { type: "button", class: "secondary", onclick: () => act("discard") }, "Discard")));
+}
+
+async function loadDrafts(conversationId, minSeq) {
+  const drafts = await api(`/v1/conversations/${conversationId}/drafts`, { params: { min_seq: minSeq } });
+  const section = $("drafts");
+  if (section && conversationId === state.current) section.replaceChildren(...drafts.map(draftItem));
 }
 
 function messageItem(m) {
@@ -291,7 +367,12 @@ function messageItem(m) {
   const media = (m.media || []).map((item) => item.mime.startsWith("image/")
     ? el("img", { class: "media", src: `${item.url}?access_token=${token}`, alt: "Photo", loading: "lazy" })
     : el("a", { href: `${item.url}?access_token=${token}` }, `Attachment (${Math.ceil(item.size / 1024)} KB)`));
-  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, ...media, body, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${delivery}`));
+  const counts = {};
+  for (const r of m.reactions || []) counts[r.emoji] = (counts[r.emoji] || 0) + 1;
+  const reactions = Object.keys(counts).length
+    ? el("span", { class: "reactions" }, Object.entries(counts).map(([emoji, n]) => (n > 1 ? `${emoji} ${n}` : emoji)).join(" "))
+    : "";
+  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, ...media, body, reactions, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${delivery}`));
 }
 
 async function sendMessage(submit, conversationId) {
@@ -323,7 +404,14 @@ async function loadMessages(conversationId, minSeq) {
 }
 
 $("more").addEventListener("click", () => loadConversations({ append: true }));
-$("unread-only").addEventListener("change", () => loadConversations());
+for (const id of ["unread-only", "pinned-only", "channel-filter", "since-filter"]) {
+  $(id).addEventListener("change", () => loadConversations());
+}
+let personTyping = null;
+$("person-filter").addEventListener("input", () => {
+  clearTimeout(personTyping);
+  personTyping = setTimeout(() => loadConversations(), 250);
+});
 
 $("search-form").addEventListener("submit", async (submit) => {
   submit.preventDefault();
@@ -360,6 +448,12 @@ function follow(since) {
       clearTimeout(pending);
       pending = setTimeout(() => loadMessages(state.current), 50);
     }
+    if (event.aggregate_id === state.current && (event.type.startsWith("message.draft") || event.type === "message.send_requested")) {
+      loadDrafts(state.current, state.lastSeq).catch(() => {});
+    }
+    if (event.aggregate_id === state.current && event.type.startsWith("conversation.")) {
+      showAgentState(state.current, state.lastSeq).catch(() => {});
+    }
     if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels({ minSeq: state.lastSeq }).catch(() => {});
     if ((event.type === "plan.changed" || event.type === "billing.subscription_changed") && !$("usage").hidden) loadUsage().catch(() => {});
     if (event.type === "plan.changed" || event.type === "agent.run_failed") checkAllowance().catch(() => {});
@@ -378,7 +472,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "conversation.created", "conversation.updated", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -515,7 +609,7 @@ $("try-it").addEventListener("click", async () => {
   if (opening && !$("try-frame").getAttribute("src")) {
     try {
       const widget = await api("/v1/webchat");
-      $("try-frame").setAttribute("src", widget.widget_url);
+      $("try-frame").setAttribute("src", widget.preview_url);
       $("try-link").setAttribute("href", widget.widget_url);
     } catch (error) {
       status(error.message);
@@ -1359,11 +1453,21 @@ async function checkAllowance() {
   notice.textContent = `${month ? "This month's" : "Today's"} AI allowance is used up: your agent answers with a short note until ${new Date(until).toLocaleString()}.${billing.upgrade ? " Upgrade on the Usage page for more." : ""}`;
 }
 
+// The channel filter offers the kinds this inbox has connected.
+async function fillChannelFilter() {
+  const kinds = [...new Set((await api("/v1/channels")).map((c) => c.channel))].sort();
+  const select = $("channel-filter");
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "" }, "all"), ...kinds.map((kind) => el("option", { value: kind }, kind)));
+  select.value = kinds.includes(chosen) ? chosen : "";
+}
+
 async function start(minSeq) {
   show("inbox");
   try {
     await loadConversations({ minSeq });
     checkAllowance().catch(() => {});
+    fillChannelFilter().catch(() => {});
     follow();
     status("Live");
   } catch (error) {

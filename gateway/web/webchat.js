@@ -2,8 +2,11 @@
 "use strict";
 
 const key = location.pathname.split("/").filter(Boolean).pop();
-const storageKey = `moltbot.webchat.${key}`;
+// The owner's own "Try it" chat comes with its visitor token (#preview=…), kept apart.
+const preview = new URLSearchParams(location.hash.slice(1)).get("preview");
+const storageKey = `moltbot.webchat.${key}${preview ? ".preview" : ""}`;
 const saved = JSON.parse(localStorage.getItem(storageKey) || "{}");
+if (preview) saved.visitor_token = preview;
 let lastSeq = 0; // resume point: the socket replays from lastSeq + 1 after a drop
 let socket = null;
 let retry = 500;

@@ -98,8 +98,9 @@ def error(status: int, **options: Any) -> ErrorReply:
 class FakeAnthropic:
     """The scripted server's state: what is left to answer and what was asked."""
 
-    def __init__(self, script: Iterable[Scripted] = ()) -> None:
+    def __init__(self, script: Iterable[Scripted] = (), *, otherwise: Scripted | None = None) -> None:
         self.base_url = ""
+        self.otherwise = otherwise  # the answer once the script is done (None: a 400 says so)
         self.requests: list[dict[str, Any]] = []  # the JSON bodies, in arrival order
         self.headers: list[dict[str, str]] = []
         self._script: deque[Scripted] = deque(script)
@@ -128,6 +129,9 @@ class FakeAnthropic:
         request = json.loads(body)
         self.requests.append(request)
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        if not self._script and self.otherwise is not None:
+            await self._answer(self.otherwise, request, send)
+            return
         if not self._script:
             await _json(send, 400, _error_body("invalid_request_error", "fake_anthropic: script exhausted"))
             return
@@ -264,9 +268,11 @@ async def _event(send: Send, name: str, data: dict[str, Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fake_anthropic(script: Iterable[Scripted] = ()) -> AsyncIterator[FakeAnthropic]:
+async def fake_anthropic(
+    script: Iterable[Scripted] = (), *, otherwise: Scripted | None = None
+) -> AsyncIterator[FakeAnthropic]:
     """Serve a :class:`FakeAnthropic` on a free port of 127.0.0.1 for the block's duration."""
-    fake = FakeAnthropic(script)
+    fake = FakeAnthropic(script, otherwise=otherwise)
     async with serving(fake, "Anthropic API") as port:
         fake.base_url = f"http://127.0.0.1:{port}"
         yield fake

@@ -21,6 +21,7 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import provision_login_role
 from tests.conftest import PRODUCT_PASSWORD, PRODUCT_ROLE, nats_users, permission_violations
+from tests.fakes.anthropic_api import fake_anthropic, text
 from tests.faults.audit import describe
 from tests.faults.plant import REPO_ROOT, Plant
 
@@ -65,11 +66,16 @@ async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIt
     database_url = await provision_login_role(
         restartable_postgres.url, database, PRODUCT_ROLE, PRODUCT_PASSWORD
     )
-    async with NatsServer(tmp_path / "nats", users=nats_users()) as nats:
+    # The agent answers visitors with a model (a local fake of Anthropic's API): the offline
+    # model would only draft for them, and the suite follows every reply out of the product.
+    async with (
+        NatsServer(tmp_path / "nats", users=nats_users()) as nats,
+        fake_anthropic(otherwise=text("We open at nine, every day.")) as model,
+    ):
         nc = await connect(nats.login_url(), name="faults-setup")
         await apply_streams(nc, load_streams_file(REPO_ROOT / "streams.yaml"))
         await nc.close()
-        product = Plant(tmp_path, nats, restartable_postgres, database_url)
+        product = Plant(tmp_path, nats, restartable_postgres, database_url, model_url=model.base_url)
         await product.start_all()
         try:
             yield product

@@ -71,7 +71,10 @@ async def read_models_reach(database_url: str, seq: int) -> bool:
 class Plant:
     """Every role of the product as a child process, over one nats-server and one database."""
 
-    def __init__(self, work: Path, nats: NatsServer, postgres: PostgresServer, database_url: str) -> None:
+    def __init__(
+        self, work: Path, nats: NatsServer, postgres: PostgresServer, database_url: str, *, model_url: str
+    ) -> None:
+        self.model_url = model_url  # the agent's model: a local fake of Anthropic's API
         self.work = work
         self.nats = nats
         self.postgres = postgres
@@ -92,7 +95,8 @@ class Plant:
             "MOLTBOT_GATEWAY_PORT": str(self.port),
             "MOLTBOT_LOG_FORMAT": "json",
             "MOLTBOT_AGENT_DEBOUNCE": "0.3",
-            "MOLTBOT_ANTHROPIC_API_KEY": "",
+            "MOLTBOT_ANTHROPIC_API_KEY": "sk-ant-faults-fake-key",
+            "MOLTBOT_ANTHROPIC_BASE_URL": self.model_url,
             # The load's visitors all write from this machine's address, one message every
             # 2 s each: past the website-chat and per-conversation limits, which have their
             # own tests (tests/integration/test_gateway_limits.py, test_agent_security.py).

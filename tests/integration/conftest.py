@@ -2,9 +2,13 @@
 helpers tests import by name are re-exported here, with the provider fakes a module asks
 for by name (``tg``, ``slack_fake``, ``discord_fake``; ``all_fakes_endpoints`` for all three)."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from adapters.channels.endpoints import ProviderEndpoints
@@ -17,7 +21,34 @@ from tests.fakes.discord_api import FakeDiscord, fake_discord
 from tests.fakes.slack_api import FakeSlack, fake_slack
 from tests.fakes.telegram_api import FakeTelegram, fake_telegram
 
-__all__ = ["REPO_ROOT", "Stack", "member_token"]
+__all__ = ["REPO_ROOT", "Stack", "member_token", "preview_token", "send_drafts"]
+
+
+def preview_token(widget: dict[str, Any]) -> str:
+    """The visitor token of the owner's own "Try it" chat (``preview_url``'s fragment)."""
+    return parse_qs(urlsplit(widget["preview_url"]).fragment)["preview"][0]
+
+
+async def send_drafts(
+    api: httpx.AsyncClient, headers: dict[str, str], want: int, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Wait until the inbox's conversations hold ``want`` drafts of the agent waiting for a
+    person, and send each as written (``POST /v1/drafts/{id}/send``); the drafts sent."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pending: list[dict[str, Any]] = []
+        for conversation in (await api.get("/v1/conversations", headers=headers)).json()["items"]:
+            path = f"/v1/conversations/{conversation['conversation_id']}/drafts"
+            pending += (await api.get(path, headers=headers)).json()
+        if len(pending) >= want:
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(pending)} of {want} drafts")
+        await asyncio.sleep(0.1)
+    for draft in pending:
+        sent = await api.post(f"/v1/drafts/{draft['draft_id']}/send", json={}, headers=headers)
+        assert sent.status_code == 202, sent.text
+    return pending
 
 
 async def member_token(stack: Stack, key_file: Path, tenant_id: str, role: Role) -> str:

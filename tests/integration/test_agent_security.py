@@ -15,6 +15,7 @@ import pytest
 
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings, Orchestrator
+from adapters.channels import registry as channel_registry
 from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore
 from domain import events as ev
@@ -22,7 +23,7 @@ from domain.models import KNOWN_MODELS
 from domain.plans import Catalog
 from projections.agent_reads import AgentReads
 from tests.conftest import roomy_catalog
-from tests.integration.conftest import Stack, member_token
+from tests.integration.conftest import Stack, member_token, preview_token, send_drafts
 from tests.integration.test_agent import _replies, _runs, _sse, _until
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _messages, _visitor_says, _widget
@@ -40,10 +41,11 @@ _FOUND = re.compile(r"found (\d+) matching")
 async def _search_reply(api: httpx.AsyncClient, owner: dict[str, str], key: str, **visitor: str) -> int:
     """A visitor asks the offline model to search (``search: …``); how many hits it reported."""
     asked = await _visitor_says(api, key, f"search: {SECRET}", **visitor)
+    path = f"/v1/conversations/{asked['conversation_id']}/drafts"
 
-    async def answered() -> list[dict[str, Any]]:
-        replies = await _replies(api, owner, asked["conversation_id"])
-        return [r for r in replies if "I searched your history" in r["text"]]
+    async def answered() -> list[dict[str, Any]]:  # the offline model drafts for visitors
+        drafts = (await api.get(path, headers=_auth(owner))).json()
+        return [d for d in drafts if "I searched your history" in d["text"]]
 
     [reply] = await _until(answered, "the search reply")
     found = _FOUND.search(reply["text"])
@@ -53,6 +55,7 @@ async def _search_reply(api: httpx.AsyncClient, owner: dict[str, str], key: str,
 
 async def _secret_told_by_another_visitor(api: httpx.AsyncClient, owner: dict[str, str], key: str) -> None:
     told = await _visitor_says(api, key, f"My {SECRET} is on card 4242", name="Alice")
+    await send_drafts(api, _auth(owner), 1)  # the owner sends the agent's draft, which quotes it
     await _until(lambda: _replies(api, owner, told["conversation_id"]), "the reply to Alice")
 
 
@@ -77,6 +80,7 @@ async def test_a_sender_the_owner_named_searches_the_whole_inbox(
     await _secret_told_by_another_visitor(api, owner, key)
     hello = await _visitor_says(api, key, "Hello, it is me, the owner's partner", name="Sam")
     conversation = hello["conversation_id"]
+    await send_drafts(api, _auth(owner), 1)
     await _until(lambda: _replies(api, owner, conversation), "the reply to Sam")
     [sam] = [m for m in await _messages(api, owner, conversation) if m["direction"] == "in"]
 
@@ -210,13 +214,18 @@ async def test_a_flooded_conversation_gets_a_bounded_number_of_runs(
                 agent_models,
                 store=EventStore(nc, sealer=stack.store.sealer),
                 settings=settings,
+                agent_mode_for=channel_registry.agent_mode_for,
                 catalog=roomy_catalog(),
             )
             running = asyncio.create_task(orchestrator.run())
             try:
                 owner = await _signup(api, "flood-shop@example.com")
-                key = (await _widget(api, owner))["widget_key"]
-                first = await _visitor_says(api, key, "one")
+                widget = await _widget(api, owner)
+                # The owner floods their own "Try it" chat, where the offline model answers.
+                first = await _visitor_says(
+                    api, widget["widget_key"], "one", visitor_token=preview_token(widget)
+                )
+                key = widget["widget_key"]
                 token, conversation = first["visitor_token"], first["conversation_id"]
                 for answered, text in ((1, "two"), (2, "three")):
                     await _until(

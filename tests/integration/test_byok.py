@@ -77,15 +77,18 @@ async def test_a_tenant_key_is_used_sealed_and_never_shown(
 
     assert await _until(free_plan, "the plan to go back to free") == {"anthropic": False, "plan": "free"}
     await _visitor_says(api, key, "And now?", visitor_token=visitor["visitor_token"])
-    replies = await _until(
-        lambda: _until_two(api, owner, visitor["conversation_id"]), "the offline reply", timeout=20
-    )
-    assert replies[0]["text"].startswith("Thanks for your message")  # the offline model: no key at all
+    # No key at all: the offline model answers, and only as a draft for the owner (it never
+    # writes to a visitor by itself).
+    [draft] = await _until(lambda: _drafts(api, owner, visitor["conversation_id"]), "the offline draft")
+    assert (draft["reason"], draft["text"].startswith("Thanks for your message")) == ("offline_model", True)
+    assert len(await _replies(api, owner, visitor["conversation_id"])) == 1
     assert len(fake.requests) == 1
 
 
-async def _until_two(
+async def _drafts(
     api: httpx.AsyncClient, owner: dict[str, str], conversation: str
-) -> list[dict[str, object]] | None:
-    replies = await _replies(api, owner, conversation)
-    return replies if len(replies) == 2 else None
+) -> list[dict[str, object]]:
+    response = await api.get(f"/v1/conversations/{conversation}/drafts", headers=_auth(owner))
+    assert response.status_code == 200, response.text
+    drafts: list[dict[str, object]] = response.json()
+    return drafts

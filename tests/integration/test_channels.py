@@ -21,7 +21,7 @@ from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_api import user as discord_user
 from tests.fakes.slack_api import FakeSlack, signed_request, url_verification
 from tests.fakes.telegram_api import ADA, CHARLES, FakeTelegram, private_chat, user
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, send_drafts
 from tests.integration.test_agent import _until
 from tests.integration.test_gateway import _auth, _signup
 
@@ -84,6 +84,10 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
         people = [ADA, CHARLES, user(5550001, "Grace", "Hopper")]
         for person in people:
             tg.push_message(private_chat(person), person, f"Hi, this is {person['first_name']}. Open today?")
+        # A new Telegram bot starts in draft mode (and the offline model only drafts): the
+        # agent proposes, the owner sends; nothing reached Telegram before.
+        drafts = await send_drafts(api, _auth(owner), 3)
+        assert all('Open today?"' in draft["text"] for draft in drafts)
 
         async def three_replies() -> list[dict[str, Any]] | None:
             return tg.sent if len(tg.sent) >= 3 else None
@@ -94,8 +98,7 @@ async def test_connect_receive_answer_and_disconnect_a_telegram_bot(
         replica.cancel()
         await asyncio.gather(replica, return_exceptions=True)
     assert sorted(m["chat_id"] for m in tg.sent) == sorted(p["id"] for p in people)
-    assert {a["chat_id"] for a in tg.chat_actions} <= {p["id"] for p in people}
-    assert tg.chat_actions, "the bot showed typing while the agent wrote"
+    assert not tg.chat_actions, "a draft is for the owner: the contact never saw typing"
     assert all('Open today?"' in m["text"] for m in tg.sent)
 
     conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
@@ -149,6 +152,10 @@ async def test_slack_by_socket_mode_and_by_signed_webhook(
         workspace.team, general, "U0ADA", f"<@{workspace.team.bot_user_id}> ship it?", thread_ts=thread_ts
     )
     slack_fake.push_event(reply)
+
+    # The agent drafts (a new connection, the offline model); the owner sends its draft.
+    [draft] = await send_drafts(api, _auth(owner), 1)
+    assert "ship it?" in draft["text"]
 
     async def answered_in_thread() -> list[dict[str, Any]] | None:
         return [m for m in slack_fake.sent if m.get("thread_ts") == thread_ts] or None
@@ -263,11 +270,15 @@ async def test_a_discord_bot_connects_hears_a_mention_and_answers(
     discord_fake.push_message(general, ada, f"<@{bot['id']}> what time is it?", mentions=[bot])
     discord_fake.push_message(general, ada, "(asking for the shop)")  # a follow-up in the burst
 
+    # One draft for the burst (a new connection drafts; the offline model only drafts), sent
+    # by the owner: the contact saw no "typing…" while the agent wrote it.
+    await send_drafts(api, _auth(owner), 1)
+
     async def answered() -> list[dict[str, Any]] | None:
         return discord_fake.sent or None
 
     [sent] = await _until(answered, "the agent's answer in Discord", timeout=30)
-    assert general in [str(t["channel_id"]) for t in discord_fake.typing]  # "typing…" while it wrote
+    assert not discord_fake.typing
     assert sent["channel_id"] == general
     # One answer for the burst, though only its first message called the agent; the
     # offline model quotes the latest turn of what it was given.

@@ -133,7 +133,8 @@ async def test_visitor_message_reaches_the_inbox_and_the_reply_reaches_the_visit
     # One request, one confirmation in the log, whatever the retries.
     log = [e async for e in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")]
     kinds = [s.event.type for s in log if getattr(s.event.data, "message_id", None) == accepted["message_id"]]
-    assert kinds == ["message.send_requested", "message.sent"]
+    assert [k for k in kinds if k.startswith("message.")] == ["message.send_requested", "message.sent"]
+    assert kinds.count("conversation.agent_paused") == 1  # a person answered: the agent steps back
     assert [s.event.id for s in log if s.seq == accepted["seq"]] == [accepted["event_id"]]
 
     reused = await api.post("/v1/messages", json=body | {"text": "something else"}, headers=headers)

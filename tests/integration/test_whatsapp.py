@@ -34,7 +34,7 @@ from tests.fakes.whatsapp_messages import ALICE, Message, message_ev
 # isort: split
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ImageMessage
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, send_drafts
 from tests.integration.test_agent import _until
 from tests.integration.test_bridge_pairing import device_list, paired_device
 from tests.integration.test_gateway import _auth, _signup
@@ -137,12 +137,15 @@ async def test_connect_scan_receive_answer_and_log_out_a_whatsapp_account(
         message_ev(Message(conversation="Hi! Are you open on Sunday?"), wa_id="3EB0A11CE", timestamp=now_ms)
     )
 
+    # The agent drafts (a new connection, the offline model); the owner sends the draft.
+    await send_drafts(api, _auth(owner), 1)
+
     async def answered() -> bool:
         return bool(phone.sent)
 
     await _until(answered, "the agent's reply through WhatsApp", timeout=30)
     assert phone.sent[0].chat == f"{ALICE}@s.whatsapp.net"
-    assert phone.typing == [f"{ALICE}@s.whatsapp.net"]
+    assert phone.typing == []  # a draft is for the owner: Alice saw no "typing…"
     conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
     (whatsapp,) = [c for c in conversations if c["channel"] == "whatsapp"]
     assert whatsapp["title"] == "Alice"
@@ -308,6 +311,8 @@ async def test_whatsapp_on_the_personal_bridge_keeps_its_session_on_the_device(
         on_device.write(
             message_ev(Message(conversation="Is the shop open?"), wa_id="3EB0B41D6E", timestamp=now_ms)
         )
+
+        await send_drafts(api, _auth(owner), 1)  # the agent's draft, sent by the owner
 
         async def answered() -> bool:
             return bool(on_device.sent)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,6 +148,35 @@ def test_an_exhausted_budget_gets_one_reply_and_fails_the_run() -> None:
 # --- a model's reply --------------------------------------------------------------------------------
 
 
+def test_a_drafted_reply_is_proposed_whole_metered_and_completes_the_run_without_a_send() -> None:
+    events = agent.draft_events(TRIGGER, TO, RUN, _reply("Yes, from ten. " * 300), reason="draft_mode", at=AT)
+    assert _then(events) == [
+        (
+            "message.draft_proposed",
+            ev.MessageDraftProposedData(
+                draft_id=agent.draft_id_for(RUN), run_id=RUN, connection_id="cn_1", channel="webchat",
+                to="v_1", text=("Yes, from ten. " * 300).strip(), reply_to_message_id="m_1",
+                reason="draft_mode",
+            ),
+        ),
+        _usage("agent_runs", 1),
+        _usage("tokens_in", 1000),
+        _usage("tokens_out", 100),
+        _usage("cost_micros", 4500),
+        (
+            "agent.run_completed",
+            ev.AgentRunCompletedData(
+                run_id=RUN, model="claude-sonnet-4-6", tokens_in=1000, tokens_out=100, cost_micros=4500,
+                reply_message_id=None,
+            ),
+        ),
+    ]  # fmt: skip
+    assert not any(isinstance(event, ev.MessageSendRequested) for event in events)
+    # A resumed run proposes the same draft: one in the log (its dedupe key is the draft's).
+    again = agent.draft_events(TRIGGER, TO, RUN, _reply("other words"), reason="draft_mode", at=AT)
+    assert dedupe_key(again[0]) == dedupe_key(events[0])
+
+
 def test_a_reply_is_sent_metered_and_completes_the_run() -> None:
     used = ToolCall(name="current_time", input={}, output="12:00")
     reply = _reply("Yes, from ten.", tool_calls=(used,))
@@ -283,3 +313,57 @@ def test_a_summary_that_covers_them_records_nothing_and_a_newer_one_adds_only_th
     [extended] = agent.summary_events(TRIGGER, first.data, OLDER, at=AT)
     assert extended.data.summary == "Ada: Can we meet Friday?\nBo: Sure."
     assert (extended.data.through_message_id, extended.data.messages) == ("m_b", 2)
+
+
+# --- the owner writing from their own device ---------------------------------------------------
+
+
+def _from_device(text: str, **fields: Any) -> ev.MessageSent:
+    return ev.new_event(
+        ev.MessageSent, tenant_id="t_1", aggregate_id="c_1", actor="device:d_1",
+        occurred_at=AT - timedelta(seconds=1),
+        data=ev.MessageSentData(
+            message_id="m_mine", connection_id="cn_1", channel="imessage", provider_message_id="g1",
+            text=text, sent_at=AT, sender=ev.Sender(id="imessage:me", name="Me"),
+            **({"origin": "device"} | fields),
+        ),
+    )  # fmt: skip
+
+
+def test_the_owner_writing_from_their_device_pauses_the_agent_there() -> None:
+    [paused] = agent.owner_wrote(_from_device("On my way!"), 45, at=AT)
+    assert _then([paused]) == [
+        (
+            "conversation.agent_paused",
+            ev.ConversationAgentPausedData(
+                reason="human_replied", until=AT + timedelta(minutes=45), message_id="m_mine"
+            ),
+        )
+    ]
+    assert paused.aggregate_id == "c_1"
+    [default] = agent.owner_wrote(_from_device("ok"), None, at=AT)
+    assert default.data.until == AT + timedelta(minutes=agent.TAKEOVER_MINUTES)  # type: ignore[attr-defined]
+    # Seen twice (a redelivery), it is the same event: stored once.
+    assert dedupe_key(agent.owner_wrote(_from_device("On my way!"), 45, at=AT)[0]) == dedupe_key(paused)
+
+
+def test_stop_and_start_typed_by_the_owner_switch_the_agent_off_and_on() -> None:
+    [stopped] = agent.owner_wrote(_from_device("  /STOP "), 30, at=AT)
+    assert isinstance(stopped, ev.ConversationAgentPaused)
+    assert (stopped.data.reason, stopped.data.until) == ("owner_command", AT + agent.STOPPED_FOR)
+    [started] = agent.owner_wrote(_from_device("/start"), 30, at=AT)
+    assert _then([started]) == [
+        ("conversation.agent_resumed", ev.ConversationAgentResumedData(reason="owner_command"))
+    ]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        _from_device("hi", origin=None),  # sent by us (the outbox): not the owner stepping in
+        _from_device("hi", backfill=True),  # history brought in with a new channel
+        msgspec.structs.replace(_from_device("hi"), occurred_at=AT - timedelta(hours=3)),  # long ago
+    ],
+)
+def test_what_is_not_the_owner_stepping_in_changes_nothing(sent: ev.MessageSent) -> None:
+    assert agent.owner_wrote(sent, 30, at=AT) == []

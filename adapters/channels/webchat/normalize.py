@@ -28,14 +28,22 @@ def actor(connection_id: str) -> str:
 
 
 def conversation_created(
-    *, tenant_id: str, connection_id: str, visitor_token: str, name: str, now: datetime | None = None
+    *,
+    tenant_id: str,
+    connection_id: str,
+    visitor_token: str,
+    name: str,
+    now: datetime | None = None,
+    preview: bool = False,
 ) -> ev.ConversationCreated:
-    """The visitor's conversation: direct, titled with their name, external id their visitor id."""
+    """The visitor's conversation: direct, titled with their name, external id their visitor
+    id; ``preview``: the owner's own "Try it" chat."""
     return Origin(KIND, tenant_id, connection_id, now).conversation_created(
         conversation_id(connection_id, visitor_token),
         "direct",
-        f"{name} (website)",
+        "Try it (you)" if preview else f"{name} (website)",
         visitor_id(connection_id, visitor_token),
+        preview=preview,
     )
 
 

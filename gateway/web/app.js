@@ -137,6 +137,7 @@ function leaveInbox() {
   state.cursor = null;
   $("conversations").replaceChildren();
   $("conversation").replaceChildren(el("p", { class: "muted" }, "Choose a conversation."));
+  document.body.classList.remove("reading");
   $("results").hidden = true;
   $("notice").hidden = true;
 }
@@ -258,6 +259,7 @@ async function loadConversations({ append = false, minSeq } = {}) {
 
 async function openConversation(c) {
   state.current = c.conversation_id;
+  document.body.classList.add("reading"); // on a phone the conversation takes the screen
   $("results").hidden = true;
   const pane = $("conversation");
   const modes = { auto: "answers", draft: "drafts for you", off: "is off" };
@@ -291,7 +293,9 @@ async function openConversation(c) {
     }
   });
   pane.replaceChildren(
-    el("header", {}, el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread),
+    el("header", {},
+      el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
+      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
     el("section", { id: "drafts", "aria-label": "Drafts of the agent" }),

@@ -46,9 +46,11 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def signed_up(api: httpx.AsyncClient, browser: Browser, email: str, height: int = 900) -> Page:
+async def signed_up(
+    api: httpx.AsyncClient, browser: Browser, email: str, height: int = 900, width: int = 1280
+) -> Page:
     """A new page where a new user has just created an account and sees the inbox."""
-    page = await browser.new_page(viewport={"width": 1280, "height": height})
+    page = await browser.new_page(viewport={"width": width, "height": height})
     expect.set_options(timeout=15_000)
     await page.goto(str(api.base_url))
     await page.get_by_label("E-mail").fill(email)
@@ -89,6 +91,39 @@ async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, 
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "browser-webchat-round-trip.png"), full_page=True)
+
+
+async def test_the_inbox_on_a_phone_shows_one_pane_at_a_time(
+    api: httpx.AsyncClient, browser: Browser
+) -> None:
+    page = await signed_up(api, browser, "phone.user@example.com", height=844, width=390)
+    await page.get_by_role("button", name="Try it").click()
+    chat = page.frame_locator("#try-frame")
+    await expect(chat.locator("#chat-status")).to_have_text("Online")
+    await chat.get_by_label("Your message").fill("Hello from my phone!")
+    await chat.get_by_role("button", name="Send").click()
+    await expect(chat.locator("#chat-messages")).to_contain_text("Hello from my phone!")
+    await page.locator("#try-it").click()  # closed again: the inbox has the screen
+
+    conversation = page.locator("#conversations li").first
+    await expect(conversation).to_contain_text("Hello from my phone!")
+    await conversation.get_by_role("button").click()
+    # The conversation takes the whole width; the list waits behind "← Conversations".
+    await expect(page.locator("#conversations")).to_be_hidden()
+    pane = await page.locator("#conversation").bounding_box()
+    assert pane is not None and pane["x"] >= 0 and pane["x"] + pane["width"] <= 390
+    compose = await page.locator("#conversation .compose").bounding_box()
+    assert compose is not None and compose["x"] + compose["width"] <= 390  # nothing cut off on the right
+    send = await page.locator("#conversation .compose").get_by_role("button", name="Send").bounding_box()
+    assert send is not None and send["height"] >= 44  # a thumb-sized control
+    await page.get_by_label("Reply").fill("Hi! Right here.")
+    await page.locator("#conversation .compose").get_by_role("button", name="Send").click()
+    await expect(page.locator("#messages li.out")).to_contain_text("Hi! Right here.")
+    await page.get_by_role("button", name="← Conversations").click()
+    await expect(page.locator("#conversations")).to_be_visible()
+    await expect(page.locator("#conversation")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "browser-phone-inbox.png"), full_page=True)
 
 
 async def test_agent_settings_preview_and_save_in_the_browser(

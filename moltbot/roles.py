@@ -42,6 +42,7 @@ from adapters.nats.connection import NatsTarget, connection
 from adapters.nats.event_store import EventStore
 from adapters.nats.jetstream import JetStreamApi
 from adapters.nats.outbox import Outbox
+from adapters.nats.pull import raise_if_cancelled
 from adapters.nats.streams import StreamsFile
 from adapters.postgres import audit, tenancy
 from adapters.vault.cipher import Keyring
@@ -524,6 +525,7 @@ async def _retention_daily(ctx: GatewayContext) -> None:
                         ctx.media,
                     )
         except Exception as exc:  # the next day tries again; the log says why this one did not
+            raise_if_cancelled()  # a query cancelled mid-flight surfaces as a database error
             log.error("retention_failed", error=type(exc).__name__, detail=str(exc)[:300])
         await asyncio.sleep(RETENTION_EVERY)
 

@@ -188,6 +188,7 @@ class Orchestrator:
         except InvalidEvent:
             pass  # the projections dead-letter it
         except Exception as exc:  # a bug here must not stop the triggers: the message is retried
+            raise_if_cancelled()
             log.warning("agent_owner_message_retry", seq=seq, error=repr(exc))
             with contextlib.suppress(*RECOVERABLE):
                 await msg.nak(delay=1.0)

@@ -55,9 +55,13 @@ class SessionManager:
                 try:
                     live = await self._list_live()
                 except Exception as exc:  # the database restarting, the read model not built yet
+                    raise_if_cancelled()
                     log.warning("sessions_list_failed", kind=self._kind, error=repr(exc))
                     await asyncio.sleep(self._poll_every)
                     continue
+                # The pool's wait for a connection can swallow a cancellation (the list comes
+                # back, or fails, as if nothing happened): a stop asked for then is still a stop.
+                raise_if_cancelled()
                 for connection_id in live - self._holders.keys():
                     self._holders[connection_id] = asyncio.create_task(self._hold(connection_id))
                 for connection_id in self._holders.keys() - live:

@@ -203,10 +203,16 @@ async def test_a_long_history_is_summarized_for_the_model(
     [reply] = await _until(lambda: _replies(api, owner, conversation), "the reply")
     assert reply["text"] == "Noted, all of it."
     [request] = fake.requests
-    assert "Earlier in this conversation" in request["system"]
-    assert "Rosa: Message 0." in request["system"]
-    assert "Message 20." in json.dumps(request["messages"])  # the latest is sent as is
-    assert "Message 0." not in json.dumps(request["messages"])
+    # The summary and the messages are untrusted text: in the conversation, delimited and
+    # labelled, never in the system prompt (which says what the tags hold).
+    assert "Rosa" not in request["system"] and "Text inside <message>" in request["system"]
+    sent = json.dumps(request["messages"])
+    first = request["messages"][0]["content"]
+    first_text = first if isinstance(first, str) else json.dumps(first)
+    assert first_text.startswith("<summary>\nEarlier in this conversation")
+    assert "Rosa: Message 0." in first_text
+    assert '<message from=\\"Rosa\\"' in sent and "Message 20." in sent  # the latest, labelled
+    assert "Message 0. blah" not in sent  # the oldest only as summarised
     summaries = [
         s.event
         async for s in stack.store.read_events(
@@ -215,7 +221,7 @@ async def test_a_long_history_is_summarized_for_the_model(
         if isinstance(s.event, ev.ConversationSummarized)
     ]
     assert len(summaries) == 1
-    assert summaries[0].data.messages == request["system"].count("Rosa: ")
+    assert summaries[0].data.messages == first_text.count("Rosa: ")
 
 
 async def test_a_search_tool_call_sees_only_the_visitors_own_conversation(

@@ -145,9 +145,6 @@ class Bridge:
                 log.info("bridge_reconnecting_now")
                 continue
             except Exception as exc:  # the network, the gateway restarting, a refused hello
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():  # a stop that came mid-request
-                    raise
                 log.warning("bridge_tunnel_down", error=repr(exc))
             self.connected.clear()
             if loop.time() - opened > HEALTHY_AFTER:

@@ -266,8 +266,10 @@ async function openConversation(c) {
   const mode = el("select", {
     id: "agent-mode",
     onchange: async (change) => {
-      const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { agent_mode: change.target.value } });
-      status(`Here the agent ${modes[change.target.value]}.`);
+      const chosen = change.target.value;
+      change.target.dataset.chosen = chosen; // until the inbox shows it, a refresh must not undo it
+      const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { agent_mode: chosen } });
+      status(`Here the agent ${modes[chosen]}.`);
       await showAgentState(c.conversation_id, accepted.seq);
     },
   }, ...Object.entries(modes).map(([value, label]) => el("option", { value, ...(c.agent_mode === value ? { selected: "" } : {}) }, `Agent ${label}`)));
@@ -328,7 +330,10 @@ async function showAgentState(conversationId, minSeq) {
   if (conversationId !== state.current) return;
   const c = await api(`/v1/conversations/${conversationId}`, { params: { min_seq: minSeq } });
   const select = $("agent-mode");
-  if (select) select.value = c.agent_mode;
+  if (select && (!select.dataset.chosen || select.dataset.chosen === c.agent_mode)) {
+    delete select.dataset.chosen;
+    select.value = c.agent_mode;
+  }
   showPaused(c);
 }
 

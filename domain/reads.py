@@ -67,10 +67,6 @@ class AgentReads(Protocol):
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None: ...
 
-    async def agent(self, tenant_id: str) -> AgentView | None:
-        """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
-        ...
-
     async def routed_agents(self, tenant_id: str) -> RoutedAgents:
         """The tenant's agents (the default first) and its routing rules."""
         ...

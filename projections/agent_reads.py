@@ -12,7 +12,7 @@ from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.plans import Spend
-from domain.reads import AgentView, ConversationView, FoundMessage, PastMessage, RoutedAgents
+from domain.reads import ConversationView, FoundMessage, PastMessage, RoutedAgents
 from projections import agents_queries, inbox_queries, usage_queries
 
 
@@ -33,11 +33,6 @@ class AgentReads:
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await inbox_queries.conversation(conn, tenant_id, conversation_id)
-
-    async def agent(self, tenant_id: str) -> AgentView | None:
-        """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await agents_queries.first_agent(conn)
 
     async def routed_agents(self, tenant_id: str) -> RoutedAgents:
         """The tenant's agents (the default first) and its routing rules."""

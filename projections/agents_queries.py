@@ -38,13 +38,6 @@ async def agent_configuration(conn: Connection, agent_id: str) -> ev.AgentConfig
     return None if row is None else configuration(row)
 
 
-async def first_agent(conn: Connection) -> AgentView | None:
-    """The tenant's agent: the first one created (every tenant gets one at sign-up)."""
-    cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id LIMIT 1")
-    row = await cur.fetchone()
-    return None if row is None else AgentView(row["agent_id"], configuration(row))
-
-
 async def all_agents(conn: Connection) -> list[AgentView]:
     """The tenant's agents, oldest (the default) first."""
     cur = await conn.execute("SELECT * FROM rm_agents.agents ORDER BY created_at, agent_id")

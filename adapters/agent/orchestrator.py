@@ -51,6 +51,7 @@ from domain import events as ev
 from domain import plans, subjects
 from domain.connectors import typing_subject
 from domain.errors import InvalidEvent
+from domain.injection import Screening
 from domain.models import (
     OFFLINE_MODEL,
     ChatTurn,
@@ -236,7 +237,8 @@ class Orchestrator:
                 max_runs_per_minute=max_runs,
             )
         )
-        screening = policy.screen_message(trigger.data)
+        # Only a message the agent would answer is screened: a skipped one needs no verdict.
+        screening = policy.screen_message(trigger.data) if decision.verdict == "answer" else Screening()
         decision = policy.guarded(decision, screening)
         self.decisions[decision.reason] += 1
         if decision.verdict == "skip" or agent is None:

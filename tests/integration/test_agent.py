@@ -259,8 +259,10 @@ async def test_a_person_answering_pauses_the_agent_until_resumed_and_modes_are_k
     assert (await api.get("/v1/conversations/c_missing", headers=_auth(owner))).status_code == 404
 
 
-async def _has(count: int, items: Any) -> bool:
-    return len(await items) >= count
+async def _has(count: int, items: Any) -> Any:
+    """``items`` once there are ``count`` of them (None before)."""
+    found = await items
+    return found if len(found) >= count else None
 
 
 async def test_a_burst_gets_one_answer_and_rules_are_respected(
@@ -445,7 +447,7 @@ async def test_routing_rules_pick_which_agent_answers(
     [by_default] = await _until(lambda: _replies(api, owner, conversation), "the default agent's reply")
     assert by_default["sender_name"] == "Moltbot"
     await _visitor_says(api, key, "I would like a refund, please", visitor_token=token)
-    replies = await _until(lambda: _has_items(2, _replies(api, owner, conversation)), "the routed reply")
+    replies = await _until(lambda: _has(2, _replies(api, owner, conversation)), "the routed reply")
     assert replies[0]["sender_name"] == "Refunds"  # newest first
     await _decided(stack, nc, await stack.store.last_seq())
     runs = await _runs(stack, owner["tenant_id"])
@@ -461,11 +463,6 @@ async def test_routing_rules_pick_which_agent_answers(
         refused = await api.put("/v1/agents/routing", json=body, headers=_auth(owner))
         assert refused.status_code == 400, refused.text
         assert detail in refused.json()["detail"]
-
-
-async def _has_items(count: int, items: Any) -> Any:
-    found = await items
-    return found if len(found) >= count else None
 
 
 async def test_the_owner_writing_from_their_phone_pauses_the_agent_and_stop_start_switch_it(
@@ -527,7 +524,7 @@ async def test_the_owner_writing_from_their_phone_pauses_the_agent_and_stop_star
     shown = await _conversation(api, owner, conversation, await stack.store.last_seq())
     assert shown["agent_paused_until"] is None
     await contact_says("Shall I bring dessert?")
-    await _until(lambda: _has_items(2, _drafts(api, owner, conversation)), "a draft after /start")
+    await _until(lambda: _has(2, _drafts(api, owner, conversation)), "a draft after /start")
     await owner_types("/stop")
     stopped = await _conversation(api, owner, conversation, await stack.store.last_seq())
     assert datetime.fromisoformat(stopped["agent_paused_until"]) > datetime.now(UTC) + timedelta(days=3000)

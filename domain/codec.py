@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from domain import ids
 from domain.errors import InvalidEvent
 from domain.events import BY_TYPE, AnyEvent, Event
 
@@ -112,6 +113,11 @@ def dedupe_key(event: Event) -> str:
         return f"{event.type}:{event.tenant_id}:{data.run_id}"  # type: ignore[union-attr]
     if event.type == "message.draft_proposed":
         return f"{event.type}:{event.tenant_id}:{data.draft_id}"  # type: ignore[union-attr]
+    if event.type == "connection.sender_requested":  # once per sender (their id stays out of headers)
+        sender = ids.stable_id("s", data.sender_id)  # type: ignore[union-attr]
+        return f"{event.type}:{event.tenant_id}:{event.aggregate_id}:{sender}"
+    if event.type == "memory.fact_proposed":  # a run resumed after a crash proposes it once
+        return f"{event.type}:{event.tenant_id}:{data.fact_id}"  # type: ignore[union-attr]
     if event.type == "media.available":
         return f"media:{event.tenant_id}:{data.media_id}"  # type: ignore[union-attr]
     if event.type == "usage.recorded" and data.source_id:  # type: ignore[union-attr]

@@ -21,9 +21,10 @@ from domain import events as ev
 from domain import subjects
 
 SEND_MESSAGE = "send_message"
+EDIT_MESSAGE = "edit_message"
 SEND_EXPIRY = timedelta(minutes=15)
 
-CommandKind = Literal["send_message", "start_login", "stop", "refresh_status"]
+CommandKind = Literal["send_message", "edit_message", "start_login", "stop", "refresh_status"]
 
 
 class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +46,43 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     @property
     def subject(self) -> str:
         return subjects.command_subject(self.channel, self.connection_id, SEND_MESSAGE)
+
+
+class EditMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Replace the text of a message we sent: the agent's reply growing as the model writes
+    it, on channels whose capabilities include edits. Edits before the ``final`` one are
+    best effort (a later one carries more text); the final one is retried and, once the
+    provider accepts it, recorded as ``message.edited``."""
+
+    command_id: str  # also its Nats-Msg-Id: "edit:<tenant>:<message>:<n>" or "…:final"
+    tenant_id: str
+    conversation_id: str
+    connection_id: str
+    channel: str
+    message_id: str  # ours (message.sent names it)
+    provider_message_id: str  # the provider's, from message.sent
+    text: str
+    final: bool
+    requested_at: datetime
+    causation_id: str  # the message the reply answers
+    correlation_id: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return subjects.command_subject(self.channel, self.connection_id, EDIT_MESSAGE)
+
+
+def edited_event(command: EditMessage, edited_at: datetime, actor: str) -> ev.MessageEdited:
+    """The connector's confirmation of the final edit of a message we sent."""
+    return ev.new_event(
+        ev.MessageEdited,
+        tenant_id=command.tenant_id,
+        aggregate_id=command.conversation_id,
+        actor=actor,
+        causation_id=command.causation_id,
+        correlation_id=command.correlation_id,
+        data=ev.MessageEditedData(message_id=command.message_id, text=command.text, edited_at=edited_at),
+    )
 
 
 def send_command(event: ev.MessageSendRequested) -> SendMessage:

@@ -15,14 +15,18 @@ from typing import Literal, Protocol
 import msgspec
 
 from domain import subjects
-from domain.commands import SendMessage
+from domain.commands import EditMessage, SendMessage
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """What a channel supports; domain code shapes replies to fit (e.g. chunking)."""
 
     max_text_length: int
-    edits: bool = False
+    edits: bool = False  # a sent message can be edited: the agent's reply grows in place
+    # the shortest time between two edits of a message in a direct chat, and in a group
+    # (providers limit edits per chat; groups more tightly)
+    edit_every: float = 1.0
+    group_edit_every: float = 3.0
     deletes: bool = False
     reactions: bool = False
     typing: bool = False
@@ -90,4 +94,13 @@ class Connector(Protocol):
 
     async def send(self, command: SendMessage) -> Delivered:
         """Deliver one message; raise SendRejected or SendDeferred when it cannot."""
+        ...
+
+
+class EditingConnector(Connector, Protocol):
+    """A connector of a kind whose capabilities include ``edits``."""
+
+    async def edit(self, command: EditMessage) -> None:
+        """Replace a sent message's text; raise SendRejected or SendDeferred when it cannot.
+        An edit that changes nothing (the provider says "not modified") is done."""
         ...

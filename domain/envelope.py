@@ -28,6 +28,9 @@ Plan = Literal["free", "pro", "team", "byok"]
 ConnectionState = Literal["connecting", "connected", "degraded", "action_required", "disconnected"]
 ConversationKind = Literal["direct", "group", "thread"]
 AgentMode = Literal["auto", "draft", "off"]  # answer, propose drafts, stay out
+# who the agent answers in direct messages: anyone, senders the owner approved after a
+# one-time code was offered to them, or only senders the owner approved
+DmPolicy = Literal["open", "pairing", "allowlist"]
 UsageMetric = Literal["messages_in", "messages_out", "agent_runs", "tokens_in", "tokens_out", "cost_micros"]
 
 

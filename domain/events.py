@@ -28,6 +28,7 @@ from domain.envelope import USER as USER
 from domain.envelope import AgentMode as AgentMode
 from domain.envelope import ConnectionState as ConnectionState
 from domain.envelope import ConversationKind as ConversationKind
+from domain.envelope import DmPolicy as DmPolicy
 from domain.envelope import E as E
 from domain.envelope import Event as Event
 from domain.envelope import Payload as Payload
@@ -97,6 +98,29 @@ class UserRegistered(Event, frozen=True, kw_only=True, tag="user.registered"):
 
     AGGREGATE = USER
     data: UserRegisteredData
+
+
+class QuietHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Hours of the day (0-23, in the person's time zone) when no push notification reaches
+    them: from ``start`` until ``end`` (22 to 7 spans midnight)."""
+
+    start: int
+    end: int
+
+
+class UserPreferencesChangedData(Payload, frozen=True):
+    """A person's preferences, whole (the latest replaces them)."""
+
+    time_zone: str = "UTC"  # an IANA name, e.g. "Europe/Berlin"
+    quiet_hours: QuietHours | None = None  # None: notifications at any hour
+
+
+class UserPreferencesChanged(Event, frozen=True, kw_only=True, tag="user.preferences_changed"):
+    """A person set their time zone and quiet hours; ``aggregate_id`` is the user id,
+    ``tenant_id`` the inbox they were in when they did."""
+
+    AGGREGATE = USER
+    data: UserPreferencesChangedData
 
 
 class MemberAddedData(Payload, frozen=True):
@@ -212,6 +236,7 @@ class ConnectionAgentSettingsChangedData(Payload, frozen=True):
 
     agent_mode: AgentMode | None = None  # its conversations' mode unless one has its own
     takeover_minutes: int | None = None  # how long the agent steps back after a person answers
+    dm_policy: DmPolicy | None = None  # who the agent answers in direct messages
 
 
 class ConnectionAgentSettingsChanged(
@@ -219,11 +244,49 @@ class ConnectionAgentSettingsChanged(
 ):
     """How the agent behaves in the connection's conversations: answer (``auto``), propose
     drafts for a person to send (``draft``) or stay out (``off``), and how long it steps back
-    when a person answers. Until set, the website chat is ``auto``, every other channel
-    ``draft``; the takeover lasts 30 minutes."""
+    when a person answers, and who it answers in direct messages (``dm_policy``: ``open``,
+    ``pairing`` or ``allowlist``). Until set, the website chat is ``auto``, every other channel
+    ``draft``; the takeover lasts 30 minutes; the DM policy is ``open``."""
 
     AGGREGATE = CONNECTION
     data: ConnectionAgentSettingsChangedData
+
+
+class ConnectionSenderRequestedData(Payload, frozen=True):
+    sender_id: str  # the channel's id of the person (as on message.received's sender)
+    sender_name: str
+    conversation_id: str  # the direct conversation they wrote in
+    message_id: str  # their first message
+    code: str | None = None  # ``pairing``: the one-time code they were sent; None under ``allowlist``
+
+
+class ConnectionSenderRequested(Event, frozen=True, kw_only=True, tag="connection.sender_requested"):
+    """Someone the owner has not approved wrote a direct message on a connection whose DM
+    policy is ``pairing`` or ``allowlist``: they "want to talk". Their messages are stored
+    as usual; the agent does not answer them until the owner approves them. Under
+    ``pairing`` they were sent a one-time ``code`` the owner may approve them by."""
+
+    AGGREGATE = CONNECTION
+    data: ConnectionSenderRequestedData
+
+
+class ConnectionSenderDecidedData(Payload, frozen=True):
+    sender_id: str
+    via: Literal["inbox", "code"] = "inbox"  # approved from the inbox, or by the code they were sent
+
+
+class ConnectionSenderApproved(Event, frozen=True, kw_only=True, tag="connection.sender_approved"):
+    """The owner lets the agent answer this sender's direct messages on the connection."""
+
+    AGGREGATE = CONNECTION
+    data: ConnectionSenderDecidedData
+
+
+class ConnectionSenderBlocked(Event, frozen=True, kw_only=True, tag="connection.sender_blocked"):
+    """The agent never answers this sender on the connection (their messages are still stored)."""
+
+    AGGREGATE = CONNECTION
+    data: ConnectionSenderDecidedData
 
 
 class ConnectionDeletedData(Payload, frozen=True):
@@ -302,11 +365,14 @@ class ConversationSummarizedData(Payload, frozen=True):
     through_message_id: str  # the newest message the summary covers
     through_sent_at: datetime
     messages: int  # how many messages it covers in all
+    model: str | None = None  # the model that wrote it; None: extractive (first sentences, no model)
 
 
 class ConversationSummarized(Event, frozen=True, kw_only=True, tag="conversation.summarized"):
     """The agent's rolling summary of a conversation's older messages, kept when the history
-    outgrows what it sends to the model; the latest one replaces the ones before."""
+    outgrows what it sends to the model; the latest one replaces the ones before. With a
+    model configured the model writes it (``model``); the offline model keeps an extractive
+    one (each older message's first sentence)."""
 
     AGGREGATE = CONVERSATION
     data: ConversationSummarizedData
@@ -417,8 +483,8 @@ class MessageSentData(Payload, frozen=True):
     model: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
-    # None: sent by us (the outbox); "device": the owner wrote it on their own phone or Mac
-    # and the bridge saw it there
+    # None: sent by us (the outbox); "device": the owner wrote it themselves, in the channel's
+    # own app (on their phone or Mac: the bridge saw it; in Discord or Slack: the connector did)
     origin: Literal["device"] | None = None
     backfill: bool = False  # as on message.received
 
@@ -541,6 +607,45 @@ class AgentConfigured(Event, frozen=True, kw_only=True, tag="agent.configured"):
 
     AGGREGATE = AGENT
     data: AgentConfiguredData
+
+
+class MemoryFactProposedData(Payload, frozen=True):
+    fact_id: str
+    text: str  # e.g. "Ada prefers appointments after 4 pm"
+    conversation_id: str | None = None  # where it came up (None: about the inbox as a whole)
+    run_id: str | None = None  # the run that proposed it
+
+
+class MemoryFactProposed(Event, frozen=True, kw_only=True, tag="memory.fact_proposed"):
+    """The agent asks to remember something (its ``remember`` tool). It waits for the owner:
+    only an approved fact reaches the agent's context."""
+
+    AGGREGATE = TENANT
+    data: MemoryFactProposedData
+
+
+class MemoryFactApprovedData(Payload, frozen=True):
+    fact_id: str
+    text: str  # as approved: the owner may have reworded it
+    conversation_id: str | None = None  # the conversation it is about (None: every conversation)
+
+
+class MemoryFactApproved(Event, frozen=True, kw_only=True, tag="memory.fact_approved"):
+    """A fact the agent may use: a proposal the owner approved, or one the owner wrote."""
+
+    AGGREGATE = TENANT
+    data: MemoryFactApprovedData
+
+
+class MemoryFactForgottenData(Payload, frozen=True):
+    fact_id: str
+
+
+class MemoryFactForgotten(Event, frozen=True, kw_only=True, tag="memory.fact_forgotten"):
+    """A proposal the owner turned down, or a fact the agent must no longer use."""
+
+    AGGREGATE = TENANT
+    data: MemoryFactForgottenData
 
 
 class RoutingRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -671,6 +776,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     TenantErased,
     RetentionApplied,
     UserRegistered,
+    UserPreferencesChanged,
     MemberAdded,
     MemberRoleChanged,
     MemberRemoved,
@@ -682,6 +788,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConnectionCredentialsRotated,
     ConnectionDeleted,
     ConnectionAgentSettingsChanged,
+    ConnectionSenderRequested,
+    ConnectionSenderApproved,
+    ConnectionSenderBlocked,
     ConversationCreated,
     ConversationUpdated,
     ConversationSummarized,
@@ -701,6 +810,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     MediaAvailable,
     AgentConfigured,
     AgentRoutingSet,
+    MemoryFactProposed,
+    MemoryFactApproved,
+    MemoryFactForgotten,
     AgentRunRequested,
     AgentRunStarted,
     AgentRunCompleted,

@@ -18,6 +18,7 @@ RUN_ID = "r_01JD3V5W4B9K8M7N6P5Q4R3S2T"
 DEVICE_ID = "d_01JD3V5W4C2V3W4X5Y6Z7A8B9C"
 AGENT_ID = "ag_01JD3V5W4D3X4Y5Z6A7B8C9D0E"
 DRAFT_ID = "dr_01JD3V5W4E4Y5Z6A7B8C9D0E1F"
+FACT_ID = "fa_01JD3V5W4F5Z6A7B8C9D0E1F2G"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -266,6 +267,28 @@ def examples() -> list[ev.Event]:
             ev.ConversationUpdatedData(pinned=True, marked_read=True, agent_mode="draft"),
         ),
         (
+            ev.MemoryFactProposed,
+            TENANT_ID,
+            "agent:orchestrator",
+            ev.MemoryFactProposedData(
+                fact_id=FACT_ID,
+                text="Ada prefers appointments after 4 pm",
+                conversation_id=CONVERSATION_ID,
+                run_id=RUN_ID,
+            ),
+        ),
+        (
+            ev.MemoryFactApproved,
+            TENANT_ID,
+            user,
+            ev.MemoryFactApprovedData(
+                fact_id=FACT_ID,
+                text="Ada prefers appointments after 4 pm, never on Fridays",
+                conversation_id=CONVERSATION_ID,
+            ),
+        ),
+        (ev.MemoryFactForgotten, TENANT_ID, user, ev.MemoryFactForgottenData(fact_id=FACT_ID)),
+        (
             ev.AgentRoutingSet,
             TENANT_ID,
             user,
@@ -280,7 +303,33 @@ def examples() -> list[ev.Event]:
             ev.ConnectionAgentSettingsChanged,
             CONNECTION_ID,
             user,
-            ev.ConnectionAgentSettingsChangedData(agent_mode="auto", takeover_minutes=45),
+            ev.ConnectionAgentSettingsChangedData(
+                agent_mode="auto", takeover_minutes=45, dm_policy="pairing"
+            ),
+        ),
+        (
+            ev.ConnectionSenderRequested,
+            CONNECTION_ID,
+            "agent:orchestrator",
+            ev.ConnectionSenderRequestedData(
+                sender_id=_TELEGRAM_SENDER.id,
+                sender_name=_TELEGRAM_SENDER.name,
+                conversation_id=CONVERSATION_ID,
+                message_id=MESSAGE_ID,
+                code="K7QW-M3XP",
+            ),
+        ),
+        (
+            ev.ConnectionSenderApproved,
+            CONNECTION_ID,
+            user,
+            ev.ConnectionSenderDecidedData(sender_id=_TELEGRAM_SENDER.id, via="code"),
+        ),
+        (
+            ev.ConnectionSenderBlocked,
+            CONNECTION_ID,
+            user,
+            ev.ConnectionSenderDecidedData(sender_id="tg:5559999"),
         ),
         (
             ev.ConversationAgentPaused,
@@ -368,6 +417,14 @@ def examples() -> list[ev.Event]:
                 price_id="price_1QxY7bQ4mN8kLpPro",
                 current_period_end=datetime(2026, 12, 24, 9, 30, 0, tzinfo=UTC),
                 stripe_event_id="evt_1QxY7bQ4mN8kLpZc9T8s7R6q",
+            ),
+        ),
+        (
+            ev.UserPreferencesChanged,
+            USER_ID,
+            user,
+            ev.UserPreferencesChangedData(
+                time_zone="Europe/Berlin", quiet_hours=ev.QuietHours(start=22, end=7)
             ),
         ),
     ]

@@ -22,6 +22,7 @@ DEVICE = "d"
 MEDIA = "md"
 AGENT = "ag"
 DRAFT = "dr"
+FACT = "fa"  # a fact the agent remembers
 
 
 def _encode(value: int, length: int) -> str:

@@ -25,6 +25,7 @@ class ConversationView(msgspec.Struct, frozen=True):
     agent_mode: str | None = None  # its own mode (None: its connection's)
     connection_agent_mode: str | None = None  # its connection's (None: the channel kind's default)
     takeover_minutes: int | None = None  # its connection's (None: the default)
+    dm_policy: str | None = None  # its connection's: open, pairing, allowlist (None: open)
     agent_paused_until: datetime | None = None
     preview: bool = False  # the owner's own "Try it" chat
 
@@ -71,6 +72,11 @@ class AgentReads(Protocol):
         """The tenant's agents (the default first) and its routing rules."""
         ...
 
+    async def sender_status(self, tenant_id: str, connection_id: str, sender_id: str) -> str | None:
+        """What the owner decided about a sender on a connection (pending, approved, blocked),
+        or None when they never asked."""
+        ...
+
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
         """The tenant's plan and its model spend this calendar month and today (micro-dollars)."""
         ...
@@ -80,6 +86,18 @@ class AgentReads(Protocol):
     ) -> int:
         """How many agent runs other than ``other_than`` were requested in the conversation
         at or after ``since``."""
+        ...
+
+    async def owner_time_zone(self, tenant_id: str) -> str | None:
+        """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
+        ...
+
+    async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
+        """The facts the owner approved for a conversation and for every conversation."""
+        ...
+
+    async def provider_id_of_sent(self, tenant_id: str, message_id: str) -> str | None:
+        """The provider's id of a message we sent, once its ``message.sent`` is in the inbox."""
         ...
 
     async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:

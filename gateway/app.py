@@ -23,11 +23,15 @@ from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
 from gateway.routes.members import invitations_router, members_router
+from gateway.routes.memory import memory_router
 from gateway.routes.messages import messages_router
+from gateway.routes.preferences import preferences_router
+from gateway.routes.push import push_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.recovery import me_recovery_router, recovery_router
 from gateway.routes.security import security_router
-from gateway.routes.web import index, static_router
+from gateway.routes.senders import senders_router
+from gateway.routes.web import index, manifest, service_worker, static_router
 from gateway.routes.webchat import webchat_router
 from gateway.security_headers import security_headers
 
@@ -57,13 +61,19 @@ def create_app(ctx: GatewayContext) -> Litestar:
             media_router,
             routing_router,
             agents_router,
+            memory_router,
             billing_router,
             channels_router,
+            senders_router,
             devices_router,
             bridge_router,
             webchat_router,
             realtime_router,
+            preferences_router,
+            push_router,
             index,
+            service_worker,
+            manifest,
             static_router,
         ],
         dependencies={"ctx": Provide(context, sync_to_thread=False)},

@@ -23,6 +23,7 @@ from adapters.billing.stripe_billing import StripeBilling
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
+from adapters.push.config import PushConfig
 from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import Sealer
 from domain.mail import Mailer
@@ -80,6 +81,8 @@ class GatewayContext:
     # database's owner role, which only an erasure uses (gateway/routes/erasure.py).
     sealer: Sealer | None = None
     owner_pool: AsyncConnectionPool[Any] | None = None
+    # Browser push (VAPID key, push services); None: push notifications are off here.
+    push: PushConfig | None = None
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

@@ -45,6 +45,8 @@ from adapters.nats.outbox import Outbox
 from adapters.nats.pull import raise_if_cancelled
 from adapters.nats.streams import StreamsFile
 from adapters.postgres import audit, tenancy
+from adapters.push import subscriptions as push_subscriptions
+from adapters.push.config import PushConfig
 from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import Sealer, sealing
 from adapters.vault.store import ensure_confined_access
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from gateway.context import GatewayContext, SlackApp
     from gateway.limits import Limits
     from gateway.oidc import OidcConfig
+    from moltbot.settings import Settings
 
 log = structlog.get_logger()
 
@@ -300,6 +303,15 @@ async def _provider(
     return connector, SessionManager(kv, kind, channels.holder, live, session)
 
 
+def agent_settings(settings: Settings) -> AgentSettings:
+    """The agent's settings from the deployment's (MOLTBOT_AGENT_*, MOLTBOT_LIMIT_*)."""
+    return AgentSettings(
+        debounce=settings.agent_debounce,
+        agent_runs_per_conversation=settings.limits.agent_runs_per_conversation,
+        injection_model_check=settings.agent_injection_check,
+    )
+
+
 async def run_agent(
     nats: NatsTarget,
     database_url: str,
@@ -332,12 +344,51 @@ async def run_agent(
         ):
             orchestrator = Orchestrator(
                 nc, reads, source, store=EventStore(nc, sealer=sealer), settings=settings or AgentSettings(),
-                max_text_for=channel_registry.max_text_for, agent_mode_for=channel_registry.agent_mode_for,
+                capabilities_for=channel_registry.capabilities_for,
+                agent_mode_for=channel_registry.agent_mode_for,
                 catalog=catalog or _bundled_catalog(),
             )  # fmt: skip
             await orchestrator.run()
     finally:
         await reads.close()
+
+
+async def run_notifier(
+    nats: NatsTarget,
+    database_url: str,
+    config: PushConfig,
+    *,
+    keyring: Keyring,
+    catalog: Catalog | None = None,
+) -> None:
+    """Send browser push notifications for what the log says needs people (adapters/push/
+    notifier.py), until cancelled. ``keyring``: the vault's keys (the devices' subscriptions
+    and personal fields are sealed with them); ``catalog``: the plans (None: plans.yaml)."""
+    from adapters.push import notices
+    from adapters.push.notifier import Notifier
+    from adapters.push.webpush import WebPushSender
+    from projections.notifier_reads import NotifierReads
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_core(conn)  # type: ignore[arg-type]  # the confined role the reads use
+        await push_subscriptions.ensure_schema(conn)  # type: ignore[arg-type]
+        await notices.ensure_schema(conn)  # type: ignore[arg-type]
+    pool = tenancy.pool(database_url, max_size=4)
+    await pool.open()
+    sender = WebPushSender(config)
+    try:
+        async with (
+            connection(nats, name="moltbot-notifier", role=permissions.NOTIFIER) as nc,
+            personal_data(nc, database_url, keyring) as sealer,
+        ):
+            notifier = Notifier(
+                nc, NotifierReads(pool, auto_kinds=channel_registry.answering_kinds()), pool, keyring, sender,
+                store=EventStore(nc, sealer=sealer), catalog=catalog or _bundled_catalog(),
+            )  # fmt: skip
+            await notifier.run()
+    finally:
+        await sender.aclose()
+        await pool.close()
 
 
 async def run_billing(
@@ -394,6 +445,7 @@ class GatewayOptions(TypedDict, total=False):
     catalog: Catalog  # the plans (plans.yaml); left out: the bundled one
     mailer: Mailer | None  # account mail; None: mails are logged as not sent
     email_verification: Literal["required", "optional"]
+    push: PushConfig | None  # browser push (VAPID key, push services); None: off
 
 
 @contextlib.asynccontextmanager
@@ -442,6 +494,7 @@ async def gateway_context(
                 await conn.execute(sql)
         await audit.ensure_schema(conn)  # type: ignore[arg-type]
         await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
+        await push_subscriptions.ensure_schema(conn)  # type: ignore[arg-type]
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()
@@ -476,6 +529,7 @@ async def gateway_context(
                 email_verification=options.get("email_verification", "optional"),
                 sealer=sealer,
                 owner_pool=owner_pool,
+                push=options.get("push"),
             )
             daily = asyncio.create_task(_retention_daily(ctx)) if sealer is not None else None
             try:

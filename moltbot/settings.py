@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -27,6 +28,8 @@ from adapters.mail.outbox import outbox_folder
 from adapters.media.s3 import S3Config, S3MediaStore
 from adapters.media.store import LocalMediaStore, MediaStore
 from adapters.nats.connection import NatsAccess, NatsLogin
+from adapters.push.config import PUSH_SERVICES, PushConfig, valid_subject
+from adapters.push.vapid import load_or_create, parse_private_key
 from domain.billing import parse_prices
 from domain.envelope import Plan
 from domain.mail import Mailer
@@ -73,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None  # another endpoint (a proxy, a local fake)
     agent_debounce: float = 1.0  # seconds a burst of messages gets before one answer
+    # MOLTBOT_AGENT_INJECTION_CHECK=1: besides the rules, the model screens each message the
+    # agent would answer (one short call per message; domain/agent.py INJECTION_CHECK_SYSTEM)
+    agent_injection_check: bool = False
     endpoints: ProviderEndpoints = ProviderEndpoints()  # MOLTBOT_TELEGRAM_API_BASE and the like
     public_url: str | None = None  # where people reach the gateway (OAuth redirects)
     slack_client_id: str | None = None  # the deployment's Slack app ("Add to Slack")
@@ -101,6 +107,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mail_from: str = "Moltbot Cloud <no-reply@moltbot.localhost>"  # MOLTBOT_MAIL_FROM
     # MOLTBOT_EMAIL_VERIFICATION: "required" keeps channels and billing shut until verified.
     email_verification: Literal["required", "optional"] = "optional"
+    # Browser push (docs/operations.md): the VAPID key from MOLTBOT_VAPID_PRIVATE_KEY, else the key
+    # file (made on first use); the subject push services may contact; where endpoints may point.
+    vapid_private_key: str | None = None
+    vapid_key_file: Path
+    vapid_subject: str | None = None  # MOLTBOT_VAPID_SUBJECT: mailto:… or https://…
+    push_services: tuple[str, ...] = PUSH_SERVICES  # MOLTBOT_PUSH_SERVICES: comma-separated hosts
 
     @classmethod
     def load(cls, environ: Mapping[str, str], *, data_dir: str | None = None) -> Settings:
@@ -139,6 +151,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             or None,
             anthropic_base_url=environ.get("MOLTBOT_ANTHROPIC_BASE_URL") or None,
             agent_debounce=float(environ.get("MOLTBOT_AGENT_DEBOUNCE", "1.0")),
+            agent_injection_check=environ.get("MOLTBOT_AGENT_INJECTION_CHECK", "").lower()
+            in ("1", "true", "yes"),
             endpoints=ProviderEndpoints.from_environ(environ),
             public_url=(environ.get("MOLTBOT_PUBLIC_URL") or "").rstrip("/") or None,
             slack_client_id=environ.get("MOLTBOT_SLACK_CLIENT_ID") or None,
@@ -165,10 +179,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             smtp_url=environ.get("MOLTBOT_SMTP_URL") or None,
             mail_from=environ.get("MOLTBOT_MAIL_FROM") or "Moltbot Cloud <no-reply@moltbot.localhost>",
             email_verification=_email_verification(environ),
+            vapid_private_key=environ.get("MOLTBOT_VAPID_PRIVATE_KEY") or None,
+            vapid_key_file=Path(
+                environ.get("MOLTBOT_VAPID_KEY_FILE") or directory.resolve() / "push" / "vapid-private.pem"
+            ),
+            vapid_subject=environ.get("MOLTBOT_VAPID_SUBJECT") or None,
+            push_services=tuple(
+                host.strip().lower()
+                for host in (environ.get("MOLTBOT_PUSH_SERVICES") or ",".join(PUSH_SERVICES)).split(",")
+                if host.strip()
+            ),
         )
         settings.oidc_config()  # refuse an incomplete or unsafe OIDC setup at start
         settings.billing()  # and an incomplete Stripe setup
         settings.mailer()  # and a malformed MOLTBOT_SMTP_URL
+        if settings.vapid_private_key:  # and a VAPID key or subject that cannot be used
+            settings.push_config()
+        else:
+            settings.push_subject()
         return settings
 
     def oidc_config(self) -> OidcConfig | None:
@@ -260,7 +288,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "catalog": self.catalog(),
             "mailer": self.mailer(),
             "email_verification": self.email_verification,
+            "push": self.push_config(),
         }
+
+    def push_subject(self) -> str:
+        """Who runs this deployment, for push services: MOLTBOT_VAPID_SUBJECT, else the public
+        https URL, else the sender address of account mail."""
+        if self.vapid_subject:
+            if not valid_subject(self.vapid_subject):
+                raise ValueError(
+                    f"MOLTBOT_VAPID_SUBJECT must be mailto:<address> or https://…, not {self.vapid_subject!r}"
+                )
+            return self.vapid_subject
+        if self.public_url and self.public_url.startswith("https://"):
+            return self.public_url
+        sender = f"mailto:{parseaddr(self.mail_from)[1]}"
+        return sender if valid_subject(sender) else "mailto:no-reply@moltbot.localhost"
+
+    def push_config(self) -> PushConfig:
+        """Browser push: the VAPID key (MOLTBOT_VAPID_PRIVATE_KEY, else the key file, made on
+        first use), the subject, the push services subscriptions may point at."""
+        if self.vapid_private_key:
+            key = parse_private_key(self.vapid_private_key)
+        else:
+            key = load_or_create(self.vapid_key_file)
+        return PushConfig(key=key, subject=self.push_subject(), services=self.push_services)
 
     def mailer(self) -> Mailer:
         """Account mail: the SMTP server of ``smtp_url``, else the data folder's outbox."""
@@ -388,6 +440,7 @@ _SECRETS = frozenset(
         "nats_password",
         "stripe_secret_key",
         "stripe_webhook_secret",
+        "vapid_private_key",
     }
 )
 

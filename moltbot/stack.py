@@ -32,7 +32,6 @@ from typing import IO, Any
 import structlog
 
 from adapters.agent.choice import ModelChoice
-from adapters.agent.orchestrator import AgentSettings
 from adapters.embedded.nats_cluster import CLUSTER_SIZE, NatsCluster
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
@@ -51,10 +50,12 @@ from moltbot.roles import (
     CONNECTOR_KINDS,
     ChannelSettings,
     GatewayStartError,
+    agent_settings,
     run_agent,
     run_billing,
     run_connectors,
     run_gateway,
+    run_notifier,
     run_outbox,
     run_projections,
 )
@@ -277,10 +278,7 @@ async def _up(settings: Settings, cluster: int) -> None:
                             description["database_url"],
                             models,
                             keyring=keyring,
-                            settings=AgentSettings(
-                                debounce=settings.agent_debounce,
-                                agent_runs_per_conversation=settings.limits.agent_runs_per_conversation,
-                            ),
+                            settings=agent_settings(settings),
                         ),
                         name="agent",
                     )
@@ -291,6 +289,16 @@ async def _up(settings: Settings, cluster: int) -> None:
                         media=media_store,
                     )
                     roles.create_task(run_connectors(nats, spec, channels=channels), name="connectors")
+                    roles.create_task(
+                        run_notifier(
+                            nats,
+                            description["database_url"],
+                            settings.push_config(),
+                            keyring=keyring,
+                            catalog=settings.catalog(),
+                        ),
+                        name="notifier",
+                    )
                     stripe_config = settings.billing()
                     if stripe_config is not None:  # billing on: the AI overage goes to Stripe's meter
                         roles.create_task(

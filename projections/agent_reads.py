@@ -13,7 +13,7 @@ from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.plans import Spend
 from domain.reads import ConversationView, FoundMessage, PastMessage, RoutedAgents
-from projections import agents_queries, inbox_queries, usage_queries
+from projections import agents_queries, connections_queries, inbox_queries, tenants_queries, usage_queries
 
 
 class AgentReads:
@@ -39,6 +39,12 @@ class AgentReads:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return RoutedAgents(await agents_queries.all_agents(conn), await agents_queries.routing(conn))
 
+    async def sender_status(self, tenant_id: str, connection_id: str, sender_id: str) -> str | None:
+        """What the owner decided about a sender on a connection, or None when they never asked."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            found = await connections_queries.sender(conn, connection_id, sender_id)
+        return found.status if found is not None else None
+
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
         """The tenant's plan and its model spend this calendar month (micro-dollars)."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
@@ -53,6 +59,21 @@ class AgentReads:
             return await agents_queries.runs_requested_since(
                 conn, conversation_id, since, other_than=other_than
             )
+
+    async def owner_time_zone(self, tenant_id: str) -> str | None:
+        """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await tenants_queries.owner_time_zone(conn, tenant_id)
+
+    async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
+        """The facts the owner approved for a conversation and for every conversation."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await agents_queries.approved_facts(conn, conversation_id)
+
+    async def provider_id_of_sent(self, tenant_id: str, message_id: str) -> str | None:
+        """The provider's id of a message we sent, once its ``message.sent`` is in the inbox."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await inbox_queries.provider_id_of_sent(conn, message_id)
 
     async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
         """The conversation's latest messages, oldest first (deleted ones left out)."""

@@ -46,6 +46,17 @@ CREATE TABLE agent_runs (
     finished_at      timestamptz,
     routed_by        integer  -- the routing rule that chose the agent (NULL: the default agent)
 );
+-- What the agent remembers: facts it proposed (waiting for the owner) or the owner approved.
+CREATE TABLE facts (
+    fact_id         text PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    conversation_id text,           -- NULL: about every conversation
+    text            text NOT NULL,
+    status          text NOT NULL,  -- proposed, approved, forgotten
+    run_id          text,           -- the run that proposed it (NULL: the owner wrote it)
+    created_at      timestamptz NOT NULL,
+    decided_at      timestamptz
+);
 CREATE TABLE routing (
     tenant_id  text PRIMARY KEY,
     rules      jsonb NOT NULL,  -- ordered: the first a message matches picks the agent
@@ -57,6 +68,8 @@ INDEXES = """
 CREATE INDEX agents_tenant ON agents (tenant_id);
 CREATE INDEX agent_runs_conversation ON agent_runs (conversation_id, requested_at);
 CREATE INDEX agent_runs_tenant ON agent_runs (tenant_id, requested_at);
+CREATE INDEX facts_tenant ON facts (tenant_id, status, created_at);
+CREATE INDEX facts_conversation ON facts (conversation_id) WHERE status = 'approved';
 """
 
 
@@ -129,6 +142,20 @@ HANDLERS: dict[str, Handler] = {
         " WHERE run_id = %(run_id)s AND status = 'requested'"
     ),
     "agent.run_completed": _completed,
+    "memory.fact_proposed": statement(
+        "INSERT INTO facts (fact_id, tenant_id, conversation_id, text, status, run_id, created_at)"
+        " VALUES (%(fact_id)s, %(tenant_id)s, %(conversation_id)s, %(text)s, 'proposed', %(run_id)s,"
+        " %(occurred_at)s) ON CONFLICT (fact_id) DO NOTHING"
+    ),
+    "memory.fact_approved": statement(
+        "INSERT INTO facts (fact_id, tenant_id, conversation_id, text, status, created_at, decided_at)"
+        " VALUES (%(fact_id)s, %(tenant_id)s, %(conversation_id)s, %(text)s, 'approved', %(occurred_at)s,"
+        " %(occurred_at)s) ON CONFLICT (fact_id) DO UPDATE SET status = 'approved', text = EXCLUDED.text,"
+        " conversation_id = EXCLUDED.conversation_id, decided_at = EXCLUDED.decided_at"
+    ),
+    "memory.fact_forgotten": statement(
+        "UPDATE facts SET status = 'forgotten', decided_at = %(occurred_at)s WHERE fact_id = %(fact_id)s"
+    ),
     "agent.run_failed": statement(
         "UPDATE agent_runs SET status = 'failed', error_code = %(code)s, error = %(reason)s,"
         " finished_at = %(occurred_at)s WHERE run_id = %(run_id)s"
@@ -138,8 +165,9 @@ HANDLERS: dict[str, Handler] = {
 
 class AgentsProjection(StatementProjection):
     name = "agents"
-    version = 2  # 2: the routing table, and which rule chose a run's agent
-    tables: tuple[str, ...] = ("agents", "agent_runs", "routing")
+    # 2: the routing table, and which rule chose a run's agent; 3: the facts it remembers
+    version = 3
+    tables: tuple[str, ...] = ("agents", "agent_runs", "routing", "facts")
     schema = SCHEMA
     indexes = INDEXES
     handlers = HANDLERS

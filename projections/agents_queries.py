@@ -63,3 +63,54 @@ async def runs_requested_since(
     )
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
+
+
+class Fact(msgspec.Struct, frozen=True):
+    """Something the agent remembers: proposed by a run, approved (or written) by the owner."""
+
+    fact_id: str
+    text: str
+    status: str  # proposed, approved, forgotten
+    conversation_id: str | None
+    run_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+async def facts(
+    conn: Connection, *, status: str | None, conversation_id: str | None, limit: int
+) -> list[Fact]:
+    """The tenant's facts (with ``status``, about ``conversation_id``, when given), newest first."""
+    cur = await conn.execute(
+        "SELECT fact_id, text, status, conversation_id, run_id, created_at, decided_at FROM rm_agents.facts"
+        " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+        " AND (%(conversation)s::text IS NULL OR conversation_id = %(conversation)s)"
+        " ORDER BY created_at DESC, fact_id DESC LIMIT %(limit)s",
+        {"status": status, "conversation": conversation_id, "limit": limit},
+    )
+    return [msgspec.convert(r, Fact, strict=False) for r in await cur.fetchall()]
+
+
+async def fact(conn: Connection, fact_id: str) -> Fact | None:
+    cur = await conn.execute(
+        "SELECT fact_id, text, status, conversation_id, run_id, created_at, decided_at FROM rm_agents.facts"
+        " WHERE fact_id = %s",
+        (fact_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, Fact, strict=False)
+
+
+MAX_FACTS_IN_CONTEXT = 20
+
+
+async def approved_facts(conn: Connection, conversation_id: str) -> list[str]:
+    """What the agent may use in a conversation: the facts approved about it and about every
+    conversation, the latest first (at most :data:`MAX_FACTS_IN_CONTEXT`)."""
+    cur = await conn.execute(
+        "SELECT text FROM rm_agents.facts WHERE status = 'approved'"
+        " AND (conversation_id = %s OR conversation_id IS NULL)"
+        " ORDER BY decided_at DESC, fact_id LIMIT %s",
+        (conversation_id, MAX_FACTS_IN_CONTEXT),
+    )
+    return [str(row["text"]) for row in await cur.fetchall()]

@@ -24,6 +24,7 @@ class Channel(msgspec.Struct, frozen=True):
     device_id: str | None = None
     agent_mode: str | None = None  # set by the owner (None: the channel kind's default)
     takeover_minutes: int | None = None  # set by the owner (None: the default)
+    dm_policy: str | None = None  # open, pairing, allowlist (None: open)
 
 
 async def channels(conn: Connection, tenant_id: str, *, device_id: str | None = None) -> list[Channel]:
@@ -66,3 +67,53 @@ async def owner(conn: Connection, connection_id: str) -> str | None:
     )
     row = await cur.fetchone()
     return None if row is None else str(row["tenant_id"])
+
+
+class Sender(msgspec.Struct, frozen=True):
+    """Someone who wrote a direct message on a connection that asks for approval."""
+
+    connection_id: str
+    sender_id: str
+    sender_name: str
+    status: str  # pending, approved, blocked
+    code: str | None = None
+    conversation_id: str | None = None
+    requested_at: datetime | None = None
+    decided_at: datetime | None = None
+
+
+_SENDER_COLUMNS = (
+    "connection_id, sender_id, sender_name, status, code, conversation_id, requested_at, decided_at"
+)
+
+
+async def senders(conn: Connection, connection_id: str, *, status: str | None, limit: int) -> list[Sender]:
+    """The connection's senders (with ``status`` only, when given), the latest request first."""
+    cur = await conn.execute(
+        f"SELECT {_SENDER_COLUMNS} FROM rm_connections.senders WHERE connection_id = %(connection)s"
+        " AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " ORDER BY coalesce(requested_at, decided_at) DESC, sender_id LIMIT %(limit)s",
+        {"connection": connection_id, "status": status, "limit": limit},
+    )
+    return [msgspec.convert(r, Sender, strict=False) for r in await cur.fetchall()]
+
+
+async def sender(conn: Connection, connection_id: str, sender_id: str) -> Sender | None:
+    cur = await conn.execute(
+        f"SELECT {_SENDER_COLUMNS} FROM rm_connections.senders WHERE connection_id = %s AND sender_id = %s",
+        (connection_id, sender_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, Sender, strict=False)
+
+
+async def sender_by_code(conn: Connection, tenant_id: str, code: str) -> Sender | None:
+    """The sender of the tenant who was sent ``code`` (on a connection not removed)."""
+    cur = await conn.execute(
+        f"SELECT {', '.join('s.' + c for c in _SENDER_COLUMNS.split(', '))} FROM rm_connections.senders s"
+        " JOIN rm_connections.connections n ON n.connection_id = s.connection_id"
+        " WHERE s.tenant_id = %s AND s.code = %s AND n.deleted_at IS NULL",
+        (tenant_id, code),
+    )
+    row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, Sender, strict=False)

@@ -31,6 +31,10 @@ class Conversation(msgspec.Struct, frozen=True):
     agent_mode: str = "draft"  # what the agent does here: auto, draft, off (its own or its connection's)
     agent_paused_until: datetime | None = None  # a person answered: the agent is quiet until then
     preview: bool = False  # the owner's own "Try it" chat
+    # a direct message on a connection that asks for approval (its DM policy): who wrote and
+    # what the owner decided — "pending" reads "wants to talk"; None: nobody needs approving
+    sender_id: str | None = None
+    sender_status: str | None = None
 
     @property
     def active_at(self) -> datetime:
@@ -56,12 +60,18 @@ class Draft(msgspec.Struct, frozen=True):
 
 
 # A conversation's mode: its own, else its connection's, else its channel kind's default
-# (%(auto_kinds)s: the kinds that start in auto, from the channel registry).
+# (%(auto_kinds)s: the kinds that start in auto, from the channel registry); and who wrote
+# it, when its connection's DM policy asks for approval (with WITH_CONNECTION).
 EFFECTIVE_MODE = (
     "coalesce(c.agent_mode, n.agent_mode,"
-    " CASE WHEN c.channel = ANY(%(auto_kinds)s) THEN 'auto' ELSE 'draft' END) AS agent_mode"
+    " CASE WHEN c.channel = ANY(%(auto_kinds)s) THEN 'auto' ELSE 'draft' END) AS agent_mode,"
+    " s.sender_id, s.sender_status"
 )
-WITH_CONNECTION = " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
+WITH_CONNECTION = (
+    " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
+    " LEFT JOIN LATERAL (SELECT s.sender_id, s.status AS sender_status FROM rm_connections.senders s"
+    " WHERE s.conversation_id = c.conversation_id ORDER BY s.requested_at LIMIT 1) s ON true"
+)
 
 
 class MediaRef(msgspec.Struct, frozen=True):
@@ -134,7 +144,7 @@ async def conversation(conn: Connection, tenant_id: str, conversation_id: str) -
         ConversationView,
         "SELECT c.conversation_id, c.channel, c.connection_id, c.kind, c.external_id, c.agent_enabled,"
         " c.agent_mode, n.agent_mode AS connection_agent_mode, n.takeover_minutes, c.agent_paused_until,"
-        " c.preview FROM rm_inbox.conversations c"
+        " c.preview, n.dm_policy FROM rm_inbox.conversations c"
         " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
         " WHERE c.conversation_id = %s AND c.tenant_id = %s",
         (conversation_id, tenant_id),
@@ -204,6 +214,17 @@ async def conversation_detail(
     )
     row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, Conversation, strict=False)
+
+
+async def provider_id_of_sent(conn: Connection, message_id: str) -> str | None:
+    """The provider's id of a message we sent, once the provider confirmed it (else None)."""
+    cur = await conn.execute(
+        "SELECT provider_message_id FROM rm_inbox.messages WHERE message_id = %s AND direction = 'out'"
+        " AND status IN ('sent', 'delivered', 'read')",
+        (message_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row["provider_message_id"])
 
 
 async def drafts(conn: Connection, tenant_id: str, conversation_id: str, *, pending: bool) -> list[Draft]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from projections.statements import Handler, StatementProjection, statement
+from domain.events import UserPreferencesChanged
+from projections.statements import Handler, Statement, StatementProjection, statement
 
 SCHEMA = """
 CREATE TABLE tenants (
@@ -17,7 +18,10 @@ CREATE TABLE users (
     tenant_id      text NOT NULL,  -- the user's home tenant
     email          text NOT NULL,
     display_name   text NOT NULL,
-    registered_at  timestamptz NOT NULL
+    registered_at  timestamptz NOT NULL,
+    time_zone      text,      -- IANA name (NULL: UTC), for quiet hours and the agent's clock
+    quiet_start    smallint,  -- no push notifications from this hour (in time_zone) ...
+    quiet_end      smallint   -- ... until this one (NULL: none)
 );
 CREATE TABLE members (
     tenant_id text NOT NULL,
@@ -46,6 +50,22 @@ CREATE INDEX members_user ON members (user_id);
 """
 
 
+def _preferences(seq: int, event: UserPreferencesChanged) -> list[Statement]:
+    quiet = event.data.quiet_hours
+    return [
+        (
+            "UPDATE users SET time_zone = %(time_zone)s, quiet_start = %(start)s, quiet_end = %(end)s"
+            " WHERE user_id = %(user_id)s",
+            {
+                "user_id": event.aggregate_id,
+                "time_zone": event.data.time_zone,
+                "start": quiet.start if quiet else None,
+                "end": quiet.end if quiet else None,
+            },
+        )
+    ]
+
+
 HANDLERS: dict[str, Handler] = {
     "tenant.created": statement(
         "INSERT INTO tenants VALUES (%(tenant_id)s, %(name)s, %(plan)s, %(occurred_at)s, %(occurred_at)s)"
@@ -59,9 +79,11 @@ HANDLERS: dict[str, Handler] = {
     ),
     # aggregate_id: the user; tenant_id: their home tenant
     "user.registered": statement(
-        "INSERT INTO users VALUES (%(aggregate_id)s, %(tenant_id)s, %(email)s, %(display_name)s,"
-        " %(occurred_at)s) ON CONFLICT (user_id) DO NOTHING"
+        "INSERT INTO users (user_id, tenant_id, email, display_name, registered_at) VALUES"
+        " (%(aggregate_id)s, %(tenant_id)s, %(email)s, %(display_name)s, %(occurred_at)s)"
+        " ON CONFLICT (user_id) DO NOTHING"
     ),
+    "user.preferences_changed": _preferences,
     "member.added": statement(
         "INSERT INTO members VALUES (%(tenant_id)s, %(user_id)s, %(role)s, %(occurred_at)s)"
         " ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role"
@@ -77,7 +99,9 @@ HANDLERS: dict[str, Handler] = {
 
 class TenantsProjection(StatementProjection):
     name = "tenants"
-    version = 3  # 2: row-level security on every table; 3: members see each other, users their inboxes
+    # 2: row-level security on every table; 3: members see each other, users their inboxes;
+    # 4: people's time zones and quiet hours
+    version = 4
     tables: tuple[str, ...] = ("tenants", "users", "members")
     schema = SCHEMA
     indexes = INDEXES

@@ -108,3 +108,56 @@ async def display_name(conn: Connection, user_id: str) -> str | None:
     cur = await conn.execute("SELECT display_name FROM rm_tenants.users WHERE user_id = %s", (user_id,))
     row = await cur.fetchone()
     return None if row is None else row["display_name"]
+
+
+class Preferences(msgspec.Struct, frozen=True):
+    """A person's time zone (None: UTC) and the hours in it without push notifications."""
+
+    time_zone: str | None = None
+    quiet_start: int | None = None
+    quiet_end: int | None = None
+
+
+class MemberPreferences(msgspec.Struct, frozen=True):
+    """A person of an inbox, their role and their preferences."""
+
+    user_id: str
+    role: str
+    time_zone: str | None = None
+    quiet_start: int | None = None
+    quiet_end: int | None = None
+
+
+async def preferences(conn: Connection, user_id: str) -> Preferences:
+    """The person's preferences (all None until they set them, or while the read model lacks them)."""
+    found = await one_row(
+        conn,
+        Preferences,
+        "SELECT time_zone, quiet_start, quiet_end FROM rm_tenants.users WHERE user_id = %s",
+        (user_id,),
+    )
+    return found or Preferences()
+
+
+async def member_preferences(conn: Connection, tenant_id: str) -> list[MemberPreferences]:
+    """Every person of the inbox with their preferences, owners first."""
+    cur = await conn.execute(
+        "SELECT m.user_id, m.role, u.time_zone, u.quiet_start, u.quiet_end FROM rm_tenants.members m"
+        " LEFT JOIN rm_tenants.users u ON u.user_id = m.user_id WHERE m.tenant_id = %s"
+        " ORDER BY m.role <> 'owner', m.added_at",
+        (tenant_id,),
+    )
+    return [msgspec.convert(row, MemberPreferences) for row in await cur.fetchall()]
+
+
+async def owner_time_zone(conn: Connection, tenant_id: str) -> str | None:
+    """The IANA time zone of the inbox's first owner (e.g. "Europe/Berlin"), or None when they
+    never set one (then UTC is theirs): the clock the owner's quiet hours and the agent's
+    "current time" read."""
+    cur = await conn.execute(
+        "SELECT u.time_zone FROM rm_tenants.members m JOIN rm_tenants.users u ON u.user_id = m.user_id"
+        " WHERE m.tenant_id = %s AND m.role = 'owner' ORDER BY m.added_at LIMIT 1",
+        (tenant_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["time_zone"]

@@ -39,6 +39,8 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.postgres.database import provision_login_role
+from adapters.push.config import PushConfig
+from adapters.push.vapid import VapidKey
 from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import sealing
 from domain.mail import Mailer
@@ -55,6 +57,7 @@ from moltbot.roles import (
     run_projections,
 )
 from moltbot.settings import bundled_plans_file, load_catalog
+from projections import rebuild as rebuild_ops
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
 
@@ -176,6 +179,15 @@ class Stack:
 
     async def snapshot(self, projections: Sequence[Projection] | None = None) -> dict[str, list[Any]]:
         return await snapshot(self.database_url, projections)
+
+    async def verify_read_models(self) -> None:
+        """Every read model rebuilt from the log beside the live one: they must be identical
+        (``moltbot projections verify``)."""
+        await self.wait_caught_up()
+        async with pg_connection(self.database_url) as conn:
+            for projection in all_projections():
+                report = await rebuild_ops.verify(conn, projection, self.store)
+                assert report.identical, report
 
 
 async def wait_caught_up(
@@ -316,6 +328,14 @@ def email_verification() -> Literal["required", "optional"]:
     return "optional"
 
 
+@pytest.fixture(scope="session")
+def push_config() -> PushConfig:
+    """Browser push as `moltbot up` has it (a VAPID key of its own), with push services only on
+    127.0.0.1: tests/fakes/push_service.py."""
+    subject = "mailto:ops@moltbot.localhost"
+    return PushConfig(key=VapidKey.generate(), subject=subject, services=("127.0.0.1",))
+
+
 @pytest.fixture
 async def api(
     stack: Stack,
@@ -332,6 +352,7 @@ async def api(
     channel_clients: dict[str, Any],
     billing: StripeConfig | None,
     plan_catalog: Catalog,
+    push_config: PushConfig,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
@@ -356,6 +377,7 @@ async def api(
                 catalog=plan_catalog,
                 mailer=mailer,
                 email_verification=email_verification,
+                push=push_config,
             )
         ),
         asyncio.create_task(run_outbox(stack.roles)),

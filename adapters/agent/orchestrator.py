@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from msgspec.structs import replace
@@ -41,25 +41,30 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from adapters.agent import spend
+from adapters.agent.growing_reply import GrowingReply
 from adapters.agent.tools import ToolBox, ToolContext
 from adapters.nats.consume import RECOVERABLE, consume
 from adapters.nats.errors import ConcurrencyConflict
 from adapters.nats.event_store import EVENTS_STREAM
+from adapters.nats.outbox import CommandQueue
 from adapters.nats.pull import ack_position, raise_if_cancelled
 from domain import agent as policy
 from domain import events as ev
 from domain import plans, subjects
-from domain.connectors import typing_subject
+from domain.connectors import Capabilities, typing_subject
 from domain.errors import InvalidEvent
 from domain.injection import Screening
 from domain.models import (
     OFFLINE_MODEL,
     ChatTurn,
+    Model,
     ModelReply,
     ModelRequest,
     ModelSource,
     ModelUnavailable,
     OnDelta,
+    ToolFailed,
+    ToolSpec,
 )
 from domain.ports import EventStore
 from domain.reads import AgentReads, ConversationView, PastMessage
@@ -67,7 +72,8 @@ from domain.reads import AgentReads, ConversationView, PastMessage
 log = structlog.get_logger()
 
 CONSUMER = "agent"
-READ_MODELS = ("inbox", "agents", "tenants", "usage")
+PLAIN_TEXT = Capabilities(max_text_length=policy.DEFAULT_MAX_TEXT_LENGTH)  # a kind the registry lacks
+READ_MODELS = ("inbox", "agents", "tenants", "usage", "connections")
 _MESSAGE_RECEIVED = ".message_received"
 _MESSAGE_SENT = ".message_sent"  # the owner's own, from their device: a takeover
 TYPING_EVERY = 4.0  # seconds between "typing…" signals while a run writes
@@ -85,6 +91,7 @@ class AgentSettings:
     concurrency: int = 32  # triggers handled at once (across conversations)
     catch_up_wait: float = 10.0  # seconds to wait for the read models to have a trigger
     agent_runs_per_conversation: int = 6  # runs one conversation gets per minute; 0: no limit
+    injection_model_check: bool = False  # the model screens what it would answer, besides the rules
 
 
 class Orchestrator:
@@ -97,7 +104,7 @@ class Orchestrator:
         store: EventStore,
         settings: AgentSettings = AgentSettings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        max_text_for: Callable[[str], int] = lambda channel: policy.DEFAULT_MAX_TEXT_LENGTH,
+        capabilities_for: Callable[[str], Capabilities] = lambda channel: PLAIN_TEXT,
         agent_mode_for: Callable[[str], ev.AgentMode] = lambda channel: "draft",
         catalog: plans.Catalog,
     ) -> None:
@@ -107,9 +114,10 @@ class Orchestrator:
         self._models = models
         self._settings = settings
         self._clock = clock
-        self._max_text_for = max_text_for  # a channel's longest message (from the channel registry)
+        self._capabilities_for = capabilities_for  # what a channel kind supports (the channel registry)
         self._agent_mode_for = agent_mode_for  # a channel kind's default mode (the registry too)
         self._catalog = catalog  # the plans: each tenant's AI allowance
+        self._commands = CommandQueue(nc)  # edits of a reply that grows in place
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs_completed = 0
@@ -125,14 +133,16 @@ class Orchestrator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def handle(self, msg: Msg) -> None:
+        # Each in its own task: waiting for the read models never holds up the next trigger.
         if msg.subject.endswith(_MESSAGE_SENT):
-            await self._owner_wrote(msg)
-            return
-        if not msg.subject.endswith(_MESSAGE_RECEIVED):
+            work = self._owner_wrote(msg)
+        elif msg.subject.endswith(_MESSAGE_RECEIVED):
+            work = self._process(msg)
+        else:
             await msg.ack()
             return
         await self._slots.acquire()
-        task = asyncio.create_task(self._process(msg))
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -212,6 +222,8 @@ class Orchestrator:
         chosen, routed_by = policy.route(routed.rules, trigger.data, conversation.kind, enabled)
         agent = by_id[chosen] if chosen is not None else (routed.agents[0] if routed.agents else None)
         spend = await self._reads.plan_and_spend(tenant, self._clock())
+        quiet = agent is not None and agent.config.rules.quiet_hours is not None
+        time_zone = await self._reads.owner_time_zone(tenant) if quiet else None
         run_id = policy.run_id_for(trigger.id)
         max_runs = self._settings.agent_runs_per_conversation
         recent_runs = 0
@@ -235,6 +247,7 @@ class Orchestrator:
                 received_at=trigger.occurred_at,
                 runs_last_minute=recent_runs,
                 max_runs_per_minute=max_runs,
+                time_zone=time_zone,
             )
         )
         # Only a message the agent would answer is screened: a skipped one needs no verdict.
@@ -247,6 +260,8 @@ class Orchestrator:
             log.debug("agent_skipped", conversation_id=conversation_id, reason=decision.reason)
             return "done"
         if await self._superseded(trigger, seq):
+            return "done"
+        if not await self._admitted(trigger, conversation):
             return "done"
         claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by)
         if claimed != "go":
@@ -278,6 +293,27 @@ class Orchestrator:
             newer = self._store.codec.decode(latest.data)
             return isinstance(newer, ev.MessageReceived) and newer.data.mentions_agent
         return True
+
+    async def _admitted(self, trigger: ev.MessageReceived, conversation: ConversationView) -> bool:
+        """Whether the connection's DM policy lets the agent answer this sender; an unknown
+        sender is recorded as wanting to talk (and, under ``pairing``, sent their code)."""
+        dm_policy, kind, preview = conversation.dm_policy, conversation.kind, conversation.preview
+        status = None
+        if policy.admission(dm_policy, kind, "pending", preview=preview) != "admit":  # it asks for approval
+            status = await self._reads.sender_status(
+                trigger.tenant_id, conversation.connection_id, trigger.data.sender.id
+            )
+        admitted = policy.admission(dm_policy, kind, status, preview=preview)
+        if admitted == "admit":
+            return True
+        self.decisions[f"sender_{admitted}"] += 1
+        if admitted == "request" and dm_policy is not None:
+            requested = policy.sender_request_events(
+                trigger, destination_of(conversation), dm_policy, at=self._clock()
+            )
+            await self._store.append_many(requested)
+            log.info("agent_sender_requested", conversation_id=trigger.aggregate_id, dm_policy=dm_policy)
+        return False
 
     async def _claim(
         self, trigger: ev.MessageReceived, run_id: str, agent_id: str, routed_by: int | None
@@ -319,29 +355,87 @@ class Orchestrator:
             ),
         )
         await self._record(policy.run_started(run.trigger, run.run_id, model.name, at=self._clock()))
-        request, tools = await self._request(run)
+        if (
+            run.decision.verdict == "answer"
+            and self._settings.injection_model_check
+            and model.name != OFFLINE_MODEL
+        ):
+            run = await self._screened_by(model, run)
+        request, tools = await self._request(run, model)
         drafting = run.decision.verdict == "draft"
         # A draft is for the owner: the contact sees neither "typing…" nor the words as written.
         typing = (
             None if drafting else asyncio.create_task(self._typing(run.trigger.tenant_id, run.conversation))
         )
+        growing = None if drafting else self._growing(run)
         try:
-            reply = await model.complete(request, tools, _quiet if drafting else self._live_deltas(run))
+            reply = await model.complete(
+                request, tools, _quiet if drafting else self._live_deltas(run, growing)
+            )
         except ModelUnavailable as exc:
-            await self._fail(run.trigger, run.run_id, exc.code, exc.reason)
+            await self._fail(run.trigger, run.run_id, exc.code, exc.reason, growing)
             return
         except Exception as exc:  # a bug in a model adapter or a tool: fail the run, not the trigger
             log.exception("agent_model_error", run_id=run.run_id)
             reason = f"The agent hit an internal error ({type(exc).__name__})."
-            await self._fail(run.trigger, run.run_id, "agent_error", reason)
+            await self._fail(run.trigger, run.run_id, "agent_error", reason, growing)
             return
         finally:
             if typing is not None:
                 typing.cancel()
+        # What it asked to remember waits for the owner (before the run is done, like the rest).
+        await self._store.append_many(
+            policy.fact_proposals(run.trigger, run.run_id, tools.remembered, at=self._clock())
+        )
         if drafting:
             await self._draft(run, reply)
         else:
-            await self._reply(run, reply)
+            first_sent = await growing.finish(reply.text) if growing is not None else False
+            await self._reply(run, reply, first_sent=first_sent)
+
+    async def _screened_by(self, model: Model, run: _Run) -> _Run:
+        """The model check of what the run answers (besides the rules): a message it judges
+        an injection is answered with a draft, like one the rules flag. A check that cannot
+        be made leaves the run as it was (the rules screened it already)."""
+        request = ModelRequest(
+            model=run.agent.model,
+            system=policy.INJECTION_CHECK_SYSTEM,
+            turns=(ChatTurn("user", policy.injection_check_text(run.trigger.data)),),
+            max_tokens=60,
+        )
+        try:
+            verdict = await model.complete(request, NO_TOOLS, _quiet)
+        except ModelUnavailable as exc:
+            log.warning("agent_screen_unavailable", run_id=run.run_id, code=exc.code)
+            return run
+        await self._store.append_many(
+            policy.screening_usage(run.trigger, run.run_id, verdict, at=self._clock())
+        )
+        screening = policy.model_screening(verdict.text)
+        if not screening.flagged:
+            return run
+        log.info("agent_injection_suspected", run_id=run.run_id, by="model_check")
+        return dataclasses.replace(
+            run, decision=policy.guarded(run.decision, screening), flag=screening.reason()
+        )
+
+    def _growing(self, run: _Run) -> GrowingReply | None:
+        """Where the channel edits messages: a reply that grows in place as the model writes."""
+        capabilities = self._capabilities_for(run.conversation.channel)
+        if not capabilities.edits:
+            return None
+        direct = run.conversation.kind == "direct"
+        return GrowingReply(
+            store=self._store,
+            reads=self._reads,
+            commands=self._commands,
+            first_part=lambda text: policy.first_part(
+                run.trigger, run.destination, run.run_id, run.agent, text, at=self._clock()
+            ),
+            every=capabilities.edit_every if direct else capabilities.group_edit_every,
+            max_text=capabilities.max_text_length,
+            clock=self._clock,
+        )
 
     async def _draft(self, run: _Run, reply: ModelReply) -> None:
         """Keep the model's reply as a draft for a person (the conversation drafts, or the
@@ -355,16 +449,17 @@ class Orchestrator:
         self.runs_completed += 1
         log.info("agent_draft_proposed", run_id=run.run_id, reason=reason, tokens_out=reply.tokens_out)
 
-    async def _request(self, run: _Run) -> tuple[ModelRequest, ToolBox]:
+    async def _request(self, run: _Run, model: Model) -> tuple[ModelRequest, ToolBox]:
         """What the model is asked: the agent's prompt (with the notice on untrusted text), the
-        conversation's memory and the recent history that fits, each delimited and labelled,
-        and the tools, acting for the sender being answered."""
+        facts the owner approved, the conversation's memory and the recent history that fits,
+        each delimited and labelled, and the tools, acting for the sender being answered."""
         trigger, conversation, agent = run.trigger, run.conversation, run.agent
         history = await self._reads.recent_messages(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
         )
         recent, older = _fit(history, self._settings.context_chars)
-        summary = await self._memory(trigger, older)
+        summary = await self._memory(run, older, model)
+        facts = await self._reads.approved_facts(trigger.tenant_id, conversation.conversation_id)
         sender_id = trigger.data.sender.id
         scope = policy.search_scope(agent.rules, sender_id, conversation.kind)
         tools = ToolBox(
@@ -382,6 +477,8 @@ class Orchestrator:
         ]
         if summary:
             turns.insert(0, ChatTurn("user", policy.summary_turn(summary)))
+        if facts:
+            turns.insert(0, ChatTurn("user", policy.facts_turn(facts)))
         request = ModelRequest(
             model=agent.model,
             system=policy.guarded_prompt(agent.system_prompt),
@@ -390,8 +487,9 @@ class Orchestrator:
         )
         return request, tools
 
-    def _live_deltas(self, run: _Run) -> OnDelta:
-        """Publishes each piece of the reply as the model writes it (live only, not logged)."""
+    def _live_deltas(self, run: _Run, growing: GrowingReply | None) -> OnDelta:
+        """Publishes each piece of the reply as the model writes it (live only, not logged),
+        and grows the reply in place where the channel edits messages."""
         conversation_id = run.conversation.conversation_id
         live = subjects.live_subject(run.trigger.tenant_id, "agent", conversation_id, run.run_id)
         index = 0
@@ -402,15 +500,19 @@ class Orchestrator:
             body = {"run_id": run.run_id, "conversation_id": conversation_id, "index": index, "delta": delta}
             index += 1
             await self._nc.publish(live, json.dumps(body).encode())
+            if growing is not None:
+                await growing.on_delta(text)
 
         return on_delta
 
-    async def _reply(self, run: _Run, reply: ModelReply) -> None:
-        """Record the model's reply: its parts, the usage at the catalog's price, the run completed."""
-        limit = self._max_text_for(run.conversation.channel)
+    async def _reply(self, run: _Run, reply: ModelReply, *, first_sent: bool) -> None:
+        """Record the model's reply: its parts (the first one already, when it grew in place),
+        the usage at the catalog's price, the run completed."""
+        limit = self._capabilities_for(run.conversation.channel).max_text_length
         events = policy.reply_events(
-            run.trigger, run.destination, run.run_id, run.agent, reply, max_text=limit, at=self._clock()
-        )
+            run.trigger, run.destination, run.run_id, run.agent, reply, max_text=limit, at=self._clock(),
+            first_sent=first_sent,
+        )  # fmt: skip
         await self._record(events)
         completed = events[-1]  # priced by the policy: what the run cost is recorded on it
         assert isinstance(completed, ev.AgentRunCompleted)
@@ -440,21 +542,62 @@ class Orchestrator:
                 raise_if_cancelled()  # a publish can swallow the cancellation
                 await asyncio.sleep(TYPING_EVERY)
 
-    async def _memory(self, trigger: ev.MessageReceived, older: list[PastMessage]) -> str | None:
-        """The conversation's rolling summary, extended with older messages it lacks."""
+    async def _memory(self, run: _Run, older: list[PastMessage], model: Model) -> str | None:
+        """The conversation's rolling summary, extended with older messages it lacks: written
+        by the run's model when it has one (not the offline model), else extractive."""
+        trigger = run.trigger
         subject = subjects.event_subject(
             trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
         )
         stored = await self._store.last_on(subject)
-        last = self._store.codec.decode(stored.data) if stored is not None else None
+        last = await self._store.decode(stored.data) if stored is not None else None
         previous = last.data if isinstance(last, ev.ConversationSummarized) else None
-        extended = policy.summary_events(trigger, previous, older, at=self._clock())
+        new = policy.not_summarized(previous, older)
+        if not new:
+            return previous.summary if previous else None
+        written = None
+        if model.name != OFFLINE_MODEL:
+            written = await self._summarized_by(model, run, previous, new)
+        extended = policy.summary_events(trigger, previous, older, at=self._clock(), written=written)
         await self._store.append_many(extended)
-        if extended:
-            return extended[-1].data.summary
-        return previous.summary if previous else None
+        summarized = extended[-1]
+        assert isinstance(summarized, ev.ConversationSummarized)
+        return summarized.data.summary
 
-    async def _fail(self, trigger: ev.MessageReceived, run_id: str, code: str, reason: str) -> None:
+    async def _summarized_by(
+        self,
+        model: Model,
+        run: _Run,
+        previous: ev.ConversationSummarizedData | None,
+        new: list[policy.OlderMessage],
+    ) -> ModelReply | None:
+        """The model's rewrite of the summary to cover ``new``; None when it cannot (the
+        extractive summary stands in, and the answer goes on)."""
+        text = policy.summary_request_text(
+            previous.summary if previous else None, new, run.conversation.channel
+        )
+        request = ModelRequest(
+            model=run.agent.model,
+            system=policy.SUMMARY_SYSTEM,
+            turns=(ChatTurn("user", text),),
+            max_tokens=400,
+        )
+        try:
+            return await model.complete(request, NO_TOOLS, _quiet)
+        except ModelUnavailable as exc:
+            log.warning("agent_summary_unavailable", run_id=run.run_id, code=exc.code)
+            return None
+
+    async def _fail(
+        self,
+        trigger: ev.MessageReceived,
+        run_id: str,
+        code: str,
+        reason: str,
+        growing: GrowingReply | None = None,
+    ) -> None:
+        if growing is not None:
+            await growing.finish(growing.text)  # what went out already loses its " …"
         await self._store.append(policy.run_failed(trigger, run_id, code, reason, at=self._clock()))
         log.warning("agent_run_failed", run_id=run_id, code=code, reason=reason)
 
@@ -480,13 +623,29 @@ class _Run:
 
     @property
     def destination(self) -> policy.Destination:
-        """Where the run's replies go: the conversation's channel, connection and provider id."""
-        conversation = self.conversation
-        return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
+        return destination_of(self.conversation)
+
+
+def destination_of(conversation: ConversationView) -> policy.Destination:
+    """Where replies in a conversation go: its channel, connection and provider id."""
+    return policy.Destination(conversation.channel, conversation.connection_id, conversation.external_id)
 
 
 def replace_run(run: _Run, decision: policy.Decision) -> _Run:
     return run if decision == run.decision else dataclasses.replace(run, decision=decision)
+
+
+class _NoTools:
+    """The tools of a call that needs none (the summary)."""
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return ()
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> str:
+        raise ToolFailed(f"no tool named {name!r} here")
+
+
+NO_TOOLS = _NoTools()
 
 
 async def _quiet(text: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.agent import SearchScope
+from domain.agent import MAX_FACT_CHARS, MAX_FACTS_PER_RUN, SearchScope
 from domain.models import ToolFailed, ToolSpec
 from domain.reads import AgentReads
 
@@ -26,6 +26,7 @@ class ToolContext:
     reads: AgentReads
     now: Callable[[], datetime]
     scope: SearchScope = "conversation"
+    remembered: list[str] = field(default_factory=list)  # what ``remember`` proposed in this run
 
 
 ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
@@ -54,6 +55,16 @@ async def _search_history(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     )
 
 
+async def _remember(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    fact = " ".join(str(arguments.get("fact", "")).split())
+    if not fact:
+        raise ToolFailed("give the fact to remember, in one sentence")
+    if len(ctx.remembered) >= MAX_FACTS_PER_RUN:
+        raise ToolFailed(f"at most {MAX_FACTS_PER_RUN} facts per answer")
+    ctx.remembered.append(fact[:MAX_FACT_CHARS])
+    return "Noted: the owner will review it before it is remembered."
+
+
 TOOLS: dict[str, tuple[ToolSpec, ToolFunction]] = {
     "current_time": (
         ToolSpec("current_time", "The current date and time (UTC).", {"type": "object", "properties": {}}),
@@ -72,6 +83,20 @@ TOOLS: dict[str, tuple[ToolSpec, ToolFunction]] = {
         ),
         _search_history,
     ),
+    "remember": (
+        ToolSpec(
+            "remember",
+            "Propose a lasting fact about this person or the owner's business worth knowing in"
+            " later conversations (a preference, a date, a promise). The owner approves it first;"
+            " do not mention it in your answer.",
+            {
+                "type": "object",
+                "properties": {"fact": {"type": "string", "description": "one short sentence"}},
+                "required": ["fact"],
+            },
+        ),
+        _remember,
+    ),
 }
 
 
@@ -81,6 +106,11 @@ class ToolBox:
     def __init__(self, enabled: tuple[str, ...], ctx: ToolContext) -> None:
         self._enabled = tuple(name for name in enabled if name in TOOLS)
         self._ctx = ctx
+
+    @property
+    def remembered(self) -> list[str]:
+        """The facts ``remember`` proposed so far in this run."""
+        return self._ctx.remembered
 
     def specs(self) -> tuple[ToolSpec, ...]:
         return tuple(TOOLS[name][0] for name in self._enabled)

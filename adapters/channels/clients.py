@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from adapters.channels.errors import TokenRejected
-from domain.commands import SendMessage
+from domain.commands import EditMessage, SendMessage
 from domain.connectors import SendRejected
 
 Credentials = Callable[[str], Awaitable[Mapping[str, Any]]]  # connection id -> its opened secret
@@ -74,7 +74,7 @@ class ClientPerConnection(abc.ABC, Generic[Client]):
         """Drop a cached client (its token was rotated or revoked): the next use reads it anew."""
         self._clients.forget(connection_id)
 
-    async def sending_client(self, command: SendMessage) -> Client:
+    async def sending_client(self, command: SendMessage | EditMessage) -> Client:
         """The client of a command's connection: one without a usable token rejects the send."""
         try:
             return await self.client(command.connection_id)

@@ -203,9 +203,15 @@ class SlackConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bot_token: str
     app_token: str | None = None
     signing_secret: str | None = None
+    # your own Slack member id (U…, Profile → ⋮ → Copy member ID): what you write yourself
+    # in Slack is you answering, and the agent steps back there
+    owner_user_id: str | None = None
 
 
 async def _slack_connect(body: SlackConnect, env: ConnectEnv) -> Connected:
+    import re
+
+    from adapters.channels.errors import BadRequest
     from adapters.channels.slack import client
 
     workspace = await client.connect_tokens(
@@ -216,6 +222,11 @@ async def _slack_connect(body: SlackConnect, env: ConnectEnv) -> Connected:
         secret["app_token"] = body.app_token.strip()
     if body.signing_secret:
         secret["signing_secret"] = body.signing_secret.strip()
+    if body.owner_user_id is not None:
+        if not re.fullmatch(r"[UW][A-Z0-9]{2,20}", body.owner_user_id.strip()):
+            detail = "owner_user_id is a Slack member id such as U012AB3CD (Profile → ⋮ → Copy member ID)."
+            raise BadRequest(detail, field="owner_user_id")
+        secret["owner_user_id"] = body.owner_user_id.strip()
     return Connected(workspace.team_name, secret, team_id=workspace.team_id)
 
 
@@ -494,6 +505,12 @@ def agent_mode_for(channel: str) -> AgentMode:
 def answering_kinds() -> list[str]:
     """The kinds whose new connections start with the agent answering (``auto``)."""
     return [kind for kind, found in KINDS.items() if found.agent_mode == "auto"]
+
+
+def capabilities_for(channel: str) -> Capabilities:
+    """What ``channel`` supports (a kind the registry does not know: plain text only)."""
+    found = KINDS.get(channel)
+    return found.capabilities if found is not None else Capabilities(max_text_length=DEFAULT_MAX_TEXT_LENGTH)
 
 
 def max_text_for(channel: str) -> int:

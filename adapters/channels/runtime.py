@@ -10,11 +10,15 @@ the connector talk to its provider, and record the outcome as events.
   ``message.send_failed`` (the inbox shows it) and a dead letter
   (``dlq.connector-<kind>.send_failed``), and terminates the command.
 - A command that cannot be read is dead-lettered as ``malformed``; the runtime goes on.
+- ``edit_message`` (the agent's reply growing in place, for connectors that edit): an edit
+  before the final one is tried once (the next one carries more text); the final one is
+  retried like a send and, once the provider accepts it, recorded as ``message.edited``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import msgspec
 import structlog
@@ -24,8 +28,16 @@ from nats.aio.msg import Msg
 from adapters.nats.consume import consume
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.pull import raise_if_cancelled
-from domain.commands import SEND_MESSAGE, SendMessage, failed_event, sent_event
-from domain.connectors import Connector, SendDeferred, SendRejected
+from domain.commands import (
+    EDIT_MESSAGE,
+    SEND_MESSAGE,
+    EditMessage,
+    SendMessage,
+    edited_event,
+    failed_event,
+    sent_event,
+)
+from domain.connectors import Connector, EditingConnector, SendDeferred, SendRejected
 from domain.ports import EventStore
 
 log = structlog.get_logger()
@@ -73,6 +85,10 @@ class ConnectorRuntime:
     async def handle(self, msg: Msg) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
         try:
+            if kind == EDIT_MESSAGE and self.connector.capabilities.edits:
+                edit = msgspec.json.decode(await self._store.open(msg.data), type=EditMessage)
+                await self._edit(msg, edit)
+                return
             if kind != SEND_MESSAGE:
                 raise ValueError(f"{self.connector.kind} connectors do not understand {kind!r} commands")
             command = msgspec.json.decode(await self._store.open(msg.data), type=SendMessage)
@@ -107,6 +123,41 @@ class ConnectorRuntime:
             progress.cancel()
         sent = sent_event(command, delivered.provider_message_id, delivered.sent_at, self._actor)
         await self._store.append(sent)
+        await msg.ack()
+
+    async def _edit(self, msg: Msg, command: EditMessage) -> None:
+        connector: EditingConnector = self.connector  # type: ignore[assignment]  # its capabilities say so
+        deliveries = msg.metadata.num_delivered
+        try:
+            await connector.edit(command)
+        except Exception as exc:
+            retry_after = exc.retry_after if isinstance(exc, SendDeferred) else None
+            reason = exc.reason if isinstance(exc, SendRejected | SendDeferred) else repr(exc)
+            retry = command.final and not isinstance(exc, SendRejected)
+            if retry and (self._max_deliver <= 0 or deliveries < self._max_deliver):
+                delay = (
+                    retry_after
+                    if retry_after is not None
+                    else self._backoff[min(deliveries, len(self._backoff)) - 1]
+                )
+                log.warning(
+                    "edit_retrying",
+                    message_id=command.message_id,
+                    attempt=deliveries,
+                    delay=delay,
+                    error=reason,
+                )
+                await msg.nak(delay=delay)
+                return
+            # An edit on the way is superseded by the next; a final one that cannot be made
+            # leaves the message as the provider has it (the log says what was sent).
+            log.warning("edit_dropped", message_id=command.message_id, final=command.final, error=reason)
+            if command.final:
+                await self._dead_letter(msg, "edit_failed", reason)
+            await msg.term()
+            return
+        if command.final:
+            await self._store.append(edited_event(command, datetime.now(UTC), self._actor))
         await msg.ack()
 
     async def _fail(self, msg: Msg, command: SendMessage, code: str, reason: str) -> None:

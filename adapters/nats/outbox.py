@@ -22,7 +22,7 @@ from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.pull import ack_position
 from domain import events as ev
-from domain.commands import SendMessage, dispatch
+from domain.commands import EditMessage, SendMessage, dispatch
 from domain.errors import InvalidEvent
 from domain.ports import EventStore
 
@@ -32,10 +32,23 @@ CONSUMER = "outbox"
 _SEND_REQUESTED = "." + ev.MessageSendRequested.TYPE.replace(".", "_")
 
 
+class CommandQueue:
+    """Puts commands on the COMMANDS work queue, each once (its ``Nats-Msg-Id``: the command id)."""
+
+    def __init__(self, nc: Client) -> None:
+        self._js = nc.jetstream(timeout=10)
+
+    async def put(self, command: SendMessage | EditMessage) -> None:
+        await self._js.publish(
+            command.subject, msgspec.json.encode(command), headers={"Nats-Msg-Id": command.command_id}
+        )
+
+
 class Outbox:
     def __init__(self, nc: Client, *, store: EventStore) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=10)
+        self._commands = CommandQueue(nc)
         self._store = store
         self._codec = store.codec
         self._dead_letters = DeadLetters(self._js)
@@ -62,9 +75,7 @@ class Outbox:
             return
         outcome = dispatch(event, datetime.now(UTC))
         if isinstance(outcome, SendMessage):
-            await self._js.publish(
-                outcome.subject, msgspec.json.encode(outcome), headers={"Nats-Msg-Id": outcome.command_id}
-            )
+            await self._commands.put(outcome)
             self.dispatched += 1
         else:
             await self._store.append(outcome)

@@ -27,6 +27,7 @@ GATEWAY = "gateway"
 PROJECTIONS = "projections"
 AGENT = "agent"
 OUTBOX = "outbox"
+NOTIFIER = "notifier"
 INBOX = "_INBOX"
 
 # Changing a stream is the admin's alone, whatever an allow list above it says.
@@ -164,7 +165,14 @@ def _fixed_roles() -> dict[str, Permissions]:
             publish_deny=tuple(p for p in _STREAM_ADMIN if p != "$JS.API.STREAM.CREATE.>"),
         ),
         AGENT: Permissions(
-            publish=(*_reads_events(), *_APPENDS, *_DEAD_LETTERS, *_durable("EVENTS", AGENT), "live.>"),
+            publish=(
+                *_reads_events(),
+                *_APPENDS,
+                *_DEAD_LETTERS,
+                *_durable("EVENTS", AGENT),
+                "live.>",
+                "cmd.*.*.edit_message",  # its reply growing in place (adapters/agent/growing_reply.py)
+            ),
             subscribe=(*_own_inbox(AGENT), *_SHREDDED),
         ),
         OUTBOX: Permissions(
@@ -177,6 +185,11 @@ def _fixed_roles() -> dict[str, Permissions]:
             ),
             subscribe=_own_inbox(OUTBOX),
             publish_deny=(*_STREAM_ADMIN, "cmd.agent.>"),
+        ),
+        # Reads the log (its durable "notifier") and opens personal fields; appends nothing.
+        NOTIFIER: Permissions(
+            publish=(*_reads_events(), *_durable("EVENTS", NOTIFIER)),
+            subscribe=(*_own_inbox(NOTIFIER), *_SHREDDED),
         ),
     }
 

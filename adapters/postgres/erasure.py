@@ -25,6 +25,8 @@ TENANT_TABLES = (
     "whatsapp.devices",
     "billing.customers",
     "billing.meter_reports",
+    "push.subscriptions",
+    "push.notices",
 )
 # Tables keyed by a person, for the accounts that go with it.
 USER_TABLES = (
@@ -34,6 +36,7 @@ USER_TABLES = (
     "gateway.two_factor",
     "gateway.recovery_codes",
     "gateway.identities",
+    "push.subscriptions",
 )
 
 

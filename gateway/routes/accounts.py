@@ -106,6 +106,8 @@ class Me(msgspec.Struct, frozen=True):
     email_verified: bool = False
     two_factor: bool = False
     inboxes: list[tenants_queries.Membership] = msgspec.field(default_factory=list)  # to switch to
+    time_zone: str | None = None  # PUT /v1/me/preferences (None: never set; UTC)
+    quiet_hours: ev.QuietHours | None = None  # no push notifications then, on time_zone's clock
 
 
 def valid_email(value: str) -> str:
@@ -407,6 +409,12 @@ async def me(
     await ctx.wait_for(min_seq, ("tenants",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         found = await tenants_queries.account(conn, who.tenant_id, who.user_id)
+        chosen = await tenants_queries.preferences(conn, who.user_id)
+    quiet = (
+        ev.QuietHours(start=chosen.quiet_start, end=chosen.quiet_end)
+        if chosen.quiet_start is not None and chosen.quiet_end is not None
+        else None
+    )
     async with tenancy.user_transaction(ctx.pool, who.user_id) as conn:
         inboxes = await tenants_queries.memberships(conn, who.user_id)
     async with ctx.pool.connection() as conn:
@@ -420,7 +428,7 @@ async def me(
         )
     return Me(
         who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan,
-        verified, second_factor, inboxes,
+        verified, second_factor, inboxes, chosen.time_zone, quiet,
     )  # fmt: skip
 
 

@@ -166,7 +166,7 @@ async def app_webhook(ctx: Ctx, kind: FromPath[str], request: Request[Any, Any, 
     return await _webhook(ctx, kind, None, request)
 
 
-async def _channel(ctx: GatewayContext, who: Caller, connection_id: str) -> connections_queries.Channel:
+async def channel_or_404(ctx: GatewayContext, who: Caller, connection_id: str) -> connections_queries.Channel:
     async with ctx.tenant(who.tenant_id) as conn:
         found = await connections_queries.connection(conn, connection_id)
     if found is None:
@@ -180,7 +180,7 @@ async def disconnect(
 ) -> ChannelAccepted:
     """Remove a channel: its conversations stay in your inbox, nothing more comes in or goes out."""
     may_connect(who)
-    found = await _channel(ctx, who, connection_id)
+    found = await channel_or_404(ctx, who, connection_id)
     if found.channel == "webchat":
         raise ApiError(
             400, "invalid_request", "The website chat belongs to every inbox and cannot be removed."
@@ -210,6 +210,7 @@ async def disconnect(
 class ChannelPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     agent_mode: ev.AgentMode | None = None  # auto, draft or off in the channel's conversations
     takeover_minutes: int | None = None  # how long the agent steps back after a person answers
+    dm_policy: ev.DmPolicy | None = None  # who the agent answers in direct messages
 
 
 @patch("/channels/{connection_id:str}", status_code=202)
@@ -220,20 +221,23 @@ async def update_channel(
     data: JSONBody[ChannelPatch],
     request: Request[Any, Any, Any],
 ) -> ChannelAccepted:
-    """How the agent behaves in the channel's conversations (each may still have its own mode)."""
+    """How the agent behaves in the channel's conversations (each may still have its own mode),
+    and who it answers in direct messages (``dm_policy``)."""
     may_connect(who)
     if data == ChannelPatch():
-        raise ApiError(400, "invalid_request", "Send agent_mode, takeover_minutes or both.")
+        raise ApiError(
+            400, "invalid_request", "Send at least one of agent_mode, takeover_minutes, dm_policy."
+        )
     if data.takeover_minutes is not None and not 1 <= data.takeover_minutes <= 1440:
         raise ApiError(
             400, "invalid_request", "takeover_minutes is 1-1440 (a day at most).", field="takeover_minutes"
         )
-    found = await _channel(ctx, who, connection_id)
+    found = await channel_or_404(ctx, who, connection_id)
     changed = ev.new_event(
         ev.ConnectionAgentSettingsChanged, tenant_id=who.tenant_id, aggregate_id=connection_id,
         actor=f"user:{who.user_id}",
         data=ev.ConnectionAgentSettingsChangedData(
-            agent_mode=data.agent_mode, takeover_minutes=data.takeover_minutes
+            agent_mode=data.agent_mode, takeover_minutes=data.takeover_minutes, dm_policy=data.dm_policy
         ),
     )  # fmt: skip
     appended = await ctx.store.append(changed)
@@ -257,7 +261,7 @@ async def pairing_code(ctx: Ctx, who: Who, connection_id: FromPath[str]) -> Pair
     """The code to link the channel with your phone while it is shown (WhatsApp): the
     same as the live ``channel.qr`` signals of ``/v1/events`` and ``/v1/ws``."""
     may_connect(who)
-    await _channel(ctx, who, connection_id)
+    await channel_or_404(ctx, who, connection_id)
     code = await pairing_codes.latest(ctx.store.nc, who.tenant_id, connection_id)
     if code is None or code.code is None or code.expires_at is None:
         raise ApiError(

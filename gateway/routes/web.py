@@ -28,4 +28,25 @@ async def index() -> Response[bytes]:
     )
 
 
+@get("/sw.js", include_in_schema=False)
+async def service_worker() -> Response[bytes]:
+    """The service worker, from the root so its scope is the whole inbox: it shows push
+    notifications and opens the inbox where a click says."""
+    return Response(
+        (WEB / "sw.js").read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": "default-src 'self'"},
+    )
+
+
+@get("/manifest.webmanifest", include_in_schema=False)
+async def manifest() -> Response[bytes]:
+    """What installing the inbox as an app reads: its name, colours and icons."""
+    return Response(
+        (WEB / "manifest.webmanifest").read_bytes(),
+        media_type="application/manifest+json",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 static_router = create_static_files_router(path="/static", directories=[WEB])

@@ -98,7 +98,9 @@ async function refreshOnce() {
   return true;
 }
 
-function signOut() {
+// Signing out also stops this device's notifications from the inbox (while the token still works).
+async function signOut() {
+  if (state.session && pushSupported() && pushIds()[pushSlot()]) await turnPushOff().catch(() => {});
   endServerSession();
   logout();
 }
@@ -299,11 +301,13 @@ async function openConversation(c) {
       el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
       el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
+    el("p", { id: "wants-to-talk", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
     el("section", { id: "drafts", "aria-label": "Drafts of the agent" }),
     compose,
   );
   showPaused(c);
+  showSender(c);
   await Promise.all([loadMessages(c.conversation_id), loadDrafts(c.conversation_id)]);
   if (c.unread_count) {
     const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
@@ -326,6 +330,25 @@ function showPaused(c) {
   banner.replaceChildren(`Agent paused until ${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} · `, resume);
 }
 
+// A stranger on a channel that asks for approval: "wants to talk · Approve · Block".
+function showSender(c) {
+  const notice = $("wants-to-talk");
+  if (!notice) return;
+  notice.hidden = !c.sender_id || c.sender_status === "approved";
+  if (notice.hidden) return;
+  const decide = (how, done) => el("button", { type: "button", class: "link", onclick: async () => {
+    const path = `/v1/channels/${c.connection_id}/senders/${encodeURIComponent(c.sender_id)}/${how}`;
+    const accepted = await api(path, { method: "POST" });
+    status(done);
+    await showAgentState(c.conversation_id, accepted.seq);
+  } }, how === "approve" ? "Approve" : "Block");
+  if (c.sender_status === "blocked") {
+    notice.replaceChildren("Blocked: the agent does not answer them · ", decide("approve", "Approved: the agent answers them from now on."));
+  } else {
+    notice.replaceChildren(`${c.title} wants to talk: the agent answers once you approve · `, decide("approve", "Approved: the agent answers them from now on."), " · ", decide("block", "Blocked: the agent will not answer them."));
+  }
+}
+
 async function showAgentState(conversationId, minSeq) {
   if (conversationId !== state.current) return;
   const c = await api(`/v1/conversations/${conversationId}`, { params: { min_seq: minSeq } });
@@ -335,6 +358,7 @@ async function showAgentState(conversationId, minSeq) {
     select.value = c.agent_mode;
   }
   showPaused(c);
+  showSender(c);
 }
 
 function draftItem(draft) {
@@ -464,6 +488,7 @@ function follow(since) {
       showAgentState(state.current, state.lastSeq).catch(() => {});
     }
     if (event.type.startsWith("connection.") && !$("channels").hidden) loadChannels({ minSeq: state.lastSeq }).catch(() => {});
+    if (event.type.startsWith("connection.sender_") && state.current) showAgentState(state.current, state.lastSeq).catch(() => {});
     if ((event.type === "plan.changed" || event.type === "billing.subscription_changed") && !$("usage").hidden) loadUsage().catch(() => {});
     if (event.type === "plan.changed" || event.type === "agent.run_failed") checkAllowance().catch(() => {});
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
@@ -481,7 +506,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {
@@ -514,6 +539,24 @@ async function loadAgent() {
   const select = $("agent-template");
   select.replaceChildren(...templates.map((t) => el("option", { value: t.template }, t.name + " — " + t.template.replace("_", " "))));
   if (currentAgent) fillAgentForm(currentAgent);
+  await loadMemory();
+}
+
+// What the agent remembers: its proposals wait for Approve / Forget; approved facts reach it.
+async function loadMemory({ minSeq } = {}) {
+  const [proposed, approved] = await Promise.all([
+    api("/v1/memory/facts", { params: { status: "proposed", min_seq: minSeq } }),
+    api("/v1/memory/facts", { params: { status: "approved", min_seq: minSeq } }),
+  ]);
+  const decide = (fact, how) => el("button", { type: "button", class: how === "approve" ? "secondary" : "quiet", onclick: async () => {
+    const accepted = how === "approve"
+      ? await api(`/v1/memory/facts/${fact.fact_id}/approve`, { method: "POST", body: {} })
+      : await api(`/v1/memory/facts/${fact.fact_id}`, { method: "DELETE" });
+    await loadMemory({ minSeq: accepted.seq });
+  } }, how === "approve" ? "Approve" : "Forget");
+  $("memory-proposed").replaceChildren(...proposed.map((fact) => el("li", {}, el("span", { class: "badge" }, "asks"), ` ${fact.text} `, decide(fact, "approve"), decide(fact, "forget"))));
+  $("memory-approved").replaceChildren(...approved.map((fact) => el("li", {}, fact.text, fact.conversation_id ? el("span", { class: "muted" }, " (one conversation)") : "", " ", decide(fact, "forget"))));
+  if (!proposed.length && !approved.length) $("memory-approved").append(el("li", { class: "muted" }, "Nothing remembered yet."));
 }
 
 function fillAgentForm(agent) {
@@ -568,6 +611,18 @@ $("agent-form").addEventListener("submit", async (submit) => {
     $("agent-saved").textContent = "Saved.";
   } catch (error) {
     $("agent-saved").textContent = error.message;
+  }
+});
+
+$("memory-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const input = $("memory-text");
+  try {
+    const accepted = await api("/v1/memory/facts", { method: "POST", body: { text: input.value } });
+    input.value = "";
+    await loadMemory({ minSeq: accepted.seq });
+  } catch (error) {
+    status(error.message);
   }
 });
 
@@ -661,10 +716,25 @@ async function loadChannels({ minSeq } = {}) {
   for (const c of channels) {
     const remove = c.channel === "webchat" ? "" : deleteButton("Remove", `Remove ${c.display_name}? Its conversations stay in your inbox.`, `/v1/channels/${c.connection_id}`, loadChannels);
     const where = c.mode === "bridge" ? el("span", { class: "muted" }, " · on your bridge") : "";
-    const item = el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", remove);
+    const item = el("li", {}, el("span", { class: "badge" }, c.channel), el("strong", {}, c.display_name), where, ` — ${c.state}`, c.state_message ? el("span", { class: "muted" }, ` (${c.state_message})`) : "", c.channel === "webchat" ? "" : dmPolicySelect(c), remove);
     list.append(item);
     if (PAIRING_CODES.includes(c.state_code)) showPairingCode(item, c.connection_id).catch(() => {});
   }
+}
+
+// Who the agent answers in a channel's direct messages: anyone, people approved after it sent
+// them a code, or only people approved.
+const DM_POLICIES = { open: "answers anyone", pairing: "asks strangers for a code", allowlist: "answers approved people only" };
+function dmPolicySelect(c) {
+  const select = el("select", {
+    "aria-label": `Who the agent answers on ${c.display_name}`,
+    class: "dm-policy",
+    onchange: async (change) => {
+      await api(`/v1/channels/${c.connection_id}`, { method: "PATCH", body: { dm_policy: change.target.value } });
+      status(`On ${c.display_name} the agent ${DM_POLICIES[change.target.value]}.`);
+    },
+  }, ...Object.entries(DM_POLICIES).map(([value, label]) => el("option", { value, ...((c.dm_policy || "open") === value ? { selected: "" } : {}) }, `DMs: ${label}`)));
+  return select;
 }
 
 // A channel that links with a phone (WhatsApp) shows its code while it asks for one; the
@@ -966,9 +1036,7 @@ async function showSettings() {
     manager ? part("settings-audit", "Audit log",
       el("p", { class: "muted" }, "Sign-ins, security changes and changes to the inbox's people, newest first."),
       el("div", { id: "audit" })) : "",
-    part("settings-notifications", "Notifications",
-      el("p", {}, "E-mail and push notifications for messages: planned."),
-      el("p", { class: "muted" }, "Mail about your account (password resets, invitations, changes to how you sign in) is sent already.")),
+    notificationsPart(me),
     deletePart(me),
   );
   await Promise.all([
@@ -976,6 +1044,116 @@ async function showSettings() {
     load("sessions", renderSessions),
     load("people", renderPeople).then(() => (manager ? load("audit", renderAudit) : null)),
   ]);
+}
+
+// --- notifications on this device (push through the service worker), time zone, quiet hours ----
+
+const PUSH_KEY = "moltbot.push"; // {"<tenant>:<user>": subscription id}: this browser's, per inbox
+const pushSupported = () => "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+const pushSlot = () => `${state.session.tenant_id}:${state.session.user_id}`;
+const pushIds = () => JSON.parse(localStorage.getItem(PUSH_KEY) || "{}");
+
+function keepPushId(id) {
+  const ids = pushIds();
+  if (id) ids[pushSlot()] = id;
+  else delete ids[pushSlot()];
+  localStorage.setItem(PUSH_KEY, JSON.stringify(ids));
+}
+
+// The browser's push subscription (one per browser, whatever the inbox), made when `create`.
+async function browserSubscription(create) {
+  const registration = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+  await navigator.serviceWorker.ready;
+  const existing = await registration.pushManager.getSubscription();
+  if (existing || !create) return existing;
+  const { public_key: key } = await api("/v1/push/key");
+  const raw = atob(key.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (key.length % 4)) % 4));
+  return registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: Uint8Array.from(raw, (c) => c.charCodeAt(0)) });
+}
+
+async function turnPushOn() {
+  if (Notification.permission !== "granted" && (await Notification.requestPermission()) !== "granted") {
+    throw new Error("Notifications are blocked for this site: allow them in the browser's site settings, then turn this on again.");
+  }
+  const subscription = await browserSubscription(true);
+  const kept = await api("/v1/push/subscriptions", { method: "POST", body: subscription.toJSON() });
+  keepPushId(kept.subscription_id);
+}
+
+async function turnPushOff() {
+  const id = pushIds()[pushSlot()];
+  if (id) await api(`/v1/push/subscriptions/${id}`, { method: "DELETE" }).catch((error) => { if (error.status !== 404) throw error; });
+  keepPushId(null);
+  if (!Object.keys(pushIds()).length) { // no other inbox of this browser wants pushes
+    const subscription = await browserSubscription(false);
+    if (subscription) await subscription.unsubscribe();
+  }
+}
+
+// Each time the inbox opens: the browser may have renewed its subscription (new endpoint or
+// keys), which only the page can send (the service worker holds no token). Subscribing again is
+// idempotent on the server.
+async function syncPush() {
+  if ("serviceWorker" in navigator) await navigator.serviceWorker.register("/sw.js", { scope: "/" }); // installable
+  if (!state.session || !pushSupported() || !pushIds()[pushSlot()]) return;
+  if (Notification.permission !== "granted") {
+    keepPushId(null);
+    return;
+  }
+  const subscription = await browserSubscription(true);
+  const kept = await api("/v1/push/subscriptions", { method: "POST", body: subscription.toJSON() });
+  keepPushId(kept.subscription_id);
+}
+
+function notificationsPart(me) {
+  const line = outcome("push-result");
+  const toggle = el("input", { id: "push-toggle", type: "checkbox", role: "switch" });
+  const on = "This device is told about new messages the agent does not answer and drafts waiting for you; owners and admins also about channels that need them and the AI allowance running out.";
+  if (!pushSupported()) {
+    toggle.disabled = true;
+    say(line, "This browser cannot receive push notifications here (on an iPhone or iPad: add the inbox to the Home Screen, then open it from there).");
+  } else {
+    toggle.checked = Boolean(pushIds()[pushSlot()]) && Notification.permission === "granted";
+    if (toggle.checked) say(line, on);
+  }
+  toggle.addEventListener("change", () => act(toggle, line, async () => {
+    if (!toggle.checked) {
+      await turnPushOff();
+      say(line, "This device gets no more notifications from this inbox.");
+      return;
+    }
+    try {
+      await turnPushOn();
+    } catch (error) {
+      toggle.checked = false;
+      throw error;
+    }
+    say(line, on);
+  }));
+  const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const quiet = me.quiet_hours || { start: "", end: "" };
+  const saved = outcome("preferences-result");
+  const hour = (id, name, value) => el("input", { id, name, type: "number", min: "0", max: "23", class: "hour", value: String(value) });
+  const form = actionForm({ id: "preferences-form" }, [
+    field("Your time zone", { id: "time-zone", name: "time_zone", list: "time-zones", value: me.time_zone || browserZone, required: "", spellcheck: "false" }),
+    el("datalist", { id: "time-zones" }, ...zones.map((zone) => el("option", { value: zone }))),
+    el("div", { class: "field hours" },
+      el("label", { for: "quiet-start" }, "Quiet hours: no notifications from"), hour("quiet-start", "quiet_start", quiet.start),
+      el("label", { for: "quiet-end" }, "to"), hour("quiet-end", "quiet_end", quiet.end),
+      el("p", { class: "muted" }, "Hours of the day on your clock; leave both empty for none.")),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Save")),
+  ], saved, async (fields) => {
+    const body = { time_zone: fields.time_zone.value.trim() };
+    const [start, end] = [fields.quiet_start.value, fields.quiet_end.value];
+    if (start !== "" || end !== "") body.quiet_hours = { start: Number(start), end: Number(end) };
+    await api("/v1/me/preferences", { method: "PUT", body });
+    say(saved, body.quiet_hours ? `Saved: quiet from ${start}:00 to ${end}:00 (${body.time_zone}).` : `Saved: notifications at any hour (${body.time_zone}).`);
+  });
+  return part("settings-notifications", "Notifications",
+    el("p", {}, el("label", { for: "push-toggle", class: "switch" }, toggle, " Notifications on this device")),
+    line, form, saved,
+    el("p", { class: "muted" }, "Mail about your account (password resets, invitations, changes to how you sign in) is sent by e-mail."));
 }
 
 function profilePart(me) {
@@ -1219,7 +1397,7 @@ async function removeMember(m, self) {
   if (!confirm(question)) return;
   await api(`/v1/members/${encodeURIComponent(m.user_id)}`, { method: "DELETE" });
   if (self) {
-    signOut();
+    await signOut();
     $("auth-info").textContent = `You left ${inbox}. Sign in again to open your other inboxes.`;
     return;
   }
@@ -1442,9 +1620,36 @@ function openLink(link) {
   else verifyEmail(link.token);
 }
 
+// Where a notification points (its url's fragment): a conversation, or a page of the inbox.
+async function openTarget(hash) {
+  const conversation = hash.match(/^#conversation=([A-Za-z0-9_-]+)$/);
+  const view = hash.match(/^#(channels|usage|settings)$/);
+  if (!state.session || !(conversation || view)) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (view) {
+    show(view[1]);
+    return;
+  }
+  show("inbox");
+  try {
+    await openConversation(await api(`/v1/conversations/${conversation[1]}`));
+  } catch (error) {
+    status(error.message);
+  }
+}
+
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.addEventListener("message", (message) => {
+    if (message.data && message.data.type === "open") openTarget(new URL(message.data.url, location.origin).hash);
+  });
+}
+
 window.addEventListener("hashchange", () => {
   const link = takeLink();
-  if (!link) return;
+  if (!link) {
+    openTarget(location.hash);
+    return;
+  }
   if (link.kind === "verify" && !state.session) showSignIn();
   openLink(link);
 });
@@ -1477,8 +1682,10 @@ async function start(minSeq) {
     await loadConversations({ minSeq });
     checkAllowance().catch(() => {});
     fillChannelFilter().catch(() => {});
+    syncPush().catch(() => {});
     follow();
     status("Live");
+    await openTarget(location.hash); // opened from a notification
   } catch (error) {
     status(error.message);
   }

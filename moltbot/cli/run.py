@@ -6,10 +6,9 @@ import argparse
 from typing import Any
 
 from adapters.agent.choice import ModelChoice
-from adapters.agent.orchestrator import AgentSettings
 from adapters.nats.streams import load_streams_file
 from moltbot.cli.common import CommandError, add, keyring
-from moltbot.roles import CONNECTOR_KINDS
+from moltbot.roles import CONNECTOR_KINDS, agent_settings
 from moltbot.settings import Settings
 from moltbot.stack import StackConfigError, up
 
@@ -49,10 +48,7 @@ async def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
             database_url,
             models,
             keyring=keyring(settings),
-            settings=AgentSettings(
-                debounce=settings.agent_debounce,
-                agent_runs_per_conversation=settings.limits.agent_runs_per_conversation,
-            ),
+            settings=agent_settings(settings),
         )
     finally:
         await models.aclose()
@@ -64,6 +60,16 @@ async def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
 
     nats_url, _ = settings.servers()
     await run_outbox(nats_url)
+    return 0
+
+
+async def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
+    from moltbot.roles import run_notifier
+
+    nats_url, database_url = settings.servers()
+    await run_notifier(
+        nats_url, database_url, settings.push_config(), keyring=keyring(settings), catalog=settings.catalog()
+    )
     return 0
 
 
@@ -127,6 +133,13 @@ def register(commands: Any) -> None:
         " MOLTBOT_ANTHROPIC_API_KEY, the built-in offline model without).",
     )
     add(commands, "outbox", cmd_outbox, "Run the outbox only: send requests become channel commands.")
+    add(
+        commands,
+        "notifier",
+        cmd_notifier,
+        "Run the notifier only: browser push notifications for new messages, drafts, channels that"
+        " need you and the AI allowance (the VAPID key: MOLTBOT_VAPID_PRIVATE_KEY or its key file).",
+    )
     add(
         commands,
         "billing",

@@ -44,6 +44,7 @@ class TextReply(msgspec.Struct, frozen=True, kw_only=True):
     model: str = DEFAULT_MODEL
     stop_reason: str = "end_turn"
     error_after_deltas: str | None = None  # an error type sent as an SSE `error` event mid-stream
+    delta_every: float = 0.0  # seconds between two streamed pieces (a model writing slowly)
 
 
 class ToolUse(msgspec.Struct, frozen=True):
@@ -187,7 +188,8 @@ class FakeAnthropic:
         await _event(send, "message_start", {"message": {**head, "content": [], "stop_reason": None}})
         await _event(send, "ping", {})
         for index, (block, deltas) in enumerate(self._blocks(scripted)):
-            await _stream_block(send, index, block, deltas)
+            every = scripted.delta_every if isinstance(scripted, TextReply) else 0.0
+            await _stream_block(send, index, block, deltas, every)
             if isinstance(scripted, TextReply) and scripted.error_after_deltas:
                 await _event(send, "error", _error_body(scripted.error_after_deltas, "scripted mid-stream"))
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -205,7 +207,9 @@ class FakeAnthropic:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _stream_block(send: Send, index: int, block: dict[str, Any], deltas: list[str]) -> None:
+async def _stream_block(
+    send: Send, index: int, block: dict[str, Any], deltas: list[str], every: float = 0.0
+) -> None:
     start: dict[str, Any]
     if block["type"] == "text":
         start = {"type": "text", "text": ""}
@@ -216,6 +220,8 @@ async def _stream_block(send: Send, index: int, block: dict[str, Any], deltas: l
     await _event(send, "content_block_start", {"index": index, "content_block": start})
     for piece in pieces:
         await _event(send, "content_block_delta", {"index": index, "delta": piece})
+        if every:
+            await asyncio.sleep(every)
     await _event(send, "content_block_stop", {"index": index})
 
 

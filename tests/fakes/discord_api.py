@@ -6,8 +6,10 @@ connector's gateway client over a WebSocket speaking Discord's opcodes, so tests
 exercise request building, response parsing, hikari's error classes and rate-limit
 buckets, and the gateway protocol, not a mock of them.
 
-REST (under ``/api/v10``): ``GET /users/@me``, ``GET /gateway`` and ``/gateway/bot``
-(the gateway's URL), ``POST /channels/{id}/messages`` (assigns a snowflake, honours
+REST (under ``/api/v10``): ``GET /users/@me``, ``GET /oauth2/applications/@me`` (the
+bot's application and its ``owner``), ``GET /gateway`` and ``/gateway/bot``
+(the gateway's URL), ``PATCH /channels/{id}/messages/{id}`` (the bot's own messages:
+``edited``), ``POST /channels/{id}/messages`` (assigns a snowflake, honours
 ``nonce`` + ``enforce_nonce`` as Discord does: a known nonce returns the message it made;
 the bot's own message is dispatched back as ``MESSAGE_CREATE``, as Discord does) and
 ``POST /channels/{id}/typing``.
@@ -66,12 +68,16 @@ MESSAGE_CONTENT_INTENT = 1 << 15
 GET_ME = "GET /users/@me"
 GET_GATEWAY_BOT = "GET /gateway/bot"
 CREATE_MESSAGE = "POST /channels/{channel_id}/messages"
+EDIT_MESSAGE = "PATCH /channels/{channel_id}/messages/{message_id}"
+GET_APPLICATION = "GET /oauth2/applications/@me"
 TRIGGER_TYPING = "POST /channels/{channel_id}/typing"
 _ROUTES = (
     (re.compile(r"^/users/@me$"), "GET", GET_ME),
+    (re.compile(r"^/oauth2/applications/@me$"), "GET", GET_APPLICATION),
     (re.compile(r"^/gateway/bot$"), "GET", GET_GATEWAY_BOT),
     (re.compile(r"^/gateway$"), "GET", "GET /gateway"),
     (re.compile(r"^/channels/(?P<channel_id>\d+)/messages$"), "POST", CREATE_MESSAGE),
+    (re.compile(r"^/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)$"), "PATCH", EDIT_MESSAGE),
     (re.compile(r"^/channels/(?P<channel_id>\d+)/typing$"), "POST", TRIGGER_TYPING),
 )
 
@@ -164,6 +170,7 @@ class _Bot:
     user: Json
     application_id: str
     message_content_allowed: bool = True
+    owner: Json | None = None  # the application's owner (a person); None: the Developer Portal's default
     session: _Session | None = None  # the latest identified one
     pending: list[tuple[str, Json]] = field(default_factory=list)  # pushed before any session
 
@@ -219,6 +226,7 @@ class FakeDiscord:
         self.gateway_down = False  # refuse WebSocket handshakes (HTTP 403)
         self.valid_tokens: dict[str, Json] = {}  # token -> the bot's User
         self.sent: list[Json] = []  # {"token", "channel_id", "content", "message_id", "nonce", "message"}
+        self.edited: list[Json] = []  # {"token", "channel_id", "message_id", "content", "at" (monotonic)}
         self.typing: list[Json] = []  # {"token", "channel_id"}
         self.files: dict[str, bytes] = {}  # CDN path -> attachment bytes
         self.identifies: list[Json] = []
@@ -240,15 +248,24 @@ class FakeDiscord:
     # --- bots, guilds, channels ------------------------------------------------------
 
     def add_bot(
-        self, username: str = "moltbot", global_name: str | None = "Moltbot", *, message_content: bool = True
+        self,
+        username: str = "moltbot",
+        global_name: str | None = "Moltbot",
+        *,
+        message_content: bool = True,
+        owner: Json | None = None,
     ) -> str:
         """Register a bot; returns its token. ``message_content=False``: its Message Content
-        intent is off in the Developer Portal (IDENTIFY asking for it is closed with 4014)."""
+        intent is off in the Developer Portal (IDENTIFY asking for it is closed with 4014).
+        ``owner``: the person whose application it is (``GET /oauth2/applications/@me``)."""
         bot_id = self._ids()
         bot_user = user(int(bot_id), username, global_name, bot=True)
         token = _token_for(bot_id)
         self.valid_tokens[token] = bot_user
-        self._bots[token] = _Bot(token, bot_user, self._ids(), message_content_allowed=message_content)
+        owner = owner or user(int(self._ids()), f"{username}-owner", None)
+        self._bots[token] = _Bot(
+            token, bot_user, self._ids(), message_content_allowed=message_content, owner=owner
+        )
         return token
 
     def bot_user(self, token: str | None = None) -> Json:
@@ -517,6 +534,13 @@ class FakeDiscord:
         bot = self._bots[token]
         if route == GET_ME:
             return 200, {**bot.user, "mfa_enabled": False, "flags": 0, "verified": True, "locale": "en-US"}
+        if route == GET_APPLICATION:
+            return 200, {
+                "id": bot.application_id, "name": bot.user["username"], "description": "", "icon": None,
+                "bot_public": False, "bot_require_code_grant": False, "owner": bot.owner,
+                "verify_key": "00" * 32, "flags": 0, "team": None, "approximate_guild_count": 1,
+                "approximate_user_install_count": 0,
+            }  # fmt: skip
         if route == GET_GATEWAY_BOT:
             limit = {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}
             return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
@@ -524,7 +548,24 @@ class FakeDiscord:
         if route == TRIGGER_TYPING:
             self.typing.append({"token": token, "channel_id": channel.id})
             return 204, None
+        if route == EDIT_MESSAGE:
+            return 200, self._edit_message(bot, channel, match["message_id"], _json_body(body))
         return 200, self._create_message(bot, channel, _json_body(body))
+
+    def _edit_message(self, bot: _Bot, channel: _Channel, message_id: str, params: Json) -> Json:
+        """Only the bot's own messages; the content replaced, ``edited_timestamp`` set."""
+        sent = next(
+            (s for s in self.sent if s["message_id"] == message_id and s["channel_id"] == channel.id), None
+        )
+        if sent is None or sent["token"] != bot.token:
+            raise ApiError(404, "Unknown Message", 10008)
+        content = str(params.get("content") or "")
+        if not content.strip() or len(content) > MAX_TEXT:
+            raise ApiError(400, "Invalid Form Body", 50035)
+        sent["message"] = {**sent["message"], "content": content, "edited_timestamp": _iso(datetime.now(UTC))}
+        edit = {"token": bot.token, "channel_id": channel.id, "message_id": message_id, "content": content}
+        self.edited.append({**edit, "at": time.monotonic()})
+        return dict(sent["message"])
 
     def _scripted_failure(self, route: str) -> None:
         for failure in self._failures.get(route, []):

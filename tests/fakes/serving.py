@@ -35,3 +35,13 @@ async def serving(app: Any, name: str, **options: Any) -> AsyncIterator[int]:
         with contextlib.suppress(asyncio.CancelledError):
             await served
         listener.close()
+
+
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)

@@ -484,7 +484,8 @@ class FakeSlack:
         if method == "chat.update":
             channel = self._writable(team, params)
             text = str(params.get("text") or "")
-            self.updated.append({"token": token, "channel": channel.id, "ts": params.get("ts"), "text": text})
+            update = {"token": token, "channel": channel.id, "ts": params.get("ts"), "text": text}
+            self.updated.append({**update, "at": time.monotonic()})
             return {"channel": channel.id, "ts": params.get("ts"), "text": text}
         if method == "reactions.add":
             channel = self._channel(team, params)

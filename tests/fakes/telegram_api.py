@@ -9,7 +9,8 @@ aiogram's error classes, not a mock of them. It answers like Telegram:
 Methods: ``getMe``, ``getUpdates`` (long poll: waits up to ``timeout`` seconds for
 updates; an ``offset`` confirms, and forgets, every update below it; a negative one
 keeps only the last ``-offset``), ``sendMessage`` (assigns the chat's next message id,
-returns the Message), ``sendChatAction``, ``getFile`` (and ``/file/bot<token>/<path>``).
+returns the Message), ``editMessageText`` (the bot's own messages; the same text again is
+"message is not modified"), ``sendChatAction``, ``getFile`` (and ``/file/bot<token>/<path>``).
 
 Test controls: :meth:`FakeTelegram.add_bot`, :meth:`~FakeTelegram.push_update` and the
 builders around it (:meth:`~FakeTelegram.push_message` for text, mentions, replies,
@@ -17,7 +18,7 @@ photos with captions, documents; :meth:`~FakeTelegram.push_edit`),
 :meth:`~FakeTelegram.revoke` (401 from then on), :meth:`~FakeTelegram.rate_limit` (429 with
 ``retry_after``), :meth:`~FakeTelegram.block` (403, the person blocked the bot),
 :meth:`~FakeTelegram.fail` (any scripted error), ``unavailable`` (502 for every call), and
-what was sent: ``sent``, ``chat_actions``, ``requests``.
+what was sent: ``sent``, ``edited``, ``chat_actions``, ``requests``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class FakeTelegram:
         self.revoked: set[str] = set()
         self.unavailable = False  # every call answers 502 Bad Gateway
         self.sent: list[Json] = []  # {"token", "chat_id", "text", "message_id", "message", "params"}
+        self.edited: list[Json] = []  # {"token", "chat_id", "message_id", "text", "at" (monotonic)}
         self.chat_actions: list[Json] = []
         self.webhooks: dict[str, Json] = {}  # token -> {"url", "secret_token"} (setWebhook)
         self.requests: list[tuple[str, str, Json]] = []  # (token, method, params), in order
@@ -356,6 +358,8 @@ class FakeTelegram:
             return await self._get_updates(bot, params)
         if method == "sendmessage":
             return self._send_message(bot, params)
+        if method == "editmessagetext":
+            return self._edit_message(bot, params)
         if method == "sendchataction":
             chat = self._chat(bot, params)
             self.chat_actions.append({"token": token, "chat_id": chat["id"], "action": params.get("action")})
@@ -446,6 +450,43 @@ class FakeTelegram:
             }
         )
         return message
+
+    def _edit_message(self, bot: _Bot, params: Json) -> Json:
+        """The bot's own message's text replaced; the same text again is Telegram's
+        "message is not modified" error."""
+        chat = self._chat(bot, params)
+        message_id = _int(params.get("message_id"))
+        sent = next(
+            (
+                s
+                for s in self.sent
+                if s["chat_id"] == chat["id"] and s["message_id"] == message_id and s["token"] == bot.token
+            ),
+            None,
+        )
+        if sent is None:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        text = str(params.get("text") or "")
+        if not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(text) > MAX_TEXT:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        if text == sent["message"]["text"]:
+            raise ApiError(
+                400, "Bad Request: message is not modified: specified new message content and reply markup"
+                " are exactly the same as a current content and reply markup of the message",
+            )  # fmt: skip
+        sent["message"] = {**sent["message"], "text": text, "edit_date": int(time.time())}
+        self.edited.append(
+            {
+                "token": bot.token,
+                "chat_id": chat["id"],
+                "message_id": message_id,
+                "text": text,
+                "at": time.monotonic(),
+            }
+        )
+        return dict(sent["message"])
 
     async def _download(self, send: Send, token: str, path: str) -> None:
         file = next((f for f in self._files.values() if f.path == path), None)

@@ -257,6 +257,7 @@ async def test_a_person_answering_pauses_the_agent_until_resumed_and_modes_are_k
     )
     assert wrong.status_code == 400
     assert (await api.get("/v1/conversations/c_missing", headers=_auth(owner))).status_code == 404
+    await stack.verify_read_models()  # drafts, pauses and modes replay identically
 
 
 async def _has(count: int, items: Any) -> Any:
@@ -463,6 +464,7 @@ async def test_routing_rules_pick_which_agent_answers(
         refused = await api.put("/v1/agents/routing", json=body, headers=_auth(owner))
         assert refused.status_code == 400, refused.text
         assert detail in refused.json()["detail"]
+    await stack.verify_read_models()  # the routing and which rule chose each run replay identically
 
 
 async def test_the_owner_writing_from_their_phone_pauses_the_agent_and_stop_start_switch_it(

@@ -366,3 +366,55 @@ async def test_the_generic_channel_routes_answer_what_the_registry_does_not_desc
     assert (extra.status_code, extra.json()["field"]) == (400, "mode")
     missing = await api.post("/v1/channels/telegram/connect", json={}, headers=_auth(owner))
     assert (missing.status_code, missing.json()["field"]) == (400, "bot_token")
+
+
+async def _paused(api: httpx.AsyncClient, owner: dict[str, str], channel: str) -> dict[str, Any] | None:
+    conversations = (await api.get("/v1/conversations", headers=_auth(owner))).json()["items"]
+    return next((c for c in conversations if c["channel"] == channel and c["agent_paused_until"]), None)
+
+
+async def test_the_owner_answering_in_discord_or_slack_pauses_the_agent_there(
+    api: httpx.AsyncClient, discord_fake: FakeDiscord, slack_fake: FakeSlack, assistant: None
+) -> None:
+    owner = await _signup(api, "takeover-owner@example.com")
+    # Discord: the bot's application says who owns it.
+    boss = discord_user(7777, "boss", "The Boss")
+    token = discord_fake.add_bot("helper", "Helper", owner=boss)
+    general = discord_fake.add_guild("Takeover Club", ["general"])["channels"][0]["id"]
+    connected = await api.post(
+        "/v1/channels/discord/connect", json={"bot_token": token}, headers=_auth(owner)
+    )
+    assert connected.status_code == 202, connected.text
+
+    async def discord_ready() -> dict[str, Any] | None:
+        channel = await _channel(api, owner, connected.json()["connection_id"])
+        return channel if channel and channel["state"] == "connected" else None
+
+    await _until(discord_ready, "the Discord bot to be connected")
+    discord_fake.push_message(general, boss, "I'm on it, Ada.")
+    paused = await _until(lambda: _paused(api, owner, "discord"), "the agent to step back on Discord")
+    [mine] = (
+        await api.get(f"/v1/conversations/{paused['conversation_id']}/messages", headers=_auth(owner))
+    ).json()["items"]
+    assert (mine["direction"], mine["sender_name"], mine["text"]) == ("out", "The Boss", "I'm on it, Ada.")
+
+    # Slack: the owner names their member id when connecting with tokens.
+    workspace = slack_fake.add_workspace("Takeover Works")
+    support = slack_fake.add_channel(workspace.team, "support")
+    body = {"bot_token": workspace.bot_token, "app_token": workspace.app_token}
+    wrong = await api.post(
+        "/v1/channels/slack/connect", json={**body, "owner_user_id": "boss"}, headers=_auth(owner)
+    )
+    assert (wrong.status_code, wrong.json()["field"]) == (400, "owner_user_id")
+    slack = await api.post(
+        "/v1/channels/slack/connect", json={**body, "owner_user_id": "UBOSS"}, headers=_auth(owner)
+    )
+    assert slack.status_code == 202, slack.text
+
+    async def slack_ready() -> dict[str, Any] | None:
+        channel = await _channel(api, owner, slack.json()["connection_id"])
+        return channel if channel and channel["state"] == "connected" else None
+
+    await _until(slack_ready, "the Slack app to be connected")
+    slack_fake.push_event(slack_fake.message(workspace.team, support, "UBOSS", "Leave this to me."))
+    await _until(lambda: _paused(api, owner, "slack"), "the agent to step back on Slack")

@@ -182,6 +182,7 @@ async def test_an_oauth_install_gives_the_workspace_and_its_bot_token(
         bot_token=workspace.bot_token,
         app_id=workspace.team.app_id,
         scopes=("app_mentions:read", "channels:history", "chat:write", "im:history", "reactions:read"),
+        authed_user_id="U0INSTALLER",  # who installed it: the inbox's owner in Slack
     )
     with pytest.raises(InstallRejected, match="already used"):
         await exchange_code(client_id, "s3cr3t", code, redirect, api_base=fake.api_base)

@@ -24,6 +24,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("KV_connector_leases", "created"),
         ("EVENTS/outbox", "created"),
         ("EVENTS/agent", "created"),
+        ("EVENTS/notifier", "created"),
         ("COMMANDS/connector-webchat", "created"),
         ("COMMANDS/connector-telegram", "created"),
         ("COMMANDS/connector-whatsapp_business", "created"),

@@ -367,3 +367,18 @@ def test_stop_and_start_typed_by_the_owner_switch_the_agent_off_and_on() -> None
 )
 def test_what_is_not_the_owner_stepping_in_changes_nothing(sent: ev.MessageSent) -> None:
     assert agent.owner_wrote(sent, 30, at=AT) == []
+
+
+def test_a_reply_that_grew_in_place_sends_only_the_parts_after_the_first() -> None:
+    growing = agent.first_part(TRIGGER, TO, RUN, ASSISTANT, "First wor …", at=AT)
+    assert _then([growing]) == [_send("First wor …")]  # the same message the reply's first part names
+    reply = _reply("First words. " + "x" * 30)
+    events = agent.reply_events(TRIGGER, TO, RUN, ASSISTANT, reply, max_text=20, at=AT, first_sent=True)
+    sends = [e for e in events if isinstance(e, ev.MessageSendRequested)]
+    assert [e.data.message_id for e in sends] == [
+        agent.reply_message_id(RUN, 1),
+        agent.reply_message_id(RUN, 2),
+    ]
+    completed = events[-1]
+    assert isinstance(completed, ev.AgentRunCompleted)
+    assert completed.data.reply_message_id == agent.reply_message_id(RUN, 0)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from domain import agent
 from domain import events as ev
+from domain.codec import dedupe_key
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ASSISTANT = agent.TEMPLATES["personal_assistant"]
@@ -71,6 +72,17 @@ def _rules(**rules: object) -> ev.AgentConfiguredData:
         ({"agent": _rules(quiet_hours=(22, 7)), "at": AT.replace(hour=23)}, "skip", "quiet_hours"),
         ({"agent": _rules(quiet_hours=(22, 7)), "at": AT.replace(hour=6)}, "skip", "quiet_hours"),
         ({"agent": _rules(quiet_hours=(22, 7))}, "answer", "answer"),
+        # On the owner's clock: noon UTC is 17:45 in Kathmandu (quiet from 17) and 07:00 in
+        # New York (quiet until 8).
+        ({"agent": _rules(quiet_hours=(17, 7)), "time_zone": "Asia/Kathmandu"}, "skip", "quiet_hours"),
+        ({"agent": _rules(quiet_hours=(18, 7)), "time_zone": "Asia/Kathmandu"}, "answer", "answer"),
+        ({"agent": _rules(quiet_hours=(22, 8)), "time_zone": "America/New_York"}, "skip", "quiet_hours"),
+        ({"agent": _rules(quiet_hours=(22, 6)), "time_zone": "America/New_York"}, "answer", "answer"),
+        (
+            {"agent": _rules(quiet_hours=(11, 13)), "time_zone": "Nowhere/Atlantis"},
+            "skip",
+            "quiet_hours",
+        ),  # UTC
         ({"budget_left": False}, "budget_reply", "budget_exhausted"),
         ({"received_at": AT - timedelta(hours=2)}, "skip", "too_old"),
         ({"budget_left": False, "mode": "off"}, "skip", "conversation_disabled"),
@@ -300,3 +312,60 @@ def test_the_first_matching_rule_picks_the_agent(
 ) -> None:
     answering = {"ag_support", "ag_slack", "ag_vip"}
     assert agent.route(RULES, message, kind, answering) == chosen
+
+
+@pytest.mark.parametrize(
+    ("dm_policy", "kind", "status", "preview", "admitted"),
+    [
+        (None, "direct", None, False, "admit"),  # no policy set: open
+        ("open", "direct", None, False, "admit"),
+        ("pairing", "direct", None, False, "request"),  # a stranger: record it, send the code
+        ("pairing", "direct", "pending", False, "waiting"),  # asked already
+        ("pairing", "direct", "approved", False, "admit"),
+        ("pairing", "direct", "blocked", False, "blocked"),
+        ("allowlist", "direct", None, False, "request"),  # recorded, no code (the events say)
+        ("allowlist", "direct", "approved", False, "admit"),
+        ("allowlist", "group", None, False, "admit"),  # the policy is about direct messages
+        ("pairing", "thread", None, False, "admit"),
+        ("pairing", "direct", None, True, "admit"),  # the owner's own "Try it" chat
+    ],
+)
+def test_who_the_agent_answers_in_direct_messages(
+    dm_policy: str | None, kind: str, status: str | None, preview: bool, admitted: str
+) -> None:
+    assert agent.admission(dm_policy, kind, status, preview=preview) == admitted
+
+
+def test_a_senders_code_is_stable_readable_and_typed_back_in_any_form() -> None:
+    code = agent.pairing_code("cn_1", "tg:42")
+    assert code == agent.pairing_code("cn_1", "tg:42")
+    assert code != agent.pairing_code("cn_1", "tg:43") and code != agent.pairing_code("cn_2", "tg:42")
+    assert len(code) == 9 and code[4] == "-" and not set(code) & set("01IO")
+    assert agent.normalized_code(f" {code.lower().replace('-', ' ')} ") == code
+    assert agent.normalized_code("nonsense") == "NONSENSE"  # looked up as typed: not found
+
+
+def _received(sender: str) -> ev.MessageReceived:
+    return ev.new_event(
+        ev.MessageReceived, tenant_id="t_1", aggregate_id="c_1", actor="connector:telegram", occurred_at=AT,
+        data=_message(channel="telegram", sender=sender),
+    )  # fmt: skip
+
+
+def test_a_stranger_is_recorded_once_and_sent_their_code_only_under_pairing() -> None:
+    destination = agent.Destination("telegram", "cn_1", "42")
+    first = agent.sender_request_events(_received("tg:42"), destination, "pairing", at=AT)
+    again = agent.sender_request_events(_received("tg:42"), destination, "pairing", at=AT)
+    requested, reply = first
+    assert isinstance(requested, ev.ConnectionSenderRequested) and isinstance(reply, ev.MessageSendRequested)
+    assert (requested.aggregate_id, requested.data.sender_id) == ("cn_1", "tg:42")
+    assert requested.data.code is not None and requested.data.code in reply.data.text
+    assert (reply.data.to, reply.data.sender.is_bot, reply.data.agent_run_id) == ("42", True, None)
+    # A burst of messages names the same request and the same reply: stored and sent once.
+    assert [dedupe_key(e) for e in first] == [dedupe_key(e) for e in again]
+    assert dedupe_key(requested) != dedupe_key(
+        agent.sender_request_events(_received("tg:7"), destination, "pairing", at=AT)[0]
+    )
+    assert "tg:42" not in dedupe_key(requested)  # a personal id stays out of the headers
+    [only] = agent.sender_request_events(_received("tg:42"), destination, "allowlist", at=AT)
+    assert isinstance(only, ev.ConnectionSenderRequested) and only.data.code is None

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from adapters.channels import registry
+from adapters.channels.endpoints import ProviderEndpoints
 from domain.agent import DEFAULT_MAX_TEXT_LENGTH
 
 
@@ -46,3 +47,24 @@ def test_reading_the_registry_loads_no_provider_sdk() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+async def test_a_kind_says_it_edits_only_when_its_connector_can() -> None:
+    """The agent grows replies in place where ``capabilities.edits`` says so: the kind's
+    connector must then have ``edit`` (and a kind without it must not claim edits)."""
+
+    async def no_credentials(connection_id: str) -> dict[str, str]:
+        return {}
+
+    for kind, entry in registry.KINDS.items():
+        if entry.connector is None:  # runs on the bridge: it does not claim edits
+            assert not entry.capabilities.edits, kind
+            continue
+        connector = entry.connector(no_credentials, ProviderEndpoints())
+        try:
+            assert callable(getattr(connector, "edit", None)) == entry.capabilities.edits, kind
+            assert 0 < entry.capabilities.edit_every <= entry.capabilities.group_edit_every, kind
+        finally:
+            closing = getattr(connector, "aclose", None)
+            if closing is not None:
+                await closing()

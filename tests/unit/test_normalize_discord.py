@@ -126,3 +126,19 @@ def test_a_reaction_replayed_after_resume_is_the_same_event_and_a_new_one_is_not
 def test_a_snowflake_tells_when_it_was_made(milliseconds: int) -> None:
     snowflake = milliseconds << 22
     assert snowflake_time(snowflake) == datetime.fromtimestamp((milliseconds + 1_420_070_400_000) / 1000, UTC)
+
+
+def test_what_the_bots_owner_writes_is_a_message_they_sent() -> None:
+    owned = {**MESSAGE, "author": ADA}
+    [sent] = normalize(
+        _dispatch("MESSAGE_CREATE", owned), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=BOT,
+        owner_user_id=ADA["id"],
+    )  # fmt: skip
+    assert isinstance(sent, ev.MessageSent)
+    assert (sent.data.origin, sent.data.sender.id) == ("device", f"dc:{ADA['id']}")
+    assert sent.data.message_id == message_id(CONNECTION, MESSAGE["channel_id"], MESSAGE["id"])
+    [received] = normalize(
+        _dispatch("MESSAGE_CREATE", owned), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=BOT,
+        owner_user_id="999",
+    )  # fmt: skip
+    assert isinstance(received, ev.MessageReceived)

@@ -152,3 +152,23 @@ def test_reactions_show_as_emoji_where_known(name: str, shown: str) -> None:
 def test_a_ts_is_its_moment_to_the_microsecond(seconds: int, micros: int) -> None:
     expected = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
     assert slack_time(f"{seconds}.{micros:06d}") == expected
+
+
+def test_what_the_owner_writes_in_slack_is_a_message_they_sent() -> None:
+    owner = delivery(
+        _message(user="UOWNER", text="I'll take this one"),
+        tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=BOT, owner_user_id="UOWNER",
+    )  # fmt: skip
+    [sent] = owner.events
+    assert isinstance(sent, ev.MessageSent)
+    assert (sent.data.origin, sent.data.text, sent.data.sender.id) == (
+        "device",
+        "I'll take this one",
+        "slack:UOWNER",
+    )
+    assert sent.data.message_id == message_id(CONNECTION, "C1", TS)  # the id an edit of it names
+    assert owner.created is not None  # a conversation the owner starts is a conversation too
+    [other] = normalize(
+        _message(), tenant_id=TENANT, connection_id=CONNECTION, bot_user_id=BOT, owner_user_id="UOWNER"
+    )
+    assert isinstance(other, ev.MessageReceived)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -21,7 +21,7 @@ from adapters.channels.discord.client import DEFAULT_MAX_RATE_LIMIT, clean_token
 from adapters.channels.discord.normalize import provider_message_id
 from adapters.channels.errors import ChannelError, TokenRejected
 from domain.agent import chunk_text
-from domain.commands import SendMessage
+from domain.commands import EditMessage, SendMessage
 from domain.connectors import Delivered, SendDeferred, SendRejected
 
 log = structlog.get_logger()
@@ -110,16 +110,31 @@ class DiscordConnector(ClientPerConnection[RESTClientImpl]):
     async def _create(
         self, client: RESTClientImpl, command: SendMessage, channel: int, text: str, nonce: str
     ) -> hikari.Message:
-        try:
+        with self._refusals(command.connection_id):
             return await client.create_message(
                 channel, text, nonce=nonce, user_mentions=True, role_mentions=False, mentions_everyone=False
             )
+
+    async def edit(self, command: EditMessage) -> None:
+        client = await self.sending_client(command)
+        channel, _, message = command.provider_message_id.rpartition(":")
+        with self._refusals(command.connection_id):
+            await client.edit_message(
+                int(channel), int(message), command.text[: CAPABILITIES.max_text_length],
+                user_mentions=True, role_mentions=False, mentions_everyone=False,
+            )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _refusals(self, connection_id: str) -> Iterator[None]:
+        """Discord's errors as SendDeferred (rate limits, outages) or SendRejected."""
+        try:
+            yield
         except hikari.RateLimitTooLongError as exc:
             raise SendDeferred(
                 f"Discord asked us to wait {exc.retry_after:.1f} s", retry_after=float(exc.retry_after)
             ) from None
         except hikari.UnauthorizedError:
-            self.forget(command.connection_id)
+            self.forget(connection_id)
             raise SendRejected(
                 "token_revoked", "Discord no longer accepts this bot token; reconnect the bot to send."
             ) from None

@@ -128,6 +128,7 @@ class DiscordSession(ReportingSession):
         self.seq: int | None = None  # the last dispatch handled: all before it are stored
         self.bot_user_id: str | None = None
         self.bot_username: str | None = None
+        self.owner_user_id: str | None = None  # who owns the bot's application (None: not known)
         self._resume_url: str | None = None
         self._awaiting_ack = False
         self._inbox = DispatchInbox(
@@ -145,9 +146,21 @@ class DiscordSession(ReportingSession):
         await app.start()
         try:
             async with app.acquire(self._token, hikari.TokenType.BOT) as rest:
+                await self._learn_owner(rest)
                 await self._stay_linked(lambda: self._connect(rest), unreachable=_UNREACHABLE_MESSAGE)
         finally:
             await app.close()
+
+    async def _learn_owner(self, rest: RESTClientImpl) -> None:
+        """The application's owner (a team's owner for a team app): their messages are the
+        owner answering themselves. Best effort: unknown, every message is someone else's."""
+        try:
+            application = await rest.fetch_application()
+        except Exception as exc:  # an outage, or an answer hikari cannot read: not worth a session
+            self._log.info("discord_owner_unknown", error=repr(exc))
+            return
+        owner = application.team.owner_id if application.team is not None else application.owner.id
+        self.owner_user_id = str(owner)
 
     async def _address(self, rest: RESTClientImpl) -> str:
         if self.session_id is not None and self._resume_url:
@@ -291,7 +304,7 @@ class DiscordSession(ReportingSession):
         elif name in ("GUILD_CREATE", "GUILD_UPDATE", "CHANNEL_CREATE", "CHANNEL_UPDATE", "THREAD_CREATE"):
             self._inbox.remember_names(name, data)
         else:
-            await self._inbox.store(message, self.bot_user_id or "")
+            await self._inbox.store(message, self.bot_user_id or "", self.owner_user_id)
         if isinstance(message.get("s"), int):
             self.seq = message["s"]  # only now: a RESUME replays from here
 

@@ -129,6 +129,7 @@ class _Origin(Origin):
     """Where a dispatch comes from, and which bot is ours; its events are a channel's."""
 
     bot_user_id: str
+    owner_user_id: str | None = None  # the person who owns the bot's application: their messages are "ours"
 
     def in_channel(
         self, event_cls: type[ev.E], channel_id: str, data: msgspec.Struct, event_id: str | None = None
@@ -145,11 +146,19 @@ class _Origin(Origin):
 
 
 def normalize(
-    payload: Json, *, tenant_id: str, connection_id: str, bot_user_id: str, now: datetime | None = None
+    payload: Json,
+    *,
+    tenant_id: str,
+    connection_id: str,
+    bot_user_id: str,
+    owner_user_id: str | None = None,
+    now: datetime | None = None,
 ) -> list[ev.Event]:
     """The canonical events of one gateway dispatch (``{"op": 0, "t": ..., "s": ..., "d": ...}``).
 
-    ``MESSAGE_CREATE`` → ``message.received``; ``MESSAGE_UPDATE`` with an edit time →
+    ``MESSAGE_CREATE`` → ``message.received``, or ``message.sent`` with ``origin="device"``
+    when the bot's owner (``owner_user_id``: the application's owner) wrote it — they answered
+    themselves, and the agent steps back there; ``MESSAGE_UPDATE`` with an edit time →
     ``message.edited``; ``MESSAGE_DELETE`` (and ``_BULK``) → ``message.deleted``;
     ``MESSAGE_REACTION_ADD`` / ``_REMOVE`` → ``reaction.added`` / ``reaction.removed``.
     What our own bot does is not news to us, and other dispatches have no events. The
@@ -159,7 +168,9 @@ def normalize(
     data = payload.get("d")
     if not isinstance(data, Mapping):
         return []
-    origin = _Origin(KIND, tenant_id, connection_id, now, bot_user_id=str(bot_user_id))
+    origin = _Origin(
+        KIND, tenant_id, connection_id, now, bot_user_id=str(bot_user_id), owner_user_id=owner_user_id
+    )
     found: list[ev.Event | None] = []
     if name == "MESSAGE_CREATE":
         found = [_received(data, origin)]
@@ -174,7 +185,7 @@ def normalize(
     return [event for event in found if event is not None]
 
 
-def _received(data: Json, origin: _Origin) -> ev.MessageReceived | None:
+def _received(data: Json, origin: _Origin) -> ev.MessageReceived | ev.MessageSent | None:
     author = data["author"]
     if str(author["id"]) == origin.bot_user_id or data.get("type", 0) not in _CONVERSATION_TYPES:
         return None
@@ -183,6 +194,21 @@ def _received(data: Json, origin: _Origin) -> ev.MessageReceived | None:
     if not text and not attachments:
         return None  # an embed-only message, or one whose text the bot may not read
     channel_id = str(data["channel_id"])
+    if origin.owner_user_id is not None and str(author["id"]) == origin.owner_user_id:
+        return origin.in_channel(
+            ev.MessageSent,
+            channel_id,
+            ev.MessageSentData(
+                message_id=origin.message_id(channel_id, data["id"]),
+                connection_id=origin.connection_id,
+                channel=KIND,
+                provider_message_id=provider_message_id(channel_id, data["id"]),
+                text=text,
+                sent_at=_timestamp(data["timestamp"]),
+                sender=ev.Sender(id=f"dc:{author['id']}", name=_name(author, data.get("member"))),
+                origin="device",
+            ),
+        )
     reference = data.get("message_reference") or {}
     is_reply = bool(reference.get("message_id")) and reference.get("type", 0) == 0  # 1 is a forward
     return origin.in_channel(

@@ -40,7 +40,7 @@ class DispatchInbox:
             title = f"#{data['name']}"
             self._channel_titles[str(data["id"])] = f"{title} ({guild})" if guild else title
 
-    async def store(self, message: Json, bot_user_id: str) -> None:
+    async def store(self, message: Json, bot_user_id: str, owner_user_id: str | None = None) -> None:
         """Append what one message dispatch says (the channel's conversation first if new)."""
         try:
             events = normalize(
@@ -48,6 +48,7 @@ class DispatchInbox:
                 tenant_id=self.tenant_id,
                 connection_id=self.connection_id,
                 bot_user_id=bot_user_id,
+                owner_user_id=owner_user_id,
             )
             created = conversation_created(
                 message,

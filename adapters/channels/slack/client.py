@@ -64,6 +64,7 @@ class SlackInstall(WorkspaceBot, frozen=True, kw_only=True):
     bot_token: str
     app_id: str | None = None
     scopes: tuple[str, ...] = ()
+    authed_user_id: str | None = None  # the person who installed it: the inbox's owner in Slack
 
 
 def _api_url(api_base: str | None) -> str:
@@ -230,6 +231,7 @@ async def exchange_code(
         bot_token=str(token),
         app_id=answer.get("app_id"),
         scopes=tuple(s for s in str(answer.get("scope") or "").split(",") if s),
+        authed_user_id=(answer.get("authed_user") or {}).get("id") or None,
     )
 
 

@@ -22,7 +22,7 @@ from adapters.channels.slack.client import (
     web_client,
 )
 from adapters.channels.slack.normalize import provider_message_id, slack_time
-from domain.commands import SendMessage
+from domain.commands import EditMessage, SendMessage
 from domain.connectors import Delivered, SendDeferred, SendRejected
 
 
@@ -100,6 +100,19 @@ class SlackConnector(ClientPerConnection[AsyncWebClient]):
             provider_message_id=provider_message_id(str(answer.get("channel") or channel), ts),
             sent_at=slack_time(ts),
         )
+
+    async def edit(self, command: EditMessage) -> None:
+        client = await self.sending_client(command)
+        channel, _, ts = command.provider_message_id.rpartition(":")
+        try:
+            await client.chat_update(channel=channel, ts=ts, text=command.text)
+        except SlackApiError as exc:
+            failure = _rejected_or_deferred(exc)
+            if isinstance(failure, SendRejected) and failure.code == "token_revoked":
+                self.forget(command.connection_id)
+            raise failure from None
+        except SEND_ERRORS as exc:
+            raise SendDeferred(f"Slack cannot be reached: {exc!r}") from None
 
     async def aclose(self) -> None:
         self._clients.drain()

@@ -22,4 +22,6 @@ class SlackInstaller:
             "bot_user_id": install.bot_user_id,
             "signing_secret": app.signing_secret,
         }
+        if install.authed_user_id:  # who installed it: what they write themselves is the owner answering
+            secret["owner_user_id"] = install.authed_user_id
         return Installed(install.team_name, secret, team_id=install.team_id, app_id=install.app_id)

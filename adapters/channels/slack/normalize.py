@@ -150,11 +150,14 @@ def normalize(
     tenant_id: str,
     connection_id: str,
     bot_user_id: str,
+    owner_user_id: str | None = None,
     now: datetime | None = None,
 ) -> list[ev.Event]:
     """The canonical events of one Events API ``event_callback`` (none for what we do not carry).
 
-    ``message`` (and ``app_mention``, the same message: one dedupe key) → ``message.received``;
+    ``message`` (and ``app_mention``, the same message: one dedupe key) → ``message.received``,
+    or ``message.sent`` with ``origin="device"`` when the inbox's owner (``owner_user_id``, their
+    Slack member id) wrote it — they answered themselves, and the agent steps back there;
     subtype ``message_changed`` → ``message.edited``; ``message_deleted`` →
     ``message.deleted``; ``reaction_added`` / ``reaction_removed`` → ``reaction.*`` (on the
     channel's conversation: Slack does not say which thread the message is in). Messages
@@ -171,7 +174,7 @@ def normalize(
             return _edited(event, channel, origin, bot_user_id)
         if subtype == "message_deleted":
             return _deleted(event, channel, origin, bot_user_id)
-        received = _received(event, channel, origin, bot_user_id)
+        received = _received(event, channel, origin, bot_user_id, owner_user_id)
         return [received] if received is not None else []
     if kind in ("reaction_added", "reaction_removed"):
         return _reaction(event, origin)
@@ -179,8 +182,8 @@ def normalize(
 
 
 def _received(
-    event: Mapping[str, Any], channel: str, origin: Origin, bot_user_id: str
-) -> ev.MessageReceived | None:
+    event: Mapping[str, Any], channel: str, origin: Origin, bot_user_id: str, owner_user_id: str | None
+) -> ev.MessageReceived | ev.MessageSent | None:
     ts = event.get("ts")
     if (
         event.get("subtype") not in _CARRIED_SUBTYPES
@@ -194,6 +197,21 @@ def _received(
         return None
     connection_id = origin.connection_id
     place = _place(connection_id, channel, event.get("channel_type"), event)
+    if owner_user_id is not None and event.get("user") == owner_user_id:
+        return origin.event(
+            ev.MessageSent,
+            place.conversation_id,
+            ev.MessageSentData(
+                message_id=message_id(connection_id, channel, ts),
+                connection_id=connection_id,
+                channel=KIND,
+                provider_message_id=provider_message_id(channel, ts),
+                text=text,
+                sent_at=slack_time(ts),
+                sender=_sender(event),
+                origin="device",
+            ),
+        )
     # In a thread the bot started, every reply is addressed to it.
     in_our_thread = place.thread_ts is not None and event.get("parent_user_id") == bot_user_id
     return origin.event(
@@ -319,13 +337,15 @@ def delivery(
     tenant_id: str,
     connection_id: str,
     bot_user_id: str,
+    owner_user_id: str | None = None,
     now: datetime | None = None,
 ) -> Delivery:
     events = normalize(
-        event_callback, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id, now=now
-    )
+        event_callback, tenant_id=tenant_id, connection_id=connection_id, bot_user_id=bot_user_id,
+        owner_user_id=owner_user_id, now=now,
+    )  # fmt: skip
     created = None
-    if any(isinstance(event, ev.MessageReceived) for event in events):
+    if any(isinstance(event, ev.MessageReceived | ev.MessageSent) for event in events):
         created = conversation_created(
             event_callback, tenant_id=tenant_id, connection_id=connection_id, now=now
         )

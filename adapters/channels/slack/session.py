@@ -97,6 +97,7 @@ class SlackSocketSession(ReportingSession):
         super().__init__(env, kind=KIND, log=log, stored_as="slack_event_stored", first_backoff=first_backoff)
         self._app_token = env.secret["app_token"]
         self._bot_token = env.secret["token"]
+        self._owner_user_id = env.secret.get("owner_user_id")  # the inbox's owner in Slack, if known
         self._api_base = env.endpoints.slack_api_base
         self._ping_interval = ping_interval
         self._check_every = check_every
@@ -201,6 +202,7 @@ class SlackSocketSession(ReportingSession):
                 tenant_id=self.tenant_id,
                 connection_id=self.connection_id,
                 bot_user_id=identity.bot_user_id,
+                owner_user_id=self._owner_user_id,
             )
         except Exception as exc:  # one unreadable event must not stop the connection for good
             self._log.error("slack_event_unreadable", envelope_id=request.envelope_id, error=repr(exc))

@@ -126,6 +126,7 @@ class SlackEvents:
                 tenant_id=target.tenant_id,
                 connection_id=target.connection_id,
                 bot_user_id=target.secret.get("bot_user_id", ""),
+                owner_user_id=target.secret.get("owner_user_id"),
                 now=now,
             ),
         )

@@ -1,10 +1,11 @@
-"""Executing ``send_message`` commands with the bot of the command's connection, mapping
+"""Executing ``send_message`` and ``edit_message`` commands with the bot of the command's connection, mapping
 Telegram's answers onto ``SendDeferred`` (flood control, outages) and ``SendRejected``
 (blocked, kicked, chat gone, token revoked); and "typing…" while the agent writes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from adapters.channels.errors import ChannelError
 from adapters.channels.telegram import CAPABILITIES, KIND
 from adapters.channels.telegram.client import api_server, new_bot
 from adapters.channels.telegram.normalize import provider_message_id, utc
-from domain.commands import SendMessage
+from domain.commands import EditMessage, SendMessage
 from domain.connectors import Delivered, SendDeferred, SendRejected
 
 log = structlog.get_logger()
@@ -73,15 +74,36 @@ class TelegramConnector(ClientPerConnection[Bot]):
 
     async def send(self, command: SendMessage) -> Delivered:
         bot = await self.sending_client(command)
-        try:
+        with self._refusals(command.connection_id):
             # reply_to_message_id names our message id; Telegram's is not known here, so no quote.
             sent = await bot.send_message(chat_id=_chat_id(command.to), text=command.text)
+        return Delivered(
+            provider_message_id=provider_message_id(sent.chat.id, sent.message_id), sent_at=utc(sent.date)
+        )
+
+    async def edit(self, command: EditMessage) -> None:
+        bot = await self.sending_client(command)
+        chat, _, message = command.provider_message_id.rpartition(":")
+        try:
+            with self._refusals(command.connection_id):
+                await bot.edit_message_text(
+                    text=command.text, chat_id=_chat_id(chat), message_id=int(message)
+                )
+        except SendRejected as exc:
+            if "not modified" not in exc.reason:  # the same text again: nothing to change
+                raise
+
+    @contextlib.contextmanager
+    def _refusals(self, connection_id: str) -> Iterator[None]:
+        """Telegram's errors as SendDeferred (flood control, outages) or SendRejected."""
+        try:
+            yield
         except TelegramRetryAfter as exc:
             raise SendDeferred(
                 f"Telegram asked us to wait {exc.retry_after} s", retry_after=float(exc.retry_after)
             ) from None
         except TelegramUnauthorizedError:
-            self.forget(command.connection_id)
+            self.forget(connection_id)
             raise SendRejected(
                 "token_revoked", "Telegram no longer accepts this bot token; reconnect the bot to send."
             ) from None
@@ -97,9 +119,6 @@ class TelegramConnector(ClientPerConnection[Bot]):
             raise SendRejected("bad_request", f"Telegram refused the message: {exc.message}") from None
         except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as exc:
             raise SendDeferred(f"Telegram cannot be reached: {exc}") from None
-        return Delivered(
-            provider_message_id=provider_message_id(sent.chat.id, sent.message_id), sent_at=utc(sent.date)
-        )
 
     async def typing(self, connection_id: str, chat_id: str | int) -> bool:
         """Show "typing…" in a chat for a few seconds; best effort (False when refused)."""

@@ -17,5 +17,12 @@ from domain.connectors import Capabilities
 
 KIND = "whatsapp"
 CAPABILITIES = Capabilities(
-    max_text_length=4096, edits=True, deletes=True, reactions=True, typing=True, media=True
+    # edits=False: the agent's replies do not grow in place here (each edit shows "Edited" on
+    # the phone, and WhatsApp allows few); the inbound edits of people are folded all the same
+    max_text_length=4096,
+    edits=False,
+    deletes=True,
+    reactions=True,
+    typing=True,
+    media=True,
 )

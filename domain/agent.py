@@ -265,6 +265,18 @@ SenderStatus = Literal["pending", "approved", "blocked"]
 Admission = Literal["admit", "request", "waiting", "blocked"]
 
 
+def awaits_reply(message: ev.MessageReceivedData) -> bool:
+    """Whether a message waits for someone to answer ("Needs reply"): a person wrote it (not a
+    bot, not history a channel brought in)."""
+    return not message.backfill and not message.sender.is_bot
+
+
+def answers(sender: ev.Sender) -> bool:
+    """Whether a message we send answers the conversation (a person's or the agent's reply),
+    unlike the pairing gate's code."""
+    return sender.id != PAIRING_SENDER.id
+
+
 def admission(
     dm_policy: str | None, conversation_kind: str, status: str | None, *, preview: bool
 ) -> Admission:
@@ -303,6 +315,7 @@ def normalized_code(code: str) -> str:
     return f"{plain[:4]}-{plain[4:]}" if len(plain) == 8 else code.strip().upper()
 
 
+PAIRING_SENDER = ev.Sender(id="agent:pairing", name="Moltbot", is_bot=True)  # not an answer: a gate
 PAIRING_REPLY = (
     "Hi! I only answer people the owner of this inbox has approved. Your code is {code}:"
     " send it to them another way and they can approve you. Your message is saved and they"
@@ -342,7 +355,7 @@ def sender_request_events(
         channel=destination.channel,
         to=destination.external_id,
         text=PAIRING_REPLY.format(code=code),
-        sender=ev.Sender(id="agent:pairing", name="Moltbot", is_bot=True),
+        sender=PAIRING_SENDER,
         reply_to_message_id=message.message_id,
     )
     return [requested, _run_event(trigger, ev.MessageSendRequested, reply, at)]

@@ -360,6 +360,18 @@ class ConversationAgentResumed(Event, frozen=True, kw_only=True, tag="conversati
     data: ConversationAgentResumedData
 
 
+class ConversationSnoozedData(Payload, frozen=True):
+    until: datetime | None  # None: back now (the snooze is lifted)
+
+
+class ConversationSnoozed(Event, frozen=True, kw_only=True, tag="conversation.snoozed"):
+    """A person put a conversation that waits for a reply out of sight until ``until``: it
+    leaves "Needs reply" until then, or until the contact writes again."""
+
+    AGGREGATE = CONVERSATION
+    data: ConversationSnoozedData
+
+
 class ConversationSummarizedData(Payload, frozen=True):
     summary: str
     through_message_id: str  # the newest message the summary covers
@@ -794,6 +806,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConversationCreated,
     ConversationUpdated,
     ConversationSummarized,
+    ConversationSnoozed,
     ConversationAgentPaused,
     ConversationAgentResumed,
     MessageReceived,

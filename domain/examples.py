@@ -342,6 +342,12 @@ def examples() -> list[ev.Event]:
             ),
         ),
         (
+            ev.ConversationSnoozed,
+            CONVERSATION_ID,
+            user,
+            ev.ConversationSnoozedData(until=datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC)),
+        ),
+        (
             ev.ConversationAgentResumed,
             CONVERSATION_ID,
             user,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.postgres.database import Connection
+from domain import agent as agent_policy
 from domain import events as ev
 from domain.events import Event
 from projections.base import Batch, Rejected
@@ -42,7 +43,9 @@ CREATE TABLE conversations (
     last_seq             bigint NOT NULL,
     agent_mode           text,            -- its own: auto, draft, off (NULL: its connection's)
     agent_paused_until   timestamptz,     -- the agent stepped back until then
-    preview              boolean NOT NULL DEFAULT false  -- the owner's own "Try it" chat
+    preview              boolean NOT NULL DEFAULT false,  -- the owner's own "Try it" chat
+    awaiting_since       timestamptz,     -- the oldest message nobody has answered yet (NULL: none)
+    snoozed_until        timestamptz      -- out of "Needs reply" until then
 );
 CREATE TABLE messages (
     message_id          text PRIMARY KEY,
@@ -108,6 +111,8 @@ CREATE INDEX messages_tenant ON messages (tenant_id, seq);
 CREATE INDEX messages_search ON messages USING gin (search);
 CREATE INDEX media_message ON media (message_id);
 CREATE INDEX drafts_conversation ON drafts (conversation_id, created_at);
+CREATE INDEX conversations_waiting ON conversations (tenant_id, awaiting_since)
+    WHERE awaiting_since IS NOT NULL;
 """
 
 CONVERSATION_COLUMNS = (
@@ -130,6 +135,8 @@ CONVERSATION_COLUMNS = (
     "agent_mode",
     "agent_paused_until",
     "preview",
+    "awaiting_since",
+    "snoozed_until",
 )
 MESSAGE_COLUMNS = (
     "message_id",
@@ -169,6 +176,10 @@ UPDATE conversations SET
     last_message_id = COALESCE(%(last_message_id)s, last_message_id),
     last_message_at = COALESCE(%(last_message_at)s, last_message_at),
     last_message_preview = COALESCE(%(last_message_preview)s, last_message_preview),
+    -- answered in the batch: what waits is what came after the last answer, else the oldest
+    awaiting_since = CASE WHEN %(answered)s THEN %(awaiting_since)s
+                          ELSE COALESCE(awaiting_since, %(awaiting_since)s) END,
+    snoozed_until = CASE WHEN %(snooze_set)s THEN %(snoozed_until)s ELSE snoozed_until END,
     last_seq = %(last_seq)s
 WHERE conversation_id = %(conversation_id)s
 """
@@ -231,6 +242,10 @@ class _ConversationChange:
     last_message_id: str | None = None
     last_message_at: datetime | None = None
     last_message_preview: str | None = None
+    answered: bool = False  # someone answered in this batch
+    awaiting_since: datetime | None = None  # the first message since then (or since the batch began)
+    snooze_set: bool = False
+    snoozed_until: datetime | None = None
 
 
 @dataclass
@@ -409,6 +424,8 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             "agent_mode": None if d.agent_enabled else "off",
             "agent_paused_until": None,
             "preview": d.preview,
+            "awaiting_since": None,
+            "snoozed_until": None,
             "pinned": False,
             "created_at": event.occurred_at,
             "last_message_id": None,
@@ -442,6 +459,11 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
                 target["unread_count"] = max(target["unread_count"], 1)
             else:
                 target.at_least_one = True
+    elif isinstance(event, ev.ConversationSnoozed):
+        target = _conversation(fold, event.aggregate_id, seq)
+        _set(target, "snoozed_until", event.data.until)
+        if not isinstance(target, dict):
+            target.snooze_set = True
     elif isinstance(event, ev.ConversationAgentPaused | ev.ConversationAgentResumed):
         target = _conversation(fold, event.aggregate_id, seq)
         until = event.data.until if isinstance(event, ev.ConversationAgentPaused) else None
@@ -568,6 +590,26 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     _set(target, "last_message_id", d.message_id)
     _set(target, "last_message_at", sent_at)
     _set(target, "last_message_preview", _preview(d.text))
+    _fold_waiting(target, event, sent_at)
+
+
+def _fold_waiting(target: dict[str, Any] | _ConversationChange, event: MessageEvent, at: datetime) -> None:
+    """ "Needs reply": a person's message starts the wait (and lifts a snooze: they wrote
+    again); an answer — the owner's or the agent's — ends it."""
+    if isinstance(event, ev.MessageReceived):
+        if not agent_policy.awaits_reply(event.data):
+            return
+        if isinstance(target, dict):
+            target["awaiting_since"] = target["awaiting_since"] or at
+            target["snoozed_until"] = None
+        else:
+            target.awaiting_since = target.awaiting_since or at
+            target.snooze_set, target.snoozed_until = True, None
+    elif agent_policy.answers(event.data.sender):
+        if isinstance(target, dict):
+            target["awaiting_since"] = None
+        else:
+            target.answered, target.awaiting_since = True, None
 
 
 def _change_message(fold: _Fold, tenant_id: str, message_id: str, **values: Any) -> None:
@@ -614,8 +656,8 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 class InboxProjection:
     name: str = "inbox"
     # 2: row-level security on every table; 3: send requests (pending); 4: media;
-    # 5: the agent's modes, pauses and drafts
-    version: int = 5
+    # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes
+    version: int = 6
     tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts")
     handles: frozenset[str] = frozenset(
         {
@@ -623,6 +665,7 @@ class InboxProjection:
             "conversation.updated",
             "conversation.agent_paused",
             "conversation.agent_resumed",
+            "conversation.snoozed",
             "message.draft_proposed",
             "message.draft_discarded",
             "message.received",

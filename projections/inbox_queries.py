@@ -35,6 +35,11 @@ class Conversation(msgspec.Struct, frozen=True):
     # what the owner decided — "pending" reads "wants to talk"; None: nobody needs approving
     sender_id: str | None = None
     sender_status: str | None = None
+    # "Needs reply": a person's message nobody answered yet (since ``awaiting_since``), and
+    # not snoozed (``snoozed_until`` in the future hides it)
+    needs_reply: bool = False
+    awaiting_since: datetime | None = None
+    snoozed_until: datetime | None = None
 
     @property
     def active_at(self) -> datetime:
@@ -59,13 +64,14 @@ class Draft(msgspec.Struct, frozen=True):
     flag: str | None = None
 
 
+NEEDS_REPLY = "(c.awaiting_since IS NOT NULL AND (c.snoozed_until IS NULL OR c.snoozed_until <= now()))"
 # A conversation's mode: its own, else its connection's, else its channel kind's default
 # (%(auto_kinds)s: the kinds that start in auto, from the channel registry); and who wrote
 # it, when its connection's DM policy asks for approval (with WITH_CONNECTION).
 EFFECTIVE_MODE = (
     "coalesce(c.agent_mode, n.agent_mode,"
     " CASE WHEN c.channel = ANY(%(auto_kinds)s) THEN 'auto' ELSE 'draft' END) AS agent_mode,"
-    " s.sender_id, s.sender_status"
+    " s.sender_id, s.sender_status, " + NEEDS_REPLY + " AS needs_reply"
 )
 WITH_CONNECTION = (
     " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
@@ -163,6 +169,7 @@ async def conversations(
     pinned: bool | None = None,
     person: str | None = None,
     active_since: datetime | None = None,
+    needs_reply: bool | None = None,
     before: tuple[bool, datetime, str] | None = None,
 ) -> list[Conversation]:
     """Pinned ones first, then the most recently active (``active_at``, then id); those after
@@ -188,6 +195,9 @@ async def conversations(
     if active_since is not None:
         where.append("coalesce(c.last_message_at, c.created_at) >= %(since)s")
         params["since"] = active_since
+    if needs_reply is not None:
+        where.append(f"{NEEDS_REPLY} = %(needs_reply)s")
+        params["needs_reply"] = needs_reply
     if before is not None:
         where.append(
             "(c.pinned, coalesce(c.last_message_at, c.created_at), c.conversation_id)"
@@ -335,3 +345,13 @@ async def conversation_of_message(conn: Connection, message_id: str) -> str | No
     )
     row = await cur.fetchone()
     return None if row is None else str(row["conversation_id"])
+
+
+async def needing_reply(conn: Connection, tenant_id: str) -> int:
+    """How many of the tenant's conversations wait for a reply (not snoozed)."""
+    cur = await conn.execute(
+        f"SELECT count(*) AS n FROM rm_inbox.conversations c WHERE c.tenant_id = %s AND {NEEDS_REPLY}",
+        (tenant_id,),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row is not None else 0

@@ -39,7 +39,7 @@ from gateway.mailing import link, send_later
 from gateway.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from gateway.plan_limits import plan_catalog
 from gateway.routes.webchat import new_widget_key, widget_events
-from projections import tenants_queries
+from projections import inbox_queries, tenants_queries
 
 log = structlog.get_logger()
 
@@ -108,6 +108,7 @@ class Me(msgspec.Struct, frozen=True):
     inboxes: list[tenants_queries.Membership] = msgspec.field(default_factory=list)  # to switch to
     time_zone: str | None = None  # PUT /v1/me/preferences (None: never set; UTC)
     quiet_hours: ev.QuietHours | None = None  # no push notifications then, on time_zone's clock
+    needs_reply: int = 0  # conversations waiting for a reply (GET /v1/conversations?needs_reply=true)
 
 
 def valid_email(value: str) -> str:
@@ -410,6 +411,7 @@ async def me(
     async with ctx.tenant(who.tenant_id) as conn:
         found = await tenants_queries.account(conn, who.tenant_id, who.user_id)
         chosen = await tenants_queries.preferences(conn, who.user_id)
+        waiting = await inbox_queries.needing_reply(conn, who.tenant_id)
     quiet = (
         ev.QuietHours(start=chosen.quiet_start, end=chosen.quiet_end)
         if chosen.quiet_start is not None and chosen.quiet_end is not None
@@ -424,11 +426,12 @@ async def me(
     verified = account.verified if account is not None else True
     if found is None:  # the read model lags a brand-new inbox
         return Me(
-            who.user_id, who.tenant_id, who.role, None, None, None, None, verified, second_factor, inboxes
-        )
+            who.user_id, who.tenant_id, who.role, None, None, None, None, verified, second_factor, inboxes,
+            needs_reply=waiting,
+        )  # fmt: skip
     return Me(
         who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan,
-        verified, second_factor, inboxes, chosen.time_zone, quiet,
+        verified, second_factor, inboxes, chosen.time_zone, quiet, waiting,
     )  # fmt: skip
 
 

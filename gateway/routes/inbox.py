@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Router, get, patch
+from litestar import Router, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
@@ -92,9 +92,14 @@ async def list_conversations(
     active_since: Annotated[
         datetime | None, Parameter(description="only conversations active since (ISO 8601)")
     ] = None,
+    needs_reply: Annotated[
+        bool | None, Parameter(description="only those waiting for a reply (true) or not (false)")
+    ] = None,
     min_seq: MinSeq = None,
 ) -> Page:
-    """Pinned ones first, then the most recently active; ``next_cursor`` fetches the next page."""
+    """Pinned ones first, then the most recently active; ``next_cursor`` fetches the next page.
+    ``needs_reply=true``: the "Needs reply" view (a person's message nobody answered, not
+    snoozed)."""
     await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
     before: tuple[bool, datetime, str] | None = None
     if cursor:
@@ -108,7 +113,7 @@ async def list_conversations(
         items = await inbox_queries.conversations(
             conn, who.tenant_id, limit=limit + 1, auto_kinds=answering_kinds(), channel=channel,
             unread=unread, agent_enabled=agent_enabled, pinned=pinned, person=person,
-            active_since=active_since, before=before,
+            active_since=active_since, needs_reply=needs_reply, before=before,
         )  # fmt: skip
     more = len(items) > limit
     items = items[:limit]
@@ -194,6 +199,37 @@ async def update_conversation(
     return Accepted(appended.event_id, appended.seq)
 
 
+class Snooze(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    until: datetime | None  # null: back in "Needs reply" now
+
+
+MAX_SNOOZE = timedelta(days=365)
+
+
+@post("/conversations/{conversation_id:str}/snooze", status_code=202)
+async def snooze_conversation(
+    ctx: Ctx, who: Who, conversation_id: FromPath[str], data: JSONBody[Snooze]
+) -> Accepted:
+    """Out of "Needs reply" until ``until`` (or until the contact writes again); null lifts it."""
+    until = data.until
+    if until is not None:
+        if until.tzinfo is None:
+            raise ApiError(400, "invalid_request", "Give until with its time zone, e.g. Z.", field="until")
+        now = datetime.now(UTC)
+        if not now < until <= now + MAX_SNOOZE:
+            raise ApiError(
+                400, "invalid_request", "until is a moment in the coming year (null lifts the snooze).",
+                field="until",
+            )  # fmt: skip
+    await _conversation_or_404(ctx, who, conversation_id)
+    snoozed = ev.new_event(
+        ev.ConversationSnoozed, tenant_id=who.tenant_id, aggregate_id=conversation_id,
+        actor=f"user:{who.user_id}", data=ev.ConversationSnoozedData(until=until),
+    )  # fmt: skip
+    appended = await ctx.store.append(snoozed)
+    return Accepted(appended.event_id, appended.seq)
+
+
 @get("/search")
 async def search(
     ctx: Ctx,
@@ -235,6 +271,7 @@ inbox_router = Router(
         get_conversation,
         list_messages,
         update_conversation,
+        snooze_conversation,
         search,
         list_channels,
         usage,

@@ -23,8 +23,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// What just happened ("Snoozed until …") stays a few seconds before the live counter takes
+// the line again.
+let statusSaid = 0;
 function status(message) {
   $("status").textContent = message;
+  statusSaid = Date.now();
+}
+
+function liveStatus(message) {
+  if (Date.now() - statusSaid > 4000) $("status").textContent = message;
 }
 
 // 401s about what was sent (a wrong password or code), not about the session: shown as they
@@ -238,11 +246,21 @@ function conversationItem(c) {
   return el("li", {}, button);
 }
 
+// "Needs reply" (the default) or "All": what waits for an answer, or everything.
+function chooseView(view) {
+  state.view = view;
+  $("view-waiting").setAttribute("aria-selected", String(view === "waiting"));
+  $("view-all").setAttribute("aria-selected", String(view === "all"));
+  loadConversations().catch((error) => status(error.message));
+}
+
 async function loadConversations({ append = false, minSeq } = {}) {
   const since = $("since-filter").value;
+  const waiting = (state.view || "waiting") === "waiting";
   const params = {
     limit: 50,
     min_seq: minSeq,
+    needs_reply: waiting ? "true" : undefined,
     unread: $("unread-only").checked ? "true" : undefined,
     pinned: $("pinned-only").checked ? "true" : undefined,
     channel: $("channel-filter").value || undefined,
@@ -257,6 +275,12 @@ async function loadConversations({ append = false, minSeq } = {}) {
   for (const c of page.items) list.append(conversationItem(c));
   $("more").hidden = !page.next_cursor;
   $("empty").hidden = list.children.length > 0;
+  $("empty").textContent = waiting
+    ? "Nothing waits for a reply. \"All\" shows every conversation."
+    : "No conversations yet. They appear here as soon as a connected channel receives a message.";
+  const me = await api("/v1/me", { params: { min_seq: minSeq } });
+  $("waiting-count").hidden = !me.needs_reply;
+  $("waiting-count").textContent = String(me.needs_reply || "");
 }
 
 async function openConversation(c) {
@@ -283,6 +307,20 @@ async function openConversation(c) {
   };
   const pin = el("button", { type: "button", class: "secondary", onclick: () => patch({ pinned: !c.pinned }, c.pinned ? "Unpinned." : "Pinned: it stays on top.") }, c.pinned ? "Unpin" : "Pin");
   const unread = el("button", { type: "button", class: "secondary", onclick: () => patch({ read: false }, "Marked unread.") }, "Mark unread");
+  const snooze = el("select", {
+    "aria-label": "Snooze",
+    class: "snooze",
+    onchange: async (change) => {
+      const until = snoozeUntil(change.target.value);
+      change.target.value = "";
+      if (until === undefined) return;
+      const accepted = await api(`/v1/conversations/${c.conversation_id}/snooze`, { method: "POST", body: { until } });
+      status(until ? `Snoozed until ${new Date(until).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })}, or until they write.` : "Back in Needs reply.");
+      await loadConversations({ minSeq: accepted.seq });
+    },
+  }, el("option", { value: "" }, "Snooze…"), el("option", { value: "1h" }, "1 hour"), el("option", { value: "3h" }, "3 hours"),
+  el("option", { value: "tomorrow" }, "Tomorrow 9:00"), el("option", { value: "monday" }, "Monday 9:00"),
+  ...(c.snoozed_until && new Date(c.snoozed_until) > new Date() ? [el("option", { value: "none" }, "Unsnooze")] : []));
   const compose = el(
     "form",
     { class: "compose", onsubmit: (submit) => sendMessage(submit, c.conversation_id) },
@@ -299,7 +337,7 @@ async function openConversation(c) {
   pane.replaceChildren(
     el("header", {},
       el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
-      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread),
+      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("p", { id: "wants-to-talk", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
@@ -313,6 +351,19 @@ async function openConversation(c) {
     const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
     await loadConversations({ minSeq: accepted.seq });
   }
+}
+
+// When a snooze ends, on this device's clock (null: lifted now; undefined: nothing chosen).
+function snoozeUntil(choice) {
+  const at = new Date();
+  if (choice === "1h" || choice === "3h") return new Date(at.getTime() + Number(choice[0]) * 3600_000).toISOString();
+  if (choice === "tomorrow" || choice === "monday") {
+    const days = choice === "tomorrow" ? 1 : ((8 - at.getDay()) % 7) || 7;
+    const morning = new Date(at.getFullYear(), at.getMonth(), at.getDate() + days, 9, 0, 0);
+    return morning.toISOString();
+  }
+  if (choice === "none") return null;
+  return undefined;
 }
 
 // The agent steps back where a person answered: "paused until 14:32 · Resume".
@@ -437,6 +488,8 @@ async function loadMessages(conversationId, minSeq) {
 }
 
 $("more").addEventListener("click", () => loadConversations({ append: true }));
+$("view-waiting").addEventListener("click", () => chooseView("waiting"));
+$("view-all").addEventListener("click", () => chooseView("all"));
 for (const id of ["unread-only", "pinned-only", "channel-filter", "since-filter"]) {
   $(id).addEventListener("change", () => loadConversations());
 }
@@ -497,7 +550,7 @@ function follow(since) {
     if (event.type.startsWith("message.") || event.type.startsWith("conversation.")) {
       loadConversations({ minSeq: state.lastSeq }).catch(() => {});
     }
-    status(`Live · last event ${state.lastSeq}`);
+    liveStatus(`Live · last event ${state.lastSeq}`);
   };
   source.addEventListener("agent.delta", (message) => showTyping(JSON.parse(message.data)));
   source.addEventListener("channel.qr", (message) => {
@@ -506,7 +559,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {

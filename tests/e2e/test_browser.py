@@ -120,7 +120,11 @@ async def test_the_inbox_on_a_phone_shows_one_pane_at_a_time(
     await page.locator("#conversation .compose").get_by_role("button", name="Send").click()
     await expect(page.locator("#messages li.out")).to_contain_text("Hi! Right here.")
     await page.get_by_role("button", name="← Conversations").click()
-    await expect(page.locator("#conversations")).to_be_visible()
+    await expect(page.get_by_role("complementary", name="Conversations")).to_be_visible()
+    # Answered, it left "Needs reply" (the default view); "All" still lists it.
+    await expect(page.locator("#empty")).to_contain_text("Nothing waits for a reply")
+    await page.get_by_role("tab", name="All").click()
+    await expect(page.locator("#conversations li").first).to_contain_text("Hi! Right here.")
     await expect(page.locator("#conversation")).to_be_hidden()
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "browser-phone-inbox.png"), full_page=True)

@@ -48,6 +48,8 @@ async def test_the_agent_steps_back_when_you_answer_and_drafts_when_asked(
     await expect(replies).to_have_count(1)
     await expect(replies.first).to_contain_text('"Are you open on Sunday?"')
 
+    # The agent answered, so it is not under "Needs reply": "All" lists it.
+    await page.get_by_role("tab", name="All").click()
     # The owner answers from the inbox: the agent steps back, and the inbox says until when.
     await page.locator("#conversations li").first.get_by_role("button").click()
     await expect(page.locator("#agent-mode")).to_have_value("auto")

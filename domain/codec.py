@@ -125,7 +125,15 @@ def dedupe_key(event: Event) -> str:
     return event.id
 
 
-_KEYED_BY_MESSAGE = frozenset({"message.send_requested", "message.sent", "message.send_failed"})
+_KEYED_BY_MESSAGE = frozenset(
+    {
+        "message.send_requested",
+        "message.send_released",
+        "message.send_cancelled",
+        "message.sent",
+        "message.send_failed",
+    }
+)
 _KEYED_BY_RUN = frozenset(
     {"agent.run_requested", "agent.run_started", "agent.run_completed", "agent.run_failed"}
 )

@@ -85,7 +85,25 @@ def edited_event(command: EditMessage, edited_at: datetime, actor: str) -> ev.Me
     )
 
 
-def send_command(event: ev.MessageSendRequested) -> SendMessage:
+SendEvent = ev.MessageSendRequested | ev.MessageSendReleased
+
+
+def release_event(request: ev.MessageSendRequested, *, at: datetime) -> ev.MessageSendReleased:
+    """A scheduled request's time came: the same message, released to the outbox (keyed by
+    the message, so a release repeated by another scheduler is stored once)."""
+    return ev.new_event(
+        ev.MessageSendReleased,
+        tenant_id=request.tenant_id,
+        aggregate_id=request.aggregate_id,
+        actor="system:scheduler",
+        causation_id=request.id,
+        correlation_id=request.correlation_id or request.id,
+        occurred_at=at,
+        data=request.data,
+    )
+
+
+def send_command(event: SendEvent) -> SendMessage:
     d = event.data
     return SendMessage(
         command_id=f"send:{event.tenant_id}:{d.message_id}",
@@ -105,9 +123,13 @@ def send_command(event: ev.MessageSendRequested) -> SendMessage:
     )
 
 
-def dispatch(event: ev.MessageSendRequested, now: datetime) -> SendMessage | ev.MessageSendFailed:
-    """The command for a send request, or its failure when it is too old to send."""
-    if now - event.occurred_at > SEND_EXPIRY:
+def dispatch(event: SendEvent, now: datetime) -> SendMessage | ev.MessageSendFailed | None:
+    """The command for a send request (or a scheduled one released), its failure when it is
+    too old to send (counted from its scheduled time, if it had one), or None for a request
+    scheduled for later: its release sends it."""
+    if isinstance(event, ev.MessageSendRequested) and event.data.send_at is not None:
+        return None
+    if now - (event.data.send_at or event.occurred_at) > SEND_EXPIRY:
         return ev.new_event(
             ev.MessageSendFailed,
             tenant_id=event.tenant_id,

@@ -441,6 +441,7 @@ class MessageSendRequestedData(Payload, frozen=True):
     reply_to_message_id: str | None = None
     agent_run_id: str | None = None
     draft_id: str | None = None  # a person sent the agent's draft (maybe edited)
+    send_at: datetime | None = None  # scheduled: released (message.send_released) at this time
 
 
 class MessageDraftProposedData(Payload, frozen=True):
@@ -481,6 +482,26 @@ class MessageSendRequested(Event, frozen=True, kw_only=True, tag="message.send_r
 
     AGGREGATE = CONVERSATION
     data: MessageSendRequestedData
+
+
+class MessageSendReleased(Event, frozen=True, kw_only=True, tag="message.send_released"):
+    """A scheduled message's time came (its request had ``send_at``): the outbox sends it now,
+    as it sends a request without one. It carries the request's data, so the outbox needs
+    nothing else; released once (keyed by the message), never after its cancellation."""
+
+    AGGREGATE = CONVERSATION
+    data: MessageSendRequestedData
+
+
+class MessageSendCancelledData(Payload, frozen=True):
+    message_id: str
+
+
+class MessageSendCancelled(Event, frozen=True, kw_only=True, tag="message.send_cancelled"):
+    """A person called off a scheduled message before its time: it is never sent."""
+
+    AGGREGATE = CONVERSATION
+    data: MessageSendCancelledData
 
 
 class MessageSentData(Payload, frozen=True):
@@ -811,6 +832,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConversationAgentResumed,
     MessageReceived,
     MessageSendRequested,
+    MessageSendReleased,
+    MessageSendCancelled,
     MessageDraftProposed,
     MessageDraftDiscarded,
     MessageSent,

@@ -19,6 +19,7 @@ DEVICE_ID = "d_01JD3V5W4C2V3W4X5Y6Z7A8B9C"
 AGENT_ID = "ag_01JD3V5W4D3X4Y5Z6A7B8C9D0E"
 DRAFT_ID = "dr_01JD3V5W4E4Y5Z6A7B8C9D0E1F"
 FACT_ID = "fa_01JD3V5W4F5Z6A7B8C9D0E1F2G"
+SCHEDULED_ID = "m_01JD3V5W4G6A7B8C9D0E1F2G3H"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -176,6 +177,26 @@ def examples() -> list[ev.Event]:
                 reply_to_message_id=MESSAGE_ID,
                 agent_run_id=RUN_ID,
             ),
+        ),
+        (
+            ev.MessageSendReleased,
+            CONVERSATION_ID,
+            "system:scheduler",
+            ev.MessageSendRequestedData(
+                message_id=SCHEDULED_ID,
+                connection_id=CONNECTION_ID,
+                channel="telegram",
+                to="5551234",
+                text="Good morning! Your table for two is ready at 8.",
+                sender=ev.Sender(id=f"user:{USER_ID}", name="Ada"),
+                send_at=datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC),
+            ),
+        ),
+        (
+            ev.MessageSendCancelled,
+            CONVERSATION_ID,
+            user,
+            ev.MessageSendCancelledData(message_id=SCHEDULED_ID),
         ),
         (
             ev.MessageSent,

@@ -45,6 +45,7 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
         "text", "sender.id", "sender.name", "attachments.*.name", "attachments.*.provider_file_id",
     ),
     "message.send_requested": ("text", "to", "sender.id", "sender.name"),
+    "message.send_released": ("text", "to", "sender.id", "sender.name"),
     "message.sent": ("text", "sender.id", "sender.name"),
     "message.edited": ("text",),
     "message.draft_proposed": ("text", "to", "flag"),
@@ -68,7 +69,7 @@ Seal = Callable[[str], str]
 # a prompt) lasts as long as the inbox: it is sealed with the tenant's standing key, which
 # only deleting the inbox shreds.
 DAILY: Final = frozenset({
-    "message.received", "message.send_requested", "message.sent", "message.edited",
+    "message.received", "message.send_requested", "message.send_released", "message.sent", "message.edited",
     "message.send_failed", "message.draft_proposed", "reaction.added", "reaction.removed",
     "conversation.summarized", "agent.run_completed", "agent.run_failed",
 })  # fmt: skip

@@ -532,12 +532,14 @@ async def gateway_context(
                 push=options.get("push"),
             )
             daily = asyncio.create_task(_retention_daily(ctx)) if sealer is not None else None
+            scheduler = asyncio.create_task(_release_scheduled(ctx))
             try:
                 yield ctx
             finally:  # mail on its way gets a moment to leave
-                if daily is not None:
-                    daily.cancel()
-                    await asyncio.gather(daily, return_exceptions=True)
+                for loop in (daily, scheduler):
+                    if loop is not None:
+                        loop.cancel()
+                        await asyncio.gather(loop, return_exceptions=True)
                 if ctx.background:
                     await asyncio.wait(ctx.background, timeout=5)
     finally:
@@ -582,6 +584,25 @@ async def _retention_daily(ctx: GatewayContext) -> None:
             raise_if_cancelled()  # a query cancelled mid-flight surfaces as a database error
             log.error("retention_failed", error=type(exc).__name__, detail=str(exc)[:300])
         await asyncio.sleep(RETENTION_EVERY)
+
+
+async def _release_scheduled(ctx: GatewayContext) -> None:
+    """Release scheduled messages as their time comes (adapters/postgres/scheduled_sends.py);
+    every gateway ticks, and a release is keyed by its message, so each goes once."""
+    from datetime import UTC, datetime
+
+    from adapters.postgres.scheduled_sends import EVERY, release_due
+
+    while True:
+        await asyncio.sleep(EVERY)
+        assert ctx.owner_pool is not None
+        try:
+            await release_due(ctx.owner_pool, ctx.store, datetime.now(UTC))
+        except psycopg.errors.UndefinedTable:
+            log.debug("scheduled_sends_waiting", reason="the inbox read model is not created yet")
+        except Exception as exc:  # the next tick tries again; the log says why this one did not
+            raise_if_cancelled()
+            log.warning("scheduled_sends_failed", error=type(exc).__name__, detail=str(exc)[:300])
 
 
 def _bundled_catalog() -> Catalog:

@@ -113,6 +113,7 @@ CREATE INDEX media_message ON media (message_id);
 CREATE INDEX drafts_conversation ON drafts (conversation_id, created_at);
 CREATE INDEX conversations_waiting ON conversations (tenant_id, awaiting_since)
     WHERE awaiting_since IS NOT NULL;
+CREATE INDEX messages_scheduled ON messages (sent_at) WHERE status = 'scheduled';
 """
 
 CONVERSATION_COLUMNS = (
@@ -197,6 +198,12 @@ UPDATE messages SET
 -- never another tenant's message, whatever id an event names
 WHERE message_id = %(message_id)s AND tenant_id = %(tenant_id)s
 """
+
+# A scheduled message called off before its release (a release always wins: it was sent).
+CANCEL_SCHEDULED = (
+    "UPDATE messages SET status = 'cancelled'"
+    " WHERE message_id = %s AND tenant_id = %s AND status = 'scheduled'"
+)
 
 # A receipt moves a sent message forward only (sent → delivered → read), never back.
 MARK_STATUS = """
@@ -486,6 +493,10 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
         if draft_id is not None:
             sent = ("sent", event.data.message_id, draft_id, event.tenant_id)
             fold.reaction_statements.append((SETTLE_DRAFT, sent))
+    elif isinstance(event, ev.MessageSendReleased):
+        _fold_released(fold, seq, event, stored)
+    elif isinstance(event, ev.MessageSendCancelled):
+        fold.reaction_statements.append((CANCEL_SCHEDULED, (event.data.message_id, event.tenant_id)))
     elif isinstance(event, ev.MessageEdited):
         change = {"text": event.data.text, "edited_at": event.data.edited_at}
         _change_message(fold, event.tenant_id, event.data.message_id, **change)
@@ -536,7 +547,7 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     d = event.data
     direction = _direction(event)
     provider_id = _provider_id(event)
-    if isinstance(event, ev.MessageSent) and stored.get(d.message_id) in ("pending", "failed"):
+    if isinstance(event, ev.MessageSent) and stored.get(d.message_id) in ("pending", "failed", "scheduled"):
         # The confirmation of a requested message: it keeps its place, gains its provider id.
         sent = event.data
         _change_message(
@@ -553,11 +564,15 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     if d.message_id in stored or provider_key in stored:
         return  # a repeat outside the duplicate window: already counted
     status = {"in": "received", "out": "sent"}[direction]
+    scheduled = isinstance(event, ev.MessageSendRequested) and event.data.send_at is not None
     if isinstance(event, ev.MessageSendRequested):
-        status = "pending"
+        status = "scheduled" if scheduled else "pending"
     stored[d.message_id] = status
     stored[provider_key] = ""
-    sent_at = event.occurred_at if isinstance(event, ev.MessageSendRequested) else event.data.sent_at
+    if isinstance(event, ev.MessageSendRequested):
+        sent_at = event.data.send_at or event.occurred_at  # a scheduled one: when it will go
+    else:
+        sent_at = event.data.sent_at
     # A list in MESSAGE_COLUMNS order: COPY takes it as is (this is the hot path).
     fold.new_messages[d.message_id] = [
         d.message_id,
@@ -587,13 +602,17 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     else:
         target.count_add += 1
         target.unread_add += unread
+    if scheduled:
+        return  # the conversation moves on, and is answered, when it is released
     _set(target, "last_message_id", d.message_id)
     _set(target, "last_message_at", sent_at)
     _set(target, "last_message_preview", _preview(d.text))
     _fold_waiting(target, event, sent_at)
 
 
-def _fold_waiting(target: dict[str, Any] | _ConversationChange, event: MessageEvent, at: datetime) -> None:
+def _fold_waiting(
+    target: dict[str, Any] | _ConversationChange, event: MessageEvent | ev.MessageSendReleased, at: datetime
+) -> None:
     """ "Needs reply": a person's message starts the wait (and lifts a snooze: they wrote
     again); an answer — the owner's or the agent's — ends it."""
     if isinstance(event, ev.MessageReceived):
@@ -610,6 +629,20 @@ def _fold_waiting(target: dict[str, Any] | _ConversationChange, event: MessageEv
             target["awaiting_since"] = None
         else:
             target.answered, target.awaiting_since = True, None
+
+
+def _fold_released(fold: _Fold, seq: int, event: ev.MessageSendReleased, stored: dict[str, str]) -> None:
+    """A scheduled message's time came: it is on its way (pending), the conversation's latest,
+    and an answer to whoever waited."""
+    d = event.data
+    _change_message(fold, event.tenant_id, d.message_id, status="pending")
+    if d.message_id in stored:
+        stored[d.message_id] = "pending"
+    target = _conversation(fold, event.aggregate_id, seq)
+    _set(target, "last_message_id", d.message_id)
+    _set(target, "last_message_at", event.occurred_at)
+    _set(target, "last_message_preview", _preview(d.text))
+    _fold_waiting(target, event, event.occurred_at)
 
 
 def _change_message(fold: _Fold, tenant_id: str, message_id: str, **values: Any) -> None:
@@ -656,7 +689,7 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
 class InboxProjection:
     name: str = "inbox"
     # 2: row-level security on every table; 3: send requests (pending); 4: media;
-    # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes
+    # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes, scheduled sends
     version: int = 6
     tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts")
     handles: frozenset[str] = frozenset(
@@ -670,6 +703,8 @@ class InboxProjection:
             "message.draft_discarded",
             "message.received",
             "message.send_requested",
+            "message.send_released",
+            "message.send_cancelled",
             "message.sent",
             "message.send_failed",
             "message.status_changed",

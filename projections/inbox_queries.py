@@ -355,3 +355,38 @@ async def needing_reply(conn: Connection, tenant_id: str) -> int:
     )
     row = await cur.fetchone()
     return int(row["n"]) if row is not None else 0
+
+
+class ScheduledMessage(msgspec.Struct, frozen=True):
+    message_id: str
+    conversation_id: str
+    status: str
+    sent_at: datetime  # a scheduled one: when it goes
+
+
+async def outgoing(conn: Connection, tenant_id: str, message_id: str) -> ScheduledMessage | None:
+    """A message of ours (sent, on its way or scheduled) by id, or None."""
+    return await one_row(
+        conn,
+        ScheduledMessage,
+        "SELECT message_id, conversation_id, status, sent_at FROM rm_inbox.messages"
+        " WHERE message_id = %s AND tenant_id = %s AND direction = 'out'",
+        (message_id, tenant_id),
+    )
+
+
+class DueMessage(msgspec.Struct, frozen=True):
+    tenant_id: str
+    message_id: str
+    seq: int  # where its request is in the log
+
+
+async def due_scheduled(conn: Connection, now: datetime, *, limit: int) -> list[DueMessage]:
+    """Scheduled messages whose time has come, across tenants (the owner role reads them),
+    the earliest first."""
+    cur = await conn.execute(
+        "SELECT tenant_id, message_id, seq FROM rm_inbox.messages WHERE status = 'scheduled'"
+        " AND sent_at <= %s ORDER BY sent_at LIMIT %s",
+        (now, limit),
+    )
+    return [msgspec.convert(r, DueMessage, strict=False) for r in await cur.fetchall()]

@@ -1,5 +1,6 @@
-"""The outbox: ``message.send_requested`` events become ``cmd.<channel>.<connection>.send_message``
-commands on the COMMANDS work queue.
+"""The outbox: ``message.send_requested`` events (and ``message.send_released``, a scheduled
+one whose time came; a request with ``send_at`` waits for it) become
+``cmd.<channel>.<connection>.send_message`` commands on the COMMANDS work queue.
 
 Reading the log (durable consumer ``outbox``, streams.yaml) rather than publishing the
 command beside the event means a request, once in the log, is always dispatched, even
@@ -29,7 +30,7 @@ from domain.ports import EventStore
 log = structlog.get_logger()
 
 CONSUMER = "outbox"
-_SEND_REQUESTED = "." + ev.MessageSendRequested.TYPE.replace(".", "_")
+_SENDS = tuple("." + cls.TYPE.replace(".", "_") for cls in (ev.MessageSendRequested, ev.MessageSendReleased))
 
 
 class CommandQueue:
@@ -59,14 +60,14 @@ class Outbox:
         await consume(self._nc, EVENTS_STREAM, CONSUMER, self.handle, batch=500)
 
     async def handle(self, msg: Msg) -> None:
-        if msg.subject.endswith(_SEND_REQUESTED):
+        if msg.subject.endswith(_SENDS):
             await self._dispatch(msg)
         await msg.ack()
 
     async def _dispatch(self, msg: Msg) -> None:
         try:
             event = self._codec.decode(msg.data)
-            if not isinstance(event, ev.MessageSendRequested):
+            if not isinstance(event, ev.MessageSendRequested | ev.MessageSendReleased):
                 raise InvalidEvent("invalid", f"a {event.type} event on a send request subject")
         except InvalidEvent as exc:
             seq, _ = ack_position(msg.reply)
@@ -74,6 +75,8 @@ class Outbox:
             await self._dead_letters.publish(letter)
             return
         outcome = dispatch(event, datetime.now(UTC))
+        if outcome is None:
+            return  # scheduled: its release (message.send_released) is sent
         if isinstance(outcome, SendMessage):
             await self._commands.put(outcome)
             self.dispatched += 1

@@ -7,6 +7,10 @@ up (``failed``); ``?min_seq=<seq>`` reads it back. A person answering is a takeo
 agent steps back in the conversation for its connection's ``takeover_minutes``
 (``conversation.agent_paused``, default 30).
 
+With ``send_at`` the message is scheduled: it shows as ``scheduled`` (at its time) and goes
+out then through the same outbox (``message.send_released``, by the scheduler the gateway
+runs); ``DELETE /v1/messages/{id}`` calls it off while it waits.
+
 With an ``Idempotency-Key`` header a retried request gets the first answer and never
 sends twice: the key is claimed in ``gateway.idempotency`` in the transaction that
 appends the event, and the message id is derived from the key, so even a retry after
@@ -16,13 +20,13 @@ a crash between the append and the commit names the same message.
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
-from litestar import Router, post
+from litestar import Router, delete, post
 from litestar.di import Provide
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from domain import agent as policy
 from domain import events as ev
@@ -55,6 +59,7 @@ class SendBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     conversation_id: str
     text: str
     reply_to_message_id: str | None = None
+    send_at: datetime | None = None  # scheduled: sent then (ISO 8601 with its zone, within a year)
 
 
 class SendAccepted(msgspec.Struct, frozen=True):
@@ -63,7 +68,22 @@ class SendAccepted(msgspec.Struct, frozen=True):
     message_id: str
 
 
+MAX_SCHEDULE = timedelta(days=365)
+CANCEL_MARGIN = timedelta(seconds=2)  # a scheduled message this close to its time is on its way
+
+
 def _validated(data: SendBody) -> str:
+    if data.send_at is not None:
+        if data.send_at.tzinfo is None:
+            raise ApiError(
+                400, "invalid_request", "Give send_at with its time zone, e.g. Z.", field="send_at"
+            )
+        now = datetime.now(UTC)
+        if not now < data.send_at <= now + MAX_SCHEDULE:
+            raise ApiError(
+                400, "invalid_request", "send_at is a moment in the coming year (leave it out to send now).",
+                field="send_at",
+            )  # fmt: skip
     text = data.text.strip()
     if not text:
         raise ApiError(400, "invalid_request", "Write something to send.", field="text")
@@ -118,6 +138,7 @@ def _request_event(who: Caller, data: SendBody, text: str, message_id: str, to: 
             text=text,
             sender=ev.Sender(id=f"user:{who.user_id}", name=to.sender_name),
             reply_to_message_id=data.reply_to_message_id,
+            send_at=data.send_at,
         ),
     )
 
@@ -133,8 +154,11 @@ async def send_accepted(ctx: GatewayContext, event: ev.Event) -> SendAccepted:
 
 
 async def _append(ctx: GatewayContext, who: Caller, event: ev.Event, to: _Recipient) -> SendAccepted:
-    """A person's message, and the agent stepping back in the conversation (human takeover)."""
+    """A person's message, and the agent stepping back in the conversation (human takeover);
+    a scheduled one is no answer yet, so the agent carries on until it is sent."""
     accepted = await send_accepted(ctx, event)
+    if isinstance(event, ev.MessageSendRequested) and event.data.send_at is not None:
+        return accepted
     conversation = to.conversation
     minutes = conversation.takeover_minutes or policy.TAKEOVER_MINUTES
     paused = ev.new_event(
@@ -198,9 +222,37 @@ async def send_message(
     return accepted
 
 
+class Cancelled(msgspec.Struct, frozen=True):
+    message_id: str
+    event_id: str
+    seq: int
+
+
+@delete("/messages/{message_id:str}", status_code=202)
+async def cancel_message(ctx: Ctx, who: Who, message_id: FromPath[str]) -> Cancelled:
+    """Call off a scheduled message before its time (``message.send_cancelled``)."""
+    async with ctx.tenant(who.tenant_id) as conn:
+        found = await inbox_queries.outgoing(conn, who.tenant_id, message_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"No message {message_id} of yours in this inbox.", field="id")
+    if found.status != "scheduled":
+        raise ApiError(
+            409, "not_scheduled", f"Only a scheduled message can be called off; this one is {found.status}.",
+            field="id",
+        )  # fmt: skip
+    if found.sent_at - datetime.now(UTC) < CANCEL_MARGIN:
+        raise ApiError(409, "too_late", "Its time has come: it is on its way.", field="id")
+    cancelled = ev.new_event(
+        ev.MessageSendCancelled, tenant_id=who.tenant_id, aggregate_id=found.conversation_id,
+        actor=f"user:{who.user_id}", data=ev.MessageSendCancelledData(message_id=message_id),
+    )  # fmt: skip
+    appended = await ctx.store.append(cancelled)
+    return Cancelled(message_id, appended.event_id, appended.seq)
+
+
 messages_router = Router(
     path="/v1",
-    route_handlers=[send_message],
+    route_handlers=[send_message, cancel_message],
     tags=["inbox"],
     dependencies={"who": Provide(caller)},
 )

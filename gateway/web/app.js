@@ -326,6 +326,7 @@ async function openConversation(c) {
     { class: "compose", onsubmit: (submit) => sendMessage(submit, c.conversation_id) },
     el("label", { class: "sr-only", for: "compose-text" }, "Reply"),
     el("textarea", { id: "compose-text", name: "text", maxlength: "4000", placeholder: `Reply on ${c.channel}…`, required: "" }),
+    el("label", { class: "later" }, "Send later ", el("input", { type: "datetime-local", name: "send_at", "aria-label": "Send later at" })),
     el("button", { type: "submit" }, "Send"),
   );
   compose.addEventListener("keydown", (key) => {
@@ -446,7 +447,17 @@ async function loadDrafts(conversationId, minSeq) {
 function messageItem(m) {
   const when = new Date(m.sent_at).toLocaleString();
   const body = m.deleted_at ? el("em", {}, "deleted") : text(m.text);
-  const delivery = { pending: " · sending…", failed: " · not sent", delivered: " · delivered", read: " · read" }[m.status] || "";
+  const delivery = { pending: " · sending…", failed: " · not sent", delivered: " · delivered", read: " · read", scheduled: " · scheduled", cancelled: " · called off" }[m.status] || "";
+  // A scheduled message waits for its time: it can be called off until then.
+  const callOff = m.status === "scheduled" ? el("button", { type: "button", class: "link", onclick: async () => {
+    try {
+      const accepted = await api(`/v1/messages/${m.message_id}`, { method: "DELETE" });
+      status("Called off: it will not be sent.");
+      await loadMessages(m.conversation_id, accepted.seq);
+    } catch (error) {
+      status(error.message);
+    }
+  } }, "Call off") : "";
   const token = encodeURIComponent(state.session.access_token);
   const media = (m.media || []).map((item) => item.mime.startsWith("image/")
     ? el("img", { class: "media", src: `${item.url}?access_token=${token}`, alt: "Photo", loading: "lazy" })
@@ -456,7 +467,7 @@ function messageItem(m) {
   const reactions = Object.keys(counts).length
     ? el("span", { class: "reactions" }, Object.entries(counts).map(([emoji, n]) => (n > 1 ? `${emoji} ${n}` : emoji)).join(" "))
     : "";
-  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, ...media, body, reactions, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${delivery}`));
+  return el("li", { class: `msg ${m.direction} ${m.status}`, id: `m-${m.message_id}` }, ...media, body, reactions, el("small", {}, `${m.sender_name} · ${when}${m.edited_at ? " · edited" : ""}${delivery} `, callOff));
 }
 
 async function sendMessage(submit, conversationId) {
@@ -467,14 +478,19 @@ async function sendMessage(submit, conversationId) {
   // One key per message typed: a retried request (flaky network) never sends twice.
   const key = submit.target.dataset.key || crypto.randomUUID();
   submit.target.dataset.key = key;
+  const later = submit.target.elements.send_at?.value;
   try {
     const accepted = await api("/v1/messages", {
       method: "POST",
-      body: { conversation_id: conversationId, text: value },
+      body: { conversation_id: conversationId, text: value, ...(later ? { send_at: new Date(later).toISOString() } : {}) },
       headers: { "Idempotency-Key": key },
     });
     delete submit.target.dataset.key;
     box.value = "";
+    if (later) {
+      submit.target.elements.send_at.value = "";
+      status(`Scheduled for ${new Date(later).toLocaleString()}.`);
+    }
     await loadMessages(conversationId, accepted.seq);
   } catch (error) {
     status(`Not sent: ${error.message}`);
@@ -559,7 +575,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.send_released", "message.send_cancelled", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {

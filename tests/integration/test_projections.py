@@ -343,7 +343,7 @@ async def test_status_reports_checkpoint_and_lag(stack: Stack) -> None:
         after = await rebuild_ops.status(conn, by_name("inbox"), stack.store)
     assert after["checkpoint"] == 500
     assert after["lag"] == 0
-    assert after["consumer"] == "proj-inbox-v5"
+    assert after["consumer"] == f"proj-inbox-v{InboxProjection.version}"
     assert after["running"] == "-" and after["buckets"] is None
 
 

@@ -1,0 +1,46 @@
+"""Scheduled sends: a ``message.send_requested`` with ``send_at`` waits in the inbox read
+model (status ``scheduled``) until its time; then this releases it — appends
+``message.send_released`` with the request's data, which the outbox sends like any request.
+
+Why a schedule read model and a tick rather than JetStream's message schedules (nats-server
+2.12+): the schedule is then the log itself (a rebuild restores it, ``nats`` shows it as
+events), cancelling is an event like the rest (no message deletes in a stream, which the
+roles are denied), and a release is keyed by the message, so several gateways ticking at
+once, or a tick repeated after a crash, release it once. The cost is up to one tick
+(``EVERY``) of lateness and one indexed query per tick.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from domain import events as ev
+from domain.commands import release_event
+from domain.ports import EventStore
+from projections import inbox_queries
+
+log = structlog.get_logger()
+
+EVERY = 1.0  # seconds between looks for what is due
+BATCH = 200  # releases per look at most
+
+
+async def release_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
+    """Release every scheduled message due at ``now``; how many were released."""
+    async with owner_pool.connection() as conn:
+        due = await inbox_queries.due_scheduled(conn, now, limit=BATCH)
+    released = 0
+    for found in due:
+        request = await store.get(found.seq)
+        if not isinstance(request, ev.MessageSendRequested) or request.data.message_id != found.message_id:
+            log.error("scheduled_send_unreadable", message_id=found.message_id, seq=found.seq)
+            continue
+        await store.append(release_event(request, at=now))
+        released += 1
+    if released:
+        log.info("scheduled_sends_released", count=released)
+    return released

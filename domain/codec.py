@@ -116,6 +116,8 @@ def dedupe_key(event: Event) -> str:
     if event.type == "connection.sender_requested":  # once per sender (their id stays out of headers)
         sender = ids.stable_id("s", data.sender_id)  # type: ignore[union-attr]
         return f"{event.type}:{event.tenant_id}:{event.aggregate_id}:{sender}"
+    if event.type == "reminder.due":  # several schedulers at its time remind once
+        return f"{event.type}:{event.tenant_id}:{data.follow_up_id}"  # type: ignore[union-attr]
     if event.type == "memory.fact_proposed":  # a run resumed after a crash proposes it once
         return f"{event.type}:{event.tenant_id}:{data.fact_id}"  # type: ignore[union-attr]
     if event.type == "media.available":

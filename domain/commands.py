@@ -103,6 +103,20 @@ def release_event(request: ev.MessageSendRequested, *, at: datetime) -> ev.Messa
     )
 
 
+def reminder_event(
+    tenant_id: str, conversation_id: str, follow_up_id: str, note: str | None, *, at: datetime
+) -> ev.ReminderDue:
+    """A follow-up's time came with its condition holding (keyed by the follow-up: once)."""
+    return ev.new_event(
+        ev.ReminderDue,
+        tenant_id=tenant_id,
+        aggregate_id=conversation_id,
+        actor="system:scheduler",
+        occurred_at=at,
+        data=ev.ReminderDueData(follow_up_id=follow_up_id, note=note),
+    )
+
+
 def send_command(event: SendEvent) -> SendMessage:
     d = event.data
     return SendMessage(

@@ -372,6 +372,45 @@ class ConversationSnoozed(Event, frozen=True, kw_only=True, tag="conversation.sn
     data: ConversationSnoozedData
 
 
+class FollowUpScheduledData(Payload, frozen=True):
+    follow_up_id: str
+    due_at: datetime
+    only_if_no_reply: bool = True  # called off by itself when the contact writes before then
+    note: str | None = None  # what to follow up on, for the person reminded
+
+
+class FollowUpScheduled(Event, frozen=True, kw_only=True, tag="follow_up.scheduled"):
+    """ "Nudge me if they have not answered by then": at ``due_at`` a ``reminder.due``, unless
+    (``only_if_no_reply``) the contact wrote in the conversation since."""
+
+    AGGREGATE = CONVERSATION
+    data: FollowUpScheduledData
+
+
+class FollowUpCancelledData(Payload, frozen=True):
+    follow_up_id: str
+
+
+class FollowUpCancelled(Event, frozen=True, kw_only=True, tag="follow_up.cancelled"):
+    """A person called a follow-up off (or dismissed its reminder)."""
+
+    AGGREGATE = CONVERSATION
+    data: FollowUpCancelledData
+
+
+class ReminderDueData(Payload, frozen=True):
+    follow_up_id: str
+    note: str | None = None
+
+
+class ReminderDue(Event, frozen=True, kw_only=True, tag="reminder.due"):
+    """A follow-up's time came and its condition held: someone should follow up now (pushed,
+    and counted on ``/v1/me``)."""
+
+    AGGREGATE = CONVERSATION
+    data: ReminderDueData
+
+
 class ConversationSummarizedData(Payload, frozen=True):
     summary: str
     through_message_id: str  # the newest message the summary covers
@@ -828,6 +867,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConversationUpdated,
     ConversationSummarized,
     ConversationSnoozed,
+    FollowUpScheduled,
+    FollowUpCancelled,
+    ReminderDue,
     ConversationAgentPaused,
     ConversationAgentResumed,
     MessageReceived,

@@ -20,6 +20,7 @@ AGENT_ID = "ag_01JD3V5W4D3X4Y5Z6A7B8C9D0E"
 DRAFT_ID = "dr_01JD3V5W4E4Y5Z6A7B8C9D0E1F"
 FACT_ID = "fa_01JD3V5W4F5Z6A7B8C9D0E1F2G"
 SCHEDULED_ID = "m_01JD3V5W4G6A7B8C9D0E1F2G3H"
+FOLLOW_UP_ID = "fu_01JD3V5W4H7B8C9D0E1F2G3H4J"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -368,6 +369,23 @@ def examples() -> list[ev.Event]:
             user,
             ev.ConversationSnoozedData(until=datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC)),
         ),
+        (
+            ev.FollowUpScheduled,
+            CONVERSATION_ID,
+            user,
+            ev.FollowUpScheduledData(
+                follow_up_id=FOLLOW_UP_ID,
+                due_at=datetime(2026, 11, 26, 9, 0, 0, tzinfo=UTC),
+                note="Did Ada confirm the Friday appointment?",
+            ),
+        ),
+        (
+            ev.ReminderDue,
+            CONVERSATION_ID,
+            "system:scheduler",
+            ev.ReminderDueData(follow_up_id=FOLLOW_UP_ID, note="Did Ada confirm the Friday appointment?"),
+        ),
+        (ev.FollowUpCancelled, CONVERSATION_ID, user, ev.FollowUpCancelledData(follow_up_id=FOLLOW_UP_ID)),
         (
             ev.ConversationAgentResumed,
             CONVERSATION_ID,

@@ -23,6 +23,7 @@ MEDIA = "md"
 AGENT = "ag"
 DRAFT = "dr"
 FACT = "fa"  # a fact the agent remembers
+FOLLOW_UP = "fu"
 
 
 def _encode(value: int, length: int) -> str:

@@ -180,6 +180,17 @@ def channel_push(event: ev.ConnectionStateChanged, connection_name: str) -> Push
     return Push(message=message, audience="managers", urgency="high")
 
 
+def reminder_push(event: ev.ReminderDue, conversation: ConversationFacts) -> Push:
+    """A follow-up came due: they have not answered (or it was wanted regardless)."""
+    message = PushMessage(
+        title=shortened(f"Follow up: {conversation.title}", TITLE_CHARS),
+        body=shortened(event.data.note or "", PREVIEW_CHARS) or "They have not answered yet.",
+        url=conversation_url(conversation.conversation_id),
+        tag=f"follow-up-{event.data.follow_up_id}",
+    )
+    return Push(message=message, audience="members", urgency="high")
+
+
 def sender_push(event: ev.ConnectionSenderRequested) -> Push:
     """Someone the owner has not approved wrote a direct message on a channel that asks
     (its DM policy): they want to talk, and the agent waits for the owner to decide."""

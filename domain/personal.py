@@ -52,6 +52,8 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "reaction.added": ("sender_id",),
     "reaction.removed": ("sender_id",),
     "message.send_failed": ("reason",),
+    "follow_up.scheduled": ("note",),
+    "reminder.due": ("note",),
     "memory.fact_proposed": ("text",),
     "memory.fact_approved": ("text",),
     "agent.configured": ("system_prompt", "rules.allowed_senders.*", "rules.inbox_search_senders.*"),

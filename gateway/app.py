@@ -19,6 +19,7 @@ from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
 from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
+from gateway.routes.follow_ups import follow_ups_router
 from gateway.routes.health import health_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
@@ -65,6 +66,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             billing_router,
             channels_router,
             senders_router,
+            follow_ups_router,
             devices_router,
             bridge_router,
             webchat_router,

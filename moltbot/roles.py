@@ -587,17 +587,20 @@ async def _retention_daily(ctx: GatewayContext) -> None:
 
 
 async def _release_scheduled(ctx: GatewayContext) -> None:
-    """Release scheduled messages as their time comes (adapters/postgres/scheduled_sends.py);
-    every gateway ticks, and a release is keyed by its message, so each goes once."""
+    """Release scheduled messages and follow-ups as their time comes
+    (adapters/postgres/scheduled_sends.py); every gateway ticks, and a release or a reminder
+    is keyed by what it releases, so each happens once."""
     from datetime import UTC, datetime
 
-    from adapters.postgres.scheduled_sends import EVERY, release_due
+    from adapters.postgres.scheduled_sends import EVERY, release_due, remind_due
 
     while True:
         await asyncio.sleep(EVERY)
         assert ctx.owner_pool is not None
         try:
-            await release_due(ctx.owner_pool, ctx.store, datetime.now(UTC))
+            now = datetime.now(UTC)
+            await release_due(ctx.owner_pool, ctx.store, now)
+            await remind_due(ctx.owner_pool, ctx.store, now)
         except psycopg.errors.UndefinedTable:
             log.debug("scheduled_sends_waiting", reason="the inbox read model is not created yet")
         except Exception as exc:  # the next tick tries again; the log says why this one did not

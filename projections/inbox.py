@@ -94,6 +94,18 @@ CREATE TABLE drafts (
     created_at          timestamptz NOT NULL,
     seq                 bigint NOT NULL
 );
+CREATE TABLE follow_ups (
+    follow_up_id     text PRIMARY KEY,
+    tenant_id        text NOT NULL,
+    conversation_id  text NOT NULL,
+    due_at           timestamptz NOT NULL,
+    only_if_no_reply boolean NOT NULL,
+    note             text,
+    status           text NOT NULL,  -- waiting, answered (they wrote first), due, cancelled
+    created_at       timestamptz NOT NULL,
+    decided_at       timestamptz,
+    seq              bigint NOT NULL  -- where it was scheduled: a reply after it answers it
+);
 CREATE TABLE reactions (
     message_id text NOT NULL,
     tenant_id  text NOT NULL,
@@ -114,6 +126,9 @@ CREATE INDEX drafts_conversation ON drafts (conversation_id, created_at);
 CREATE INDEX conversations_waiting ON conversations (tenant_id, awaiting_since)
     WHERE awaiting_since IS NOT NULL;
 CREATE INDEX messages_scheduled ON messages (sent_at) WHERE status = 'scheduled';
+CREATE INDEX follow_ups_waiting ON follow_ups (conversation_id) WHERE status = 'waiting';
+CREATE INDEX follow_ups_due ON follow_ups (due_at) WHERE status = 'waiting';
+CREATE INDEX follow_ups_tenant ON follow_ups (tenant_id, status, due_at);
 """
 
 CONVERSATION_COLUMNS = (
@@ -205,6 +220,27 @@ CANCEL_SCHEDULED = (
     " WHERE message_id = %s AND tenant_id = %s AND status = 'scheduled'"
 )
 
+ADD_FOLLOW_UP = (
+    "INSERT INTO follow_ups (follow_up_id, tenant_id, conversation_id, due_at, only_if_no_reply, note,"
+    " status, created_at, seq) VALUES (%s, %s, %s, %s, %s, %s, 'waiting', %s, %s) ON CONFLICT DO NOTHING"
+)
+FOLLOW_UP_DUE = (
+    "UPDATE follow_ups SET status = 'due', decided_at = %s"
+    " WHERE follow_up_id = %s AND tenant_id = %s AND status = 'waiting'"
+)
+CANCEL_FOLLOW_UP = (
+    "UPDATE follow_ups SET status = 'cancelled', decided_at = %s"
+    " WHERE follow_up_id = %s AND tenant_id = %s AND status IN ('waiting', 'due')"
+)
+# The batch's latest message from a person in each conversation answers the follow-ups
+# scheduled there before it (those that wait only if there is no reply).
+ANSWER_FOLLOW_UPS = """
+UPDATE follow_ups f SET status = 'answered', decided_at = k.at
+FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) AS k(conversation_id, seq, at)
+WHERE f.conversation_id = k.conversation_id AND f.status = 'waiting' AND f.only_if_no_reply
+  AND f.seq < k.seq
+"""
+
 # A receipt moves a sent message forward only (sent → delivered → read), never back.
 MARK_STATUS = """
 UPDATE messages SET status = %(status)s
@@ -278,6 +314,8 @@ class _Fold:
     reaction_statements: list[tuple[str, Any]] = field(
         default_factory=list
     )  # ordered: reactions, media, receipts
+    # conversation → (seq, time) of the batch's latest message from a person there
+    replied: dict[str, tuple[int, datetime]] = field(default_factory=dict)
 
 
 def _preview(text: str) -> str:
@@ -367,6 +405,7 @@ EXPIRE = (
     "DELETE FROM reactions r WHERE r.tenant_id = %(tenant_id)s"
     " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.message_id = r.message_id)",
     "DELETE FROM drafts WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s",
+    "DELETE FROM follow_ups WHERE tenant_id = %(tenant_id)s AND created_at < %(before)s",
     "DELETE FROM conversations WHERE tenant_id = %(tenant_id)s"
     " AND coalesce(last_message_at, created_at) < %(before)s",
     "UPDATE conversations c SET message_count = k.n, unread_count = least(c.unread_count, k.n)"
@@ -495,6 +534,19 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             fold.reaction_statements.append((SETTLE_DRAFT, sent))
     elif isinstance(event, ev.MessageSendReleased):
         _fold_released(fold, seq, event, stored)
+    elif isinstance(event, ev.FollowUpScheduled):
+        f = event.data
+        scheduled = (
+            f.follow_up_id, event.tenant_id, event.aggregate_id, f.due_at, f.only_if_no_reply, f.note,
+            event.occurred_at, seq,
+        )  # fmt: skip
+        fold.reaction_statements.append((ADD_FOLLOW_UP, scheduled))
+    elif isinstance(event, ev.ReminderDue):
+        due = (event.occurred_at, event.data.follow_up_id, event.tenant_id)
+        fold.reaction_statements.append((FOLLOW_UP_DUE, due))
+    elif isinstance(event, ev.FollowUpCancelled):
+        cancelled = (event.occurred_at, event.data.follow_up_id, event.tenant_id)
+        fold.reaction_statements.append((CANCEL_FOLLOW_UP, cancelled))
     elif isinstance(event, ev.MessageSendCancelled):
         fold.reaction_statements.append((CANCEL_SCHEDULED, (event.data.message_id, event.tenant_id)))
     elif isinstance(event, ev.MessageEdited):
@@ -607,17 +659,22 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
     _set(target, "last_message_id", d.message_id)
     _set(target, "last_message_at", sent_at)
     _set(target, "last_message_preview", _preview(d.text))
-    _fold_waiting(target, event, sent_at)
+    _fold_waiting(fold, seq, target, event, sent_at)
 
 
 def _fold_waiting(
-    target: dict[str, Any] | _ConversationChange, event: MessageEvent | ev.MessageSendReleased, at: datetime
+    fold: _Fold,
+    seq: int,
+    target: dict[str, Any] | _ConversationChange,
+    event: MessageEvent | ev.MessageSendReleased,
+    at: datetime,
 ) -> None:
     """ "Needs reply": a person's message starts the wait (and lifts a snooze: they wrote
     again); an answer — the owner's or the agent's — ends it."""
     if isinstance(event, ev.MessageReceived):
         if not agent_policy.awaits_reply(event.data):
             return
+        fold.replied[event.aggregate_id] = (seq, at)
         if isinstance(target, dict):
             target["awaiting_since"] = target["awaiting_since"] or at
             target["snoozed_until"] = None
@@ -642,7 +699,7 @@ def _fold_released(fold: _Fold, seq: int, event: ev.MessageSendReleased, stored:
     _set(target, "last_message_id", d.message_id)
     _set(target, "last_message_at", event.occurred_at)
     _set(target, "last_message_preview", _preview(d.text))
-    _fold_waiting(target, event, event.occurred_at)
+    _fold_waiting(fold, seq, target, event, event.occurred_at)
 
 
 def _change_message(fold: _Fold, tenant_id: str, message_id: str, **values: Any) -> None:
@@ -684,14 +741,19 @@ async def _write_fold(conn: Connection, fold: _Fold) -> None:
         async with conn.pipeline(), conn.cursor() as cur:
             for query, params in fold.reaction_statements:  # in log order: add, remove, add...
                 await cur.execute(query, params)
+    if fold.replied:
+        conversations = list(fold.replied)
+        seqs, times = zip(*fold.replied.values(), strict=True)
+        await conn.execute(ANSWER_FOLLOW_UPS, (conversations, list(seqs), list(times)))
 
 
 class InboxProjection:
     name: str = "inbox"
     # 2: row-level security on every table; 3: send requests (pending); 4: media;
-    # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes, scheduled sends
+    # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes, scheduled
+    # sends, follow-ups
     version: int = 6
-    tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts")
+    tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts", "follow_ups")
     handles: frozenset[str] = frozenset(
         {
             "conversation.created",
@@ -699,6 +761,9 @@ class InboxProjection:
             "conversation.agent_paused",
             "conversation.agent_resumed",
             "conversation.snoozed",
+            "follow_up.scheduled",
+            "follow_up.cancelled",
+            "reminder.due",
             "message.draft_proposed",
             "message.draft_discarded",
             "message.received",

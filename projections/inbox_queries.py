@@ -390,3 +390,69 @@ async def due_scheduled(conn: Connection, now: datetime, *, limit: int) -> list[
         (now, limit),
     )
     return [msgspec.convert(r, DueMessage, strict=False) for r in await cur.fetchall()]
+
+
+class FollowUp(msgspec.Struct, frozen=True):
+    """ "Nudge me if they have not answered by then"."""
+
+    follow_up_id: str
+    conversation_id: str
+    due_at: datetime
+    only_if_no_reply: bool
+    note: str | None
+    status: str  # waiting, answered (they wrote first), due (reminded), cancelled
+    created_at: datetime
+    decided_at: datetime | None
+    title: str = ""  # the conversation's
+
+
+_FOLLOW_UP = (
+    "SELECT f.follow_up_id, f.conversation_id, f.due_at, f.only_if_no_reply, f.note, f.status,"
+    " f.created_at, f.decided_at, coalesce(c.title, '') AS title FROM rm_inbox.follow_ups f"
+    " LEFT JOIN rm_inbox.conversations c ON c.conversation_id = f.conversation_id"
+)
+
+
+async def follow_ups(conn: Connection, tenant_id: str, *, status: str | None, limit: int) -> list[FollowUp]:
+    """The tenant's follow-ups (with ``status`` only, when given), the soonest due first."""
+    cur = await conn.execute(
+        f"{_FOLLOW_UP} WHERE f.tenant_id = %(tenant)s AND (%(status)s::text IS NULL OR f.status = %(status)s)"
+        " ORDER BY f.due_at, f.follow_up_id LIMIT %(limit)s",
+        {"tenant": tenant_id, "status": status, "limit": limit},
+    )
+    return [msgspec.convert(r, FollowUp, strict=False) for r in await cur.fetchall()]
+
+
+async def follow_up(conn: Connection, tenant_id: str, follow_up_id: str) -> FollowUp | None:
+    return await one_row(
+        conn,
+        FollowUp,
+        f"{_FOLLOW_UP} WHERE f.follow_up_id = %s AND f.tenant_id = %s",
+        (follow_up_id, tenant_id),
+    )
+
+
+async def follow_ups_due(conn: Connection, tenant_id: str) -> int:
+    """How many of the tenant's reminders are due (reminded, not dismissed)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM rm_inbox.follow_ups WHERE tenant_id = %s AND status = 'due'", (tenant_id,)
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row is not None else 0
+
+
+class DueFollowUp(msgspec.Struct, frozen=True):
+    tenant_id: str
+    follow_up_id: str
+    conversation_id: str
+    note: str | None
+
+
+async def due_follow_ups(conn: Connection, now: datetime, *, limit: int) -> list[DueFollowUp]:
+    """Follow-ups whose time has come and whose condition held, across tenants (owner role)."""
+    cur = await conn.execute(
+        "SELECT tenant_id, follow_up_id, conversation_id, note FROM rm_inbox.follow_ups"
+        " WHERE status = 'waiting' AND due_at <= %s ORDER BY due_at LIMIT %s",
+        (now, limit),
+    )
+    return [msgspec.convert(r, DueFollowUp, strict=False) for r in await cur.fetchall()]

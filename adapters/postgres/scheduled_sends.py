@@ -1,6 +1,10 @@
-"""Scheduled sends: a ``message.send_requested`` with ``send_at`` waits in the inbox read
-model (status ``scheduled``) until its time; then this releases it — appends
-``message.send_released`` with the request's data, which the outbox sends like any request.
+"""What waits for its time in the inbox read model, released when it comes:
+
+- scheduled sends: a ``message.send_requested`` with ``send_at`` (status ``scheduled``) is
+  released — ``message.send_released`` with the request's data, which the outbox sends like
+  any request;
+- follow-ups: one still ``waiting`` at ``due_at`` (the contact did not write first, when
+  that was its condition) becomes a ``reminder.due``.
 
 Why a schedule read model and a tick rather than JetStream's message schedules (nats-server
 2.12+): the schedule is then the log itself (a rebuild restores it, ``nats`` shows it as
@@ -19,7 +23,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from domain import events as ev
-from domain.commands import release_event
+from domain.commands import release_event, reminder_event
 from domain.ports import EventStore
 from projections import inbox_queries
 
@@ -44,3 +48,16 @@ async def release_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, n
     if released:
         log.info("scheduled_sends_released", count=released)
     return released
+
+
+async def remind_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
+    """A ``reminder.due`` for every follow-up due at ``now`` that still waits; how many."""
+    async with owner_pool.connection() as conn:
+        due = await inbox_queries.due_follow_ups(conn, now, limit=BATCH)
+    for found in due:
+        await store.append(
+            reminder_event(found.tenant_id, found.conversation_id, found.follow_up_id, found.note, at=now)
+        )
+    if due:
+        log.info("follow_ups_due", count=len(due))
+    return len(due)

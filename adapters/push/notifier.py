@@ -50,6 +50,7 @@ _WATCHED = tuple(
         ev.MessageDraftProposed,
         ev.ConnectionStateChanged,
         ev.ConnectionSenderRequested,
+        ev.ReminderDue,
         ev.UsageRecorded,
         ev.MemberRemoved,
     )
@@ -161,6 +162,11 @@ class Notifier:
                 return "retry"
             name = await self._reads.connection_name(event.tenant_id, event.aggregate_id)
             push = decide.channel_push(event, name or "")
+        elif isinstance(event, ev.ReminderDue):
+            if not await self._caught_up(seq, ("inbox", "tenants")):
+                return "retry"
+            conversation = await self._reads.conversation(event.tenant_id, event.aggregate_id)
+            push = decide.reminder_push(event, conversation) if conversation else None
         elif isinstance(event, ev.ConnectionSenderRequested):
             if not await self._caught_up(seq, ("tenants",)):
                 return "retry"

@@ -109,6 +109,7 @@ class Me(msgspec.Struct, frozen=True):
     time_zone: str | None = None  # PUT /v1/me/preferences (None: never set; UTC)
     quiet_hours: ev.QuietHours | None = None  # no push notifications then, on time_zone's clock
     needs_reply: int = 0  # conversations waiting for a reply (GET /v1/conversations?needs_reply=true)
+    follow_ups_due: int = 0  # reminders that came due and wait to be dealt with (GET /v1/follow-ups)
 
 
 def valid_email(value: str) -> str:
@@ -412,6 +413,7 @@ async def me(
         found = await tenants_queries.account(conn, who.tenant_id, who.user_id)
         chosen = await tenants_queries.preferences(conn, who.user_id)
         waiting = await inbox_queries.needing_reply(conn, who.tenant_id)
+        reminders = await inbox_queries.follow_ups_due(conn, who.tenant_id)
     quiet = (
         ev.QuietHours(start=chosen.quiet_start, end=chosen.quiet_end)
         if chosen.quiet_start is not None and chosen.quiet_end is not None
@@ -427,11 +429,11 @@ async def me(
     if found is None:  # the read model lags a brand-new inbox
         return Me(
             who.user_id, who.tenant_id, who.role, None, None, None, None, verified, second_factor, inboxes,
-            needs_reply=waiting,
+            needs_reply=waiting, follow_ups_due=reminders,
         )  # fmt: skip
     return Me(
         who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan,
-        verified, second_factor, inboxes, chosen.time_zone, quiet, waiting,
+        verified, second_factor, inboxes, chosen.time_zone, quiet, waiting, reminders,
     )  # fmt: skip
 
 

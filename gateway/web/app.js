@@ -251,10 +251,37 @@ function chooseView(view) {
   state.view = view;
   $("view-waiting").setAttribute("aria-selected", String(view === "waiting"));
   $("view-all").setAttribute("aria-selected", String(view === "all"));
-  loadConversations().catch((error) => status(error.message));
+  $("view-reminders").setAttribute("aria-selected", String(view === "reminders"));
+  (view === "reminders" ? loadReminders() : loadConversations()).catch((error) => status(error.message));
+}
+
+// Follow-ups that came due: open the conversation, or dismiss the reminder.
+async function loadReminders({ minSeq } = {}) {
+  const due = await api("/v1/follow-ups", { params: { status: "due", min_seq: minSeq } });
+  const list = $("conversations");
+  list.replaceChildren(...due.map((f) => el("li", {},
+    el("button", { type: "button", onclick: async () => openConversation(await api(`/v1/conversations/${f.conversation_id}`)) },
+      el("strong", {}, f.title || "A conversation"), el("span", { class: "preview" }, f.note || "They have not answered yet.")),
+    el("button", { type: "button", class: "quiet", onclick: async () => {
+      const accepted = await api(`/v1/follow-ups/${f.follow_up_id}`, { method: "DELETE" });
+      await loadReminders({ minSeq: accepted.seq });
+    } }, "Dismiss"))));
+  $("more").hidden = true;
+  $("empty").hidden = due.length > 0;
+  $("empty").textContent = "No follow-ups due. Set one from a conversation (Follow up…).";
+  await showCounts(minSeq);
+}
+
+async function showCounts(minSeq) {
+  const me = await api("/v1/me", { params: { min_seq: minSeq } });
+  $("waiting-count").hidden = !me.needs_reply;
+  $("waiting-count").textContent = String(me.needs_reply || "");
+  $("reminders-count").hidden = !me.follow_ups_due;
+  $("reminders-count").textContent = String(me.follow_ups_due || "");
 }
 
 async function loadConversations({ append = false, minSeq } = {}) {
+  if (state.view === "reminders") return loadReminders({ minSeq });
   const since = $("since-filter").value;
   const waiting = (state.view || "waiting") === "waiting";
   const params = {
@@ -278,9 +305,7 @@ async function loadConversations({ append = false, minSeq } = {}) {
   $("empty").textContent = waiting
     ? "Nothing waits for a reply. \"All\" shows every conversation."
     : "No conversations yet. They appear here as soon as a connected channel receives a message.";
-  const me = await api("/v1/me", { params: { min_seq: minSeq } });
-  $("waiting-count").hidden = !me.needs_reply;
-  $("waiting-count").textContent = String(me.needs_reply || "");
+  await showCounts(minSeq);
 }
 
 async function openConversation(c) {
@@ -307,6 +332,21 @@ async function openConversation(c) {
   };
   const pin = el("button", { type: "button", class: "secondary", onclick: () => patch({ pinned: !c.pinned }, c.pinned ? "Unpinned." : "Pinned: it stays on top.") }, c.pinned ? "Unpin" : "Pin");
   const unread = el("button", { type: "button", class: "secondary", onclick: () => patch({ read: false }, "Marked unread.") }, "Mark unread");
+  const followUp = el("select", {
+    "aria-label": "Follow up",
+    class: "follow-up",
+    onchange: async (change) => {
+      const choice = change.target.value;
+      change.target.value = "";
+      const due = { "2d": 2 * 86400_000, "1w": 7 * 86400_000, "1h": 3600_000 }[choice];
+      if (!due) return;
+      const dueAt = new Date(Date.now() + due).toISOString();
+      const accepted = await api(`/v1/conversations/${c.conversation_id}/follow-ups`, { method: "POST", body: { due_at: dueAt, only_if_no_reply: true } });
+      status(`You will be reminded ${new Date(dueAt).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })} if they have not answered.`);
+      await showCounts(accepted.seq);
+    },
+  }, el("option", { value: "" }, "Follow up…"), el("option", { value: "1h" }, "in 1 hour if no answer"),
+  el("option", { value: "2d" }, "in 2 days if no answer"), el("option", { value: "1w" }, "in a week if no answer"));
   const snooze = el("select", {
     "aria-label": "Snooze",
     class: "snooze",
@@ -338,7 +378,7 @@ async function openConversation(c) {
   pane.replaceChildren(
     el("header", {},
       el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
-      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze),
+      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze, followUp),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("p", { id: "wants-to-talk", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
@@ -506,6 +546,7 @@ async function loadMessages(conversationId, minSeq) {
 $("more").addEventListener("click", () => loadConversations({ append: true }));
 $("view-waiting").addEventListener("click", () => chooseView("waiting"));
 $("view-all").addEventListener("click", () => chooseView("all"));
+$("view-reminders").addEventListener("click", () => chooseView("reminders"));
 for (const id of ["unread-only", "pinned-only", "channel-filter", "since-filter"]) {
   $(id).addEventListener("change", () => loadConversations());
 }
@@ -563,7 +604,7 @@ function follow(since) {
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
       loadDevices({ minSeq: state.lastSeq }).catch(() => {});
     }
-    if (event.type.startsWith("message.") || event.type.startsWith("conversation.")) {
+    if (event.type.startsWith("message.") || event.type.startsWith("conversation.") || event.type === "reminder.due" || event.type.startsWith("follow_up.")) {
       loadConversations({ minSeq: state.lastSeq }).catch(() => {});
     }
     liveStatus(`Live · last event ${state.lastSeq}`);
@@ -575,7 +616,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.send_released", "message.send_cancelled", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.send_released", "message.send_cancelled", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "reminder.due", "follow_up.scheduled", "follow_up.cancelled", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {

@@ -86,6 +86,22 @@ def test_a_channel_is_pushed_only_when_it_needs_its_owner() -> None:
     assert not push.addressed(needed, member) and push.addressed(needed, admin)
 
 
+def test_a_reminder_names_the_conversation_and_the_note() -> None:
+    due = ev.new_event(
+        ev.ReminderDue, tenant_id="t_1", aggregate_id="c_1", actor="system:scheduler",
+        data=ev.ReminderDueData(follow_up_id="fu_1", note="Did she confirm Friday?"),
+    )  # fmt: skip
+    conversation = push.ConversationFacts(
+        conversation_id="c_1", title="Ada Lovelace", kind="direct", agent_mode="draft"
+    )
+    reminded = push.reminder_push(due, conversation)
+    assert (reminded.message.title, reminded.message.body) == (
+        "Follow up: Ada Lovelace",
+        "Did she confirm Friday?",
+    )
+    assert reminded.audience == "members" and reminded.message.url == push.conversation_url("c_1")
+
+
 def test_a_stranger_wanting_to_talk_is_pushed_to_those_who_decide() -> None:
     requested = ev.new_event(
         ev.ConnectionSenderRequested, tenant_id="t_1", aggregate_id="cn_1", actor="agent:orchestrator",

@@ -65,6 +65,23 @@ class ToolRunner(Protocol):
         ...
 
 
+class _NoTools:
+    """The tools of a call that needs none (a summary, a screening, a brief)."""
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return ()
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> str:
+        raise ToolFailed(f"no tool named {name!r} here")
+
+
+NO_TOOLS: ToolRunner = _NoTools()
+
+
+async def no_deltas(text: str) -> None:
+    """Where the pieces of a reply nobody watches being written go."""
+
+
 class ToolFailed(Exception):
     """A tool could not do what was asked; the message goes back to the model."""
 

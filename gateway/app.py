@@ -15,6 +15,7 @@ from gateway.routes.agents import agents_router
 from gateway.routes.audit import audit_router
 from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
+from gateway.routes.briefs import briefs_router
 from gateway.routes.channels import channels_router
 from gateway.routes.devices import devices_router
 from gateway.routes.drafts import drafts_router
@@ -67,6 +68,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             channels_router,
             senders_router,
             follow_ups_router,
+            briefs_router,
             devices_router,
             bridge_router,
             webchat_router,

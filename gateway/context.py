@@ -31,6 +31,7 @@ from domain.models import ModelSource
 from domain.plans import Catalog
 from gateway import sessions
 from gateway.auth import ROLES, Caller, Role, Tokens
+from gateway.brief_cache import BriefCache
 from gateway.errors import ApiError
 from gateway.feed import LiveEventStore
 from gateway.limits import Limiter, Limits
@@ -83,6 +84,8 @@ class GatewayContext:
     owner_pool: AsyncConnectionPool[Any] | None = None
     # Browser push (VAPID key, push services); None: push notifications are off here.
     push: PushConfig | None = None
+    # Conversation briefs already written, by their latest message (gateway/routes/briefs.py).
+    briefs: BriefCache = field(default_factory=BriefCache)
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 from msgspec.structs import replace
@@ -55,6 +55,7 @@ from domain.connectors import Capabilities, typing_subject
 from domain.errors import InvalidEvent
 from domain.injection import Screening
 from domain.models import (
+    NO_TOOLS,
     OFFLINE_MODEL,
     ChatTurn,
     Model,
@@ -63,8 +64,6 @@ from domain.models import (
     ModelSource,
     ModelUnavailable,
     OnDelta,
-    ToolFailed,
-    ToolSpec,
 )
 from domain.ports import EventStore
 from domain.reads import AgentReads, ConversationView, PastMessage
@@ -633,19 +632,6 @@ def destination_of(conversation: ConversationView) -> policy.Destination:
 
 def replace_run(run: _Run, decision: policy.Decision) -> _Run:
     return run if decision == run.decision else dataclasses.replace(run, decision=decision)
-
-
-class _NoTools:
-    """The tools of a call that needs none (the summary)."""
-
-    def specs(self) -> tuple[ToolSpec, ...]:
-        return ()
-
-    async def run(self, name: str, arguments: dict[str, Any]) -> str:
-        raise ToolFailed(f"no tool named {name!r} here")
-
-
-NO_TOOLS = _NoTools()
 
 
 async def _quiet(text: str) -> None:

@@ -378,7 +378,9 @@ async function openConversation(c) {
   pane.replaceChildren(
     el("header", {},
       el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
-      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze, followUp),
+      el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze, followUp,
+      el("button", { type: "button", class: "secondary", onclick: () => showBrief(c) }, "Summary")),
+    el("section", { id: "brief", class: "notice", hidden: "", "aria-label": "Summary" }),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("p", { id: "wants-to-talk", class: "notice", hidden: "" }),
     el("ol", { id: "messages", class: "messages" }),
@@ -392,6 +394,26 @@ async function openConversation(c) {
     const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
     await loadConversations({ minSeq: accepted.seq });
   }
+}
+
+// The conversation at a glance: a summary and its action items, each a follow-up in one click.
+async function showBrief(c) {
+  const box = $("brief");
+  box.hidden = false;
+  box.replaceChildren("Summarising…");
+  const brief = await api(`/v1/conversations/${c.conversation_id}/summary`);
+  const items = brief.action_items.map((item) => el("li", {}, item.text, item.due ? el("span", { class: "muted" }, ` (${item.due})`) : "", " ",
+    el("button", { type: "button", class: "link", onclick: async () => {
+      const due = item.due ? new Date(`${item.due}T09:00:00`) : new Date(Date.now() + 86400_000);
+      const dueAt = (due > new Date() ? due : new Date(Date.now() + 3600_000)).toISOString();
+      await api(`/v1/conversations/${c.conversation_id}/follow-ups`, { method: "POST", body: { due_at: dueAt, note: item.text, only_if_no_reply: false } });
+      status(`You will be reminded ${new Date(dueAt).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })}.`);
+    } }, "Remind me")));
+  box.replaceChildren(
+    el("p", {}, brief.summary || "Nothing to summarise yet."),
+    items.length ? el("ul", { class: "plain" }, ...items) : "",
+    el("small", { class: "muted" }, brief.model ? `Written by ${brief.model}` : "Extractive (no model)"),
+  );
 }
 
 // When a snooze ends, on this device's clock (null: lifted now; undefined: nothing chosen).

@@ -18,6 +18,7 @@ from adapters.agent.orchestrator import AgentSettings
 from adapters.vault.cipher import Keyring
 from domain import events as ev
 from domain.agent import SUMMARY_SYSTEM
+from domain.briefs import BRIEF_SYSTEM
 from domain.plans import Catalog
 from moltbot.roles import run_agent
 from tests.conftest import roomy_catalog
@@ -184,3 +185,29 @@ def _system(request: dict[str, Any]) -> str:
     if isinstance(system, list):
         return "".join(block.get("text", "") for block in system)
     return str(system)
+
+
+async def test_a_brief_with_a_model_is_the_models_json_and_is_metered(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic
+) -> None:
+    owner = await _signup(api, "brief-model@example.com")
+    key = (await _widget(api, owner))["widget_key"]
+    said = await _visitor_says(api, key, "Hola, necesito la dirección para el viernes.")
+    fake.add(
+        text(
+            '{"summary": "Lea needs the address by Friday.",'
+            ' "action_items": [{"text": "Send Lea the address", "due": "2026-11-27"}]}'
+        ),
+        text("Sorry, I can't."),  # not a brief: the extractive one stands in
+    )
+    path = f"/v1/conversations/{said['conversation_id']}/summary"
+    brief = (await api.get(path, params={"min_seq": said["seq"]}, headers=_auth(owner))).json()
+    assert (brief["summary"], brief["model"]) == ("Lea needs the address by Friday.", "claude-sonnet-4-6")
+    assert brief["action_items"] == [{"text": "Send Lea the address", "due": "2026-11-27"}]
+    asked = fake.requests[-1]
+    assert _system(asked) == BRIEF_SYSTEM and "<message" in _asked(asked) and not asked.get("tools")
+    usage = (await api.get("/v1/usage", headers=_auth(owner))).json()
+    assert any(u["metric"] == "cost_micros" for u in usage)
+    again = await _visitor_says(api, key, "Gracias.", visitor_token=said["visitor_token"])
+    fallback = (await api.get(path, params={"min_seq": again["seq"]}, headers=_auth(owner))).json()
+    assert fallback["model"] is None and "Visitor: Gracias." in fallback["summary"]

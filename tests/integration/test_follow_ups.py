@@ -102,3 +102,27 @@ async def test_bad_follow_ups_are_refused_with_what_to_fix(api: httpx.AsyncClien
     stolen = await api.delete(f"/v1/follow-ups/{mine.json()['follow_up_id']}", headers=_auth(stranger))
     assert stolen.status_code == 404
     assert await _by_status(api, stranger, "waiting") == []
+
+
+async def test_a_brief_without_a_model_is_extractive_kept_per_message_and_its_items_become_follow_ups(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    owner = await _signup(api, "briefs@example.com")
+    key = (await _widget(api, owner))["widget_key"]
+    first = await _visitor_says(api, key, "Hi! We moved house. Can you send the new quote tomorrow?")
+    conversation = first["conversation_id"]
+    path = f"/v1/conversations/{conversation}/summary"
+    brief = (await api.get(path, params={"min_seq": first["seq"]}, headers=_auth(owner))).json()
+    assert brief["model"] is None and brief["summary"] == "Visitor: Hi!"
+    [item] = brief["action_items"]
+    assert item["text"] == "Visitor: Can you send the new quote tomorrow?" and item["due"]
+    assert (await api.get(path, headers=_auth(owner))).json() == brief  # kept: nothing new was said
+    later = await _visitor_says(api, key, "Also, please call me.", visitor_token=first["visitor_token"])
+    newer = (await api.get(path, params={"min_seq": later["seq"]}, headers=_auth(owner))).json()
+    assert newer["through_message_id"] != brief["through_message_id"] and len(newer["action_items"]) == 2
+    # One click: an action item becomes a follow-up with its text as the note.
+    due = f"{item['due']}T09:00:00+00:00"
+    body = {"due_at": due, "note": item["text"]}
+    made = await api.post(f"/v1/conversations/{conversation}/follow-ups", json=body, headers=_auth(owner))
+    assert made.status_code == 202, made.text
+    assert (await api.get("/v1/conversations/c_missing/summary", headers=_auth(owner))).status_code == 404

@@ -18,6 +18,7 @@ CONNECTION = "connection"
 CONVERSATION = "conversation"
 DEVICE = "device"
 AGENT = "agent"
+CONTACT = "contact"  # a person across channels (domain/contacts.py)
 # One lane per conversation for the agent's runs (aggregate id = the conversation id):
 # appending with an expected sequence on it keeps at most one run at a time, without
 # contending with the conversation's own message traffic.

@@ -21,6 +21,7 @@ import msgspec
 from domain.envelope import AGENT as AGENT
 from domain.envelope import ASSISTANT as ASSISTANT
 from domain.envelope import CONNECTION as CONNECTION
+from domain.envelope import CONTACT as CONTACT
 from domain.envelope import CONVERSATION as CONVERSATION
 from domain.envelope import DEVICE as DEVICE
 from domain.envelope import TENANT as TENANT
@@ -655,11 +656,14 @@ class AgentRoutingRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     channels: tuple[str, ...] = ()  # only these channels ("webchat", "telegram", ...)
     groups_require_mention: bool = True  # in groups, answer only when mentioned
     allowed_senders: tuple[str, ...] = ()  # sender ids it answers; empty = everyone
-    quiet_hours: tuple[int, int] | None = None  # (from, to) hours UTC when it stays quiet
+    quiet_hours: tuple[int, int] | None = None  # (from, to) hours on the owner's clock: it stays quiet
     auto_reply_outside_quiet: bool = True  # answer outside quiet hours
     # Sender ids whose questions may use tools that read beyond their own conversation
     # (search_history over the whole inbox), in direct conversations; empty = nobody.
     inbox_search_senders: tuple[str, ...] = ()
+    # Tell the agent what the same person said lately on other channels (their contact's
+    # other conversations); the owner's notes on the person reach it either way.
+    cross_channel_memory: bool = False
 
 
 class AgentConfiguredData(Payload, frozen=True):
@@ -679,6 +683,42 @@ class AgentConfigured(Event, frozen=True, kw_only=True, tag="agent.configured"):
 
     AGGREGATE = AGENT
     data: AgentConfiguredData
+
+
+class ContactMergedData(Payload, frozen=True):
+    merged_contact_id: str  # its identities join the contact this event is on; it is gone
+
+
+class ContactMerged(Event, frozen=True, kw_only=True, tag="contact.merged"):
+    """The owner said two contacts are one person: every identity of ``merged_contact_id``
+    (a handle on some channel) now belongs to this contact, and its notes join these."""
+
+    AGGREGATE = CONTACT
+    data: ContactMergedData
+
+
+class ContactSplitData(Payload, frozen=True):
+    identity_id: str
+    new_contact_id: str
+
+
+class ContactSplit(Event, frozen=True, kw_only=True, tag="contact.split"):
+    """The owner said one identity of this contact is someone else: it leaves, alone, as
+    ``new_contact_id``."""
+
+    AGGREGATE = CONTACT
+    data: ContactSplitData
+
+
+class ContactNotesSetData(Payload, frozen=True):
+    notes: str
+
+
+class ContactNotesSet(Event, frozen=True, kw_only=True, tag="contact.notes_set"):
+    """What the owner keeps about a person (replacing what was there)."""
+
+    AGGREGATE = CONTACT
+    data: ContactNotesSetData
 
 
 class MemoryFactProposedData(Payload, frozen=True):
@@ -888,6 +928,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     MediaAvailable,
     AgentConfigured,
     AgentRoutingSet,
+    ContactMerged,
+    ContactSplit,
+    ContactNotesSet,
     MemoryFactProposed,
     MemoryFactApproved,
     MemoryFactForgotten,

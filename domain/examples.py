@@ -21,6 +21,9 @@ DRAFT_ID = "dr_01JD3V5W4E4Y5Z6A7B8C9D0E1F"
 FACT_ID = "fa_01JD3V5W4F5Z6A7B8C9D0E1F2G"
 SCHEDULED_ID = "m_01JD3V5W4G6A7B8C9D0E1F2G3H"
 FOLLOW_UP_ID = "fu_01JD3V5W4H7B8C9D0E1F2G3H4J"
+CONTACT_ID = "ct_01JD3V5W4J8C9D0E1F2G3H4J5K"
+OTHER_CONTACT_ID = "ct_01JD3V5W4K9D0E1F2G3H4J5K6M"
+IDENTITY_ID = "id_01JD3V5W4M0E1F2G3H4J5K6M7N"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -288,6 +291,14 @@ def examples() -> list[ev.Event]:
             user,
             ev.ConversationUpdatedData(pinned=True, marked_read=True, agent_mode="draft"),
         ),
+        (ev.ContactMerged, CONTACT_ID, user, ev.ContactMergedData(merged_contact_id=OTHER_CONTACT_ID)),
+        (
+            ev.ContactSplit,
+            CONTACT_ID,
+            user,
+            ev.ContactSplitData(identity_id=IDENTITY_ID, new_contact_id=OTHER_CONTACT_ID),
+        ),
+        (ev.ContactNotesSet, CONTACT_ID, user, ev.ContactNotesSetData(notes="Prefers WhatsApp after 6 pm.")),
         (
             ev.MemoryFactProposed,
             TENANT_ID,

@@ -54,6 +54,7 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "message.send_failed": ("reason",),
     "follow_up.scheduled": ("note",),
     "reminder.due": ("note",),
+    "contact.notes_set": ("notes",),
     "memory.fact_proposed": ("text",),
     "memory.fact_approved": ("text",),
     "agent.configured": ("system_prompt", "rules.allowed_senders.*", "rules.inbox_search_senders.*"),

@@ -59,6 +59,24 @@ class FoundMessage(msgspec.Struct, frozen=True):
     title: str
 
 
+class Elsewhere(msgspec.Struct, frozen=True):
+    """One of the same person's other conversations, as the agent hears of it."""
+
+    channel: str
+    last_message_at: datetime | None
+    last_message_preview: str | None
+
+
+class Person(msgspec.Struct, frozen=True):
+    """Who a direct conversation is with (their contact): the owner's notes, and their other
+    conversations, the most recent first."""
+
+    contact_id: str
+    display_name: str
+    notes: str
+    elsewhere: list[Elsewhere] = []
+
+
 class AgentReads(Protocol):
     """The agent's reads, each confined to one tenant (row-level security)."""
 
@@ -94,6 +112,10 @@ class AgentReads(Protocol):
 
     async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
         """The facts the owner approved for a conversation and for every conversation."""
+        ...
+
+    async def person(self, tenant_id: str, conversation_id: str) -> Person | None:
+        """Who a direct conversation is with, or None (a group, or no contact yet)."""
         ...
 
     async def provider_id_of_sent(self, tenant_id: str, message_id: str) -> str | None:

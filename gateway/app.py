@@ -17,6 +17,7 @@ from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.briefs import briefs_router
 from gateway.routes.channels import channels_router
+from gateway.routes.contacts import contacts_router
 from gateway.routes.devices import devices_router
 from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
@@ -69,6 +70,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             senders_router,
             follow_ups_router,
             briefs_router,
+            contacts_router,
             devices_router,
             bridge_router,
             webchat_router,

@@ -12,8 +12,15 @@ from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
 from domain.plans import Spend
-from domain.reads import ConversationView, FoundMessage, PastMessage, RoutedAgents
-from projections import agents_queries, connections_queries, inbox_queries, tenants_queries, usage_queries
+from domain.reads import ConversationView, FoundMessage, PastMessage, Person, RoutedAgents
+from projections import (
+    agents_queries,
+    connections_queries,
+    contacts_queries,
+    inbox_queries,
+    tenants_queries,
+    usage_queries,
+)
 
 
 class AgentReads:
@@ -64,6 +71,11 @@ class AgentReads:
         """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await tenants_queries.owner_time_zone(conn, tenant_id)
+
+    async def person(self, tenant_id: str, conversation_id: str) -> Person | None:
+        """Who a direct conversation is with, or None (a group, or no contact yet)."""
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            return await contacts_queries.person_of(conn, conversation_id)
 
     async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
         """The facts the owner approved for a conversation and for every conversation."""

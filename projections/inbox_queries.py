@@ -40,6 +40,7 @@ class Conversation(msgspec.Struct, frozen=True):
     needs_reply: bool = False
     awaiting_since: datetime | None = None
     snoozed_until: datetime | None = None
+    contact_id: str | None = None  # the person of a direct conversation (GET /v1/contacts/{id})
 
     @property
     def active_at(self) -> datetime:
@@ -71,12 +72,15 @@ NEEDS_REPLY = "(c.awaiting_since IS NOT NULL AND (c.snoozed_until IS NULL OR c.s
 EFFECTIVE_MODE = (
     "coalesce(c.agent_mode, n.agent_mode,"
     " CASE WHEN c.channel = ANY(%(auto_kinds)s) THEN 'auto' ELSE 'draft' END) AS agent_mode,"
-    " s.sender_id, s.sender_status, " + NEEDS_REPLY + " AS needs_reply"
+    " s.sender_id, s.sender_status, " + NEEDS_REPLY + " AS needs_reply, p.contact_id"
 )
 WITH_CONNECTION = (
     " LEFT JOIN rm_connections.connections n ON n.connection_id = c.connection_id"
     " LEFT JOIN LATERAL (SELECT s.sender_id, s.status AS sender_status FROM rm_connections.senders s"
     " WHERE s.conversation_id = c.conversation_id ORDER BY s.requested_at LIMIT 1) s ON true"
+    " LEFT JOIN LATERAL (SELECT i.contact_id FROM rm_contacts.identity_conversations ic"
+    " JOIN rm_contacts.identities i ON i.identity_id = ic.identity_id"
+    " WHERE ic.conversation_id = c.conversation_id AND c.kind = 'direct' LIMIT 1) p ON true"
 )
 
 
@@ -170,6 +174,7 @@ async def conversations(
     person: str | None = None,
     active_since: datetime | None = None,
     needs_reply: bool | None = None,
+    contact_id: str | None = None,
     before: tuple[bool, datetime, str] | None = None,
 ) -> list[Conversation]:
     """Pinned ones first, then the most recently active (``active_at``, then id); those after
@@ -198,6 +203,13 @@ async def conversations(
     if needs_reply is not None:
         where.append(f"{NEEDS_REPLY} = %(needs_reply)s")
         params["needs_reply"] = needs_reply
+    if contact_id is not None:  # one person's conversations, on every channel
+        where.append(
+            "c.conversation_id IN (SELECT ic.conversation_id FROM rm_contacts.identity_conversations ic"
+            " JOIN rm_contacts.identities i ON i.identity_id = ic.identity_id"
+            " WHERE i.contact_id = %(contact)s)"
+        )
+        params["contact"] = contact_id
     if before is not None:
         where.append(
             "(c.pinned, coalesce(c.last_message_at, c.created_at), c.conversation_id)"

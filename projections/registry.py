@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.agents import AgentsProjection
 from projections.base import Projection
 from projections.connections import ConnectionsProjection
+from projections.contacts import ContactsProjection
 from projections.devices import DevicesProjection
 from projections.inbox import InboxProjection
 from projections.tenants import TenantsProjection
@@ -19,6 +20,7 @@ def all_projections() -> tuple[Projection, ...]:
         UsageProjection(),
         AgentsProjection(),
         DevicesProjection(),
+        ContactsProjection(),
     )
 
 

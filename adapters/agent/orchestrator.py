@@ -72,7 +72,7 @@ log = structlog.get_logger()
 
 CONSUMER = "agent"
 PLAIN_TEXT = Capabilities(max_text_length=policy.DEFAULT_MAX_TEXT_LENGTH)  # a kind the registry lacks
-READ_MODELS = ("inbox", "agents", "tenants", "usage", "connections")
+READ_MODELS = ("inbox", "agents", "tenants", "usage", "connections", "contacts")
 _MESSAGE_RECEIVED = ".message_received"
 _MESSAGE_SENT = ".message_sent"  # the owner's own, from their device: a takeover
 TYPING_EVERY = 4.0  # seconds between "typing…" signals while a run writes
@@ -459,6 +459,7 @@ class Orchestrator:
         recent, older = _fit(history, self._settings.context_chars)
         summary = await self._memory(run, older, model)
         facts = await self._reads.approved_facts(trigger.tenant_id, conversation.conversation_id)
+        person = await self._reads.person(trigger.tenant_id, conversation.conversation_id)
         sender_id = trigger.data.sender.id
         scope = policy.search_scope(agent.rules, sender_id, conversation.kind)
         tools = ToolBox(
@@ -478,6 +479,14 @@ class Orchestrator:
             turns.insert(0, ChatTurn("user", policy.summary_turn(summary)))
         if facts:
             turns.insert(0, ChatTurn("user", policy.facts_turn(facts)))
+        if person is not None:
+            elsewhere = [
+                (e.channel, e.last_message_preview)
+                for e in person.elsewhere
+                if agent.rules.cross_channel_memory and e.last_message_preview
+            ]
+            if person.notes.strip() or elsewhere:
+                turns.insert(0, ChatTurn("user", policy.person_turn(person.notes, elsewhere)))
         request = ModelRequest(
             model=agent.model,
             system=policy.guarded_prompt(agent.system_prompt),

@@ -58,6 +58,7 @@ class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowed_senders: list[str] = []
     quiet_hours: tuple[int, int] | None = None
     inbox_search_senders: list[str] = []  # whose questions may search the whole inbox
+    cross_channel_memory: bool = False  # what the same person said on other channels, as context
 
 
 class AgentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -159,6 +160,7 @@ def _configuration(body: AgentBody, base: ev.AgentConfiguredData) -> ev.AgentCon
             allowed_senders=_sender_ids(body.rules.allowed_senders, "allowed_senders"),
             quiet_hours=quiet,
             inbox_search_senders=_sender_ids(body.rules.inbox_search_senders, "inbox_search_senders"),
+            cross_channel_memory=body.rules.cross_channel_memory,
         )
     return ev.AgentConfiguredData(
         name=name,

@@ -95,12 +95,15 @@ async def list_conversations(
     needs_reply: Annotated[
         bool | None, Parameter(description="only those waiting for a reply (true) or not (false)")
     ] = None,
+    contact_id: Annotated[
+        str | None, Parameter(max_length=64, description="one person's conversations, on every channel")
+    ] = None,
     min_seq: MinSeq = None,
 ) -> Page:
     """Pinned ones first, then the most recently active; ``next_cursor`` fetches the next page.
     ``needs_reply=true``: the "Needs reply" view (a person's message nobody answered, not
     snoozed)."""
-    await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
+    await ctx.wait_for(min_seq, ("inbox", "contacts"), who.tenant_id)
     before: tuple[bool, datetime, str] | None = None
     if cursor:
         was_pinned, active_at, conversation_id = _decode_cursor(cursor, bool, datetime, str)
@@ -113,7 +116,7 @@ async def list_conversations(
         items = await inbox_queries.conversations(
             conn, who.tenant_id, limit=limit + 1, auto_kinds=answering_kinds(), channel=channel,
             unread=unread, agent_enabled=agent_enabled, pinned=pinned, person=person,
-            active_since=active_since, needs_reply=needs_reply, before=before,
+            active_since=active_since, needs_reply=needs_reply, contact_id=contact_id, before=before,
         )  # fmt: skip
     more = len(items) > limit
     items = items[:limit]

@@ -379,7 +379,9 @@ async function openConversation(c) {
     el("header", {},
       el("button", { type: "button", class: "secondary back", onclick: () => document.body.classList.remove("reading") }, "← Conversations"),
       el("h2", {}, c.title), el("span", { class: "badge" }, c.channel), toggle, pin, unread, snooze, followUp,
-      el("button", { type: "button", class: "secondary", onclick: () => showBrief(c) }, "Summary")),
+      el("button", { type: "button", class: "secondary", onclick: () => showBrief(c) }, "Summary"),
+      c.contact_id ? el("button", { type: "button", class: "secondary", onclick: () => showPerson(c.contact_id) }, "Person") : ""),
+    el("section", { id: "person", class: "notice", hidden: "", "aria-label": "Person" }),
     el("section", { id: "brief", class: "notice", hidden: "", "aria-label": "Summary" }),
     el("p", { id: "agent-paused", class: "notice", hidden: "" }),
     el("p", { id: "wants-to-talk", class: "notice", hidden: "" }),
@@ -394,6 +396,32 @@ async function openConversation(c) {
     const accepted = await api(`/v1/conversations/${c.conversation_id}`, { method: "PATCH", body: { read: true } });
     await loadConversations({ minSeq: accepted.seq });
   }
+}
+
+// Who this is across channels: their identities, conversations, your notes, and who else may
+// be them (same phone or e-mail), to merge with one click.
+async function showPerson(contactId, minSeq) {
+  const box = $("person");
+  box.hidden = false;
+  const person = await api(`/v1/contacts/${contactId}`, { params: { min_seq: minSeq } });
+  const notes = el("textarea", { "aria-label": "Notes on this person", maxlength: "2000", rows: "2" });
+  notes.value = person.notes;
+  const save = el("button", { type: "button", class: "secondary", onclick: async () => {
+    const accepted = await api(`/v1/contacts/${contactId}/notes`, { method: "PUT", body: { notes: notes.value } });
+    status("Notes kept.");
+    await showPerson(contactId, accepted.seq);
+  } }, "Save notes");
+  const merge = (s) => el("button", { type: "button", class: "link", onclick: async () => {
+    const accepted = await api(`/v1/contacts/${contactId}/merge`, { method: "POST", body: { contact_id: s.contact_id } });
+    status(`Merged: ${s.display_name} is this person too.`);
+    await showPerson(contactId, accepted.seq);
+  } }, "Same person: merge");
+  box.replaceChildren(
+    el("strong", {}, person.display_name),
+    el("p", { class: "muted" }, `On ${[...new Set(person.identities.map((i) => i.channel))].join(", ")} · ${person.conversations.length} conversation(s)`),
+    notes, save,
+    ...person.suggestions.map((s) => el("p", {}, `Maybe also ${s.display_name} (${s.reason}) · `, merge(s))),
+  );
 }
 
 // The conversation at a glance: a summary and its action items, each a follow-up in one click.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from adapters.agent.choice import ModelChoice
 from adapters.agent.orchestrator import AgentSettings
 from adapters.vault.cipher import Keyring
+from domain import contacts, ids
 from domain import events as ev
 from domain.agent import SUMMARY_SYSTEM
 from domain.briefs import BRIEF_SYSTEM
@@ -211,3 +213,63 @@ async def test_a_brief_with_a_model_is_the_models_json_and_is_metered(
     again = await _visitor_says(api, key, "Gracias.", visitor_token=said["visitor_token"])
     fallback = (await api.get(path, params={"min_seq": again["seq"]}, headers=_auth(owner))).json()
     assert fallback["model"] is None and "Visitor: Gracias." in fallback["summary"]
+
+
+async def test_the_agent_knows_the_person_the_owners_notes_and_with_leave_their_other_channels(
+    api: httpx.AsyncClient, stack: Stack, fake: FakeAnthropic, assistant: None
+) -> None:
+    owner = await _signup(api, "person-shop@example.com")
+    widget = await _widget(api, owner)
+    key, token = widget["widget_key"], preview_token(widget)
+    first = await _visitor_says(api, key, "Hi, it's Lea again.", visitor_token=token)
+    conversation = first["conversation_id"]
+    await _until(lambda: _has_replies(api, owner, conversation, 1), "the first reply")
+    here = (await api.get(f"/v1/conversations/{conversation}", headers=_auth(owner))).json()["contact_id"]
+    assert here is not None and "<person>" not in _asked(fake.requests[-1])  # no notes yet
+
+    # The same person on Telegram (merged by the owner), and the owner's notes on her.
+    elsewhere = ids.new_id(ids.CONVERSATION)
+    actor = "connector:telegram:cn_t"
+    await stack.store.append_many([
+        ev.new_event(
+            ev.ConversationCreated, tenant_id=owner["tenant_id"], aggregate_id=elsewhere, actor=actor,
+            data=ev.ConversationCreatedData(
+                channel="telegram", connection_id="cn_t", kind="direct", title="Lea", external_id="99"
+            ),
+        ),
+        ev.new_event(
+            ev.MessageReceived, tenant_id=owner["tenant_id"], aggregate_id=elsewhere, actor=actor,
+            data=ev.MessageReceivedData(
+                message_id=ids.new_id(ids.MESSAGE), connection_id="cn_t", channel="telegram",
+                provider_message_id="99-1", sender=ev.Sender(id="tg:99", name="Lea"),
+                text="My order number is 4711.", sent_at=datetime.now(UTC),
+            ),
+        ),
+    ])  # fmt: skip
+    there = contacts.first_contact_id(contacts.identity_id("cn_t", "tg:99"))
+    await stack.wait_caught_up()
+    merged = await api.post(f"/v1/contacts/{here}/merge", json={"contact_id": there}, headers=_auth(owner))
+    noted = await api.put(
+        f"/v1/contacts/{here}/notes", json={"notes": "VIP, prefers email."}, headers=_auth(owner)
+    )
+    assert merged.status_code == noted.status_code == 202, merged.text
+    await stack.wait_caught_up()
+    await _visitor_says(api, key, "Any news?", visitor_token=token)
+    await _until(lambda: _has_replies(api, owner, conversation, 2), "the second reply")
+    asked = _asked(fake.requests[-1])
+    assert "<person>" in asked and "VIP, prefers email." in asked
+    assert "4711" not in asked  # other channels only where the owner allows it
+
+    # Cross-channel memory on: what she said on Telegram reaches the agent too.
+    agents = (await api.get("/v1/agents", headers=_auth(owner))).json()
+    agent = agents[0]
+    rules = {**agent["rules"], "cross_channel_memory": True}
+    for dropped in ("auto_reply_outside_quiet",):
+        rules.pop(dropped, None)
+    changed = await api.put(f"/v1/agents/{agent['agent_id']}", json={"rules": rules}, headers=_auth(owner))
+    assert changed.status_code == 202, changed.text
+    await stack.wait_caught_up()
+    await _visitor_says(api, key, "Did it ship?", visitor_token=token)
+    await _until(lambda: _has_replies(api, owner, conversation, 3), "the third reply")
+    asked = _asked(fake.requests[-1])
+    assert "Latest in their conversation on telegram" in asked and "4711" in asked

@@ -380,7 +380,7 @@ class FollowUpScheduledData(Payload, frozen=True):
     note: str | None = None  # what to follow up on, for the person reminded
 
 
-class FollowUpScheduled(Event, frozen=True, kw_only=True, tag="follow_up.scheduled"):
+class FollowUpScheduled(Event, frozen=True, kw_only=True, tag="reminder.scheduled"):
     """ "Nudge me if they have not answered by then": at ``due_at`` a ``reminder.due``, unless
     (``only_if_no_reply``) the contact wrote in the conversation since."""
 
@@ -392,7 +392,7 @@ class FollowUpCancelledData(Payload, frozen=True):
     follow_up_id: str
 
 
-class FollowUpCancelled(Event, frozen=True, kw_only=True, tag="follow_up.cancelled"):
+class FollowUpCancelled(Event, frozen=True, kw_only=True, tag="reminder.cancelled"):
     """A person called a follow-up off (or dismissed its reminder)."""
 
     AGGREGATE = CONVERSATION

@@ -52,7 +52,7 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "reaction.added": ("sender_id",),
     "reaction.removed": ("sender_id",),
     "message.send_failed": ("reason",),
-    "follow_up.scheduled": ("note",),
+    "reminder.scheduled": ("note",),
     "reminder.due": ("note",),
     "contact.notes_set": ("notes",),
     "memory.fact_proposed": ("text",),

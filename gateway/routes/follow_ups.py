@@ -1,11 +1,11 @@
 """Follow-ups: "nudge me if they have not answered by then".
 
 - ``POST /v1/conversations/{id}/follow-ups`` ``{"due_at", "only_if_no_reply": true, "note"?}``
-  — ``follow_up.scheduled``. At ``due_at`` the gateway's scheduler records ``reminder.due``
+  — ``reminder.scheduled``. At ``due_at`` the gateway's scheduler records ``reminder.due``
   (pushed, counted on ``/v1/me``), unless the contact wrote in the conversation since and
   ``only_if_no_reply`` held: then it is ``answered`` and nothing fires.
 - ``GET /v1/follow-ups?status=waiting|answered|due|cancelled&limit=`` — the soonest first.
-- ``DELETE /v1/follow-ups/{id}`` — call it off, or dismiss its reminder (``follow_up.cancelled``).
+- ``DELETE /v1/follow-ups/{id}`` — call it off, or dismiss its reminder (``reminder.cancelled``).
 """
 
 from __future__ import annotations

@@ -281,6 +281,53 @@ async def _client_never_reads(run: Run) -> None:
     run.note = dropped
 
 
+async def _gateway_down_over_a_scheduled_send(run: Run) -> None:
+    """A reply scheduled a few seconds ahead, and the gateway (whose scheduler releases it)
+    killed before its time and started again after: it goes out once, late by the outage."""
+    headers = {"authorization": f"Bearer {run.access_token}"}
+    async with httpx.AsyncClient(base_url=run.plant.gateway_url, timeout=10) as http:
+        asked = await http.post(
+            f"/v1/webchat/{run.widget_key}/messages",
+            json={"text": "Remind me later?", "visitor_token": f"vt_{secrets.token_urlsafe(18)}"},
+        )
+        asked.raise_for_status()
+        run.load.accepted.visitor_messages[asked.json()["message_id"]] = asked.json()["conversation_id"]
+        due = datetime.now(UTC) + timedelta(seconds=2)
+        body = {
+            "conversation_id": asked.json()["conversation_id"],
+            "text": "Here is your reminder.",
+            "send_at": due.isoformat(),
+        }
+        scheduled = await http.post("/v1/messages", json=body, headers=headers)
+        assert scheduled.status_code == 202, scheduled.text
+    message_id = scheduled.json()["message_id"]
+    await run.plant.kill("gateway")
+    await asyncio.sleep(3)  # its time passes while no scheduler runs
+    await run.plant.start("gateway")
+
+    async def sent_once() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with pg_connection(run.plant.database_url) as conn:
+                cur = await conn.execute(
+                    "SELECT status FROM rm_inbox.messages WHERE message_id = %s", (message_id,)
+                )
+                row = await cur.fetchone()
+            if row is not None and row["status"] == "sent":
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the scheduled message was not sent after the gateway came back")
+        kinds = [
+            stored.event.type
+            async for stored in run.store.read_events(subject=f"ev.{run.tenant_id}.conversation.*.message_*")
+            if getattr(stored.event.data, "message_id", None) == message_id
+        ]
+        assert sorted(kinds) == ["message.send_released", "message.send_requested", "message.sent"], kinds
+
+    run.note = sent_once
+
+
 async def _nothing(run: Run) -> None:
     """The baseline: the same load and checks with no fault, for reading the other rows."""
 
@@ -292,6 +339,7 @@ FAULTS: list[tuple[str, Inject]] = [
     ("SIGKILL webchat connector", _kill("connector")),
     ("SIGKILL outbox", _kill("outbox")),
     ("SIGKILL gateway (clients resume)", _kill("gateway")),
+    ("SIGKILL gateway over a scheduled send", _gateway_down_over_a_scheduled_send),
     ("nats-server crash + restart", _restart_nats),
     ("PostgreSQL restart", _restart_postgres),
     ("duplicate deliveries", _duplicates),

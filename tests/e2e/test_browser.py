@@ -77,8 +77,11 @@ async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, 
     await expect(conversation).to_contain_text("Hello from the website!")
     await expect(conversation).to_contain_text("webchat")
     await expect(conversation.locator(".unread")).to_have_text("1")
+    await expect(page.locator("#waiting-count")).to_have_text("1")  # "Needs reply", the default view
     await conversation.get_by_role("button").click()
     await expect(page.locator("#messages")).to_contain_text("Hello from the website!")
+    await page.get_by_role("button", name="Summary").click()
+    await expect(page.get_by_role("region", name="Summary")).to_contain_text("Hello from the website!")
 
     # The reply goes out through the channel and reaches the visitor.
     await page.get_by_label("Reply").fill("Hi! How can we help?")
@@ -88,6 +91,7 @@ async def test_signup_webchat_round_trip_in_the_browser(api: httpx.AsyncClient, 
     await expect(page.locator("#messages li.out")).to_contain_text("Hi! How can we help?")
     await expect(page.locator("#messages li.out")).not_to_contain_text("sending…")
     await expect(conversation.locator(".unread")).to_have_count(0)  # opening it marked it read
+    await expect(page.locator("#waiting-count")).to_be_hidden()  # answered: nothing waits
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "browser-webchat-round-trip.png"), full_page=True)

@@ -292,6 +292,10 @@ async def _gateway_down_over_a_scheduled_send(run: Run) -> None:
         )
         asked.raise_for_status()
         run.load.accepted.visitor_messages[asked.json()["message_id"]] = asked.json()["conversation_id"]
+        conversation_id = asked.json()["conversation_id"]
+        conversation = f"/v1/conversations/{conversation_id}"
+        shown = await http.get(conversation, params={"min_seq": asked.json()["seq"]}, headers=headers)
+        assert shown.status_code == 200, shown.text  # the inbox has it: a reply may be scheduled
         due = datetime.now(UTC) + timedelta(seconds=2)
         body = {
             "conversation_id": asked.json()["conversation_id"],
@@ -320,7 +324,9 @@ async def _gateway_down_over_a_scheduled_send(run: Run) -> None:
             raise AssertionError("the scheduled message was not sent after the gateway came back")
         kinds = [
             stored.event.type
-            async for stored in run.store.read_events(subject=f"ev.{run.tenant_id}.conversation.*.message_*")
+            async for stored in run.store.read_events(
+                subject=f"ev.{run.tenant_id}.conversation.{conversation_id}.>"
+            )
             if getattr(stored.event.data, "message_id", None) == message_id
         ]
         assert sorted(kinds) == ["message.send_released", "message.send_requested", "message.sent"], kinds

@@ -732,6 +732,7 @@ function fillAgentForm(agent) {
   form.quiet_from.value = quiet ? quiet[0] : "";
   form.quiet_to.value = quiet ? quiet[1] : "";
   form.enabled.checked = agent.enabled;
+  form.cross_channel_memory.checked = Boolean(agent.rules.cross_channel_memory);
 }
 
 function agentBody() {
@@ -746,6 +747,7 @@ function agentBody() {
       channels: form.channels.value.split(",").map((c) => c.trim()).filter(Boolean),
       groups_require_mention: form.groups_require_mention.checked,
       quiet_hours: hours.every((h) => h !== "") ? hours.map(Number) : null,
+      cross_channel_memory: form.cross_channel_memory.checked,
     },
     enabled: form.enabled.checked,
   };

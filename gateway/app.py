@@ -19,6 +19,7 @@ from gateway.routes.briefs import briefs_router
 from gateway.routes.channels import channels_router
 from gateway.routes.contacts import contacts_router
 from gateway.routes.devices import devices_router
+from gateway.routes.digest import digest_router
 from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
 from gateway.routes.follow_ups import follow_ups_router
@@ -71,6 +72,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             follow_ups_router,
             briefs_router,
             contacts_router,
+            digest_router,
             devices_router,
             bridge_router,
             webchat_router,

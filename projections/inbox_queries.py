@@ -468,3 +468,48 @@ async def due_follow_ups(conn: Connection, now: datetime, *, limit: int) -> list
         (now, limit),
     )
     return [msgspec.convert(r, DueFollowUp, strict=False) for r in await cur.fetchall()]
+
+
+class Waiting(msgspec.Struct, frozen=True):
+    conversation_id: str
+    channel: str
+    title: str
+    awaiting_since: datetime
+    last_message_preview: str | None
+
+
+async def waiting_since_before(
+    conn: Connection, tenant_id: str, before: datetime, *, limit: int
+) -> list[Waiting]:
+    """Conversations that wait for a reply now (not snoozed) and have since before ``before``,
+    the longest waiting first."""
+    cur = await conn.execute(
+        "SELECT c.conversation_id, c.channel, c.title, c.awaiting_since, c.last_message_preview"
+        f" FROM rm_inbox.conversations c WHERE c.tenant_id = %s AND {NEEDS_REPLY} AND c.awaiting_since < %s"
+        " ORDER BY c.awaiting_since LIMIT %s",
+        (tenant_id, before, limit),
+    )
+    return [msgspec.convert(r, Waiting, strict=False) for r in await cur.fetchall()]
+
+
+async def follow_ups_between(
+    conn: Connection, tenant_id: str, start: datetime, end: datetime, *, limit: int
+) -> list[FollowUp]:
+    """Follow-ups due in [start, end) that still matter: waiting, or reminded and not dismissed."""
+    cur = await conn.execute(
+        f"{_FOLLOW_UP} WHERE f.tenant_id = %s AND f.status IN ('waiting', 'due')"
+        " AND f.due_at >= %s AND f.due_at < %s ORDER BY f.due_at LIMIT %s",
+        (tenant_id, start, end, limit),
+    )
+    return [msgspec.convert(r, FollowUp, strict=False) for r in await cur.fetchall()]
+
+
+async def received_between(conn: Connection, tenant_id: str, start: datetime, end: datetime) -> int:
+    """How many messages from people arrived in [start, end)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM rm_inbox.messages WHERE tenant_id = %s AND direction = 'in'"
+        " AND sent_at >= %s AND sent_at < %s",
+        (tenant_id, start, end),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row is not None else 0

@@ -748,6 +748,9 @@ function agentBody() {
       groups_require_mention: form.groups_require_mention.checked,
       quiet_hours: hours.every((h) => h !== "") ? hours.map(Number) : null,
       cross_channel_memory: form.cross_channel_memory.checked,
+      // not on the form: kept as they are (the rules are replaced as a whole)
+      allowed_senders: currentAgent?.rules.allowed_senders || [],
+      inbox_search_senders: currentAgent?.rules.inbox_search_senders || [],
     },
     enabled: form.enabled.checked,
   };

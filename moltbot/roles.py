@@ -602,10 +602,12 @@ async def _release_scheduled(ctx: GatewayContext) -> None:
             await release_due(ctx.owner_pool, ctx.store, now)
             await remind_due(ctx.owner_pool, ctx.store, now)
         except psycopg.errors.UndefinedTable:
+            raise_if_cancelled()
             log.debug("scheduled_sends_waiting", reason="the inbox read model is not created yet")
         except Exception as exc:  # the next tick tries again; the log says why this one did not
             raise_if_cancelled()
             log.warning("scheduled_sends_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        raise_if_cancelled()  # an append (a NATS publish) or a query can swallow the cancellation
 
 
 def _bundled_catalog() -> Catalog:

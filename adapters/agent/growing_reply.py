@@ -75,6 +75,12 @@ class GrowingReply:
         if self._task is None and self.text.strip():
             self._task = asyncio.create_task(self._grow())
 
+    def abandon(self) -> None:
+        """The run ended without finishing (cancelled): the edits on the way stop."""
+        self._done.set()
+        if self._task is not None:
+            self._task.cancel()
+
     async def finish(self, full_text: str) -> bool:
         """The model is done: stop the edits on the way and, if the first part went out,
         make it the reply's first part of ``full_text`` (True: the run sends the rest);

@@ -371,6 +371,10 @@ class Orchestrator:
             reply = await model.complete(
                 request, tools, _quiet if drafting else self._live_deltas(run, growing)
             )
+        except asyncio.CancelledError:
+            if growing is not None:
+                growing.abandon()  # its edits stop with the run (a redelivered trigger resumes it)
+            raise
         except ModelUnavailable as exc:
             await self._fail(run.trigger, run.run_id, exc.code, exc.reason, growing)
             return

@@ -19,7 +19,7 @@ from domain import events as ev
 from tests.integration.conftest import Stack
 from tests.integration.test_agent import _until
 from tests.integration.test_gateway import _auth, _signup
-from tests.integration.test_webchat import _messages, _next, _visitor_socket, _widget
+from tests.integration.test_webchat import _messages, _next, _visitor_says, _visitor_socket, _widget
 
 
 async def _schedule(
@@ -27,6 +27,18 @@ async def _schedule(
 ) -> httpx.Response:
     body = {"conversation_id": conversation, "text": text, "send_at": at.isoformat()}
     return await api.post("/v1/messages", json=body, headers=_auth(owner))
+
+
+async def _visited(api: httpx.AsyncClient, owner: dict[str, str], key: str) -> str:
+    """A visitor's conversation, once the inbox has it (a reply may be scheduled into it)."""
+    asked = await _visitor_says(api, key, "Hello")
+    shown = await api.get(
+        f"/v1/conversations/{asked['conversation_id']}",
+        params={"min_seq": asked["seq"]},
+        headers=_auth(owner),
+    )
+    assert shown.status_code == 200, shown.text
+    return str(asked["conversation_id"])
 
 
 async def _status(api: httpx.AsyncClient, owner: dict[str, str], conversation: str, message_id: str) -> str:
@@ -95,11 +107,7 @@ async def test_a_scheduled_message_can_be_called_off_and_bad_requests_say_what_t
 ) -> None:
     owner = await _signup(api, "scheduled-cancel@example.com")
     key = (await _widget(api, owner))["widget_key"]
-    async with await _visitor_socket(api, key) as socket:
-        await socket.send(json.dumps({"op": "hello", "name": "Max"}))
-        conversation = (await _next(socket, "welcome"))["conversation_id"]
-        await socket.send(json.dumps({"op": "send", "text": "Hello"}))
-        await _next(socket, "sent")
+    conversation = await _visited(api, owner, key)
     later = datetime.now(UTC) + timedelta(minutes=10)
     scheduled = await _schedule(api, owner, conversation, "Never mind.", later)
     assert scheduled.status_code == 202, scheduled.text
@@ -151,11 +159,7 @@ async def test_releases_are_exactly_once_across_schedulers_and_restarts(
 ) -> None:
     owner = await _signup(api, "scheduled-twice@example.com")
     key = (await _widget(api, owner))["widget_key"]
-    async with await _visitor_socket(api, key) as socket:
-        await socket.send(json.dumps({"op": "hello", "name": "Ida"}))
-        conversation = (await _next(socket, "welcome"))["conversation_id"]
-        await socket.send(json.dumps({"op": "send", "text": "Hello"}))
-        await _next(socket, "sent")
+    conversation = await _visited(api, owner, key)
     due = datetime.now(UTC) + timedelta(minutes=30)  # far enough that the gateway's own ticks wait
     scheduled = await _schedule(api, owner, conversation, "Half an hour later.", due)
     await stack.wait_caught_up()

@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 from domain import events as ev
 from domain import ids, zones
+from domain.away import AWAY_SENDER
 from domain.injection import Finding, Screening, screen
 from domain.models import ModelReply, price_of
 
@@ -273,8 +274,8 @@ def awaits_reply(message: ev.MessageReceivedData) -> bool:
 
 def answers(sender: ev.Sender) -> bool:
     """Whether a message we send answers the conversation (a person's or the agent's reply),
-    unlike the pairing gate's code."""
-    return sender.id != PAIRING_SENDER.id
+    unlike the pairing gate's code or the away notice."""
+    return sender.id not in (PAIRING_SENDER.id, AWAY_SENDER.id)
 
 
 def admission(

@@ -118,6 +118,12 @@ def dedupe_key(event: Event) -> str:
         return f"{event.type}:{event.tenant_id}:{event.aggregate_id}:{sender}"
     if event.type == "reminder.due":  # several schedulers at its time remind once
         return f"{event.type}:{event.tenant_id}:{data.follow_up_id}"  # type: ignore[union-attr]
+    if event.type == "reminder.proposed":  # a trigger handled twice proposes it once
+        return f"{event.type}:{event.tenant_id}:{data.follow_up_id}"  # type: ignore[union-attr]
+    if event.type == "tenant.away_ended":  # the owner and the scheduler end it once
+        return f"{event.type}:{event.tenant_id}:{data.away_id}"  # type: ignore[union-attr]
+    if event.type == "user.digest_due":  # once a day, however many schedulers tick
+        return f"{event.type}:{event.aggregate_id}:{data.date.isoformat()}"  # type: ignore[union-attr]
     if event.type == "memory.fact_proposed":  # a run resumed after a crash proposes it once
         return f"{event.type}:{event.tenant_id}:{data.fact_id}"  # type: ignore[union-attr]
     if event.type == "media.available":

@@ -114,6 +114,8 @@ class UserPreferencesChangedData(Payload, frozen=True):
 
     time_zone: str = "UTC"  # an IANA name, e.g. "Europe/Berlin"
     quiet_hours: QuietHours | None = None  # None: notifications at any hour
+    digest_hour: int | None = 8  # the hour (0-23, in time_zone) of the morning digest; None: none
+    digest_email: bool = True  # the morning digest by e-mail too (besides push)
 
 
 class UserPreferencesChanged(Event, frozen=True, kw_only=True, tag="user.preferences_changed"):
@@ -122,6 +124,47 @@ class UserPreferencesChanged(Event, frozen=True, kw_only=True, tag="user.prefere
 
     AGGREGATE = USER
     data: UserPreferencesChangedData
+
+
+class DigestDueData(Payload, frozen=True):
+    date: date  # the day it covers, on the person's clock
+
+
+class DigestDue(Event, frozen=True, kw_only=True, tag="user.digest_due"):
+    """A person's morning came (``digest_hour`` on their clock): their digest of the day goes
+    out by push and e-mail. Keyed by the person and the day, so it is due once."""
+
+    AGGREGATE = USER
+    data: DigestDueData
+
+
+class AwaySetData(Payload, frozen=True):
+    away_id: str
+    until: datetime
+    message: str  # the answer people get
+    connection_ids: tuple[str, ...] = ()  # where it answers; empty: on every connection
+    mode: Literal["answer", "draft"] = "answer"  # sent, or proposed as a draft to approve
+
+
+class AwaySet(Event, frozen=True, kw_only=True, tag="tenant.away_set"):
+    """The inbox is away until ``until``: one answer with ``message`` to each direct
+    conversation that writes (on the chosen connections), notifications held until back.
+    A newer one replaces it."""
+
+    AGGREGATE = TENANT
+    data: AwaySetData
+
+
+class AwayEndedData(Payload, frozen=True):
+    away_id: str
+    reason: Literal["returned", "until"] = "returned"  # the owner came back; its time ran out
+
+
+class AwayEnded(Event, frozen=True, kw_only=True, tag="tenant.away_ended"):
+    """The inbox is back: keyed by the away period, so it ends once."""
+
+    AGGREGATE = TENANT
+    data: AwayEndedData
 
 
 class MemberAddedData(Payload, frozen=True):
@@ -386,6 +429,22 @@ class FollowUpScheduled(Event, frozen=True, kw_only=True, tag="reminder.schedule
 
     AGGREGATE = CONVERSATION
     data: FollowUpScheduledData
+
+
+class FollowUpProposedData(Payload, frozen=True):
+    follow_up_id: str
+    due_at: datetime
+    note: str  # why, in the contact's words ("I'll get back to you Friday")
+    message_id: str  # the message that promised it
+
+
+class FollowUpProposed(Event, frozen=True, kw_only=True, tag="reminder.proposed"):
+    """The agent read a promise ("I'll get back to you Friday") and proposes a follow-up if
+    they have not written by then; nothing is reminded until a person approves it
+    (``reminder.scheduled`` with the same id) — or called off (``reminder.cancelled``)."""
+
+    AGGREGATE = CONVERSATION
+    data: FollowUpProposedData
 
 
 class FollowUpCancelledData(Payload, frozen=True):
@@ -889,6 +948,9 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     RetentionApplied,
     UserRegistered,
     UserPreferencesChanged,
+    DigestDue,
+    AwaySet,
+    AwayEnded,
     MemberAdded,
     MemberRoleChanged,
     MemberRemoved,
@@ -908,6 +970,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConversationSummarized,
     ConversationSnoozed,
     FollowUpScheduled,
+    FollowUpProposed,
     FollowUpCancelled,
     ReminderDue,
     ConversationAgentPaused,

@@ -24,6 +24,8 @@ FOLLOW_UP_ID = "fu_01JD3V5W4H7B8C9D0E1F2G3H4J"
 CONTACT_ID = "ct_01JD3V5W4J8C9D0E1F2G3H4J5K"
 OTHER_CONTACT_ID = "ct_01JD3V5W4K9D0E1F2G3H4J5K6M"
 IDENTITY_ID = "id_01JD3V5W4M0E1F2G3H4J5K6M7N"
+AWAY_ID = "aw_01JD3V5W4N1F2G3H4J5K6M7N8P"
+PROPOSED_FOLLOW_UP_ID = "fu_01JD3V5W4P2G3H4J5K6M7N8P9Q"
 AT = datetime(2026, 11, 24, 9, 30, 0, tzinfo=UTC)
 
 _TELEGRAM_SENDER = ev.Sender(id="tg:5551234", name="Ada Lovelace")
@@ -480,9 +482,33 @@ def examples() -> list[ev.Event]:
             USER_ID,
             user,
             ev.UserPreferencesChangedData(
-                time_zone="Europe/Berlin", quiet_hours=ev.QuietHours(start=22, end=7)
+                time_zone="Europe/Berlin", quiet_hours=ev.QuietHours(start=22, end=7), digest_hour=8
             ),
         ),
+        (ev.DigestDue, USER_ID, "system:scheduler", ev.DigestDueData(date=date(2026, 11, 25))),
+        (
+            ev.FollowUpProposed,
+            CONVERSATION_ID,
+            agent,
+            ev.FollowUpProposedData(
+                follow_up_id=PROPOSED_FOLLOW_UP_ID,
+                due_at=datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC),
+                note="They said: I'll get back to you Friday.",
+                message_id=MESSAGE_ID,
+            ),
+        ),
+        (
+            ev.AwaySet,
+            TENANT_ID,
+            user,
+            ev.AwaySetData(
+                away_id=AWAY_ID,
+                until=datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC),
+                message="I'm away until Monday and will answer then.",
+                connection_ids=(CONNECTION_ID,),
+            ),
+        ),
+        (ev.AwayEnded, TENANT_ID, user, ev.AwayEndedData(away_id=AWAY_ID, reason="returned")),
     ]
     return [
         _make(cls, aggregate_id, actor, data, n) for n, (cls, aggregate_id, actor, data) in enumerate(specs)

@@ -24,6 +24,7 @@ AGENT = "ag"
 DRAFT = "dr"
 FACT = "fa"  # a fact the agent remembers
 FOLLOW_UP = "fu"
+AWAY = "aw"  # an away period
 
 
 def _encode(value: int, length: int) -> str:

@@ -1,5 +1,5 @@
-"""The product's own mail to people about their account (pure): a rendered mail as a value,
-and the port that sends one.
+"""The product's own mail to people about their account and their inbox's day (pure): a
+rendered mail as a value, and the port that sends one.
 
 Which mail goes out is decided elsewhere (the gateway's account flows); what it says is
 rendered by ``adapters/mail/templates.py``; how it leaves is a :class:`Mailer`
@@ -12,7 +12,9 @@ from typing import Literal, Protocol
 
 import msgspec
 
-MailKind = Literal["password_reset", "verify_email", "invitation", "password_changed", "two_factor_changed"]
+MailKind = Literal[
+    "password_reset", "verify_email", "invitation", "password_changed", "two_factor_changed", "digest"
+]
 
 
 class Mail(msgspec.Struct, frozen=True, kw_only=True):

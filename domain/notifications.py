@@ -7,7 +7,12 @@ devices, what the notification says, and when a person's quiet hours hold it bac
 - the agent proposes a draft — everyone in the inbox;
 - a channel needs its owner (``connection.state_changed`` to ``action_required``) — owners
   and admins;
-- the month's AI allowance is used up — owners and admins, once a month.
+- the month's AI allowance is used up — owners and admins, once a month;
+- a person's morning digest (``user.digest_due``), when something in it needs them — that person;
+- the inbox is back from being away (``tenant.away_ended``): what came in meanwhile — everyone.
+
+While the inbox is away every notification but a channel's call for its owner is held back
+(not sent, not queued): the one that says it is back sums them up.
 
 What a notification carries is small (title, body, the inbox URL to open, a tag: a newer
 notification with the same tag replaces the older one on the device); a message shows its
@@ -32,6 +37,7 @@ PREVIEW_CHARS: Final = 120
 INBOX_URL: Final = "/"
 CHANNELS_URL: Final = "/#channels"
 USAGE_URL: Final = "/#usage"
+DIGEST_URL: Final = "/#digest"
 _SPACES = re.compile(r"\s+")
 
 Audience = Literal["members", "managers"]  # everyone in the inbox; its owners and admins
@@ -62,6 +68,8 @@ class Push(msgspec.Struct, frozen=True, kw_only=True):
     message: PushMessage
     audience: Audience
     urgency: Urgency = "normal"
+    user_id: str | None = None  # this person only (of the audience)
+    held_while_away: bool = True  # held back while the inbox is away
 
 
 class ConversationFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +108,10 @@ class NotifierReads(Protocol):
         ...
 
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> plans.Spend: ...
+
+    async def away_on(self, tenant_id: str, now: datetime) -> bool:
+        """Whether the inbox is away at ``now``."""
+        ...
 
 
 def too_old(occurred_at: datetime, at: datetime) -> bool:
@@ -177,7 +189,7 @@ def channel_push(event: ev.ConnectionStateChanged, connection_name: str) -> Push
         url=CHANNELS_URL,
         tag=f"connection-{event.aggregate_id}",
     )
-    return Push(message=message, audience="managers", urgency="high")
+    return Push(message=message, audience="managers", urgency="high", held_while_away=False)
 
 
 def reminder_push(event: ev.ReminderDue, conversation: ConversationFacts) -> Push:
@@ -230,7 +242,55 @@ def budget_push(catalog: plans.Catalog, plan: str) -> Push:
 
 
 def addressed(push: Push, recipient: Recipient) -> bool:
+    if push.user_id is not None and recipient.user_id != push.user_id:
+        return False
     return push.audience == "members" or recipient.role in MANAGERS
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def digest_headline(*, needs_reply: int, follow_ups: int, channels: int, away_received: int | None) -> str:
+    """What a day holds, in a line ("" when nothing needs anyone)."""
+    parts = []
+    if needs_reply:
+        parts.append(f"{_count(needs_reply, 'conversation needs', 'conversations need')} a reply")
+    if follow_ups:
+        parts.append(f"{_count(follow_ups, 'follow-up', 'follow-ups')} due")
+    if channels:
+        parts.append(f"{_count(channels, 'channel needs', 'channels need')} you")
+    if away_received is not None:
+        parts.append(f"{_count(away_received, 'message', 'messages')} while you were away")
+    return ", ".join(parts)
+
+
+def digest_push(user_id: str, headline: str) -> Push | None:
+    """A person's morning: what waits for them today (None when nothing does)."""
+    if not headline:
+        return None
+    message = PushMessage(
+        title="Your day at a glance",
+        body=shortened(headline[:1].upper() + headline[1:] + ".", PREVIEW_CHARS),
+        url=DIGEST_URL,
+        tag="digest",
+    )
+    return Push(message=message, audience="members", user_id=user_id)
+
+
+def back_push(*, received: int, conversations: int, still_waiting: int) -> Push:
+    """The inbox is back from being away: what came in meanwhile."""
+    if received:
+        where = _count(conversations, "conversation", "conversations")
+        verb = "needs" if still_waiting == 1 else "need"
+        body = (
+            f"{_count(received, 'message', 'messages')} in {where} while you were away;"
+            f" {still_waiting} still {verb} a reply."
+        )
+    else:
+        body = "Nothing came in while you were away."
+    message = PushMessage(title="Welcome back", body=body, url=DIGEST_URL, tag="away")
+    return Push(message=message, audience="members", held_while_away=False)
 
 
 def quiet_hours_refusal(quiet: ev.QuietHours) -> str | None:

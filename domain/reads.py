@@ -10,6 +10,7 @@ from typing import Protocol
 import msgspec
 
 from domain import events as ev
+from domain.away import Away
 from domain.plans import Spend
 
 
@@ -108,6 +109,11 @@ class AgentReads(Protocol):
 
     async def owner_time_zone(self, tenant_id: str) -> str | None:
         """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
+        ...
+
+    async def away_unanswered(self, tenant_id: str, conversation_id: str, now: datetime) -> Away | None:
+        """The inbox's away period when it is on at ``now`` and its answer is not in the
+        conversation yet (sent, or proposed as a draft); else None."""
         ...
 
     async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:

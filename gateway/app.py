@@ -13,6 +13,7 @@ from gateway.routes.accounts import auth_router, me_router
 from gateway.routes.agent_routing import routing_router
 from gateway.routes.agents import agents_router
 from gateway.routes.audit import audit_router
+from gateway.routes.away import away_router
 from gateway.routes.billing import billing_router
 from gateway.routes.bridge import bridge_router
 from gateway.routes.briefs import briefs_router
@@ -60,6 +61,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             audit_router,
             erasure_router,
             inbox_router,
+            away_router,
             messages_router,
             drafts_router,
             media_router,

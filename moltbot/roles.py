@@ -360,10 +360,13 @@ async def run_notifier(
     *,
     keyring: Keyring,
     catalog: Catalog | None = None,
+    mailer: Mailer | None = None,
+    inbox_url: str = "http://127.0.0.1:8000",
 ) -> None:
     """Send browser push notifications for what the log says needs people (adapters/push/
     notifier.py), until cancelled. ``keyring``: the vault's keys (the devices' subscriptions
-    and personal fields are sealed with them); ``catalog``: the plans (None: plans.yaml)."""
+    and personal fields are sealed with them); ``catalog``: the plans (None: plans.yaml);
+    ``mailer``: the morning digest by e-mail (None: by push only), linking to ``inbox_url``."""
     from adapters.push import notices
     from adapters.push.notifier import Notifier
     from adapters.push.webpush import WebPushSender
@@ -383,7 +386,8 @@ async def run_notifier(
         ):
             notifier = Notifier(
                 nc, NotifierReads(pool, auto_kinds=channel_registry.answering_kinds()), pool, keyring, sender,
-                store=EventStore(nc, sealer=sealer), catalog=catalog or _bundled_catalog(),
+                store=EventStore(nc, sealer=sealer), catalog=catalog or _bundled_catalog(), mailer=mailer,
+                inbox_url=inbox_url,
             )  # fmt: skip
             await notifier.run()
     finally:
@@ -587,12 +591,12 @@ async def _retention_daily(ctx: GatewayContext) -> None:
 
 
 async def _release_scheduled(ctx: GatewayContext) -> None:
-    """Release scheduled messages and follow-ups as their time comes
-    (adapters/postgres/scheduled_sends.py); every gateway ticks, and a release or a reminder
-    is keyed by what it releases, so each happens once."""
+    """Release scheduled messages, follow-ups, away periods' ends and morning digests as their
+    time comes (adapters/postgres/scheduled_sends.py); every gateway ticks, and each is keyed
+    by what it releases, so each happens once."""
     from datetime import UTC, datetime
 
-    from adapters.postgres.scheduled_sends import EVERY, release_due, remind_due
+    from adapters.postgres.scheduled_sends import EVERY, end_run_out, owe_digests, release_due, remind_due
 
     while True:
         await asyncio.sleep(EVERY)
@@ -601,6 +605,8 @@ async def _release_scheduled(ctx: GatewayContext) -> None:
             now = datetime.now(UTC)
             await release_due(ctx.owner_pool, ctx.store, now)
             await remind_due(ctx.owner_pool, ctx.store, now)
+            await end_run_out(ctx.owner_pool, ctx.store, now)
+            await owe_digests(ctx.owner_pool, ctx.store, now)
         except psycopg.errors.UndefinedTable:
             raise_if_cancelled()
             log.debug("scheduled_sends_waiting", reason="the inbox read model is not created yet")

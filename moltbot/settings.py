@@ -258,11 +258,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             meter_event=self.stripe_meter_event or METER_EVENT,
         )
 
+    def inbox_url(self) -> str:
+        """Where people reach the web inbox: the public URL, else the local gateway."""
+        return self.public_url or f"http://127.0.0.1:{self.gateway_port}"
+
     def slack_app(self) -> SlackApp | None:
         """The Slack app for "Add to Slack", when its three secrets are all set."""
         if not (self.slack_client_id and self.slack_client_secret and self.slack_signing_secret):
             return None
-        public = self.public_url or f"http://127.0.0.1:{self.gateway_port}"
+        public = self.inbox_url()
         return SlackApp(
             client_id=self.slack_client_id,
             client_secret=self.slack_client_secret,

@@ -296,6 +296,8 @@ async def _up(settings: Settings, cluster: int) -> None:
                             settings.push_config(),
                             keyring=keyring,
                             catalog=settings.catalog(),
+                            mailer=settings.mailer(),
+                            inbox_url=settings.inbox_url(),
                         ),
                         name="notifier",
                     )

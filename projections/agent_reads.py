@@ -11,6 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.vault.cipher import Keyring
+from domain import away as away_rules
+from domain.away import Away
 from domain.plans import Spend
 from domain.reads import ConversationView, FoundMessage, PastMessage, Person, RoutedAgents
 from projections import (
@@ -71,6 +73,16 @@ class AgentReads:
         """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await tenants_queries.owner_time_zone(conn, tenant_id)
+
+    async def away_unanswered(self, tenant_id: str, conversation_id: str, now: datetime) -> Away | None:
+        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
+            found = await tenants_queries.away(conn, tenant_id)
+            if found is None or not away_rules.is_on(found, now):
+                return None
+            answer = away_rules.answer_id(found.away_id, conversation_id)
+            draft = away_rules.draft_id(found.away_id, conversation_id)
+            answered = await inbox_queries.has_message_or_draft(conn, answer, draft)
+        return None if answered else found
 
     async def person(self, tenant_id: str, conversation_id: str) -> Person | None:
         """Who a direct conversation is with, or None (a group, or no contact yet)."""

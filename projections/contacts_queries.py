@@ -47,6 +47,16 @@ class Suggestion(msgspec.Struct, frozen=True):
     reason: str  # "same phone +15551234567", "same e-mail ada@example.com"
 
 
+class SuggestedPair(msgspec.Struct, frozen=True):
+    """Two contacts that may be the same person, and why (what they share)."""
+
+    contact_id: str  # the lesser id of the two: each pair comes once
+    display_name: str
+    other_contact_id: str
+    other_display_name: str
+    reason: str  # as a Suggestion's
+
+
 class Contact(msgspec.Struct, frozen=True):
     contact_id: str
     display_name: str
@@ -140,6 +150,35 @@ async def contact(conn: Connection, contact_id: str) -> Contact | None:
         conversations,
         suggestions,
     )
+
+
+async def suggested_pairs(conn: Connection, *, limit: int) -> list[SuggestedPair]:
+    """Every pair of contacts (not merged away) whose identities share a phone number or an
+    e-mail address, each pair once, the most recently heard from first."""
+    cur = await conn.execute(
+        # phone and e-mail apart, so each side of the join can use its (tenant_id, …) index;
+        # tenant_id equal on both, though row security already keeps to one tenant
+        "WITH shared AS ("
+        " SELECT a.contact_id AS one, b.contact_id AS other, 0 AS rank, 'same phone ' || a.phone AS reason"
+        " FROM rm_contacts.identities a JOIN rm_contacts.identities b"
+        " ON b.tenant_id = a.tenant_id AND b.phone = a.phone AND b.contact_id > a.contact_id"
+        " UNION ALL"
+        " SELECT a.contact_id, b.contact_id, 1, 'same e-mail ' || a.email"
+        " FROM rm_contacts.identities a JOIN rm_contacts.identities b"
+        " ON b.tenant_id = a.tenant_id AND b.email = a.email AND b.contact_id > a.contact_id),"
+        # one reason a pair: a phone before an e-mail address, then the first in order
+        " pairs AS (SELECT DISTINCT ON (one, other) one, other, reason FROM shared"
+        " ORDER BY one, other, rank, reason)"
+        " SELECT c.contact_id, c.display_name, o.contact_id AS other_contact_id,"
+        " o.display_name AS other_display_name, p.reason FROM pairs p"
+        " JOIN rm_contacts.contacts c ON c.contact_id = p.one AND c.merged_into IS NULL"
+        " JOIN rm_contacts.contacts o ON o.contact_id = p.other AND o.merged_into IS NULL"
+        " AND o.tenant_id = c.tenant_id"
+        " ORDER BY (SELECT max(i.last_seen) FROM rm_contacts.identities i"
+        " WHERE i.contact_id IN (p.one, p.other)) DESC, c.contact_id, o.contact_id LIMIT %(limit)s",
+        {"limit": limit},
+    )
+    return [msgspec.convert(r, SuggestedPair, strict=False) for r in await cur.fetchall()]
 
 
 async def person_of(conn: Connection, conversation_id: str, *, elsewhere: int = 5) -> Person | None:

@@ -101,7 +101,7 @@ CREATE TABLE follow_ups (
     due_at           timestamptz NOT NULL,
     only_if_no_reply boolean NOT NULL,
     note             text,
-    status           text NOT NULL,  -- waiting, answered (they wrote first), due, cancelled
+    status           text NOT NULL,  -- proposed, waiting, answered (they wrote first), due, cancelled
     created_at       timestamptz NOT NULL,
     decided_at       timestamptz,
     seq              bigint NOT NULL  -- where it was scheduled: a reply after it answers it
@@ -220,9 +220,17 @@ CANCEL_SCHEDULED = (
     " WHERE message_id = %s AND tenant_id = %s AND status = 'scheduled'"
 )
 
+# Scheduled by a person, or a proposal of the agent approved (it waits from then on).
 ADD_FOLLOW_UP = (
     "INSERT INTO follow_ups (follow_up_id, tenant_id, conversation_id, due_at, only_if_no_reply, note,"
-    " status, created_at, seq) VALUES (%s, %s, %s, %s, %s, %s, 'waiting', %s, %s) ON CONFLICT DO NOTHING"
+    " status, created_at, seq) VALUES (%s, %s, %s, %s, %s, %s, 'waiting', %s, %s)"
+    " ON CONFLICT (follow_up_id) DO UPDATE SET due_at = EXCLUDED.due_at,"
+    " only_if_no_reply = EXCLUDED.only_if_no_reply, note = EXCLUDED.note, status = 'waiting',"
+    " seq = EXCLUDED.seq WHERE follow_ups.status = 'proposed' AND follow_ups.tenant_id = EXCLUDED.tenant_id"
+)
+PROPOSE_FOLLOW_UP = (
+    "INSERT INTO follow_ups (follow_up_id, tenant_id, conversation_id, due_at, only_if_no_reply, note,"
+    " status, created_at, seq) VALUES (%s, %s, %s, %s, true, %s, 'proposed', %s, %s) ON CONFLICT DO NOTHING"
 )
 FOLLOW_UP_DUE = (
     "UPDATE follow_ups SET status = 'due', decided_at = %s"
@@ -230,14 +238,14 @@ FOLLOW_UP_DUE = (
 )
 CANCEL_FOLLOW_UP = (
     "UPDATE follow_ups SET status = 'cancelled', decided_at = %s"
-    " WHERE follow_up_id = %s AND tenant_id = %s AND status IN ('waiting', 'due')"
+    " WHERE follow_up_id = %s AND tenant_id = %s AND status IN ('proposed', 'waiting', 'due')"
 )
 # The batch's latest message from a person in each conversation answers the follow-ups
-# scheduled there before it (those that wait only if there is no reply).
+# scheduled (or proposed) there before it (those that wait only if there is no reply).
 ANSWER_FOLLOW_UPS = """
 UPDATE follow_ups f SET status = 'answered', decided_at = k.at
 FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) AS k(conversation_id, seq, at)
-WHERE f.conversation_id = k.conversation_id AND f.status = 'waiting' AND f.only_if_no_reply
+WHERE f.conversation_id = k.conversation_id AND f.status IN ('proposed', 'waiting') AND f.only_if_no_reply
   AND f.seq < k.seq
 """
 
@@ -541,6 +549,18 @@ def _fold_event(fold: _Fold, seq: int, event: Event, stored: dict[str, str]) -> 
             event.occurred_at, seq,
         )  # fmt: skip
         fold.reaction_statements.append((ADD_FOLLOW_UP, scheduled))
+    elif isinstance(event, ev.FollowUpProposed):
+        p = event.data
+        offered = (
+            p.follow_up_id,
+            event.tenant_id,
+            event.aggregate_id,
+            p.due_at,
+            p.note,
+            event.occurred_at,
+            seq,
+        )
+        fold.reaction_statements.append((PROPOSE_FOLLOW_UP, offered))
     elif isinstance(event, ev.ReminderDue):
         due = (event.occurred_at, event.data.follow_up_id, event.tenant_id)
         fold.reaction_statements.append((FOLLOW_UP_DUE, due))
@@ -762,6 +782,7 @@ class InboxProjection:
             "conversation.agent_resumed",
             "conversation.snoozed",
             "reminder.scheduled",
+            "reminder.proposed",
             "reminder.cancelled",
             "reminder.due",
             "message.draft_proposed",

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from adapters.postgres.database import Connection
+from domain.away import AWAY_SENDER
 from domain.reads import ConversationView, FoundMessage, PastMessage
 from projections.rows import one_row
 
@@ -289,8 +290,11 @@ async def messages(
     return [msgspec.convert(r, Message, strict=False) for r in rows]
 
 
-async def search(conn: Connection, tenant_id: str, words: str, *, limit: int) -> list[SearchHit]:
-    """Full-text matches over the tenant's messages, best first, the matches marked."""
+async def search(
+    conn: Connection, tenant_id: str, words: str, *, limit: int, contact_id: str | None = None
+) -> list[SearchHit]:
+    """Full-text matches over the tenant's messages, best first, the matches marked;
+    ``contact_id``: only in that person's conversations, on every channel."""
     rows = await (
         await conn.execute(
             "SELECT m.message_id, m.conversation_id, c.title AS conversation_title, m.channel,"
@@ -299,8 +303,12 @@ async def search(conn: Connection, tenant_id: str, words: str, *, limit: int) ->
             " FROM rm_inbox.messages m JOIN rm_inbox.conversations c USING (conversation_id),"
             " websearch_to_tsquery('simple', %(q)s) query"
             " WHERE m.tenant_id = %(tenant)s AND m.deleted_at IS NULL AND m.search @@ query"
+            " AND (%(contact)s::text IS NULL OR m.conversation_id IN ("
+            " SELECT ic.conversation_id FROM rm_contacts.identity_conversations ic"
+            " JOIN rm_contacts.identities i ON i.identity_id = ic.identity_id"
+            " WHERE i.contact_id = %(contact)s AND i.tenant_id = %(tenant)s))"
             " ORDER BY rank DESC, m.seq DESC LIMIT %(limit)s",
-            {"q": words, "tenant": tenant_id, "limit": limit},
+            {"q": words, "tenant": tenant_id, "limit": limit, "contact": contact_id},
         )
     ).fetchall()
     return [
@@ -412,7 +420,7 @@ class FollowUp(msgspec.Struct, frozen=True):
     due_at: datetime
     only_if_no_reply: bool
     note: str | None
-    status: str  # waiting, answered (they wrote first), due (reminded), cancelled
+    status: str  # proposed (by the agent), waiting, answered (they wrote first), due (reminded), cancelled
     created_at: datetime
     decided_at: datetime | None
     title: str = ""  # the conversation's
@@ -502,6 +510,42 @@ async def follow_ups_between(
         (tenant_id, start, end, limit),
     )
     return [msgspec.convert(r, FollowUp, strict=False) for r in await cur.fetchall()]
+
+
+async def has_message_or_draft(conn: Connection, message_id: str, draft_id: str) -> bool:
+    """Whether the message, or the draft, is in the inbox."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM rm_inbox.messages WHERE message_id = %s)"
+        " OR EXISTS (SELECT 1 FROM rm_inbox.drafts WHERE draft_id = %s) AS found",
+        (message_id, draft_id),
+    )
+    row = await cur.fetchone()
+    return bool(row and row["found"])
+
+
+class WhileAway(msgspec.Struct, frozen=True):
+    """What happened in an inbox while it was away."""
+
+    received: int  # messages from people
+    conversations: int  # conversations they came in
+    noticed: int  # conversations the away answer went to
+    still_waiting: int  # of those conversations, how many need a reply now
+
+
+async def while_away(conn: Connection, tenant_id: str, start: datetime, end: datetime) -> WhileAway:
+    """What came in during [start, end), and what of it still needs a reply."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE m.direction = 'in') AS received,"
+        " count(DISTINCT m.conversation_id) FILTER (WHERE m.direction = 'in') AS conversations,"
+        " count(DISTINCT m.conversation_id) FILTER (WHERE m.sender_id = %(notice)s) AS noticed,"
+        " count(DISTINCT c.conversation_id) FILTER (WHERE m.direction = 'in' AND c.awaiting_since"
+        " IS NOT NULL) AS still_waiting"
+        " FROM rm_inbox.messages m JOIN rm_inbox.conversations c ON c.conversation_id = m.conversation_id"
+        " WHERE m.tenant_id = %(tenant)s AND m.sent_at >= %(start)s AND m.sent_at < %(end)s",
+        {"tenant": tenant_id, "start": start, "end": end, "notice": AWAY_SENDER.id},
+    )
+    row = await cur.fetchone()
+    return msgspec.convert(row, WhileAway) if row is not None else WhileAway(0, 0, 0, 0)
 
 
 async def received_between(conn: Connection, tenant_id: str, start: datetime, end: datetime) -> int:

@@ -3,16 +3,21 @@ confined to one tenant by row-level security (the role and setting the gateway u
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres import tenancy
+from domain import away as away_rules
 from domain import events as ev
+from domain import zones
 from domain.notifications import ConversationFacts, Recipient
 from domain.plans import Spend
-from projections import connections_queries, inbox_queries, tenants_queries, usage_queries
+from projections import connections_queries, digest_queries, inbox_queries, tenants_queries, usage_queries
+from projections.digest_queries import Digest
+from projections.inbox_queries import WhileAway
+from projections.tenants_queries import Preferences
 
 
 class NotifierReads:
@@ -60,3 +65,24 @@ class NotifierReads:
     async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
         async with tenancy.tenant_transaction(self._pool, tenant_id) as conn:
             return await usage_queries.plan_and_spend(conn, tenant_id, now)
+
+    async def away_on(self, tenant_id: str, now: datetime) -> bool:
+        async with tenancy.tenant_transaction(self._pool, tenant_id) as conn:
+            return away_rules.is_on(await tenants_queries.away(conn, tenant_id), now)
+
+    async def while_away(self, tenant_id: str, away_id: str) -> WhileAway | None:
+        """What came in during the away period (None: the read model does not have it)."""
+        async with tenancy.tenant_transaction(self._pool, tenant_id) as conn:
+            found = await tenants_queries.away(conn, tenant_id)
+            if found is None or found.away_id != away_id:
+                return None
+            back = found.ended_at or found.until
+            return await inbox_queries.while_away(conn, tenant_id, found.started_at, back)
+
+    async def digest(self, tenant_id: str, user_id: str, day: date) -> tuple[Digest, Preferences, str | None]:
+        """A person's digest of ``day`` on their clock, their preferences and their address."""
+        async with tenancy.tenant_transaction(self._pool, tenant_id) as conn:
+            chosen = await tenants_queries.preferences(conn, user_id)
+            found = await digest_queries.digest(conn, tenant_id, zones.zone(chosen.time_zone), day)
+            account = await tenants_queries.account(conn, tenant_id, user_id)
+        return found, chosen, account.email if account is not None else None

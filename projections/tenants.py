@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.events import UserPreferencesChanged
+from domain.events import AwaySet, UserPreferencesChanged
 from projections.statements import Handler, Statement, StatementProjection, statement
 
 SCHEMA = """
@@ -21,7 +21,21 @@ CREATE TABLE users (
     registered_at  timestamptz NOT NULL,
     time_zone      text,      -- IANA name (NULL: UTC), for quiet hours and the agent's clock
     quiet_start    smallint,  -- no push notifications from this hour (in time_zone) ...
-    quiet_end      smallint   -- ... until this one (NULL: none)
+    quiet_end      smallint,  -- ... until this one (NULL: none)
+    digest_hour    smallint DEFAULT 8,  -- the morning digest at this hour in time_zone (NULL: none)
+    digest_email   boolean NOT NULL DEFAULT true,
+    digest_on      date       -- the latest day whose digest was due
+);
+CREATE TABLE away_periods (
+    away_id        text PRIMARY KEY,
+    tenant_id      text NOT NULL,
+    started_at     timestamptz NOT NULL,
+    until          timestamptz NOT NULL,
+    message        text NOT NULL,
+    connection_ids text[] NOT NULL,  -- empty: every connection
+    mode           text NOT NULL,    -- answer, draft
+    ended_at       timestamptz,      -- back (NULL: away until "until", or back by then)
+    ended_reason   text
 );
 CREATE TABLE members (
     tenant_id text NOT NULL,
@@ -46,6 +60,8 @@ CREATE POLICY fellow_members ON users TO moltbot_gateway
 
 INDEXES = """
 CREATE INDEX users_email ON users (lower(email));
+CREATE INDEX away_periods_tenant ON away_periods (tenant_id, started_at DESC);
+CREATE INDEX away_periods_open ON away_periods (until) WHERE ended_at IS NULL;
 CREATE INDEX members_user ON members (user_id);
 """
 
@@ -54,15 +70,39 @@ def _preferences(seq: int, event: UserPreferencesChanged) -> list[Statement]:
     quiet = event.data.quiet_hours
     return [
         (
-            "UPDATE users SET time_zone = %(time_zone)s, quiet_start = %(start)s, quiet_end = %(end)s"
-            " WHERE user_id = %(user_id)s",
+            "UPDATE users SET time_zone = %(time_zone)s, quiet_start = %(start)s, quiet_end = %(end)s,"
+            " digest_hour = %(digest_hour)s, digest_email = %(digest_email)s WHERE user_id = %(user_id)s",
             {
                 "user_id": event.aggregate_id,
                 "time_zone": event.data.time_zone,
                 "start": quiet.start if quiet else None,
                 "end": quiet.end if quiet else None,
+                "digest_hour": event.data.digest_hour,
+                "digest_email": event.data.digest_email,
             },
         )
+    ]
+
+
+def _away_set(seq: int, event: AwaySet) -> list[Statement]:
+    """A new away period replaces the one that was on."""
+    a = event.data
+    values = {
+        "away": a.away_id, "tenant": event.tenant_id, "at": event.occurred_at, "until": a.until,
+        "message": a.message, "connections": list(a.connection_ids), "mode": a.mode,
+    }  # fmt: skip
+    return [
+        (
+            "UPDATE away_periods SET ended_at = %(at)s, ended_reason = 'replaced'"
+            " WHERE tenant_id = %(tenant)s AND ended_at IS NULL AND away_id <> %(away)s",
+            values,
+        ),
+        (
+            "INSERT INTO away_periods (away_id, tenant_id, started_at, until, message, connection_ids, mode)"
+            " VALUES (%(away)s, %(tenant)s, %(at)s, %(until)s, %(message)s, %(connections)s, %(mode)s)"
+            " ON CONFLICT (away_id) DO NOTHING",
+            values,
+        ),
     ]
 
 
@@ -84,6 +124,14 @@ HANDLERS: dict[str, Handler] = {
         " ON CONFLICT (user_id) DO NOTHING"
     ),
     "user.preferences_changed": _preferences,
+    "user.digest_due": statement(
+        "UPDATE users SET digest_on = GREATEST(digest_on, %(date)s) WHERE user_id = %(aggregate_id)s"
+    ),
+    "tenant.away_set": _away_set,
+    "tenant.away_ended": statement(
+        "UPDATE away_periods SET ended_at = LEAST(until, %(occurred_at)s), ended_reason = %(reason)s"
+        " WHERE away_id = %(away_id)s AND tenant_id = %(tenant_id)s AND ended_at IS NULL"
+    ),
     "member.added": statement(
         "INSERT INTO members VALUES (%(tenant_id)s, %(user_id)s, %(role)s, %(occurred_at)s)"
         " ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role"
@@ -100,9 +148,9 @@ HANDLERS: dict[str, Handler] = {
 class TenantsProjection(StatementProjection):
     name = "tenants"
     # 2: row-level security on every table; 3: members see each other, users their inboxes;
-    # 4: people's time zones and quiet hours
-    version = 4
-    tables: tuple[str, ...] = ("tenants", "users", "members")
+    # 4: people's time zones and quiet hours; 5: morning digests, away periods
+    version = 5
+    tables: tuple[str, ...] = ("tenants", "users", "members", "away_periods")
     schema = SCHEMA
     indexes = INDEXES
     handlers = HANDLERS

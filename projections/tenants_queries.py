@@ -3,11 +3,12 @@ plans. Each takes a connection already in a tenant's transaction and answers wit
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 
 from adapters.postgres.database import Connection
+from domain.away import Away
 from projections.rows import one_row
 
 
@@ -111,11 +112,14 @@ async def display_name(conn: Connection, user_id: str) -> str | None:
 
 
 class Preferences(msgspec.Struct, frozen=True):
-    """A person's time zone (None: UTC) and the hours in it without push notifications."""
+    """A person's time zone (None: UTC), the hours in it without push notifications, and the
+    hour of their morning digest (None: none)."""
 
     time_zone: str | None = None
     quiet_start: int | None = None
     quiet_end: int | None = None
+    digest_hour: int | None = 8
+    digest_email: bool = True
 
 
 class MemberPreferences(msgspec.Struct, frozen=True):
@@ -133,7 +137,8 @@ async def preferences(conn: Connection, user_id: str) -> Preferences:
     found = await one_row(
         conn,
         Preferences,
-        "SELECT time_zone, quiet_start, quiet_end FROM rm_tenants.users WHERE user_id = %s",
+        "SELECT time_zone, quiet_start, quiet_end, digest_hour, digest_email FROM rm_tenants.users"
+        " WHERE user_id = %s",
         (user_id,),
     )
     return found or Preferences()
@@ -161,3 +166,65 @@ async def owner_time_zone(conn: Connection, tenant_id: str) -> str | None:
     )
     row = await cur.fetchone()
     return None if row is None else row["time_zone"]
+
+
+async def away(conn: Connection, tenant_id: str) -> Away | None:
+    """The inbox's latest away period (on, or over), or None when it was never away."""
+    return await one_row(
+        conn,
+        Away,
+        "SELECT away_id, until, message, connection_ids, mode, started_at, ended_at, ended_reason"
+        " FROM rm_tenants.away_periods WHERE tenant_id = %s ORDER BY started_at DESC, away_id LIMIT 1",
+        (tenant_id,),
+    )
+
+
+async def away_ended_between(conn: Connection, tenant_id: str, start: datetime, end: datetime) -> Away | None:
+    """The latest away period of the inbox that ended (or ran out) in [start, end)."""
+    return await one_row(
+        conn,
+        Away,
+        "SELECT away_id, until, message, connection_ids, mode, started_at, ended_at, ended_reason"
+        " FROM rm_tenants.away_periods WHERE tenant_id = %s"
+        " AND coalesce(ended_at, until) >= %s AND coalesce(ended_at, until) < %s"
+        " ORDER BY coalesce(ended_at, until) DESC LIMIT 1",
+        (tenant_id, start, end),
+    )
+
+
+class AwayOver(msgspec.Struct, frozen=True):
+    tenant_id: str
+    away_id: str
+
+
+async def aways_run_out(conn: Connection, now: datetime, *, limit: int) -> list[AwayOver]:
+    """Away periods whose ``until`` came and that are not ended yet, across tenants (owner role)."""
+    cur = await conn.execute(
+        "SELECT tenant_id, away_id FROM rm_tenants.away_periods WHERE ended_at IS NULL AND until <= %s"
+        " ORDER BY until LIMIT %s",
+        (now, limit),
+    )
+    return [msgspec.convert(r, AwayOver) for r in await cur.fetchall()]
+
+
+class DigestOwed(msgspec.Struct, frozen=True):
+    tenant_id: str  # the person's home inbox: what the digest covers
+    user_id: str
+    day: date  # today on their clock
+
+
+async def digests_due(conn: Connection, now: datetime, *, limit: int) -> list[DigestOwed]:
+    """People whose digest hour it is on their clock and whose digest of today is not due yet,
+    across tenants (owner role). Only during that hour: a stack that was down then skips the day
+    rather than send yesterday's morning in the afternoon."""
+    cur = await conn.execute(
+        "SELECT tenant_id, user_id, day FROM ("
+        " SELECT tenant_id, user_id, digest_on, digest_hour,"
+        " (%(now)s::timestamptz AT TIME ZONE coalesce(time_zone, 'UTC')) AS local,"
+        " (%(now)s::timestamptz AT TIME ZONE coalesce(time_zone, 'UTC'))::date AS day"
+        " FROM rm_tenants.users WHERE digest_hour IS NOT NULL) u"
+        " WHERE extract(hour FROM local) = digest_hour AND (digest_on IS NULL OR digest_on < day)"
+        " ORDER BY user_id LIMIT %(limit)s",
+        {"now": now, "limit": limit},
+    )
+    return [msgspec.convert(r, DigestOwed) for r in await cur.fetchall()]

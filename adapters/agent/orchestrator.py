@@ -49,8 +49,9 @@ from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.outbox import CommandQueue
 from adapters.nats.pull import ack_position, raise_if_cancelled
 from domain import agent as policy
+from domain import away as away_rules
 from domain import events as ev
-from domain import plans, subjects
+from domain import plans, promises, subjects, zones
 from domain.connectors import Capabilities, typing_subject
 from domain.errors import InvalidEvent
 from domain.injection import Screening
@@ -215,6 +216,7 @@ class Orchestrator:
         conversation = await self._reads.conversation(tenant, conversation_id)
         if conversation is None:
             return "done"
+        await self._besides(trigger, conversation)
         routed = await self._reads.routed_agents(tenant)
         by_id = {view.agent_id: view for view in routed.agents}
         enabled = {view.agent_id for view in routed.agents if view.config.enabled}
@@ -293,16 +295,49 @@ class Orchestrator:
             return isinstance(newer, ev.MessageReceived) and newer.data.mentions_agent
         return True
 
-    async def _admitted(self, trigger: ev.MessageReceived, conversation: ConversationView) -> bool:
-        """Whether the connection's DM policy lets the agent answer this sender; an unknown
-        sender is recorded as wanting to talk (and, under ``pairing``, sent their code)."""
+    async def _besides(self, trigger: ev.MessageReceived, conversation: ConversationView) -> None:
+        """What a person's direct message gets whatever the agent decides: the away answer
+        (once per conversation while the inbox is away, to senders the DM policy admits) and
+        a proposed follow-up when it promises something ("I'll get back to you Friday")."""
+        if not policy.awaits_reply(trigger.data) or conversation.kind != "direct" or conversation.preview:
+            return
+        now = self._clock()
+        events: list[ev.Event] = []
+        away = await self._reads.away_unanswered(trigger.tenant_id, trigger.aggregate_id, now)
+        here = away_rules.answers_here(
+            away, now, connection_id=conversation.connection_id, conversation_kind=conversation.kind,
+            preview=conversation.preview,
+        )  # fmt: skip
+        if away is not None and here and await self._admission(trigger, conversation) == "admit":
+            to = destination_of(conversation)
+            events += away_rules.answer_events(
+                trigger, away, connection_id=to.connection_id, channel=to.channel, to=to.external_id, at=now
+            )
+        if promises.promising(trigger.data.text):
+            zone = zones.zone(await self._reads.owner_time_zone(trigger.tenant_id))
+            if (proposed := promises.proposal(trigger, zone, now)) is not None:
+                events.append(proposed)
+        await self._store.append_many(events)
+        if events:
+            log.info("agent_besides", conversation_id=trigger.aggregate_id, recorded=[e.type for e in events])
+
+    async def _admission(
+        self, trigger: ev.MessageReceived, conversation: ConversationView
+    ) -> policy.Admission:
+        """What the connection's DM policy says of this sender."""
         dm_policy, kind, preview = conversation.dm_policy, conversation.kind, conversation.preview
         status = None
         if policy.admission(dm_policy, kind, "pending", preview=preview) != "admit":  # it asks for approval
             status = await self._reads.sender_status(
                 trigger.tenant_id, conversation.connection_id, trigger.data.sender.id
             )
-        admitted = policy.admission(dm_policy, kind, status, preview=preview)
+        return policy.admission(dm_policy, kind, status, preview=preview)
+
+    async def _admitted(self, trigger: ev.MessageReceived, conversation: ConversationView) -> bool:
+        """Whether the connection's DM policy lets the agent answer this sender; an unknown
+        sender is recorded as wanting to talk (and, under ``pairing``, sent their code)."""
+        dm_policy = conversation.dm_policy
+        admitted = await self._admission(trigger, conversation)
         if admitted == "admit":
             return True
         self.decisions[f"sender_{admitted}"] += 1

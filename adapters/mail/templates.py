@@ -166,6 +166,39 @@ on the sign-in page) and review two-factor sign-in in your account settings.
 password&rdquo; on the sign-in page) and review two-factor sign-in in your account settings.</p>
 <p>&mdash; Moltbot Cloud</p>"""),
     ),
+    "digest": MailTemplate(
+        needs=("link", "day", "headline", "items"),
+        subject=Template("Your day at a glance, $day: $headline"),
+        text=Template("""\
+Good morning,
+
+Your $day at a glance: $headline.
+
+$items
+
+Open your inbox:
+
+$link
+
+You get this mail each morning something needs you. Change its hour, or turn it off, in
+your inbox's settings (Notifications).
+
+Not expecting this? Ignore this mail, or turn the digest off in the settings of the Moltbot
+Cloud account this address belongs to.
+
+-- Moltbot Cloud
+"""),
+        html=Template(f"""\
+<p>Good morning,</p>
+<p>Your $day at a glance: <strong>$headline.</strong></p>
+<p style="white-space:pre-line;">$items</p>
+{_button("Open your inbox")}
+<p style="font-size:13px;color:#57606a;">You get this mail each morning something needs you.
+Change its hour, or turn it off, in your inbox's settings (Notifications).</p>
+<p style="font-size:13px;color:#57606a;">Not expecting this? Ignore this mail, or turn the digest
+off in the settings of the Moltbot Cloud account this address belongs to.</p>
+<p>&mdash; Moltbot Cloud</p>"""),
+    ),
 }
 
 

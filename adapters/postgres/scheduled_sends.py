@@ -4,13 +4,17 @@
   released — ``message.send_released`` with the request's data, which the outbox sends like
   any request;
 - follow-ups: one still ``waiting`` at ``due_at`` (the contact did not write first, when
-  that was its condition) becomes a ``reminder.due``.
+  that was its condition) becomes a ``reminder.due``;
+- away periods (tenants read model): one still on at its ``until`` ends (``tenant.away_ended``);
+- morning digests: a person whose digest hour it is on their clock, and whose digest of today
+  was not due yet, gets ``user.digest_due`` (the notifier sends it).
 
 Why a schedule read model and a tick rather than JetStream's message schedules (nats-server
 2.12+): the schedule is then the log itself (a rebuild restores it, ``nats`` shows it as
 events), cancelling is an event like the rest (no message deletes in a stream, which the
 roles are denied), and a release is keyed by the message, so several gateways ticking at
-once, or a tick repeated after a crash, release it once. The cost is up to one tick
+once, or a tick repeated after a crash, release it once (an away period ends once, a digest
+is due once a day and person: each keyed by what it is). The cost is up to one tick
 (``EVERY``) of lateness and one indexed query per tick.
 """
 
@@ -25,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain import events as ev
 from domain.commands import release_event, reminder_event
 from domain.ports import EventStore
-from projections import inbox_queries
+from projections import inbox_queries, tenants_queries
 
 log = structlog.get_logger()
 
@@ -61,3 +65,43 @@ async def remind_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, no
     if due:
         log.info("follow_ups_due", count=len(due))
     return len(due)
+
+
+async def end_run_out(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
+    """End every away period whose ``until`` came; how many."""
+    async with owner_pool.connection() as conn:
+        over = await tenants_queries.aways_run_out(conn, now, limit=BATCH)
+    for found in over:
+        await store.append(
+            ev.new_event(
+                ev.AwayEnded,
+                tenant_id=found.tenant_id,
+                aggregate_id=found.tenant_id,
+                actor="system:scheduler",
+                occurred_at=now,
+                data=ev.AwayEndedData(away_id=found.away_id, reason="until"),
+            )
+        )
+    if over:
+        log.info("away_periods_ended", count=len(over))
+    return len(over)
+
+
+async def owe_digests(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
+    """A ``user.digest_due`` for every person whose morning it is; how many."""
+    async with owner_pool.connection() as conn:
+        owed = await tenants_queries.digests_due(conn, now, limit=BATCH)
+    for found in owed:
+        await store.append(
+            ev.new_event(
+                ev.DigestDue,
+                tenant_id=found.tenant_id,
+                aggregate_id=found.user_id,
+                actor="system:scheduler",
+                occurred_at=now,
+                data=ev.DigestDueData(date=found.day),
+            )
+        )
+    if owed:
+        log.info("digests_due", count=len(owed))
+    return len(owed)

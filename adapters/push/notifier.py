@@ -3,7 +3,9 @@ EVENTS, created at the log's end — history is never pushed; other types skippe
 
 For each event that may concern people (``domain.notifications``): wait until the read models
 have it, read what the decision needs, decide, then send to the devices of the people it is
-for — except those whose quiet hours it is on their clock (held back: not sent, not queued).
+for — except those whose quiet hours it is on their clock, and everyone while the inbox is
+away (held back: not sent, not queued). A person's morning digest goes by e-mail too (the
+mailer of account mail), once per person and day (``push.notices``).
 A device the push service no longer knows (404, 410) is deleted; another failure is logged
 and leaves the other devices alone. An event still unread after 15 minutes is history and
 dropped; one the read models have not reached yet is retried a second later.
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 import psycopg
@@ -24,6 +26,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.mail import digest_mail
+from adapters.mail.templates import render
 from adapters.nats.consume import RECOVERABLE, consume
 from adapters.nats.event_store import EVENTS_STREAM
 from adapters.nats.pull import ack_position, raise_if_cancelled
@@ -35,9 +39,13 @@ from adapters.vault.cipher import Keyring
 from domain import events as ev
 from domain import notifications as decide
 from domain.errors import InvalidEvent
+from domain.mail import Mailer, MailNotSent
 from domain.notifications import NotifierReads, Push, PushMessage, Urgency
 from domain.plans import Catalog
 from domain.ports import EventStore
+from projections.digest_queries import Digest
+from projections.inbox_queries import WhileAway
+from projections.tenants_queries import Preferences
 
 log = structlog.get_logger()
 
@@ -53,6 +61,8 @@ _WATCHED = tuple(
         ev.ReminderDue,
         ev.UsageRecorded,
         ev.MemberRemoved,
+        ev.DigestDue,
+        ev.AwayEnded,
     )
 )
 _OUTAGES = (*RECOVERABLE, psycopg.OperationalError, psycopg.InterfaceError)
@@ -65,17 +75,29 @@ class PushSender(Protocol):
     async def send(self, target: Target, message: PushMessage, urgency: Urgency = "normal") -> Outcome: ...
 
 
+class Reads(NotifierReads, Protocol):
+    """Besides the decisions' reads: the digest and what happened while away."""
+
+    async def while_away(self, tenant_id: str, away_id: str) -> WhileAway | None: ...
+
+    async def digest(
+        self, tenant_id: str, user_id: str, day: date
+    ) -> tuple[Digest, Preferences, str | None]: ...
+
+
 class Notifier:
     def __init__(
         self,
         nc: Client,
-        reads: NotifierReads,
+        reads: Reads,
         pool: AsyncConnectionPool[Any],
         keyring: Keyring,
         sender: PushSender,
         *,
         store: EventStore,
         catalog: Catalog,
+        mailer: Mailer | None = None,
+        inbox_url: str = "http://127.0.0.1:8000",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         concurrency: int = 16,
     ) -> None:
@@ -86,6 +108,8 @@ class Notifier:
         self._sender = sender
         self._store = store
         self._catalog = catalog
+        self._mailer = mailer  # the morning digest by e-mail; None: by push only
+        self._inbox_url = inbox_url.rstrip("/")  # the web inbox the digest's mail links to
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,9 +201,49 @@ class Notifier:
             if not await self._caught_up(seq, ("usage", "tenants")):
                 return "retry"
             push = await self._budget(event)
+        elif isinstance(event, ev.AwayEnded):
+            if not await self._caught_up(seq, ("inbox", "tenants")):
+                return "retry"
+            report = await self._reads.while_away(event.tenant_id, event.data.away_id)
+            if report is not None:
+                push = decide.back_push(
+                    received=report.received, conversations=report.conversations,
+                    still_waiting=report.still_waiting,
+                )  # fmt: skip
+        elif isinstance(event, ev.DigestDue):
+            if not await self._caught_up(seq, ("inbox", "connections", "tenants")):
+                return "retry"
+            push = await self._morning(event, now)
         if push is not None:
+            if push.held_while_away and await self._reads.away_on(event.tenant_id, now):
+                self.outcomes["held_away"] += 1
+                return "done"
             await self._deliver(event.tenant_id, push, now, event_type=event.type)
         return "done"
+
+    async def _morning(self, event: ev.DigestDue, now: datetime) -> Push | None:
+        """A person's digest: claimed once per person and day, mailed (when they want it),
+        and its push; nothing when nothing in it needs them, or while the inbox is away."""
+        user_id, day = event.aggregate_id, event.data.date
+        if await self._reads.away_on(event.tenant_id, now):
+            return None  # the "welcome back" notification sums it up
+        found, chosen, email = await self._reads.digest(event.tenant_id, user_id, day)
+        if found.empty():
+            return None
+        async with tenancy.tenant_transaction(self._pool, event.tenant_id) as conn:
+            if not await notices.claim(conn, event.tenant_id, f"digest:{user_id}:{day.isoformat()}"):
+                return None
+        if chosen.digest_email and email and self._mailer is not None:
+            await self._mail_digest(found, email)
+        return decide.digest_push(user_id, digest_mail.headline(found))
+
+    async def _mail_digest(self, found: Digest, email: str) -> None:
+        assert self._mailer is not None
+        mail = render("digest", to=email, values=digest_mail.values(found, f"{self._inbox_url}/#digest"))
+        try:
+            await self._mailer.send(mail)
+        except MailNotSent as exc:  # the push still goes; the log says why the mail did not
+            log.warning("digest_mail_failed", detail=str(exc)[:200])
 
     async def _caught_up(self, seq: int, read_models: tuple[str, ...]) -> bool:
         return await self._reads.caught_up(seq, read_models, wait=CATCH_UP_WAIT)

@@ -110,6 +110,8 @@ class Me(msgspec.Struct, frozen=True):
     quiet_hours: ev.QuietHours | None = None  # no push notifications then, on time_zone's clock
     needs_reply: int = 0  # conversations waiting for a reply (GET /v1/conversations?needs_reply=true)
     follow_ups_due: int = 0  # reminders that came due and wait to be dealt with (GET /v1/follow-ups)
+    digest_hour: int | None = 8  # the morning digest's hour on time_zone's clock (None: none)
+    digest_email: bool = True
 
 
 def valid_email(value: str) -> str:
@@ -433,7 +435,8 @@ async def me(
         )  # fmt: skip
     return Me(
         who.user_id, who.tenant_id, who.role, found.email, found.display_name, found.tenant_name, found.plan,
-        verified, second_factor, inboxes, chosen.time_zone, quiet, waiting, reminders,
+        verified, second_factor, inboxes, chosen.time_zone, quiet, waiting, reminders, chosen.digest_hour,
+        chosen.digest_email,
     )  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 - ``GET /v1/contacts?q=&limit=`` — contacts, the most recently heard from first; ``q`` in a
   name, phone number or e-mail address.
+- ``GET /v1/contacts/suggestions?limit=`` — across the whole list: pairs of contacts sharing a
+  phone number or an e-mail address, each pair once, the most recently heard from first.
 - ``GET /v1/contacts/{id}`` — its identities on every channel, its conversations, the notes,
   and suggestions: other contacts sharing a phone number or an e-mail address.
 - ``POST /v1/contacts/{id}/merge`` ``{"contact_id"}`` — that contact is this person too.
@@ -26,7 +28,7 @@ from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
 from gateway.routes.inbox import Limit, MinSeq
 from projections import contacts_queries
-from projections.contacts_queries import Contact, ContactSummary
+from projections.contacts_queries import Contact, ContactSummary, SuggestedPair
 
 MAX_NOTES = 2000
 
@@ -74,6 +76,16 @@ async def list_contacts(
     await ctx.wait_for(min_seq, ("contacts",), who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
         return await contacts_queries.contacts(conn, q=q.strip() if q else None, limit=limit)
+
+
+@get("/contacts/suggestions")
+async def list_suggestions(
+    ctx: Ctx, who: Who, limit: Limit = 50, min_seq: MinSeq = None
+) -> list[SuggestedPair]:
+    """Contacts that may be the same person, two by two, and why; a merge settles a pair."""
+    await ctx.wait_for(min_seq, ("contacts",), who.tenant_id)
+    async with ctx.tenant(who.tenant_id) as conn:
+        return await contacts_queries.suggested_pairs(conn, limit=limit)
 
 
 @get("/contacts/{contact_id:str}")
@@ -149,7 +161,9 @@ async def set_notes(
 
 contacts_router = Router(
     path="/v1",
-    route_handlers=[list_contacts, get_contact, merge_contact, split_contact, set_notes],
+    # Litestar's trie takes the literal /contacts/suggestions over /contacts/{contact_id} whatever
+    # the order (tested); listed first all the same, as it reads
+    route_handlers=[list_contacts, list_suggestions, get_contact, merge_contact, split_contact, set_notes],
     tags=["contacts"],
     dependencies={"who": Provide(caller)},
 )

@@ -4,8 +4,13 @@
   — ``reminder.scheduled``. At ``due_at`` the gateway's scheduler records ``reminder.due``
   (pushed, counted on ``/v1/me``), unless the contact wrote in the conversation since and
   ``only_if_no_reply`` held: then it is ``answered`` and nothing fires.
-- ``GET /v1/follow-ups?status=waiting|answered|due|cancelled&limit=`` — the soonest first.
-- ``DELETE /v1/follow-ups/{id}`` — call it off, or dismiss its reminder (``reminder.cancelled``).
+- ``GET /v1/follow-ups?status=proposed|waiting|answered|due|cancelled&limit=`` — the soonest
+  first. ``proposed``: the agent read a promise in a message ("I'll get back to you Friday",
+  ``reminder.proposed``) and waits for a person to approve it.
+- ``POST /v1/follow-ups/{id}/approve`` — a proposed follow-up waits from now on
+  (``reminder.scheduled`` with its id, due when proposed, or at ``due_at`` when given).
+- ``DELETE /v1/follow-ups/{id}`` — call it off, dismiss its reminder or decline a proposal
+  (``reminder.cancelled``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class FollowUpBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     note: str | None = None
 
 
+class ApproveBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    due_at: datetime | None = None  # None: when it was proposed for
+
+
 class FollowUpAccepted(msgspec.Struct, frozen=True):
     follow_up_id: str
     status: Literal["waiting", "cancelled"]
@@ -48,11 +57,7 @@ async def schedule_follow_up(
     ctx: Ctx, who: Who, conversation_id: FromPath[str], data: JSONBody[FollowUpBody]
 ) -> FollowUpAccepted:
     """Be reminded at ``due_at`` (if they have not answered by then, by default)."""
-    if data.due_at.tzinfo is None:
-        raise ApiError(400, "invalid_request", "Give due_at with its time zone, e.g. Z.", field="due_at")
-    now = datetime.now(UTC)
-    if not now < data.due_at <= now + MAX_AHEAD:
-        raise ApiError(400, "invalid_request", "due_at is a moment in the coming year.", field="due_at")
+    _check_due(data.due_at)
     note = " ".join(data.note.split()) if data.note else None
     if note is not None and len(note) > MAX_NOTE:
         raise ApiError(400, "invalid_request", f"A note is at most {MAX_NOTE} characters.", field="note")
@@ -71,11 +76,46 @@ async def schedule_follow_up(
     return FollowUpAccepted(follow_up_id, "waiting", appended.event_id, appended.seq)
 
 
+def _check_due(due_at: datetime) -> None:
+    if due_at.tzinfo is None:
+        raise ApiError(400, "invalid_request", "Give due_at with its time zone, e.g. Z.", field="due_at")
+    now = datetime.now(UTC)
+    if not now < due_at <= now + MAX_AHEAD:
+        raise ApiError(400, "invalid_request", "due_at is a moment in the coming year.", field="due_at")
+
+
+@post("/follow-ups/{follow_up_id:str}/approve", status_code=202)
+async def approve_follow_up(
+    ctx: Ctx, who: Who, follow_up_id: FromPath[str], data: JSONBody[ApproveBody | None] = None
+) -> FollowUpAccepted:
+    """A follow-up the agent proposed is wanted: it waits from now on, like one you set."""
+    async with ctx.tenant(who.tenant_id) as conn:
+        found = await inbox_queries.follow_up(conn, who.tenant_id, follow_up_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"No follow-up {follow_up_id} in your inbox.", field="id")
+    if found.status != "proposed":
+        raise ApiError(409, "not_proposed", f"This follow-up is {found.status}, not proposed.", field="id")
+    due_at = data.due_at if data is not None and data.due_at is not None else found.due_at
+    if due_at <= datetime.now(UTC):  # its day passed while it waited for you: choose another
+        raise ApiError(
+            400, "invalid_request", "This follow-up's time has passed: give a due_at to approve it.",
+            field="due_at",
+        )  # fmt: skip
+    _check_due(due_at)
+    scheduled = ev.new_event(
+        ev.FollowUpScheduled, tenant_id=who.tenant_id, aggregate_id=found.conversation_id,
+        actor=f"user:{who.user_id}",
+        data=ev.FollowUpScheduledData(follow_up_id=follow_up_id, due_at=due_at, note=found.note),
+    )  # fmt: skip
+    appended = await ctx.store.append(scheduled)
+    return FollowUpAccepted(follow_up_id, "waiting", appended.event_id, appended.seq)
+
+
 @get("/follow-ups")
 async def list_follow_ups(
     ctx: Ctx,
     who: Who,
-    status: FromQuery[Literal["waiting", "answered", "due", "cancelled"] | None] = None,
+    status: FromQuery[Literal["proposed", "waiting", "answered", "due", "cancelled"] | None] = None,
     limit: Limit = 50,
     min_seq: MinSeq = None,
 ) -> list[FollowUp]:
@@ -92,7 +132,7 @@ async def cancel_follow_up(ctx: Ctx, who: Who, follow_up_id: FromPath[str]) -> F
         found = await inbox_queries.follow_up(conn, who.tenant_id, follow_up_id)
     if found is None:
         raise ApiError(404, "not_found", f"No follow-up {follow_up_id} in your inbox.", field="id")
-    if found.status not in ("waiting", "due"):
+    if found.status not in ("proposed", "waiting", "due"):
         raise ApiError(409, "settled", f"This follow-up is {found.status} already.", field="id")
     cancelled = ev.new_event(
         ev.FollowUpCancelled, tenant_id=who.tenant_id, aggregate_id=found.conversation_id,
@@ -104,7 +144,7 @@ async def cancel_follow_up(ctx: Ctx, who: Who, follow_up_id: FromPath[str]) -> F
 
 follow_ups_router = Router(
     path="/v1",
-    route_handlers=[schedule_follow_up, list_follow_ups, cancel_follow_up],
+    route_handlers=[schedule_follow_up, approve_follow_up, list_follow_ups, cancel_follow_up],
     tags=["inbox"],
     dependencies={"who": Provide(caller)},
 )

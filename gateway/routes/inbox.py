@@ -19,7 +19,7 @@ from domain import events as ev
 from domain.reads import ConversationView
 from gateway.context import Ctx, Who, caller
 from gateway.errors import ApiError
-from projections import connections_queries, inbox_queries, usage_queries
+from projections import connections_queries, contacts_queries, inbox_queries, usage_queries
 from projections.connections_queries import Channel
 from projections.inbox_queries import Conversation, SearchHit
 from projections.usage_queries import UsageDay
@@ -239,12 +239,21 @@ async def search(
     who: Who,
     q: Annotated[str, Parameter(min_length=1, max_length=200, description="words to find")],
     limit: Limit = 20,
+    contact_id: Annotated[
+        str | None, Parameter(max_length=64, description="only in one person's conversations")
+    ] = None,
     min_seq: MinSeq = None,
 ) -> list[SearchHit]:
-    """Full-text search over your messages, best matches first, with the matching words marked."""
-    await ctx.wait_for(min_seq, ("inbox",), who.tenant_id)
+    """Full-text search over your messages, best matches first, with the matching words marked;
+    ``contact_id``: only what was said with that person, on every channel."""
+    # a person's conversations are the contacts read model's: a merge must be in before we look
+    read_models = ("inbox",) if contact_id is None else ("inbox", "contacts")
+    await ctx.wait_for(min_seq, read_models, who.tenant_id)
     async with ctx.tenant(who.tenant_id) as conn:
-        return await inbox_queries.search(conn, who.tenant_id, q, limit=limit)
+        if contact_id is not None and await contacts_queries.live_contact_id(conn, contact_id) is None:
+            # unknown and merged away alike: an empty list would pass for "they never said it"
+            raise ApiError(404, "not_found", f"No contact {contact_id} in your inbox.", field="contact_id")
+        return await inbox_queries.search(conn, who.tenant_id, q, limit=limit, contact_id=contact_id)
 
 
 @get("/channels")

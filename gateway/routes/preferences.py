@@ -1,5 +1,7 @@
-"""A person's preferences: ``PUT /v1/me/preferences`` ``{"time_zone", "quiet_hours"}`` —
-their IANA time zone and the hours in it when no push notification reaches them — recorded as
+"""A person's preferences: ``PUT /v1/me/preferences``
+``{"time_zone", "quiet_hours", "digest_hour", "digest_email"}`` — their IANA time zone, the
+hours in it when no push notification reaches them, the hour of their morning digest (8 by
+default; null: none) and whether it comes by e-mail too (true by default) — recorded as
 ``user.preferences_changed`` (whole: what is left out goes back to its default) and shown by
 ``GET /v1/me``."""
 
@@ -25,6 +27,8 @@ class QuietHoursBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PreferencesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     time_zone: str  # IANA, e.g. "Europe/Berlin"
     quiet_hours: QuietHoursBody | None = None  # null or left out: notifications at any hour
+    digest_hour: int | None = 8  # the morning digest at this hour (0-23) in time_zone; null: none
+    digest_email: bool = True
 
 
 @put("/me/preferences", status_code=202)
@@ -41,10 +45,18 @@ async def set_preferences(ctx: Ctx, who: Who, data: JSONBody[PreferencesBody]) -
     )
     if quiet is not None and (wrong := notifications.quiet_hours_refusal(quiet)) is not None:
         raise ApiError(400, "invalid_request", wrong, field="quiet_hours")
+    if data.digest_hour is not None and not 0 <= data.digest_hour <= 23:
+        raise ApiError(
+            400, "invalid_request", "digest_hour is an hour from 0 to 23 (null: no morning digest).",
+            field="digest_hour",
+        )  # fmt: skip
     event = ev.new_event(
         ev.UserPreferencesChanged, tenant_id=who.tenant_id, aggregate_id=who.user_id,
         actor=f"user:{who.user_id}",
-        data=ev.UserPreferencesChangedData(time_zone=time_zone, quiet_hours=quiet),
+        data=ev.UserPreferencesChangedData(
+            time_zone=time_zone, quiet_hours=quiet, digest_hour=data.digest_hour,
+            digest_email=data.digest_email,
+        ),
     )  # fmt: skip
     appended = await ctx.store.append(event)
     return Accepted(appended.event_id, appended.seq)

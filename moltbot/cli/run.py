@@ -68,8 +68,9 @@ async def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
 
     nats_url, database_url = settings.servers()
     await run_notifier(
-        nats_url, database_url, settings.push_config(), keyring=keyring(settings), catalog=settings.catalog()
-    )
+        nats_url, database_url, settings.push_config(), keyring=keyring(settings), catalog=settings.catalog(),
+        mailer=settings.mailer(), inbox_url=settings.inbox_url(),
+    )  # fmt: skip
     return 0
 
 

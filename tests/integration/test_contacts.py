@@ -1,7 +1,8 @@
 """People across channels, over the real gateway and read models: every sender becomes an
 identity in a contact; the same phone number on WhatsApp and iMessage is suggested (never a
 name alone, never another tenant's); merges, splits and notes are events, and replay
-identically."""
+identically. Search keeps to one person's conversations when asked, and the contact list
+suggests its pairs as a whole."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from tests.integration.test_gateway import _auth, _signup
 
 
 async def _says(
-    stack: Stack, tenant: str, channel: str, sender: str, name: str, *, is_bot: bool = False
-) -> str:
+    stack: Stack, tenant: str, channel: str, sender: str, name: str, *, is_bot: bool = False,
+    text: str = "Hello!",
+) -> str:  # fmt: skip
     """A direct message from ``sender`` on ``channel``; its conversation's id."""
     connection, conversation = f"cn_{channel}_{tenant[-6:]}", ids.new_id(ids.CONVERSATION)
     actor = f"connector:{channel}:{connection}"
@@ -33,7 +35,7 @@ async def _says(
         data=ev.MessageReceivedData(
             message_id=ids.new_id(ids.MESSAGE), connection_id=connection, channel=channel,
             provider_message_id=ids.new_id("p"), sender=ev.Sender(id=sender, name=name, is_bot=is_bot),
-            text="Hello!", sent_at=datetime.now(UTC),
+            text=text, sent_at=datetime.now(UTC),
         ),
     )  # fmt: skip
     await stack.store.append_many([created, received])
@@ -122,3 +124,90 @@ async def test_identities_suggestions_merges_splits_and_notes(api: httpx.AsyncCl
     long = await api.put(f"/v1/contacts/{whatsapp}/notes", json={"notes": "x" * 2001}, headers=_auth(owner))
     assert (long.status_code, long.json()["field"]) == (400, "notes")
     await stack.verify_read_models()  # identities, merges, splits and notes replay identically
+
+
+async def _search(
+    api: httpx.AsyncClient, owner: dict[str, str], q: str, contact_id: str, seq: int = 0
+) -> httpx.Response:
+    params: dict[str, Any] = {"q": q, "contact_id": contact_id, "min_seq": seq}
+    return await api.get("/v1/search", params=params, headers=_auth(owner))
+
+
+async def test_search_by_person_keeps_to_their_conversations(api: httpx.AsyncClient, stack: Stack) -> None:
+    owner = await _signup(api, "contacts-search@example.com")
+    other = await _signup(api, "contacts-search-other@example.com")
+    tenant = owner["tenant_id"]
+    ada_sender, ada_phone_sender = "wa:15551230000@s.whatsapp.net", "imessage:+15551230000"
+    on_whatsapp = await _says(stack, tenant, "whatsapp", ada_sender, "Ada", text="The invoice is paid")
+    on_imessage = await _says(stack, tenant, "imessage", ada_phone_sender, "Ada L.", text="invoice sent")
+    from_bob = await _says(stack, tenant, "telegram", "tg:99", "Bob", text="Where is my invoice?")
+    seq = await stack.store.last_seq()
+    ada = _contact_of(tenant, "whatsapp", ada_sender)
+    ada_too = _contact_of(tenant, "imessage", ada_phone_sender)
+    bob = _contact_of(tenant, "telegram", "tg:99")
+
+    everyone = await api.get("/v1/search", params={"q": "invoice", "min_seq": seq}, headers=_auth(owner))
+    assert {h["conversation_id"] for h in everyone.json()} == {on_whatsapp, on_imessage, from_bob}
+    by_ada = await _search(api, owner, "invoice", ada, seq)
+    assert [h["conversation_id"] for h in by_ada.json()] == [on_whatsapp]
+    by_bob = await _search(api, owner, "invoice", bob)
+    assert [(h["conversation_id"], h["sender_name"]) for h in by_bob.json()] == [(from_bob, "Bob")]
+    assert (await _search(api, owner, "weather", ada)).json() == []  # theirs, but no such word
+
+    # Merged: the person's search covers both channels; the contact merged away is gone.
+    merged = await api.post(f"/v1/contacts/{ada}/merge", json={"contact_id": ada_too}, headers=_auth(owner))
+    assert merged.status_code == 202, merged.text
+    both = await _search(api, owner, "invoice", ada, merged.json()["seq"])
+    assert {h["conversation_id"] for h in both.json()} == {on_whatsapp, on_imessage}
+    for unknown in (ada_too, "ct_nobody"):
+        missing = await _search(api, owner, "invoice", unknown)
+        assert (missing.status_code, missing.json()["error"], missing.json()["field"]) == (
+            404, "not_found", "contact_id",
+        )  # fmt: skip
+    foreign = await _search(api, other, "invoice", ada)  # another inbox's person
+    assert (foreign.status_code, foreign.json()["field"]) == (404, "contact_id")
+    too_long = await _search(api, owner, "invoice", "ct_" + "x" * 100)
+    assert too_long.status_code == 400
+
+
+async def test_suggestions_across_the_list(api: httpx.AsyncClient, stack: Stack) -> None:
+    owner = await _signup(api, "contacts-pairs@example.com")
+    other = await _signup(api, "contacts-pairs-other@example.com")
+    tenant = owner["tenant_id"]
+    await _says(stack, tenant, "whatsapp", "wa:15551234567@s.whatsapp.net", "Ada")
+    await _says(stack, tenant, "imessage", "imessage:+15551234567", "Ada L.")
+    await _says(stack, tenant, "telegram", "tg:42", "Ada")  # the same name only: never suggested
+    await _says(stack, tenant, "imessage", "imessage:grace@example.com", "Grace")
+    await _says(stack, tenant, "imessage", "imessage:Grace@Example.com", "Grace H.")  # heard last
+    # Another inbox hears the same phone number: never paired with this one's.
+    await _says(stack, other["tenant_id"], "whatsapp", "wa:15551234567@s.whatsapp.net", "Ada")
+    await _says(stack, other["tenant_id"], "signal", "signal:+15550000000", "Linus")
+    seq = await stack.store.last_seq()
+    whatsapp = _contact_of(tenant, "whatsapp", "wa:15551234567@s.whatsapp.net")
+    imessage = _contact_of(tenant, "imessage", "imessage:+15551234567")
+    grace = sorted(
+        (_contact_of(tenant, "imessage", s), n)
+        for s, n in (("imessage:grace@example.com", "Grace"), ("imessage:Grace@Example.com", "Grace H."))
+    )
+    ada = sorted([(whatsapp, "Ada"), (imessage, "Ada L.")])
+
+    pairs = await _get(api, owner, "/v1/contacts/suggestions", seq)  # not a contact named "suggestions"
+    assert pairs == [
+        {"contact_id": grace[0][0], "display_name": grace[0][1], "other_contact_id": grace[1][0],
+         "other_display_name": grace[1][1], "reason": "same e-mail grace@example.com"},
+        {"contact_id": ada[0][0], "display_name": ada[0][1], "other_contact_id": ada[1][0],
+         "other_display_name": ada[1][1], "reason": "same phone +15551234567"},
+    ]  # fmt: skip
+    one = await api.get("/v1/contacts/suggestions", params={"limit": 1}, headers=_auth(owner))
+    assert [p["reason"] for p in one.json()] == ["same e-mail grace@example.com"]
+    bad = await api.get("/v1/contacts/suggestions", params={"limit": 0}, headers=_auth(owner))
+    assert bad.status_code == 400
+    assert await _get(api, other, "/v1/contacts/suggestions") == []
+
+    # Merged: that pair is settled, the other one stays.
+    merged = await api.post(
+        f"/v1/contacts/{whatsapp}/merge", json={"contact_id": imessage}, headers=_auth(owner)
+    )
+    assert merged.status_code == 202, merged.text
+    after = await _get(api, owner, "/v1/contacts/suggestions", merged.json()["seq"])
+    assert [(p["contact_id"], p["other_contact_id"]) for p in after] == [(grace[0][0], grace[1][0])]

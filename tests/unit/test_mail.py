@@ -55,6 +55,12 @@ VALUES: dict[MailKind, dict[str, str]] = {
     },
     "password_changed": {"when": "2025-05-01 09:30 UTC"},
     "two_factor_changed": {"state": "turned off", "when": "2025-05-01 09:31 UTC"},
+    "digest": {
+        "link": "https://app.moltbot.example/#digest",
+        "day": "Thursday 26 November",
+        "headline": "2 conversations need a reply",
+        "items": "Waiting for your reply:\n- Ada (telegram): see you Friday?\n- Bob (slack): the invoice",
+    },
 }
 HOSTILE = "<script>alert(\"x\")</script> & 'quoted'"
 

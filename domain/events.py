@@ -114,7 +114,7 @@ class UserPreferencesChangedData(Payload, frozen=True):
 
     time_zone: str = "UTC"  # an IANA name, e.g. "Europe/Berlin"
     quiet_hours: QuietHours | None = None  # None: notifications at any hour
-    digest_hour: int | None = 8  # the hour (0-23, in time_zone) of the morning digest; None: none
+    digest_hour: int | None = None  # the hour (0-23, in time_zone) of the morning digest; None: none
     digest_email: bool = True  # the morning digest by e-mail too (besides push)
 
 

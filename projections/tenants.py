@@ -22,7 +22,7 @@ CREATE TABLE users (
     time_zone      text,      -- IANA name (NULL: UTC), for quiet hours and the agent's clock
     quiet_start    smallint,  -- no push notifications from this hour (in time_zone) ...
     quiet_end      smallint,  -- ... until this one (NULL: none)
-    digest_hour    smallint DEFAULT 8,  -- the morning digest at this hour in time_zone (NULL: none)
+    digest_hour    smallint,  -- the morning digest at this hour in time_zone (NULL: none, the default)
     digest_email   boolean NOT NULL DEFAULT true,
     digest_on      date       -- the latest day whose digest was due
 );

@@ -118,7 +118,7 @@ class Preferences(msgspec.Struct, frozen=True):
     time_zone: str | None = None
     quiet_start: int | None = None
     quiet_end: int | None = None
-    digest_hour: int | None = 8
+    digest_hour: int | None = None
     digest_email: bool = True
 
 

@@ -110,7 +110,7 @@ class Me(msgspec.Struct, frozen=True):
     quiet_hours: ev.QuietHours | None = None  # no push notifications then, on time_zone's clock
     needs_reply: int = 0  # conversations waiting for a reply (GET /v1/conversations?needs_reply=true)
     follow_ups_due: int = 0  # reminders that came due and wait to be dealt with (GET /v1/follow-ups)
-    digest_hour: int | None = 8  # the morning digest's hour on time_zone's clock (None: none)
+    digest_hour: int | None = None  # the morning digest's hour on time_zone's clock (None: none)
     digest_email: bool = True
 
 

@@ -1,7 +1,7 @@
 """A person's preferences: ``PUT /v1/me/preferences``
 ``{"time_zone", "quiet_hours", "digest_hour", "digest_email"}`` — their IANA time zone, the
-hours in it when no push notification reaches them, the hour of their morning digest (8 by
-default; null: none) and whether it comes by e-mail too (true by default) — recorded as
+hours in it when no push notification reaches them, the hour of their morning digest (null,
+the default: none) and whether it comes by e-mail too (true by default) — recorded as
 ``user.preferences_changed`` (whole: what is left out goes back to its default) and shown by
 ``GET /v1/me``."""
 
@@ -27,7 +27,7 @@ class QuietHoursBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PreferencesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     time_zone: str  # IANA, e.g. "Europe/Berlin"
     quiet_hours: QuietHoursBody | None = None  # null or left out: notifications at any hour
-    digest_hour: int | None = 8  # the morning digest at this hour (0-23) in time_zone; null: none
+    digest_hour: int | None = None  # the morning digest at this hour (0-23) in time_zone; null: none
     digest_email: bool = True
 
 

@@ -4,14 +4,16 @@ fire regardless), once; a reminder counts on /v1/me until dismissed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+from nats.aio.client import Client
 
 from domain import events as ev
 from tests.integration.conftest import Stack
-from tests.integration.test_agent import _until
+from tests.integration.test_agent import _decided, _until
 from tests.integration.test_gateway import _auth, _signup
 from tests.integration.test_webchat import _visitor_says, _widget
 
@@ -126,3 +128,54 @@ async def test_a_brief_without_a_model_is_extractive_kept_per_message_and_its_it
     made = await api.post(f"/v1/conversations/{conversation}/follow-ups", json=body, headers=_auth(owner))
     assert made.status_code == 202, made.text
     assert (await api.get("/v1/conversations/c_missing/summary", headers=_auth(owner))).status_code == 404
+
+
+async def test_a_promise_in_a_message_becomes_a_proposal_the_owner_approves_or_declines(
+    api: httpx.AsyncClient, stack: Stack, nc: Client, assistant: None
+) -> None:
+    owner = await _signup(api, "follow-up-proposals@example.com")
+    chosen = await api.put("/v1/me/preferences", json={"time_zone": "Europe/Berlin"}, headers=_auth(owner))
+    assert chosen.status_code == 202, chosen.text
+    await stack.wait_caught_up()
+    key = (await _widget(api, owner))["widget_key"]
+    promised = await _visitor_says(api, key, "Thanks! I'll get back to you tomorrow with the dates.")
+    vague = await _visitor_says(api, key, "Let me check with my wife.")
+    chatty = await _visitor_says(api, key, "I will confirm on Friday.")
+    plain = await _visitor_says(api, key, "What time do you open?")
+    await _decided(stack, nc, max(s["seq"] for s in (promised, vague, chatty, plain)))
+
+    async def proposed() -> list[Any]:
+        found = await _by_status(api, owner, "proposed")
+        return found if len(found) == 3 else []
+
+    proposals = {f["conversation_id"]: f for f in await _until(proposed, "three proposals")}
+    assert plain["conversation_id"] not in proposals  # no promise, no proposal
+    berlin = ZoneInfo("Europe/Berlin")
+    today = datetime.now(berlin).date()
+    tomorrow_one = proposals[promised["conversation_id"]]
+    assert tomorrow_one["note"] == "They said: I'll get back to you tomorrow with the dates."
+    assert datetime.fromisoformat(tomorrow_one["due_at"]) == datetime.combine(
+        today + timedelta(days=2), time(9), tzinfo=berlin
+    )  # the morning after the day they named, on the owner's clock
+    assert datetime.fromisoformat(proposals[vague["conversation_id"]]["due_at"]).date() == today + timedelta(
+        days=2
+    )
+    assert await _by_status(api, owner, "waiting") == []  # nothing is reminded until approved
+
+    approved = await api.post(f"/v1/follow-ups/{tomorrow_one['follow_up_id']}/approve", headers=_auth(owner))
+    assert approved.status_code == 202, approved.text
+    declined = await api.delete(
+        f"/v1/follow-ups/{proposals[vague['conversation_id']]['follow_up_id']}", headers=_auth(owner)
+    )
+    assert declined.status_code == 202, declined.text
+    # They wrote again before anyone approved: the proposal is moot.
+    await _visitor_says(api, key, "Friday works, see you!", visitor_token=chatty["visitor_token"])
+    await stack.wait_caught_up()
+    [waiting] = await _by_status(api, owner, "waiting")
+    assert waiting["follow_up_id"] == tomorrow_one["follow_up_id"] and waiting["only_if_no_reply"]
+    assert [f["conversation_id"] for f in await _by_status(api, owner, "answered")] == [
+        chatty["conversation_id"]
+    ]
+    twice = await api.post(f"/v1/follow-ups/{tomorrow_one['follow_up_id']}/approve", headers=_auth(owner))
+    assert (twice.status_code, twice.json()["error"]) == (409, "not_proposed")
+    await stack.verify_read_models()  # proposals, approvals and answers replay identically

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,12 +17,14 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from adapters.mail.outbox import StoredMail, list_mail, outbox_folder, read_mail, text_body
 from adapters.nats.event_store import EVENTS_STREAM
 from adapters.postgres.database import connection as pg_connection
 from adapters.push.config import PushConfig
 from adapters.push.notifier import CONSUMER as NOTIFIER_CONSUMER
 from adapters.vault.cipher import Keyring
 from domain import events as ev
+from domain.mail import Mailer
 from domain.plans import Catalog
 from gateway.auth import Tokens
 from moltbot.roles import run_notifier
@@ -49,12 +51,21 @@ async def push_service(push_config: PushConfig) -> AsyncIterator[FakePushService
 
 @pytest.fixture
 async def notifier(
-    api: httpx.AsyncClient, stack: Stack, keyring: Keyring, push_config: PushConfig, plan_catalog: Catalog
+    api: httpx.AsyncClient,
+    stack: Stack,
+    keyring: Keyring,
+    push_config: PushConfig,
+    plan_catalog: Catalog,
+    mailer: Mailer,
 ) -> AsyncIterator[None]:
-    """The notifier role beside ``api``, as `moltbot up` runs it."""
-    role = asyncio.create_task(
-        run_notifier(stack.roles, stack.database_url, push_config, keyring=keyring, catalog=plan_catalog)
-    )
+    """The notifier role beside ``api``, as `moltbot up` runs it (the digest's mail in the
+    gateway's folder outbox)."""
+    inbox = "https://inbox.moltbot.example"
+    notifying = run_notifier(
+        stack.roles, stack.database_url, push_config, keyring=keyring, catalog=plan_catalog, mailer=mailer,
+        inbox_url=inbox,
+    )  # fmt: skip
+    role = asyncio.create_task(notifying)
     yield
     role.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -431,3 +442,82 @@ async def test_subscriptions_are_each_persons_in_each_inbox(
     gone = await api.delete(f"/v1/push/subscriptions/{adas['subscription_id']}", headers=_auth(ada))
     assert gone.status_code == 204
     assert (await api.get("/v1/push/subscriptions", headers=_auth(ada))).json() == []
+
+
+async def test_while_away_pushes_are_held_and_coming_back_says_what_came_in(
+    api: httpx.AsyncClient, stack: Stack, nc: Client, push_service: FakePushService, notifier: None
+) -> None:
+    owner, browser = await _subscribed(api, push_service, "push-away@example.com")
+    widget = await _webchat_mode(api, owner, "off")
+    until = (datetime.now(UTC) + timedelta(seconds=4)).isoformat()
+    away = await api.put("/v1/away", json={"until": until, "message": "Back soon."}, headers=_auth(owner))
+    assert away.status_code == 202, away.text
+    await stack.wait_caught_up()
+    said = await _visitor_says(api, widget["widget_key"], "Hello, anyone?", name="Noor")
+    await _handled(nc, said["seq"])
+    assert push_service.requests == 0  # held back while away
+
+    [payload] = await _delivered(push_service, browser)  # the period runs out by itself
+    assert payload == {
+        "title": "Welcome back",
+        "body": "1 message in 1 conversation while you were away; 1 still needs a reply.",
+        "url": "/#digest",
+        "tag": "away",
+    }
+    again = await _visitor_says(
+        api, widget["widget_key"], "Hello again", name="Noor", visitor_token=said["visitor_token"]
+    )
+    [_, after] = await _delivered(push_service, browser, 2)  # back: pushed as ever
+    assert after["body"] == "Hello again"
+    await _handled(nc, again["seq"])
+
+
+async def test_the_morning_digest_comes_once_by_push_and_by_mail(
+    api: httpx.AsyncClient,
+    stack: Stack,
+    nc: Client,
+    push_service: FakePushService,
+    notifier: None,
+    tmp_path: Path,
+) -> None:
+    owner, browser = await _subscribed(api, push_service, "push-digest@example.com")
+    widget = await _webchat_mode(api, owner, "off")
+    await _visitor_says(api, widget["widget_key"], "Could you send me the menu?", name="Lea")
+    [message_push] = await _delivered(push_service, browser)
+    assert message_push["body"] == "Could you send me the menu?"
+    if datetime.now(UTC).minute == 59 and datetime.now(UTC).second > 50:
+        await asyncio.sleep(11)  # the digest hour is this hour: not one that ends in a moment
+    hour = datetime.now(UTC).hour
+    chosen = await api.put(
+        "/v1/me/preferences", json={"time_zone": "UTC", "digest_hour": hour}, headers=_auth(owner)
+    )
+    assert chosen.status_code == 202, chosen.text
+    me = (await api.get("/v1/me", params={"min_seq": chosen.json()["seq"]}, headers=_auth(owner))).json()
+    assert (me["digest_hour"], me["digest_email"]) == (hour, True)
+
+    [_, payload] = await _delivered(push_service, browser, 2)  # the scheduler's next tick
+    assert payload == {
+        "title": "Your day at a glance",
+        "body": "1 conversation needs a reply.",
+        "url": "/#digest",
+        "tag": "digest",
+    }
+    folder = outbox_folder(tmp_path)
+
+    async def mailed() -> list[StoredMail]:
+        return [m for m in list_mail(folder) if m.kind == "digest"]
+
+    [mail] = await _until(mailed, "the digest's mail")
+    assert mail.to == "push-digest@example.com"
+    text = text_body(read_mail(folder, mail.name))
+    assert "1 conversation needs a reply" in text and "Could you send me the menu?" in text
+    assert "https://inbox.moltbot.example/#digest" in text
+    await asyncio.sleep(2.5)  # more ticks of the scheduler in the same hour
+    due = [
+        s.event
+        async for s in stack.store.read_events(subject=f"ev.{owner['tenant_id']}.>")
+        if isinstance(s.event, ev.DigestDue)
+    ]
+    assert len(due) == 1 and due[0].data.date == datetime.now(UTC).date()
+    await _handled(nc, await stack.store.last_seq())
+    assert len(push_service.deliveries) == 2 and len(await mailed()) == 1

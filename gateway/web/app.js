@@ -252,28 +252,73 @@ function chooseView(view) {
   $("view-waiting").setAttribute("aria-selected", String(view === "waiting"));
   $("view-all").setAttribute("aria-selected", String(view === "all"));
   $("view-reminders").setAttribute("aria-selected", String(view === "reminders"));
-  (view === "reminders" ? loadReminders() : loadConversations()).catch((error) => status(error.message));
+  $("view-digest").setAttribute("aria-selected", String(view === "digest"));
+  loadConversations().catch((error) => status(error.message));
+}
+
+// "Today": the day at a glance (GET /v1/digest), what the morning digest sends.
+async function loadDigest({ minSeq } = {}) {
+  const day = await api("/v1/digest", { params: { min_seq: minSeq } });
+  const open = (id) => async () => openConversation(await api(`/v1/conversations/${id}`));
+  const heading = (label) => el("li", { class: "muted" }, el("strong", {}, label));
+  const items = [];
+  if (day.while_away) {
+    const h = day.while_away.happened;
+    items.push(heading("While you were away"), el("li", {}, el("span", { class: "preview" },
+      `${plural(h.received, "message")} in ${plural(h.conversations, "conversation")}; the away answer went to ${h.noticed}; ${h.still_waiting} still wait for a reply.`)));
+  }
+  if (day.needs_reply.length) items.push(heading("Waiting for your reply"));
+  for (const w of day.needs_reply) {
+    items.push(el("li", {}, el("button", { type: "button", onclick: open(w.conversation_id) },
+      el("span", { class: "badge" }, w.channel), el("strong", {}, w.title), el("span", { class: "preview" }, w.last_message_preview || ""))));
+  }
+  if (day.follow_ups.length) items.push(heading("Follow-ups due today"));
+  for (const f of day.follow_ups) {
+    items.push(el("li", {}, el("button", { type: "button", onclick: open(f.conversation_id) },
+      el("strong", {}, f.title || "A conversation"), el("span", { class: "preview" }, f.note || "Follow up"))));
+  }
+  if (day.channels.length) items.push(heading("Channels that need you"));
+  for (const c of day.channels) {
+    items.push(el("li", {}, el("button", { type: "button", onclick: () => show("channels") },
+      el("strong", {}, c.display_name), el("span", { class: "preview" }, c.state_message || "Reconnect it"))));
+  }
+  $("conversations").replaceChildren(...items);
+  $("more").hidden = true;
+  $("empty").hidden = items.length > 0;
+  $("empty").textContent = `Nothing needs you today. ${plural(day.received, "message")} came in.`;
+  await showCounts(minSeq);
 }
 
 // Follow-ups that came due: open the conversation, or dismiss the reminder.
+// Proposed ones (the agent read a promise): approve or decline.
 async function loadReminders({ minSeq } = {}) {
-  const due = await api("/v1/follow-ups", { params: { status: "due", min_seq: minSeq } });
-  const list = $("conversations");
-  list.replaceChildren(...due.map((f) => el("li", {},
+  const [due, proposed] = await Promise.all([
+    api("/v1/follow-ups", { params: { status: "due", min_seq: minSeq } }),
+    api("/v1/follow-ups", { params: { status: "proposed", min_seq: minSeq } }),
+  ]);
+  const decide = (f, label, method, path) => el("button", { type: "button", class: method === "POST" ? "secondary" : "quiet", onclick: async () => {
+    const accepted = await api(path, { method });
+    await loadReminders({ minSeq: accepted.seq });
+  } }, label);
+  const item = (f, note, ...buttons) => el("li", {},
     el("button", { type: "button", onclick: async () => openConversation(await api(`/v1/conversations/${f.conversation_id}`)) },
-      el("strong", {}, f.title || "A conversation"), el("span", { class: "preview" }, f.note || "They have not answered yet.")),
-    el("button", { type: "button", class: "quiet", onclick: async () => {
-      const accepted = await api(`/v1/follow-ups/${f.follow_up_id}`, { method: "DELETE" });
-      await loadReminders({ minSeq: accepted.seq });
-    } }, "Dismiss"))));
+      el("strong", {}, f.title || "A conversation"), el("span", { class: "preview" }, note)),
+    ...buttons);
+  $("conversations").replaceChildren(
+    ...due.map((f) => item(f, f.note || "They have not answered yet.", decide(f, "Dismiss", "DELETE", `/v1/follow-ups/${f.follow_up_id}`))),
+    ...proposed.map((f) => item(f, `Proposed for ${when(f.due_at)}: ${f.note}`,
+      decide(f, "Remind me", "POST", `/v1/follow-ups/${f.follow_up_id}/approve`),
+      decide(f, "No need", "DELETE", `/v1/follow-ups/${f.follow_up_id}`))),
+  );
   $("more").hidden = true;
-  $("empty").hidden = due.length > 0;
+  $("empty").hidden = due.length + proposed.length > 0;
   $("empty").textContent = "No follow-ups due. Set one from a conversation (Follow up…).";
   await showCounts(minSeq);
 }
 
 async function showCounts(minSeq) {
-  const me = await api("/v1/me", { params: { min_seq: minSeq } });
+  const [me, away] = await Promise.all([api("/v1/me", { params: { min_seq: minSeq } }), api("/v1/away")]);
+  showAway(away, me);
   $("waiting-count").hidden = !me.needs_reply;
   $("waiting-count").textContent = String(me.needs_reply || "");
   $("reminders-count").hidden = !me.follow_ups_due;
@@ -282,6 +327,7 @@ async function showCounts(minSeq) {
 
 async function loadConversations({ append = false, minSeq } = {}) {
   if (state.view === "reminders") return loadReminders({ minSeq });
+  if (state.view === "digest") return loadDigest({ minSeq });
   const since = $("since-filter").value;
   const waiting = (state.view || "waiting") === "waiting";
   const params = {
@@ -416,10 +462,16 @@ async function showPerson(contactId, minSeq) {
     status(`Merged: ${s.display_name} is this person too.`);
     await showPerson(contactId, accepted.seq);
   } }, "Same person: merge");
+  const words = el("input", { type: "search", "aria-label": `Search what ${person.display_name} said`, placeholder: "Search their messages" });
+  const find = el("form", { role: "search" }, words);
+  find.addEventListener("submit", (submit) => {
+    submit.preventDefault();
+    searchMessages(words.value.trim(), person).catch((error) => status(error.message));
+  });
   box.replaceChildren(
     el("strong", {}, person.display_name),
     el("p", { class: "muted" }, `On ${[...new Set(person.identities.map((i) => i.channel))].join(", ")} · ${person.conversations.length} conversation(s)`),
-    notes, save,
+    find, notes, save,
     ...person.suggestions.map((s) => el("p", {}, `Maybe also ${s.display_name} (${s.reason}) · `, merge(s))),
   );
 }
@@ -597,6 +649,7 @@ $("more").addEventListener("click", () => loadConversations({ append: true }));
 $("view-waiting").addEventListener("click", () => chooseView("waiting"));
 $("view-all").addEventListener("click", () => chooseView("all"));
 $("view-reminders").addEventListener("click", () => chooseView("reminders"));
+$("view-digest").addEventListener("click", () => chooseView("digest"));
 for (const id of ["unread-only", "pinned-only", "channel-filter", "since-filter"]) {
   $(id).addEventListener("change", () => loadConversations());
 }
@@ -608,21 +661,26 @@ $("person-filter").addEventListener("input", () => {
 
 $("search-form").addEventListener("submit", async (submit) => {
   submit.preventDefault();
-  const q = $("search").value.trim();
+  await searchMessages($("search").value.trim());
+});
+
+// Full-text search, in every conversation or in one person's (on every channel).
+async function searchMessages(q, person) {
   const results = $("results");
   if (!q) {
     results.hidden = true;
     return;
   }
-  const hits = await api("/v1/search", { params: { q } });
+  const hits = await api("/v1/search", { params: { q, contact_id: person ? person.contact_id : undefined } });
   results.hidden = false;
-  results.replaceChildren(el("h2", {}, `${hits.length} result${hits.length === 1 ? "" : "s"} for “${q}”`));
+  const whose = person ? ` with ${person.display_name}` : "";
+  results.replaceChildren(el("h2", {}, `${hits.length} result${hits.length === 1 ? "" : "s"} for “${q}”${whose}`));
   for (const hit of hits) {
     const line = el("p", {});
     line.innerHTML = hit.highlight; // escaped by the server; only <mark> is markup
     results.append(el("article", { class: "msg" }, el("small", {}, `${hit.conversation_title} · ${hit.sender_name}`), line));
   }
-});
+}
 
 // --- live updates --------------------------------------------------------------------------
 
@@ -1202,13 +1260,53 @@ async function showSettings() {
       el("p", { class: "muted" }, "Sign-ins, security changes and changes to the inbox's people, newest first."),
       el("div", { id: "audit" })) : "",
     notificationsPart(me),
+    manager ? part("settings-away", "Away", el("div", { id: "away" })) : "",
     deletePart(me),
   );
   await Promise.all([
     load("two-factor", renderTwoFactor),
     load("sessions", renderSessions),
     load("people", renderPeople).then(() => (manager ? load("audit", renderAudit) : null)),
+    manager ? load("away", renderAway) : null,
   ]);
+}
+
+// Away: until when, with what message, on which channels; or back now.
+async function renderAway() {
+  const [away, channels] = await Promise.all([api("/v1/away"), api("/v1/channels")]);
+  const line = outcome("away-result");
+  if (away.on) {
+    const back = el("button", { type: "button", class: "secondary", onclick: (click) => act(click.target, line, async () => {
+      const accepted = await api("/v1/away", { method: "DELETE" });
+      await load("away", renderAway);
+      await showCounts(accepted.seq);
+    }) }, "I'm back");
+    $("away").replaceChildren(el("p", {}, `Away until ${when(away.away.until)} (${away.away.mode === "draft" ? "drafts" : "answers"}): “${away.away.message}”.`),
+      el("p", { class: "muted" }, `So far ${plural(away.while_away.received, "message")} in ${plural(away.while_away.conversations, "conversation")}.`), back, line);
+    return;
+  }
+  const boxes = channels.map((c) => el("label", { class: "filter" },
+    el("input", { type: "checkbox", name: "away_channel", value: c.connection_id, checked: "" }), ` ${c.display_name} (${c.channel})`));
+  const form = actionForm({ id: "away-form" }, [
+    field("Away until", { id: "away-until", name: "until", type: "datetime-local", required: "" }),
+    field("Message", { id: "away-message", name: "message", maxlength: "1000", value: "I'm away at the moment and will answer when I'm back." }),
+    choice("It is", { id: "away-mode", name: "mode" }, [["answer", "sent to each person once"], ["draft", "a draft for you to send"]], "answer"),
+    el("fieldset", {}, el("legend", {}, "On these channels"), ...boxes),
+    el("p", { class: "muted" }, "While away, notifications wait; when you are back one tells you what came in."),
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Go away")),
+  ], line, async (fields) => {
+    const picked = [...form.querySelectorAll("input[name=away_channel]:checked")].map((box) => box.value);
+    const accepted = await api("/v1/away", { method: "PUT", body: {
+      until: new Date(fields.until.value).toISOString(), message: fields.message.value, mode: fields.mode.value,
+      connection_ids: picked.length === channels.length ? [] : picked,
+    } });
+    await load("away", renderAway);
+    await showCounts(accepted.seq);
+  });
+  const last = away.away && !away.on
+    ? el("p", { class: "muted" }, `Last away until ${when(away.away.ended_at || away.away.until)}: ${plural(away.while_away.received, "message")} came in.`)
+    : "";
+  $("away").replaceChildren(last, form, line);
 }
 
 // --- notifications on this device (push through the service worker), time zone, quiet hours ----
@@ -1307,13 +1405,20 @@ function notificationsPart(me) {
       el("label", { for: "quiet-start" }, "Quiet hours: no notifications from"), hour("quiet-start", "quiet_start", quiet.start),
       el("label", { for: "quiet-end" }, "to"), hour("quiet-end", "quiet_end", quiet.end),
       el("p", { class: "muted" }, "Hours of the day on your clock; leave both empty for none.")),
+    el("div", { class: "field hours" },
+      el("label", { for: "digest-hour" }, "Morning digest at"), hour("digest-hour", "digest_hour", me.digest_hour ?? ""),
+      el("label", { for: "digest-email" }, "o'clock, by e-mail too"),
+      el("input", { id: "digest-email", name: "digest_email", type: "checkbox", ...(me.digest_email === false ? {} : { checked: "" }) }),
+      el("p", { class: "muted" }, "What waits for you that day, on your clock, when something does; leave the hour empty for none.")),
     el("div", { class: "row" }, el("button", { type: "submit" }, "Save")),
   ], saved, async (fields) => {
-    const body = { time_zone: fields.time_zone.value.trim() };
+    const body = { time_zone: fields.time_zone.value.trim(), digest_email: fields.digest_email.checked };
     const [start, end] = [fields.quiet_start.value, fields.quiet_end.value];
     if (start !== "" || end !== "") body.quiet_hours = { start: Number(start), end: Number(end) };
+    if (fields.digest_hour.value !== "") body.digest_hour = Number(fields.digest_hour.value);
     await api("/v1/me/preferences", { method: "PUT", body });
-    say(saved, body.quiet_hours ? `Saved: quiet from ${start}:00 to ${end}:00 (${body.time_zone}).` : `Saved: notifications at any hour (${body.time_zone}).`);
+    const digest = body.digest_hour === undefined ? "no morning digest" : `a digest at ${body.digest_hour}:00`;
+    say(saved, body.quiet_hours ? `Saved: quiet from ${start}:00 to ${end}:00, ${digest} (${body.time_zone}).` : `Saved: notifications at any hour, ${digest} (${body.time_zone}).`);
   });
   return part("settings-notifications", "Notifications",
     el("p", {}, el("label", { for: "push-toggle", class: "switch" }, toggle, " Notifications on this device")),
@@ -1789,8 +1894,14 @@ function openLink(link) {
 async function openTarget(hash) {
   const conversation = hash.match(/^#conversation=([A-Za-z0-9_-]+)$/);
   const view = hash.match(/^#(channels|usage|settings)$/);
-  if (!state.session || !(conversation || view)) return;
+  const today = hash === "#digest";
+  if (!state.session || !(conversation || view || today)) return;
   history.replaceState(null, "", location.pathname + location.search);
+  if (today) {
+    show("inbox");
+    chooseView("digest");
+    return;
+  }
   if (view) {
     show(view[1]);
     return;
@@ -1830,6 +1941,21 @@ async function checkAllowance() {
   if (!until) return;
   const month = billing.ai.allowance_micros !== null && billing.ai.spent_this_month_micros >= billing.ai.allowance_micros;
   notice.textContent = `${month ? "This month's" : "Today's"} AI allowance is used up: your agent answers with a short note until ${new Date(until).toLocaleString()}.${billing.upgrade ? " Upgrade on the Usage page for more." : ""}`;
+}
+
+// While the inbox is away: a line that says until when, and "I'm back".
+function showAway(away, me) {
+  const line = $("away-notice");
+  line.hidden = !away.on;
+  if (!away.on) return;
+  const back = MANAGERS.includes(me.role)
+    ? el("button", { type: "button", class: "link", onclick: async () => {
+      const accepted = await api("/v1/away", { method: "DELETE" });
+      status("Welcome back.");
+      await loadConversations({ minSeq: accepted.seq });
+    } }, "I'm back")
+    : "";
+  line.replaceChildren(`Away until ${when(away.away.until)}: people who write get your away message, notifications wait. `, back);
 }
 
 // The channel filter offers the kinds this inbox has connected.

@@ -1267,18 +1267,18 @@ async function showSettings() {
     load("two-factor", renderTwoFactor),
     load("sessions", renderSessions),
     load("people", renderPeople).then(() => (manager ? load("audit", renderAudit) : null)),
-    manager ? load("away", renderAway) : null,
+    manager ? load("away", () => renderAway()) : null,
   ]);
 }
 
 // Away: until when, with what message, on which channels; or back now.
-async function renderAway() {
-  const [away, channels] = await Promise.all([api("/v1/away"), api("/v1/channels")]);
+async function renderAway(minSeq) {
+  const [away, channels] = await Promise.all([api("/v1/away", { params: { min_seq: minSeq } }), api("/v1/channels")]);
   const line = outcome("away-result");
   if (away.on) {
     const back = el("button", { type: "button", class: "secondary", onclick: (click) => act(click.target, line, async () => {
       const accepted = await api("/v1/away", { method: "DELETE" });
-      await load("away", renderAway);
+      await load("away", () => renderAway(accepted.seq));
       await showCounts(accepted.seq);
     }) }, "I'm back");
     $("away").replaceChildren(el("p", {}, `Away until ${when(away.away.until)} (${away.away.mode === "draft" ? "drafts" : "answers"}): “${away.away.message}”.`),
@@ -1289,7 +1289,7 @@ async function renderAway() {
     el("input", { type: "checkbox", name: "away_channel", value: c.connection_id, checked: "" }), ` ${c.display_name} (${c.channel})`));
   const form = actionForm({ id: "away-form" }, [
     field("Away until", { id: "away-until", name: "until", type: "datetime-local", required: "" }),
-    field("Message", { id: "away-message", name: "message", maxlength: "1000", value: "I'm away at the moment and will answer when I'm back." }),
+    field("Away message", { id: "away-message", name: "message", maxlength: "1000", value: "I'm away at the moment and will answer when I'm back." }),
     choice("It is", { id: "away-mode", name: "mode" }, [["answer", "sent to each person once"], ["draft", "a draft for you to send"]], "answer"),
     el("fieldset", {}, el("legend", {}, "On these channels"), ...boxes),
     el("p", { class: "muted" }, "While away, notifications wait; when you are back one tells you what came in."),
@@ -1300,7 +1300,7 @@ async function renderAway() {
       until: new Date(fields.until.value).toISOString(), message: fields.message.value, mode: fields.mode.value,
       connection_ids: picked.length === channels.length ? [] : picked,
     } });
-    await load("away", renderAway);
+    await load("away", () => renderAway(accepted.seq));
     await showCounts(accepted.seq);
   });
   const last = away.away && !away.on

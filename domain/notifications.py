@@ -251,13 +251,17 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def digest_headline(*, needs_reply: int, follow_ups: int, channels: int, away_received: int | None) -> str:
+def digest_headline(
+    *, needs_reply: int, follow_ups: int, channels: int, away_received: int | None, mentions: int = 0
+) -> str:
     """What a day holds, in a line ("" when nothing needs anyone)."""
     parts = []
     if needs_reply:
         parts.append(f"{_count(needs_reply, 'conversation needs', 'conversations need')} a reply")
     if follow_ups:
         parts.append(f"{_count(follow_ups, 'follow-up', 'follow-ups')} due")
+    if mentions:
+        parts.append(f"{_count(mentions, 'mention', 'mentions')} in groups")
     if channels:
         parts.append(f"{_count(channels, 'channel needs', 'channels need')} you")
     if away_received is not None:

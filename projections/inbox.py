@@ -66,6 +66,7 @@ CREATE TABLE messages (
     agent_run_id        text,
     reply_to_message_id text,
     attachments         integer NOT NULL DEFAULT 0,
+    mentions_agent      boolean NOT NULL DEFAULT false,  -- a group message that calls the agent (or you)
     search              tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED
 );
 -- With the tables, not with INDEXES: every batch, a rebuild's too, looks messages up by it.
@@ -173,6 +174,7 @@ MESSAGE_COLUMNS = (
     "agent_run_id",
     "reply_to_message_id",
     "attachments",
+    "mentions_agent",
 )
 
 _MESSAGE_INDEX = {name: index for index, name in enumerate(MESSAGE_COLUMNS)}
@@ -665,6 +667,7 @@ def _fold_message(fold: _Fold, seq: int, event: MessageEvent, stored: dict[str, 
         getattr(d, "agent_run_id", None),
         getattr(d, "reply_to_message_id", None),
         len(getattr(d, "attachments", ())),
+        bool(getattr(d, "mentions_agent", False)),
     ]
     target = _conversation(fold, event.aggregate_id, seq)
     unread = 1 if direction == "in" and not getattr(d, "backfill", False) else 0  # history is not news
@@ -771,8 +774,8 @@ class InboxProjection:
     name: str = "inbox"
     # 2: row-level security on every table; 3: send requests (pending); 4: media;
     # 5: the agent's modes, pauses and drafts; 6: what waits for a reply, snoozes, scheduled
-    # sends, follow-ups
-    version: int = 6
+    # sends, follow-ups; 7: mentions in groups (the digest's)
+    version: int = 7
     tables: tuple[str, ...] = ("conversations", "messages", "media", "reactions", "drafts", "follow_ups")
     handles: frozenset[str] = frozenset(
         {

@@ -523,6 +523,33 @@ async def has_message_or_draft(conn: Connection, message_id: str, draft_id: str)
     return bool(row and row["found"])
 
 
+class Mention(msgspec.Struct, frozen=True):
+    """A message in a group that called the agent (or you, where the channel says so)."""
+
+    message_id: str
+    conversation_id: str
+    channel: str
+    title: str
+    sender_name: str
+    text: str
+    sent_at: datetime
+
+
+async def mentions_between(
+    conn: Connection, tenant_id: str, start: datetime, end: datetime, *, limit: int
+) -> list[Mention]:
+    """Messages in groups and threads in [start, end) that mention the agent, newest first."""
+    cur = await conn.execute(
+        "SELECT m.message_id, m.conversation_id, m.channel, c.title, m.sender_name,"
+        " left(m.text, 200) AS text, m.sent_at"
+        " FROM rm_inbox.messages m JOIN rm_inbox.conversations c USING (conversation_id)"
+        " WHERE m.tenant_id = %s AND m.mentions_agent AND m.deleted_at IS NULL AND c.kind <> 'direct'"
+        " AND m.sent_at >= %s AND m.sent_at < %s ORDER BY m.sent_at DESC LIMIT %s",
+        (tenant_id, start, end, limit),
+    )
+    return [msgspec.convert(r, Mention, strict=False) for r in await cur.fetchall()]
+
+
 class WhileAway(msgspec.Struct, frozen=True):
     """What happened in an inbox while it was away."""
 

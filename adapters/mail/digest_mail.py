@@ -16,6 +16,7 @@ def _plural(n: int, one: str, many: str) -> str:
 def headline(found: Digest) -> str:
     return notifications.digest_headline(
         needs_reply=len(found.needs_reply), follow_ups=len(found.follow_ups), channels=len(found.channels),
+        mentions=len(found.mentions),
         away_received=found.while_away.happened.received if found.while_away else None,
     ) or "nothing waits for you"  # fmt: skip
 
@@ -33,6 +34,9 @@ def lines(found: Digest) -> list[str]:
         out += [
             f"- {f.title or f.conversation_id}: {f.note or 'follow up'}" for f in found.follow_ups[:MAX_LINES]
         ]
+    if found.mentions:
+        out.append("Mentioned in groups:")
+        out += [f"- {m.sender_name} in {m.title}: {m.text[:80]}" for m in found.mentions[:MAX_LINES]]
     if found.channels:
         out.append("Channels that need you:")
         out += [

@@ -7,6 +7,7 @@ the time zone of ``PUT /v1/me/preferences``, UTC until set).
   dismissed);
 - ``channels``: channels that need you (``action_required``) now;
 - ``received``: how many messages people sent that day;
+- ``mentions``: messages in groups that day that mentioned the agent;
 - ``while_away``: on the day an away period ended (``/v1/away``), what came in meanwhile.
 
 Each morning at your ``digest_hour`` the notifier sends it by push and e-mail

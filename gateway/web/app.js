@@ -277,6 +277,11 @@ async function loadDigest({ minSeq } = {}) {
     items.push(el("li", {}, el("button", { type: "button", onclick: open(f.conversation_id) },
       el("strong", {}, f.title || "A conversation"), el("span", { class: "preview" }, f.note || "Follow up"))));
   }
+  if (day.mentions.length) items.push(heading("Mentioned in groups"));
+  for (const m of day.mentions) {
+    items.push(el("li", {}, el("button", { type: "button", onclick: open(m.conversation_id) },
+      el("span", { class: "badge" }, m.channel), el("strong", {}, `${m.sender_name} in ${m.title}`), el("span", { class: "preview" }, m.text))));
+  }
   if (day.channels.length) items.push(heading("Channels that need you"));
   for (const c of day.channels) {
     items.push(el("li", {}, el("button", { type: "button", onclick: () => show("channels") },

@@ -72,3 +72,36 @@ async def test_the_digest_is_of_a_day_on_the_persons_clock(api: httpx.AsyncClien
     assert today["date"] == datetime.now(ZoneInfo("Asia/Kathmandu")).date().isoformat()
     bad = await api.get("/v1/digest", params={"date": "20/11/2026"}, headers=_auth(owner))
     assert (bad.status_code, bad.json()["field"]) == (400, "date")
+
+
+async def test_the_digest_lists_the_days_mentions_in_groups(api: httpx.AsyncClient, stack: Stack) -> None:
+    owner = await _signup(api, "digest-mentions@example.com")
+    tenant, actor, at = owner["tenant_id"], "connector:slack:cn_s", datetime.now(UTC)
+    group = ids.new_id(ids.CONVERSATION)
+
+    def said(text: str, mentions: bool) -> ev.MessageReceived:
+        return ev.new_event(
+            ev.MessageReceived, tenant_id=tenant, aggregate_id=group, actor=actor, occurred_at=at,
+            data=ev.MessageReceivedData(
+                message_id=ids.new_id(ids.MESSAGE), connection_id="cn_s", channel="slack",
+                provider_message_id=text, sender=ev.Sender(id="slack:U1", name="Grace"), text=text,
+                sent_at=at, mentions_agent=mentions,
+            ),
+        )  # fmt: skip
+
+    created = ev.new_event(
+        ev.ConversationCreated, tenant_id=tenant, aggregate_id=group, actor=actor, occurred_at=at,
+        data=ev.ConversationCreatedData(
+            channel="slack", connection_id="cn_s", kind="group", title="#launch", external_id="C1"
+        ),
+    )  # fmt: skip
+    await stack.store.append_many([created, said("@moltbot what is the date?", True), said("lunch?", False)])
+    seq = await stack.store.last_seq()
+    day = (await api.get("/v1/digest", params={"min_seq": seq}, headers=_auth(owner))).json()
+    [mention] = day["mentions"]
+    assert (mention["title"], mention["sender_name"], mention["text"]) == (
+        "#launch",
+        "Grace",
+        "@moltbot what is the date?",
+    )
+    await stack.verify_read_models()  # the mention replays identically

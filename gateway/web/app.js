@@ -258,7 +258,10 @@ function chooseView(view) {
 
 // "Today": the day at a glance (GET /v1/digest), what the morning digest sends.
 async function loadDigest({ minSeq } = {}) {
-  const day = await api("/v1/digest", { params: { min_seq: minSeq } });
+  const [day, same] = await Promise.all([
+    api("/v1/digest", { params: { min_seq: minSeq } }),
+    api("/v1/contacts/suggestions", { params: { limit: 10, min_seq: minSeq } }),
+  ]);
   const open = (id) => async () => openConversation(await api(`/v1/conversations/${id}`));
   const heading = (label) => el("li", { class: "muted" }, el("strong", {}, label));
   const items = [];
@@ -286,6 +289,15 @@ async function loadDigest({ minSeq } = {}) {
   for (const c of day.channels) {
     items.push(el("li", {}, el("button", { type: "button", onclick: () => show("channels") },
       el("strong", {}, c.display_name), el("span", { class: "preview" }, c.state_message || "Reconnect it"))));
+  }
+  if (same.length) items.push(heading("The same person?"));
+  for (const pair of same) {
+    const merge = el("button", { type: "button", class: "secondary", onclick: async () => {
+      const accepted = await api(`/v1/contacts/${pair.contact_id}/merge`, { method: "POST", body: { contact_id: pair.other_contact_id } });
+      status(`Merged: ${pair.other_display_name} is ${pair.display_name} too.`);
+      await loadDigest({ minSeq: accepted.seq });
+    } }, "Merge");
+    items.push(el("li", {}, el("span", { class: "preview" }, `${pair.display_name} and ${pair.other_display_name}: ${pair.reason}`), merge));
   }
   $("conversations").replaceChildren(...items);
   $("more").hidden = true;

@@ -729,7 +729,7 @@ function follow(since) {
     if ((event.type.startsWith("device.") || event.type.startsWith("connection.")) && !$("bridge").hidden) {
       loadDevices({ minSeq: state.lastSeq }).catch(() => {});
     }
-    if (event.type.startsWith("message.") || event.type.startsWith("conversation.") || event.type.startsWith("reminder.")) {
+    if (event.type.startsWith("message.") || event.type.startsWith("conversation.") || event.type.startsWith("reminder.") || event.type.startsWith("tenant.away")) {
       loadConversations({ minSeq: state.lastSeq }).catch(() => {});
     }
     liveStatus(`Live · last event ${state.lastSeq}`);
@@ -741,7 +741,7 @@ function follow(since) {
     if (item && !$("channels").hidden) showPairingCode(item, code.connection_id).catch(() => {});
   });
   source.addEventListener("media.available", onEvent);
-  for (const type of ["message.received", "message.send_requested", "message.send_released", "message.send_cancelled", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "reminder.due", "reminder.scheduled", "reminder.cancelled", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
+  for (const type of ["message.received", "message.send_requested", "message.send_released", "message.send_cancelled", "message.sent", "message.send_failed", "message.status_changed", "message.edited", "message.deleted", "message.draft_proposed", "message.draft_discarded", "conversation.created", "conversation.updated", "conversation.snoozed", "reminder.due", "reminder.scheduled", "reminder.proposed", "reminder.cancelled", "tenant.away_set", "tenant.away_ended", "conversation.agent_paused", "conversation.agent_resumed", "connection.created", "connection.state_changed", "connection.deleted", "connection.sender_requested", "connection.sender_approved", "connection.sender_blocked", "device.paired", "device.state_changed", "device.revoked", "plan.changed", "billing.subscription_changed", "agent.run_failed"]) {
     source.addEventListener(type, onEvent);
   }
   source.onerror = () => {

@@ -357,6 +357,8 @@ async def test_two_factor_sign_in_with_codes_replay_and_recovery_codes(
 
 @pytest.mark.parametrize("limits", [Limits(otp_per_account=3)], ids=["3-codes"])
 async def test_two_factor_codes_are_rate_limited(api: httpx.AsyncClient) -> None:
+    if time.time() % 60 > 45:  # the limits count in fixed minutes: all tries in one of them
+        await asyncio.sleep(61 - time.time() % 60)
     access = (await _signup(api, "guessed@example.com"))["tokens"]["access_token"]
     await _enrol(api, access)  # the confirm's two tries count too
     codes = [(await _login(api, "guessed@example.com", otp="111111")).status_code for _ in range(3)]

@@ -1,6 +1,7 @@
 """Realtime delivery benchmarks, with the gateway in its own process as in production.
 
-- replay to one SSE client and one WebSocket client   vs a raw nats-py ordered consumer
+- replay to one SSE client and one WebSocket client (one frame per event, and the protocol's
+  batched frames)                                     vs a raw nats-py ordered consumer
   reading the same tenant's events
 - the same replays of a second tenant whose personal fields are sealed
                                                       vs the first tenant's (stored as they are)
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import nats
 from websockets.asyncio.client import connect as ws_connect
 
@@ -62,16 +64,22 @@ async def _sse_replay(url: str, token: str, count: int) -> float:
     return got / (time.perf_counter() - started)
 
 
-async def _ws_replay(url: str, token: str, count: int) -> float:
+async def _ws_replay(url: str, token: str, count: int, *, batched: bool = False) -> float:
+    """Events per second to a WebSocket client: one frame each, or (``batched``) the protocol's
+    ``{"op":"events"}`` frames, each decoded to count its events."""
     got = 0
     started = time.perf_counter()
     async with ws_connect(url.replace("http://", "ws://") + "/v1/ws", max_size=None) as socket:
-        await socket.send(json.dumps({"op": "subscribe", "since": 1, "token": token}))
+        await socket.send(json.dumps({"op": "subscribe", "since": 1, "token": token, "batch": batched}))
         async for raw in socket:
-            if isinstance(raw, str) and raw.startswith('{"op":"event"'):
+            if not isinstance(raw, str):
+                continue
+            if raw.startswith('{"op":"event"'):
                 got += 1
-                if got >= count:
-                    break
+            elif raw.startswith('{"op":"events"'):
+                got += len(msgspec.json.decode(raw)["events"])
+            if got >= count:
+                break
     return got / (time.perf_counter() - started)
 
 
@@ -195,6 +203,7 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
             raw = await raw_ordered(nc, len(generated), f"ev.{tenant_id}.>")
             sse = await _sse_replay(url, token, len(generated))
             websocket = await _ws_replay(url, token, len(generated))
+            batched_websocket = await _ws_replay(url, token, len(generated), batched=True)
             progress("realtime: SSE and WebSocket replay of the sealed tenant")
             sealed_sse = await _sse_replay(url, sealed_token, len(sealed_generated))
             sealed_websocket = await _ws_replay(url, sealed_token, len(sealed_generated))
@@ -209,6 +218,13 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
         Figure("raw nats-py ordered consumer, one tenant", raw, "events/s"),
         Figure("SSE replay to one client", sse, "events/s", "raw ordered consumer", raw),
         Figure("WebSocket replay to one client", websocket, "events/s", "raw ordered consumer", raw),
+        Figure(
+            "WebSocket replay to one client, batched frames",
+            batched_websocket,
+            "events/s",
+            "raw ordered consumer",
+            raw,
+        ),
         Figure(
             "SSE replay, personal fields sealed",
             sealed_sse,

@@ -102,3 +102,17 @@ class EventStore(Protocol):
         sequence ``since`` (the first unless given), to ``until_seq`` or, without ``follow``,
         to the end of what is stored when reading began. The adapter sets the defaults."""
         ...
+
+    def read_batches(
+        self,
+        *,
+        since: int = ...,
+        subject: str = ...,
+        until_seq: int | None = ...,
+        follow: bool = ...,
+        batch: int = ...,
+        idle_timeout: float = ...,
+    ) -> AsyncIterator[list[StoredRecord]]:
+        """:meth:`read` in the batches the log delivered them; following, an empty batch after
+        each ``idle_timeout`` without one (a reader can tell quiet from a stall)."""
+        ...

@@ -154,7 +154,9 @@ class TunnelSession:
                 pass  # made on an earlier hello
         if fresh:  # the read model must have them before they are looked up below
             last = await self._ctx.store.last_seq()
-            await tenancy.wait_for_seq(self._ctx.pool, last, ("connections",), within=PAIRING_LAG)
+            await tenancy.wait_for_seq(
+                self._ctx.pool, last, ("connections",), within=PAIRING_LAG, applied=self._ctx.applied
+            )
         async with self._ctx.tenant(device.tenant_id) as conn:
             hosted = await connections_queries.channels(conn, device.tenant_id, device_id=device.device_id)
         for channel in hosted:  # a removed connection is not in this list: it stays removed
@@ -278,7 +280,13 @@ class TunnelSession:
         message_id = getattr(getattr(event, "data", None), "message_id", None)
         if isinstance(event, ev.MessageReceived | ev.MessageSent) or message_id is None:
             return None
-        await tenancy.wait_for_seq(self._ctx.pool, await self._ctx.store.last_seq(), ("inbox",), within=5.0)
+        await tenancy.wait_for_seq(
+            self._ctx.pool,
+            await self._ctx.store.last_seq(),
+            ("inbox",),
+            within=5.0,
+            applied=self._ctx.applied,
+        )
         async with self._ctx.tenant(event.tenant_id) as conn:
             owner = await inbox_queries.conversation_of_message(conn, message_id)
         if owner != conversation_id:

@@ -23,6 +23,7 @@ from adapters.billing.stripe_billing import StripeBilling
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
+from adapters.postgres.applied import AppliedSignal
 from adapters.push.config import PushConfig
 from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import Sealer
@@ -86,6 +87,7 @@ class GatewayContext:
     push: PushConfig | None = None
     # Conversation briefs already written, by their latest message (gateway/routes/briefs.py).
     briefs: BriefCache = field(default_factory=BriefCache)
+    applied: AppliedSignal | None = None  # read models' commits, for ?min_seq= waits (else polling)
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""
@@ -155,7 +157,9 @@ class GatewayContext:
         busy = "Too many reads are waiting for ?min_seq= at once; retry shortly."
         async with self.limiter.hold(held, busy):
             left = max(0.0, deadline - loop.time())
-            if not await tenancy.wait_for_seq(self.pool, min_seq, read_models, within=left):
+            if not await tenancy.wait_for_seq(
+                self.pool, min_seq, read_models, within=left, applied=self.applied
+            ):
                 raise ApiError(
                     503,
                     "not_caught_up",

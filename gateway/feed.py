@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import time
 from collections.abc import AsyncIterator
 from typing import NamedTuple, Protocol
 
@@ -61,22 +62,35 @@ async def tenant_feed(
     patterns: list[str] | None,
     *,
     heartbeat: float,
-) -> AsyncIterator[StoredRecord | None]:
-    """Matching records in order; ``None`` after each ``heartbeat`` seconds without one."""
-    async for record in subject_feed(store, subjects.tenant_filter(tenant_id), since, heartbeat=heartbeat):
-        if (
-            record is None
-            or not patterns
-            or any(fnmatch.fnmatchcase(event_type(record), p) for p in patterns)
-        ):
-            yield record
+) -> AsyncIterator[list[StoredRecord] | None]:
+    """Matching records in order, in the batches the log delivers them (never empty);
+    ``None`` after each ``heartbeat`` seconds without one."""
+    async for batch in subject_batches(store, subjects.tenant_filter(tenant_id), since, heartbeat=heartbeat):
+        if batch is not None and patterns:
+            batch = [r for r in batch if any(fnmatch.fnmatchcase(event_type(r), p) for p in patterns)]
+            if not batch:
+                continue
+        yield batch
 
 
 async def subject_feed(
     store: LiveEventStore, subject: str, since: int, *, heartbeat: float
 ) -> AsyncIterator[StoredRecord | None]:
-    """Records on ``subject`` from ``since``, replayed then live, with ``None`` as a heartbeat
-    after each ``heartbeat`` seconds of quiet (one consumer: no gap, no duplicate).
+    """:func:`subject_batches` one record at a time."""
+    async for batch in subject_batches(store, subject, since, heartbeat=heartbeat):
+        if batch is None:
+            yield None
+            continue
+        for record in batch:
+            yield record
+
+
+async def subject_batches(
+    store: LiveEventStore, subject: str, since: int, *, heartbeat: float
+) -> AsyncIterator[list[StoredRecord] | None]:
+    """Records on ``subject`` from ``since``, replayed then live, in the batches the log
+    delivers them, with ``None`` as a heartbeat after each ``heartbeat`` seconds of quiet (one
+    consumer: no gap, no duplicate).
 
     The reader's consumer acknowledges nothing, so what the server sent while the
     connection was down is gone, and a server restart forgets the consumer: after a
@@ -85,36 +99,24 @@ async def subject_feed(
     next_seq = since
     while True:
         reconnects = store.nc.stats["reconnects"]
-        async for record in _read_until_reconnect(store, subject, next_seq, heartbeat, reconnects):
-            if record is not None:
-                next_seq = record.seq + 1
-            yield record
-
-
-async def _read_until_reconnect(
-    store: LiveEventStore, subject: str, since: int, heartbeat: float, reconnects: int
-) -> AsyncIterator[StoredRecord | None]:
-    records = store.read(since=since, subject=subject, follow=True).__aiter__()
-    pending: asyncio.Future[StoredRecord] | None = None
-    try:
-        while True:
-            pending = pending or asyncio.ensure_future(records.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
-            if store.nc.stats["reconnects"] != reconnects:
-                return  # this record, if any, may follow a gap: read again from the last one yielded
-            if not done:
-                yield None
-                continue
-            record = pending.result()
-            pending = None
-            yield record
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        with contextlib.suppress(Exception):
-            await records.aclose()  # type: ignore[attr-defined]
+        quiet_since = time.monotonic()
+        batches = store.read_batches(
+            since=next_seq, subject=subject, follow=True, idle_timeout=min(heartbeat, 1.0)
+        )
+        try:
+            async for batch in batches:
+                if store.nc.stats["reconnects"] != reconnects:
+                    break  # this batch may follow a gap: read again from the last record yielded
+                if batch:
+                    next_seq = batch[-1].seq + 1
+                    quiet_since = time.monotonic()
+                    yield batch
+                elif time.monotonic() - quiet_since >= heartbeat:
+                    quiet_since = time.monotonic()
+                    yield None
+        finally:
+            with contextlib.suppress(Exception):
+                await batches.aclose()  # type: ignore[attr-defined]
 
 
 LIVE_QUEUE = 1000  # agent deltas held for one slow client before the oldest are dropped

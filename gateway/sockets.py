@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import WebSocket
@@ -32,11 +32,19 @@ class Outbox:
         self._lock = asyncio.Lock()
 
     async def send(self, message: bytes | str) -> None:
-        text = message if isinstance(message, str) else message.decode()
+        await self.send_many([message])
+
+    async def send_many(self, messages: Sequence[bytes | str]) -> None:
+        """Frames in order, none of another task's between them; each within the timeout."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
             try:
-                async with asyncio.timeout(self._send_timeout):
-                    await self._socket.send_text(text)
+                async with asyncio.timeout(None) as deadline:
+                    for message in messages:
+                        deadline.reschedule(loop.time() + self._send_timeout)
+                        await self._socket.send_text(
+                            message if isinstance(message, str) else message.decode()
+                        )
             except TimeoutError:
                 raise Closed(4008, f"client did not read for {self._send_timeout:.0f}s") from None
 

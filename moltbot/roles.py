@@ -45,6 +45,7 @@ from adapters.nats.outbox import Outbox
 from adapters.nats.pull import raise_if_cancelled
 from adapters.nats.streams import StreamsFile
 from adapters.postgres import audit, tenancy
+from adapters.postgres.applied import AppliedSignal
 from adapters.push import subscriptions as push_subscriptions
 from adapters.push.config import PushConfig
 from adapters.vault.cipher import Keyring
@@ -378,6 +379,8 @@ async def run_notifier(
         await notices.ensure_schema(conn)  # type: ignore[arg-type]
     pool = tenancy.pool(database_url, max_size=4)
     await pool.open()
+    applied = AppliedSignal(database_url)
+    await applied.start()
     sender = WebPushSender(config)
     try:
         async with (
@@ -385,13 +388,15 @@ async def run_notifier(
             personal_data(nc, database_url, keyring) as sealer,
         ):
             notifier = Notifier(
-                nc, NotifierReads(pool, auto_kinds=channel_registry.answering_kinds()), pool, keyring, sender,
+                nc, NotifierReads(pool, auto_kinds=channel_registry.answering_kinds(), applied=applied), pool,
+                keyring, sender,
                 store=EventStore(nc, sealer=sealer), catalog=catalog or _bundled_catalog(), mailer=mailer,
                 inbox_url=inbox_url,
             )  # fmt: skip
             await notifier.run()
     finally:
         await sender.aclose()
+        await applied.close()
         await pool.close()
 
 
@@ -504,6 +509,8 @@ async def gateway_context(
     await pool.open()
     owner_pool = tenancy.pool(database_url, max_size=2, confined=False)  # erasures only
     await owner_pool.open()
+    applied = AppliedSignal(database_url)
+    await applied.start()
     oidc, keyring = options.get("oidc"), options.get("keyring")
     verifier = OidcVerifier(oidc, links=IdentityLinks(pool)) if oidc is not None else None
     stripe_config = options.get("billing")
@@ -534,6 +541,7 @@ async def gateway_context(
                 sealer=sealer,
                 owner_pool=owner_pool,
                 push=options.get("push"),
+                applied=applied,
             )
             daily = asyncio.create_task(_retention_daily(ctx)) if sealer is not None else None
             scheduler = asyncio.create_task(_release_scheduled(ctx))
@@ -551,6 +559,7 @@ async def gateway_context(
             await verifier.aclose()
         if billing is not None:
             await billing.aclose()
+        await applied.close()
         await owner_pool.close()
         await pool.close()
 
@@ -644,6 +653,9 @@ async def run_gateway(
             access_log=False,
             lifespan="on",
             ws_max_size=MAX_WS_MESSAGE_BYTES,
+            # Frames go uncompressed, as SSE does: compressing each one cost the gateway more CPU
+            # than writing it (bench/), and a client on a slow link can ask for batched frames.
+            ws_per_message_deflate=False,
             # Event streams never end by themselves: give them this long, then close them.
             timeout_graceful_shutdown=3,
         )

@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.agent import byok
 from adapters.postgres import tenancy
+from adapters.postgres.applied import AppliedSignal
 from adapters.vault.cipher import Keyring
 from domain import away as away_rules
 from domain.away import Away
@@ -28,16 +29,19 @@ from projections import (
 class AgentReads:
     def __init__(self, database_url: str, *, max_size: int = 8) -> None:
         self.pool: AsyncConnectionPool[Any] = tenancy.pool(database_url, max_size=max_size)
+        self.applied = AppliedSignal(database_url)  # wakes a trigger waiting for the read models
 
     async def open(self) -> None:
         await self.pool.open()
+        await self.applied.start()
 
     async def close(self) -> None:
+        await self.applied.close()
         await self.pool.close()
 
     async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
         """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds)."""
-        return await tenancy.wait_for_seq(self.pool, seq, read_models, within=wait)
+        return await tenancy.wait_for_seq(self.pool, seq, read_models, within=wait, applied=self.applied)
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from adapters.nats.dead_letters import DeadLetter
 from adapters.nats.event_store import EVENTS_STREAM, StoredRecord
+from adapters.postgres.applied import CHANNEL as APPLIED_CHANNEL
 from adapters.postgres.database import Connection
 from domain.codec import EventCodec
 from domain.errors import InvalidEvent
@@ -167,10 +168,12 @@ async def apply_batch(
         applied, skipped, n_dead = await fold_records(conn, target, records, [checkpoint] * len(records))
         last_seq = max((r.seq for r in records), default=checkpoint)
         if last_seq > checkpoint:
+            # The live checkpoint's move is announced (at commit) to whoever waits for it.
             await conn.execute(
-                "UPDATE moltbot.projection_checkpoints SET last_seq = %s, updated_at = now()"
-                " WHERE projection = %s AND slot = %s",
-                (last_seq, projection.name, slot),
+                "WITH moved AS (UPDATE moltbot.projection_checkpoints SET last_seq = %s, updated_at = now()"
+                " WHERE projection = %s AND slot = %s RETURNING slot)"
+                " SELECT pg_notify(%s, '') FROM moved WHERE slot = 'live'",
+                (last_seq, projection.name, slot, APPLIED_CHANNEL),
             )
     return BatchOutcome(applied, skipped, n_dead, max(last_seq, checkpoint))
 

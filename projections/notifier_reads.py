@@ -9,6 +9,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres import tenancy
+from adapters.postgres.applied import AppliedSignal
 from domain import away as away_rules
 from domain import events as ev
 from domain import zones
@@ -21,12 +22,15 @@ from projections.tenants_queries import Preferences
 
 
 class NotifierReads:
-    def __init__(self, pool: AsyncConnectionPool[Any], *, auto_kinds: list[str]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], *, auto_kinds: list[str], applied: AppliedSignal | None = None
+    ) -> None:
         self._pool = pool  # the confined role's (row-level security)
+        self._applied = applied  # read models' commits (None: polling)
         self._auto_kinds = auto_kinds  # channel kinds whose agent answers by default (the registry's)
 
     async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
-        return await tenancy.wait_for_seq(self._pool, seq, read_models, within=wait)
+        return await tenancy.wait_for_seq(self._pool, seq, read_models, within=wait, applied=self._applied)
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationFacts | None:
         async with tenancy.tenant_transaction(self._pool, tenant_id) as conn:

@@ -216,6 +216,26 @@ class EventStore:
         Stops at ``until_seq`` or, without ``follow``, at the end of what is stored when
         reading began; with ``follow`` waits for new messages until cancelled.
         """
+        async for records in self.read_batches(
+            since=since, subject=subject, until_seq=until_seq, follow=follow, batch=batch,
+            idle_timeout=idle_timeout,
+        ):  # fmt: skip
+            for record in records:
+                yield record
+
+    async def read_batches(
+        self,
+        *,
+        since: int = 1,
+        subject: str = subjects.ALL_EVENTS,
+        until_seq: int | None = None,
+        follow: bool = False,
+        batch: int = 1000,
+        idle_timeout: float = 1.0,
+    ) -> AsyncIterator[list[StoredRecord]]:
+        """:meth:`read` as the batches the server delivered (at most ``batch`` records each,
+        their personal fields opened together); following, an empty batch after each
+        ``idle_timeout`` without one, so a reader can tell quiet from a stall."""
         if until_seq is None and not follow:
             until_seq = await self.last_seq()
         if until_seq is not None and since > until_seq:
@@ -223,19 +243,23 @@ class EventStore:
         reader = _PullReader(self._js, self.stream, subject, since, batch, idle_timeout, follow)
         await reader.start()
         try:
-            async for stored in reader.records():
-                if until_seq is not None and stored.seq > until_seq:
+            async for stored in reader.batches():
+                if until_seq is not None and stored and stored[-1].seq >= until_seq:
+                    stored = [record for record in stored if record.seq <= until_seq]
+                    yield await self._opened_all(stored)
                     return
-                record = stored if self.sealer is None else await self._opened(stored)
-                yield record
-                if until_seq is not None and record.seq >= until_seq:
-                    return
+                yield await self._opened_all(stored)
         finally:
             await reader.close()
 
-    async def _opened(self, record: StoredRecord) -> StoredRecord:
-        data = await self.open(record.data)
-        return record if data is record.data else msgspec.structs.replace(record, data=data)
+    async def _opened_all(self, records: list[StoredRecord]) -> list[StoredRecord]:
+        if self.sealer is None or not records:
+            return records
+        opened = await self.sealer.open_many([record.data for record in records])
+        return [
+            record if data is record.data else msgspec.structs.replace(record, data=data)
+            for record, data in zip(records, opened, strict=True)
+        ]
 
     async def read_events(self, **kwargs: Any) -> AsyncIterator[StoredEvent]:
         async for record in self.read(**kwargs):
@@ -283,7 +307,8 @@ class _PullReader:
         self._pull = self._api.pull(self._stream, created["name"], batch=self._batch)
         await self._pull.start()
 
-    async def records(self) -> AsyncIterator[StoredRecord]:
+    async def batches(self) -> AsyncIterator[list[StoredRecord]]:
+        """What each pull delivered, in order; following, ``[]`` after each idle wait."""
         assert self._pull is not None
         if not self._follow and self._pending_at_start == 0:
             return
@@ -293,13 +318,18 @@ class _PullReader:
             if not msgs:
                 if not self._follow and time.monotonic() - stalled_since > _STALL_LIMIT:
                     raise EventStoreError(f"{self._stream}: replay stalled for {_STALL_LIMIT:.0f}s")
+                if self._follow:
+                    yield []
                 continue
             stalled_since = time.monotonic()
+            records = []
             for msg in msgs:
                 seq, pending = ack_position(msg.reply)
-                yield StoredRecord(seq, msg.subject, msg.data, msg.headers)
+                records.append(StoredRecord(seq, msg.subject, msg.data, msg.headers))
                 if not self._follow and pending == 0:
+                    yield records
                     return
+            yield records
 
     async def close(self) -> None:
         if self._pull is not None:

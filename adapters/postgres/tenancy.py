@@ -14,6 +14,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.postgres.applied import RECHECK, AppliedSignal
 from adapters.postgres.database import Connection
 
 
@@ -68,16 +69,30 @@ async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[
 
 
 async def wait_for_seq(
-    connections: AsyncConnectionPool[Any], seq: int, read_models: tuple[str, ...], *, within: float
+    connections: AsyncConnectionPool[Any],
+    seq: int,
+    read_models: tuple[str, ...],
+    *,
+    within: float,
+    applied: AppliedSignal | None = None,
 ) -> bool:
-    """Whether every read model in ``read_models`` has applied ``seq``, looking again (with a
-    growing pause, no connection held between looks) for up to ``within`` seconds."""
+    """Whether every read model in ``read_models`` has applied ``seq``, looking again for up to
+    ``within`` seconds (no connection held between looks): each time a read model commits a
+    batch (``applied``), else with a growing pause."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     pause = 0.01
-    while await applied_seq(connections, read_models) < seq:
-        if loop.time() > deadline:
+    while True:
+        moved = applied.current() if applied is not None else None
+        if await applied_seq(connections, read_models) >= seq:
+            return True
+        left = deadline - loop.time()
+        if left <= 0:
             return False
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.1)
-    return True
+        if moved is None:
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+            continue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(RECHECK, left)):
+                await moved.wait()

@@ -5,9 +5,11 @@ last one seen), WebSocket ``{"op":"subscribe","since":N}`` — and carry each ev
 its sequence, so a client that drops resumes exactly where it was.
 
 WebSocket protocol (JSON text frames):
-- client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…"}`` (the token
-  travels in this first message, never in the URL); ``{"op":"ping"}``
-- server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}``,
+- client: ``{"op":"subscribe","since":N,"topics":["message.*"],"token":"…","batch":false}``
+  (the token travels in this first message, never in the URL); ``{"op":"ping"}``
+- server: ``{"op":"subscribed","since":N}``, ``{"op":"event","seq":N,"event":{…}}`` — or, with
+  ``"batch": true``, ``{"op":"events","events":[{"seq":N,"event":{…}},…]}``: the events the log
+  delivered together (up to BATCH_EVENTS, in order), one frame for them all,
   ``{"op":"live","type":"agent.delta","data":{"run_id","conversation_id","index","delta"}}``
   (an agent's reply as it is written; live only, not replayed),
   ``{"op":"live","type":"channel.qr","data":{"connection_id","kind","code","expires_at"}}``
@@ -31,9 +33,10 @@ import msgspec
 from litestar import Request, Router, WebSocket, get, websocket
 from litestar.di import Provide
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from domain.connectors import qr_filter
+from domain.ports import StoredRecord
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
@@ -83,7 +86,7 @@ async def events(
     who: Who,
     since: Annotated[int | None, Parameter(ge=1, description="first EVENTS sequence to send")] = None,
     types: Annotated[str | None, Parameter(description="comma-separated types, e.g. message.*")] = None,
-) -> ServerSentEvent:
+) -> Stream:
     last_event_id = request.headers.get("last-event-id")
     if since is None and last_event_id:
         if not last_event_id.isdigit():
@@ -98,44 +101,39 @@ async def events(
 
     allowed = StillAllowed(ctx, who)
 
-    async def logged() -> AsyncIterator[ServerSentEventMessage]:
-        async for record in feed:
+    async def logged() -> AsyncIterator[bytes]:
+        async for batch in feed:
             if not await allowed():
                 return  # signed out or removed: the client's reconnect gets the 401
-            if record is None:
-                yield ServerSentEventMessage(comment="keep-alive")
-            else:
-                yield ServerSentEventMessage(
-                    data=record.data.decode(), event=event_type(record), id=record.seq
-                )
+            yield KEEP_ALIVE if batch is None else sse_frames(batch)
 
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+    async def stream() -> AsyncIterator[bytes]:
         try:
             async with ctx.limiter.hold(slots, TOO_MANY_STREAMS):
-                async for message in merged():
-                    yield message
+                async for chunk in merged():
+                    yield chunk
         except ApiError:  # the last slot went to another stream since the check: end this one
             return
 
-    async def merged() -> AsyncIterator[ServerSentEventMessage]:
+    async def merged() -> AsyncIterator[bytes]:
         subjects = _live_subjects(who, patterns)
         if not subjects:
-            async for message in logged():
-                yield message
+            async for chunk in logged():
+                yield chunk
             return
         # Log events and live signals, interleaved as they come; signals carry no id,
         # so Last-Event-ID stays the last logged event.
-        together: asyncio.Queue[ServerSentEventMessage | None] = asyncio.Queue(64)
+        together: asyncio.Queue[bytes | None] = asyncio.Queue(64)
 
         async def pump_log() -> None:
-            async for message in logged():
-                await together.put(message)
+            async for chunk in logged():
+                await together.put(chunk)
             await together.put(None)  # the log's stream ended (the caller lost access): end both
 
         async def pump_deltas(live: asyncio.Queue[Signal]) -> None:
             while True:
                 msg = await live.get()
-                await together.put(ServerSentEventMessage(data=msg.data.decode(), event=_live_type(msg)))
+                await together.put(b"event: %s\ndata: %s\n\n" % (_live_type(msg).encode(), msg.data))
 
         async with live_signals(ctx.store, *subjects) as live:
             pumps = [asyncio.create_task(pump_log()), asyncio.create_task(pump_deltas(live))]
@@ -147,7 +145,20 @@ async def events(
                     pump.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
 
-    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Stream(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+KEEP_ALIVE = b": keep-alive\n\n"
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def sse_frames(batch: list[StoredRecord]) -> bytes:
+    """Stored events as Server-Sent Events, one write for the batch: each its sequence as
+    the id, its type (the subject's last token) as the event name and its stored JSON (one
+    line: JSON escapes line breaks) as the data — the bytes as the log holds them."""
+    return b"".join(
+        b"id: %d\nevent: %s\ndata: %s\n\n" % (r.seq, event_type(r).encode(), r.data) for r in batch
+    )
 
 
 class Subscribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -155,6 +166,7 @@ class Subscribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     since: int | None = None
     topics: list[str] | None = None
     token: str | None = None
+    batch: bool = False  # several events per frame ({"op":"events"}) instead of one each
 
 
 async def _subscription(socket: WebSocket[Any, Any, Any], ctx: GatewayContext) -> tuple[Caller, Subscribe]:
@@ -196,13 +208,19 @@ async def ws(socket: WebSocket[Any, Any, Any], ctx: Ctx) -> None:
         try:
             slots = _stream_slots(who, client_ip(socket, ctx.trusted_proxies))
             async with ctx.limiter.hold(slots, TOO_MANY_STREAMS):
-                await _deliver(socket, ctx, who, since, patterns)
+                await _deliver(socket, ctx, who, since, patterns, batched=request.batch)
         except ApiError as exc:
             raise Closed(4429, exc.detail) from None
 
 
 async def _deliver(
-    socket: WebSocket[Any, Any, Any], ctx: GatewayContext, who: Caller, since: int, patterns: list[str] | None
+    socket: WebSocket[Any, Any, Any],
+    ctx: GatewayContext,
+    who: Caller,
+    since: int,
+    patterns: list[str] | None,
+    *,
+    batched: bool,
 ) -> None:
     outbox = Outbox(socket, SEND_TIMEOUT)
     await outbox.send(json.dumps({"op": "subscribed", "since": since}))
@@ -213,13 +231,28 @@ async def _deliver(
         if subjects:
             tasks.create_task(_forward_live(live, outbox))
         allowed = StillAllowed(ctx, who)
-        async for record in feed:
+        async for batch in feed:
             if not await allowed():
                 raise Closed(4401, "this session has ended or you are no longer a member of the inbox")
-            if record is None:
+            if batch is None:
                 await outbox.send('{"op":"heartbeat"}')
             else:
-                await outbox.send(b'{"op":"event","seq":%d,"event":%s}' % (record.seq, record.data))
+                await outbox.send_many(ws_frames(batch, batched=batched))
+
+
+BATCH_EVENTS = 500  # events in one {"op":"events"} frame at most
+
+
+def ws_frames(batch: list[StoredRecord], *, batched: bool) -> list[bytes]:
+    """Stored events as frames, their stored JSON as it is: one frame each, or one frame per
+    BATCH_EVENTS of them."""
+    if not batched:
+        return [b'{"op":"event","seq":%d,"event":%s}' % (r.seq, r.data) for r in batch]
+    return [
+        b'{"op":"events","events":[%s]}'
+        % b",".join(b'{"seq":%d,"event":%s}' % (r.seq, r.data) for r in batch[start : start + BATCH_EVENTS])
+        for start in range(0, len(batch), BATCH_EVENTS)
+    ]
 
 
 def _wants(signal: str, patterns: list[str] | None) -> bool:

@@ -36,6 +36,7 @@ import structlog
 import yaml
 
 from adapters.nats.event_store import EVENTS_STREAM, StoredRecord
+from adapters.postgres.applied import CHANNEL as APPLIED_CHANNEL
 from adapters.postgres.database import Connection
 from projections.base import Projection, consumer_name
 from projections.engine import BatchOutcome, FoldTarget, fold_records, lock_checkpoint
@@ -233,10 +234,11 @@ async def _raise(
     # other's uncommitted buckets and both write the old minimum).
     await lock_checkpoint(conn, projection, "live")
     await conn.execute(
-        "UPDATE moltbot.projection_checkpoints AS c SET last_seq = m.seq, updated_at = now()"
+        "WITH moved AS (UPDATE moltbot.projection_checkpoints AS c SET last_seq = m.seq, updated_at = now()"
         " FROM (SELECT min(events_seq) AS seq FROM moltbot.projection_partitions WHERE projection = %s) AS m"
-        " WHERE c.projection = %s AND c.slot = 'live' AND c.last_seq < m.seq",
-        (projection.name, projection.name),
+        " WHERE c.projection = %s AND c.slot = 'live' AND c.last_seq < m.seq RETURNING 1)"
+        " SELECT pg_notify(%s, '') FROM moved",  # the waiters for it wake (adapters/postgres/applied.py)
+        (projection.name, projection.name, APPLIED_CHANNEL),
     )
 
 

@@ -29,6 +29,8 @@ async def test_a_wait_wakes_on_the_commit_and_outlives_a_lost_listener(stack: St
     await pool.open()
     try:
         async with stack.projections():
+            await stack.store.append(_tenant())
+            await stack.wait_caught_up()  # the read models' tables are there
             first = await stack.store.append(_tenant())
             assert await tenancy.wait_for_seq(pool, first.seq, ("tenants",), within=20, applied=applied)
 

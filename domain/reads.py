@@ -78,6 +78,25 @@ class Person(msgspec.Struct, frozen=True):
     elsewhere: list[Elsewhere] = []
 
 
+class TriggerContext(msgspec.Struct, frozen=True):
+    """What deciding on a trigger needs, read together (one transaction)."""
+
+    conversation: ConversationView
+    routed: RoutedAgents
+    spend: Spend  # the plan and its model spend this month and today
+    recent_runs: int  # runs requested in the conversation since the window's start, but this one
+    owner_time_zone: str | None  # None: never set (UTC)
+    away: Away | None  # the away period when it is on and its answer is not in the conversation yet
+
+
+class RunContext(msgspec.Struct, frozen=True):
+    """What a run tells the model besides its prompt, read together (one transaction)."""
+
+    history: list[PastMessage]  # the latest messages, oldest first
+    facts: list[str]  # approved for this conversation and for every one
+    person: Person | None  # who a direct conversation is with
+
+
 class AgentReads(Protocol):
     """The agent's reads, each confined to one tenant (row-level security)."""
 
@@ -87,8 +106,11 @@ class AgentReads(Protocol):
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None: ...
 
-    async def routed_agents(self, tenant_id: str) -> RoutedAgents:
-        """The tenant's agents (the default first) and its routing rules."""
+    async def trigger_context(
+        self, tenant_id: str, conversation_id: str, *, now: datetime, runs_since: datetime, other_than: str
+    ) -> TriggerContext | None:
+        """What deciding on a trigger in the conversation needs (None: no such conversation):
+        runs counted from ``runs_since`` but ``other_than``, the away period as at ``now``."""
         ...
 
     async def sender_status(self, tenant_id: str, connection_id: str, sender_id: str) -> str | None:
@@ -96,40 +118,13 @@ class AgentReads(Protocol):
         or None when they never asked."""
         ...
 
-    async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
-        """The tenant's plan and its model spend this calendar month and today (micro-dollars)."""
-        ...
-
-    async def runs_requested_since(
-        self, tenant_id: str, conversation_id: str, since: datetime, *, other_than: str
-    ) -> int:
-        """How many agent runs other than ``other_than`` were requested in the conversation
-        at or after ``since``."""
-        ...
-
-    async def owner_time_zone(self, tenant_id: str) -> str | None:
-        """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
-        ...
-
-    async def away_unanswered(self, tenant_id: str, conversation_id: str, now: datetime) -> Away | None:
-        """The inbox's away period when it is on at ``now`` and its answer is not in the
-        conversation yet (sent, or proposed as a draft); else None."""
-        ...
-
-    async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
-        """The facts the owner approved for a conversation and for every conversation."""
-        ...
-
-    async def person(self, tenant_id: str, conversation_id: str) -> Person | None:
-        """Who a direct conversation is with, or None (a group, or no contact yet)."""
+    async def run_context(self, tenant_id: str, conversation_id: str, messages: int) -> RunContext:
+        """The conversation's latest ``messages`` (deleted ones left out), the approved facts,
+        and the person it is with."""
         ...
 
     async def provider_id_of_sent(self, tenant_id: str, message_id: str) -> str | None:
         """The provider's id of a message we sent, once its ``message.sent`` is in the inbox."""
-        ...
-
-    async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
-        """The conversation's latest messages, oldest first (deleted ones left out)."""
         ...
 
     async def search(

@@ -11,11 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.agent import byok
 from adapters.postgres import tenancy
 from adapters.postgres.applied import AppliedSignal
+from adapters.postgres.database import Connection
 from adapters.vault.cipher import Keyring
 from domain import away as away_rules
 from domain.away import Away
-from domain.plans import Spend
-from domain.reads import ConversationView, FoundMessage, PastMessage, Person, RoutedAgents
+from domain.reads import ConversationView, FoundMessage, RoutedAgents, RunContext, TriggerContext
 from projections import (
     agents_queries,
     connections_queries,
@@ -47,10 +47,21 @@ class AgentReads:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await inbox_queries.conversation(conn, tenant_id, conversation_id)
 
-    async def routed_agents(self, tenant_id: str) -> RoutedAgents:
-        """The tenant's agents (the default first) and its routing rules."""
+    async def trigger_context(
+        self, tenant_id: str, conversation_id: str, *, now: datetime, runs_since: datetime, other_than: str
+    ) -> TriggerContext | None:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return RoutedAgents(await agents_queries.all_agents(conn), await agents_queries.routing(conn))
+            conversation = await inbox_queries.conversation(conn, tenant_id, conversation_id)
+            if conversation is None:
+                return None
+            routed = RoutedAgents(await agents_queries.all_agents(conn), await agents_queries.routing(conn))
+            spend = await usage_queries.plan_and_spend(conn, tenant_id, now)
+            runs = await agents_queries.runs_requested_since(
+                conn, conversation_id, runs_since, other_than=other_than
+            )
+            zone = await tenants_queries.owner_time_zone(conn, tenant_id)
+            away = await _away_unanswered(conn, tenant_id, conversation_id, now)
+        return TriggerContext(conversation, routed, spend, runs, zone, away)
 
     async def sender_status(self, tenant_id: str, connection_id: str, sender_id: str) -> str | None:
         """What the owner decided about a sender on a connection, or None when they never asked."""
@@ -58,55 +69,17 @@ class AgentReads:
             found = await connections_queries.sender(conn, connection_id, sender_id)
         return found.status if found is not None else None
 
-    async def plan_and_spend(self, tenant_id: str, now: datetime) -> Spend:
-        """The tenant's plan and its model spend this calendar month (micro-dollars)."""
+    async def run_context(self, tenant_id: str, conversation_id: str, messages: int) -> RunContext:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await usage_queries.plan_and_spend(conn, tenant_id, now)
-
-    async def runs_requested_since(
-        self, tenant_id: str, conversation_id: str, since: datetime, *, other_than: str
-    ) -> int:
-        """How many agent runs other than ``other_than`` were requested in the conversation
-        at or after ``since``."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await agents_queries.runs_requested_since(
-                conn, conversation_id, since, other_than=other_than
-            )
-
-    async def owner_time_zone(self, tenant_id: str) -> str | None:
-        """The IANA time zone the inbox's owner set (None: never set; read as UTC)."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await tenants_queries.owner_time_zone(conn, tenant_id)
-
-    async def away_unanswered(self, tenant_id: str, conversation_id: str, now: datetime) -> Away | None:
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            found = await tenants_queries.away(conn, tenant_id)
-            if found is None or not away_rules.is_on(found, now):
-                return None
-            answer = away_rules.answer_id(found.away_id, conversation_id)
-            draft = away_rules.draft_id(found.away_id, conversation_id)
-            answered = await inbox_queries.has_message_or_draft(conn, answer, draft)
-        return None if answered else found
-
-    async def person(self, tenant_id: str, conversation_id: str) -> Person | None:
-        """Who a direct conversation is with, or None (a group, or no contact yet)."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await contacts_queries.person_of(conn, conversation_id)
-
-    async def approved_facts(self, tenant_id: str, conversation_id: str) -> list[str]:
-        """The facts the owner approved for a conversation and for every conversation."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await agents_queries.approved_facts(conn, conversation_id)
+            history = await inbox_queries.recent_messages(conn, conversation_id, messages)
+            facts = await agents_queries.approved_facts(conn, conversation_id)
+            person = await contacts_queries.person_of(conn, conversation_id)
+        return RunContext(history, facts, person)
 
     async def provider_id_of_sent(self, tenant_id: str, message_id: str) -> str | None:
         """The provider's id of a message we sent, once its ``message.sent`` is in the inbox."""
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
             return await inbox_queries.provider_id_of_sent(conn, message_id)
-
-    async def recent_messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[PastMessage]:
-        """The conversation's latest messages, oldest first (deleted ones left out)."""
-        async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:
-            return await inbox_queries.recent_messages(conn, conversation_id, limit)
 
     async def own_anthropic_key(self, tenant_id: str, keyring: Keyring) -> str | None:
         """The tenant's own Anthropic key (BYOK), opened from the vault, or None."""
@@ -122,3 +95,15 @@ class AgentReads:
             return await inbox_queries.find_messages(
                 conn, query, conversation_id=conversation_id, limit=limit
             )
+
+
+async def _away_unanswered(
+    conn: Connection, tenant_id: str, conversation_id: str, now: datetime
+) -> Away | None:
+    """The inbox's away period when it is on and its answer is not in the conversation yet."""
+    found = await tenants_queries.away(conn, tenant_id)
+    if found is None or not away_rules.is_on(found, now):
+        return None
+    answer = away_rules.answer_id(found.away_id, conversation_id)
+    draft = away_rules.draft_id(found.away_id, conversation_id)
+    return None if await inbox_queries.has_message_or_draft(conn, answer, draft) else found

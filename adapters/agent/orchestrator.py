@@ -67,7 +67,7 @@ from domain.models import (
     OnDelta,
 )
 from domain.ports import EventStore
-from domain.reads import AgentReads, ConversationView, PastMessage
+from domain.reads import AgentReads, ConversationView, PastMessage, TriggerContext
 
 log = structlog.get_logger()
 
@@ -213,25 +213,23 @@ class Orchestrator:
             return "done"  # history (a consumer created on an old log): no reads, no wait
         if not await self._reads.caught_up(seq, READ_MODELS, wait=self._settings.catch_up_wait):
             return "retry"
-        conversation = await self._reads.conversation(tenant, conversation_id)
-        if conversation is None:
+        run_id = policy.run_id_for(trigger.id)
+        now = self._clock()
+        context = await self._reads.trigger_context(
+            tenant, conversation_id, now=now, runs_since=now - RUNS_WINDOW, other_than=run_id
+        )
+        if context is None:
             return "done"
-        await self._besides(trigger, conversation)
-        routed = await self._reads.routed_agents(tenant)
+        conversation, routed, spend = context.conversation, context.routed, context.spend
+        await self._besides(trigger, context)
         by_id = {view.agent_id: view for view in routed.agents}
         enabled = {view.agent_id for view in routed.agents if view.config.enabled}
         chosen, routed_by = policy.route(routed.rules, trigger.data, conversation.kind, enabled)
         agent = by_id[chosen] if chosen is not None else (routed.agents[0] if routed.agents else None)
-        spend = await self._reads.plan_and_spend(tenant, self._clock())
         quiet = agent is not None and agent.config.rules.quiet_hours is not None
-        time_zone = await self._reads.owner_time_zone(tenant) if quiet else None
-        run_id = policy.run_id_for(trigger.id)
+        time_zone = context.owner_time_zone if quiet else None
         max_runs = self._settings.agent_runs_per_conversation
-        recent_runs = 0
-        if max_runs:
-            recent_runs = await self._reads.runs_requested_since(
-                tenant, conversation_id, self._clock() - RUNS_WINDOW, other_than=run_id
-            )
+        recent_runs = context.recent_runs if max_runs else 0
         decision = policy.decide(
             policy.Situation(
                 message=trigger.data,
@@ -295,15 +293,15 @@ class Orchestrator:
             return isinstance(newer, ev.MessageReceived) and newer.data.mentions_agent
         return True
 
-    async def _besides(self, trigger: ev.MessageReceived, conversation: ConversationView) -> None:
+    async def _besides(self, trigger: ev.MessageReceived, context: TriggerContext) -> None:
         """What a person's direct message gets whatever the agent decides: the away answer
         (once per conversation while the inbox is away, to senders the DM policy admits) and
         a proposed follow-up when it promises something ("I'll get back to you Friday")."""
+        conversation, away = context.conversation, context.away
         if not policy.awaits_reply(trigger.data) or conversation.kind != "direct" or conversation.preview:
             return
         now = self._clock()
         events: list[ev.Event] = []
-        away = await self._reads.away_unanswered(trigger.tenant_id, trigger.aggregate_id, now)
         here = away_rules.answers_here(
             away, now, connection_id=conversation.connection_id, conversation_kind=conversation.kind,
             preview=conversation.preview,
@@ -314,7 +312,7 @@ class Orchestrator:
                 trigger, away, connection_id=to.connection_id, channel=to.channel, to=to.external_id, at=now
             )
         if promises.promising(trigger.data.text):
-            zone = zones.zone(await self._reads.owner_time_zone(trigger.tenant_id))
+            zone = zones.zone(context.owner_time_zone)
             if (proposed := promises.proposal(trigger, zone, now)) is not None:
                 events.append(proposed)
         await self._store.append_many(events)
@@ -492,13 +490,12 @@ class Orchestrator:
         facts the owner approved, the conversation's memory and the recent history that fits,
         each delimited and labelled, and the tools, acting for the sender being answered."""
         trigger, conversation, agent = run.trigger, run.conversation, run.agent
-        history = await self._reads.recent_messages(
+        context = await self._reads.run_context(
             trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
         )
-        recent, older = _fit(history, self._settings.context_chars)
+        facts, person = context.facts, context.person
+        recent, older = _fit(context.history, self._settings.context_chars)
         summary = await self._memory(run, older, model)
-        facts = await self._reads.approved_facts(trigger.tenant_id, conversation.conversation_id)
-        person = await self._reads.person(trigger.tenant_id, conversation.conversation_id)
         sender_id = trigger.data.sender.id
         scope = policy.search_scope(agent.rules, sender_id, conversation.kind)
         tools = ToolBox(

@@ -189,6 +189,12 @@ async def test_poison_events_are_dead_lettered_and_later_events_applied(stack: S
     # Events after the poison were applied.
     assert await _unread(stack) == expectations.unread_counts(events)
     assert await _usage(stack) == expectations.usage_sums(events)
+    # Rebuilds and verifies fold the same poison again and dead-letter none of it twice.
+    async with pg_connection(stack.database_url) as conn:
+        await rebuild_ops.rebuild(conn, by_name("inbox"), stack.store)
+        for projection in all_projections():
+            assert (await rebuild_ops.verify(conn, projection, stack.store)).identical
+    assert len([record async for record in _read_stream(stack, "DLQ")]) == len(dlq)
 
 
 async def test_nul_carried_in_by_a_connector_shows_as_the_replacement_character(stack: Stack) -> None:

@@ -155,13 +155,15 @@ def _message_rows(events: list[Event]) -> list[tuple[Any, ...]]:
                 "agent_run_id": None,
                 "reply_to_message_id": None,
                 "attachments": 0,
+                "mentions_agent": d.mentions_agent,
             }
             rows.append(tuple(values[c] for c in MESSAGE_COLUMNS))
     return rows
 
 
 _COPY_TYPES = {"seq": "bigint", "sent_at": "timestamptz", "edited_at": "timestamptz",
-               "deleted_at": "timestamptz", "attachments": "integer"}  # fmt: skip
+               "deleted_at": "timestamptz", "attachments": "integer",
+               "mentions_agent": "boolean"}  # fmt: skip
 
 
 async def _raw_copy(database_url: str, rows: list[tuple[Any, ...]]) -> float:

@@ -20,6 +20,7 @@ is due once a day and person: each keyed by what it is). The cost is up to one t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ log = structlog.get_logger()
 
 EVERY = 1.0  # seconds between looks for what is due
 BATCH = 200  # releases per look at most
+SCHEDULER = "system:scheduler"
 
 
 async def release_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
@@ -58,50 +60,44 @@ async def remind_due(owner_pool: AsyncConnectionPool[Any], store: EventStore, no
     """A ``reminder.due`` for every follow-up due at ``now`` that still waits; how many."""
     async with owner_pool.connection() as conn:
         due = await inbox_queries.due_follow_ups(conn, now, limit=BATCH)
-    for found in due:
-        await store.append(
-            reminder_event(found.tenant_id, found.conversation_id, found.follow_up_id, found.note, at=now)
-        )
-    if due:
-        log.info("follow_ups_due", count=len(due))
-    return len(due)
+    reminders = [
+        reminder_event(found.tenant_id, found.conversation_id, found.follow_up_id, found.note, at=now)
+        for found in due
+    ]
+    return await _record(store, reminders, "follow_ups_due")
 
 
 async def end_run_out(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
     """End every away period whose ``until`` came; how many."""
     async with owner_pool.connection() as conn:
         over = await tenants_queries.aways_run_out(conn, now, limit=BATCH)
-    for found in over:
-        await store.append(
-            ev.new_event(
-                ev.AwayEnded,
-                tenant_id=found.tenant_id,
-                aggregate_id=found.tenant_id,
-                actor="system:scheduler",
-                occurred_at=now,
-                data=ev.AwayEndedData(away_id=found.away_id, reason="until"),
-            )
+    ends = [
+        ev.new_event(
+            ev.AwayEnded, tenant_id=found.tenant_id, aggregate_id=found.tenant_id, actor=SCHEDULER,
+            occurred_at=now, data=ev.AwayEndedData(away_id=found.away_id, reason="until"),
         )
-    if over:
-        log.info("away_periods_ended", count=len(over))
-    return len(over)
+        for found in over
+    ]  # fmt: skip
+    return await _record(store, ends, "away_periods_ended")
 
 
 async def owe_digests(owner_pool: AsyncConnectionPool[Any], store: EventStore, now: datetime) -> int:
     """A ``user.digest_due`` for every person whose morning it is; how many."""
     async with owner_pool.connection() as conn:
         owed = await tenants_queries.digests_due(conn, now, limit=BATCH)
-    for found in owed:
-        await store.append(
-            ev.new_event(
-                ev.DigestDue,
-                tenant_id=found.tenant_id,
-                aggregate_id=found.user_id,
-                actor="system:scheduler",
-                occurred_at=now,
-                data=ev.DigestDueData(date=found.day),
-            )
+    digests = [
+        ev.new_event(
+            ev.DigestDue, tenant_id=found.tenant_id, aggregate_id=found.user_id, actor=SCHEDULER,
+            occurred_at=now, data=ev.DigestDueData(date=found.day),
         )
-    if owed:
-        log.info("digests_due", count=len(owed))
-    return len(owed)
+        for found in owed
+    ]  # fmt: skip
+    return await _record(store, digests, "digests_due")
+
+
+async def _record(store: EventStore, events: Sequence[ev.Event], what: str) -> int:
+    """The tick's events, appended together (each keyed by what it is); how many."""
+    await store.append_many(events)
+    if events:
+        log.info(what, count=len(events))
+    return len(events)

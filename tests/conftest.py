@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -308,6 +309,13 @@ def channel_clients() -> dict[str, Any]:
 def billing() -> StripeConfig | None:
     """The gateway's Stripe settings: billing off (a module with the fake Stripe sets them)."""
     return None
+
+
+async def early_in_a_rate_window(needed_s: float = 15) -> None:
+    """Wait, if need be, for a fresh minute: counted limits reset at each whole minute
+    (fixed windows), so a test that counts hits up to a refusal needs them all in one."""
+    if (left := 60 - time.time() % 60) < needed_s:
+        await asyncio.sleep(left + 0.2)
 
 
 @pytest.fixture

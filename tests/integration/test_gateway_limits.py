@@ -22,6 +22,7 @@ from domain import events as ev
 from domain import ids
 from gateway.limits import Limits
 from moltbot.roles import run_gateway
+from tests.conftest import early_in_a_rate_window
 from tests.integration.conftest import Stack
 
 PASSWORD = "correct horse battery"
@@ -65,6 +66,7 @@ async def _widget_key(api: httpx.AsyncClient, account: dict[str, str]) -> str:
 
 async def test_new_visitors_per_address_are_limited_and_counted(api: httpx.AsyncClient) -> None:
     key = await _widget_key(api, await _signup(api, "limits-visitors@example.com"))
+    await early_in_a_rate_window()
     answers = [await api.post(f"/v1/webchat/{key}/messages", json={"text": f"hi {n}"}) for n in range(5)]
     assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
     _refused(answers[3])
@@ -119,6 +121,7 @@ async def test_the_api_limit_holds_across_two_gateway_replicas(
 ) -> None:
     account = await _signup(api, "limits-replicas@example.com")
     async with _second_gateway(stack, tmp_path, limits) as other:
+        await early_in_a_rate_window()
         statuses: list[int] = []
         for n in range(limits.api_per_tenant + 2):
             replica = api if n % 2 else other

@@ -54,10 +54,18 @@ class EventStore(Protocol):
         """Append events in the order given."""
         ...
 
+    async def append_batch(
+        self, events: Sequence[Event], *, expected_seq: int | None = None
+    ) -> list[Appended]:
+        """Append events all together or not at all (one atomic batch); ``expected_seq`` is
+        the last sequence of the first event's aggregate."""
+        ...
+
     async def update(
         self, tenant_id: str, aggregate: str, aggregate_id: str, decide: Decide, *, attempts: int = 5
     ) -> list[Appended]:
-        """Load an aggregate, decide, append with the expected sequence; retry on conflict."""
+        """Load an aggregate, decide, append the decision whole with the expected sequence;
+        retry on conflict."""
         ...
 
     async def last_on(self, subject: str) -> StoredRecord | None:

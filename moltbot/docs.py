@@ -52,7 +52,10 @@ Each message carries the header `Nats-Msg-Id` = the event's dedupe key: for
 `message.received` it is `<channel>:<connection_id>:<provider_message_id>` (a provider
 retry inside the 2-minute duplicate window is stored once; the read model ignores
 repeats after it), for every other event its `id`. Writers that must not race append
-with `Nats-Expected-Last-Subject-Sequence` on the aggregate's subjects.
+with `Nats-Expected-Last-Subject-Sequence` on the aggregate's subjects. Events that
+belong together (a decision of several events, an agent run's reply with its usage and
+its end) are appended as one JetStream atomic batch (`allow_atomic` on `EVENTS`): stored
+contiguous and in order, or not at all.
 
 A message that is not a valid event is never applied: each read model's worker
 dead-letters it to `dlq.<consumer>.<reason>` (reasons: `malformed`, `unknown_type`,

@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -66,7 +66,7 @@ from domain.models import (
     ModelUnavailable,
     OnDelta,
 )
-from domain.ports import EventStore
+from domain.ports import EventStore, StoredRecord
 from domain.reads import AgentReads, ConversationView, PastMessage, TriggerContext
 
 log = structlog.get_logger()
@@ -262,18 +262,21 @@ class Orchestrator:
             return "done"
         if not await self._admitted(trigger, conversation):
             return "done"
-        claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by)
-        if claimed != "go":
-            return claimed
         # An agent set up before a downgrade answers with the plan's model, not its own.
-        model = plans.model_for_plan(self._catalog.limits(spend.plan), agent.config.model)
-        config = agent.config if model == agent.config.model else replace(agent.config, model=model)
+        model_name = plans.model_for_plan(self._catalog.limits(spend.plan), agent.config.model)
+        config = agent.config if model_name == agent.config.model else replace(agent.config, model=model_name)
         run = _Run(trigger, conversation, run_id, config, decision, screening.reason())
         if decision.verdict == "budget_reply":
-            await self._budget_reply(run)
-        else:
-            await self._answer(run)
-        return "done"
+            claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by)
+            if claimed == "go":
+                await self._budget_reply(run)
+            return "done" if claimed == "go" else claimed
+        model = await self._models.model_for(run.agent, tenant)
+        started = policy.run_started(trigger, run_id, model.name, at=self._clock())
+        claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by, started)
+        if claimed == "go":
+            await self._answer(run, model)
+        return "done" if claimed == "go" else claimed
 
     async def _superseded(self, trigger: ev.MessageReceived, seq: int) -> bool:
         """After the debounce window: has a newer message arrived in this conversation?"""
@@ -348,8 +351,15 @@ class Orchestrator:
         return False
 
     async def _claim(
-        self, trigger: ev.MessageReceived, run_id: str, agent_id: str, routed_by: int | None
+        self,
+        trigger: ev.MessageReceived,
+        run_id: str,
+        agent_id: str,
+        routed_by: int | None,
+        then: Sequence[ev.Event] = (),
     ) -> Outcome | Literal["go"]:
+        """Claim the conversation's lane for this run, with ``then`` (the run's start) in the
+        same atomic batch: the lane holds both or neither."""
         lane = subjects.aggregate_filter(trigger.tenant_id, ev.ASSISTANT, trigger.aggregate_id)
         last = await self._store.last_on(lane)
         last_event = self._store.codec.decode(last.data) if last is not None else None
@@ -360,13 +370,11 @@ class Orchestrator:
             return "retry"
         if state == "resume":
             log.info("agent_run_resumed", run_id=run_id)
-        expected = last.seq if last is not None else 0
+        claims = policy.claim_events(
+            trigger, state, last_event, run_id, agent_id, at=self._clock(), routed_by=routed_by
+        )
         try:
-            claims = policy.claim_events(
-                trigger, state, last_event, run_id, agent_id, at=self._clock(), routed_by=routed_by
-            )
-            for event in claims:
-                expected = (await self._store.append(event, expected_seq=expected)).seq
+            await self._store.append_batch([*claims, *then], expected_seq=last.seq if last is not None else 0)
         except ConcurrencyConflict:
             return "retry"  # another orchestrator claimed the lane first
         return "go"
@@ -378,15 +386,13 @@ class Orchestrator:
         await self._record(events)
         log.info("agent_budget_reply", run_id=run.run_id, tenant_id=run.trigger.tenant_id)
 
-    async def _answer(self, run: _Run) -> None:
-        model = await self._models.model_for(run.agent, run.trigger.tenant_id)
+    async def _answer(self, run: _Run, model: Model) -> None:
         run = replace_run(
             run,
             policy.offline_delivery(
                 run.decision, offline_model=model.name == OFFLINE_MODEL, preview=run.conversation.preview
             ),
         )
-        await self._record(policy.run_started(run.trigger, run.run_id, model.name, at=self._clock()))
         if (
             run.decision.verdict == "answer"
             and self._settings.injection_model_check
@@ -490,12 +496,18 @@ class Orchestrator:
         facts the owner approved, the conversation's memory and the recent history that fits,
         each delimited and labelled, and the tools, acting for the sender being answered."""
         trigger, conversation, agent = run.trigger, run.conversation, run.agent
-        context = await self._reads.run_context(
-            trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
+        summarized = subjects.event_subject(
+            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
+        )
+        context, stored_summary = await asyncio.gather(
+            self._reads.run_context(
+                trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
+            ),
+            self._store.last_on(summarized),
         )
         facts, person = context.facts, context.person
         recent, older = _fit(context.history, self._settings.context_chars)
-        summary = await self._memory(run, older, model)
+        summary = await self._memory(run, older, model, stored_summary)
         sender_id = trigger.data.sender.id
         scope = policy.search_scope(agent.rules, sender_id, conversation.kind)
         tools = ToolBox(
@@ -586,14 +598,13 @@ class Orchestrator:
                 raise_if_cancelled()  # a publish can swallow the cancellation
                 await asyncio.sleep(TYPING_EVERY)
 
-    async def _memory(self, run: _Run, older: list[PastMessage], model: Model) -> str | None:
-        """The conversation's rolling summary, extended with older messages it lacks: written
-        by the run's model when it has one (not the offline model), else extractive."""
+    async def _memory(
+        self, run: _Run, older: list[PastMessage], model: Model, stored: StoredRecord | None
+    ) -> str | None:
+        """The conversation's rolling summary (``stored``, its last record), extended with older
+        messages it lacks: written by the run's model when it has one (not the offline model),
+        else extractive."""
         trigger = run.trigger
-        subject = subjects.event_subject(
-            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
-        )
-        stored = await self._store.last_on(subject)
         last = await self._store.decode(stored.data) if stored is not None else None
         previous = last.data if isinstance(last, ev.ConversationSummarized) else None
         new = policy.not_summarized(previous, older)
@@ -646,11 +657,9 @@ class Orchestrator:
         log.warning("agent_run_failed", run_id=run_id, code=code, reason=reason)
 
     async def _record(self, events: list[ev.Event]) -> None:
-        """Append a step's events in order; the last (the run's state) once the others are stored,
-        so a run is never done on the lane before its replies and usage are in the log."""
-        *effects, last = events
-        await self._store.append_many(effects)
-        await self._store.append(last)
+        """Append a step's events (its replies and usage, then the run's state on the lane) as
+        one atomic batch: a run is never done on the lane without them, nor they without it."""
+        await self._store.append_batch(events)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@
   the aggregate's subjects (optimistic concurrency).
 - ``append_many`` publishes concurrently (a window of requests in flight on one
   connection, acks awaited together), which keeps the log in the order given.
-- ``update`` is the decide loop: load an aggregate, decide, append with the expected
-  sequence, and on conflict reload and decide again.
+- ``append_batch`` appends events as one JetStream atomic batch (the stream's
+  ``allow_atomic``): all of them are stored, contiguous and in order, or none, in one
+  round trip; optionally expecting the first one's aggregate to be at a sequence.
+- ``update`` is the decide loop: load an aggregate, decide, append the decision as one
+  atomic batch with the expected sequence, and on conflict reload and decide again.
 - ``read`` replays from a sequence with a subject filter through an ephemeral pull
   consumer (no acks), prefetching the next batch while the caller works.
 
@@ -20,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import msgspec
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -46,6 +51,8 @@ EVENTS_STREAM = "EVENTS"
 _STALL_LIMIT = 30.0  # seconds without a message while replaying what is known to be stored
 _WRONG_LAST_SEQUENCE = 10071
 _WRONG_LAST_SEQUENCE_CLUSTERED = 10164
+_BATCH_DUPLICATE_ID = 10201  # an atomic batch holding a message id stored before: a retry
+MAX_BATCH = 1000  # the server's limit of messages in one atomic batch
 
 
 class EventStore:
@@ -119,6 +126,63 @@ class EventStore:
             results.extend(await asyncio.gather(*(self._append_sealed(event) for event in chunk)))
         return results
 
+    async def append_batch(
+        self, events: Sequence[Event], *, expected_seq: int | None = None
+    ) -> list[Appended]:
+        """Append ``events`` as one atomic batch: all stored (contiguous, in order) or none.
+
+        ``expected_seq`` is the last sequence of the first event's aggregate (0 = new); a
+        concurrent writer makes the whole batch fail with :class:`ConcurrencyConflict`. A
+        retry of a batch whose ack was lost answers the stored sequences, as duplicates."""
+        if len(events) > MAX_BATCH:
+            raise EventStoreError(f"an atomic batch holds at most {MAX_BATCH} events, not {len(events)}")
+        if len(events) <= 1:
+            return [await self.append(events[0], expected_seq=expected_seq)] if events else []
+        if self.sealer is not None:
+            events = await self.sealer.seal_events(events)
+        batch_id, last = uuid.uuid4().hex, len(events)
+        sends: list[Awaitable[Msg | None]] = []
+        for n, event in enumerate(events, 1):
+            headers = {"Nats-Msg-Id": dedupe_key(event), "Nats-Batch-Id": batch_id}
+            headers["Nats-Batch-Sequence"] = str(n)
+            if n == 1 and expected_seq is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_seq)
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = _aggregate_of(event)
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
+            body = self.codec.encode(event)
+            if n in (1, last):  # the first reports a refused batch early, the last commits it
+                sends.append(self._nc.request(event.subject, body, timeout=self._timeout, headers=headers))
+            else:
+                sends.append(self._nc.publish(event.subject, body, headers=headers))
+        # As in append_many: each send is written before its first suspension, in this order.
+        replies = await asyncio.gather(*sends)
+        first, commit = (_batch_reply(reply) for reply in (replies[0], replies[-1]))
+        error = first.get("error") or commit.get("error")
+        if error is None:
+            last_seq = int(commit["seq"])
+            return [Appended(e.id, last_seq - last + n, False) for n, e in enumerate(events, 1)]
+        code = error.get("err_code")
+        if code in (_WRONG_LAST_SEQUENCE, _WRONG_LAST_SEQUENCE_CLUSTERED, _BATCH_DUPLICATE_ID):
+            return await self._resolve_batch(events, expected_seq, code)
+        raise EventStoreError(f"atomic batch refused: {error.get('description', error)}")
+
+    async def _resolve_batch(
+        self, events: Sequence[Event], expected_seq: int | None, code: int
+    ) -> list[Appended]:
+        # A lost ack retried: the batch is stored when its last event is the last on its aggregate.
+        stored = await self.last_on(_aggregate_of(events[-1]))
+        if stored is not None and (stored.headers or {}).get("Nats-Msg-Id") == dedupe_key(events[-1]):
+            return [Appended(e.id, stored.seq - len(events) + n, True) for n, e in enumerate(events, 1)]
+        if code == _BATCH_DUPLICATE_ID:
+            # Part of it was stored apart (before batches, or by another writer): the rest
+            # goes one at a time, each deduplicated on its own.
+            log.info("atomic_batch_partly_stored", events=len(events))
+            results = [await self._append_sealed(events[0], expected_seq)]
+            return results + [await self._append_sealed(event) for event in events[1:]]
+        first = await self.last_on(_aggregate_of(events[0]))
+        raise ConcurrencyConflict(_aggregate_of(events[0]), expected_seq or 0, first.seq if first else None)
+
     async def last_on(self, subject: str) -> StoredRecord | None:
         """The last message stored on ``subject`` (wildcards allowed), or None."""
         try:
@@ -175,24 +239,19 @@ class EventStore:
         """Load, decide, append with the expected sequence; retry on conflict.
 
         ``decide`` gets the aggregate's events and returns the new ones (maybe none).
-        Each new event is appended expecting the sequence of the one before it, so a
-        concurrent writer makes the whole decision run again on fresh history.
+        The new events are appended as one atomic batch expecting the aggregate's last
+        sequence, so a decision is stored whole or not at all, and a concurrent writer makes
+        it run again on fresh history.
         """
         for attempt in range(1, attempts + 1):
             history, last_seq = await self.load(tenant_id, aggregate, aggregate_id)
             new_events = decide([stored.event for stored in history])
-            appended: list[Appended] = []
             try:
-                for event in new_events:
-                    result = await self.append(event, expected_seq=last_seq)
-                    appended.append(result)
-                    last_seq = result.seq
+                return await self.append_batch(new_events, expected_seq=last_seq)
             except ConcurrencyConflict:
-                if appended or attempt == attempts:
+                if attempt == attempts:
                     raise
                 log.info("append_conflict_retried", aggregate_id=aggregate_id, attempt=attempt)
-                continue
-            return appended
         raise EventStoreError("unreachable")  # pragma: no cover
 
     # --- reading -------------------------------------------------------------------
@@ -339,3 +398,13 @@ class _PullReader:
             # Unsubscribing does not delete the consumer; the inactive threshold would.
             with contextlib.suppress(Exception):
                 await self._cleanup_api.delete_consumer(self._stream, self._consumer)
+
+
+def _batch_reply(reply: Msg | None) -> dict[str, Any]:
+    """A reply to a message of an atomic batch: empty for one taken in, else JSON."""
+    return msgspec.json.decode(reply.data) if reply is not None and reply.data else {}
+
+
+def _aggregate_of(event: Event) -> str:
+    """The subjects of an event's aggregate (what an expected sequence is checked on)."""
+    return subjects.aggregate_filter(event.tenant_id, event.AGGREGATE, event.aggregate_id)

@@ -88,6 +88,43 @@ async def test_concurrent_deciders_retry_and_both_land(store: EventStore) -> Non
     assert len(seen_history_lengths) > 4  # somebody lost a race and decided again
 
 
+async def test_a_batch_is_stored_whole_contiguous_and_once(store: EventStore) -> None:
+    conversation_id = ids.new_id("c")
+    await store.append(_conversation_event(ids.new_id("c"), title="elsewhere"))
+    batch = [_conversation_event(conversation_id, title=f"t{n}") for n in range(5)]
+    stored = await store.append_batch(batch, expected_seq=0)
+    assert [a.seq for a in stored] == [2, 3, 4, 5, 6]
+    assert [a.event_id for a in stored] == [e.id for e in batch]
+    # The same batch again (an ack lost, the step retried): the same sequences, as duplicates.
+    again = await store.append_batch(batch, expected_seq=0)
+    assert [(a.seq, a.duplicate) for a in again] == [(a.seq, True) for a in stored]
+    again = await store.append_batch(batch)
+    assert [(a.seq, a.duplicate) for a in again] == [(a.seq, True) for a in stored]
+    history, last_seq = await store.load("t_1", "conversation", conversation_id)
+    assert [h.event for h in history] == batch
+    assert last_seq == 6
+
+
+async def test_a_batch_that_conflicts_stores_nothing(store: EventStore) -> None:
+    conversation_id = ids.new_id("c")
+    first = await store.append(_conversation_event(conversation_id, title="first"), expected_seq=0)
+    batch = [_conversation_event(conversation_id, title=f"late {n}") for n in range(3)]
+    with pytest.raises(ConcurrencyConflict) as conflict:
+        await store.append_batch(batch, expected_seq=0)
+    assert conflict.value.actual_seq == first.seq
+    assert await store.last_seq() == first.seq
+
+
+async def test_a_batch_partly_stored_apart_stores_the_rest_once(store: EventStore) -> None:
+    conversation_id = ids.new_id("c")
+    batch = [_conversation_event(conversation_id, title=f"t{n}") for n in range(3)]
+    await store.append(batch[0])  # stored one at a time before, as events were before batches
+    stored = await store.append_batch(batch)
+    assert [a.duplicate for a in stored] == [True, False, False]
+    history, _ = await store.load("t_1", "conversation", conversation_id)
+    assert [h.event for h in history] == batch
+
+
 async def test_append_many_keeps_order_and_read_filters(store: EventStore) -> None:
     events = list(generate(3000, tenants=3))
     results = await store.append_many(events)

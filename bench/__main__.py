@@ -14,6 +14,7 @@ import msgspec
 import structlog
 
 from bench import agent, backbone, memory, realtime
+from bench.stages import Stages
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SIZES = (10_000, 30_000, 100_000)
@@ -64,8 +65,10 @@ def main() -> int:
             )
         )
         live = asyncio.run(realtime.run(min(events, args.realtime_events), Path(work), progress))
-        runs = asyncio.run(agent.run(Path(work), progress))
+        agent_steps = Stages()
+        runs = asyncio.run(agent.run(Path(work), progress, agent_steps))
     result["figures"] += [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in live + runs]
+    result["stages"]["agent"] = agent_steps.rows(agent.LATENCY_SAMPLES, "trigger")
     args.out.mkdir(parents=True, exist_ok=True)
     if len(result["scaling"]) > 1:
         backbone.plot_scaling(result["scaling"], args.out / "scaling.png")

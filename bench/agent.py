@@ -10,6 +10,7 @@ The projections and the agent run in this process, as `moltbot up` runs them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,16 +19,18 @@ from typing import Any
 import nats
 
 from adapters.agent.choice import ModelChoice
-from adapters.agent.orchestrator import AgentSettings
+from adapters.agent.orchestrator import AgentSettings, Orchestrator
 from adapters.embedded.nats_server import NatsServer
 from adapters.embedded.postgres_server import PostgresServer
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
 from bench.backbone import REPO_ROOT, Figure, Progress
 from bench.realtime import _percentile
+from bench.stages import Stages, Step
 from domain import agent, ids
 from domain import events as ev
 from moltbot.roles import run_agent, run_projections
+from projections.agent_reads import AgentReads
 from projections.registry import all_projections
 
 CONVERSATIONS = 100
@@ -74,7 +77,18 @@ def message(tenant_id: str, conversation: str, n: int) -> ev.MessageReceived:
     )  # fmt: skip
 
 
-async def run(work_dir: Path, progress: Progress) -> list[Figure]:
+AGENT_STEPS: list[Step] = [
+    (Orchestrator, "_trigger", "the whole trigger, from the consumer's delivery"),
+    (AgentReads, "caught_up", "wait until the read models have applied the trigger"),
+    (AgentReads, "trigger_context", "read the trigger's context (PostgreSQL, one transaction)"),
+    (EventStore, "last_on", "direct gets (newer message? the lane, the summary)"),
+    (EventStore, "append_batch", "atomic batches: claim + start, reply + usage + end"),
+    (AgentReads, "run_context", "read the run's context (PostgreSQL, one transaction)"),
+]
+
+
+async def run(work_dir: Path, progress: Progress, stages: Stages | None = None) -> list[Figure]:
+    """The figures; with ``stages``, the steps of the runs one at a time are timed into it."""
     spec = load_streams_file(REPO_ROOT / "streams.yaml")
     tenant_id = ids.new_id(ids.TENANT)
     async with PostgresServer(work_dir / "pg-agent") as pg, NatsServer(work_dir / "nats-agent") as srv:
@@ -102,14 +116,17 @@ async def run(work_dir: Path, progress: Progress) -> list[Figure]:
             progress(f"agent: {LATENCY_SAMPLES} runs one at a time (offline model)")
             latencies: list[float] = []
             appends: list[float] = []
-            for n in range(LATENCY_SAMPLES + 5):
-                started = time.perf_counter()
-                await store.append(message(tenant_id, conversations[n % CONVERSATIONS], n))
-                appended = time.perf_counter()
-                done = await asyncio.wait_for(replies.get(), 30)
-                if n >= 5:  # the first runs warm up connections and caches
-                    latencies.append((done - started) * 1000)
-                    appends.append((appended - started) * 1000)
+            with contextlib.ExitStack() as timing:
+                for n in range(LATENCY_SAMPLES + 5):
+                    if n == 5 and stages is not None:  # the first runs warm up connections and caches
+                        timing.enter_context(stages.watching(AGENT_STEPS))
+                    started = time.perf_counter()
+                    await store.append(message(tenant_id, conversations[n % CONVERSATIONS], n))
+                    appended = time.perf_counter()
+                    done = await asyncio.wait_for(replies.get(), 30)
+                    if n >= 5:
+                        latencies.append((done - started) * 1000)
+                        appends.append((appended - started) * 1000)
 
             progress(f"agent: {ROUNDS} rounds of one message in each of {CONVERSATIONS} conversations")
             run_rates: list[float] = []

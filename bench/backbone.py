@@ -32,9 +32,12 @@ from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import sealing
+from bench.stages import Stages, Step
+from bench.stages import render as render_stages
 from domain.codec import EventCodec, dedupe_key
 from domain.events import Event, MessageReceived
 from moltbot.loadgen import generate
+from projections import engine, worker
 from projections import rebuild as rebuild_ops
 from projections.engine import ensure_core
 from projections.inbox import MESSAGE_COLUMNS, InboxProjection
@@ -43,6 +46,19 @@ from projections.worker import ProjectionWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 Progress = Callable[[str], None]
+
+_FOLD_INNER: list[Step] = [
+    (engine, "fold_records", "decode, fold and write the batch"),
+    (engine, "_write_or_refusal", "of which: PostgreSQL writes of the batch's rows"),
+]
+FOLD_STEPS: list[Step] = [
+    (worker, "apply_batch", "one batch's transaction, checkpoint included"),
+    *_FOLD_INNER,
+]
+REBUILD_STEPS: list[Step] = [
+    (rebuild_ops, "apply_batch", "one batch's transaction, checkpoint included"),
+    *_FOLD_INNER,
+]
 
 
 @dataclass(frozen=True)
@@ -264,6 +280,7 @@ class Log:
             (e.subject.replace("ev.", "log.", 1), codec.encode(e), dedupe_key(e)) for e in generated
         ]
         self.size = 0
+        self.stages: dict[str, list[dict[str, Any]]] = {}  # of the last size measured
         self.append_seconds = 0.0
         self.raw_seconds = 0.0
 
@@ -289,9 +306,15 @@ class Log:
         copy = await _raw_copy(self.database_url, _message_rows(self.generated[:size]))
         progress(f"{size:,} events: projection fold of the inbox, then its rebuild")
         await _reset_read_models(self.database_url)
-        fold = await _fold(self.nc, self.database_url, self.template, [InboxProjection()], last_seq)
-        async with pg_connection(self.database_url) as conn:
-            report = await rebuild_ops.rebuild(conn, InboxProjection(), self.store)
+        with Stages().watching(FOLD_STEPS) as folding:
+            fold = await _fold(self.nc, self.database_url, self.template, [InboxProjection()], last_seq)
+        with Stages().watching(REBUILD_STEPS) as rebuilding:
+            async with pg_connection(self.database_url) as conn:
+                report = await rebuild_ops.rebuild(conn, InboxProjection(), self.store)
+        self.stages = {
+            "fold": folding.rows(last_seq / 1000, "1000 events"),
+            "rebuild": rebuilding.rows(last_seq / 1000, "1000 events"),
+        }
         return {
             "events": size,
             "append_many": len(increment) / seconds,
@@ -480,6 +503,7 @@ async def run(
         "events": events,
         "figures": [msgspec.to_builtins(f) | {"ratio": f.ratio} for f in figures],
         "scaling": scaling,
+        "stages": log.stages,
     } | extra
 
 
@@ -539,7 +563,39 @@ def render(result: dict[str, Any]) -> str:
         lines += _render_scaling(result["scaling"], result.get("plot"))
     if result.get("memory"):
         lines += _render_memory(result["memory"])
+    lines += _render_stages(result.get("stages") or {})
     return "\n".join(lines) + "\n"
+
+
+_STAGE_TITLES = {
+    "fold": (
+        "Inbox fold (live worker)",
+        "What is not inside a batch's transaction is the wait for the next batch from NATS"
+        " (the worker fetches one ahead) and the ack.",
+    ),
+    "rebuild": ("Inbox rebuild", "The rest is reading the log (an ephemeral consumer) between batches."),
+    "agent": (
+        "Agent trigger -> reply send request (runs one at a time)",
+        "The whole trigger runs from the consumer's delivery to the reply's batch; the steps"
+        " inside it follow one another.",
+    ),
+}
+
+
+def _render_stages(stages: dict[str, list[dict[str, Any]]]) -> list[str]:
+    if not stages:
+        return []
+    lines = [
+        "",
+        "## Where the time goes",
+        "",
+        "Wall time inside named steps of the product, timed in this run while the figure above was"
+        " measured (the full-size log for the fold and the rebuild).",
+    ]
+    for key, rows in stages.items():
+        title, intro = _STAGE_TITLES.get(key, (key, ""))
+        lines += render_stages(title, intro, rows)
+    return lines
 
 
 def _render_scaling(scaling: list[dict[str, float]], plot: str | None) -> list[str]:

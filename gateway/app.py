@@ -25,6 +25,7 @@ from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
 from gateway.routes.follow_ups import follow_ups_router
 from gateway.routes.health import health_router
+from gateway.routes.imports import imports_router
 from gateway.routes.inbox import inbox_router
 from gateway.routes.media import media_router
 from gateway.routes.members import invitations_router, members_router
@@ -62,6 +63,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             erasure_router,
             inbox_router,
             away_router,
+            imports_router,
             messages_router,
             drafts_router,
             media_router,

@@ -147,6 +147,9 @@ class Api:
     async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
         return await self._call("POST", path, json=body, extra_headers=headers or {})
 
+    async def put(self, path: str, body: Any) -> Any:
+        return await self._call("PUT", path, json=body)
+
     async def _call(
         self, method: str, path: str, *, extra_headers: dict[str, str] | None = None, **kw: Any
     ) -> Any:

@@ -12,6 +12,7 @@ import msgspec
 
 from adapters.postgres.database import Connection
 from domain.away import AWAY_SENDER
+from domain.envelope import ConversationKind
 from domain.reads import ConversationView, FoundMessage, PastMessage
 from projections.rows import one_row
 
@@ -584,3 +585,33 @@ async def received_between(conn: Connection, tenant_id: str, start: datetime, en
     )
     row = await cur.fetchone()
     return int(row["n"]) if row is not None else 0
+
+
+class KnownConversation(msgspec.Struct, frozen=True):
+    conversation_id: str
+    channel: str
+    kind: ConversationKind
+    external_id: str
+    title: str
+
+
+async def known_conversations(conn: Connection, conversation_ids: list[str]) -> dict[str, KnownConversation]:
+    """Which of these conversations the inbox has (an import continuing), by id."""
+    if not conversation_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT conversation_id, channel, kind, external_id, title FROM rm_inbox.conversations"
+        " WHERE conversation_id = ANY(%s)",
+        (conversation_ids,),
+    )
+    return {row["conversation_id"]: KnownConversation(**row) for row in await cur.fetchall()}
+
+
+async def stored_messages(conn: Connection, message_ids: list[str]) -> set[str]:
+    """Which of these messages the inbox has."""
+    if not message_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT message_id FROM rm_inbox.messages WHERE message_id = ANY(%s)", (message_ids,)
+    )
+    return {row["message_id"] for row in await cur.fetchall()}

@@ -5,7 +5,8 @@ in, default ``./.moltbot``) or ``MOLTBOT_NATS_URL`` / ``MOLTBOT_DATABASE_URL``.
 
 One module per command group: ``run`` (``up`` and the single roles), ``inbox`` (the API
 client commands), ``streams`` (with ``nats``), ``events``, ``vault``, ``projections``,
-``tenants``, ``bridge``, ``mail`` (the outbox of account mail);
+``tenants``, ``bridge``, ``mail`` (the outbox of account mail), ``migrate`` (moving in
+from the self-hosted assistant);
 ``common`` holds what they share.
 """
 
@@ -17,7 +18,7 @@ import os
 import sys
 
 from moltbot import client, logs, retries
-from moltbot.cli import bridge, events, inbox, mail, projections, run, streams, tenants, vault
+from moltbot.cli import bridge, events, inbox, mail, migrate, projections, run, streams, tenants, vault
 from moltbot.cli.common import CommandError
 from moltbot.roles import GatewayStartError
 from moltbot.settings import NoStackError, Settings
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # the order `--help` lists them in
-    for group in (run, inbox, streams, events, vault, projections, tenants, bridge, mail):
+    for group in (run, inbox, migrate, streams, events, vault, projections, tenants, bridge, mail):
         group.register(commands)
     return parser
 

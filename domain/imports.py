@@ -18,7 +18,7 @@ count against this month's AI allowance.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -61,7 +61,7 @@ class ImportedMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     conversation: Key  # an ImportedConversation's key, in this batch or an earlier one
     direction: Literal["in", "out"]
     text: str
-    sent_at: datetime
+    sent_at: Annotated[datetime, msgspec.Meta(tz=True)]  # with its offset ("…Z", "…+01:00")
     sender_name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     tokens_in: Annotated[int, msgspec.Meta(ge=0)] = 0
@@ -125,7 +125,7 @@ def message_events(
 ) -> list[ev.Event]:
     """The message as ``message.received`` (in) or ``message.sent`` (out), at its original
     time, marked as history; with the model's token counts for an answer that has them."""
-    at = message.sent_at if message.sent_at.tzinfo else message.sent_at.replace(tzinfo=UTC)
+    at = message.sent_at
     mid = message_id(import_, message.line)
     aggregate = conversation_id(import_, conversation.key)
     connection = connection_id(import_, conversation.channel)

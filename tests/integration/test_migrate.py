@@ -240,6 +240,9 @@ async def test_the_import_api_says_what_to_fix(api: httpx.AsyncClient) -> None:
     wrong = await api.post(batches, json={"messages": [message | {"direction": "sideways"}]}, headers=headers)
     assert wrong.status_code == 400, wrong.text
     assert wrong.json()["field"] == "messages[0].direction", wrong.json()
+    naive = await api.post(batches, json={"messages": [message | {"sent_at": "2026-01-02T03:04:05"}]},
+                           headers=headers)  # fmt: skip
+    assert naive.status_code == 400 and naive.json()["field"] == "messages[0].sent_at", naive.text
     unknown = await api.post("/v1/imports/im_nope/batches", json={}, headers=headers)
     assert unknown.status_code == 404 and unknown.json()["field"] == "import_id"
     too_many = await api.post(batches, json={"messages": [message] * 1001}, headers=headers)

@@ -23,6 +23,7 @@ from gateway.routes.devices import devices_router
 from gateway.routes.digest import digest_router
 from gateway.routes.drafts import drafts_router
 from gateway.routes.erasure import erasure_router
+from gateway.routes.export import export_router
 from gateway.routes.follow_ups import follow_ups_router
 from gateway.routes.health import health_router
 from gateway.routes.imports import imports_router
@@ -64,6 +65,7 @@ def create_app(ctx: GatewayContext) -> Litestar:
             inbox_router,
             away_router,
             imports_router,
+            export_router,
             messages_router,
             drafts_router,
             media_router,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,29 @@ class Api:
 
     async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
         return await self._call("POST", path, json=body, extra_headers=headers or {})
+
+    async def download(self, path: str, out: Path, on_bytes: Callable[[int, int | None], None]) -> int:
+        """Save ``path``'s body to ``out`` (through ``out``.part, renamed once whole);
+        ``on_bytes(received, total)`` as it comes. The number of bytes."""
+        await self.get("/v1/me")  # an expired access token is refreshed here, before the long call
+        partial = out.with_name(out.name + ".part")
+        received = 0
+        try:
+            async with self._http.stream("GET", path, headers=self._headers(), timeout=None) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                length = response.headers.get("content-length")
+                with partial.open("wb") as handle:
+                    async for chunk in response.aiter_bytes():
+                        await asyncio.to_thread(handle.write, chunk)
+                        received += len(chunk)
+                        on_bytes(received, int(length) if length else None)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ClientError(f"Cannot reach the gateway at {self.session.gateway_url}: {exc}") from None
+        partial.replace(out)
+        return received
 
     async def put(self, path: str, body: Any) -> Any:
         return await self._call("PUT", path, json=body)

@@ -207,3 +207,15 @@ async def person_of(conn: Connection, conversation_id: str, *, elsewhere: int = 
     )
     others = [msgspec.convert(r, Elsewhere, strict=False) for r in await cur.fetchall()]
     return Person(row["contact_id"], row["display_name"], row["notes"], others)
+
+
+# What an inbox's own export holds of this read model (gateway/export.py).
+EXPORT_CONTACTS = (
+    "SELECT c.contact_id, c.display_name, c.notes, c.created_at,"
+    " coalesce(jsonb_agg(jsonb_build_object('channel', i.channel, 'sender_id', i.sender_id,"
+    " 'display_name', i.display_name, 'phone', i.phone, 'email', i.email, 'first_seen', i.first_seen,"
+    " 'last_seen', i.last_seen) ORDER BY i.first_seen) FILTER (WHERE i.identity_id IS NOT NULL), '[]')"
+    " AS identities"
+    " FROM rm_contacts.contacts c LEFT JOIN rm_contacts.identities i ON i.contact_id = c.contact_id"
+    " WHERE c.merged_into IS NULL GROUP BY c.contact_id ORDER BY c.created_at, c.contact_id"
+)

@@ -615,3 +615,19 @@ async def stored_messages(conn: Connection, message_ids: list[str]) -> set[str]:
         "SELECT message_id FROM rm_inbox.messages WHERE message_id = ANY(%s)", (message_ids,)
     )
     return {row["message_id"] for row in await cur.fetchall()}
+
+
+# What an inbox's own export holds of this read model (gateway/export.py), oldest first.
+EXPORT_CONVERSATIONS = (
+    "SELECT conversation_id, channel, connection_id, kind, title, external_id, created_at, pinned,"
+    " agent_mode, preview FROM rm_inbox.conversations ORDER BY created_at, conversation_id"
+)
+EXPORT_MESSAGES = (
+    "SELECT message_id, conversation_id, direction, channel, sender_id, sender_name, text, sent_at,"
+    " edited_at, deleted_at, status, agent_run_id, reply_to_message_id, attachments"
+    " FROM rm_inbox.messages ORDER BY seq"
+)
+EXPORT_MEDIA = (
+    "SELECT media_id, message_id, conversation_id, mime, size, sha256, storage_key FROM rm_inbox.media"
+    " ORDER BY media_id"
+)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import LiteralString, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, LiteralString, TypeVar
 
 import msgspec
 from psycopg.abc import Params
@@ -17,3 +18,15 @@ async def one_row(conn: Connection, into: type[T], query: LiteralString, params:
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, into)
+
+
+async def streamed(
+    conn: Connection, query: LiteralString, params: Params | None = None, *, batch: int = 2000
+) -> AsyncIterator[dict[str, Any]]:
+    """Every row of ``query``, fetched ``batch`` at a time through a server-side cursor (in the
+    caller's transaction), so a large read holds one batch in memory at once."""
+    async with conn.cursor(name=f"streamed_{id(query):x}") as cur:
+        cur.itersize = batch
+        await cur.execute(query, params)
+        async for row in cur:
+            yield row

@@ -41,3 +41,7 @@ async def plan_and_spend(conn: Connection, tenant_id: str, now: datetime) -> Spe
     spent = await cur.fetchone()
     month, day = (int(spent["month"]), int(spent["today"])) if spent else (0, 0)
     return Spend(plan if plan is not None else "free", month, day)
+
+
+# What an inbox's own export holds of this read model (gateway/export.py).
+EXPORT_USAGE = "SELECT day, metric, quantity, events FROM rm_usage.usage_daily ORDER BY day, metric"

@@ -1,10 +1,13 @@
-"""``moltbot migrate``: move in from the self-hosted assistant (OpenClaw, formerly Moltbot and
+"""``moltbot migrate`` and ``moltbot export``: moving in and out.
+
+``migrate`` moves in from the self-hosted assistant (OpenClaw, formerly Moltbot and
 Clawdbot) — its history, its channels' credentials and its agent's model and instructions —
 through the gateway's API as the signed-in owner (``moltbot login`` first).
 
 History goes in batches to ``POST /v1/imports/{id}/batches``; each message is named from
 the source, so a rerun, or a run resumed after Ctrl-C, stores nothing twice. What moves and
-what does not: docs/migrate.md.
+what does not: docs/migrate.md. ``migrate --from-export FILE`` brings in an inbox's own
+export, which ``export --out FILE`` downloads (``GET /v1/export``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,9 @@ from typing import Any
 import msgspec
 from tqdm import tqdm
 
-from adapters.selfhosted import state as selfhosted
-from adapters.selfhosted import transcripts
+from adapters.imports import export_archive
+from adapters.imports import openclaw_state as selfhosted
+from adapters.imports import openclaw_transcripts as transcripts
 from domain.imports import ImportedConversation, ImportedMessage
 from domain.models import KNOWN_MODELS, model_family
 from moltbot import client
@@ -40,26 +44,34 @@ class Batch(msgspec.Struct):
     messages: list[ImportedMessage] = msgspec.field(default_factory=list)
 
 
-def batches(
-    sessions: list[transcripts.Session], tally: transcripts.Tally, size: int = BATCH
-) -> Iterator[tuple[Batch, int]]:
-    """(a batch of up to ``size`` messages, how many sessions are read through) — each
-    conversation rides in the batch of its first message; the last batch may be empty."""
+History = Iterable[tuple[ImportedConversation, ImportedMessage]]
+
+
+def batches(history: History, size: int = BATCH) -> Iterator[Batch]:
+    """Batches of up to ``size`` messages; each conversation rides in the batch of its first
+    message. The last batch may be empty."""
     sent: set[str] = set()
     batch = Batch()
-    for done, session in enumerate(sessions):
+    for conversation, message in history:
+        if conversation.key not in sent:
+            sent.add(conversation.key)
+            batch.conversations.append(conversation)
+        batch.messages.append(message)
+        if len(batch.messages) >= size:
+            yield batch
+            batch = Batch()
+    yield batch
+
+
+def _openclaw_history(sessions: list[transcripts.Session], tally: transcripts.Tally) -> History:
+    for session in sessions:
         for message in transcripts.messages(session, tally):
-            if session.conversation.key not in sent:
-                sent.add(session.conversation.key)
-                batch.conversations.append(session.conversation)
-            batch.messages.append(message)
-            if len(batch.messages) >= size:
-                yield batch, done
-                batch = Batch()
-    yield batch, len(sessions)
+            yield session.conversation, message
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.from_export:
+        return await _from_export(Path(args.from_export).expanduser(), args)
     folder = selfhosted.find_folder(Path(args.source).expanduser() if args.source else None)
     try:
         found = selfhosted.read_state(folder, os.environ)
@@ -70,23 +82,65 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Moving in from {folder} ({found.config_file.name if found.config_file else 'no config'}):")
     for warning in found.warnings:
         print(f"  note: {warning}")
+    history = _openclaw_history(sessions, tally)
     if args.dry_run:
-        return _dry_run(found, sessions, tally)
+        _would_create(history, tally)
+        for channel in found.channels:
+            todo = "would connect" if channel.missing is None else f"not connected: {channel.missing}"
+            print(f"  channel {channel.kind} ({channel.account}): {todo}")
+        for agent in found.agents[:1]:
+            print(f"  agent: name {agent.name!r}, model {agent.model or 'unchanged'},"
+                  f" instructions {len(agent.instructions)} characters")  # fmt: skip
+        _skipped(tally)
+        return 0
     async with _api(args) as api:
         started = await api.post(
             "/v1/imports",
             {"source": "openclaw", "source_key": str(folder.resolve()), "label": f"Moved in from {folder}"},
         )
-        totals = await _send_history(api, started["import_id"], sessions, tally, quiet=args.quiet)
+        totals = await _send_history(api, started["import_id"], history, tally, quiet=args.quiet)
         await _history_window(api, tally.oldest)
         await _recreate(api, found, assume_yes=args.yes)
-    _summary(totals, tally, sessions)
+    _summary(totals, tally, f" from {tally.sessions} of {len(sessions)} sessions")
     _bridge_steps(found, api_url=_gateway_of(args))
     return 0
 
 
+async def _from_export(path: Path, args: argparse.Namespace) -> int:
+    """An inbox's own export (``moltbot export``) brought into the inbox logged in to."""
+    try:
+        archive = export_archive.open_archive(path)
+    except export_archive.ArchiveError as exc:
+        raise CommandError(str(exc)) from None
+    tally = transcripts.Tally()
+    history = export_archive.history(archive, tally)
+    print(f"Moving in the export of inbox {archive.tenant_id} from {archive.exported_at}:")
+    if args.dry_run:
+        _would_create(history, tally)
+        for agent in archive.agents[:1]:
+            print(
+                f"  agent: name {agent.name!r}, model {agent.model},"
+                f" instructions {len(agent.instructions)} characters"
+            )
+        _skipped(tally)
+        return 0
+    async with _api(args) as api:
+        started = await api.post(
+            "/v1/imports",
+            {"source": "export", "source_key": archive.tenant_id, "label": f"Export of {archive.tenant_id}"},
+        )
+        totals = await _send_history(
+            api, started["import_id"], history, tally, quiet=args.quiet, total=archive.messages
+        )
+        await _history_window(api, tally.oldest)
+        for agent in archive.agents[:1]:
+            await _agent(api, agent.name, agent.model, agent.instructions, args.yes)
+    _summary(totals, tally, "")
+    return 0
+
+
 @contextlib.asynccontextmanager
-async def _api(args: argparse.Namespace) -> AsyncIterator[client.Api]:
+async def _api(args: argparse.Namespace, action: str = "move history in") -> AsyncIterator[client.Api]:
     path = client.session_path(os.environ)
     session = client.load_session(path)
     wanted = _gateway_of(args)
@@ -98,7 +152,7 @@ async def _api(args: argparse.Namespace) -> AsyncIterator[client.Api]:
     async with client.Api(session, path) as api:
         me = await api.get("/v1/me")
         if me.get("role") not in (None, "owner"):
-            raise CommandError("Only an inbox's owner can move history in: log in as the owner.")
+            raise CommandError(f"Only an inbox's owner can {action}: log in as the owner.")
         yield api
 
 
@@ -109,15 +163,16 @@ def _gateway_of(args: argparse.Namespace) -> str | None:
 async def _send_history(
     api: client.Api,
     import_id: str,
-    sessions: list[transcripts.Session],
+    history: History,
     tally: transcripts.Tally,
     *,
     quiet: bool,
+    total: int | None = None,
 ) -> Counter[str]:
     totals: Counter[str] = Counter()
     seq: int | None = None
-    with tqdm(total=len(sessions), unit="session", desc="history", file=sys.stderr, disable=quiet) as bar:
-        for batch, done in batches(sessions, tally):
+    with tqdm(total=total, unit="msg", desc="history", file=sys.stderr, disable=quiet) as bar:
+        for batch in batches(history):
             if batch.messages or batch.conversations:
                 path = f"/v1/imports/{import_id}/batches" + (f"?min_seq={seq}" if seq else "")
                 stored = await api.post(path, msgspec.to_builtins(batch))
@@ -126,8 +181,7 @@ async def _send_history(
                     totals[f"new {what}"] += stored["stored"][what]
                     totals[f"already {what}"] += stored["already"][what]
                 totals["usage records"] += stored["usage_records"]
-            bar.update(done - bar.n)
-            bar.set_postfix(messages=tally.messages, refresh=False)
+            bar.update(len(batch.messages))
     return totals
 
 
@@ -161,34 +215,37 @@ async def _recreate(api: client.Api, found: selfhosted.SelfHostedState, *, assum
             continue
         have.add(channel.kind)
         print(f"{label}: connected.")
-    if found.agents:
-        await _agent(api, found.agents[0], assume_yes)
+    for agent in found.agents[:1]:
+        await _agent(api, agent.name, agent.model, agent.instructions, assume_yes)
 
 
-async def _agent(api: client.Api, agent: selfhosted.SelfHostedAgent, assume_yes: bool) -> None:
+async def _agent(
+    api: client.Api, name: str, configured_model: str | None, instructions: str, assume_yes: bool
+) -> None:
+    """The inbox's first agent gets ``name``, the model (where the plan offers it) and the
+    instructions."""
     agents = await api.get("/v1/agents")
     if not agents:
         return
     target = agents[0]
-    body: dict[str, Any] = {"name": agent.name}
-    model = (agent.model or "").split("/")[-1]
+    body: dict[str, Any] = {"name": name}
+    model = (configured_model or "").split("/")[-1]
     offered = (await api.get("/v1/billing")).get("models")  # None: every model
     if model and model_family(model) is None:
-        print(f"Agent: {agent.model} is not a model offered here ({', '.join(KNOWN_MODELS)});")
+        print(f"Agent: {configured_model} is not a model offered here ({', '.join(KNOWN_MODELS)});")
         print(f"  it keeps {target['model']}.")
     elif model and offered is not None and model_family(model) not in offered:
         print(f"Agent: your plan offers {', '.join(offered)}, not {model}; it keeps {target['model']}")
         print("  (upgrade, then choose the model in Settings → Agents).")
     elif model:
         body["model"] = model
-    if agent.instructions:
-        instructions = agent.instructions
+    if instructions:
         if len(instructions) > MAX_PROMPT:
             instructions = instructions[: MAX_PROMPT - 60].rstrip() + "\n\n[… shortened on the move]"
             print(f"Agent: the instructions were cut to {MAX_PROMPT} characters.")
         body["system_prompt"] = instructions
     what = ", ".join(k.replace("system_prompt", "instructions") for k in body)
-    if not await _ask(f"Give the agent {target['name']!r} the self-hosted {what}?", assume_yes):
+    if not await _ask(f"Give the agent {target['name']!r} the {what} you had?", assume_yes):
         return
     try:
         await api.put(f"/v1/agents/{target['agent_id']}", body)
@@ -210,13 +267,11 @@ async def _history_window(api: client.Api, oldest: datetime | None) -> None:
         )
 
 
-def _dry_run(
-    found: selfhosted.SelfHostedState, sessions: list[transcripts.Session], tally: transcripts.Tally
-) -> int:
+def _would_create(history: History, tally: transcripts.Tally) -> None:
     by_channel: Counter[str] = Counter()
     messages = 0
     tokens = 0
-    for batch, _ in batches(sessions, tally):
+    for batch in batches(history):
         by_channel.update(c.channel for c in batch.conversations)
         messages += len(batch.messages)
         tokens += sum(m.tokens_in + m.tokens_out for m in batch.messages)
@@ -225,21 +280,13 @@ def _dry_run(
     print(f"  {sum(by_channel.values())} conversations ({channels})")
     print(f"  {messages} messages with their original times, marked as history")
     print(f"  {tokens} tokens of model usage, recorded as imported (not against this month's budget)")
-    for channel in found.channels:
-        todo = "would connect" if channel.missing is None else f"not connected: {channel.missing}"
-        print(f"  channel {channel.kind} ({channel.account}): {todo}")
-    for agent in found.agents[:1]:
-        print(f"  agent: name {agent.name!r}, model {agent.model or 'unchanged'},"
-              f" instructions {len(agent.instructions)} characters")  # fmt: skip
-    _skipped(tally)
-    return 0
 
 
-def _summary(totals: Counter[str], tally: transcripts.Tally, sessions: list[transcripts.Session]) -> None:
+def _summary(totals: Counter[str], tally: transcripts.Tally, source: str) -> None:
     print(
         f"History: {totals['new conversations']} new conversations and {totals['new messages']} new messages"
         f" ({totals['already conversations']} and {totals['already messages']} were there already)"
-        f" from {tally.sessions} of {len(sessions)} sessions; {totals['usage records']} usage records."
+        f"{source}; {totals['usage records']} usage records."
     )
     _skipped(tally)
 
@@ -290,4 +337,31 @@ def register(commands: Any) -> None:
     migrate.add_argument(
         "--yes", action="store_true", help="connect channels and set the agent without asking"
     )
+    migrate.add_argument(
+        "--from-export", metavar="FILE", help="an inbox's own export (`moltbot export`) instead of a folder"
+    )
     migrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    export = add(
+        commands,
+        "export",
+        cmd_export,
+        "Download your inbox: conversations, messages, contacts, agents, usage and media, as one zip.",
+    )
+    export.add_argument("--out", metavar="FILE", required=True, help="where to write the zip")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise CommandError(f"{out} is a folder: give the file to write, e.g. {out / 'inbox.zip'}")
+    with tqdm(unit="B", unit_scale=True, desc="export", file=sys.stderr, disable=args.quiet) as bar:
+
+        def progress(received: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(received - bar.n)
+
+        async with _api(args, action="export it") as api:
+            size = await api.download("/v1/export", out, progress)
+    print(f"Wrote {out} ({size:,} bytes). `moltbot migrate --from-export {out}` brings it into an inbox.")
+    return 0

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,62 @@ async def test_the_import_api_says_what_to_fix(api: httpx.AsyncClient) -> None:
     assert (follow.json()["stored"], follow.json()["already"]) == (
         {"conversations": 0, "messages": 1}, {"conversations": 0, "messages": 1}
     )  # fmt: skip
+
+
+async def test_an_export_brought_into_another_inbox_gives_the_same_history(
+    api: httpx.AsyncClient, stack: Stack, tmp_path: Path
+) -> None:
+    gateway = str(api.base_url).rstrip("/")
+    left_env, new_env = _environ(tmp_path / "left"), _environ(tmp_path / "new")
+    left = await _login(api, "leaving@example.com", left_env, tmp_path)
+    moving = ("migrate", "--from", str(FIXTURE), "--gateway", gateway, "--yes", "--quiet")
+    moved = await asyncio.to_thread(_moltbot, *moving, env=left_env, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    await stack.wait_caught_up()
+
+    archive = tmp_path / "inbox.zip"
+    exported = await asyncio.to_thread(
+        _moltbot, "export", "--out", str(archive), "--quiet", env=left_env, cwd=tmp_path
+    )
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
+        manifest = json.loads(zipped.read("moltbot-export/manifest.json"))
+        readme = zipped.read("moltbot-export/README.md").decode()
+        messages = [json.loads(line) for line in zipped.read("moltbot-export/messages.jsonl").splitlines()]
+    files = ("conversations.jsonl", "contacts.jsonl", "agents.json", "usage.jsonl", "media.jsonl")
+    assert {f"moltbot-export/{name}" for name in files} <= names
+    assert manifest["format"] == "moltbot-export" and manifest["counts"]["messages"] == len(messages) >= 11
+    assert "moltbot migrate --from-export" in readme
+    assert any(m["text"] == "Thanks! 🙏" and m["direction"] == "in" for m in messages)
+
+    new = await _login(api, "coming-back@example.com", new_env, tmp_path)
+    args = ("migrate", "--from-export", str(archive), "--gateway", gateway, "--yes", "--quiet")
+    back = await asyncio.to_thread(_moltbot, *args, env=new_env, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert "3 new conversations and 11 new messages" in back.stdout, back.stdout
+    await stack.wait_caught_up()
+    assert await _inbox(api, new) == await _inbox(api, left)
+    [agent] = (await api.get("/v1/agents", headers=new)).json()
+    assert agent["name"] == "Pico", (
+        back.stdout + moved.stdout
+    )  # the leaving inbox's agent, with its instructions
+    assert "Never share the household's addresses" in agent["system_prompt"]
+
+    again = await asyncio.to_thread(_moltbot, *args, env=new_env, cwd=tmp_path)
+    assert "0 new conversations and 0 new messages (3 and 11 were there already)" in again.stdout
+
+
+async def test_only_an_owner_exports_and_a_stranger_file_is_refused(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    env = _environ(tmp_path)
+    await _login(api, "owner-export@example.com", env, tmp_path)
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("hello")
+    refused = await asyncio.to_thread(
+        _moltbot, "migrate", "--from-export", str(not_zip), env=env, cwd=tmp_path
+    )
+    assert refused.returncode == 1 and "is not a readable zip" in refused.stderr
+    folder = await asyncio.to_thread(_moltbot, "export", "--out", str(tmp_path), env=env, cwd=tmp_path)
+    assert folder.returncode == 1 and "is a folder" in folder.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.selfhosted import state, transcripts
+from adapters.imports import openclaw_state as state
+from adapters.imports import openclaw_transcripts as transcripts
 from tests.conftest import REPO_ROOT
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"

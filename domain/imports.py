@@ -168,7 +168,10 @@ def _at(cls: type[ev.E], tenant_id: str, aggregate_id: str, data: msgspec.Struct
     )
 
 
+_CUT = "\n[… cut on import: the message was longer]"
+
+
 def cut(text: str) -> str:
     if len(text) <= MAX_TEXT:
         return text
-    return text[: MAX_TEXT - 40] + "\n[… cut on import: the message was longer]"
+    return text[: MAX_TEXT - len(_CUT)] + _CUT

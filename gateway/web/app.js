@@ -1278,6 +1278,7 @@ async function showSettings() {
       el("div", { id: "audit" })) : "",
     notificationsPart(me),
     manager ? part("settings-away", "Away", el("div", { id: "away" })) : "",
+    me.role === "owner" ? exportPart() : "",
     deletePart(me),
   );
   await Promise.all([
@@ -1467,6 +1468,39 @@ function profilePart(me) {
 
 // Deleting the account: the inboxes only you are in are erased (messages, channels, files),
 // the others are left; the password (and a 2FA code when on) confirm it.
+// Export: the whole inbox as one zip (GET /v1/export), saved through the browser.
+function exportPart() {
+  const line = outcome("export-result");
+  const button = el("button", { type: "button", id: "export-button" }, "Download my inbox");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    line.textContent = "Preparing the archive…";
+    try {
+      let response = await fetch("/v1/export", { headers: { Authorization: `Bearer ${state.session.access_token}` } });
+      if (response.status === 401 && (await refresh())) {
+        response = await fetch("/v1/export", { headers: { Authorization: `Bearer ${state.session.access_token}` } });
+      }
+      if (!response.ok) {
+        const data = await response.json().catch(() => null);
+        throw new Error(data && data.detail ? data.detail : `HTTP ${response.status}`);
+      }
+      const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+      const link = el("a", { href: URL.createObjectURL(await response.blob()), download: name ? name[1] : "moltbot-export.zip" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      line.textContent = "Downloaded. `moltbot migrate --from-export FILE` brings it into an inbox, this one or another.";
+    } catch (error) {
+      line.textContent = error.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return part("settings-export", "Export",
+    el("p", { class: "muted" }, "Everything in this inbox as one zip: conversations, messages, contacts, agents, usage and files, with a README."),
+    el("div", { class: "row" }, button), line);
+}
+
 function deletePart(me) {
   const line = outcome("delete-result");
   const form = actionForm({ id: "delete-form" }, [

@@ -14,6 +14,7 @@ import base64
 import json
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,20 @@ async def test_an_existing_account_joins_with_its_password_and_switches_inboxes(
     me = await api.get("/v1/me", headers=_auth(switched["access_token"]))
     assert (me.json()["tenant_id"], me.json()["role"]) == (own["tenant_id"], "owner")
     assert errors == []
+
+
+async def test_the_owner_downloads_the_inbox_from_settings(
+    api: httpx.AsyncClient,
+    browser: Browser,  # noqa: F811 - the fixture imported above
+) -> None:
+    page = await signed_up(api, browser, "leaving@example.com")
+    await page.get_by_role("button", name="Settings").click()
+    async with page.expect_download() as waiting:
+        await page.get_by_role("button", name="Download my inbox").click()
+    download = await waiting.value
+    assert re.fullmatch(r"moltbot-export-\d{8}-\d{6}\.zip", download.suggested_filename)
+    saved = Path(await download.path())
+    with zipfile.ZipFile(saved) as archive:
+        manifest = json.loads(archive.read("moltbot-export/manifest.json"))
+    assert manifest["format"] == "moltbot-export" and manifest["counts"]["agents"] == 1
+    await expect(page.locator("#export-result")).to_contain_text("moltbot migrate --from-export")

@@ -67,7 +67,7 @@ from domain.models import (
     OnDelta,
 )
 from domain.ports import EventStore, StoredRecord
-from domain.reads import AgentReads, ConversationView, PastMessage, TriggerContext
+from domain.reads import AgentReads, ConversationView, PastMessage, RunContext, TriggerContext
 
 log = structlog.get_logger()
 
@@ -273,10 +273,35 @@ class Orchestrator:
             return "done" if claimed == "go" else claimed
         model = await self._models.model_for(run.agent, tenant)
         started = policy.run_started(trigger, run_id, model.name, at=self._clock())
-        claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by, started)
-        if claimed == "go":
-            await self._answer(run, model)
-        return "done" if claimed == "go" else claimed
+        # What the model will be told is read while the lane is claimed (both only read or
+        # append; a claim that fails drops the read).
+        reading = asyncio.create_task(self._context(run))
+        try:
+            claimed = await self._claim(trigger, run_id, agent.agent_id, routed_by, started)
+        except BaseException:
+            reading.cancel()
+            raise
+        if claimed != "go":
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *RECOVERABLE):
+                await reading
+            return claimed
+        await self._answer(run, model, await reading)
+        return "done"
+
+    async def _context(self, run: _Run) -> tuple[RunContext, StoredRecord | None]:
+        """The run's context (history, facts, the person) and the conversation's last summary."""
+        trigger = run.trigger
+        summarized = subjects.event_subject(
+            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
+        )
+        context, summary = await asyncio.gather(
+            self._reads.run_context(
+                trigger.tenant_id, run.conversation.conversation_id, self._settings.context_messages
+            ),
+            self._store.last_on(summarized),
+        )
+        return context, summary
 
     async def _superseded(self, trigger: ev.MessageReceived, seq: int) -> bool:
         """After the debounce window: has a newer message arrived in this conversation?"""
@@ -386,7 +411,7 @@ class Orchestrator:
         await self._record(events)
         log.info("agent_budget_reply", run_id=run.run_id, tenant_id=run.trigger.tenant_id)
 
-    async def _answer(self, run: _Run, model: Model) -> None:
+    async def _answer(self, run: _Run, model: Model, read: tuple[RunContext, StoredRecord | None]) -> None:
         run = replace_run(
             run,
             policy.offline_delivery(
@@ -399,7 +424,7 @@ class Orchestrator:
             and model.name != OFFLINE_MODEL
         ):
             run = await self._screened_by(model, run)
-        request, tools = await self._request(run, model)
+        request, tools = await self._request(run, model, *read)
         drafting = run.decision.verdict == "draft"
         # A draft is for the owner: the contact sees neither "typing…" nor the words as written.
         typing = (
@@ -491,20 +516,13 @@ class Orchestrator:
         self.runs_completed += 1
         log.info("agent_draft_proposed", run_id=run.run_id, reason=reason, tokens_out=reply.tokens_out)
 
-    async def _request(self, run: _Run, model: Model) -> tuple[ModelRequest, ToolBox]:
+    async def _request(
+        self, run: _Run, model: Model, context: RunContext, stored_summary: StoredRecord | None
+    ) -> tuple[ModelRequest, ToolBox]:
         """What the model is asked: the agent's prompt (with the notice on untrusted text), the
         facts the owner approved, the conversation's memory and the recent history that fits,
         each delimited and labelled, and the tools, acting for the sender being answered."""
         trigger, conversation, agent = run.trigger, run.conversation, run.agent
-        summarized = subjects.event_subject(
-            trigger.tenant_id, ev.CONVERSATION, trigger.aggregate_id, ev.ConversationSummarized.TYPE
-        )
-        context, stored_summary = await asyncio.gather(
-            self._reads.run_context(
-                trigger.tenant_id, conversation.conversation_id, self._settings.context_messages
-            ),
-            self._store.last_on(summarized),
-        )
         facts, person = context.facts, context.person
         recent, older = _fit(context.history, self._settings.context_chars)
         summary = await self._memory(run, older, model, stored_summary)

@@ -35,7 +35,7 @@ from domain.reads import ConversationView
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from projections import inbox_queries, tenants_queries
+from projections import connections_queries, inbox_queries, tenants_queries
 
 MAX_TEXT = 4000
 MAX_KEY = 200
@@ -117,10 +117,18 @@ async def _recipient(ctx: GatewayContext, who: Caller, conversation_id: str) -> 
     async with ctx.tenant(who.tenant_id) as conn:
         found = await inbox_queries.conversation(conn, who.tenant_id, conversation_id)
         name = await tenants_queries.display_name(conn, who.user_id) if found is not None else None
+        channel = found is not None and await connections_queries.ever_connected(conn, found.connection_id)
     if found is None:
         raise ApiError(
             404, "not_found", f"No conversation {conversation_id} in your inbox.", field="conversation_id"
         )
+    if not channel:
+        raise ApiError(
+            409, "no_channel",
+            "This conversation is imported history: it has no channel to send on. Connect the channel"
+            " and answer in its own conversation there.",
+            field="conversation_id",
+        )  # fmt: skip
     return _Recipient(found, name or "You")
 
 

@@ -124,6 +124,12 @@ async def test_migrate_brings_history_channels_and_the_agent_and_a_rerun_adds_no
     assert inbox["Casa / Groceries"]["kind"] == "thread"
     assert inbox["Imported conversation"]["channel"] == "imported"
 
+    conversations = (await api.get("/v1/conversations", headers=headers)).json()["items"]
+    [imported] = [c for c in conversations if c["title"] == "Imported conversation"]
+    reply = {"conversation_id": imported["conversation_id"], "text": "hello again"}
+    refused = await api.post("/v1/messages", json=reply, headers=headers)
+    assert (refused.status_code, refused.json()["error"]) == (409, "no_channel"), refused.text
+
     channels = (await api.get("/v1/channels", headers=headers)).json()
     assert [c["display_name"] for c in channels if c["channel"] == "telegram"] == ["@pico_home_bot"]
     [agent] = (await api.get("/v1/agents", headers=headers)).json()

@@ -36,9 +36,9 @@ from adapters.nats.streams import load_streams_file
 from adapters.postgres.database import connection as pg_connection
 from bench import agent as agent_bench
 from bench.backbone import REPO_ROOT, Progress, Servers
-from bench.realtime import _sse_replay, _ws_replay
+from bench.realtime import _sse_replay, _ws_replay, reader_token
 from domain import ids
-from gateway.auth import Caller, Tokens
+from gateway.auth import Tokens
 from projections.registry import all_projections
 
 SAMPLE_SECONDS = 0.5
@@ -240,7 +240,7 @@ async def run(servers: Servers, progress: Progress) -> dict[str, Any]:
         "MOLTBOT_LOG_LEVEL": "warning",
         "MOLTBOT_AGENT_DEBOUNCE": "0",
     }
-    tokens = Tokens.from_pem_file(key_file)  # creates the key the gateway will read
+    Tokens.from_pem_file(key_file)  # creates the key the gateway will read
     bare = imports_peak_kib("nats, psycopg", env)
     cli = imports_peak_kib("moltbot.cli", env)
     telegram_sdk = imports_peak_kib("aiogram", env)
@@ -278,9 +278,8 @@ async def run(servers: Servers, progress: Progress) -> dict[str, Any]:
 
             progress("roles: gateway replays one tenant over SSE and WebSocket")
             tenant_id = servers.generated[0].tenant_id
-            tenant_events = sum(1 for e in servers.generated if e.tenant_id == tenant_id)
-            caller = Caller(user_id="u_bench", tenant_id=tenant_id, role="owner")
-            token = tokens.issue(caller).access_token
+            token = await reader_token(servers.store, key_file, tenant_id)  # a member, as a sign-up makes
+            tenant_events = 1 + sum(1 for e in servers.generated if e.tenant_id == tenant_id)
             await _sse_replay(url, token, tenant_events)
             await _ws_replay(url, token, tenant_events)
             did["gateway"] = f"replayed one tenant's {tenant_events:,} events over SSE, then over WebSocket"

@@ -133,7 +133,7 @@ async def _nats_round_trips(nc: Any) -> list[float]:
     return samples
 
 
-async def _reader_token(store: EventStore, key_file: Path, tenant_id: str) -> str:
+async def reader_token(store: EventStore, key_file: Path, tenant_id: str) -> str:
     """An owner's access token for ``tenant_id``. The reader is a member, as a sign-up makes
     one: its token names the membership's seq, so the gateway believes its role though no
     read model runs here."""
@@ -171,8 +171,8 @@ async def run(events: int, work_dir: Path, progress: Progress) -> list[Figure]:
             for start in range(0, len(generated), 1000):
                 await store.append_many(generated[start : start + 1000])
                 await sealed_store.append_many(sealed_generated[start : start + 1000])
-            token = await _reader_token(store, key_file, tenant_id)
-            sealed_token = await _reader_token(sealed_store, key_file, sealed_generated[0].tenant_id)
+            token = await reader_token(store, key_file, tenant_id)
+            sealed_token = await reader_token(sealed_store, key_file, sealed_generated[0].tenant_id)
         key_entries = keyring.to_key_file()
         port = free_port()
         env = os.environ | {

@@ -27,6 +27,11 @@ log = structlog.get_logger()
 class ClientError(Exception):
     """The gateway said no, or could not be reached; the message says what to do."""
 
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the gateway answered
+        self.code = code  # its error code ("not_caught_up", ...), when it gave one
+
 
 class Session(msgspec.Struct):
     gateway_url: str
@@ -58,13 +63,17 @@ def save_session(path: Path, session: Session) -> None:
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
+    code = None
     try:
         body = response.json()
-        message = f"{body.get('detail')} ({body.get('error')})"
+        code = body.get("error")
+        message = f"{body.get('detail')} ({code})"
     except ValueError:
         message = response.text[:200]
     raise ClientError(
-        f"{response.request.method} {response.request.url.path}: {response.status_code} {message}"
+        f"{response.request.method} {response.request.url.path}: {response.status_code} {message}",
+        status=response.status_code,
+        code=code,
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import stamina
 from tqdm import tqdm
 
 from adapters.imports import export_archive
@@ -175,7 +176,7 @@ async def _send_history(
         for batch in batches(history):
             if batch.messages or batch.conversations:
                 path = f"/v1/imports/{import_id}/batches" + (f"?min_seq={seq}" if seq else "")
-                stored = await api.post(path, msgspec.to_builtins(batch))
+                stored = await _post_batch(api, path, msgspec.to_builtins(batch))
                 seq = stored["seq"] or seq
                 for what in ("conversations", "messages"):
                     totals[f"new {what}"] += stored["stored"][what]
@@ -183,6 +184,18 @@ async def _send_history(
                 totals["usage records"] += stored["usage_records"]
             bar.update(len(batch.messages))
     return totals
+
+
+def _lagging(exc: Exception) -> bool:
+    return isinstance(exc, client.ClientError) and exc.code == "not_caught_up"
+
+
+async def _post_batch(api: client.Api, path: str, body: dict[str, Any]) -> Any:
+    """One batch; again while the inbox has not caught up with the batch before (503)."""
+    async for attempt in stamina.retry_context(on=_lagging, attempts=None, timeout=120, wait_initial=1):
+        with attempt:
+            return await api.post(path, body)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _ask(question: str, assume_yes: bool) -> bool:

@@ -47,6 +47,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     webchat_new_visitors_per_ip: int = 10  # first messages (each opens a conversation)
     api_per_tenant: int = 1200  # signed-in API requests of one inbox
     preview_per_tenant: int = 10  # agent previews (POST /v1/agents/{id}/test)
+    exports_per_tenant: int = 6  # whole-inbox archives (GET /v1/export): each reads everything
     agent_runs_per_conversation: int = 6  # agent answers in one conversation
     streams_per_tenant: int = 20  # open SSE/WebSocket streams of one inbox
     streams_per_ip: int = 20  # open streams (the widget's included) from one address

@@ -27,6 +27,9 @@ async def export_inbox(ctx: Ctx, who: Who) -> Stream:
     """The inbox's archive: conversations, messages, contacts, agents, usage and media."""
     if who.role != "owner":
         raise ApiError(403, "forbidden", "Only the inbox's owners can export it.")
+    await ctx.limiter.check(
+        "exports_per_tenant", who.tenant_id, "Your inbox was exported several times just now."
+    )
     folder = Path(tempfile.mkdtemp(prefix="moltbot-export-"))
     path = folder / "export.zip"
     try:

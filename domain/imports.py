@@ -6,8 +6,8 @@ names the same conversations and messages again and stores nothing twice:
 
 - an import is ``stable_id("im", tenant, source, source_key)``;
 - a conversation is ``stable_id("c", import, conversation key)`` on the import's own
-  connection id for its channel (``stable_id("cn", import, channel)``: history, not a live
-  channel; replies from it go nowhere until the channel is connected);
+  connection id for its channel (``stable_id("cim", import, channel)``: history, not a live
+  channel; sending in it is refused, see :func:`is_imported`);
 - a message is ``stable_id("m", import, line key)``, its provider id ``import:<line key>``.
 
 Imported messages are marked ``backfill``: they are shown with their original times but
@@ -28,6 +28,7 @@ from domain import ids
 from domain.envelope import ConversationKind
 
 IMPORT = "im"
+IMPORTED_CONNECTION = "cim"  # an import's stand-in connection: no channel behind it
 ACTOR = "import"
 IMPORTED_CHANNEL = "imported"  # sessions that name no channel
 MAX_CONVERSATIONS = 500  # per batch
@@ -84,7 +85,12 @@ def conversation_id(import_: str, key: str) -> str:
 
 
 def connection_id(import_: str, channel: str) -> str:
-    return ids.stable_id(ids.CONNECTION, f"import:{import_}:{channel}")
+    return ids.stable_id(IMPORTED_CONNECTION, f"import:{import_}:{channel}")
+
+
+def is_imported(connection_id: str) -> bool:
+    """Whether a conversation's connection is an import's: history, with nothing to send on."""
+    return connection_id.startswith(f"{IMPORTED_CONNECTION}_")
 
 
 def message_id(import_: str, line: str) -> str:

@@ -48,14 +48,6 @@ async def connection(conn: Connection, connection_id: str) -> Channel | None:
     return None if row is None else msgspec.convert(row, Channel, strict=False)
 
 
-async def ever_connected(conn: Connection, connection_id: str) -> bool:
-    """Whether the inbox ever had this connection (removed ones too): imported history has none."""
-    cur = await conn.execute(
-        "SELECT 1 FROM rm_connections.connections WHERE connection_id = %s", (connection_id,)
-    )
-    return await cur.fetchone() is not None
-
-
 async def live(conn: Connection, channel: str) -> set[str]:
     """Connections of ``channel`` that should have a session in the cloud: not deleted, not
     on a device, not waiting for a person to act (a revoked token stays down until it is

@@ -227,15 +227,22 @@ class LogRewrite:
         events = await self._api.stream_info(EVENTS_STREAM)
         if "error" in events or not events["config"].get("mirror"):
             await self._delete_stream(EVENTS_STREAM)
+            # A mirror takes no subjects of its own, and no atomic publishing (the server refuses
+            # both); EVENTS gets them back when it is promoted below.
             mirror = {
-                k: v for k, v in config.items() if k not in ("subjects", "subject_transform", "first_seq")
+                k: v
+                for k, v in config.items()
+                if k not in ("subjects", "subject_transform", "first_seq", "allow_atomic")
             }
             created = await self._api.create_stream(EVENTS_STREAM, mirror | {"mirror": {"name": COPY}})
             if "error" in created:
                 raise RewriteError(f"{EVENTS_STREAM} as a mirror: {created['error'].get('description')}")
         await self._caught_up(plan)
         await self._delete_stream(COPY)
-        await self._update(config | {"subjects": _LOG_SUBJECTS})
+        promoted = config | {"subjects": _LOG_SUBJECTS}
+        await self._update({k: v for k, v in promoted.items() if k != "allow_atomic"})
+        if config.get("allow_atomic"):
+            await self._update(promoted)  # once it is no mirror
         for consumer in plan.consumers:
             await self._api.recreate_consumer(EVENTS_STREAM, consumer.name, consumer.recreated())
         log.info("log_rewritten", stream=EVENTS_STREAM, first_seq=plan.first_seq, last_seq=plan.last_seq)

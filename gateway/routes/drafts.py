@@ -100,7 +100,7 @@ async def discard_draft(ctx: Ctx, who: Who, draft_id: FromPath[str]) -> Accepted
 @post("/conversations/{conversation_id:str}/agent/resume", status_code=202)
 async def resume_agent(ctx: Ctx, who: Who, conversation_id: FromPath[str]) -> Accepted:
     """The agent answers again in this conversation, before its pause runs out."""
-    await _recipient(ctx, who, conversation_id)  # 404 for a conversation not in your inbox
+    await _recipient(ctx, who, conversation_id, sending=False)  # 404 for a conversation not in your inbox
     event = ev.new_event(
         ev.ConversationAgentResumed, tenant_id=who.tenant_id, aggregate_id=conversation_id,
         actor=f"user:{who.user_id}", data=ev.ConversationAgentResumedData(reason="owner"),

@@ -30,12 +30,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from domain import agent as policy
 from domain import events as ev
-from domain import ids
+from domain import ids, imports
 from domain.reads import ConversationView
 from gateway.auth import Caller
 from gateway.context import Ctx, GatewayContext, Who, caller
 from gateway.errors import ApiError
-from projections import connections_queries, inbox_queries, tenants_queries
+from projections import inbox_queries, tenants_queries
 
 MAX_TEXT = 4000
 MAX_KEY = 200
@@ -113,16 +113,19 @@ class _Recipient(msgspec.Struct, frozen=True):
     sender_name: str  # the person sending, as the conversation shows them
 
 
-async def _recipient(ctx: GatewayContext, who: Caller, conversation_id: str) -> _Recipient:
+async def _recipient(
+    ctx: GatewayContext, who: Caller, conversation_id: str, *, sending: bool = True
+) -> _Recipient:
+    """The conversation (404 when it is not in the caller's inbox) and who writes in it;
+    ``sending``: 409 when it has no channel to send on (imported history)."""
     async with ctx.tenant(who.tenant_id) as conn:
         found = await inbox_queries.conversation(conn, who.tenant_id, conversation_id)
         name = await tenants_queries.display_name(conn, who.user_id) if found is not None else None
-        channel = found is not None and await connections_queries.ever_connected(conn, found.connection_id)
     if found is None:
         raise ApiError(
             404, "not_found", f"No conversation {conversation_id} in your inbox.", field="conversation_id"
         )
-    if not channel:
+    if sending and imports.is_imported(found.connection_id):
         raise ApiError(
             409, "no_channel",
             "This conversation is imported history: it has no channel to send on. Connect the channel"

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.imports.openclaw_transcripts import Tally
+from adapters.imports.openclaw_transcripts import Tally, json_objects
 from domain.imports import ImportedConversation, ImportedMessage
 
 FORMAT = "moltbot-export"
@@ -128,22 +128,10 @@ def _message(
 
 
 def _rows(zipped: zipfile.ZipFile, name: str, tally: Tally) -> Iterator[tuple[int, dict[str, Any]]]:
-    decoder = msgspec.json.Decoder()
     try:
         handle = zipped.open(f"{ROOT}/{name}")
     except KeyError:
         tally.bad(name, "missing from the archive")
         return
     with handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = decoder.decode(line)
-            except msgspec.DecodeError as exc:
-                tally.bad(f"{name}:{n}", f"not JSON ({exc})")
-                continue
-            if isinstance(row, dict):
-                yield n, row
-            else:
-                tally.bad(f"{name}:{n}", "not an object")
+        yield from json_objects(handle, name, tally)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,20 +179,30 @@ def messages(session: Session, tally: Tally) -> Iterator[ImportedMessage]:
             yield message
 
 
+def json_objects(lines: Iterable[bytes], where: str, tally: Tally) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each JSON-lines line that holds an object; a line that is not
+    JSON, or holds something else, is counted as unreadable (``where:line``), blank ones skipped."""
+    decoder = msgspec.json.Decoder()
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            found = decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            tally.bad(f"{where}:{n}", f"not JSON ({exc})")
+            continue
+        if isinstance(found, dict):
+            yield n, found
+        else:
+            tally.bad(f"{where}:{n}", "not an object")
+
+
 def _entries(session: Session, tally: Tally) -> list[tuple[int, dict[str, Any]]]:
     """Every readable entry but the header, with its line number."""
-    decoder = msgspec.json.Decoder()
     found = []
     with session.transcript.open("rb") as lines:
-        for n, raw in enumerate(lines, 1):
-            if not raw.strip():
-                continue
-            try:
-                entry = decoder.decode(raw)
-            except msgspec.DecodeError as exc:
-                tally.bad(f"{session.transcript.name}:{n}", f"not JSON ({exc})")
-                continue
-            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        for n, entry in json_objects(lines, session.transcript.name, tally):
+            if not isinstance(entry.get("type"), str):
                 tally.bad(f"{session.transcript.name}:{n}", "not an entry (no type)")
             elif entry["type"] != "session":
                 found.append((n, entry))

@@ -180,8 +180,9 @@ class EventStore:
             log.info("atomic_batch_partly_stored", events=len(events))
             results = [await self._append_sealed(events[0], expected_seq)]
             return results + [await self._append_sealed(event) for event in events[1:]]
-        first = await self.last_on(_aggregate_of(events[0]))
-        raise ConcurrencyConflict(_aggregate_of(events[0]), expected_seq or 0, first.seq if first else None)
+        aggregate = _aggregate_of(events[0])
+        first = stored if aggregate == _aggregate_of(events[-1]) else await self.last_on(aggregate)
+        raise ConcurrencyConflict(aggregate, expected_seq or 0, first.seq if first else None)
 
     async def last_on(self, subject: str) -> StoredRecord | None:
         """The last message stored on ``subject`` (wildcards allowed), or None."""

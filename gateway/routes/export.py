@@ -5,7 +5,7 @@ deleted once sent. ``moltbot export --out FILE`` downloads it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -59,11 +59,7 @@ async def _sent_then_removed(path: Path) -> AsyncIterator[bytes]:
 
 
 def _remove(folder: Path) -> None:
-    for child in folder.iterdir():
-        with contextlib.suppress(OSError):
-            child.unlink()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 export_router = Router(

@@ -100,8 +100,9 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
             {"source": "openclaw", "source_key": str(folder.resolve()), "label": f"Moved in from {folder}"},
         )
         totals = await _send_history(api, started["import_id"], history, tally, quiet=args.quiet)
-        await _history_window(api, tally.oldest)
-        await _recreate(api, found, assume_yes=args.yes)
+        plan = await api.get("/v1/billing")  # the plan's history window and models
+        _history_window(plan, tally.oldest)
+        await _recreate(api, found, plan, assume_yes=args.yes)
     _summary(totals, tally, f" from {tally.sessions} of {len(sessions)} sessions")
     _bridge_steps(found, api_url=_gateway_of(args))
     return 0
@@ -133,9 +134,10 @@ async def _from_export(path: Path, args: argparse.Namespace) -> int:
         totals = await _send_history(
             api, started["import_id"], history, tally, quiet=args.quiet, total=archive.messages
         )
-        await _history_window(api, tally.oldest)
+        plan = await api.get("/v1/billing")
+        _history_window(plan, tally.oldest)
         for agent in archive.agents[:1]:
-            await _agent(api, agent.name, agent.model, agent.instructions, args.yes)
+            await _agent(api, plan, agent.name, agent.model, agent.instructions, args.yes)
     _summary(totals, tally, "")
     return 0
 
@@ -208,7 +210,9 @@ async def _ask(question: str, assume_yes: bool) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-async def _recreate(api: client.Api, found: selfhosted.SelfHostedState, *, assume_yes: bool) -> None:
+async def _recreate(
+    api: client.Api, found: selfhosted.SelfHostedState, plan: dict[str, Any], *, assume_yes: bool
+) -> None:
     """The channels the cloud runs, from the config's tokens, and the default agent's model
     and instructions; each after a yes/no (``--yes``: without asking)."""
     have = {channel["channel"] for channel in await api.get("/v1/channels")}
@@ -229,11 +233,16 @@ async def _recreate(api: client.Api, found: selfhosted.SelfHostedState, *, assum
         have.add(channel.kind)
         print(f"{label}: connected.")
     for agent in found.agents[:1]:
-        await _agent(api, agent.name, agent.model, agent.instructions, assume_yes)
+        await _agent(api, plan, agent.name, agent.model, agent.instructions, assume_yes)
 
 
 async def _agent(
-    api: client.Api, name: str, configured_model: str | None, instructions: str, assume_yes: bool
+    api: client.Api,
+    plan: dict[str, Any],
+    name: str,
+    configured_model: str | None,
+    instructions: str,
+    assume_yes: bool,
 ) -> None:
     """The inbox's first agent gets ``name``, the model (where the plan offers it) and the
     instructions."""
@@ -243,7 +252,7 @@ async def _agent(
     target = agents[0]
     body: dict[str, Any] = {"name": name}
     model = (configured_model or "").split("/")[-1]
-    offered = (await api.get("/v1/billing")).get("models")  # None: every model
+    offered = plan.get("models")  # None: every model
     if model and model_family(model) is None:
         print(f"Agent: {configured_model} is not a model offered here ({', '.join(KNOWN_MODELS)});")
         print(f"  it keeps {target['model']}.")
@@ -268,9 +277,9 @@ async def _agent(
     print(f"Agent {target['name']!r}: {what} set.")
 
 
-async def _history_window(api: client.Api, oldest: datetime | None) -> None:
+def _history_window(plan: dict[str, Any], oldest: datetime | None) -> None:
     """Say so when the plan's history window will erase part of what came in."""
-    days = (await api.get("/v1/billing")).get("history_days")
+    days = plan.get("history_days")
     if days is None or oldest is None:
         return
     if oldest < datetime.now(UTC) - timedelta(days=days):

@@ -91,7 +91,9 @@ async def write_archive(conn: Connection, tenant_id: str, media: MediaStore | No
 
 async def _jsonl(archive: zipfile.ZipFile, name: str, rows: AsyncIterator[dict[str, Any]]) -> int:
     count = 0
-    with archive.open(name, "w") as handle:
+    entry = zipfile.ZipInfo(name, date_time=datetime.now(UTC).timetuple()[:6])
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    with archive.open(entry, "w") as handle:
         chunk = bytearray()
         async for row in rows:
             chunk += msgspec.json.encode(row) + b"\n"

@@ -104,7 +104,7 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         _history_window(plan, tally.oldest)
         await _recreate(api, found, plan, assume_yes=args.yes)
     _summary(totals, tally, f" from {tally.sessions} of {len(sessions)} sessions")
-    _bridge_steps(found, api_url=_gateway_of(args))
+    _bridge_steps(found, api_url=api.session.gateway_url)  # the inbox moved into
     return 0
 
 
@@ -322,14 +322,13 @@ def _skipped(tally: transcripts.Tally) -> None:
         print(f"    … and {tally.skipped['unreadable lines'] - 10} more")
 
 
-def _bridge_steps(found: selfhosted.SelfHostedState, api_url: str | None) -> None:
+def _bridge_steps(found: selfhosted.SelfHostedState, api_url: str) -> None:
     device = sorted({c.kind for c in found.channels if c.kind in selfhosted.BRIDGE_CHANNELS})
     if not device:
         return
-    gateway = api_url or "https://your-inbox.example.com"
     print(f"\n{', '.join(d.title() for d in device)} run on your own Mac here, in the Personal Bridge:")
     print("  1. In the inbox: Bridge → Pair a device (an 8-character code, for 10 minutes).")
-    print(f"  2. On the Mac:  moltbot bridge pair CODE --gateway {gateway}")
+    print(f"  2. On the Mac:  moltbot bridge pair CODE --gateway {api_url}")
     print("  3. Then:        moltbot bridge run   (or `moltbot bridge install-service` to start it at login)")
     if "imessage" in device:
         print("  iMessage: give the bridge Full Disk Access (docs/bridge.md); it brings in the last 14 days.")

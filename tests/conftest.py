@@ -124,6 +124,44 @@ def store(nc: Client) -> EventStore:
     return EventStore(nc)
 
 
+STOP_WITHIN = 30.0  # seconds a role has to stop once cancelled, as on Ctrl-C in `moltbot up`
+
+
+async def stop_roles(*roles: asyncio.Task[Any], within: float = STOP_WITHIN) -> None:
+    """Cancel role tasks and wait for them to end. A role still running after ``within``
+    seconds (a loop that lost its cancellation) fails the test with where every task of the
+    loop waits, instead of hanging the run."""
+    for role in roles:
+        role.cancel()
+    _, pending = await asyncio.wait(roles, timeout=within)
+    if pending:
+        stuck = "; ".join(f"{t.get_name()} at {(await_chain(t) or ['?'])[-1]}" for t in pending)
+        everything = "\n".join(
+            f"{t.get_name()}:\n  " + "\n  ".join(await_chain(t)) for t in asyncio.all_tasks()
+        )
+        pytest.fail(f"roles did not stop within {within:.0f} s: {stuck}\nall tasks:\n{everything}")
+    for role in roles:
+        with contextlib.suppress(asyncio.CancelledError):
+            await role
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where ``task`` waits: each coroutine or generator frame down its await chain."""
+    frames: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next(
+            (f for f in (getattr(awaited, a, None) for a in ("cr_frame", "gi_frame", "ag_frame")) if f), None
+        )
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = next(
+            (n for n in (getattr(awaited, a, None) for a in ("cr_await", "gi_yieldfrom", "ag_await")) if n),
+            None,
+        )
+    return frames
+
+
 @dataclass
 class Stack:
     """The servers of one test, and helpers to run and inspect read models.
@@ -171,9 +209,7 @@ class Stack:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_roles(task)
 
     async def wait_caught_up(self, timeout: float = 30.0, names: Sequence[str] | None = None) -> int:
         return await wait_caught_up(self.database_url, await self.store.last_seq(), timeout, names)
@@ -407,11 +443,7 @@ async def api(
         await asyncio.wait_for(started.wait(), 20)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield client
-    for role in roles:
-        role.cancel()
-    for role in roles:
-        with contextlib.suppress(asyncio.CancelledError):
-            await role
+    await stop_roles(*roles)
 
 
 @pytest.fixture
@@ -438,6 +470,4 @@ async def assistant(
         )
     )
     yield
-    role.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await role
+    await stop_roles(role)

@@ -56,7 +56,8 @@ class Enrolment(msgspec.Struct, frozen=True):
     qr_svg: str
 
 
-def _associated(user_id: str) -> bytes:
+def secret_associated(user_id: str) -> bytes:
+    """What a sealed TOTP secret is bound to: its user."""
     return f"2fa:{user_id}".encode()
 
 
@@ -77,7 +78,7 @@ def new_recovery_codes() -> list[str]:
 async def begin(conn: Connection, keyring: Keyring, user_id: str, email: str) -> Enrolment:
     """Start (or restart) enrolment with a new secret; not in force until :func:`confirm`."""
     secret = pyotp.random_base32()
-    sealed = keyring.encrypt(secret.encode(), associated=_associated(user_id))
+    sealed = keyring.encrypt(secret.encode(), associated=secret_associated(user_id))
     await conn.execute(
         "INSERT INTO gateway.two_factor (user_id, key_id, nonce, ciphertext) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce,"
@@ -151,7 +152,7 @@ async def _accept_totp(conn: Connection, keyring: Keyring, user_id: str, code: s
     if row is None or len(code) != 6 or not code.isdigit():
         return False
     sealed = Sealed(key_id=row["key_id"], nonce=bytes(row["nonce"]), ciphertext=bytes(row["ciphertext"]))
-    totp = pyotp.TOTP(keyring.decrypt(sealed, associated=_associated(user_id)).decode())
+    totp = pyotp.TOTP(keyring.decrypt(sealed, associated=secret_associated(user_id)).decode())
     now_step = int(time.time()) // STEP_S
     # The step before and after too (clocks drift), but never a step at or before the last one used.
     for step in (now_step - 1, now_step, now_step + 1):

@@ -464,46 +464,17 @@ async def gateway_context(
     """The gateway's connections: NATS, a PostgreSQL pool, the token signing key, and the
     verifier of an external identity provider's tokens when ``oidc`` is given."""
     from adapters.billing.stripe_billing import StripeBilling
-    from adapters.postgres.rate_counter import RATE_LIMITS_SQL, RateCounter
+    from adapters.postgres.rate_counter import RateCounter
     from gateway.auth import Tokens
     from gateway.context import GatewayContext
-    from gateway.credentials import CREDENTIALS_SQL
     from gateway.limits import Limiter
     from gateway.limits import Limits as DefaultLimits
-    from gateway.oidc import IDENTITIES_SQL, IdentityLinks, OidcVerifier
-    from gateway.one_time_tokens import ONE_TIME_TOKENS_SQL
-    from gateway.routes.billing import BILLING_SQL
-    from gateway.routes.channels import OAUTH_STATES_SQL, WEBHOOKS_SQL
-    from gateway.routes.devices import PAIRING_CODES_SQL
-    from gateway.routes.messages import IDEMPOTENCY_SQL
-    from gateway.routes.webchat import WIDGETS_SQL
-    from gateway.sessions import SESSIONS_SQL
-    from gateway.two_factor import TWO_FACTOR_SQL
+    from gateway.oidc import IdentityLinks, OidcVerifier
+    from gateway.schema import ensure_gateway_tables
 
     tokens = Tokens.from_pem_file(key_file)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        # The role and schemas the gateway's queries run under (row-level security).
-        await ensure_core(conn)  # type: ignore[arg-type]
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('moltbot.gateway.schema'))")
-            gateway_tables = (
-                CREDENTIALS_SQL,
-                SESSIONS_SQL,
-                ONE_TIME_TOKENS_SQL,
-                TWO_FACTOR_SQL,
-                IDENTITIES_SQL,
-                IDEMPOTENCY_SQL,
-                WIDGETS_SQL,
-                WEBHOOKS_SQL,
-                OAUTH_STATES_SQL,
-                PAIRING_CODES_SQL,
-                BILLING_SQL,
-            )
-            for sql in (*gateway_tables, RATE_LIMITS_SQL):
-                await conn.execute(sql)
-        await audit.ensure_schema(conn)  # type: ignore[arg-type]
-        await ensure_confined_access(conn)  # type: ignore[arg-type]  # tenants' secrets (BYOK, tokens)
-        await push_subscriptions.ensure_schema(conn)  # type: ignore[arg-type]
+        await ensure_gateway_tables(conn)  # type: ignore[arg-type]
 
     pool = tenancy.pool(database_url, max_size=10)  # as the confined role (row-level security)
     await pool.open()

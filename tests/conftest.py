@@ -51,6 +51,7 @@ from gateway.limits import Limits
 from moltbot.roles import (
     CONNECTOR_KINDS,
     ChannelSettings,
+    GatewayOptions,
     run_agent,
     run_connectors,
     run_gateway,
@@ -400,28 +401,28 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The product over real servers: gateway (an HTTP client on it), projections, outbox
     and connectors, each as in ``moltbot up``."""
+    options = GatewayOptions(
+        models=agent_models, keyring=keyring, endpoints=endpoints, media=media_store, slack_app=slack_app,
+        public_url=public_url, limits=limits, billing=billing, catalog=plan_catalog, mailer=mailer,
+        email_verification=email_verification, push=push_config,
+    )  # fmt: skip
+    async with running_product(stack, tmp_path / "jwt.pem", options, channel_clients) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def running_product(
+    stack: Stack, key_file: Path, options: GatewayOptions, channel_clients: dict[str, Any] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The product's roles on ``stack`` (gateway, projections, outbox, connectors) while the
+    block runs, and an HTTP client on its gateway."""
+    assert stack.keyring is not None, "the product's roles seal personal fields: the stack needs its keyring"
     port = free_port()
     started = asyncio.Event()
     roles = [
         asyncio.create_task(
             run_gateway(
-                stack.roles,
-                stack.database_url,
-                key_file=tmp_path / "jwt.pem",
-                port=port,
-                started=started,
-                models=agent_models,
-                keyring=keyring,
-                endpoints=endpoints,
-                media=media_store,
-                slack_app=slack_app,
-                public_url=public_url,
-                limits=limits,
-                billing=billing,
-                catalog=plan_catalog,
-                mailer=mailer,
-                email_verification=email_verification,
-                push=push_config,
+                stack.roles, stack.database_url, key_file=key_file, port=port, started=started, **options
             )
         ),
         asyncio.create_task(run_outbox(stack.roles)),
@@ -431,10 +432,10 @@ async def api(
                 stack.spec,
                 channels=ChannelSettings(
                     stack.database_url,
-                    keyring,
-                    endpoints=endpoints,
-                    media=media_store,
-                    clients=channel_clients,
+                    stack.keyring,
+                    endpoints=options.get("endpoints") or ProviderEndpoints(),
+                    media=options.get("media"),
+                    clients=channel_clients or {},
                 ),
             )
         ),

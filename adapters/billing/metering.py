@@ -54,6 +54,7 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.billing.errors import BillingError, BillingUnavailable
 from adapters.billing.stripe_billing import MeterOutcome, StripeBilling
 from adapters.billing.subscriptions import BILLING_SQL
+from adapters.nats.pull import raise_if_cancelled
 from adapters.postgres.database import Connection
 from domain import billing
 from domain.plans import Catalog
@@ -140,6 +141,7 @@ class OverageReporter:
             try:
                 await self.report_once()
             except (BillingUnavailable, psycopg.Error) as exc:
+                raise_if_cancelled()  # a query cancelled mid-flight surfaces as a database error
                 log.warning("metering_failed", error=str(exc), retry_in=self._interval)
             await asyncio.sleep(self._interval)
 

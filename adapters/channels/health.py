@@ -16,6 +16,7 @@ import stamina
 
 from adapters.channels.inbound import Intake
 from adapters.channels.normalize import connection_actor
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 from domain.ports import EventStore
 
@@ -153,6 +154,7 @@ async def stay_linked(
             wait_jitter=0.0,
         ):
             with attempt:
+                raise_if_cancelled()  # a report (a publish) in the last round can swallow it
                 if ended_round is not None:
                     failed, ended_round = ended_round, None
                     raise failed

@@ -17,6 +17,8 @@ import contextlib
 import psycopg
 import structlog
 
+from adapters.nats.pull import raise_if_cancelled
+
 log = structlog.get_logger()
 
 CHANNEL = "moltbot_applied"
@@ -53,6 +55,7 @@ class AppliedSignal:
                     async for _ in conn.notifies():
                         self._wake()
             except psycopg.Error as exc:
+                raise_if_cancelled()  # a listen cancelled mid-flight surfaces as a database error
                 log.warning("applied_signal_reconnecting", error=type(exc).__name__)
                 await asyncio.sleep(RECONNECT_PAUSE)
 

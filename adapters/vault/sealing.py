@@ -66,7 +66,8 @@ class TenantErased(Exception):
     """The tenant was erased: nothing of it may be sealed (or appended) any more."""
 
 
-def _associated(tenant_id: str, day: date) -> bytes:
+def key_associated(tenant_id: str, day: date) -> bytes:
+    """What a wrapped data key is bound to: its tenant and day."""
     return f"datakey:{tenant_id}:{day:%Y%m%d}".encode()
 
 
@@ -106,7 +107,7 @@ class DataKeys:
         if found is not None:
             return found
         key = AESGCM.generate_key(bit_length=256)
-        wrapped = self._keyring.encrypt(key, associated=_associated(tenant_id, day))
+        wrapped = self._keyring.encrypt(key, associated=key_associated(tenant_id, day))
         async with self._pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO vault.data_keys (tenant_id, day, key_id, nonce, wrapped)"
@@ -139,7 +140,7 @@ class DataKeys:
         for row in rows:
             tenant_id, day = row["tenant_id"], row["day"]
             sealed = Sealed(key_id=row["key_id"], nonce=bytes(row["nonce"]), ciphertext=bytes(row["wrapped"]))
-            key = self._keyring.decrypt(sealed, associated=_associated(tenant_id, day))
+            key = self._keyring.decrypt(sealed, associated=key_associated(tenant_id, day))
             self._hold(tenant_id, day, AESGCM(key))
 
     async def shred_tenant(self, tenant_id: str) -> int:
@@ -314,7 +315,7 @@ async def rewrap(conn: Any, keyring: Keyring) -> tuple[int, int]:
     )
     rewrapped = failed = 0
     for row in await cur.fetchall():
-        associated = _associated(row["tenant_id"], row["day"])
+        associated = key_associated(row["tenant_id"], row["day"])
         try:
             sealed = Sealed(key_id=row["key_id"], nonce=bytes(row["nonce"]), ciphertext=bytes(row["wrapped"]))
             key = keyring.decrypt(sealed, associated=associated)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -14,9 +15,12 @@ from adapters.nats.connection import connection
 from adapters.nats.event_store import EventStore as NatsEventStore
 from adapters.nats.log_rewrite import COPY, PARTITIONED, LogRewrite, RewriteError, RewritePlan
 from adapters.postgres.database import connection as pg_connection
+from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import sealing, unsealed_fields
 from domain.errors import DomainError
 from domain.ports import EventStore, StoredRecord
+from gateway import tenant_carry
+from gateway.tenant_carry import CarryError, TenantCarry
 from moltbot import event_files
 from moltbot.cli.common import CommandError, add, event_store, event_subject, keyring, progress_bar
 from moltbot.settings import Settings
@@ -28,10 +32,13 @@ async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int
     if not path.exists():
         raise CommandError(f"{path}: no such file")
     lines = path.read_bytes().splitlines()
+    carry = _carry(lines, args.transfer_key)
     async with event_store(settings) as store:
+        if carry is not None:  # before the events: their sealed fields need the tenant's keys
+            await _restore(settings, *carry)
         with tqdm(total=len(lines), unit="ev", desc="import", file=sys.stderr, disable=args.quiet) as bar:
             report = await event_files.import_events(
-                store, lines, skip_invalid=args.skip_invalid, progress=bar.update
+                store, lines[1:] if carry else lines, skip_invalid=args.skip_invalid, progress=bar.update
             )
     for error in report.invalid[:50]:
         print(f"{path}:{error}", file=sys.stderr)
@@ -48,13 +55,45 @@ async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int
         f"Imported {report.imported} events ({report.duplicates} already present,"
         f" {len(report.invalid)} invalid lines skipped)."
     )
+    if carry is not None:
+        print(f"Carried for tenant {carry[0].tenant_id}: {carry[0].summary()}.")
+        print("Not carried: " + "; ".join(carry[0].left_behind) + ".")
     return 0
 
 
+def _carry(lines: list[bytes], transfer_key: str | None) -> tuple[TenantCarry, Keyring] | None:
+    """A portable tenant export's carry (its first line) and the key that opens it."""
+    try:
+        carry = tenant_carry.decode_line(lines[0]) if lines else None
+        if carry is None:
+            return None
+        if not transfer_key:
+            raise CommandError(
+                f"This file carries tenant {carry.tenant_id}'s sign-ins, widget and keys, sealed under"
+                f" transfer key {carry.transfer_key_id}: pass --transfer-key as its export printed it."
+            )
+        return carry, tenant_carry.transfer_keyring(transfer_key)
+    except CarryError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _restore(settings: Settings, carry: TenantCarry, transfer: Keyring) -> None:
+    _, database_url = settings.servers()
+    async with pg_connection(database_url, application_name="moltbot-events") as conn:
+        try:
+            await tenant_carry.restore(conn, carry, transfer, keyring(settings))
+        except CarryError as exc:
+            raise CommandError(f"Imported nothing: {exc}.") from None
+
+
 async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int:
+    portable = args.tenant and not args.events_only
     async with event_store(settings, personal=False) as store:  # as stored: personal fields sealed
         with contextlib.ExitStack() as files:
             out = files.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
+            if args.output:
+                os.chmod(args.output, 0o600)  # sign-ins and sealed secrets: the operator's eyes only
+            transfer_key = await _write_carry(settings, args.tenant, out) if portable else None
             count = 0
             async for _ in event_files.export_events(
                 store, out, subject=event_subject(args), since=args.since
@@ -62,7 +101,27 @@ async def cmd_events_export(settings: Settings, args: argparse.Namespace) -> int
                 count += 1
             out.flush()
     print(f"Exported {count} events.", file=sys.stderr)
+    if transfer_key is not None:
+        print(
+            "The file carries the tenant's sign-ins, widget and keys, sealed under a one-time transfer"
+            " key. Give it to whoever imports the file by another way than the file itself:\n"
+            f"  moltbot events import FILE --transfer-key {transfer_key}",
+            file=sys.stderr,
+        )
     return 0
+
+
+async def _write_carry(settings: Settings, tenant_id: str, out: IO[bytes]) -> str:
+    """The first line of a portable tenant export; the transfer key that opens it."""
+    transfer, printable = tenant_carry.new_transfer_key()
+    _, database_url = settings.servers()
+    async with pg_connection(database_url, application_name="moltbot-events") as conn:
+        try:
+            carry = await tenant_carry.gather(conn, tenant_id, keyring(settings), transfer)
+        except CarryError as exc:
+            raise CommandError(str(exc)) from None
+    out.write(tenant_carry.encode_line(carry))
+    return printable
 
 
 async def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,9 +230,21 @@ def register(commands: Any) -> None:
     imp.add_argument(
         "--skip-invalid", action="store_true", help="import the valid lines even if some are not"
     )
+    imp.add_argument(
+        "--transfer-key",
+        metavar="KEY",
+        help="a portable tenant export's transfer key, as its export printed it (id:base64key)",
+    )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp = add(events, "export", cmd_events_export, "Write events as JSON lines, each with its stream seq.")
-    exp.add_argument("--tenant", help="only this tenant's events")
+    exp.add_argument(
+        "--tenant",
+        help="only this tenant's events, after a first line with what it needs on another deployment"
+        " (sign-ins, website widget, keys; sealed under a transfer key printed on stderr)",
+    )
+    exp.add_argument(
+        "--events-only", action="store_true", help="with --tenant: the events alone (a backup for here)"
+    )
     exp.add_argument("--since", type=int, default=1, metavar="SEQ", help="first sequence (default 1)")
     exp.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     tail = add(events, "tail", cmd_events_tail, "Show the latest events; --follow waits for new ones.")

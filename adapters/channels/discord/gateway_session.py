@@ -27,6 +27,7 @@ from adapters.channels.discord.client import clean_token, is_token_shaped, rest_
 from adapters.channels.discord.normalize import Json
 from adapters.channels.discord.session import DispatchInbox, download_attachment
 from adapters.channels.health import Refused, ReportingSession, Unreachable
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 
 if TYPE_CHECKING:
@@ -246,6 +247,7 @@ class DiscordSession(ReportingSession):
     async def _receive(self, socket: ClientConnection) -> bool:
         ready = False
         while True:
+            raise_if_cancelled()  # storing the last dispatch (a publish) can swallow it
             try:
                 frame = await socket.recv()
             except ConnectionClosed as closed:

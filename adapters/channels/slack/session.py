@@ -34,6 +34,7 @@ from adapters.channels.slack.client import (
     web_client,
 )
 from adapters.channels.slack.normalize import check_workspace, delivery, inner
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class SlackSocketSession(ReportingSession):
     async def _receive(self, client: SocketModeClient, identity: WorkspaceIdentity) -> None:
         link_down_checks = 0
         while True:
+            raise_if_cancelled()  # storing the last event (a publish) can swallow it
             try:
                 async with asyncio.timeout(self._check_every):
                     request = await self._inbox.get()

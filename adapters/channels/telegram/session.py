@@ -25,6 +25,7 @@ from adapters.channels.health import Refused, ReportingSession, Unreachable
 from adapters.channels.telegram import KIND
 from adapters.channels.telegram.client import api_server, download, new_bot
 from adapters.channels.telegram.normalize import conversation_created, normalize
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class TelegramSession(ReportingSession):
 
     async def _poll(self, bot: Bot) -> bool:
         while True:
+            raise_if_cancelled()  # storing the last updates (a publish) can swallow it
             try:
                 if self._me is None:
                     self._me = await bot.get_me()

@@ -14,6 +14,7 @@ import structlog
 from adapters.channels.health import Refused, ReportingSession, Unreachable
 from adapters.channels.whatsapp_business import DEFAULT_API_BASE, KIND
 from adapters.channels.whatsapp_business.client import GraphApi, GraphError
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class WhatsAppBusinessSession(ReportingSession):
 
     async def _check(self, api: GraphApi) -> bool:
         while True:
+            raise_if_cancelled()  # a health report (a publish) can swallow it
             try:
                 number = await api.phone_number(self._token, self._phone_number_id)
             except GraphError as exc:

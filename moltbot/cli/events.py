@@ -36,9 +36,10 @@ async def cmd_events_import(settings: Settings, args: argparse.Namespace) -> int
     async with event_store(settings) as store:
         if carry is not None:  # before the events: their sealed fields need the tenant's keys
             await _restore(settings, *carry)
-        with tqdm(total=len(lines), unit="ev", desc="import", file=sys.stderr, disable=args.quiet) as bar:
+        events = lines[1:] if carry else lines
+        with tqdm(total=len(events), unit="ev", desc="import", file=sys.stderr, disable=args.quiet) as bar:
             report = await event_files.import_events(
-                store, lines[1:] if carry else lines, skip_invalid=args.skip_invalid, progress=bar.update
+                store, events, skip_invalid=args.skip_invalid, progress=bar.update
             )
     for error in report.invalid[:50]:
         print(f"{path}:{error}", file=sys.stderr)

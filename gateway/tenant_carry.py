@@ -39,6 +39,8 @@ LEFT_BEHIND = (
     "browser push: each browser turns notifications on again",
     "billing: the plan's Stripe customer stays with the source deployment",
     "WhatsApp linked devices: link the phone again (Channels → WhatsApp)",
+    "members whose account lives in another inbox: they sign in where their account is",
+    "short-lived rows: pairing codes, one-time links, OAuth states, idempotency keys",
 )
 
 

@@ -62,8 +62,9 @@ bench: $(STAMP) ## rates vs raw nats-py and COPY, rates vs log size, peak RSS pe
 faults: $(STAMP) ## fault injection under a larger load (kills, restarts, duplicates, poison); table in tests/artifacts/faults.md
 	MOLTBOT_FAULTS_SCALE=$${MOLTBOT_FAULTS_SCALE:-3} $(BIN)/pytest -q -m faults tests/faults
 
-docs: $(STAMP) ## regenerate docs/events.md from the domain examples
+docs: $(STAMP) ## regenerate docs/events.md from the domain examples, and the kinds table in docs/connectors.md
 	$(BIN)/python -m moltbot.docs > docs/events.md.new && mv docs/events.md.new docs/events.md
+	$(BIN)/python -m moltbot.docs --connectors docs/connectors.md
 
 clean: ## remove the virtualenv and caches (not the data folder)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -42,8 +42,9 @@ class ChannelAccepted(msgspec.Struct, frozen=True, omit_defaults=True):
     display_name: str
     event_id: str
     seq: int
-    # Where a provider configured by hand (Meta's dashboard) posts, and the verify token it
-    # checks that address with; only for such kinds (WhatsApp Business), absent otherwise.
+    # Where a provider configured by hand (Meta's dashboard, the Azure Bot's messaging
+    # endpoint) posts, and the verify token it checks that address with where it does; only
+    # for such kinds (WhatsApp Business, Teams), absent otherwise.
     webhook_url: str | None = None
     verify_token: str | None = None
 

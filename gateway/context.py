@@ -20,7 +20,9 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.billing.stripe_billing import StripeBilling
+from adapters.channels import registry as channel_registry
 from adapters.channels.endpoints import ProviderEndpoints
+from adapters.channels.registry import Webhook
 from adapters.media.store import MediaStore
 from adapters.postgres import tenancy
 from adapters.postgres.applied import AppliedSignal
@@ -88,6 +90,15 @@ class GatewayContext:
     # Conversation briefs already written, by their latest message (gateway/routes/briefs.py).
     briefs: BriefCache = field(default_factory=BriefCache)
     applied: AppliedSignal | None = None  # read models' commits, for ?min_seq= waits (else polling)
+    webhooks: dict[str, Webhook | None] = field(default_factory=dict)  # by kind, made on first delivery
+
+    def webhook(self, kind: str) -> Webhook | None:
+        """The kind's inbound webhook (None: the kind has none), one per gateway: a webhook may
+        keep what it learns between deliveries (Teams: Microsoft's signing keys)."""
+        if kind not in self.webhooks:
+            make = channel_registry.entry(kind).webhook
+            self.webhooks[kind] = make() if make is not None else None
+        return self.webhooks[kind]
 
     def channel_app(self, kind: str) -> SlackApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""

@@ -15,6 +15,8 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     discord_gateway_url: str | None = None  # Discord gateway WebSocket
     discord_cdn_base: str | None = None  # stands in for https://cdn.discordapp.com (attachments)
     whatsapp_business_api_base: str | None = None  # Graph API base with its version, …/v21.0
+    teams_login_base: str | None = None  # Azure AD's token endpoint base (https://login.microsoftonline.com)
+    teams_openid_url: str | None = None  # the Bot Connector's OpenID metadata (login.botframework.com)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProviderEndpoints:
@@ -25,4 +27,6 @@ class ProviderEndpoints(msgspec.Struct, frozen=True, kw_only=True):
             discord_gateway_url=environ.get("MOLTBOT_DISCORD_GATEWAY_URL") or None,
             discord_cdn_base=environ.get("MOLTBOT_DISCORD_CDN_BASE") or None,
             whatsapp_business_api_base=environ.get("MOLTBOT_WHATSAPP_BUSINESS_API_BASE") or None,
+            teams_login_base=environ.get("MOLTBOT_TEAMS_LOGIN_BASE") or None,
+            teams_openid_url=environ.get("MOLTBOT_TEAMS_OPENID_URL") or None,
         )

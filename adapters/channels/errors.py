@@ -3,6 +3,16 @@ person. The gateway maps each class to an HTTP answer in one table (gateway/erro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a provider's ``Retry-After`` header asks for (None: none, or a date)."""
+    try:
+        return float(headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
 
 class ChannelError(Exception):
     """Base of the channels' own errors. ``field`` names the request field at fault;

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from adapters.channels import discord, imessage, slack, telegram, webchat, whatsapp, whatsapp_business
+from adapters.channels import discord, imessage, slack, teams, telegram, webchat, whatsapp, whatsapp_business
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
@@ -82,6 +82,9 @@ class Connected:
     then: Callable[[str], Awaitable[None]] | None = None  # called with the new connection id
     # shown once, with the connection's webhook URL, to paste in the provider's dashboard
     verify_token: str | None = None
+    # the answer shows the connection's webhook URL to paste in the provider's dashboard (it
+    # does whenever there is a verify_token)
+    show_webhook_url: bool = False
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,63 @@ def _whatsapp_business_webhook() -> Webhook:
     return WhatsAppBusinessWebhook()
 
 
+# --- Microsoft Teams -------------------------------------------------------------------------
+
+
+class TeamsConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A bot registered with the Bot Framework (an Azure Bot with the Teams channel on): its
+    Microsoft App ID, a client secret of that app and, for a single-tenant bot, the Azure AD
+    tenant (directory) id it lives in."""
+
+    app_id: str
+    client_secret: str
+    tenant_id: str | None = None
+
+
+async def _teams_connect(body: TeamsConnect, env: ConnectEnv) -> Connected:
+    from adapters.channels.errors import BadRequest
+    from adapters.channels.teams import client
+
+    if env.public_url is None:
+        raise BadRequest(
+            "The Bot Connector posts Teams messages to this gateway, so it needs its public https address"
+            " (MOLTBOT_PUBLIC_URL); set it, then connect again."
+        )
+    app_id, client_secret = body.app_id.strip(), body.client_secret.strip()
+    tenant_id = (body.tenant_id or "").strip() or None
+    if not client.is_app_id(app_id):
+        raise BadRequest(f"This is not a Microsoft App ID. {client.WHERE_APP_ID_IS}", field="app_id")
+    if not client_secret:
+        raise BadRequest(f"The client secret is empty. {client.WHERE_SECRETS_ARE}", field="client_secret")
+    if tenant_id is not None and not client.is_tenant_id(tenant_id):
+        detail = "tenant_id is the Directory (tenant) ID of the bot's app registration: a GUID."
+        raise BadRequest(detail, field="tenant_id")
+    app = client.App(app_id, client_secret, tenant_id)
+    await client.connect(app, login_base=env.endpoints.teams_login_base)
+    secret = {"app_id": app_id, "client_secret": client_secret}
+    if tenant_id is not None:
+        secret["tenant_id"] = tenant_id
+    return Connected(f"Teams bot {app_id}", secret, show_webhook_url=True)
+
+
+def _teams_connector(credentials: Credentials, endpoints: ProviderEndpoints) -> Connector:
+    from adapters.channels.teams.connector import TeamsConnector
+
+    return TeamsConnector(credentials, login_base=endpoints.teams_login_base)
+
+
+async def _teams_session(env: SessionEnv) -> None:
+    from adapters.channels.teams.session import TeamsSession
+
+    await TeamsSession(env).run()  # the Bot Connector posts to the gateway; this checks the secret
+
+
+def _teams_webhook() -> Webhook:
+    from adapters.channels.teams.webhook import TeamsWebhook
+
+    return TeamsWebhook()
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 KINDS: Mapping[str, ChannelKind] = {
@@ -483,6 +543,17 @@ KINDS: Mapping[str, ChannelKind] = {
             connect=_whatsapp_business_connect,
             session=_whatsapp_business_session,
             webhook=_whatsapp_business_webhook,
+        ),
+        ChannelKind(
+            kind=teams.KIND,
+            provider="Microsoft Teams",
+            capabilities=teams.CAPABILITIES,
+            runs_on=frozenset({"cloud"}),
+            connector=_teams_connector,
+            connect_body=TeamsConnect,
+            connect=_teams_connect,
+            session=_teams_session,
+            webhook=_teams_webhook,
         ),
     )
 }

@@ -95,7 +95,7 @@ async def connect(
         ctx, request, who.tenant_id, "channel.connected", actor=f"user:{who.user_id}",
         target=accepted.connection_id, detail={"kind": kind},
     )  # fmt: skip
-    if connected.verify_token is not None:  # the person pastes both in the provider's dashboard
+    if connected.verify_token is not None or connected.show_webhook_url:  # pasted in the provider's dashboard
         url = f"{ctx.public_url or ''}/v1/webhooks/{kind}/{accepted.connection_id}"
         accepted = msgspec.structs.replace(accepted, webhook_url=url, verify_token=connected.verify_token)
     return accepted
@@ -131,10 +131,11 @@ async def _webhook(
     ctx: GatewayContext, kind: str, connection_id: str | None, request: Request[Any, Any, Any]
 ) -> Response[Any]:
     entry = _kind(kind)
-    if entry.webhook is None:
+    webhook = ctx.webhook(kind)
+    if webhook is None:
         raise ApiError(404, "not_found", f"{entry.provider} does not post to this gateway.")
     body = await request.body()
-    answer = await entry.webhook().receive(GatewayHooks(ctx), connection_id, dict(request.headers), body)
+    answer = await webhook.receive(GatewayHooks(ctx), connection_id, dict(request.headers), body)
     return Response(answer)
 
 
@@ -153,7 +154,7 @@ async def connection_webhook_check(
     """A provider checking a connection's address before posting there (Meta's ``hub.challenge``):
     the kind's answer as text, 404 for kinds that make no such check."""
     entry = _kind(kind)
-    webhook = entry.webhook() if entry.webhook is not None else None
+    webhook = ctx.webhook(kind)
     if not isinstance(webhook, SubscriptionCheck):
         raise ApiError(404, "not_found", f"{entry.provider} does not check this gateway's address.")
     answer = await webhook.confirm(GatewayHooks(ctx), connection_id, dict(request.query_params))

@@ -20,6 +20,7 @@ from domain.agent import DEFAULT_MAX_TEXT_LENGTH
         ("slack", 40000),
         ("discord", 2000),
         ("whatsapp_business", 4096),
+        ("teams", 7000),
         ("fax", DEFAULT_MAX_TEXT_LENGTH),
     ],
 )

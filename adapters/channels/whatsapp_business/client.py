@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from adapters.channels.errors import BadRequest, ProviderUnreachable, TokenRejected
+from adapters.channels.errors import BadRequest, ProviderUnreachable, TokenRejected, retry_after
 from adapters.channels.media import MAX_MEDIA_BYTES
 from adapters.channels.whatsapp_business import DEFAULT_API_BASE
 
@@ -66,13 +66,6 @@ class GraphError(Exception):
         )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["retry-after"])
-    except (KeyError, ValueError):
-        return None
-
-
 def _error(response: httpx.Response) -> GraphError:
     try:
         error = response.json().get("error") or {}
@@ -87,7 +80,7 @@ def _error(response: httpx.Response) -> GraphError:
         code if isinstance(code, int) else None,
         str(error.get("message") or response.reason_phrase or "no message"),
         details=details if isinstance(details, str) else None,
-        retry_after=_retry_after(response),
+        retry_after=retry_after(response.headers),
     )
 
 

@@ -11,8 +11,8 @@ Microsoft's "Authentication with the Bot Connector API" describes it for channel
 
 Anything else is :class:`~adapters.channels.errors.BadSignature` (401: nothing stored).
 The checks of a token against a key are pure (:func:`verify`, :func:`vouches_for`); only
-:func:`fetch_signing_keys` talks to Microsoft. The keys are the process's own, one set per
-gateway (the webhook holds them, :func:`signing_keys`): every connection's deliveries are signed with them.
+:func:`fetch_signing_keys` talks to Microsoft. The gateway's Teams webhook holds one set
+(:func:`signing_keys`): every connection's deliveries are signed with the same keys.
 """
 
 from __future__ import annotations

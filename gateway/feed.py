@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from adapters.nats.pull import raise_if_cancelled
 from domain import subjects
 from domain.ports import EventStore, StoredRecord
 from gateway.errors import ApiError
@@ -148,6 +149,7 @@ async def live_signals(store: LiveEventStore, *subjects: str) -> AsyncIterator[a
 
     subscriptions = [await store.nc.subscribe(subject, cb=deliver) for subject in subjects]
     try:
+        raise_if_cancelled()  # the subscribes' flushes can swallow a client gone meanwhile
         yield queue
     finally:
         for subscription in subscriptions:

@@ -233,6 +233,9 @@ async def run_connectors(
                 nc, connector, store=store, max_deliver=int(config.get("max_deliver", -1)), backoff=backoff
             )
             work.append(runtime.run())
+        # A stop asked for while the connections, subscriptions and pools above were made may
+        # have been swallowed by one of them (a NATS flush): honour it before the work starts.
+        raise_if_cancelled()
         # Entered last, so it ends (every task stopped) before the resources above close.
         async with asyncio.TaskGroup() as tasks:
             for job in work:

@@ -60,6 +60,7 @@ from moltbot.roles import (
     run_projections,
 )
 from moltbot.settings import DEFAULT_DATA_DIR, NATS_CREDENTIALS_FILE, Settings
+from moltbot.waits import waiting_tasks
 from projections.base import Projection
 from projections.engine import ensure_core, read_checkpoint
 from projections.registry import all_projections
@@ -218,6 +219,9 @@ async def up(settings: Settings, *, cluster: int = 1) -> None:
                 raise
 
 
+STILL_STOPPING_AFTER = 10.0  # seconds of stopping before the log says what it waits for
+
+
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[list[signal.Signals]]:
     """SIGINT (Ctrl-C) and SIGTERM (a supervisor, ``docker stop``) both stop the stack in
@@ -227,17 +231,27 @@ def stopped_by_signals() -> Iterator[list[signal.Signals]]:
     task = asyncio.current_task()
     assert task is not None
     received: list[signal.Signals] = []
+    watch: list[asyncio.TimerHandle] = []
 
     def stop(sig: signal.Signals) -> None:
         log.info("stack_stopping", signal=sig.name)
         received.append(sig)
         task.cancel()
+        if not watch:
+            watch.append(loop.call_later(STILL_STOPPING_AFTER, still_stopping))
+
+    def still_stopping() -> None:
+        """A stop that takes long says what it waits for (a role that lost its cancellation)."""
+        log.warning("stack_still_stopping", after_s=STILL_STOPPING_AFTER, waiting=waiting_tasks())
+        watch[0] = loop.call_later(STILL_STOPPING_AFTER, still_stopping)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
     try:
         yield received
     finally:
+        for handle in watch:
+            handle.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

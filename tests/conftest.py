@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -59,6 +61,7 @@ from moltbot.roles import (
     run_projections,
 )
 from moltbot.settings import bundled_plans_file, load_catalog
+from moltbot.waits import await_chain
 from projections import rebuild as rebuild_ops
 from projections.base import Projection, live_schema
 from projections.registry import all_projections
@@ -146,21 +149,18 @@ async def stop_roles(*roles: asyncio.Task[Any], within: float = STOP_WITHIN) -> 
             await role
 
 
-def await_chain(task: asyncio.Task[Any]) -> list[str]:
-    """Where ``task`` waits: each coroutine or generator frame down its await chain."""
-    frames: list[str] = []
-    awaited: Any = task.get_coro()
-    while awaited is not None:
-        frame = next(
-            (f for f in (getattr(awaited, a, None) for a in ("cr_frame", "gi_frame", "ag_frame")) if f), None
-        )
-        if frame is not None:
-            frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
-        awaited = next(
-            (n for n in (getattr(awaited, a, None) for a in ("cr_await", "gi_yieldfrom", "ag_await")) if n),
-            None,
-        )
-    return frames
+def stop_up(process: subprocess.Popen[bytes], log_file: Path, sig: int = signal.SIGINT) -> None:
+    """Stop a `moltbot up` process as Ctrl-C (or a supervisor) does; one still running after
+    60 s is killed and fails the test with what its log said it was waiting for."""
+    process.send_signal(sig)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        waits = [line for line in log_file.read_text().splitlines() if "stack_still_stopping" in line]
+        said = waits[-1] if waits else "no stack_still_stopping line"
+        pytest.fail(f"moltbot up did not stop within 60 s: {said}")
 
 
 @dataclass

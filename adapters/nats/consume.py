@@ -53,6 +53,7 @@ async def consume(nc: Client, stream: str, consumer: str, handle: Handler, *, ba
                             await pull.start()
                         while not batch_left:
                             batch_left.extend(await pull.next_batch(1.0))
+                            raise_if_cancelled()  # a pull request (a publish) can swallow it
                         while batch_left:
                             await handle(batch_left.popleft())
                             raise_if_cancelled()

@@ -82,6 +82,7 @@ class PullStream:
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
         await self._request()
+        raise_if_cancelled()  # the subscribe and the pull request are publishes
 
     async def close(self) -> None:
         if self._sub is not None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.aio.client import Client
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.nats.pull import raise_if_cancelled
 from adapters.vault.cipher import Keyring, Sealed, VaultError
 from domain import personal
 from domain.events import Event
@@ -275,6 +276,7 @@ class Sealer:
 
         subscription = await nc.subscribe(f"{SHREDDED_SUBJECT}.*", cb=shredded)
         try:
+            raise_if_cancelled()  # the subscribe's flush can swallow a stop asked for meanwhile
             yield
         finally:
             with contextlib.suppress(Exception):

@@ -19,6 +19,8 @@ import nats.errors
 import psycopg
 import pytest
 
+from tests.conftest import stop_up
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
@@ -129,8 +131,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         assert len(tail.stdout.splitlines()) == 3
         assert tail.stdout.splitlines()[-1].split()[0] == "400"
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_up(up, log)
     assert up.returncode in (0, 130)
     assert not (data / "stack.json").exists()
     deadline = time.monotonic() + 10
@@ -149,8 +150,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         assert " 400 " in status.stdout
         servers = _children(restarted.pid)
     finally:
-        restarted.send_signal(signal.SIGTERM)  # as a supervisor stops it: in order too
-        restarted.wait(60)
+        stop_up(restarted, log, signal.SIGTERM)  # as a supervisor stops it: in order too
     assert restarted.returncode == 0, log.read_text()[-2000:]
     assert "stack_stopped" in log.read_text()
     assert not any(_alive(pid) for pid in servers)

@@ -7,7 +7,6 @@ import asyncio
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from adapters.nats.event_store import EventStore
 from adapters.nats.streams import StreamsFile, apply_streams
 from domain.events import Event
 from moltbot.loadgen import generate
-from tests.conftest import REPO_ROOT, Stack, nats_users, wait_caught_up
+from tests.conftest import REPO_ROOT, Stack, nats_users, stop_up, wait_caught_up
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +191,6 @@ def test_up_with_cluster_3_runs_on_three_replicated_nodes(tmp_path: Path) -> Non
         assert replicas["EVENTS"] == 3
         assert set(replicas.values()) == {3}
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_up(up, log_file)
     assert up.returncode in (0, 130), log_file.read_text()
     assert not (data / "stack.json").exists()

@@ -23,6 +23,7 @@ from adapters.channels.whatsapp.link import PAIRING_GRACE, WhatsAppLink
 from adapters.channels.whatsapp.states import PAIRING_WINDOW
 from adapters.channels.whatsapp.store import SessionStore
 from adapters.nats import bridge_relay, pairing_codes
+from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 from domain import tunnel as t
 from domain.commands import SendMessage
@@ -76,6 +77,7 @@ class WhatsAppSession(ReportingSession):
             typing_subject(self.tenant_id, KIND, self.connection_id), cb=self._typing
         )
         try:
+            raise_if_cancelled()  # the subscribes' flushes can swallow a stop asked for meanwhile
             await self._stay_linked(link.link_once, unreachable=_UNREACHABLE)
         finally:
             for subscription in (sends, typing):

@@ -144,7 +144,7 @@ class FakeTeams:
         key: str = "main",
         issuer: str = ISSUER,
         expires_in: float = 3600,
-        not_before: float | None = None,
+        valid_in: float = -5,  # seconds from now until the token is valid (nbf)
         algorithm: str = "RS256",
         named_key: bool = True,
     ) -> str:
@@ -154,7 +154,7 @@ class FakeTeams:
         now = time.time()
         claims = {
             "serviceurl": service_url or self.service_url,
-            "nbf": int(not_before if not_before is not None else now - 5),
+            "nbf": int(now + valid_in),
             "exp": int(now + expires_in),
             "iss": issuer,
             "aud": app.app_id if isinstance(app, App) else app,

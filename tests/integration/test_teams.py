@@ -13,7 +13,6 @@ the connection to ``action_required`` and failing a send with a reason a person 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,7 +172,7 @@ async def test_only_activities_with_a_valid_bot_connector_token_are_stored_and_e
         "wrong serviceUrl": teams.mint(app, service_url="https://smba.attacker.example/amer/"),
         "key not endorsed for msteams": teams.mint(app, key="webchat"),
         "expired": teams.mint(app, expires_in=-600),
-        "not valid yet": teams.mint(app, not_before=time.time() + 900),
+        "not valid yet": teams.mint(app, valid_in=900),
         "unknown kid": teams.mint(app, key="unpublished"),
         "not a JWT": "not.a.jwt",
     }

@@ -52,7 +52,7 @@ async def test_a_token_the_bot_connector_signed_for_this_bot_lets_the_activity_i
         assert await _check(FAKE.mint(APP, service_url=SERVICE_URL, algorithm=algorithm)) == "hello"
     # Five minutes of clock skew either way are allowed.
     assert await _check(FAKE.mint(APP, service_url=SERVICE_URL, expires_in=-240)) == "hello"
-    assert await _check(FAKE.mint(APP, service_url=SERVICE_URL, not_before=time.time() + 240)) == "hello"
+    assert await _check(FAKE.mint(APP, service_url=SERVICE_URL, valid_in=240)) == "hello"
     # Another channel of the same bot, with a key endorsed for it, passes the check.
     webchat = _body(channel_id="webchat")
     assert await _check(FAKE.mint(APP, service_url=SERVICE_URL, key="webchat"), webchat) == "hello"
@@ -65,7 +65,7 @@ async def test_a_token_the_bot_connector_signed_for_this_bot_lets_the_activity_i
         ({"service_url": "https://smba.attacker.example/amer/"}, "another serviceUrl"),
         ({"key": "webchat"}, "not endorsed for the channel 'msteams'"),
         ({"expires_in": -400}, "expired"),
-        ({"not_before": time.time() + 600}, "not valid yet"),
+        ({"valid_in": 600}, "not valid yet"),
         ({"key": "unpublished"}, "key Microsoft does not publish"),
         ({"issuer": "https://sts.windows.net/72f988bf-86f1-41af-91ab/"}, "not issued by the Bot Connector"),
     ],

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -226,6 +228,22 @@ class Stack:
             for projection in all_projections():
                 report = await rebuild_ops.verify(conn, projection, self.store)
                 assert report.identical, report
+
+
+async def moltbot_cli(stack: Stack, *args: str) -> tuple[int, str, str]:
+    """``python -m moltbot ARGS`` against ``stack`` (its servers and vault keys, as an
+    operator's shell has them): exit code, stdout, stderr."""
+    env = (
+        os.environ
+        | {"MOLTBOT_NATS_URL": stack.nats_url, "MOLTBOT_DATABASE_URL": stack.database_url}
+        | stack.vault_environ()
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "moltbot", *args, cwd=REPO_ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def wait_caught_up(

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,23 +23,9 @@ from moltbot.loadgen import generate
 from projections import rebuild as rebuild_ops
 from projections.partitions import load_partitioning
 from projections.registry import all_projections
-from tests.conftest import REPO_ROOT, Stack
+from tests.conftest import REPO_ROOT, Stack, moltbot_cli
 
 pytestmark = pytest.mark.slow
-
-
-async def _moltbot(stack: Stack, *args: str) -> tuple[int, str, str]:
-    env = (
-        os.environ
-        | {"MOLTBOT_NATS_URL": stack.nats_url, "MOLTBOT_DATABASE_URL": stack.database_url}
-        | stack.vault_environ()
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "moltbot", *args, cwd=REPO_ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 def _store_holds(folder: Path, needle: bytes) -> bool:
@@ -74,13 +58,13 @@ async def test_sealing_a_plaintext_log_keeps_its_sequences_consumers_and_read_mo
     api = JetStreamApi(stack.store.nc)
     assert "error" not in await api.create_stream(feed["name"], feed)
 
-    code, out, err = await _moltbot(stack, "events", "seal", "--dry-run")
+    code, out, err = await moltbot_cli(stack, "events", "seal", "--dry-run")
     assert code == 0, err
     assert f"EVENTS: {last} events, sequences 1..{last}." in out
     assert "plaintext personal fields to seal" in out and "Dry run: nothing changed." in out
     assert all(_store_holds(jetstream, text.encode()) for text in texts)
 
-    code, out, err = await _moltbot(stack, "events", "seal")
+    code, out, err = await moltbot_cli(stack, "events", "seal")
     assert code == 0, err
     assert f"sequences 1..{last} kept" in out
     assert "seal" in err  # the progress bar

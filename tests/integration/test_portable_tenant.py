@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import stat
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,8 +31,8 @@ from moltbot.roles import GatewayOptions, run_agent
 from tests.conftest import (
     PRODUCT_PASSWORD,
     PRODUCT_ROLE,
-    REPO_ROOT,
     Stack,
+    moltbot_cli,
     nats_access,
     nats_users,
     running_product,
@@ -47,20 +45,6 @@ from tests.integration.test_webchat import _visitor_says, _widget
 
 OWN_KEY = "sk-ant-api03-moving-tenant-0123456789abcdef"
 PASSWORD = "correct horse battery"  # as _signup signs up
-
-
-async def _moltbot(stack: Stack, *args: str) -> tuple[int, str, str]:
-    env = (
-        os.environ
-        | {"MOLTBOT_NATS_URL": stack.nats_url, "MOLTBOT_DATABASE_URL": stack.database_url}
-        | stack.vault_environ()
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "moltbot", *args, cwd=REPO_ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +101,7 @@ async def test_a_tenant_moved_to_another_deployment_signs_in_and_its_widget_answ
     assert len(before) == 2
 
     bundle = tmp_path / "moving.jsonl"
-    code, _, err = await _moltbot(
+    code, _, err = await moltbot_cli(
         stack, "events", "export", "--tenant", owner["tenant_id"], "-o", str(bundle)
     )
     assert code == 0, err
@@ -130,16 +114,16 @@ async def test_a_tenant_moved_to_another_deployment_signs_in_and_its_widget_answ
         assert secret.encode() not in content, secret
 
     async with _another_deployment(tmp_path, postgres, streams_spec) as target:
-        code, _, err = await _moltbot(target, "events", "import", str(bundle), "--quiet")
+        code, _, err = await moltbot_cli(target, "events", "import", str(bundle), "--quiet")
         assert code == 1 and "pass --transfer-key" in err, err
         wrong = format_key(*Keyring.generate_key())
-        code, _, err = await _moltbot(
+        code, _, err = await moltbot_cli(
             target, "events", "import", str(bundle), "--transfer-key", wrong, "--quiet"
         )
         assert code == 1 and "Imported nothing" in err, err
         assert await target.store.last_seq() == 0
 
-        code, out, err = await _moltbot(
+        code, out, err = await moltbot_cli(
             target, "events", "import", str(bundle), "--transfer-key", transfer_key, "--quiet"
         )
         assert code == 0, err
@@ -147,7 +131,7 @@ async def test_a_tenant_moved_to_another_deployment_signs_in_and_its_widget_answ
         imported = await target.store.last_seq()
         assert imported == len(content.splitlines()) - 1
         # Again (a retried import): nothing twice, no error.
-        code, out, err = await _moltbot(
+        code, out, err = await moltbot_cli(
             target, "events", "import", str(bundle), "--transfer-key", transfer_key, "--quiet"
         )
         assert code == 0 and "Imported 0 events" in out, (out, err)

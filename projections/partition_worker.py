@@ -71,18 +71,27 @@ class PartitionWorker(LiveWorker):
         return await apply_partition_batch(conn, self._target, records, owned=self.assignment.owned)
 
     async def _when_idle(self, conn: Connection) -> None:
-        """Nothing arrived: if nothing of ours is pending either, our buckets are applied up to
-        the feed's last message. The feed's end is read before the consumer's state, so a
-        message of ours stored in between shows as pending and the raise waits for it."""
+        """Nothing arrived: if nothing of ours lies between what we acknowledged and the feed's
+        last message, our buckets are applied up to that message. The feed's end is read
+        first, so a message of ours stored after it is beyond what the raise covers.
+
+        The consumer's ``num_pending`` is not enough: the server counts it apart from the
+        store, a moment behind, and a raise on a stale zero skipped events of ours. So the
+        store itself is asked for each owned bucket's next message after the ack floor."""
         info = await self._jetstream.stream_info(self._feed)
         feed_last = int(info.get("state", {}).get("last_seq", 0))
         if feed_last <= self._idle_raised_to:
             return
-        events_seq = await self._events_seq_at(feed_last)
         consumer = await self._jetstream.consumer_info(self._feed, self.consumer)
-        if events_seq is None or "error" in consumer:
+        if "error" in consumer or consumer.get("num_pending", 1) or consumer.get("num_ack_pending", 1):
             return
-        if consumer.get("num_pending", 1) or consumer.get("num_ack_pending", 1):
+        acked = int(consumer.get("ack_floor", {}).get("stream_seq", 0))
+        for bucket in self.assignment.owned:
+            waiting = await self._jetstream.next_seq(self._feed, acked + 1, f"part.{bucket}.>")
+            if waiting is not None and waiting <= feed_last:
+                return  # not delivered yet: the next batch brings it
+        events_seq = await self._events_seq_at(feed_last)
+        if events_seq is None:
             return
         await raise_idle(conn, self.projection, self.assignment.owned, events_seq, feed_last)
         self._idle_raised_to = feed_last

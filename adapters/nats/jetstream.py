@@ -53,6 +53,16 @@ class JetStreamApi:
         body = json.dumps({"seq": seq}).encode()
         return await self._nc.request(f"{API}.DIRECT.GET.{stream}", body, timeout=self._timeout)
 
+    async def next_seq(self, stream: str, start: int, subject: str) -> int | None:
+        """The sequence of the first message at or after ``start`` on ``subject`` (wildcards
+        allowed), read from the store itself; None when there is none."""
+        body = json.dumps({"seq": start, "next_by_subj": subject}).encode()
+        reply = await self._nc.request(f"{API}.DIRECT.GET.{stream}", body, timeout=self._timeout)
+        headers = reply.headers or {}
+        if "Nats-Sequence" not in headers:
+            return None  # 404: no such message
+        return int(headers["Nats-Sequence"])
+
     # --- consumers -----------------------------------------------------------------
 
     async def consumer_info(self, stream: str, name: str) -> dict[str, Any]:

@@ -493,6 +493,7 @@ class Sender(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     id: str
     name: str
     is_bot: bool = False
+    email: str | None = None  # where the channel tells it (a Slack or Teams profile), lower case
 
 
 class Attachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -42,7 +42,8 @@ PERSONAL_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "conversation.updated": ("title",),
     "conversation.summarized": ("summary",),
     "message.received": (
-        "text", "sender.id", "sender.name", "attachments.*.name", "attachments.*.provider_file_id",
+        "text", "sender.id", "sender.name", "sender.email", "attachments.*.name",
+        "attachments.*.provider_file_id",
     ),
     "message.send_requested": ("text", "to", "sender.id", "sender.name"),
     "message.send_released": ("text", "to", "sender.id", "sender.name"),

@@ -135,6 +135,7 @@ class FakeSlack:
         self.acks: list[str] = []  # envelope ids the Socket Mode client acknowledged
         self.envelopes: dict[str, Json] = {}  # every envelope pushed, by id
         self.connections_opened = 0
+        self.emails: dict[tuple[str, str], str] = {}  # (team id, member id) -> their profile's e-mail
         self._bot_tokens: dict[str, Team] = {}
         self._app_tokens: dict[str, Team] = {}
         self._revoked: set[str] = set()
@@ -474,6 +475,14 @@ class FakeSlack:
                 "bot_id": team.bot_id,
                 "is_enterprise_install": False,
             }
+        if method == "users.info":
+            member = str(params.get("user") or "")
+            if not member.startswith("U"):
+                raise ApiError("user_not_found")
+            profile: Json = {"display_name": member, "real_name": member}
+            if (team.id, member) in self.emails:
+                profile["email"] = self.emails[(team.id, member)]
+            return {"user": {"id": member, "team_id": team.id, "name": member, "profile": profile}}
         if method == "files.info":
             file = self.files.get(str(params.get("file")))
             if file is None or file["team"] != team.id:

@@ -59,6 +59,7 @@ TENANT = "72f988bf-0000-4000-8000-000000000001"  # the Microsoft 365 tenant the 
 TOKEN_LIFETIME = 3599
 ENDORSEMENTS = {"main": ["msteams", "webchat"], "webchat": ["webchat"], "unpublished": ["msteams"]}
 _TOKEN_PATH = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
+_MEMBER = re.compile(rf"^/{REGION}/v3/conversations/(?P<conversation>[^/]+)/members/(?P<member>[^/]+)$")
 _ACTIVITIES = re.compile(rf"^/{REGION}/v3/conversations/(?P<conversation>[^/]+)/activities$")
 
 
@@ -105,6 +106,7 @@ class FakeTeams:
         self.key_fetches = 0
         self.sent: list[Json] = []  # each Activity posted, with "conversation_id", "authorization", "id"
         self.requests: list[tuple[str, str]] = []  # (method, path), in order
+        self.emails: dict[str, str] = {}  # a user's "29:…" id -> the e-mail on their account
         self._failures: list[_Failure] = []
         self._ids = itertools.count(1)
 
@@ -251,6 +253,11 @@ class FakeTeams:
             status, answer = self._token(token_path["tenant"], dict(parse_qsl(body.decode())))
             await _reply(send, status, answer)
             return
+        member = _MEMBER.match(scope.get("raw_path", path.encode()).decode())
+        if method == "GET" and member:
+            status, answer = self._member(unquote(member["member"]), headers.get("authorization", ""))
+            await _reply(send, status, answer)
+            return
         activities = _ACTIVITIES.match(scope.get("raw_path", path.encode()).decode())
         if method == "POST" and activities:
             status, answer, extra = self._post_activity(
@@ -294,6 +301,20 @@ class FakeTeams:
         self.issued[access_token] = (app.app_id, time.time() + TOKEN_LIFETIME)
         answer = {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME, "ext_expires_in": TOKEN_LIFETIME,
                   "access_token": access_token}  # fmt: skip
+        return 200, answer
+
+    def _member(self, member: str, authorization: str) -> tuple[int, Json]:
+        issued = self.issued.get(authorization.removeprefix("Bearer ").strip())
+        if issued is None or issued[1] < time.time():
+            return 401, {"message": "Authorization has been denied for this request."}
+        if not member.startswith("29:"):
+            return 404, {"error": {"code": "MemberNotFoundInConversation", "message": "Member not found"}}
+        email = self.emails.get(member)
+        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, member))
+        answer: Json = {"id": member, "name": "Ada Lovelace", "aadObjectId": object_id, "tenantId": TENANT,
+                        "userRole": "user"}  # fmt: skip
+        if email is not None:
+            answer |= {"email": email, "userPrincipalName": email}
         return 200, answer
 
     def _post_activity(

@@ -19,7 +19,7 @@ from tests.integration.test_gateway import _auth, _signup
 
 async def _says(
     stack: Stack, tenant: str, channel: str, sender: str, name: str, *, is_bot: bool = False,
-    text: str = "Hello!",
+    text: str = "Hello!", email: str | None = None,
 ) -> str:  # fmt: skip
     """A direct message from ``sender`` on ``channel``; its conversation's id."""
     connection, conversation = f"cn_{channel}_{tenant[-6:]}", ids.new_id(ids.CONVERSATION)
@@ -34,8 +34,8 @@ async def _says(
         ev.MessageReceived, tenant_id=tenant, aggregate_id=conversation, actor=actor,
         data=ev.MessageReceivedData(
             message_id=ids.new_id(ids.MESSAGE), connection_id=connection, channel=channel,
-            provider_message_id=ids.new_id("p"), sender=ev.Sender(id=sender, name=name, is_bot=is_bot),
-            text=text, sent_at=datetime.now(UTC),
+            provider_message_id=ids.new_id("p"), text=text, sent_at=datetime.now(UTC),
+            sender=ev.Sender(id=sender, name=name, is_bot=is_bot, email=email),
         ),
     )  # fmt: skip
     await stack.store.append_many([created, received])
@@ -124,6 +124,29 @@ async def test_identities_suggestions_merges_splits_and_notes(api: httpx.AsyncCl
     long = await api.put(f"/v1/contacts/{whatsapp}/notes", json={"notes": "x" * 2001}, headers=_auth(owner))
     assert (long.status_code, long.json()["field"]) == (400, "notes")
     await stack.verify_read_models()  # identities, merges, splits and notes replay identically
+
+
+async def test_the_same_e_mail_on_slack_and_teams_is_suggested_as_one_person(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    owner = await _signup(api, "contacts-email@example.com")
+    tenant = owner["tenant_id"]
+    # The addresses as Slack's users.info and Teams' members API give them (the connectors
+    # look them up: test_slack.py, test_teams.py); a name alone is never enough.
+    await _says(stack, tenant, "slack", "slack:U0ADA", "ada", email="ada@example.com")
+    await _says(stack, tenant, "teams", "teams:29:1ada", "Ada Lovelace", email="ada@example.com")
+    await _says(stack, tenant, "teams", "teams:29:1bob", "Ada Lovelace", email="bob@example.com")
+    seq = await stack.store.last_seq()
+    slack = _contact_of(tenant, "slack", "slack:U0ADA")
+    teams = _contact_of(tenant, "teams", "teams:29:1ada")
+    found = await _get(api, owner, f"/v1/contacts/{slack}", seq)
+    assert [i["email"] for i in found["identities"]] == ["ada@example.com"]
+    assert found["suggestions"] == [
+        {"contact_id": teams, "display_name": "Ada Lovelace", "reason": "same e-mail ada@example.com"}
+    ]
+    by_email = await api.get("/v1/contacts", params={"q": "ada@example"}, headers=_auth(owner))
+    assert {c["contact_id"] for c in by_email.json()} == {slack, teams}
+    await stack.verify_read_models()
 
 
 async def _search(

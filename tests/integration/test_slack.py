@@ -404,6 +404,7 @@ async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(
 ) -> None:
     team = workspace.team
     channel = fake.add_channel(team, "engine-room")
+    fake.emails[(team.id, ADA)] = "Ada@Example.com"  # on her profile (users:read.email)
     first = fake.push_event(fake.message(team, channel, ADA, "sent while we were away"))  # queued
     session = _session(store, fake, workspace)
     async with _running(session):
@@ -420,6 +421,11 @@ async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(
     assert len(_of(events, ev.ConversationCreated)) == 1
     texts = [e.data.text for e in _of(events, ev.MessageReceived)]
     assert texts == ["sent while we were away", "and one more"]
+    # Each sender's profile e-mail looked up once (people across channels); Charles has none.
+    assert [e.data.sender.email for e in _of(events, ev.MessageReceived)] == ["ada@example.com", None]
+    assert sorted(p["user"] for method, p in fake.requests if method == "users.info") == sorted(
+        [ADA, CHARLES]
+    )
     assert _states(events) == [("connecting", "connecting"), ("connected", "ok")]
     connected = _of(events, ev.ConnectionStateChanged)[-1]
     assert connected.aggregate_id == CONNECTION

@@ -238,6 +238,33 @@ async def test_a_persons_message_edit_and_reaction_reach_the_inbox(
     assert deleted.data.message_id == message_id(connection_id, PERSONAL, original["id"])
 
 
+async def test_a_senders_e_mail_address_comes_from_the_bot_connector_once_per_person(
+    api: httpx.AsyncClient, stack: Stack, teams: FakeTeams
+) -> None:
+    owner = await _signup(api, "teams-people@example.com")
+    app = teams.add_app()
+    connection_id = (await _connect(api, owner, app))["connection_id"]
+    teams.emails["29:1ada-lovelace"] = "Ada@Example.com"
+    for text in ("Hi!", "Are you there?"):
+        assert (await _post(api, connection_id, teams.message(app, text), teams.mint(app))).status_code == 200
+    events = await wait_for_events(
+        stack.store, owner["tenant_id"], lambda log: len(of(log, ev.MessageReceived)) == 2, timeout=10
+    )
+    assert [e.data.sender.email for e in of(events, ev.MessageReceived)] == ["ada@example.com"] * 2
+    lookups = [path for method, path in teams.requests if method == "GET" and "/members/" in path]
+    assert lookups == [f"/amer/v3/conversations/{PERSONAL}/members/29:1ada-lovelace"]  # kept after one
+
+    # Someone whose account has no address: their message is stored without one.
+    stranger = {"id": "29:1someone-else", "name": "Someone"}
+    assert (
+        await _post(api, connection_id, teams.message(app, "Hello", sender=stranger), teams.mint(app))
+    ).status_code == 200
+    events = await wait_for_events(
+        stack.store, owner["tenant_id"], lambda log: len(of(log, ev.MessageReceived)) == 3, timeout=10
+    )
+    assert of(events, ev.MessageReceived)[-1].data.sender.email is None
+
+
 # --- outbound -------------------------------------------------------------------------------------
 
 
@@ -248,10 +275,10 @@ async def test_replies_reach_the_bot_connector_with_one_app_token_for_two_sends(
     app = teams.add_app()
     connection_id = (await _connect(api, owner, app))["connection_id"]
     await _connected(api, owner, connection_id)  # the session has checked the credentials
-    tokens_before = len(teams.token_requests)
     assert (await _post(api, connection_id, teams.message(app, "Hi!"), teams.mint(app))).status_code == 200
     chat = conversation_id(connection_id, PERSONAL)
     await _until(lambda: _messages(api, owner, chat), "the chat in the inbox")
+    tokens_before = len(teams.token_requests)  # the gateway's, for the sender's e-mail, came before
 
     first = await _send(api, owner, chat, "Hello Ada, how can I help?")
     second = await _send(api, owner, chat, "Your invoice is on its way.")

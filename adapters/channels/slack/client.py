@@ -19,7 +19,8 @@ from adapters.channels.errors import BadRequest, InstallRejected, ProviderUnreac
 
 API_BASE = "https://slack.com/api/"
 AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
-# The bot scopes an install asks for: read messages where the app is, write, see reactions.
+# The bot scopes an install asks for: read messages where the app is, write, see reactions,
+# and the senders' profile e-mail addresses (people across channels: adapters/channels/slack/people.py).
 BOT_SCOPES = (
     "app_mentions:read",
     "channels:history",
@@ -28,6 +29,8 @@ BOT_SCOPES = (
     "mpim:history",
     "chat:write",
     "reactions:read",
+    "users:read",
+    "users:read.email",
 )
 
 

@@ -34,6 +34,7 @@ from adapters.channels.slack.client import (
     web_client,
 )
 from adapters.channels.slack.normalize import check_workspace, delivery, inner
+from adapters.channels.slack.people import SlackPeople
 from adapters.nats.pull import raise_if_cancelled
 from domain import events as ev
 
@@ -108,6 +109,7 @@ class SlackSocketSession(ReportingSession):
         self._inbox: asyncio.Queue[SocketModeRequest] = asyncio.Queue()
         self._hello = asyncio.Event()
         self._recheck = asyncio.Event()  # Slack said tokens were revoked: ask again
+        self._people = SlackPeople()
 
     async def run(self) -> None:
         await self._health.report("connecting", "connecting", "Connecting to Slack…")
@@ -209,6 +211,7 @@ class SlackSocketSession(ReportingSession):
         except Exception as exc:  # one unreadable event must not stop the connection for good
             self._log.error("slack_event_unreadable", envelope_id=request.envelope_id, error=repr(exc))
             return
+        delivered = await self._people.with_emails(delivered, self._bot_token, self._api_base)
         await self._intake.take(
             delivered.created, delivered.events, envelope_id=request.envelope_id,
             retry_attempt=request.retry_attempt,

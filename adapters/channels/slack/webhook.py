@@ -29,6 +29,7 @@ from adapters.channels.media import fetch_media
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import download_file, validate_token
 from adapters.channels.slack.normalize import Delivery, actor, check_workspace, delivery
+from adapters.channels.slack.people import SlackPeople
 from adapters.channels.webhooks import Hooks, HookTarget
 from adapters.media.store import MediaStore
 from domain import events as ev
@@ -161,7 +162,11 @@ class SlackWebhook:
     """``POST /v1/webhooks/slack/{connection_id}`` (a connection's own signing secret) and
     ``POST /v1/webhooks/slack`` (the deployment app's Request URL, routed by
     ``(api_app_id, team_id)``): a bad or stale signature is refused (401), a delivery for
-    another workspace than the connection's too (403); either way nothing is stored."""
+    another workspace than the connection's too (403); either way nothing is stored.
+    A sender's e-mail address is looked up once per member (:mod:`.people`)."""
+
+    def __init__(self) -> None:
+        self._people = SlackPeople()
 
     async def receive(
         self, hooks: Hooks, connection_id: str | None, headers: Mapping[str, str], body: bytes
@@ -177,7 +182,7 @@ class SlackWebhook:
             return {"challenge": str(payload.get("challenge") or "")}
         if target.team_id is None:
             target = msgspec.structs.replace(target, team_id=await _learn_workspace(hooks, target))
-        return await _deliver(hooks, events, payload, target)
+        return await _deliver(hooks, events, payload, target, self._people)
 
     async def _for_app(self, hooks: Hooks, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         signing_secret = hooks.app_signing_secret(KIND)
@@ -194,7 +199,7 @@ class SlackWebhook:
         if not targets:
             log.warning("slack_delivery_refused", reason="unknown_workspace", team_id=payload.get("team_id"))
             raise NotConnected("No Slack connection for this workspace and app.")
-        return await _deliver(hooks, events, payload, targets[0])
+        return await _deliver(hooks, events, payload, targets[0], self._people)
 
 
 async def _learn_workspace(hooks: Hooks, target: HookTarget) -> str:
@@ -210,7 +215,7 @@ async def _learn_workspace(hooks: Hooks, target: HookTarget) -> str:
 
 
 async def _deliver(
-    hooks: Hooks, events: SlackEvents, payload: Mapping[str, Any], target: HookTarget
+    hooks: Hooks, events: SlackEvents, payload: Mapping[str, Any], target: HookTarget, people: SlackPeople
 ) -> dict[str, Any]:
     """Store a verified delivery for its connection, unless it is another workspace's (403)."""
     try:
@@ -222,10 +227,13 @@ async def _deliver(
         )  # fmt: skip
         raise
     if answer.delivery is not None:
-        await append_delivery(hooks.store, answer.delivery)
+        delivered = await people.with_emails(
+            answer.delivery, target.secret["token"], hooks.endpoints.slack_api_base
+        )
+        await append_delivery(hooks.store, delivered)
         if hooks.media is not None:
             await fetch_delivery_media(
-                hooks.store, hooks.media, answer.delivery, target.secret["token"], target.connection_id,
+                hooks.store, hooks.media, delivered, target.secret["token"], target.connection_id,
                 api_base=hooks.endpoints.slack_api_base,
             )  # fmt: skip
     return {"ok": True}

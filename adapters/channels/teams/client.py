@@ -5,7 +5,9 @@
   scope ``https://api.botframework.com/.default`` (:class:`AppTokens` caches it until
   :data:`RENEW_BEFORE` seconds before it expires);
 - an Activity sent: ``POST {serviceUrl}/v3/conversations/{conversationId}/activities``
-  with that token (:meth:`BotFramework.send_text`).
+  with that token (:meth:`BotFramework.send_text`);
+- a member of a conversation (their e-mail address):
+  ``GET {serviceUrl}/v3/conversations/{conversationId}/members/{memberId}`` (:meth:`BotFramework.member`).
 
 Microsoft's error answers become :class:`LoginError` and :class:`ConnectorError`; a person
 connecting gets the channels' own errors (:func:`connect`).
@@ -187,6 +189,29 @@ class BotFramework:
         if not isinstance(activity_id, str) or not activity_id:
             raise ConnectorError(response.status_code, "bad_answer", "the Bot Connector named no activity id")
         return activity_id
+
+    async def member(
+        self, service_url: str, conversation_id: str, member_id: str, token: str
+    ) -> dict[str, Any]:
+        """A member of a conversation as the Bot Connector describes them (``email``,
+        ``userPrincipalName``, ``name``, ...)."""
+        url = (
+            f"{service_url.rstrip('/')}/v3/conversations/{quote(conversation_id, safe='')}"
+            f"/members/{quote(member_id, safe='')}"
+        )
+        try:
+            response = await self._http.get(url, headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise ConnectorError(0, "unreachable", f"the Bot Connector cannot be reached: {exc!r}") from None
+        if response.status_code >= 400:
+            raise _connector_error(response)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ConnectorError(response.status_code, "bad_answer", "the Bot Connector described no member")
+        return answer
 
 
 class AppTokens:

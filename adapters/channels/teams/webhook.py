@@ -20,7 +20,9 @@ from adapters.channels.errors import BadSignature, NotConnected
 from adapters.channels.inbound import append_delivered
 from adapters.channels.teams import KIND
 from adapters.channels.teams.auth import SigningKeys, authenticate, signing_keys
+from adapters.channels.teams.client import App
 from adapters.channels.teams.normalize import normalize
+from adapters.channels.teams.people import TeamsPeople
 from adapters.channels.webhooks import Hooks
 
 log = structlog.get_logger()
@@ -32,6 +34,7 @@ class TeamsWebhook:
 
     def __init__(self) -> None:
         self._keys: SigningKeys | None = None
+        self._people: TeamsPeople | None = None  # senders' e-mail addresses (:mod:`.people`)
 
     async def receive(
         self, hooks: Hooks, connection_id: str | None, headers: Mapping[str, str], body: bytes
@@ -51,6 +54,12 @@ class TeamsWebhook:
         keys = self._keys
         activity = await authenticate(headers, body, keys, app_id=app_id)
         delivery = normalize(activity, tenant_id=target.tenant_id, connection_id=connection_id, app_id=app_id)
+        if self._people is None:
+            self._people = TeamsPeople(hooks.endpoints.teams_login_base)
+        secret = target.secret.get("client_secret", "")
+        if secret:
+            app = App(app_id, secret, target.secret.get("tenant_id") or None)
+            delivery = await self._people.with_emails(delivery, activity, app)
         stored = await append_delivered(hooks.store, delivery.created, delivery.events)
         log.info(
             "teams_activity_stored", connection_id=connection_id, activity_type=activity.type,

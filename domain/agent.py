@@ -503,21 +503,42 @@ def from_contact(sender_name: str, channel: str, text: str) -> str:
     return f"<message {label}>\n{_defused(text)}\n</message>"
 
 
+ELSEWHERE_SUMMARY_CHARS = 600  # of each other conversation's summary, in the person's turn
+
+
 def summary_turn(summary: str) -> str:
     return f"<summary>\nEarlier in this conversation, oldest first:\n{_defused(summary)}\n</summary>"
 
 
-def person_turn(notes: str, elsewhere: Sequence[tuple[str, str]]) -> str:
+@dataclass(frozen=True)
+class Heard:
+    """One of the person's other conversations as the agent hears of it: its channel, its
+    rolling summary (None before it has one) and the latest message there."""
+
+    channel: str
+    summary: str | None
+    latest: str | None
+
+
+def person_turn(notes: str, elsewhere: Sequence[Heard]) -> str:
     """Who the agent is talking with, as the model gets it: the owner's notes on the person
-    and, where the agent may (``cross_channel_memory``), the latest they said on other
-    channels (``(channel, what they said)``), delimited and labelled."""
+    and, where the agent may (``cross_channel_memory``), a short account of their other
+    conversations (each one's summary, cut to :data:`ELSEWHERE_SUMMARY_CHARS`, and the latest
+    they said there), delimited and labelled."""
     lines = []
     if notes.strip():
         lines.append(f"The owner's notes on this person: {_defused(' '.join(notes.split()))}")
-    for channel, said in elsewhere:
-        lines.append(
-            f"Latest in their conversation on {_attribute(channel)}: {_defused(' '.join(said.split()))}"
-        )
+    for heard in elsewhere:
+        where = _attribute(heard.channel)
+        if heard.summary:
+            summary = " ".join(heard.summary.split())
+            if len(summary) > ELSEWHERE_SUMMARY_CHARS:
+                summary = "…" + summary[-ELSEWHERE_SUMMARY_CHARS:]  # the most recent part
+            lines.append(f"Their conversation on {where}, in short: {_defused(summary)}")
+        if heard.latest:
+            lines.append(
+                f"Latest in their conversation on {where}: {_defused(' '.join(heard.latest.split()))}"
+            )
     return "<person>\n" + "\n".join(lines) + "\n</person>"
 
 

@@ -63,6 +63,7 @@ class FoundMessage(msgspec.Struct, frozen=True):
 class Elsewhere(msgspec.Struct, frozen=True):
     """One of the same person's other conversations, as the agent hears of it."""
 
+    conversation_id: str
     channel: str
     last_message_at: datetime | None
     last_message_preview: str | None

@@ -57,7 +57,8 @@ def _received(seq: int, event: ev.MessageReceived) -> list[Statement]:
         "identity": identity, "contact": contacts.first_contact_id(identity), "tenant": event.tenant_id,
         "channel": event.data.channel, "connection": event.data.connection_id, "sender": sender.id,
         "name": sender.name or sender.id, "phone": contacts.phone_of(sender.id),
-        "email": sender.email or contacts.email_of(sender.id), "at": event.data.sent_at, "conversation": event.aggregate_id,
+        "email": sender.email or contacts.email_of(sender.id), "at": event.data.sent_at,
+        "conversation": event.aggregate_id,
     }  # fmt: skip
     return [
         (

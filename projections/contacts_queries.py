@@ -196,7 +196,7 @@ async def person_of(conn: Connection, conversation_id: str, *, elsewhere: int = 
     if row is None:
         return None
     cur = await conn.execute(
-        "SELECT channel, last_message_at, last_message_preview FROM ("
+        "SELECT conversation_id, channel, last_message_at, last_message_preview FROM ("
         " SELECT DISTINCT v.conversation_id, v.channel, v.last_message_at, v.last_message_preview"
         " FROM rm_contacts.identities i"
         " JOIN rm_contacts.identity_conversations ic ON ic.identity_id = i.identity_id"

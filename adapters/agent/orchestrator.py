@@ -67,7 +67,7 @@ from domain.models import (
     OnDelta,
 )
 from domain.ports import EventStore, StoredRecord
-from domain.reads import AgentReads, ConversationView, PastMessage, RunContext, TriggerContext
+from domain.reads import AgentReads, ConversationView, PastMessage, Person, RunContext, TriggerContext
 
 log = structlog.get_logger()
 
@@ -546,11 +546,7 @@ class Orchestrator:
         if facts:
             turns.insert(0, ChatTurn("user", policy.facts_turn(facts)))
         if person is not None:
-            elsewhere = [
-                (e.channel, e.last_message_preview)
-                for e in person.elsewhere
-                if agent.rules.cross_channel_memory and e.last_message_preview
-            ]
+            elsewhere = await self._heard_elsewhere(run, person) if agent.rules.cross_channel_memory else []
             if person.notes.strip() or elsewhere:
                 turns.insert(0, ChatTurn("user", policy.person_turn(person.notes, elsewhere)))
         request = ModelRequest(
@@ -615,6 +611,24 @@ class Orchestrator:
                 await self._nc.publish(subject, body)
                 raise_if_cancelled()  # a publish can swallow the cancellation
                 await asyncio.sleep(TYPING_EVERY)
+
+    async def _heard_elsewhere(self, run: _Run, person: Person) -> list[policy.Heard]:
+        """The person's other conversations as the agent may hear of them: each one's rolling
+        summary (its last ``conversation.summarized``, read in parallel) and latest message."""
+        tenant = run.trigger.tenant_id
+        stored = await asyncio.gather(*(
+            self._store.last_on(subjects.event_subject(
+                tenant, ev.CONVERSATION, other.conversation_id, ev.ConversationSummarized.TYPE
+            ))
+            for other in person.elsewhere
+        ))  # fmt: skip
+        heard = []
+        for other, record in zip(person.elsewhere, stored, strict=True):
+            event = await self._store.decode(record.data) if record is not None else None
+            summary = event.data.summary if isinstance(event, ev.ConversationSummarized) else None
+            if summary or other.last_message_preview:
+                heard.append(policy.Heard(other.channel, summary, other.last_message_preview))
+        return heard
 
     async def _memory(
         self, run: _Run, older: list[PastMessage], model: Model, stored: StoredRecord | None

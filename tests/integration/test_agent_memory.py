@@ -245,6 +245,13 @@ async def test_the_agent_knows_the_person_the_owners_notes_and_with_leave_their_
                 text="My order number is 4711.", sent_at=datetime.now(UTC),
             ),
         ),
+        ev.new_event(  # what the agent kept of the earlier part of that conversation
+            ev.ConversationSummarized, tenant_id=owner["tenant_id"], aggregate_id=elsewhere,
+            actor="agent", data=ev.ConversationSummarizedData(
+                summary="Lea: She ordered the blue kettle in May.", through_message_id="m_earlier",
+                through_sent_at=datetime.now(UTC), messages=6,
+            ),
+        ),
     ])  # fmt: skip
     there = contacts.first_contact_id(contacts.identity_id("cn_t", "tg:99"))
     await stack.wait_caught_up()
@@ -258,7 +265,7 @@ async def test_the_agent_knows_the_person_the_owners_notes_and_with_leave_their_
     await _until(lambda: _has_replies(api, owner, conversation, 2), "the second reply")
     asked = _asked(fake.requests[-1])
     assert "<person>" in asked and "VIP, prefers email." in asked
-    assert "4711" not in asked  # other channels only where the owner allows it
+    assert "4711" not in asked and "kettle" not in asked  # other channels only where the owner allows it
 
     # Cross-channel memory on: what she said on Telegram reaches the agent too.
     agents = (await api.get("/v1/agents", headers=_auth(owner))).json()
@@ -273,3 +280,4 @@ async def test_the_agent_knows_the_person_the_owners_notes_and_with_leave_their_
     await _until(lambda: _has_replies(api, owner, conversation, 3), "the third reply")
     asked = _asked(fake.requests[-1])
     assert "Latest in their conversation on telegram" in asked and "4711" in asked
+    assert "Their conversation on telegram, in short: Lea: She ordered the blue kettle in May." in asked

@@ -275,6 +275,21 @@ class ConnectionCredentialsRotated(Event, frozen=True, kw_only=True, tag="connec
     data: ConnectionCredentialsRotatedData
 
 
+class ConnectionBackfilledData(Payload, frozen=True):
+    since: datetime  # the oldest time the history reached back to
+    conversations: int  # with at least one message in that window
+    messages: int  # stored as backfill (a message already in the log is stored once)
+
+
+class ConnectionBackfilled(Event, frozen=True, kw_only=True, tag="connection.backfilled"):
+    """A cloud connection's recent history was brought in, once, when it was first connected
+    (``backfill`` on each message: shown, never answered or counted as unread). Recorded
+    after the history, so a session stopped half-way brings it in again on its next start."""
+
+    AGGREGATE = CONNECTION
+    data: ConnectionBackfilledData
+
+
 class ConnectionAgentSettingsChangedData(Payload, frozen=True):
     """Only the fields that are set change."""
 
@@ -961,6 +976,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object for msgspec's decoder
     ConnectionCreated,
     ConnectionStateChanged,
     ConnectionCredentialsRotated,
+    ConnectionBackfilled,
     ConnectionDeleted,
     ConnectionAgentSettingsChanged,
     ConnectionSenderRequested,

@@ -83,6 +83,14 @@ def examples() -> list[ev.Event]:
             ev.ConnectionCredentialsRotatedData(key_id="k2026-11"),
         ),
         (
+            ev.ConnectionBackfilled,
+            CONNECTION_ID,
+            connector,
+            ev.ConnectionBackfilledData(
+                since=datetime(2026, 3, 1, 9, 30, tzinfo=UTC), conversations=4, messages=87
+            ),
+        ),
+        (
             ev.ConversationCreated,
             CONVERSATION_ID,
             connector,

@@ -240,11 +240,11 @@ def _slack_connector(credentials: Credentials, endpoints: ProviderEndpoints) -> 
 
 
 async def _slack_session(env: SessionEnv) -> None:
-    if not env.secret.get("app_token"):
-        await _hold()  # the Events API: Slack posts to the gateway
-        return
-    from adapters.channels.slack.session import SlackSocketSession
+    from adapters.channels.slack.session import SlackSocketSession, events_api_session
 
+    if not env.secret.get("app_token"):
+        await events_api_session(env)  # the Events API: Slack posts to the gateway
+        return
     await SlackSocketSession(env).run()
 
 

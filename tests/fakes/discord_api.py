@@ -71,8 +71,14 @@ CREATE_MESSAGE = "POST /channels/{channel_id}/messages"
 EDIT_MESSAGE = "PATCH /channels/{channel_id}/messages/{message_id}"
 GET_APPLICATION = "GET /oauth2/applications/@me"
 TRIGGER_TYPING = "POST /channels/{channel_id}/typing"
+GET_MY_GUILDS = "GET /users/@me/guilds"
+GET_GUILD_CHANNELS = "GET /guilds/{guild_id}/channels"
+GET_MESSAGES = "GET /channels/{channel_id}/messages"
 _ROUTES = (
     (re.compile(r"^/users/@me$"), "GET", GET_ME),
+    (re.compile(r"^/users/@me/guilds$"), "GET", GET_MY_GUILDS),
+    (re.compile(r"^/guilds/(?P<guild_id>\d+)/channels$"), "GET", GET_GUILD_CHANNELS),
+    (re.compile(r"^/channels/(?P<channel_id>\d+)/messages$"), "GET", GET_MESSAGES),
     (re.compile(r"^/oauth2/applications/@me$"), "GET", GET_APPLICATION),
     (re.compile(r"^/gateway/bot$"), "GET", GET_GATEWAY_BOT),
     (re.compile(r"^/gateway$"), "GET", "GET /gateway"),
@@ -243,6 +249,7 @@ class FakeDiscord:
         self._failures: dict[str, list[_Failure]] = {}
         self._nonces: dict[tuple[str, str], Json] = {}
         self._ids = _Snowflakes()
+        self.history: dict[str, list[Json]] = {}  # channel id -> messages said before (GET …/messages)
         self._session_numbers = itertools.count(1)
 
     # --- bots, guilds, channels ------------------------------------------------------
@@ -294,6 +301,19 @@ class FakeDiscord:
         guild = {"id": guild_id, "name": name, "channels": listed, "threads": [], "unavailable": False}
         self._guilds[guild_id] = guild
         return guild
+
+    def said_before(self, channel_id: str, author: Json, content: str, *, ago: float) -> Json:
+        """A message ``ago`` seconds old in ``channel_id``'s history (``GET …/messages``)."""
+        at = datetime.now(UTC) - timedelta(seconds=ago)
+        message = self.message(channel_id, author, content)
+        snowflake = ((int(at.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22) | (int(message["id"]) & 0x3FFFFF)
+        message |= {"id": str(snowflake), "timestamp": _iso(at)}
+        self.history.setdefault(str(channel_id), []).append(message)
+        return message
+
+    def _last_message_id(self, channel_id: str) -> str | None:
+        ids = [int(m["id"]) for m in self.history.get(channel_id, [])]
+        return str(max(ids)) if ids else None
 
     def dm_channel(self, person: Json) -> str:
         """The id of a person's DM channel with the bot (made on first use)."""
@@ -506,7 +526,8 @@ class FakeDiscord:
                 raise ApiError(404, "404: Not Found")
             route_path = path[len(API) :]
             self.requests.append((method, route_path))
-            status, result = self._call(method, route_path, headers.get("authorization", ""), body)
+            query = dict(parse_qsl(scope.get("query_string", b"").decode()))
+            status, result = self._call(method, route_path, headers.get("authorization", ""), body, query)
         except ApiError as exc:
             await _json(send, exc.status, exc.body, exc.headers)
             return
@@ -516,7 +537,9 @@ class FakeDiscord:
             return
         await _json(send, status, result)
 
-    def _call(self, method: str, path: str, authorization: str, body: bytes) -> tuple[int, Any]:
+    def _call(
+        self, method: str, path: str, authorization: str, body: bytes, query: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         match, route = None, ""
         for pattern, route_method, name in _ROUTES:
             match = pattern.match(path)
@@ -541,6 +564,24 @@ class FakeDiscord:
                 "verify_key": "00" * 32, "flags": 0, "team": None, "approximate_guild_count": 1,
                 "approximate_user_install_count": 0,
             }  # fmt: skip
+        if route == GET_MY_GUILDS:
+            return 200, [{"id": g["id"], "name": g["name"], "icon": None, "owner": False, "permissions": "0",
+                          "features": []} for g in self._guilds.values()]  # fmt: skip
+        if route == GET_GUILD_CHANNELS:
+            guild_id = match["guild_id"]
+            if guild_id not in self._guilds:
+                raise ApiError(404, "Unknown Guild", 10004)
+            return 200, [
+                {**c.json(), "last_message_id": self._last_message_id(c.id)}
+                for c in self._channels.values() if c.guild_id == guild_id
+            ]  # fmt: skip
+        if route == GET_MESSAGES:
+            channel = self._channel(match["channel_id"])
+            if channel.id in self._forbidden:
+                raise ApiError(403, "Missing Access", 50001)
+            limit = int((query or {}).get("limit") or 50)
+            newest_first = sorted(self.history.get(channel.id, []), key=lambda m: int(m["id"]), reverse=True)
+            return 200, newest_first[:limit]
         if route == GET_GATEWAY_BOT:
             limit = {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}
             return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}

@@ -135,6 +135,7 @@ class FakeSlack:
         self.acks: list[str] = []  # envelope ids the Socket Mode client acknowledged
         self.envelopes: dict[str, Json] = {}  # every envelope pushed, by id
         self.connections_opened = 0
+        self.history: dict[str, list[Json]] = {}  # channel id -> messages posted before, oldest first
         self.emails: dict[tuple[str, str], str] = {}  # (team id, member id) -> their profile's e-mail
         self._bot_tokens: dict[str, Team] = {}
         self._app_tokens: dict[str, Team] = {}
@@ -475,6 +476,10 @@ class FakeSlack:
                 "bot_id": team.bot_id,
                 "is_enterprise_install": False,
             }
+        if method == "users.conversations":
+            return self._users_conversations(team, params)
+        if method == "conversations.history":
+            return self._conversations_history(team, params)
         if method == "users.info":
             member = str(params.get("user") or "")
             if not member.startswith("U"):
@@ -508,6 +513,40 @@ class FakeSlack:
             )
             return {}
         raise ApiError("unknown_method", 404)
+
+    def said_before(self, team: Team, channel: str, user: str, text: str, *, ago: float) -> Json:
+        """A message ``ago`` seconds old in ``channel``'s history (``conversations.history``)."""
+        stamp = time.time() - ago
+        message: Json = {
+            "type": "message", "user": user, "text": text, "ts": f"{stamp:.6f}", "team": team.id,
+            "client_msg_id": f"{self._number():08d}-0000-4000-8000-000000000000",
+        }  # fmt: skip
+        self.history.setdefault(channel, []).append(message)
+        self.history[channel].sort(key=lambda m: float(m["ts"]))
+        return message
+
+    def _users_conversations(self, team: Team, params: Json) -> Json:
+        """The bot's conversations, two per page (so a client must follow the cursor)."""
+        mine = [
+            c for c in self._channels.values() if c.team_id == team.id and c.bot_member and not c.archived
+        ]
+        start = int(params.get("cursor") or 0)
+        page = mine[start : start + 2]
+        channels = [
+            {"id": c.id, "name": c.name, "is_im": c.is_im, "is_mpim": False, "is_private": False,
+             "is_channel": not c.is_im}
+            for c in page
+        ]  # fmt: skip
+        following = str(start + 2) if start + 2 < len(mine) else ""
+        return {"channels": channels, "response_metadata": {"next_cursor": following}}
+
+    def _conversations_history(self, team: Team, params: Json) -> Json:
+        channel = self._channel(team, params)
+        oldest = float(params.get("oldest") or 0)
+        limit = int(params.get("limit") or 100)
+        found = [m for m in self.history.get(channel.id, []) if float(m["ts"]) > oldest]
+        newest_first = list(reversed(found))[:limit]
+        return {"messages": newest_first, "has_more": len(found) > limit}
 
     def _authorized(self, token: str | None, tokens: dict[str, Team]) -> Team:
         if not token:

@@ -183,6 +183,46 @@ async def test_a_guild_message_becomes_a_group_conversation_and_a_message(
     assert fake.heartbeats[-1] == session.seq  # heartbeats carry the last sequence
 
 
+async def test_on_connect_the_servers_recent_history_comes_in_once_marked_as_backfill(
+    store: EventStore, fake: FakeDiscord, token: str
+) -> None:
+    day = 86400.0
+    guild = fake.add_guild(GUILD, channels=("general", "random", "mods", "quiet"))
+    general, random_, mods, _quiet = (str(c["id"]) for c in guild["channels"])
+    fake.said_before(general, ADA, "Too old to bring in", ago=20 * day)
+    asked = fake.said_before(general, ADA, "Is the engine ready?", ago=2 * day)
+    fake.said_before(general, CHARLES, "Almost: the mill is done", ago=1 * day)
+    fake.said_before(random_, CHARLES, "Tea at five?", ago=3 * day)
+    fake.said_before(mods, ADA, "Private notes", ago=1 * day)
+    fake.forbid(mods, 50001, "Missing Access")  # the bot may not read it: skipped, the rest goes on
+    session = _session(store, fake, token)
+    async with _running(session):
+        events = await _wait_for(store, lambda log: bool(_of(log, ev.ConnectionBackfilled)))
+    received = _of(events, ev.MessageReceived)
+    assert [(e.aggregate_id, e.data.text) for e in received] == [
+        (conversation_id(CONNECTION, general), "Is the engine ready?"),  # oldest first, per channel
+        (conversation_id(CONNECTION, general), "Almost: the mill is done"),
+        (conversation_id(CONNECTION, random_), "Tea at five?"),
+    ]
+    assert all(e.data.backfill for e in received)
+    first = received[0].data
+    assert first.message_id == message_id(CONNECTION, general, asked["id"])  # as the gateway's would be
+    assert first.sent_at == _at(asked["timestamp"])
+    titles = {e.aggregate_id: e.data.title for e in _of(events, ev.ConversationCreated)}
+    assert titles[conversation_id(CONNECTION, general)] == f"#general ({GUILD})"
+    [done] = _of(events, ev.ConnectionBackfilled)
+    assert (done.data.conversations, done.data.messages) == (2, 3)
+
+    # Connected again: the log says it was done; no history is read or stored twice.
+    reads = sum(1 for method, path in fake.requests if method == "GET" and path.endswith("/messages"))
+    again = _session(store, fake, token)
+    async with _running(again):
+        await _until(lambda: again.state == "connected")
+        await asyncio.sleep(0.3)
+    assert sum(1 for method, path in fake.requests if method == "GET" and path.endswith("/messages")) == reads
+    assert len(_of(await _events(store), ev.MessageReceived)) == 3
+
+
 async def test_a_direct_message_is_a_direct_conversation_with_attachments(
     store: EventStore, fake: FakeDiscord, token: str
 ) -> None:

@@ -432,6 +432,56 @@ async def test_socket_mode_stores_an_envelope_acks_it_and_reports_connected(
     assert connected.data.message == "Connected to Slack workspace Analytical Engines as @moltbot"
 
 
+async def test_on_connect_the_recent_history_comes_in_once_marked_as_backfill(
+    store: EventStore, fake: FakeSlack, workspace: Workspace
+) -> None:
+    team = workspace.team
+    day = 86400.0
+    engine_room = fake.add_channel(team, "engine-room")
+    fake.said_before(team, engine_room, ADA, "Too old to bring in", ago=20 * day)
+    first = fake.said_before(team, engine_room, ADA, "Did the gears arrive?", ago=2 * day)
+    fake.said_before(team, engine_room, CHARLES, "Yes, on Tuesday", ago=1 * day)
+    direct = fake.add_channel(team, "ada", im=True)
+    fake.said_before(team, direct, ADA, "Can we talk tomorrow?", ago=3 * day)
+    fake.said_before(team, direct, ADA, "Or on Friday?", ago=3 * day - 60)
+    fake.add_channel(team, "quiet")  # nothing in the window: no conversation
+    fake.add_channel(team, "elsewhere", bot_member=False)  # the bot is not in it
+    # The newest history message also arrives live (Slack sends it while we read): stored once.
+    live = fake.message(team, engine_room, CHARLES, "Yes, on Tuesday", ts=fake.history[engine_room][-1]["ts"])
+    fake.push_event(live)
+    session = _session(store, fake, workspace)
+    async with _running(session):
+        events = await _wait_for(store, lambda log: bool(_of(log, ev.ConnectionBackfilled)))
+    received = _of(events, ev.MessageReceived)
+    assert sorted(e.data.text for e in received) == sorted(
+        ["Did the gears arrive?", "Yes, on Tuesday", "Can we talk tomorrow?", "Or on Friday?"]
+    )
+    history = [e for e in received if e.data.backfill]
+    assert {e.data.text for e in history} >= {
+        "Did the gears arrive?",
+        "Can we talk tomorrow?",
+        "Or on Friday?",
+    }
+    in_direct = [
+        e.data.text for e in history if e.aggregate_id == channel_conversation_id(CONNECTION, direct)
+    ]
+    assert in_direct == ["Can we talk tomorrow?", "Or on Friday?"]  # oldest first, as they were said
+    older = next(e for e in received if e.data.text == "Did the gears arrive?")
+    assert older.data.message_id == message_id(CONNECTION, engine_room, first["ts"])  # as if it came live
+    [done] = _of(events, ev.ConnectionBackfilled)
+    assert (done.data.conversations, done.data.messages) == (2, 4)
+    assert done.aggregate_id == CONNECTION and done.actor == f"connector:slack:{CONNECTION}"
+
+    # Connected again (a restart): the log says it was done; nothing is read or stored again.
+    reads = sum(1 for method, _ in fake.requests if method == "conversations.history")
+    again = _session(store, fake, workspace)
+    async with _running(again):
+        await _until(lambda: again.state == "connected")
+        await asyncio.sleep(0.3)
+    assert sum(1 for method, _ in fake.requests if method == "conversations.history") == reads
+    assert len(_of(await _events(store), ev.MessageReceived)) == 4
+
+
 async def test_socket_mode_acks_but_does_not_store_another_workspaces_envelope(
     store: EventStore, fake: FakeSlack, workspace: Workspace
 ) -> None:

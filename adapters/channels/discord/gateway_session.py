@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import hikari
+import httpx
 import structlog
 from hikari.errors import ShardCloseCode
 from hikari.impl import RESTClientImpl
@@ -22,9 +23,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from adapters.channels.backfill import backfill_once
 from adapters.channels.discord import KIND
 from adapters.channels.discord.client import clean_token, is_token_shaped, rest_app
-from adapters.channels.discord.normalize import Json
+from adapters.channels.discord.history import HistoryRefused, discord_history
+from adapters.channels.discord.normalize import Json, actor
 from adapters.channels.discord.session import DispatchInbox, download_attachment
 from adapters.channels.health import Refused, ReportingSession, Unreachable
 from adapters.nats.pull import raise_if_cancelled
@@ -135,6 +138,8 @@ class DiscordSession(ReportingSession):
         self._inbox = DispatchInbox(
             self._intake, tenant_id=self.tenant_id, connection_id=self.connection_id, log=self._log
         )
+        self._store = env.store
+        self._backfilling: asyncio.Task[object] | None = None  # the history, once per connection
 
     async def run(self) -> None:
         if not is_token_shaped(self._token):
@@ -150,7 +155,27 @@ class DiscordSession(ReportingSession):
                 await self._learn_owner(rest)
                 await self._stay_linked(lambda: self._connect(rest), unreachable=_UNREACHABLE_MESSAGE)
         finally:
+            if self._backfilling is not None:
+                self._backfilling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._backfilling
             await app.close()
+
+    def _backfill(self) -> None:
+        """Bring the recent history in, once per connection, beside the live dispatches."""
+        if self._backfilling is not None or self.bot_user_id is None:
+            return
+        history = discord_history(
+            self._token, self._api_base, tenant_id=self.tenant_id, connection_id=self.connection_id,
+            bot_user_id=self.bot_user_id, owner_user_id=self.owner_user_id, log=self._log,
+        )  # fmt: skip
+        self._backfilling = asyncio.create_task(
+            backfill_once(
+                self._store, self._intake, tenant_id=self.tenant_id, connection_id=self.connection_id,
+                actor=actor(self.connection_id), history=history,
+                errors=(HistoryRefused, httpx.HTTPError, ValueError), log=self._log,
+            )
+        )  # fmt: skip
 
     async def _learn_owner(self, rest: RESTClientImpl) -> None:
         """The application's owner (a team's owner for a team app): their messages are the
@@ -300,6 +325,7 @@ class DiscordSession(ReportingSession):
             self.bot_user_id = str(data["user"]["id"])
             self.bot_username = str(data["user"].get("username") or self.bot_user_id)
             await self._health.report("connected", "ok", f"Connected to Discord as {self.bot_username}")
+            self._backfill()
         elif name == "RESUMED":
             self._log.info("discord_resumed", session_id=self.session_id, seq=self.seq)
             await self._health.report("connected", "ok", f"Connected to Discord as {self.bot_username}")

@@ -95,6 +95,11 @@ def _mentions_bot(data: Json, bot_user_id: str) -> bool:
     return any(str(user.get("id")) == bot_user_id for user in data.get("mentions") or ())
 
 
+def channel_title(name: str, guild: str | None) -> str:
+    """A server channel's conversation title: ``#general (Analytical Engine Club)``."""
+    return f"#{name} ({guild})" if guild else f"#{name}"
+
+
 def conversation_created(
     payload: Json,
     *,

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.discord.normalize import Json, conversation_created, normalize
+from adapters.channels.discord.normalize import Json, channel_title, conversation_created, normalize
 from adapters.channels.errors import ProviderUnreachable
 from adapters.channels.inbound import Intake
 from domain import events as ev
@@ -37,8 +37,7 @@ class DispatchInbox:
             return
         if data.get("name") and data.get("id"):
             guild = self._guild_names.get(str(data.get("guild_id")))
-            title = f"#{data['name']}"
-            self._channel_titles[str(data["id"])] = f"{title} ({guild})" if guild else title
+            self._channel_titles[str(data["id"])] = channel_title(str(data["name"]), guild)
 
     async def store(self, message: Json, bot_user_id: str, owner_user_id: str | None = None) -> None:
         """Append what one message dispatch says (the channel's conversation first if new)."""

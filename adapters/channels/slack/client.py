@@ -20,6 +20,7 @@ from adapters.channels.errors import BadRequest, InstallRejected, ProviderUnreac
 API_BASE = "https://slack.com/api/"
 AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
 # The bot scopes an install asks for: read messages where the app is, write, see reactions,
+# list its conversations (the history brought in on connect: adapters/channels/slack/history.py),
 # and the senders' profile e-mail addresses (people across channels: adapters/channels/slack/people.py).
 BOT_SCOPES = (
     "app_mentions:read",
@@ -29,6 +30,10 @@ BOT_SCOPES = (
     "mpim:history",
     "chat:write",
     "reactions:read",
+    "channels:read",
+    "groups:read",
+    "im:read",
+    "mpim:read",
     "users:read",
     "users:read.email",
 )

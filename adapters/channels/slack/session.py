@@ -20,8 +20,11 @@ from slack_sdk.socket_mode.websockets import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 from websockets.exceptions import WebSocketException
 
+from adapters.channels.backfill import backfill_once
 from adapters.channels.errors import WrongWorkspace
 from adapters.channels.health import Refused, ReportingSession, Unreachable
+from adapters.channels.inbound import Intake
+from adapters.channels.normalize import connection_actor
 from adapters.channels.slack import KIND
 from adapters.channels.slack.client import (
     LINK_ERRORS,
@@ -33,6 +36,7 @@ from adapters.channels.slack.client import (
     identity_of,
     web_client,
 )
+from adapters.channels.slack.history import slack_history
 from adapters.channels.slack.normalize import check_workspace, delivery, inner
 from adapters.channels.slack.people import SlackPeople
 from adapters.nats.pull import raise_if_cancelled
@@ -110,11 +114,19 @@ class SlackSocketSession(ReportingSession):
         self._hello = asyncio.Event()
         self._recheck = asyncio.Event()  # Slack said tokens were revoked: ask again
         self._people = SlackPeople()
+        self._backfilling: asyncio.Task[None] | None = None  # the history, once per connection
+        self._env = env
 
     async def run(self) -> None:
         await self._health.report("connecting", "connecting", "Connecting to Slack…")
         web = web_client(self._bot_token, self._api_base)
-        await self._stay_linked(lambda: self._link(web), unreachable=_UNREACHABLE_MESSAGE)
+        try:
+            await self._stay_linked(lambda: self._link(web), unreachable=_UNREACHABLE_MESSAGE)
+        finally:
+            if self._backfilling is not None:
+                self._backfilling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._backfilling
 
     async def _identify(self, web: AsyncWebClient) -> WorkspaceIdentity:
         refused = Refused("token_revoked", _BOT_REFUSED_MESSAGE)
@@ -151,6 +163,10 @@ class SlackSocketSession(ReportingSession):
                 "ok",
                 f"Connected to Slack workspace {identity.team_name} as @{identity.bot_name}",
             )
+            if self._backfilling is None:  # beside the live events, which it never holds up
+                self._backfilling = asyncio.create_task(
+                    backfill(self._env, web, identity, self._intake, self._people, self._log)
+                )
             await self._receive(client, identity)
             return True  # lost, or tokens to check again: link again at once
         finally:
@@ -230,3 +246,49 @@ class SlackSocketSession(ReportingSession):
 
     async def _on_request(self, client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
         self._inbox.put_nowait(request)
+
+
+async def backfill(
+    env: SessionEnv,
+    web: AsyncWebClient,
+    bot: WorkspaceIdentity,
+    intake: Intake,
+    people: SlackPeople,
+    log: Any,
+) -> None:
+    """The connection's recent history, once (:mod:`adapters.channels.backfill`)."""
+    token = env.secret["token"]
+    history = slack_history(
+        web, bot, tenant_id=env.tenant_id, connection_id=env.connection_id,
+        owner_user_id=env.secret.get("owner_user_id"), people=people, token=token,
+        api_base=env.endpoints.slack_api_base,
+    )  # fmt: skip
+    await backfill_once(
+        env.store, intake, tenant_id=env.tenant_id, connection_id=env.connection_id,
+        actor=connection_actor(KIND, env.connection_id), history=history,
+        errors=(SlackApiError, *NETWORK_ERRORS), log=log,
+    )  # fmt: skip
+
+
+async def events_api_session(env: SessionEnv) -> None:
+    """An Events API connection's session: Slack posts its events to the gateway, so there is
+    nothing to receive here; it brings the recent history in (once), then holds the lease."""
+    bound = log.bind(tenant_id=env.tenant_id, connection_id=env.connection_id)
+    web = web_client(env.secret["token"], env.endpoints.slack_api_base)
+    try:
+        bot = identity_of(await web.auth_test())
+    except (SlackApiError, *NETWORK_ERRORS) as exc:
+        bound.warning("backfill_failed", error=repr(exc))
+    else:
+
+        async def download(attachment: ev.Attachment) -> bytes:
+            return await download_file(
+                env.secret["token"], attachment.provider_file_id, api_base=env.endpoints.slack_api_base
+            )
+
+        intake = Intake(
+            env.store, media=env.media, download=download, actor=connection_actor(KIND, env.connection_id),
+            log=bound, stored_as="slack_event_stored",
+        )  # fmt: skip
+        await backfill(env, web, bot, intake, SlackPeople(), bound)
+    await asyncio.Event().wait()

@@ -55,6 +55,18 @@ class SlackApp:
 
 
 @dataclass(frozen=True)
+class DiscordApp:
+    """The deployment's Discord application, for "Add to server" installs: its bot joins the
+    server, and each installed server is one connection (its session keeps to that server)."""
+
+    client_id: str
+    client_secret: str
+    bot_token: str
+    redirect_uri: str  # <public URL>/v1/channels/discord/oauth/callback
+    signing_secret: str = ""  # nothing is posted to us: the bot's gateway session receives
+
+
+@dataclass(frozen=True)
 class GatewayContext:
     store: LiveEventStore  # the event log (domain.ports), and its NATS connection for live signals
     pool: AsyncConnectionPool[Any]
@@ -67,6 +79,7 @@ class GatewayContext:
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)  # where providers are reached
     media: MediaStore | None = None  # where connectors keep attachments
     slack_app: SlackApp | None = None  # None: Slack connects by pasted tokens only
+    discord_app: DiscordApp | None = None  # None: Discord connects by pasted bot tokens only
     public_url: str | None = None  # where providers reach this gateway (webhooks), e.g. https://…
     # Rate limits and stream caps (gateway/limits.py); without a counter only the caps apply.
     limiter: Limiter = field(default_factory=lambda: Limiter(None, Limits()))
@@ -100,9 +113,10 @@ class GatewayContext:
             self.webhooks[kind] = make() if make is not None else None
         return self.webhooks[kind]
 
-    def channel_app(self, kind: str) -> SlackApp | None:
+    def channel_app(self, kind: str) -> SlackApp | DiscordApp | None:
         """The deployment's own app of a channel kind (OAuth installs, an app-wide webhook)."""
-        return self.slack_app if kind == "slack" else None
+        apps: dict[str, SlackApp | DiscordApp | None] = {"slack": self.slack_app, "discord": self.discord_app}
+        return apps.get(kind)
 
     async def verify_access(self, token: str) -> Caller:
         """The caller of an access token: the gateway's own, or the OIDC provider's when configured.

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from adapters.billing.config import StripeConfig
-    from gateway.context import GatewayContext, SlackApp
+    from gateway.context import DiscordApp, GatewayContext, SlackApp
     from gateway.limits import Limits
     from gateway.oidc import OidcConfig
     from moltbot.settings import Settings
@@ -449,6 +449,7 @@ class GatewayOptions(TypedDict, total=False):
     endpoints: ProviderEndpoints | None  # None: the providers' public APIs
     media: MediaStore | None
     slack_app: SlackApp | None
+    discord_app: DiscordApp | None
     public_url: str | None
     limits: Limits | None  # None: gateway/limits.py's defaults
     trusted_proxies: tuple[str, ...]
@@ -504,6 +505,7 @@ async def gateway_context(
                 endpoints=options.get("endpoints") or ProviderEndpoints(),
                 media=options.get("media"),
                 slack_app=options.get("slack_app"),
+                discord_app=options.get("discord_app"),
                 public_url=options.get("public_url"),
                 limiter=Limiter(RateCounter(pool), options.get("limits") or DefaultLimits()),
                 trusted_proxies=options.get("trusted_proxies", ()),

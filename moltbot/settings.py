@@ -34,7 +34,7 @@ from domain.billing import parse_prices
 from domain.envelope import Plan
 from domain.mail import Mailer
 from domain.plans import Catalog, parse_catalog
-from gateway.context import SlackApp
+from gateway.context import DiscordApp, SlackApp
 from gateway.limits import Limits
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     slack_client_id: str | None = None  # the deployment's Slack app ("Add to Slack")
     slack_client_secret: str | None = None
     slack_signing_secret: str | None = None
+    discord_client_id: str | None = None  # the deployment's Discord application ("Add to server")
+    discord_client_secret: str | None = None
+    discord_bot_token: str | None = None
     media_dir: Path  # where attachments are kept (local object storage)
     media_s3: S3Config | None = None  # MOLTBOT_MEDIA_S3_*: an S3-compatible bucket instead
     # Channel credentials at rest (adapters/vault): keys from the environment, else the key file.
@@ -158,6 +161,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             slack_client_id=environ.get("MOLTBOT_SLACK_CLIENT_ID") or None,
             slack_client_secret=environ.get("MOLTBOT_SLACK_CLIENT_SECRET") or None,
             slack_signing_secret=environ.get("MOLTBOT_SLACK_SIGNING_SECRET") or None,
+            discord_client_id=environ.get("MOLTBOT_DISCORD_CLIENT_ID") or None,
+            discord_client_secret=environ.get("MOLTBOT_DISCORD_CLIENT_SECRET") or None,
+            discord_bot_token=environ.get("MOLTBOT_DISCORD_BOT_TOKEN") or None,
             media_dir=Path(environ.get("MOLTBOT_MEDIA_DIR") or directory.resolve() / "media"),
             media_s3=_s3_config(environ),
             vault_keys=environ.get("MOLTBOT_VAULT_KEYS") or None,
@@ -274,6 +280,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redirect_uri=f"{public}/v1/channels/slack/oauth/callback",
         )
 
+    def discord_app(self) -> DiscordApp | None:
+        """The Discord application for "Add to server", when its three secrets are all set."""
+        if not (self.discord_client_id and self.discord_client_secret and self.discord_bot_token):
+            return None
+        return DiscordApp(
+            client_id=self.discord_client_id,
+            client_secret=self.discord_client_secret,
+            bot_token=self.discord_bot_token,
+            redirect_uri=f"{self.inbox_url()}/v1/channels/discord/oauth/callback",
+        )
+
     def gateway_options(self, *, models: ModelChoice, keyring: Keyring, media: MediaStore) -> GatewayOptions:
         """The gateway role's options (``run_gateway``'s keywords): these settings, and the
         models, vault keys and media store its caller made."""
@@ -284,6 +301,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "endpoints": self.endpoints,
             "media": media,
             "slack_app": self.slack_app(),
+            "discord_app": self.discord_app(),
             "public_url": self.public_url,
             "limits": self.limits,
             "trusted_proxies": self.trusted_proxies,

@@ -50,7 +50,7 @@ from adapters.vault.cipher import Keyring
 from adapters.vault.sealing import sealing
 from domain.mail import Mailer
 from domain.plans import Catalog
-from gateway.context import SlackApp
+from gateway.context import DiscordApp, SlackApp
 from gateway.limits import Limits
 from moltbot.roles import (
     CONNECTOR_KINDS,
@@ -327,6 +327,12 @@ def slack_app() -> SlackApp | None:
 
 
 @pytest.fixture
+def discord_app() -> DiscordApp | None:
+    """The deployment's Discord application for "Add to server" (a module with a fake sets one)."""
+    return None
+
+
+@pytest.fixture
 def plan_catalog() -> Catalog:
     """The plans the gateway and the agent hold inboxes to: plans.yaml (a module whose
     subject is not the plans may use :func:`roomy_catalog`)."""
@@ -410,6 +416,7 @@ async def api(
     keyring: Keyring,
     endpoints: ProviderEndpoints,
     slack_app: SlackApp | None,
+    discord_app: DiscordApp | None,
     public_url: str | None,
     media_store: MediaStore,
     channel_clients: dict[str, Any],
@@ -421,6 +428,7 @@ async def api(
     and connectors, each as in ``moltbot up``."""
     options = GatewayOptions(
         models=agent_models, keyring=keyring, endpoints=endpoints, media=media_store, slack_app=slack_app,
+        discord_app=discord_app,
         public_url=public_url, limits=limits, billing=billing, catalog=plan_catalog, mailer=mailer,
         email_verification=email_verification, push=push_config,
     )  # fmt: skip

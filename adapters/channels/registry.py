@@ -280,6 +280,12 @@ def _discord_connector(credentials: Credentials, endpoints: ProviderEndpoints) -
     return DiscordConnector(credentials, api_base=endpoints.discord_api_base)
 
 
+def _discord_installer() -> Installer:
+    from adapters.channels.discord.install import DiscordInstaller
+
+    return DiscordInstaller()
+
+
 async def _discord_session(env: SessionEnv) -> None:
     from adapters.channels.discord.gateway_session import DiscordSession
 
@@ -516,6 +522,7 @@ KINDS: Mapping[str, ChannelKind] = {
             connect_body=DiscordConnect,
             connect=_discord_connect,
             session=_discord_session,
+            installer=_discord_installer,
         ),
         ChannelKind(
             kind=whatsapp.KIND,

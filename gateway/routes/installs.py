@@ -76,7 +76,8 @@ def _app(ctx: GatewayContext, entry: ChannelKind) -> OAuthApp:
     app = ctx.channel_app(entry.kind)
     if app is None:
         prefix = f"MOLTBOT_{entry.kind.upper()}"
-        needs = f"{prefix}_CLIENT_ID, _CLIENT_SECRET and _SIGNING_SECRET"
+        third = "_BOT_TOKEN" if entry.kind == "discord" else "_SIGNING_SECRET"
+        needs = f"{prefix}_CLIENT_ID, _CLIENT_SECRET and {third}"
         raise NotConfigured(f"{entry.provider} installs need {needs}.")
     return app
 

@@ -923,12 +923,15 @@ $("try-it").addEventListener("click", async () => {
 
 // --- channels and usage -----------------------------------------------------------------------
 
-$("add-to-slack").addEventListener("click", async () => {
-  // The answer also sets an HttpOnly cookie (same-origin fetch) that binds the install to
-  // this browser; Slack brings the browser back to the callback, which asks to confirm.
-  const start = await api("/v1/channels/slack/install");
-  location.assign(start.url);
-});
+// "Add to Slack" and "Add to server" (Discord). The answer also sets an HttpOnly cookie
+// (same-origin fetch) that binds the install to this browser; the provider brings the
+// browser back to the callback, which asks to confirm.
+for (const [button, kind] of [["add-to-slack", "slack"], ["add-to-discord", "discord"]]) {
+  $(button).addEventListener("click", async () => {
+    const start = await api(`/v1/channels/${kind}/install`);
+    location.assign(start.url);
+  });
+}
 
 // A button that asks, DELETEs `path`, then reloads its list.
 function deleteButton(label, question, path, reload) {
@@ -943,11 +946,13 @@ function deleteButton(label, question, path, reload) {
 }
 
 async function loadChannels({ minSeq } = {}) {
-  // "Add to Slack" appears when this deployment has a Slack app configured. HEAD starts no
-  // install (a GET would, replacing the cookie of one in progress in another tab).
-  fetch("/v1/channels/slack/install", { method: "HEAD", headers: { Authorization: `Bearer ${state.session.access_token}` } })
-    .then((response) => { $("add-to-slack").hidden = !response.ok; })
-    .catch(() => {});
+  // "Add to Slack" / "Add to server" appear when this deployment has that app configured.
+  // HEAD starts no install (a GET would, replacing the cookie of one in progress in another tab).
+  for (const [button, kind] of [["add-to-slack", "slack"], ["add-to-discord", "discord"]]) {
+    fetch(`/v1/channels/${kind}/install`, { method: "HEAD", headers: { Authorization: `Bearer ${state.session.access_token}` } })
+      .then((response) => { $(button).hidden = !response.ok; })
+      .catch(() => {});
+  }
   // As of the event that asked for it: the read model may not have it yet.
   const channels = await api("/v1/channels", { params: { min_seq: minSeq } });
   const list = $("channel-list");

@@ -72,11 +72,13 @@ EDIT_MESSAGE = "PATCH /channels/{channel_id}/messages/{message_id}"
 GET_APPLICATION = "GET /oauth2/applications/@me"
 TRIGGER_TYPING = "POST /channels/{channel_id}/typing"
 GET_MY_GUILDS = "GET /users/@me/guilds"
+OAUTH_TOKEN = "POST /oauth2/token"
 GET_GUILD_CHANNELS = "GET /guilds/{guild_id}/channels"
 GET_MESSAGES = "GET /channels/{channel_id}/messages"
 _ROUTES = (
     (re.compile(r"^/users/@me$"), "GET", GET_ME),
     (re.compile(r"^/users/@me/guilds$"), "GET", GET_MY_GUILDS),
+    (re.compile(r"^/oauth2/token$"), "POST", OAUTH_TOKEN),
     (re.compile(r"^/guilds/(?P<guild_id>\d+)/channels$"), "GET", GET_GUILD_CHANNELS),
     (re.compile(r"^/channels/(?P<channel_id>\d+)/messages$"), "GET", GET_MESSAGES),
     (re.compile(r"^/oauth2/applications/@me$"), "GET", GET_APPLICATION),
@@ -250,6 +252,8 @@ class FakeDiscord:
         self._nonces: dict[tuple[str, str], Json] = {}
         self._ids = _Snowflakes()
         self.history: dict[str, list[Json]] = {}  # channel id -> messages said before (GET …/messages)
+        self._oauth_clients: dict[str, tuple[str, str]] = {}  # client id -> (secret, bot token)
+        self._codes: dict[str, tuple[str, str, str]] = {}  # code -> (client id, guild id, redirect uri)
         self._session_numbers = itertools.count(1)
 
     # --- bots, guilds, channels ------------------------------------------------------
@@ -314,6 +318,42 @@ class FakeDiscord:
     def _last_message_id(self, channel_id: str) -> str | None:
         ids = [int(m["id"]) for m in self.history.get(channel_id, [])]
         return str(max(ids)) if ids else None
+
+    def add_application(self, token: str) -> tuple[str, str]:
+        """The OAuth2 client of the bot ``token``'s application: (client id, client secret)."""
+        bot = self._bots[token]
+        secret = secrets.token_urlsafe(24)
+        self._oauth_clients[bot.application_id] = (secret, token)
+        return bot.application_id, secret
+
+    def authorize(self, client_id: str, guild_id: str, redirect_uri: str) -> str:
+        """A person with Manage Server added the application's bot to ``guild_id`` on Discord's
+        consent page: the code Discord sends the browser back with."""
+        code = secrets.token_urlsafe(16)
+        self._codes[code] = (client_id, guild_id, redirect_uri)
+        return code
+
+    def _exchange_code(self, authorization: str, form: dict[str, str]) -> Json:
+        try:
+            client_id, _, secret = (
+                base64.b64decode(authorization.removeprefix("Basic ")).decode().partition(":")
+            )
+        except ValueError:
+            raise ApiError(401, "invalid_client", error="invalid_client") from None
+        known = self._oauth_clients.get(client_id)
+        if known is None or not secrets.compare_digest(known[0], secret):
+            raise ApiError(401, "invalid_client", error="invalid_client")
+        granted = self._codes.pop(form.get("code", ""), None)
+        if form.get("grant_type") != "authorization_code" or granted is None or granted[0] != client_id:
+            raise ApiError(400, "invalid_grant", error="invalid_grant")
+        if granted[2] != form.get("redirect_uri"):
+            raise ApiError(400, "invalid_grant", error="invalid_grant")
+        guild = self._guilds[granted[1]]
+        return {
+            "access_token": secrets.token_urlsafe(20), "token_type": "Bearer", "expires_in": 604800,
+            "refresh_token": secrets.token_urlsafe(20), "scope": "bot",
+            "guild": {"id": guild["id"], "name": guild["name"], "icon": None, "owner_id": "1"},
+        }  # fmt: skip
 
     def dm_channel(self, person: Json) -> str:
         """The id of a person's DM channel with the bot (made on first use)."""
@@ -550,6 +590,8 @@ class FakeDiscord:
             raise ApiError(404, "404: Not Found")
         if route == "GET /gateway":
             return 200, {"url": self.gateway_url}
+        if route == OAUTH_TOKEN:
+            return 200, self._exchange_code(authorization, dict(parse_qsl(body.decode())))
         token = authorization.removeprefix("Bot ").strip()
         if not authorization.startswith("Bot ") or token not in self.valid_tokens:
             raise ApiError(401, "401: Unauthorized")

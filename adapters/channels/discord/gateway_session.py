@@ -139,6 +139,9 @@ class DiscordSession(ReportingSession):
             self._intake, tenant_id=self.tenant_id, connection_id=self.connection_id, log=self._log
         )
         self._store = env.store
+        # Added to a server with "Add to server": the deployment's bot, shared by every inbox
+        # that installed it; this connection is that one server's (None: a pasted bot of its own).
+        self._guild_id = env.secret.get("guild_id") or None
         self._backfilling: asyncio.Task[object] | None = None  # the history, once per connection
 
     async def run(self) -> None:
@@ -152,7 +155,8 @@ class DiscordSession(ReportingSession):
         await app.start()
         try:
             async with app.acquire(self._token, hikari.TokenType.BOT) as rest:
-                await self._learn_owner(rest)
+                if self._guild_id is None:  # a shared bot's application owner is the deployment's
+                    await self._learn_owner(rest)
                 await self._stay_linked(lambda: self._connect(rest), unreachable=_UNREACHABLE_MESSAGE)
         finally:
             if self._backfilling is not None:
@@ -168,6 +172,7 @@ class DiscordSession(ReportingSession):
         history = discord_history(
             self._token, self._api_base, tenant_id=self.tenant_id, connection_id=self.connection_id,
             bot_user_id=self.bot_user_id, owner_user_id=self.owner_user_id, log=self._log,
+            guild_id=self._guild_id,
         )  # fmt: skip
         self._backfilling = asyncio.create_task(
             backfill_once(
@@ -329,12 +334,22 @@ class DiscordSession(ReportingSession):
         elif name == "RESUMED":
             self._log.info("discord_resumed", session_id=self.session_id, seq=self.seq)
             await self._health.report("connected", "ok", f"Connected to Discord as {self.bot_username}")
+        elif not self._ours(name, data):
+            pass  # another server's (or a DM to the shared bot): another inbox's, or no one's
         elif name in ("GUILD_CREATE", "GUILD_UPDATE", "CHANNEL_CREATE", "CHANNEL_UPDATE", "THREAD_CREATE"):
             self._inbox.remember_names(name, data)
         else:
             await self._inbox.store(message, self.bot_user_id or "", self.owner_user_id)
         if isinstance(message.get("s"), int):
             self.seq = message["s"]  # only now: a RESUME replays from here
+
+    def _ours(self, name: str | None, data: Json) -> bool:
+        """Whether a dispatch is this connection's: all of them for a bot of its own; for the
+        shared bot, only its server's (a GUILD_* names the server by ``id``)."""
+        if self._guild_id is None:
+            return True
+        guild = data.get("id") if name in ("GUILD_CREATE", "GUILD_UPDATE") else data.get("guild_id")
+        return str(guild) == self._guild_id
 
 
 async def _send(socket: ClientConnection, payload: Json) -> None:

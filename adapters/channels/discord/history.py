@@ -43,7 +43,10 @@ def discord_history(
     bot_user_id: str,
     owner_user_id: str | None,
     log: Any,
+    guild_id: str | None = None,
 ) -> History:
+    """``guild_id``: that server only (a connection added with "Add to server")."""
+
     def events_of(message: Json, guild: Json, title: str) -> Delivered:
         dispatch = {"op": 0, "t": "MESSAGE_CREATE", "d": {**message, "guild_id": guild["id"]}}
         events = normalize(
@@ -75,7 +78,8 @@ def discord_history(
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bot {token}"}, timeout=15
         ) as http:
-            for guild in await _get(http, "/users/@me/guilds"):
+            guilds = await _get(http, "/users/@me/guilds")
+            for guild in (g for g in guilds if guild_id is None or str(g["id"]) == guild_id):
                 for found in await _get(http, f"/guilds/{guild['id']}/channels"):
                     last = found.get("last_message_id")
                     if found.get("type") in _TEXT_CHANNELS and last and snowflake_time(last) >= since:

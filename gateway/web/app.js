@@ -965,7 +965,34 @@ async function loadChannels({ minSeq } = {}) {
     list.append(item);
     if (PAIRING_CODES.includes(c.state_code)) showPairingCode(item, c.connection_id).catch(() => {});
   }
+  loadSignalDevices().catch(() => {});
 }
+
+// Signal runs on a paired device whose bridge offers it: those are the choices.
+async function loadSignalDevices() {
+  const { items } = await api("/v1/devices");
+  const hosts = items.filter((d) => d.state !== "revoked" && d.capabilities.includes("signal.read"));
+  const select = $("signal-device");
+  select.replaceChildren(...hosts.map((d) => el("option", { value: d.device_id }, `${d.name} (${d.state})`)));
+  select.disabled = !hosts.length;
+  $("signal-form").querySelector("button").disabled = !hosts.length;
+  if (!hosts.length) $("signal-result").textContent = "No computer offers Signal yet: pair one on the Bridge page and start moltbot bridge run on it.";
+  else if ($("signal-result").textContent.startsWith("No computer")) $("signal-result").textContent = "";
+}
+
+$("signal-form").addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const result = $("signal-result");
+  result.textContent = "Asking the bridge to start Signal…";
+  try {
+    const accepted = await api("/v1/channels/signal/connect", { method: "POST", body: { device_id: submit.target.elements.device_id.value } });
+    result.textContent = "A QR code appears above in a moment: scan it with Signal on your phone (Settings → Linked devices).";
+    await api("/v1/channels", { params: { min_seq: accepted.seq } });
+    loadChannels();
+  } catch (error) {
+    result.textContent = error.message;
+  }
+});
 
 // Who the agent answers in a channel's direct messages: anyone, people approved after it sent
 // them a code, or only people approved.
@@ -982,9 +1009,9 @@ function dmPolicySelect(c) {
   return select;
 }
 
-// A channel that links with a phone (WhatsApp) shows its code while it asks for one; the
-// codes rotate, and each new one arrives on the event stream (channel.qr) too.
-const PAIRING_CODES = ["qr_required", "pair_code_required"];
+// A channel that links with a phone (WhatsApp, Signal) shows its code while it asks for one;
+// the codes rotate, and each new one arrives on the event stream (channel.qr) too.
+const PAIRING_CODES = ["qr_required", "pair_code_required", "link_required"];
 async function showPairingCode(item, connectionId) {
   let code;
   try {
@@ -993,7 +1020,7 @@ async function showPairingCode(item, connectionId) {
     return; // no code right now (it expired, or the channel is paired): its state says why
   }
   const box = el("div", { class: "qr", "data-connection": connectionId });
-  if (code.kind === "qr") box.append(el("img", { src: code.image, alt: "QR code to scan with WhatsApp on your phone" }));
+  if (code.kind === "qr") box.append(el("img", { src: code.image, alt: "QR code to scan with the app on your phone" }));
   else box.append(el("p", {}, "Type this code on your phone: ", el("strong", { class: "code" }, code.code)));
   box.append(el("small", { class: "muted" }, `Valid until ${new Date(code.expires_at).toLocaleTimeString()}.`));
   const old = item.querySelector(".qr");
@@ -1037,6 +1064,19 @@ const TOKEN_CHANNELS = [
     body: (form) => ({ bot_token: form.bot_token.value.trim(), app_token: form.app_token.value.trim() }),
     tryIt: "Mention the app in a channel to try it.",
   },
+  {
+    channel: "teams",
+    checking: "Checking the app with Microsoft…",
+    body: (form) => {
+      const fields = { app_id: form.app_id.value.trim(), client_secret: form.client_secret.value.trim() };
+      if (form.tenant_id.value.trim()) fields.tenant_id = form.tenant_id.value.trim();
+      return fields;
+    },
+    // Azure must be told where to post: the connection's own messaging endpoint.
+    tryIt: (accepted) => accepted.webhook_url
+      ? `Now, in Azure, set the bot's Messaging endpoint to ${accepted.webhook_url} and write to it in Teams.`
+      : "Set MOLTBOT_PUBLIC_URL so Teams can reach this inbox, then connect again.",
+  },
 ];
 
 for (const { channel, checking, body, tryIt } of TOKEN_CHANNELS) {
@@ -1047,7 +1087,7 @@ for (const { channel, checking, body, tryIt } of TOKEN_CHANNELS) {
     try {
       const accepted = await api(`/v1/channels/${channel}/connect`, { method: "POST", body: body(submit.target.elements) });
       submit.target.reset();
-      result.textContent = `Connected ${accepted.display_name}. ${tryIt}`;
+      result.textContent = `Connected ${accepted.display_name}. ${typeof tryIt === "function" ? tryIt(accepted) : tryIt}`;
       await api("/v1/channels", { params: { min_seq: accepted.seq } });
       loadChannels();
     } catch (error) {

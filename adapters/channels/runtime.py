@@ -9,6 +9,10 @@ the connector talk to its provider, and record the outcome as events.
 - A permanent failure (``SendRejected``), or the last allowed delivery failing, records
   ``message.send_failed`` (the inbox shows it) and a dead letter
   (``dlq.connector-<kind>.send_failed``), and terminates the command.
+- A command delivered again (the connector died after the provider took it) is first
+  looked up in the log: if its ``message.sent`` is there, it is acked without a second
+  send. A process that dies between the provider's answer and that record can still send
+  twice where the provider has no idempotency key (docs/connectors.md).
 - A command that cannot be read is dead-lettered as ``malformed``; the runtime goes on.
 - ``edit_message`` (the agent's reply growing in place, for connectors that edit): an edit
   before the final one is tried once (the next one carries more text); the final one is
@@ -28,6 +32,8 @@ from nats.aio.msg import Msg
 from adapters.nats.consume import consume
 from adapters.nats.dead_letters import DeadLetter, DeadLetters
 from adapters.nats.pull import raise_if_cancelled
+from domain import events as ev
+from domain import subjects
 from domain.commands import (
     EDIT_MESSAGE,
     SEND_MESSAGE,
@@ -45,6 +51,16 @@ log = structlog.get_logger()
 COMMANDS_STREAM = "COMMANDS"
 DEFAULT_BACKOFF = (5.0, 15.0, 60.0, 300.0)
 PROGRESS_EVERY = 2.0  # seconds between "still working" signals while a provider is slow
+
+
+class _ConfirmedId(msgspec.Struct):
+    message_id: str
+
+
+class _Confirmation(msgspec.Struct):
+    """Just enough of a stored ``message.sent`` to name its message (never sealed)."""
+
+    data: _ConfirmedId
 
 
 def consumer_name(kind: str) -> str:
@@ -97,6 +113,10 @@ class ConnectorRuntime:
             await msg.term()
             return
         deliveries = msg.metadata.num_delivered
+        if deliveries > 1 and await self._recorded_as_sent(command):
+            log.info("send_already_recorded", message_id=command.message_id, attempt=deliveries)
+            await msg.ack()
+            return
         progress = asyncio.create_task(_keep_in_progress(msg))
         try:
             delivered = await self.connector.send(command)
@@ -124,6 +144,17 @@ class ConnectorRuntime:
         sent = sent_event(command, delivered.provider_message_id, delivered.sent_at, self._actor)
         await self._store.append(sent)
         await msg.ack()
+
+    async def _recorded_as_sent(self, command: SendMessage) -> bool:
+        """Whether the log has this message's ``message.sent`` (read only for a command
+        delivered again, from its conversation's confirmations)."""
+        subject = subjects.event_subject(
+            command.tenant_id, ev.CONVERSATION, command.conversation_id, ev.MessageSent.TYPE
+        )
+        async for record in self._store.read(subject=subject):
+            if msgspec.json.decode(record.data, type=_Confirmation).data.message_id == command.message_id:
+                return True
+        return False
 
     async def _edit(self, msg: Msg, command: EditMessage) -> None:
         connector: EditingConnector = self.connector  # type: ignore[assignment]  # its capabilities say so

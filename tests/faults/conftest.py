@@ -22,6 +22,7 @@ from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import provision_login_role
 from tests.conftest import PRODUCT_PASSWORD, PRODUCT_ROLE, nats_users, permission_violations
 from tests.fakes.anthropic_api import fake_anthropic, text
+from tests.fakes.teams_api import fake_teams
 from tests.faults.audit import describe
 from tests.faults.plant import REPO_ROOT, Plant
 
@@ -71,11 +72,19 @@ async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIt
     async with (
         NatsServer(tmp_path / "nats", users=nats_users()) as nats,
         fake_anthropic(otherwise=text("We open at nine, every day.")) as model,
+        fake_teams() as teams,
     ):
         nc = await connect(nats.login_url(), name="faults-setup")
         await apply_streams(nc, load_streams_file(REPO_ROOT / "streams.yaml"))
         await nc.close()
-        product = Plant(tmp_path, nats, restartable_postgres, database_url, model_url=model.base_url)
+        providers = {
+            "MOLTBOT_TEAMS_LOGIN_BASE": teams.login_base,
+            "MOLTBOT_TEAMS_OPENID_URL": teams.openid_url,
+        }
+        product = Plant(
+            tmp_path, nats, restartable_postgres, database_url, model_url=model.base_url, providers=providers
+        )
+        product.teams = teams
         await product.start_all()
         try:
             yield product

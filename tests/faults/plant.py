@@ -1,8 +1,10 @@
 """The product as separate processes over real servers, so a fault can hit one part.
 
 Each role runs as its own ``moltbot`` process, as an operator would deploy it: gateway,
-projection workers, agent (offline model), outbox and the webchat connector. A role can
-be SIGKILLed and started again; nats-server and PostgreSQL can be restarted under them.
+projection workers, agent (offline model), outbox and the webchat connector; the Teams
+connector is started by the fault that needs it (against a local fake of Microsoft's side).
+A role can be SIGKILLed and started again; nats-server and PostgreSQL can be restarted
+under them.
 Each role signs in to NATS as its own user (given by environment, as a deployment does)
 and to PostgreSQL as the product's login role, which is no superuser.
 """
@@ -25,6 +27,7 @@ from adapters.nats import permissions
 from adapters.nats.connection import connect
 from adapters.postgres.database import connection as pg_connection
 from projections.registry import all_projections
+from tests.fakes.teams_api import FakeTeams
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +38,7 @@ NATS_USERS = {
     "agent": permissions.AGENT,
     "outbox": permissions.OUTBOX,
     "connector": permissions.connector_role("webchat"),
+    "connector-teams": permissions.connector_role("teams"),
 }
 
 ROLES: dict[str, tuple[str, ...]] = {
@@ -43,12 +47,15 @@ ROLES: dict[str, tuple[str, ...]] = {
     "agent": ("agent",),
     "outbox": ("outbox",),
     "connector": ("connector", "webchat"),
+    "connector-teams": ("connector", "teams"),
 }
+ON_DEMAND = frozenset({"connector-teams"})  # started by the fault that uses it
 
 CONSUMERS = {
     "agent": ("EVENTS", "agent"),
     "outbox": ("EVENTS", "outbox"),
     "connector": ("COMMANDS", "connector-webchat"),
+    "connector-teams": ("COMMANDS", "connector-teams"),
 }
 
 
@@ -72,9 +79,17 @@ class Plant:
     """Every role of the product as a child process, over one nats-server and one database."""
 
     def __init__(
-        self, work: Path, nats: NatsServer, postgres: PostgresServer, database_url: str, *, model_url: str
+        self,
+        work: Path,
+        nats: NatsServer,
+        postgres: PostgresServer,
+        database_url: str,
+        *,
+        model_url: str,
+        providers: dict[str, str] | None = None,
     ) -> None:
         self.model_url = model_url  # the agent's model: a local fake of Anthropic's API
+        self.providers = providers or {}  # MOLTBOT_*_BASE of the providers' local fakes
         self.work = work
         self.nats = nats
         self.postgres = postgres
@@ -82,6 +97,7 @@ class Plant:
         self.port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.port}"
         self._processes: dict[str, ManagedProcess] = {}
+        self.teams: FakeTeams | None = None  # Microsoft's side, for the Teams connector's fault
 
     def _env(self, role: str) -> dict[str, str]:
         user = NATS_USERS[role]
@@ -93,6 +109,7 @@ class Plant:
             "MOLTBOT_DATABASE_URL": self.database_url,
             "MOLTBOT_DATA_DIR": str(self.work / "data"),
             "MOLTBOT_GATEWAY_PORT": str(self.port),
+            "MOLTBOT_PUBLIC_URL": self.gateway_url,  # where providers post (Teams' webhook)
             "MOLTBOT_LOG_FORMAT": "json",
             "MOLTBOT_AGENT_DEBOUNCE": "0.3",
             "MOLTBOT_ANTHROPIC_API_KEY": "sk-ant-faults-fake-key",
@@ -111,6 +128,7 @@ class Plant:
                 "0",
             ),
             "PYTHONPATH": str(REPO_ROOT),
+            **self.providers,
         }
 
     async def start(self, role: str, *, wait: bool = False) -> None:
@@ -131,7 +149,8 @@ class Plant:
 
     async def start_all(self) -> None:
         await self.start("gateway")  # first: it creates the shared key files the others read
-        await asyncio.gather(*(self.start(role, wait=True) for role in ROLES if role != "gateway"))
+        others = [role for role in ROLES if role != "gateway" and role not in ON_DEMAND]
+        await asyncio.gather(*(self.start(role, wait=True) for role in others))
 
     async def kill(self, role: str) -> None:
         await self._processes[role].kill()

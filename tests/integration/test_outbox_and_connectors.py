@@ -20,7 +20,7 @@ from adapters.nats.outbox import Outbox
 from adapters.postgres.database import connection as pg_connection
 from domain import events as ev
 from domain import ids
-from domain.commands import SendMessage
+from domain.commands import SendMessage, sent_event
 from domain.connectors import Capabilities, Delivered, SendDeferred, SendRejected
 from projections.registry import by_name
 from tests.integration.conftest import Stack
@@ -222,3 +222,31 @@ async def test_a_slow_provider_keeps_its_command_and_sends_once(stack: Stack, nc
         await asyncio.gather(*tasks, return_exceptions=True)
     assert started == [message_id]
     assert provider.delivered == [message_id]
+
+
+async def test_a_command_delivered_again_after_its_confirmation_was_recorded_is_not_sent_twice(
+    stack: Stack, nc: Client
+) -> None:
+    """The connector recorded ``message.sent`` and died before acking (here: the first
+    attempt records it, then fails as a crash would): the command comes back, the runtime
+    finds the confirmation in the log and acks without asking the provider again."""
+
+    class DiesAfterRecording(ScriptedProvider):
+        async def send(self, command: SendMessage) -> Delivered:
+            delivered = await super().send(command)
+            if self.attempts[command.message_id] == 1:
+                sent = sent_event(
+                    command, delivered.provider_message_id, delivered.sent_at, "connector:webchat"
+                )
+                await stack.store.append(sent)
+                raise RuntimeError("the process died before its ack")
+            return delivered
+
+    provider = DiesAfterRecording(lambda attempt: None)
+    conversation = await _conversation(stack)
+    async with _running(stack, nc, provider):
+        message_id = await _request(stack, conversation, "only once, please")
+        await _status(stack, message_id, "sent")
+        await asyncio.sleep(0.5)  # the redelivery (backoff 0.05 s) has come and gone
+    assert provider.attempts[message_id] == 1  # never asked again
+    assert [e.type for e in await _outcomes(stack, message_id)] == ["message.send_requested", "message.sent"]

@@ -3,9 +3,10 @@
 1. **Identity.** The cloud sends a fresh nonce; the device signs it with the key it paired
    (``device.paired`` holds the public key). An unknown, revoked or wrongly signed device
    is closed with 4401/4403 before anything else happens.
-2. **Connections.** Each bridge kind the device can read gets its connection (one per
-   device and kind, made on first offer, ``mode: bridge``); a connection a person removed
-   stays removed.
+2. **Connections.** Each bridge kind the device can read and nobody connects (iMessage)
+   gets its connection (one per device and kind, made on first offer, ``mode: bridge``); a
+   connection a person removed stays removed. The kinds a person connects to run on the
+   device (WhatsApp, Signal) are the device's connections of those kinds.
 3. **Inbound.** Each ``event`` is checked (:func:`domain.devices.refusal`, and that the
    conversation is the device's), appended (dedupe keys as for every channel) and acked
    by its local sequence; an event refused for good is dead-lettered
@@ -54,14 +55,18 @@ HELLO_TIMEOUT = 10.0
 FILE_TIMEOUT = 120.0  # an attachment of up to 20 MiB, through the tunnel
 COMMAND_TIMEOUT = 55.0  # a device that does not answer a send in this time: try again later
 PAIRING_LAG = 5.0  # a device paired a moment ago may not be in the read model yet
-# The kinds that run on a device only: their connections are made by the tunnel.
 # Why the cloud closes a tunnel when told to (bridge_relay.close_device's reasons).
 _CLOSINGS = {
     "revoked": (t.CLOSE_REVOKED, "this device was revoked"),
     "replaced": (t.CLOSE_REPLACED, "the device opened a newer tunnel"),
     "reconnect": (t.CLOSE_RECONNECT, "the device's connections changed: open the tunnel again"),
 }
-BRIDGE_KINDS = tuple(kind for kind, entry in KINDS.items() if entry.runs_on == frozenset({"bridge"}))
+# The kinds that run on a device only and that nobody connects (iMessage): the tunnel makes
+# their connections when a device offers them. A kind its owner connects (Signal) is made by
+# POST /v1/channels/{kind}/connect, and the device is welcomed with it.
+BRIDGE_KINDS = tuple(
+    kind for kind, entry in KINDS.items() if entry.runs_on == frozenset({"bridge"}) and entry.connect is None
+)
 
 
 class TunnelSession:

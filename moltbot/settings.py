@@ -23,6 +23,7 @@ import msgspec
 
 from adapters.billing.config import METER_EVENT, STRIPE_API, StripeConfig
 from adapters.channels.endpoints import ProviderEndpoints
+from adapters.channels.signal.config import SignalSetup
 from adapters.mail.factory import mailer as make_mailer
 from adapters.mail.outbox import outbox_folder
 from adapters.media.s3 import S3Config, S3MediaStore
@@ -80,6 +81,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # agent would answer (one short call per message; domain/agent.py INJECTION_CHECK_SYSTEM)
     agent_injection_check: bool = False
     endpoints: ProviderEndpoints = ProviderEndpoints()  # MOLTBOT_TELEGRAM_API_BASE and the like
+    # The Personal Bridge's Signal (adapters/channels/signal/config.py): MOLTBOT_SIGNAL_CLI, the
+    # signal-cli program it starts (default: signal-cli on the PATH); or MOLTBOT_SIGNAL_RPC, a
+    # signal-cli daemon already running (unix:/path, tcp://host:port, http://host:port), with
+    # MOLTBOT_SIGNAL_ACCOUNT, an account that daemon has, to use instead of linking one.
+    signal: SignalSetup = SignalSetup()
     public_url: str | None = None  # where people reach the gateway (OAuth redirects)
     slack_client_id: str | None = None  # the deployment's Slack app ("Add to Slack")
     slack_client_secret: str | None = None
@@ -157,6 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             agent_injection_check=environ.get("MOLTBOT_AGENT_INJECTION_CHECK", "").lower()
             in ("1", "true", "yes"),
             endpoints=ProviderEndpoints.from_environ(environ),
+            signal=SignalSetup.from_environ(environ),
             public_url=(environ.get("MOLTBOT_PUBLIC_URL") or "").rstrip("/") or None,
             slack_client_id=environ.get("MOLTBOT_SLACK_CLIENT_ID") or None,
             slack_client_secret=environ.get("MOLTBOT_SLACK_CLIENT_SECRET") or None,

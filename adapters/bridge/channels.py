@@ -7,11 +7,12 @@ import importlib.util
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from adapters.bridge.local_store import LocalStore
+from adapters.channels.signal.config import SignalSetup
 from domain import tunnel as t
 from domain.commands import SendMessage
 
@@ -44,6 +45,7 @@ class DeviceEnv:
     tenant_id: str
     device_id: str
     environ: dict[str, str]
+    signal: SignalSetup = field(default_factory=SignalSetup)  # MOLTBOT_SIGNAL_* (moltbot/settings.py)
 
 
 def imessage_paths(environ: dict[str, str]) -> tuple[Path, str] | None:
@@ -61,9 +63,19 @@ def imessage_paths(environ: dict[str, str]) -> tuple[Path, str] | None:
 def chosen(env: DeviceEnv, data_dir: Path) -> dict[str, Callable[..., DeviceChannel]]:
     """The channels this device can run when its owner connects them here (``"mode":
     "bridge"``), by kind: each makes the channel for its connection id and how to show
-    pairing codes (``adapters.bridge.device.OnDemand``)."""
+    pairing codes (``adapters.bridge.device.OnDemand``). Signal can always be offered: a device
+    without signal-cli says how to install it once Signal is connected there."""
+
+    def signal(connection_id: str, show: Callable[[t.Code], Awaitable[None]]) -> DeviceChannel:
+        from adapters.channels.signal.device import SignalDeviceChannel
+
+        return SignalDeviceChannel(
+            tenant_id=env.tenant_id, device_id=env.device_id, connection_id=connection_id,
+            data_dir=data_dir, setup=env.signal, environ=env.environ, show=show,
+        )  # fmt: skip
+
     if importlib.util.find_spec("neonize") is None:
-        return {}
+        return {"signal": signal}
 
     def whatsapp(connection_id: str, show: Callable[[t.Code], Awaitable[None]]) -> DeviceChannel:
         from adapters.channels.whatsapp.device import WhatsAppDeviceChannel
@@ -74,7 +86,7 @@ def chosen(env: DeviceEnv, data_dir: Path) -> dict[str, Callable[..., DeviceChan
             data_dir=data_dir, new_client=new_client, show=show,
         )  # fmt: skip
 
-    return {"whatsapp": whatsapp}
+    return {"whatsapp": whatsapp, "signal": signal}
 
 
 def available(env: DeviceEnv) -> list[DeviceChannel]:

@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from adapters.channels import discord, imessage, slack, teams, telegram, webchat, whatsapp, whatsapp_business
+from adapters.channels import (
+    discord,
+    imessage,
+    signal,
+    slack,
+    teams,
+    telegram,
+    webchat,
+    whatsapp,
+    whatsapp_business,
+)
 from adapters.channels.clients import Credentials
 from adapters.channels.endpoints import ProviderEndpoints
 from adapters.channels.installs import Installer
@@ -363,6 +373,28 @@ async def _whatsapp_forget_removed(env: SessionEnv) -> None:
     await SessionStore(env.pool).forget_removed()
 
 
+# --- Signal ----------------------------------------------------------------------------------
+
+
+class SignalConnect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Link the user's own Signal account as a device of it, on their Personal Bridge
+    ``device_id``: signal-cli runs there and the account's keys stay there
+    (adapters/channels/signal/). The channels page then shows the QR code to scan."""
+
+    device_id: str
+    mode: Literal["bridge"] = "bridge"  # Signal runs on a device only
+
+
+async def _signal_connect(body: SignalConnect, env: ConnectEnv) -> Connected:
+    from adapters.channels.errors import BadRequest
+
+    if not body.device_id.strip():
+        raise BadRequest(
+            "device_id names the paired device (GET /v1/devices) to run Signal on.", field="device_id"
+        )
+    return Connected("Signal", {"mode": "bridge"}, device_id=body.device_id.strip())
+
+
 # --- WhatsApp Business -----------------------------------------------------------------------
 
 
@@ -539,6 +571,14 @@ KINDS: Mapping[str, ChannelKind] = {
             provider="iMessage",
             capabilities=imessage.CAPABILITIES,
             runs_on=frozenset({"bridge"}),
+        ),
+        ChannelKind(
+            kind=signal.KIND,
+            provider="Signal",
+            capabilities=signal.CAPABILITIES,
+            runs_on=frozenset({"bridge"}),
+            connect_body=SignalConnect,
+            connect=_signal_connect,
         ),
         ChannelKind(
             kind=whatsapp_business.KIND,

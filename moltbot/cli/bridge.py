@@ -65,8 +65,11 @@ async def cmd_bridge_pair(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _channels(pairing: identity.Pairing) -> DeviceEnv:
-    return DeviceEnv(tenant_id=pairing.tenant_id, device_id=pairing.device_id, environ=dict(os.environ))
+def _channels(pairing: identity.Pairing, settings: Settings) -> DeviceEnv:
+    return DeviceEnv(
+        tenant_id=pairing.tenant_id, device_id=pairing.device_id, environ=dict(os.environ),
+        signal=settings.signal,
+    )  # fmt: skip
 
 
 def _paired(args: argparse.Namespace) -> tuple[Path, identity.Pairing]:
@@ -81,8 +84,8 @@ def _paired(args: argparse.Namespace) -> tuple[Path, identity.Pairing]:
 async def cmd_bridge_run(settings: Settings, args: argparse.Namespace) -> int:
     data_dir, pairing = _paired(args)
     key = identity.load_key(data_dir)
-    channels = available(_channels(pairing))
-    on_demand = chosen(_channels(pairing), data_dir)
+    channels = available(_channels(pairing, settings))
+    on_demand = chosen(_channels(pairing, settings), data_dir)
     if not channels and not on_demand:
         print(
             "No channel can run here: iMessage needs macOS (or MOLTBOT_IMESSAGE_DB and MOLTBOT_OSASCRIPT).",
@@ -122,9 +125,9 @@ async def cmd_bridge_status(settings: Settings, args: argparse.Namespace) -> int
     except httpx.HTTPError:
         reachable = False
     print(f"          {'reachable' if reachable else 'not reachable from here'}")
-    for channel in available(_channels(pairing)):
+    for channel in available(_channels(pairing, settings)):
         print(f"Channel:  {channel.kind} ({', '.join(channel.capabilities)})")
-    for kind in chosen(_channels(pairing), data_dir):
+    for kind in chosen(_channels(pairing, settings), data_dir):
         print(f'Channel:  {kind} (runs here when you connect it with "mode": "bridge")')
     print(f"Outbox:   {depth} event(s) waiting for the cloud")
     return 0
@@ -162,7 +165,7 @@ async def cmd_bridge_install_service(settings: Settings, args: argparse.Namespac
 
 def register(commands: Any) -> None:
     bridge = commands.add_parser(
-        "bridge", help="the Personal Bridge on your own device (iMessage on a Mac)"
+        "bridge", help="the Personal Bridge on your own device (iMessage on a Mac; WhatsApp, Signal)"
     ).add_subparsers(dest="bridge_command", metavar="ACTION", required=True)
 
     def with_data(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -335,7 +335,7 @@ def _bridge_steps(found: selfhosted.SelfHostedState, api_url: str) -> None:
     if "whatsapp" in device:
         print("  WhatsApp: on the channels page, connect WhatsApp on that device and scan its QR code.")
     if "signal" in device:
-        print("  Signal: on the bridge is planned; its history above is imported all the same.")
+        print("  Signal: install signal-cli there; on the channels page, connect Signal on it.")
 
 
 def register(commands: Any) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -29,22 +28,16 @@ FAILURES = {
 
 def install(directory: Path) -> Path:
     """Write the fake as ``directory/osascript`` and return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    launcher = directory / "osascript"
-    program = str(Path(__file__).resolve())
-    launcher.write_text(
-        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({program!r}, run_name='__main__')\n",
-        encoding="utf-8",
-    )
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return launcher
+    from tests.fakes.programs import install_program  # not at the top: the program runs without tests/
+
+    return install_program(directory, "osascript", __file__)
 
 
 def recorded(log: Path) -> list[list[str]]:
     """Every argv the fake was called with, oldest first."""
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    from tests.fakes.programs import recorded_argv
+
+    return recorded_argv(log)
 
 
 def script_arguments(argv: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ async def test_apply_creates_then_changes_nothing(nats_server: NatsServer, strea
         ("COMMANDS/connector-discord", "created"),
         ("COMMANDS/connector-imessage", "created"),
         ("COMMANDS/connector-whatsapp", "created"),
+        ("COMMANDS/connector-signal", "created"),
         ("COMMANDS/connector-teams", "created"),
     ]
     second = await apply_streams(nc, streams_spec)

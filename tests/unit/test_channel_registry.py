@@ -21,6 +21,7 @@ from domain.agent import DEFAULT_MAX_TEXT_LENGTH
         ("discord", 2000),
         ("whatsapp_business", 4096),
         ("teams", 7000),
+        ("signal", 2000),
         ("fax", DEFAULT_MAX_TEXT_LENGTH),
     ],
 )

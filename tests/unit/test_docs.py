@@ -22,5 +22,6 @@ def test_every_event_type_is_documented_with_an_example() -> None:
 def test_connectors_doc_lists_every_kind_of_the_registry() -> None:
     text = (DOCS / "connectors.md").read_text()
     assert text == with_kinds_table(text), "the kinds table in docs/connectors.md is stale: run `make docs`"
-    kinds = ("telegram", "slack", "discord", "webchat", "whatsapp", "whatsapp_business", "imessage", "teams")
+    kinds = ("telegram", "slack", "discord", "webchat", "whatsapp", "whatsapp_business", "imessage", "signal")
+    kinds += ("teams",)
     assert all(f"| `{kind}` |" in text for kind in kinds)

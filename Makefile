@@ -7,10 +7,10 @@ LOCK   := requirements.lock
 DATA   ?= .moltbot
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench faults docs clean chromium libmagic lock
+.PHONY: help install run test test-fast lint format bench faults docs clean chromium libmagic lock k8s
 
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # Exactly the versions and files in the lock (hash-checked), then the product itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -65,6 +65,10 @@ faults: $(STAMP) ## fault injection under a larger load (kills, restarts, duplic
 docs: $(STAMP) ## regenerate docs/events.md from the domain examples, and the kinds table in docs/connectors.md
 	$(BIN)/python -m moltbot.docs > docs/events.md.new && mv docs/events.md.new docs/events.md
 	$(BIN)/python -m moltbot.docs --connectors docs/connectors.md
+
+k8s: $(STAMP) ## regenerate infra/k8s/: streams.yaml as NACK resources, and every role's Deployment (render.py)
+	$(BIN)/moltbot streams export --format nack --replicas 3 --account moltbot -o infra/k8s/streams.yaml
+	$(BIN)/python infra/k8s/render.py
 
 clean: ## remove the virtualenv and caches (not the data folder)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

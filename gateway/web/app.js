@@ -1020,7 +1020,8 @@ async function showPairingCode(item, connectionId) {
     return; // no code right now (it expired, or the channel is paired): its state says why
   }
   const box = el("div", { class: "qr", "data-connection": connectionId });
-  if (code.kind === "qr") box.append(el("img", { src: code.image, alt: "QR code to scan with the app on your phone" }));
+  const app = { whatsapp: "WhatsApp", signal: "Signal" }[item.querySelector(".badge")?.textContent] || "the app";
+  if (code.kind === "qr") box.append(el("img", { src: code.image, alt: `QR code to scan with ${app} on your phone` }));
   else box.append(el("p", {}, "Type this code on your phone: ", el("strong", { class: "code" }, code.code)));
   box.append(el("small", { class: "muted" }, `Valid until ${new Date(code.expires_at).toLocaleTimeString()}.`));
   const old = item.querySelector(".qr");

@@ -351,9 +351,13 @@ async def test_the_generic_channel_routes_answer_what_the_registry_does_not_desc
     for path in ("/v1/webhooks/fax/cn_1", "/v1/webhooks/discord/cn_1", "/v1/webhooks/telegram/cn_1"):
         answer = await api.post(path, content=b"{}")
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
-    for path in ("/v1/channels/discord/install", "/v1/channels/fax/install"):
+    for path in ("/v1/channels/telegram/install", "/v1/channels/fax/install"):
         answer = await api.get(path, headers=_auth(owner))
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
+    # Discord installs by OAuth ("Add to server"), once the deployment has its application.
+    unset = await api.get("/v1/channels/discord/install", headers=_auth(owner))
+    assert (unset.status_code, unset.json()["error"]) == (503, "not_configured")
+    assert "MOLTBOT_DISCORD_CLIENT_ID" in unset.json()["detail"]
     wrong = await api.post("/v1/channels/discord/connect", json={"bot_token": 7}, headers=_auth(owner))
     assert (wrong.status_code, wrong.json()["error"], wrong.json()["field"]) == (
         400,

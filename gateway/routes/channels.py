@@ -30,6 +30,7 @@ from litestar.params import FromPath, JSONBody
 
 from adapters.channels.registry import KINDS, ChannelKind, ConnectEnv, SubscriptionCheck
 from adapters.nats import bridge_relay, pairing_codes
+from adapters.postgres import tenancy
 from adapters.vault.store import CredentialStore
 from domain import events as ev
 from gateway.audit_log import note
@@ -43,6 +44,8 @@ from gateway.routes.recovery import ensure_verified
 from projections import connections_queries, devices_queries
 
 __all__ = ["OAUTH_STATES_SQL", "WEBHOOKS_SQL", "channels_router"]
+
+RECONNECT_LAG = 5.0  # how long a bridge channel change waits for its read model before the device is told
 
 _FIELD = re.compile(r"`\$\.(\w+)`|field `(\w+)`")
 
@@ -64,6 +67,13 @@ def _decoded(body: bytes, into: type[msgspec.Struct]) -> Any:
         raise ApiError(400, "invalid_request", str(exc), field=field) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_request", f"The body is not JSON: {exc}") from None
+
+
+async def _welcome_again(ctx: GatewayContext, device_id: str, seq: int) -> None:
+    """Have the device open its tunnel again, once the connections read model holds ``seq``:
+    the tunnel welcomes it with the device's connections as that read model lists them."""
+    await tenancy.wait_for_seq(ctx.pool, seq, ("connections",), within=RECONNECT_LAG, applied=ctx.applied)
+    await bridge_relay.close_device(ctx.store.nc, device_id, "reconnect")
 
 
 @post("/channels/{kind:str}/connect", status_code=202)
@@ -88,7 +98,7 @@ async def connect(
         device_id=connected.device_id,
     )  # fmt: skip
     if connected.device_id is not None:  # the device opens its tunnel again and is welcomed with it
-        await bridge_relay.close_device(ctx.store.nc, connected.device_id, "reconnect")
+        await _welcome_again(ctx, connected.device_id, accepted.seq)
     if connected.then is not None:
         await connected.then(accepted.connection_id)
     await note(
@@ -197,10 +207,8 @@ async def disconnect(
     if ctx.keyring is not None:
         async with ctx.tenant(who.tenant_id) as conn:
             await CredentialStore(conn, ctx.keyring).delete(connection_id)
-    if (
-        found.device_id is not None
-    ):  # its device is welcomed again without it (WhatsApp stops, forgets its keys)
-        await bridge_relay.close_device(ctx.store.nc, found.device_id, "reconnect")
+    if found.device_id is not None:  # its device is welcomed without it (WhatsApp stops, forgets its keys)
+        await _welcome_again(ctx, found.device_id, appended.seq)
     await note(
         ctx, request, who.tenant_id, "channel.disconnected", actor=f"user:{who.user_id}",
         target=connection_id, detail={"kind": found.channel},

@@ -60,6 +60,10 @@ class FakeSignal:
     # the errors the next sends answer: (code, message, the results of data.response)
     send_failures: list[tuple[int, str, list[Json] | None]] = field(default_factory=list)
     connections: int = 0  # connections made, over any transport
+    # As Signal's servers do for a linked device that is offline: a message delivered while no
+    # signal-cli is connected waits, and the next one to connect gets it (line transports).
+    hold_while_away: bool = False
+    _held: list[bytes] = field(default_factory=list)
     _links: dict[str, asyncio.Future[Person]] = field(default_factory=dict)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _events: set[asyncio.Queue[bytes]] = field(default_factory=set)
@@ -81,6 +85,11 @@ class FakeSignal:
     @property
     def http_address(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def connected(self) -> int:
+        """How many line connections (signal-cli programs) are open now."""
+        return len(self._writers)
 
     async def waiting_link(self, timeout: float = 20.0) -> str:
         """The device link address a ``finishLink`` waits on, once one does."""
@@ -108,6 +117,9 @@ class FakeSignal:
     async def deliver(self, account: str, found: Json) -> None:
         """A ``receive`` notification of ``found`` to every connection (signal-cli's on-start mode)."""
         line = json.dumps(notification(account, found)).encode() + b"\n"
+        if self.hold_while_away and not self._writers:
+            self._held.append(line)
+            return
         for writer in list(self._writers):
             with contextlib.suppress(ConnectionError):
                 writer.write(line)
@@ -222,6 +234,9 @@ class FakeSignal:
     async def serve_lines(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        held, self._held = self._held, []
+        for line in held:
+            writer.write(line)
         lock = asyncio.Lock()
         working: set[asyncio.Task[None]] = set()
 
@@ -307,9 +322,11 @@ async def _reply(send: Any, status: int, body: bytes, kind: bytes | None = None)
 
 
 @contextlib.asynccontextmanager
-async def fake_signal(single: str | None = None) -> AsyncIterator[FakeSignal]:
+async def fake_signal(
+    single: str | None = None, *, hold_while_away: bool = False
+) -> AsyncIterator[FakeSignal]:
     """The fake daemon on a TCP port, a UNIX socket and an HTTP port of its own."""
-    fake = FakeSignal(single=single)
+    fake = FakeSignal(single=single, hold_while_away=hold_while_away)
     folder = Path(tempfile.mkdtemp(prefix="sig", dir="/tmp"))  # a socket path must stay short
     fake.socket_path = str(folder / "socket")
     tcp = await asyncio.start_server(fake.serve_lines, "127.0.0.1", 0)

@@ -20,8 +20,10 @@ from adapters.nats.connection import connect
 from adapters.nats.event_store import EventStore
 from adapters.nats.streams import apply_streams, load_streams_file
 from adapters.postgres.database import provision_login_role
-from tests.conftest import PRODUCT_PASSWORD, PRODUCT_ROLE, nats_users, permission_violations
+from tests.conftest import PRODUCT_PASSWORD, PRODUCT_ROLE, nats_users, permission_violations, roomy_plans_file
+from tests.fakes import signal_cli
 from tests.fakes.anthropic_api import fake_anthropic, text
+from tests.fakes.signal_rpc import fake_signal
 from tests.fakes.teams_api import fake_teams
 from tests.faults.audit import describe
 from tests.faults.plant import REPO_ROOT, Plant
@@ -73,6 +75,7 @@ async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIt
         NatsServer(tmp_path / "nats", users=nats_users()) as nats,
         fake_anthropic(otherwise=text("We open at nine, every day.")) as model,
         fake_teams() as teams,
+        fake_signal(hold_while_away=True) as signal,
     ):
         nc = await connect(nats.login_url(), name="faults-setup")
         await apply_streams(nc, load_streams_file(REPO_ROOT / "streams.yaml"))
@@ -80,11 +83,19 @@ async def plant(tmp_path: Path, restartable_postgres: PostgresServer) -> AsyncIt
         providers = {
             "MOLTBOT_TEAMS_LOGIN_BASE": teams.login_base,
             "MOLTBOT_TEAMS_OPENID_URL": teams.openid_url,
+            # Room for a device and its channels (the free plan has none): the bridge's fault.
+            "MOLTBOT_PLANS_FILE": str(roomy_plans_file(tmp_path / "plans")),
         }
         product = Plant(
             tmp_path, nats, restartable_postgres, database_url, model_url=model.base_url, providers=providers
         )
         product.teams = teams
+        product.signal = signal
+        product.bridge_env = {  # the bridge starts a fake signal-cli joined to the fake daemon
+            "MOLTBOT_SIGNAL_CLI": str(signal_cli.install(tmp_path / "bin")),
+            signal_cli.PORT_ENV: str(signal.tcp_port),
+            signal_cli.LOG_ENV: str(tmp_path / "signal-cli.argv"),
+        }
         await product.start_all()
         try:
             yield product

@@ -2,7 +2,8 @@
 
 Each role runs as its own ``moltbot`` process, as an operator would deploy it: gateway,
 projection workers, agent (offline model), outbox and the webchat connector; the Teams
-connector is started by the fault that needs it (against a local fake of Microsoft's side).
+connector and a Personal Bridge running Signal are started by the faults that need them
+(against local fakes of Microsoft's side and of signal-cli).
 A role can be SIGKILLed and started again; nats-server and PostgreSQL can be restarted
 under them.
 Each role signs in to NATS as its own user (given by environment, as a deployment does)
@@ -27,6 +28,7 @@ from adapters.nats import permissions
 from adapters.nats.connection import connect
 from adapters.postgres.database import connection as pg_connection
 from projections.registry import all_projections
+from tests.fakes.signal_rpc import FakeSignal
 from tests.fakes.teams_api import FakeTeams
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +51,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "connector": ("connector", "webchat"),
     "connector-teams": ("connector", "teams"),
 }
-ON_DEMAND = frozenset({"connector-teams"})  # started by the fault that uses it
+ON_DEMAND = frozenset({"connector-teams", "bridge"})  # started by the fault that uses them
 
 CONSUMERS = {
     "agent": ("EVENTS", "agent"),
@@ -98,8 +100,19 @@ class Plant:
         self.gateway_url = f"http://127.0.0.1:{self.port}"
         self._processes: dict[str, ManagedProcess] = {}
         self.teams: FakeTeams | None = None  # Microsoft's side, for the Teams connector's fault
+        self.signal: FakeSignal | None = None  # signal-cli's daemon, for the bridge's fault
+        self.bridge_env: dict[str, str] = {}  # the bridge's own settings (its signal-cli)
+
+    def _bridge_dir(self) -> Path:
+        return self.work / "bridge"
 
     def _env(self, role: str) -> dict[str, str]:
+        if role == "bridge":  # on the user's computer: it reaches the gateway only
+            return os.environ | {
+                "PYTHONPATH": str(REPO_ROOT),
+                "MOLTBOT_LOG_FORMAT": "json",
+                **self.bridge_env,
+            }
         user = NATS_USERS[role]
         assert self.nats.users is not None, "the plant's nats-server runs with users"
         return os.environ | {
@@ -133,9 +146,10 @@ class Plant:
 
     async def start(self, role: str, *, wait: bool = False) -> None:
         """Start ``role``; with ``wait``, return once it does its work (not only runs)."""
+        argv = ROLES[role] if role != "bridge" else ("bridge", "run", "--data", str(self._bridge_dir()))
         process = ManagedProcess(
             role,
-            [sys.executable, "-m", "moltbot", *ROLES[role]],
+            [sys.executable, "-m", "moltbot", *argv],
             log_file=self.work / "logs" / f"{role}.log",
             death_signal=signal.SIGKILL,
             env=self._env(role),
@@ -151,6 +165,24 @@ class Plant:
         await self.start("gateway")  # first: it creates the shared key files the others read
         others = [role for role in ROLES if role != "gateway" and role not in ON_DEMAND]
         await asyncio.gather(*(self.start(role, wait=True) for role in others))
+
+    async def pair_bridge(self, access_token: str) -> str:
+        """Pair a Personal Bridge with the inbox of ``access_token`` as its owner would (a code
+        made in the inbox, ``moltbot bridge pair``); the device's id."""
+        async with httpx.AsyncClient(base_url=self.gateway_url, timeout=10) as http:
+            made = await http.post(
+                "/v1/devices/pairing-codes", headers={"authorization": f"Bearer {access_token}"}
+            )
+        made.raise_for_status()
+        argv = ["bridge", "pair", made.json()["code"], "--gateway", self.gateway_url]
+        argv += ["--data", str(self._bridge_dir()), "--name", "Faults Mac"]
+        pairing = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "moltbot", *argv, env=self._env("bridge"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(pairing.communicate(), 60)
+        assert pairing.returncode == 0, out.decode()
+        return out.decode().split(" as ", 1)[1].split(" ", 1)[0]
 
     async def kill(self, role: str) -> None:
         await self._processes[role].kill()

@@ -4,6 +4,8 @@ arrive live in the inbox, replies, and sees the reply reach the chat."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -224,3 +226,59 @@ async def test_linking_whatsapp_by_qr_code_in_the_browser(
     await expect(channels).to_contain_text("Connected as Ada (+15551230000).")
     await expect(qr).to_be_hidden()
     await page.screenshot(path=str(ARTIFACTS / "whatsapp-linked.png"))
+
+
+async def test_connecting_signal_on_a_paired_computer_in_the_browser(
+    api: httpx.AsyncClient, browser: Browser, tmp_path: Path
+) -> None:
+    from adapters.bridge.device import Bridge
+    from adapters.bridge.identity import Pairing
+    from adapters.bridge.local_store import LocalStore
+    from adapters.channels.signal.config import SignalSetup, parse_address
+    from adapters.channels.signal.device import SignalDeviceChannel
+    from tests.fakes.signal_envelopes import ME
+    from tests.fakes.signal_rpc import fake_signal
+    from tests.integration.test_bridge_pairing import paired_device
+
+    page = await signed_up(api, browser, "signal.owner@example.com")
+    await page.get_by_role("button", name="Channels").click()
+    form = page.locator("#signal-form")
+    await expect(page.locator("#signal-result")).to_contain_text("No computer offers Signal yet")
+    await expect(form.get_by_role("button", name="Connect Signal")).to_be_disabled()
+
+    owner = {"token": await _token(page)}
+    device, key = await paired_device(api, owner)
+    pairing = Pairing(
+        gateway=str(api.base_url), tenant_id=device["tenant_id"], device_id=device["device_id"],
+        name=device["name"], fingerprint=device["fingerprint"],
+    )  # fmt: skip
+    async with fake_signal() as daemon:
+
+        def signal(connection_id: str, show: Any) -> SignalDeviceChannel:
+            return SignalDeviceChannel(
+                tenant_id=device["tenant_id"], device_id=device["device_id"], connection_id=connection_id,
+                data_dir=tmp_path / "bridge", setup=SignalSetup(rpc=parse_address(daemon.tcp_address)),
+                environ={}, show=show, first_backoff=0.2, check_every=0.3,
+            )  # fmt: skip
+
+        store = LocalStore(tmp_path / "bridge")
+        on_demand = {"signal": signal}
+        bridge = Bridge(pairing, key, store, [], version="test", platform="test", on_demand=on_demand)
+        running = asyncio.create_task(bridge.run())
+        try:
+            await page.reload()  # the computer now offers Signal
+            await page.get_by_role("button", name="Channels").click()
+            await expect(form.get_by_label("Computer to run Signal on")).to_contain_text("Ada's Mac")
+            await form.get_by_role("button", name="Connect Signal").click()
+            qr = page.get_by_role("img", name="QR code to scan with Signal on your phone")
+            await expect(qr).to_be_visible()
+            daemon.scan(await daemon.waiting_link(), ME)
+            channels = page.locator("#channel-list")
+            await expect(channels).to_contain_text(f"Connected as {ME.number}.")
+            await expect(qr).to_be_hidden()
+            await expect(channels).to_contain_text("on your bridge")
+            await page.screenshot(path=str(ARTIFACTS / "signal-linked.png"))
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running

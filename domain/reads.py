@@ -101,8 +101,11 @@ class RunContext(msgspec.Struct, frozen=True):
 class AgentReads(Protocol):
     """The agent's reads, each confined to one tenant (row-level security)."""
 
-    async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
-        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds)."""
+    async def caught_up(
+        self, seq: int, read_models: tuple[str, ...], *, wait: float, event_type: str | None = None
+    ) -> bool:
+        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds);
+        one that does not fold ``event_type`` (the event at ``seq``) needs only the event before."""
         ...
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None: ...

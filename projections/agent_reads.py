@@ -24,6 +24,10 @@ from projections import (
     tenants_queries,
     usage_queries,
 )
+from projections.registry import all_projections
+
+# What each read model folds: one that ignores an event's type is not held up by it.
+_FOLDS = {projection.name: projection.handles for projection in all_projections()}
 
 
 class AgentReads:
@@ -39,9 +43,15 @@ class AgentReads:
         await self.applied.close()
         await self.pool.close()
 
-    async def caught_up(self, seq: int, read_models: tuple[str, ...], *, wait: float) -> bool:
-        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds)."""
-        return await tenancy.wait_for_seq(self.pool, seq, read_models, within=wait, applied=self.applied)
+    async def caught_up(
+        self, seq: int, read_models: tuple[str, ...], *, wait: float, event_type: str | None = None
+    ) -> bool:
+        """Whether every named read model has applied ``seq`` (waiting up to ``wait`` seconds);
+        one that does not fold ``event_type`` (the event at ``seq``) needs only the event before."""
+        unchanged = [name for name in read_models if event_type not in _FOLDS[name]] if event_type else []
+        return await tenancy.wait_for_seq(
+            self.pool, seq, read_models, within=wait, applied=self.applied, unchanged=unchanged
+        )
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> ConversationView | None:
         async with tenancy.tenant_transaction(self.pool, tenant_id) as conn:

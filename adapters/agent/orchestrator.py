@@ -186,7 +186,7 @@ class Orchestrator:
             recent = not policy.too_old(sent.occurred_at, self._clock())
             if isinstance(sent, ev.MessageSent) and sent.data.origin == "device" and recent:
                 if not await self._reads.caught_up(
-                    seq, ("inbox", "connections"), wait=self._settings.catch_up_wait
+                    seq, ("inbox", "connections"), wait=self._settings.catch_up_wait, event_type=sent.type
                 ):
                     await msg.nak(delay=1.0)
                     return
@@ -211,7 +211,8 @@ class Orchestrator:
         tenant, conversation_id = trigger.tenant_id, trigger.aggregate_id
         if policy.too_old(trigger.occurred_at, self._clock()):
             return "done"  # history (a consumer created on an old log): no reads, no wait
-        if not await self._reads.caught_up(seq, READ_MODELS, wait=self._settings.catch_up_wait):
+        wait = self._settings.catch_up_wait
+        if not await self._reads.caught_up(seq, READ_MODELS, wait=wait, event_type=trigger.type):
             return "retry"
         run_id = policy.run_id_for(trigger.id)
         now = self._clock()

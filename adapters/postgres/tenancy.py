@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -68,6 +68,21 @@ async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[
     return int(row["seq"] or 0) if row is not None else 0
 
 
+async def _have_applied(
+    connections: AsyncConnectionPool[Any], seq: int, read_models: tuple[str, ...], unchanged: Collection[str]
+) -> bool:
+    """Whether each read model has applied ``seq`` (those in ``unchanged``: ``seq - 1``)."""
+    names = sorted(set(read_models))
+    async with connections.connection() as conn:
+        cur = await conn.execute(
+            "SELECT projection, last_seq FROM moltbot.projection_checkpoints"
+            " WHERE slot = 'live' AND projection = ANY(%s)",
+            (names,),
+        )
+        found = {row["projection"]: int(row["last_seq"]) for row in await cur.fetchall()}
+    return all(found.get(name, 0) >= (seq - 1 if name in unchanged else seq) for name in names)
+
+
 async def wait_for_seq(
     connections: AsyncConnectionPool[Any],
     seq: int,
@@ -75,16 +90,21 @@ async def wait_for_seq(
     *,
     within: float,
     applied: AppliedSignal | None = None,
+    unchanged: Collection[str] = (),
 ) -> bool:
     """Whether every read model in ``read_models`` has applied ``seq``, looking again for up to
     ``within`` seconds (no connection held between looks): each time a read model commits a
-    batch (``applied``), else with a growing pause."""
+    batch (``applied``), else with a growing pause.
+
+    A read model in ``unchanged`` does not fold the event at ``seq`` (the caller knows its
+    type), so it is as it will be once it has applied the event before: stream sequences
+    follow one another, and a gap only makes it wait for ``seq`` itself."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     pause = 0.01
     while True:
         moved = applied.current() if applied is not None else None
-        if await applied_seq(connections, read_models) >= seq:
+        if await _have_applied(connections, seq, read_models, unchanged):
             return True
         left = deadline - loop.time()
         if left <= 0:

@@ -52,3 +52,27 @@ async def test_a_wait_wakes_on_the_commit_and_outlives_a_lost_listener(stack: St
     finally:
         await pool.close()
         await applied.close()
+
+
+async def test_a_read_model_that_does_not_fold_the_event_needs_only_the_one_before(stack: Stack) -> None:
+    pool = tenancy.pool(stack.database_url, max_size=2)
+    await pool.open()
+    try:
+        async with stack.projections():
+            await stack.store.append(_tenant())
+            await stack.wait_caught_up()
+        # The workers are stopped: hold "devices" one event behind "tenants".
+        last = await stack.store.append(_tenant())
+        async with pg_connection(stack.database_url) as conn:
+            await conn.execute(
+                "UPDATE moltbot.projection_checkpoints SET last_seq = CASE projection WHEN 'tenants'"
+                " THEN %s ELSE %s END WHERE slot = 'live' AND projection IN ('tenants', 'devices')",
+                (last.seq, last.seq - 1),
+            )
+        both = ("tenants", "devices")  # devices does not fold tenant.created
+        assert not await tenancy.wait_for_seq(pool, last.seq, both, within=0.2)
+        assert await tenancy.wait_for_seq(pool, last.seq, both, within=0.2, unchanged=["devices"])
+        # Only the event before: one more behind is not enough.
+        assert not await tenancy.wait_for_seq(pool, last.seq + 1, both, within=0.2, unchanged=["devices"])
+    finally:
+        await pool.close()

@@ -13,31 +13,24 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from adapters.bridge.channels import Report
+from adapters.bridge.linked import LinkedChannel, ShowCode
 from adapters.bridge.local_store import LocalStore
-from adapters.channels.health import MAX_BACKOFF, Backoff, stay_linked
+from adapters.channels.health import stay_linked
 from adapters.channels.whatsapp import KIND, normalize
 from adapters.channels.whatsapp.client import NewClient
 from adapters.channels.whatsapp.link import WhatsAppLink
-from domain import devices
-from domain import events as ev
 from domain import tunnel as t
 from domain.commands import SendMessage
-from domain.connectors import PairingCode
-
-log = structlog.get_logger()
 
 KEPT_FOR_DOWNLOAD = 64  # received messages whose files the cloud may still fetch
-ShowCode = Callable[[t.Code], Awaitable[None]]
 
 
-class WhatsAppDeviceChannel:
+class WhatsAppDeviceChannel(LinkedChannel):
     kind = KIND
     capabilities: tuple[str, ...] = (f"{KIND}.read", f"{KIND}.send")
 
@@ -53,18 +46,13 @@ class WhatsAppDeviceChannel:
         phone_number: str | None = None,
         first_backoff: float = 2.0,
     ) -> None:
-        self.connection_id = connection_id
-        self._tenant_id = tenant_id
+        super().__init__(
+            tenant_id=tenant_id, device_id=device_id, connection_id=connection_id, show=show,
+            first_backoff=first_backoff,
+        )  # fmt: skip
         self._folder = data_dir / "whatsapp"
         self._new_client = new_client
-        self._show = show
         self._phone_number = phone_number
-        self._backoff = Backoff(first_backoff, MAX_BACKOFF)
-        self._actor = devices.actor(device_id)
-        self._log = log.bind(connection_id=connection_id)
-        self._store: LocalStore | None = None
-        self._nudge: Callable[[], None] = lambda: None
-        self._report: Report | None = None
         self._recent: OrderedDict[str, Any] = OrderedDict()  # WhatsApp id -> MessageEv
         self.link: WhatsAppLink | None = None
 
@@ -72,15 +60,10 @@ class WhatsAppDeviceChannel:
     def _database(self) -> Path:
         return self._folder / f"{self.connection_id}.db"
 
-    @property
-    def _source(self) -> str:
-        return f"{KIND}:{self.connection_id}"  # the paired device's JID, in the local store's cursors
-
     async def produce(self, store: LocalStore, nudge: Callable[[], None], report: Report) -> None:
-        self._store, self._nudge, self._report = store, nudge, report
+        jid = await self._open(store, nudge, report)  # the paired device's JID
         self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._folder, 0o700)
-        jid = (await store.cursor(self._source) or b"").decode() or None
         self.link = link = WhatsAppLink(
             self._new_client, self, database=str(self._database), tenant_id=self._tenant_id,
             connection_id=self.connection_id, jid=jid, backoff=self._backoff, log=self._log,
@@ -91,38 +74,19 @@ class WhatsAppDeviceChannel:
             unreachable="WhatsApp cannot be reached from this device; the bridge keeps trying.",
         )  # fmt: skip
 
-    # --- the link's outlet, and its reports ----------------------------------------------------
+    # --- the link's outlet (the rest is LinkedChannel's) -------------------------------------------
 
-    async def report(
-        self, state: ev.ConnectionState, code: str, message: str, *, action: str | None = None
-    ) -> None:
-        if self._report is not None:
-            await self._report(t.State(kind=KIND, state=state, code=code, message=message, action=action))
-
-    async def show_state(self, shown: ev.ConnectionStateChangedData) -> None:
-        await self.report(shown.state, shown.code, shown.message, action=shown.action)
-
-    async def show_code(self, code: PairingCode) -> None:
-        with contextlib.suppress(Exception):  # no tunnel now: the next code comes soon enough
-            await self._show(t.Code(kind=KIND, code=code))
-
-    async def remember(self, jid: str | None) -> None:
-        assert self._store is not None
-        await self._store.record([], self._source, (jid or "").encode())
-        if jid is None:
+    async def remember(self, linked_as: str | None) -> None:
+        await super().remember(linked_as)
+        if linked_as is None:
             self._delete_keys()
 
     async def take(self, delivery: normalize.Delivery, message: Any | None) -> None:
-        assert self._store is not None
-        if not delivery.events:
-            return
-        if message is not None:
+        if delivery.events and message is not None:
             self._recent[str(message.Info.ID)] = message
             while len(self._recent) > KEPT_FOR_DOWNLOAD:
                 self._recent.popitem(last=False)
-        created = [delivery.created] if delivery.created is not None else []
-        await self._store.record([*created, *delivery.events])
-        self._nudge()
+        await self._record(delivery)
 
     # --- what the cloud asks ---------------------------------------------------------------------
 
@@ -143,9 +107,7 @@ class WhatsAppDeviceChannel:
 
     async def forget(self) -> None:
         """The connection was removed: delete the session's keys from this device."""
-        if self._store is not None:
-            await self._store.record([], self._source, b"")
-        self._delete_keys()
+        await self.remember(None)
 
     def _delete_keys(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):

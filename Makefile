@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 DATA   ?= .moltbot
+# Test processes at once: tests mostly wait on their servers, so two share two cores well.
+# The fault suite runs alone after them: it times recoveries under a load of its own.
+WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint format bench faults docs clean chromium libmagic lock k8s
@@ -29,8 +32,9 @@ lock: $(STAMP) ## pin every dependency with hashes into requirements.lock (after
 run: $(STAMP) ## start the whole product on the embedded default (nats-server + PostgreSQL under $(DATA)); ARGS="--cluster 3"
 	$(BIN)/moltbot --data $(DATA) up $(ARGS)
 
-test: $(STAMP) chromium libmagic ## run every test suite (unit, integration with real servers, slow, browser)
-	$(BIN)/pytest -q
+test: $(STAMP) chromium libmagic ## run every test suite (unit, integration with real servers, slow, browser, faults)
+	$(BIN)/pytest -q -n $(WORKERS) -m "not faults"
+	$(BIN)/pytest -q -m faults
 
 chromium: ## install Debian's Chromium for the browser tests, when missing
 	@command -v chromium >/dev/null || { \
@@ -45,7 +49,7 @@ libmagic: ## install libmagic (neonize, the WhatsApp library, needs it at import
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends libmagic1; }
 
 test-fast: $(STAMP) libmagic ## unit and integration tests without the slow suites
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

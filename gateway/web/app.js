@@ -52,6 +52,13 @@ async function api(path, { method = "GET", body, params, headers: extra, anonymo
   const send = () => fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
   let response = await send();
   let data = response.status === 204 ? null : await response.json().catch(() => null);
+  // A read that waits for the read models (?min_seq=) asks again while they catch up:
+  // a busy moment must not leave the page without what it was told about.
+  for (let tries = 0; response.status === 503 && data && data.error === "not_caught_up" && tries < 5; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000 * Number(response.headers.get("Retry-After") || 1)));
+    response = await send();
+    data = response.status === 204 ? null : await response.json().catch(() => null);
+  }
   if (response.status === 401 && signedIn && !CREDENTIAL_ERRORS.includes(data && data.error) && (await refresh())) {
     headers.Authorization = `Bearer ${state.session.access_token}`;
     response = await send();

@@ -133,7 +133,7 @@ CREATE INDEX follow_ups_tenant ON follow_ups (tenant_id, status, due_at);
 """
 
 # Each table's COPY columns with their types: COPY writes binary rows, which PostgreSQL
-# reads without parsing text (a third faster per row than text COPY, measured).
+# reads without parsing text (about 1.5x the rows per second of text COPY into messages, measured).
 CONVERSATION_COLUMNS: dict[str, str] = {
     "conversation_id": "text",
     "tenant_id": "text",

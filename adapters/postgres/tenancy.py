@@ -54,33 +54,33 @@ async def user_transaction(connections: AsyncConnectionPool[Any], user_id: str) 
         yield conn
 
 
-async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[str, ...]) -> int:
-    """The lowest live checkpoint among ``read_models`` (0 while one has none), a pooled
-    connection held only for the look."""
-    names = sorted(set(read_models))
+async def _live_checkpoints(
+    connections: AsyncConnectionPool[Any], read_models: Collection[str]
+) -> dict[str, int]:
+    """The live checkpoint of each of ``read_models`` that has one, a pooled connection held
+    only for the look."""
     async with connections.connection() as conn:
         cur = await conn.execute(
-            "SELECT CASE WHEN count(*) = %s THEN min(last_seq) ELSE 0 END AS seq"
-            " FROM moltbot.projection_checkpoints WHERE slot = 'live' AND projection = ANY(%s)",
-            (len(names), names),
+            "SELECT projection, last_seq FROM moltbot.projection_checkpoints"
+            " WHERE slot = 'live' AND projection = ANY(%s)",
+            (sorted(read_models),),
         )
-        row = await cur.fetchone()
-    return int(row["seq"] or 0) if row is not None else 0
+        return {row["projection"]: int(row["last_seq"]) for row in await cur.fetchall()}
+
+
+async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[str, ...]) -> int:
+    """The lowest live checkpoint among ``read_models`` (0 while one has none)."""
+    names = set(read_models)
+    found = await _live_checkpoints(connections, names)
+    return min(found.values(), default=0) if len(found) == len(names) else 0
 
 
 async def _have_applied(
     connections: AsyncConnectionPool[Any], seq: int, read_models: tuple[str, ...], unchanged: Collection[str]
 ) -> bool:
     """Whether each read model has applied ``seq`` (those in ``unchanged``: ``seq - 1``)."""
-    names = sorted(set(read_models))
-    async with connections.connection() as conn:
-        cur = await conn.execute(
-            "SELECT projection, last_seq FROM moltbot.projection_checkpoints"
-            " WHERE slot = 'live' AND projection = ANY(%s)",
-            (names,),
-        )
-        found = {row["projection"]: int(row["last_seq"]) for row in await cur.fetchall()}
-    return all(found.get(name, 0) >= (seq - 1 if name in unchanged else seq) for name in names)
+    found = await _live_checkpoints(connections, set(read_models))
+    return all(found.get(name, 0) >= (seq - 1 if name in unchanged else seq) for name in read_models)
 
 
 async def wait_for_seq(

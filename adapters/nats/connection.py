@@ -90,7 +90,7 @@ async def connect(target: NatsTarget, *, name: str = "moltbot", role: str = ADMI
         elif "permissions violation" in str(exc).lower():
             log.error("nats_permission_denied", role=role, error=str(exc))
         else:
-            log.warning("nats_error", error=str(exc))
+            log.warning("nats_error", error=str(exc) or repr(exc))  # a timeout says nothing by str()
 
     async def on_disconnected() -> None:
         if client and not (client[0].is_closed or client[0].is_draining):

@@ -208,6 +208,7 @@ async def test_a_brief_with_a_model_is_the_models_json_and_is_metered(
     assert brief["action_items"] == [{"text": "Send Lea the address", "due": "2026-11-27"}]
     asked = fake.requests[-1]
     assert _system(asked) == BRIEF_SYSTEM and "<message" in _asked(asked) and not asked.get("tools")
+    await stack.wait_caught_up(names=["usage"])  # the brief's cost, appended before it answered, folded
     usage = (await api.get("/v1/usage", headers=_auth(owner))).json()
     assert any(u["metric"] == "cost_micros" for u in usage)
     again = await _visitor_says(api, key, "Gracias.", visitor_token=said["visitor_token"])

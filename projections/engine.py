@@ -3,25 +3,28 @@
 Every path that writes a read model (live worker, rebuild, verify) goes through
 :func:`apply_batch`:
 
-1. ``SET LOCAL search_path`` to the schema being written (live, rebuild or scratch);
-2. lock the projection's checkpoint row (``FOR UPDATE``) — this is also what pauses a
-   live worker while a rebuild swaps schemas under it;
-3. skip sequences at or below the checkpoint, decode (U+0000 in text becomes U+FFFD,
-   which PostgreSQL can store), let the projection fold the rest; undecodable or
-   rejected events become dead letters;
-4. write with the projection's bulk writer; if the database refuses the batch, apply the
-   events one at a time in savepoints to find and dead-letter the one at fault;
-5. hand the dead letters to the sink (published before commit), move the checkpoint.
+1. lock the projection's checkpoint row (``FOR UPDATE``) — this is also what pauses a
+   live worker while a rebuild swaps schemas under it — and, in the same statement,
+   ``SET LOCAL search_path`` to the schema being written (live, rebuild or scratch);
+2. skip sequences at or below the checkpoint and events of types the read model does
+   not fold (by the subject's last token, without decoding them), decode (U+0000 in
+   text becomes U+FFFD, which PostgreSQL can store), let the projection fold the rest;
+   undecodable or rejected events become dead letters;
+3. write with the projection's bulk writer; if the database refuses the batch, the
+   transaction is rolled back and the batch applied again with its events one at a time
+   in savepoints, to find and dead-letter the one at fault;
+4. hand the dead letters to the sink (published before commit), move the checkpoint.
 
 The caller commits, then acks: a crash anywhere repeats at most an applied batch, which
-step 3 turns into a no-op.
+step 2 turns into a no-op. A batch with nothing the read model folds only moves the
+checkpoint, in one statement.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import psycopg
@@ -34,7 +37,8 @@ from adapters.postgres.applied import CHANNEL as APPLIED_CHANNEL
 from adapters.postgres.database import Connection
 from domain.codec import EventCodec
 from domain.errors import InvalidEvent
-from domain.events import Event
+from domain.events import BY_TYPE, Event
+from domain.subjects import event_token
 from domain.text import replace_nul
 from projections.base import Batch, Projection, Rejected
 
@@ -133,6 +137,9 @@ async def lock_checkpoint(conn: Connection, projection: Projection, slot: str) -
     return None if row is None else int(row["last_seq"])  # type: ignore[call-overload]
 
 
+_KNOWN_TOKENS = frozenset(event_token(name) for name in BY_TYPE)
+
+
 @dataclass(frozen=True)
 class FoldTarget:
     """Where and how batches are folded: the read model, the schema written (live, rebuild or
@@ -147,6 +154,21 @@ class FoldTarget:
     # Opens the sealed personal fields of stored bytes (EventStore.open_many); the log's
     # bytes as they are when None. A field whose key was shredded reads "[erased]".
     open_many: Callable[[Sequence[bytes]], Awaitable[list[bytes]]] | None = None
+    # The subjects' last tokens of the event types the read model does not fold: such
+    # records are skipped undecoded. An unknown token is decoded (and dead-lettered).
+    ignored_tokens: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        handled = {event_token(name) for name in self.projection.handles}
+        object.__setattr__(self, "ignored_tokens", _KNOWN_TOKENS - handled)
+
+    def ignores(self, record: StoredRecord) -> bool:
+        """Whether the record's subject names a type the read model does not fold."""
+        return record.subject.rpartition(".")[2] in self.ignored_tokens
+
+    @property
+    def search_path(self) -> str:
+        return f"{sql.Identifier(self.schema).as_string()}, moltbot"
 
     @asynccontextmanager
     async def transaction(self, conn: Connection) -> AsyncIterator[None]:
@@ -154,10 +176,9 @@ class FoldTarget:
         async with conn.transaction():
             # The schema written, and no wait for the WAL flush at commit (derived data: the
             # log replays it): both for this transaction only, in one round trip.
-            path = f"{sql.Identifier(self.schema).as_string(conn)}, moltbot"
             await conn.execute(
                 "SELECT set_config('search_path', %s, true), set_config('synchronous_commit', 'off', true)",
-                (path,),
+                (self.search_path,),
             )
             yield
 
@@ -165,39 +186,101 @@ class FoldTarget:
 async def apply_batch(
     conn: Connection, target: FoldTarget, records: Sequence[StoredRecord], *, slot: str
 ) -> BatchOutcome:
+    if records and all(target.ignores(r) for r in records):
+        return await _move_only(conn, target.projection, slot, max(r.seq for r in records), len(records))
+    try:
+        return await _apply(conn, target, records, slot=slot, isolate=False)
+    except _Refused:  # rolled back: again, in a savepoint, to dead-letter the event at fault
+        return await _apply(conn, target, records, slot=slot, isolate=True)
+
+
+async def _apply(
+    conn: Connection, target: FoldTarget, records: Sequence[StoredRecord], *, slot: str, isolate: bool
+) -> BatchOutcome:
     projection = target.projection
-    async with target.transaction(conn):
-        checkpoint = await lock_checkpoint(conn, projection, slot)
-        if checkpoint is None:
+    async with conn.transaction():
+        # The checkpoint's lock, the schema written and no wait for the WAL flush at commit
+        # (derived data: the log replays it), for this transaction, in one round trip.
+        cur = await conn.execute(
+            "SELECT last_seq, set_config('search_path', %s, true),"
+            " set_config('synchronous_commit', 'off', true) FROM moltbot.projection_checkpoints"
+            " WHERE projection = %s AND slot = %s FOR UPDATE",
+            (target.search_path, projection.name, slot),
+        )
+        row = await cur.fetchone()
+        if row is None:
             raise NotInitialized(f"{projection.name}/{slot}")
-        applied, skipped, n_dead = await fold_records(conn, target, records, [checkpoint] * len(records))
+        checkpoint = int(row["last_seq"])
+        applied, skipped, n_dead = await fold_records(
+            conn, target, records, [checkpoint] * len(records), isolate=isolate
+        )
         last_seq = max((r.seq for r in records), default=checkpoint)
         if last_seq > checkpoint:
             # The live checkpoint's move is announced (at commit) to whoever waits for it.
             await conn.execute(
                 "WITH moved AS (UPDATE moltbot.projection_checkpoints SET last_seq = %s, updated_at = now()"
                 " WHERE projection = %s AND slot = %s RETURNING slot)"
-                " SELECT pg_notify(%s, '') FROM moved WHERE slot = 'live'",
-                (last_seq, projection.name, slot, APPLIED_CHANNEL),
+                " SELECT pg_notify(%s, %s) FROM moved WHERE slot = 'live'",
+                (last_seq, projection.name, slot, APPLIED_CHANNEL, f"{projection.name} {last_seq}"),
             )
     return BatchOutcome(applied, skipped, n_dead, max(last_seq, checkpoint))
 
 
+async def _move_only(
+    conn: Connection, projection: Projection, slot: str, last_seq: int, n: int
+) -> BatchOutcome:
+    """A batch with nothing to fold: the checkpoint moves (and the live one's waiters wake),
+    one statement in a transaction of its own. Its row lock waits for a rebuild's swap."""
+    cur = await conn.execute(
+        "UPDATE moltbot.projection_checkpoints SET last_seq = greatest(last_seq, %s), updated_at = now()"
+        " WHERE projection = %s AND slot = %s"
+        " RETURNING last_seq, CASE WHEN slot = 'live' THEN pg_notify(%s, projection || ' ' || last_seq) END",
+        (last_seq, projection.name, slot, APPLIED_CHANNEL),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotInitialized(f"{projection.name}/{slot}")
+    return BatchOutcome(0, n, 0, int(row["last_seq"]))
+
+
+class _Refused(Exception):
+    """The database refused a batch's rows (the transaction is rolled back)."""
+
+    def __init__(self, error: psycopg.DatabaseError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def fold_records(
-    conn: Connection, target: FoldTarget, records: Sequence[StoredRecord], floors: Sequence[int]
+    conn: Connection,
+    target: FoldTarget,
+    records: Sequence[StoredRecord],
+    floors: Sequence[int],
+    *,
+    isolate: bool = True,
 ) -> tuple[int, int, int]:
     """Fold the records above their floors (each record's checkpoint) into the read model,
-    inside the caller's transaction; (applied, skipped, dead-lettered)."""
+    inside the caller's transaction; (applied, skipped, dead-lettered).
+
+    With ``isolate`` the batch is written in a savepoint, and a refused one again event by
+    event to dead-letter the one at fault; without, a refusal raises :class:`_Refused` and
+    leaves the transaction to roll back (one savepoint fewer on every batch)."""
     projection, consumer = target.projection, target.consumer
     dead: list[DeadLetter] = []
     accepted: list[tuple[StoredRecord, Event]] = []
     batch = projection.new_batch()
     skipped = 0
-    datas = [r.data for r in records]
-    if target.open_many is not None:
+    kept = [
+        (record, floor)
+        for record, floor in zip(records, floors, strict=True)
+        if record.seq > floor and not target.ignores(record)
+    ]
+    skipped = len(records) - len(kept)
+    datas = [record.data for record, _ in kept]
+    if target.open_many is not None and datas:
         datas = await target.open_many(datas)
-    for record, data, applied_up_to in zip(records, datas, floors, strict=True):
-        if record.seq <= applied_up_to or not data:
+    for (record, _), data in zip(kept, datas, strict=True):
+        if not data:
             skipped += 1
             continue
         try:
@@ -215,11 +298,14 @@ async def fold_records(
             continue
         accepted.append((record, event))
 
+    refused_by_database: list[DeadLetter] = []
     if accepted:
-        refused = await _write_or_refusal(conn, batch)
-        if refused is not None:
+        if not isolate:
+            await _write_or_raise(conn, batch)
+        elif (refused := await _write_or_refusal(conn, batch)) is not None:
             log.warning("batch_refused_isolating", projection=projection.name, error=str(refused))
-            dead.extend(await _apply_one_by_one(conn, projection, consumer, accepted))
+            refused_by_database = await _apply_one_by_one(conn, projection, consumer, accepted)
+            dead.extend(refused_by_database)
 
     if dead:
         await target.on_dead_letters(dead)
@@ -231,7 +317,18 @@ async def fold_records(
                 reason=letter.reason,
                 error=letter.error,
             )
-    return len(accepted) - len(dead), skipped, len(dead)
+    return len(accepted) - len(refused_by_database), skipped, len(dead)
+
+
+async def _write_or_raise(conn: Connection, batch: Batch) -> None:
+    """Write the batch; :class:`_Refused` if the database refused its rows. A lost
+    connection is no refusal: it raises as it is."""
+    try:
+        await batch.write(conn)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.DatabaseError as exc:
+        raise _Refused(exc) from exc
 
 
 async def _write_or_refusal(conn: Connection, batch: Batch) -> psycopg.DatabaseError | None:

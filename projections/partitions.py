@@ -236,9 +236,10 @@ async def _raise(
     await conn.execute(
         "WITH moved AS (UPDATE moltbot.projection_checkpoints AS c SET last_seq = m.seq, updated_at = now()"
         " FROM (SELECT min(events_seq) AS seq FROM moltbot.projection_partitions WHERE projection = %s) AS m"
-        " WHERE c.projection = %s AND c.slot = 'live' AND c.last_seq < m.seq RETURNING 1)"
-        " SELECT pg_notify(%s, '') FROM moved",  # the waiters for it wake (adapters/postgres/applied.py)
-        (projection.name, projection.name, APPLIED_CHANNEL),
+        " WHERE c.projection = %s AND c.slot = 'live' AND c.last_seq < m.seq RETURNING c.last_seq)"
+        # The waiters for it wake (adapters/postgres/applied.py).
+        " SELECT pg_notify(%s, %s::text || ' ' || last_seq) FROM moved",
+        (projection.name, projection.name, APPLIED_CHANNEL, projection.name),
     )
 
 

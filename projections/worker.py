@@ -139,6 +139,9 @@ class LiveWorker(ABC):
 
     async def _run_once(self) -> None:
         async with connection(self._database_url, application_name=f"moltbot-{self.consumer}") as conn:
+            # Derived data, which the log replays: no commit of this connection waits for the WAL
+            # flush (a batch's transaction says so too; this covers the checkpoint-only moves).
+            await conn.execute("SET synchronous_commit = off")
             await wait_for_turn(conn, self.projection, self._buckets())
             replaced = await prepare_live(conn, self.projection, self._store)
             if replaced is not None:  # the previous version's consumer has no reader any more

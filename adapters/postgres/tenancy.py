@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -75,12 +75,10 @@ async def applied_seq(connections: AsyncConnectionPool[Any], read_models: tuple[
     return min(found.values(), default=0) if len(found) == len(names) else 0
 
 
-async def _have_applied(
-    connections: AsyncConnectionPool[Any], seq: int, read_models: tuple[str, ...], unchanged: Collection[str]
-) -> bool:
-    """Whether each read model has applied ``seq`` (those in ``unchanged``: ``seq - 1``)."""
-    found = await _live_checkpoints(connections, set(read_models))
-    return all(found.get(name, 0) >= (seq - 1 if name in unchanged else seq) for name in read_models)
+async def _have_applied(connections: AsyncConnectionPool[Any], needed: Mapping[str, int]) -> bool:
+    """Whether each read model has applied the seq it needs (read model → seq)."""
+    found = await _live_checkpoints(connections, needed.keys())
+    return all(found.get(name, 0) >= seq for name, seq in needed.items())
 
 
 async def wait_for_seq(
@@ -94,25 +92,32 @@ async def wait_for_seq(
 ) -> bool:
     """Whether every read model in ``read_models`` has applied ``seq``, looking again for up to
     ``within`` seconds (no connection held between looks): each time a read model commits a
-    batch (``applied``), else with a growing pause.
+    batch (``applied``) unless its notification says one is still behind, else with a
+    growing pause.
 
     A read model in ``unchanged`` does not fold the event at ``seq`` (the caller knows its
     type), so it is as it will be once it has applied the event before: stream sequences
     follow one another, and a gap only makes it wait for ``seq`` itself."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
+    needed = {name: seq - 1 if name in unchanged else seq for name in read_models}
     pause = 0.01
+    look = applied is None or applied.may_have_applied(needed)
     while True:
         moved = applied.current() if applied is not None else None
-        if await _have_applied(connections, seq, read_models, unchanged):
+        if look and await _have_applied(connections, needed):
             return True
         left = deadline - loop.time()
         if left <= 0:
-            return False
+            return not look and await _have_applied(connections, needed)
         if moved is None:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
             continue
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(min(RECHECK, left)):
                 await moved.wait()
+        except TimeoutError:
+            look = True  # no signal for a while: the checkpoints tell
+        else:
+            look = applied is None or applied.may_have_applied(needed)

@@ -49,7 +49,7 @@ Progress = Callable[[str], None]
 
 _FOLD_INNER: list[Step] = [
     (engine, "fold_records", "decode, fold and write the batch"),
-    (engine, "_write_or_refusal", "of which: PostgreSQL writes of the batch's rows"),
+    (engine, "_write_or_raise", "of which: PostgreSQL writes of the batch's rows"),
 ]
 FOLD_STEPS: list[Step] = [
     (worker, "apply_batch", "one batch's transaction, checkpoint included"),

@@ -60,11 +60,14 @@ belong together (a decision of several events, an agent run's reply with its usa
 its end) are appended as one JetStream atomic batch (`allow_atomic` on `EVENTS`): stored
 contiguous and in order, or not at all.
 
-A message that is not a valid event is never applied: each read model's worker
-dead-letters it to `dlq.<consumer>.<reason>` (reasons: `malformed`, `unknown_type`,
-`invalid`, `unsupported_version`, `rejected`) with the headers `Moltbot-Origin-Stream`,
-`Moltbot-Origin-Seq`, `Moltbot-Origin-Subject`, `Moltbot-Consumer`, `Moltbot-Reason`
-and `Moltbot-Error`, and carries on.
+A message that is not a valid event is never applied: each read model's worker that
+folds its type dead-letters it to `dlq.<consumer>.<reason>` (reasons: `malformed`,
+`unknown_type`, `invalid`, `unsupported_version`, `rejected`) with the headers
+`Moltbot-Origin-Stream`, `Moltbot-Origin-Seq`, `Moltbot-Origin-Subject`,
+`Moltbot-Consumer`, `Moltbot-Reason` and `Moltbot-Error`, and carries on. A worker reads
+the type from the subject's last token and skips the types it does not fold without
+decoding them; a token that names no known type is decoded, so every read model
+dead-letters an unknown type.
 
 ## Event types
 """

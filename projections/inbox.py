@@ -393,13 +393,15 @@ class InboxBatch:
 # Two index lookups per message. One query with `message_id = ANY(...) OR (...) IN (unnest)`
 # seq-scanned the table on every batch, even a batch of one (80 ms at 300k messages, growing
 # with the inbox); a plain join on the unnest picks a hash join over a seq scan too. The
-# LIMIT keeps the lateral subquery from being flattened into that join.
+# LIMIT keeps the lateral subquery from being flattened into that join. The arrays go in
+# binary (%b): the text form quotes each element with a regular expression, about a tenth
+# of a rebuild's time in Python.
 ALREADY_STORED = """
 SELECT message_id, status, connection_id, direction, provider_message_id FROM messages
-WHERE message_id = ANY(%s)
+WHERE message_id = ANY(%b::text[])
 UNION ALL
 SELECT m.message_id, m.status, m.connection_id, m.direction, m.provider_message_id
-FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(connection_id, direction, provider_message_id)
+FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(connection_id, direction, provider_message_id)
 CROSS JOIN LATERAL (
     SELECT * FROM messages
     WHERE connection_id = k.connection_id AND direction = k.direction

@@ -11,6 +11,8 @@ checkpoint under the same lock, then compared table by table, row for row.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import msgspec
 import structlog
 from psycopg import sql
 
-from adapters.postgres.database import Connection
+from adapters.postgres.database import Connection, connection_like
 from domain.ports import EventStore, StoredRecord
 from projections.base import Projection, consumer_name, live_schema
 from projections.engine import (
@@ -106,6 +108,58 @@ class _Replay:
         return count
 
 
+LANES = 2  # connections the bulk load of a rebuild or verify folds on at once
+
+
+async def _load_in_lanes(replay: _Replay, *, until_seq: int, progress: Progress | None) -> int:
+    """Replay [1, until_seq] into the replay's schema with each chunk split by tenant over
+    :data:`LANES` connections of their own, each under a checkpoint slot of its own
+    (``<slot>.<lane>``): one lane folds in Python while the other's rows are written. A
+    read model is folded tenant by tenant (partition workers rely on that too), so the
+    shares are independent. At the end the replay's own slot holds ``until_seq``; the
+    number of records read. A load that fails is started again from seq 1 by the next run."""
+    conn, projection, slot = replay.conn, replay.target.projection, replay.slot
+    slots = [f"{slot}.{lane}" for lane in range(LANES)]
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO moltbot.projection_checkpoints (projection, slot, version, schema_name)"
+            " SELECT projection, lane, version, schema_name FROM moltbot.projection_checkpoints,"
+            " unnest(%s::text[]) AS lane WHERE projection = %s AND slot = %s"
+            " ON CONFLICT (projection, slot) DO UPDATE SET version = EXCLUDED.version,"
+            " schema_name = EXCLUDED.schema_name, last_seq = 0",
+            (slots, projection.name, slot),
+        )
+    count = 0
+    async with contextlib.AsyncExitStack() as stack:
+        lanes = [await stack.enter_async_context(connection_like(conn)) for _ in slots]
+        lane_of: dict[str, int] = {}
+        async for chunk in _batches(replay.store, 1, until_seq, replay.batch_size):
+            shares: list[list[StoredRecord]] = [[] for _ in slots]
+            for record in chunk:
+                tenant_id = record.subject.split(".", 2)[1]
+                if (lane := lane_of.get(tenant_id)) is None:
+                    lane = lane_of[tenant_id] = bucket_of(tenant_id, LANES)
+                shares[lane].append(record)
+            async with asyncio.TaskGroup() as tasks:
+                for lane_conn, share, lane_slot in zip(lanes, shares, slots, strict=True):
+                    if share:
+                        tasks.create_task(apply_batch(lane_conn, replay.target, share, slot=lane_slot))
+            count += len(chunk)
+            if progress:
+                progress(chunk[-1].seq, until_seq)
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM moltbot.projection_checkpoints WHERE projection = %s AND slot = ANY(%s)",
+            (projection.name, slots),
+        )
+        await conn.execute(
+            "UPDATE moltbot.projection_checkpoints SET last_seq = %s, updated_at = now()"
+            " WHERE projection = %s AND slot = %s",
+            (until_seq, projection.name, slot),
+        )
+    return count
+
+
 async def _build_beside(
     conn: Connection,
     projection: Projection,
@@ -138,7 +192,7 @@ async def _build_beside(
     )
     replay = _Replay(conn, store, target, slot, batch_size)
     last_seq = await store.last_seq() if until_seq is None else until_seq
-    count = await replay.run(since=1, until_seq=last_seq, progress=progress)
+    count = await _load_in_lanes(replay, until_seq=last_seq, progress=progress)
     if projection.index_sql().strip():
         async with conn.transaction():
             await set_schema(conn, schema)

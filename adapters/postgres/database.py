@@ -40,6 +40,11 @@ async def connection(url: str, *, application_name: str = "moltbot") -> AsyncIte
         await conn.close()
 
 
+def connection_like(conn: Connection) -> contextlib.AbstractAsyncContextManager[Connection]:
+    """Another connection to where ``conn`` is connected, as the same user."""
+    return connection(make_conninfo(conn.info.dsn, password=conn.info.password))
+
+
 # The role the gateway and the agent `SET ROLE` into (row-level security, projections/engine.py).
 CONFINED_ROLE = "moltbot_gateway"
 

@@ -223,7 +223,10 @@ async def _fold(
     projections: list[Any],
     last_seq: int,
     store: EventStore | None = None,
+    stages: Stages | None = None,
 ) -> float:
+    """Fold the log from seq 1 with one live worker per read model, in this process; the
+    rate. With ``stages``, each read model's batch transactions are timed under its name."""
     workers = [
         ProjectionWorker(
             jetstream=JetStreamApi(nc),
@@ -234,6 +237,8 @@ async def _fold(
         )
         for p in projections
     ]
+    for w in workers if stages is not None else ():
+        w._fold = stages.timed(w._fold, f"{w.projection.name}: its batches' transactions")  # type: ignore[method-assign]
     started = time.perf_counter()
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
@@ -447,7 +452,10 @@ async def run(
 
         progress("projection fold: all read models together")
         await _reset_read_models(database_url)
-        all_rate = await _fold(nc, database_url, template, list(all_projections()), last_seq)
+        all_models = Stages()
+        every = list(all_projections())
+        all_rate = await _fold(nc, database_url, template, every, last_seq, stages=all_models)
+        log.stages["all_models"] = all_models.rows(last_seq / 1000, "1000 events")
         inbox_rate = full["fold_inbox"]
         figures += [
             Figure("projection fold, inbox", inbox_rate, "events/s", "min(raw consume, raw COPY)", slower),
@@ -574,6 +582,13 @@ _STAGE_TITLES = {
         "Inbox rebuild",
         "Two lanes fold at once, each a share of the tenants on a connection of its own, so their"
         " times overlap: per 1000 events they add up to more than the rebuild took.",
+    ),
+    "all_models": (
+        f"{len(all_projections())} read models folding at once",
+        "One live worker per read model, all in one process (as `moltbot up` runs them): each"
+        " read model's batch transactions, decoding and folding in Python included. They"
+        " interleave on one event loop and one core, so their times overlap; the rest is NATS"
+        " delivery and acks.",
     ),
     "agent": (
         "Agent trigger -> reply send request (runs one at a time)",

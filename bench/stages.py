@@ -29,13 +29,14 @@ class Stages:
         originals = [(owner, name, getattr(owner, name)) for owner, name, _ in steps]
         try:
             for (owner, name, original), (_, _, label) in zip(originals, steps, strict=True):
-                setattr(owner, name, self._timed(original, label))
+                setattr(owner, name, self.timed(original, label))
             yield self
         finally:
             for owner, name, original in originals:
                 setattr(owner, name, original)
 
-    def _timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
+    def timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        """``function`` (a coroutine function), each call timed under ``label``."""
         spent = self.seconds[label]
 
         @functools.wraps(function)

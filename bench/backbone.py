@@ -237,8 +237,10 @@ async def _fold(
         )
         for p in projections
     ]
-    for w in workers if stages is not None else ():
-        w._fold = stages.timed(w._fold, f"{w.projection.name}: its batches' transactions")  # type: ignore[method-assign]
+    if stages is not None:
+        for w in workers:
+            label = f"{w.projection.name}: its batches' transactions"
+            w._fold = stages.timed(w._fold, label)  # type: ignore[method-assign]
     started = time.perf_counter()
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:

@@ -269,7 +269,6 @@ async def fold_records(
     dead: list[DeadLetter] = []
     accepted: list[tuple[StoredRecord, Event]] = []
     batch = projection.new_batch()
-    skipped = 0
     kept = [
         (record, floor)
         for record, floor in zip(records, floors, strict=True)
